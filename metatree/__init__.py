@@ -1,0 +1,55 @@
+"""metatree: a filesystem-backed metadata database for ML artifacts.
+
+A database is a tree with fixed levels (``keys``); every node is a directory holding a
+``metadata.json`` (a ``children`` index plus free metadata) and files, on any fsspec
+filesystem. See `Metatree`.
+"""
+
+from __future__ import annotations
+
+from metatree._backends import Capabilities, register_backend
+from metatree._node import Node
+from metatree._storage import Storage, as_storage
+from metatree._tree import Metatree
+from metatree.errors import (
+    AlreadyExistsError,
+    CorruptMetadataError,
+    DatabaseError,
+    LockError,
+    LockLostError,
+    LockTimeout,
+    MetadataError,
+    MetatreeError,
+    NotFoundError,
+    PathError,
+    StorageError,
+    TemplateSyntaxError,
+    UnresolvedPathError,
+)
+from metatree.warnings import MetatreeWarning
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "Capabilities",
+    "CorruptMetadataError",
+    "DatabaseError",
+    "LockError",
+    "LockLostError",
+    "LockTimeout",
+    "MetadataError",
+    "Metatree",
+    "MetatreeError",
+    "MetatreeWarning",
+    "Node",
+    "NotFoundError",
+    "PathError",
+    "Storage",
+    "StorageError",
+    "TemplateSyntaxError",
+    "UnresolvedPathError",
+    "__version__",
+    "as_storage",
+    "register_backend",
+]

@@ -1,0 +1,286 @@
+"""Backend adapters: the one place that knows how each filesystem misbehaves.
+
+`Backend` implements the `Storage` primitives with plain fsspec calls, which is right for
+object stores whose single PUT is atomic (GCS, Azure, ...). Subclasses override what their
+filesystem gets wrong or can do better; `backend_for` picks one by filesystem class through a
+lazy registry (as fsspec's ``known_implementations``), never by comparing protocol strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
+
+if TYPE_CHECKING:
+    from fsspec.callbacks import Callback
+    from fsspec.spec import AbstractFileSystem
+
+__all__ = ["Backend", "Capabilities", "Source", "backend_for", "open_source", "register_backend"]
+
+Source: TypeAlias = "str | os.PathLike[str] | bytes | IO[bytes]"
+_COPY_CHUNK = 8 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees; tests that need a capability skip without it."""
+
+    atomic_exclusive_create: bool = True
+    """`create_exclusive` has exactly one winner under contention."""
+    real_directories: bool = False
+    """Directories exist on their own (local, HDFS) rather than as key prefixes (S3)."""
+    same_host_liveness: bool = False
+    """A lock holder's pid can be checked on this host (the filesystem is local)."""
+
+
+@contextlib.contextmanager
+def open_source(source: Source) -> Iterator[tuple[IO[bytes], int | None]]:
+    """Open what `put` accepts as a binary stream, with its size when known."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        yield io.BytesIO(data), len(data)
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as stream:
+            yield stream, os.fstat(stream.fileno()).st_size
+    else:
+        yield source, None
+
+
+def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Callback) -> None:
+    """Copy in bounded chunks, reporting progress through the fsspec callback."""
+    if size is not None:
+        callback.set_size(size)
+    while chunk := src.read(_COPY_CHUNK):
+        dst.write(chunk)
+        callback.relative_update(len(chunk))
+
+
+class Backend:
+    """Storage primitives on any fsspec filesystem (exact where a single PUT is atomic)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(atomic_exclusive_create=False)
+
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self.fs = fs
+
+    def read(self, path: str) -> bytes:
+        """Return a whole (small) file."""
+        return bytes(self.fs.cat_file(path))
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Yield the file in chunks of at most `chunk_size` bytes."""
+        with self.fs.open(path, "rb") as stream:
+            while chunk := stream.read(chunk_size):
+                yield chunk
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace the file atomically; one PUT is atomic on object stores."""
+        self.fs.pipe_file(path, data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create unless present; fsspec's ``mode="create"`` is only as atomic as the backend."""
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def put(self, source: Source, path: str, callback: Callback) -> None:
+        """Stream `source` to `path`; the object appears whole when the stream closes."""
+        with open_source(source) as (stream, size), self.fs.open(path, "wb") as out:
+            copy_stream(stream, out, size, callback)
+
+    def get(self, path: str, local_path: str, callback: Callback) -> None:
+        """Download `path` to `local_path`."""
+        self.fs.get_file(path, local_path, callback=callback)
+
+    def kind(self, path: str) -> str | None:
+        """Return ``"file"``, ``"directory"`` or None, never from a listing cache."""
+        self.fs.invalidate_cache(path)
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return "directory" if info["type"] == "directory" else "file"
+
+    def listdir(self, path: str) -> dict[str, str]:
+        """Map entry names to ``"file"``/``"directory"``; a missing directory is empty."""
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        out: dict[str, str] = {}
+        base = path.rstrip("/")
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry["name"].rstrip("/") == base:
+                continue  # some filesystems list a file as its own only entry
+            out[name] = "directory" if entry["type"] == "directory" else "file"
+        return out
+
+    def remove_file(self, path: str) -> None:
+        """Remove one file."""
+        self.fs.rm_file(path)
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a directory recursively."""
+        self.fs.rm(path, recursive=True)
+
+    def find(self, path: str) -> list[str]:
+        """List every file below `path`."""
+        self.fs.invalidate_cache(path)
+        return list(self.fs.find(path))
+
+
+class LocalBackend(Backend):
+    """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
+
+    capabilities = Capabilities(real_directories=True, same_host_liveness=True)
+
+    def _temp_beside(self, path: str) -> str:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
+
+    def _write_temp(self, path: str, source: Source, callback: Callback) -> str:
+        tmp = self._temp_beside(path)
+        try:
+            with open_source(source) as (stream, size), open(tmp, "xb") as out:
+                copy_stream(stream, out, size, callback)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def read(self, path: str) -> bytes:
+        # docstring inherited
+        with open(path, "rb") as stream:
+            return stream.read()
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        # docstring inherited
+        with open(path, "rb") as stream:
+            while chunk := stream.read(chunk_size):
+                yield chunk
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX)."""
+        from fsspec.callbacks import DEFAULT_CALLBACK
+
+        os.replace(self._write_temp(path, data, DEFAULT_CALLBACK), path)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
+
+        Unlike ``O_EXCL`` followed by a write, the file is never visible empty or torn.
+        """
+        from fsspec.callbacks import DEFAULT_CALLBACK
+
+        tmp = self._write_temp(path, data, DEFAULT_CALLBACK)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def put(self, source: Source, path: str, callback: Callback) -> None:
+        """Copy into a temp file and rename it, so a reader never sees a partial file."""
+        os.replace(self._write_temp(path, source, callback), path)
+
+    def get(self, path: str, local_path: str, callback: Callback) -> None:
+        # docstring inherited
+        with open(path, "rb") as src, open(local_path, "wb") as out:
+            copy_stream(src, out, os.fstat(src.fileno()).st_size, callback)
+
+    def kind(self, path: str) -> str | None:
+        # docstring inherited
+        if os.path.isdir(path):
+            return "directory"
+        return "file" if os.path.lexists(path) else None
+
+    def listdir(self, path: str) -> dict[str, str]:
+        # docstring inherited
+        try:
+            with os.scandir(path) as entries:
+                return {e.name: "directory" if e.is_dir() else "file" for e in entries}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+
+    def remove_file(self, path: str) -> None:
+        # docstring inherited
+        os.unlink(path)
+
+    def remove_tree(self, path: str) -> None:
+        # docstring inherited
+        shutil.rmtree(path)
+
+
+_MEMORY_LOCK = threading.Lock()
+
+
+class MemoryBackend(Backend):
+    """fsspec's in-memory filesystem: one process-wide lock makes check-then-create atomic."""
+
+    capabilities = Capabilities()
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Check and create under a process-wide lock (the store is process-global too)."""
+        with _MEMORY_LOCK:
+            if self.fs.exists(path):
+                return False
+            self.fs.pipe_file(path, data)
+            return True
+
+    def listdir(self, path: str) -> dict[str, str]:
+        # docstring inherited; MemoryFileSystem lists a file as itself, which is not a dir
+        if self.fs.isfile(path):
+            return {}
+        return super().listdir(path)
+
+
+_REGISTRY: dict[str, str] = {
+    # filesystem class (dotted) -> backend class (dotted); both imported only when present
+    "fsspec.implementations.local.LocalFileSystem": "metatree._backends.LocalBackend",
+    "fsspec.implementations.memory.MemoryFileSystem": "metatree._backends.MemoryBackend",
+    "s3fs.core.S3FileSystem": "metatree._backend_s3.S3Backend",
+    "fsspec.implementations.webhdfs.WebHDFS": "metatree._backend_webhdfs.WebHDFSBackend",
+}
+
+
+def register_backend(fs_class: str, backend_class: str, *, clobber: bool = False) -> None:
+    """Register a `Backend` subclass (dotted path) for a filesystem class (dotted path)."""
+    if fs_class in _REGISTRY and not clobber:
+        raise ValueError(f"a backend is already registered for {fs_class}")
+    _REGISTRY[fs_class] = backend_class
+
+
+def _load(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def backend_for(fs: AbstractFileSystem) -> Backend:
+    """Return the backend for `fs`: the most specific registered class it is an instance of."""
+    for fs_class, backend_class in _REGISTRY.items():
+        module, _, name = fs_class.rpartition(".")
+        # a filesystem class whose module is not imported cannot be the class of `fs`
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(fs, cls):
+            backend: Backend = _load(backend_class)(fs)
+            return backend
+    return Backend(fs)

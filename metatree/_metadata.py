@@ -1,0 +1,168 @@
+"""metadata.json and .metatree: parsing, validation and serialisation with orjson.
+
+A node's metadata is a JSON object whose ``children`` key is the node's index (names of child
+nodes, insertion order, no duplicates) and whose other keys are free user metadata. Values keep
+their JSON types (metatreedb 0.2.3 turned every value into a str).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError
+
+__all__ = [
+    "CHILDREN",
+    "FORMAT_VERSION",
+    "Config",
+    "check_metadata_update",
+    "dump_metadata",
+    "load_metadata",
+]
+
+CHILDREN: Final = "children"
+FORMAT_VERSION: Final = 1
+_MAX_INT: Final = 2**63  # orjson stores 64-bit integers; larger ones would not round-trip
+
+
+def _check_value(value: object, where: str, depth: int = 0) -> None:
+    """Refuse what would not round-trip through JSON with the same type and value."""
+    if depth > 100:
+        raise MetadataError(where, "nested deeper than 100 levels")
+    if value is None or isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MetadataError(where, "str with lone surrogates is not valid JSON") from None
+        return
+    if isinstance(value, int):
+        if not -_MAX_INT <= value < 2**64:
+            raise MetadataError(where, f"integer {value} does not fit in 64 bits")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MetadataError(where, f"{value!r} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(item, f"{where}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MetadataError(where, f"dict key {key!r} is not a str")
+            _check_value(item, f"{where}.{key}", depth + 1)
+        return
+    hint = " (use a list)" if isinstance(value, tuple) else ""
+    raise MetadataError(where, f"{type(value).__name__} is not a JSON type{hint}")
+
+
+def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
+    """Validate user metadata for `update` and return it as a plain dict.
+
+    Examples
+    --------
+    >>> check_metadata_update({"active": "v2", "score": 0.9})
+    {'active': 'v2', 'score': 0.9}
+    >>> check_metadata_update({"children": []})
+    Traceback (most recent call last):
+    ...
+    metatree.errors.MetadataError: cannot store metadata 'children': ...
+    """
+    if not metadata:
+        raise MetadataError("", "nothing to update: pass at least one key=value")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise MetadataError(str(key), "keys are non-empty str")
+        if key == CHILDREN:
+            raise MetadataError(key, "the children index is maintained by metatree")
+        _check_value(value, key)
+    return dict(metadata)
+
+
+def load_metadata(data: bytes, path: str) -> dict[str, Any]:
+    """Parse a metadata.json; anything but an object with a valid index is corrupt."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        reason = "empty file" if not data.strip() else f"invalid JSON ({exc})"
+        raise CorruptMetadataError(path, reason) from None
+    if not isinstance(parsed, dict):
+        raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
+    children = parsed.get(CHILDREN, [])
+    if not isinstance(children, list) or not all(isinstance(c, str) for c in children):
+        raise CorruptMetadataError(path, "'children' is not a list of names")
+    return parsed
+
+
+def dump_metadata(metadata: Mapping[str, Any]) -> bytes:
+    """Serialise metadata, ``children`` first as metatreedb writes it."""
+    if CHILDREN in metadata:
+        ordered = {CHILDREN: metadata[CHILDREN]}
+        ordered.update((k, v) for k, v in metadata.items() if k != CHILDREN)
+        return orjson.dumps(ordered)
+    return orjson.dumps(dict(metadata))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The database's ``.metatree`` file."""
+
+    keys: tuple[str, ...]
+    """The tree's levels, outermost first."""
+    locking_enabled: bool = True
+    """Whether writers take the DB lock (metatreedb's switch, kept)."""
+    format: int = FORMAT_VERSION
+    """On-disk format version; metatreedb's trees have none and read as 1."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys we do not know, kept so that rewriting the config never drops them."""
+
+    @classmethod
+    def from_bytes(cls, data: bytes, root: str) -> Config:
+        """Parse and validate a ``.metatree`` file."""
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise DatabaseError(root, ".metatree is not valid JSON") from None
+        if not isinstance(raw, dict):
+            raise DatabaseError(root, ".metatree is not a JSON object")
+        keys = raw.get("keys")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise DatabaseError(root, f".metatree has no valid 'keys' list: {keys!r}")
+        locking = raw.get("locking_enabled", True)
+        version = raw.get("format", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise DatabaseError(root, f"format {version!r} is not supported (this is v1)")
+        known = {"keys", "locking_enabled", "format"}
+        extra = {k: v for k, v in raw.items() if k not in known}
+        return cls(tuple(keys), bool(locking), FORMAT_VERSION, extra)
+
+    def to_bytes(self) -> bytes:
+        """Serialise, with the keys metatreedb reads first."""
+        return orjson.dumps(
+            {
+                "keys": list(self.keys),
+                "locking_enabled": self.locking_enabled,
+                "format": self.format,
+                **self.extra,
+            }
+        )
+
+
+def check_keys(keys: object, root: str) -> tuple[str, ...]:
+    """Validate the tree's levels given by the user."""
+    if isinstance(keys, str) or not isinstance(keys, (tuple, list)):
+        raise DatabaseError(root, f"keys must be a tuple of level names, not {keys!r}")
+    if not keys:
+        raise DatabaseError(root, "keys must name at least one level")
+    if not all(isinstance(k, str) and k for k in keys):
+        raise DatabaseError(root, f"every key must be a non-empty str: {keys!r}")
+    if len(set(keys)) != len(keys):
+        raise DatabaseError(root, f"keys must be distinct: {keys!r}")
+    return tuple(keys)

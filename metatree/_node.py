@@ -1,0 +1,140 @@
+"""Node: a handle on one node of the tree.
+
+A `Node` is a value (database + path); it holds no metadata snapshot, so every property reads
+the current state. metatreedb 0.2.3 returned a whole tree object from ``find``; what code did
+with it (``.update``, ``.metadata``, ``.location``, ``.list()``, ``.get(file)``) works here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+from metatree._db import children_of, check_source
+from metatree._paths import Literal, parse_file_location, resolve_segment
+from metatree._storage import CHUNK_SIZE
+from metatree.errors import NotFoundError, PathError
+
+if TYPE_CHECKING:
+    from metatree._backends import Source
+    from metatree._db import Database, NodePath
+
+__all__ = ["Node"]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of a metatree database."""
+
+    db: Database = field(repr=False, compare=False)
+    """The database the node belongs to."""
+    path: NodePath
+    """Names from the root to the node; ``()`` is the root."""
+    url: str = field(default="", compare=True)
+    """The database root's URL (part of equality: paths of two databases differ)."""
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            object.__setattr__(self, "url", self.db.storage.url)
+
+    @property
+    def location(self) -> str:
+        """The node's URL, e.g. ``file:///tmp/repo/my-model/v2``."""
+        return self.db.url(self.path)
+
+    @property
+    def name(self) -> str:
+        """The node's own name (``""`` for the root)."""
+        return self.path[-1] if self.path else ""
+
+    @property
+    def key(self) -> str | None:
+        """The tree level this node is at (None for the root)."""
+        return self.db.keys[len(self.path) - 1] if self.path else None
+
+    @property
+    def is_leaf(self) -> bool:
+        """Whether the node is at the deepest level (it can hold files, never children)."""
+        return len(self.path) == len(self.db.keys)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The node's metadata.json as it is now, ``children`` included (as metatreedb)."""
+        return self.db.read_metadata(self.path)
+
+    @property
+    def children(self) -> list[str]:
+        """Names of the child nodes, in insertion order."""
+        return list(children_of(self.metadata))
+
+    @property
+    def exists(self) -> bool:
+        """Whether the node is still in the tree (it may have been removed since found)."""
+        if not self.path:
+            return True
+        try:
+            parent = self.db.read_metadata(self.path[:-1])
+        except NotFoundError:
+            return False
+        return self.path[-1] in children_of(parent)
+
+    def child(self, name: str) -> Node:
+        """Return the child node `name`; `NotFoundError` if the index does not list it."""
+        if self.is_leaf or name not in self.children:
+            raise NotFoundError(self.db.url(self.path, name), "node")
+        return Node(self.db, (*self.path, name))
+
+    def iter_children(self) -> Iterator[Node]:
+        """Yield the child nodes in index order."""
+        for name in self.children:
+            yield Node(self.db, (*self.path, name))
+
+    def update(self, **metadata: object) -> None:
+        """Merge `metadata` into the node's (values keep their JSON types)."""
+        self.db.update(self.path, metadata)
+
+    def list(self) -> list[str]:
+        """Names of the node's files and child nodes, sorted."""
+        return self.db.list(self.path)
+
+    def put(
+        self,
+        source: Source,
+        *,
+        name: str | None = None,
+        force: bool = False,
+        recursive: bool = False,
+        callback: Callback = DEFAULT_CALLBACK,
+    ) -> str:
+        """Store a file in this node; see `Metatree.put`."""
+        shown = "/".join(self.path)
+        name = check_source(source, name, shown, recursive)
+        location = tuple(Literal(n) for n in self.path)
+        node = self.db.put(
+            location, source, name, shown, force=force, recursive=recursive, callback=callback
+        )
+        return self.db.url(node, name)
+
+    def get(
+        self,
+        file: str,
+        outfile: str | None = None,
+        recursive: bool = False,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        callback: Callback = DEFAULT_CALLBACK,
+    ) -> Iterator[bytes]:
+        """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
+        if not isinstance(file, str) or "/" in file.strip("/"):
+            raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
+        _, segment = parse_file_location(file, ())
+        if isinstance(segment, Literal):
+            name = segment.name
+        else:
+            name = resolve_segment(segment, self.metadata, file)
+        return self.db.get(
+            self.path, name, outfile, recursive=recursive, chunk_size=chunk_size, callback=callback
+        )

@@ -1,0 +1,226 @@
+"""Names and locations: everything here is validated before any I/O happens.
+
+A *location* names a node by one segment per tree level, as ``"model/<active>"`` or as a
+dict ``{"model": "m", "version": {"metadata": "active"}}``. A segment is either a literal
+name or a ``<key>`` placeholder that resolves to the value of ``key`` in the parent node's
+metadata. Resolution needs that metadata, so it happens in the database; this module only
+parses and checks what can be checked without reading anything (DESIGN.md invariant 4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from metatree.errors import PathError, TemplateSyntaxError, UnresolvedPathError
+
+__all__ = [
+    "METADATA_FILE",
+    "RESERVED_NAMES",
+    "CONFIG_FILE",
+    "LOCK_FILE",
+    "Literal",
+    "Location",
+    "LocationLike",
+    "Placeholder",
+    "Segment",
+    "check_name",
+    "is_reserved",
+    "parse_file_location",
+    "parse_location",
+    "resolve_segment",
+]
+
+METADATA_FILE: Final = "metadata.json"
+CONFIG_FILE: Final = ".metatree"
+LOCK_FILE: Final = ".lock"
+"""The lock object's name; metatreedb 0.2.3 uses the same one, so each sees the other's lock."""
+SYSTEM_PREFIX: Final = ".metatree"
+"""Every name we create besides the three above (temp files, future system data) starts so."""
+RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})
+
+_MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
+_FORBIDDEN = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
+_FORBIDDEN_WHY: Final = {
+    "/": "'/' separates levels",
+    "\\": "'\\' is a separator on Windows",
+    "<": "'<' and '>' are template syntax",
+    ">": "'<' and '>' are template syntax",
+    "*": "glob characters are expanded by fsspec",
+    "?": "glob characters are expanded by fsspec",
+    "[": "glob characters are expanded by fsspec",
+    "]": "glob characters are expanded by fsspec",
+}
+_KEY = re.compile(r"[^<>/\x00-\x1f\x7f]+")
+
+
+def is_reserved(name: str) -> bool:
+    """Return whether `name` belongs to the system (config, lock, metadata, temp files).
+
+    Examples
+    --------
+    >>> is_reserved("metadata.json"), is_reserved(".metatree.tmp.1"), is_reserved("model.pkl")
+    (True, True, False)
+    """
+    return name in RESERVED_NAMES or name.startswith(SYSTEM_PREFIX)
+
+
+def check_name(name: object, location: str) -> str:
+    """Return `name` if it can be a node or file name, else raise `PathError`.
+
+    `location` is the user's whole input, quoted in the error so the user sees where it is.
+    """
+    if not isinstance(name, str):
+        raise PathError(location, f"a name must be a str, not {type(name).__name__}")
+    if not name:
+        raise PathError(location, "empty name (two '/' in a row, or an empty value)")
+    if name in (".", ".."):
+        raise PathError(location, f"{name!r} would leave the node; names are single levels")
+    bad = _FORBIDDEN.search(name)
+    if bad:
+        char = bad.group()
+        why = _FORBIDDEN_WHY.get(char, "control characters are not allowed")
+        raise PathError(location, f"name {name!r} contains {char!r}: {why}")
+    if is_reserved(name):
+        raise PathError(location, f"{name!r} is reserved by metatree")
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        raise PathError(location, f"name longer than {_MAX_NAME_BYTES} bytes")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A segment naming a child directly."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """A ``<key>`` segment: the child named by ``key`` in the parent node's metadata."""
+
+    key: str
+
+    def __str__(self) -> str:
+        return f"<{self.key}>"
+
+
+Segment: TypeAlias = Literal | Placeholder
+Location: TypeAlias = tuple[Segment, ...]
+SegmentSpec: TypeAlias = str | Mapping[str, str]
+LocationLike: TypeAlias = str | Mapping[str, SegmentSpec]
+
+
+def _parse_segment(text: str, location: str) -> Segment:
+    if text.startswith("<") and text.endswith(">") and len(text) > 1:
+        key = text[1:-1]
+        if not _KEY.fullmatch(key):
+            raise TemplateSyntaxError(location, f"{text!r} is not a <key> placeholder")
+        return Placeholder(key)
+    if "<" in text or ">" in text:
+        raise TemplateSyntaxError(
+            location, f"unmatched '<' or '>' in {text!r}: a placeholder is a whole segment"
+        )
+    return Literal(check_name(text, location))
+
+
+def _split(location: str) -> list[str]:
+    if "\x00" in location:
+        raise PathError(location, "NUL character")
+    if location.startswith("/"):
+        raise PathError(location, "absolute locations are refused: locations are relative")
+    stripped = location.rstrip("/")
+    return stripped.split("/") if stripped else []
+
+
+def _parse_dict(location: Mapping[str, SegmentSpec], keys: tuple[str, ...]) -> Location:
+    shown = repr(dict(location))
+    unknown = [k for k in location if k not in keys]
+    if unknown:
+        raise PathError(shown, f"unknown level(s) {unknown}; the levels are {list(keys)}")
+    segments: list[Segment] = []
+    for level in keys[: len(location)]:
+        if level not in location:
+            raise PathError(shown, f"level {level!r} is missing before a deeper level")
+        spec = location[level]
+        if isinstance(spec, str):
+            segments.append(Literal(check_name(spec, shown)))
+        elif isinstance(spec, Mapping) and len(spec) == 1 and "value" in spec:
+            segments.append(Literal(check_name(spec["value"], shown)))
+        elif isinstance(spec, Mapping) and len(spec) == 1 and "metadata" in spec:
+            key = spec["metadata"]
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise TemplateSyntaxError(shown, f"bad metadata key {key!r} for {level!r}")
+            segments.append(Placeholder(key))
+        else:
+            raise PathError(
+                shown,
+                f"level {level!r} must be a name, {{'value': name}} or {{'metadata': key}}, "
+                f"not {spec!r}",
+            )
+    return tuple(segments)
+
+
+def parse_location(location: LocationLike, keys: tuple[str, ...]) -> Location:
+    """Parse a node location; at most one segment per level of `keys`.
+
+    Examples
+    --------
+    >>> parse_location("m/<active>", ("model", "version"))
+    (Literal(name='m'), Placeholder(key='active'))
+    >>> parse_location({"model": "m", "version": {"metadata": "active"}}, ("model", "version"))
+    (Literal(name='m'), Placeholder(key='active'))
+    """
+    if isinstance(location, Mapping):
+        return _parse_dict(location, keys)
+    if not isinstance(location, str):
+        raise PathError(repr(location), f"a location is a str or a dict, not {type(location)}")
+    parts = _split(location)
+    if len(parts) > len(keys):
+        raise PathError(
+            location, f"{len(parts)} levels, but the tree has {len(keys)}: {list(keys)}"
+        )
+    return tuple(_parse_segment(part, location) for part in parts)
+
+
+def parse_file_location(location: str, keys: tuple[str, ...]) -> tuple[Location, Segment]:
+    """Split ``"node/location/file"`` into the node's location and the file segment.
+
+    Examples
+    --------
+    >>> parse_file_location("m/<active>/<model_file>", ("model", "version"))
+    ((Literal(name='m'), Placeholder(key='active')), Placeholder(key='model_file'))
+    """
+    if not isinstance(location, str):
+        raise PathError(repr(location), "a file location is a str like 'node/.../file'")
+    parts = _split(location)
+    if not parts:
+        raise PathError(location, "no file name: a file location ends with the file's name")
+    if len(parts) > len(keys) + 1:
+        raise PathError(
+            location, f"{len(parts) - 1} node levels, but the tree has {len(keys)}: {list(keys)}"
+        )
+    *node, last = (_parse_segment(part, location) for part in parts)
+    return tuple(node), last
+
+
+def resolve_segment(segment: Segment, metadata: Mapping[str, object], location: str) -> str:
+    """Return the child name `segment` stands for, given the parent node's `metadata`."""
+    if isinstance(segment, Literal):
+        return segment.name
+    if segment.key not in metadata:
+        raise UnresolvedPathError(
+            location, f"{segment} is not a key of the parent's metadata ({sorted(metadata)})"
+        )
+    value = metadata[segment.key]
+    if not isinstance(value, str):
+        raise UnresolvedPathError(location, f"{segment} is {value!r}, not a name (str)")
+    try:
+        return check_name(value, location)
+    except PathError as exc:
+        raise UnresolvedPathError(location, f"{segment} resolves to {value!r}: {exc.reason}") from None

@@ -1,0 +1,210 @@
+"""Storage: an fsspec filesystem plus the database root, and the only place errors are mapped.
+
+`Storage` offers the few primitives the database is built on (read, atomic write, exclusive
+create, streamed put/get, listing, removal). Paths given to it are ``/``-joined and relative
+to the root (``""`` is the root). What differs between backends (atomic replace, listing
+caches, WebHDFS's CREATE+APPEND writes) lives in `metatree._backends`, picked by filesystem
+class; this module stays backend-neutral.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import fsspec
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.spec import AbstractFileSystem
+
+from metatree._backends import Backend, backend_for
+from metatree.errors import (
+    AlreadyExistsError,
+    MetatreeError,
+    NotFoundError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from metatree._backends import Capabilities, Source
+
+__all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
+
+CHUNK_SIZE = 8 * 2**20
+"""Streaming chunk: one ranged GET per chunk on object stores, bounded memory everywhere."""
+
+
+@contextlib.contextmanager
+def translate_errors(path: str) -> Iterator[None]:
+    """Turn foreign errors (OSError, fsspec's RuntimeError, requests/botocore) into ours."""
+    try:
+        yield
+    except MetatreeError:
+        raise
+    except FileNotFoundError:
+        raise NotFoundError(path) from None
+    except FileExistsError:
+        raise AlreadyExistsError(path, "it was created concurrently") from None
+    except IsADirectoryError:
+        raise NotFoundError(path, "file (it is a directory)") from None
+    except NotADirectoryError:
+        raise NotFoundError(path, "directory (a file is in the way)") from None
+    except (OSError, RuntimeError) as exc:
+        # requests' errors are OSErrors; fsspec's WebHDFS raises RuntimeError for HTTP 500.
+        raise StorageError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+class Storage:
+    """An fsspec filesystem rooted at `root` (a path in the filesystem's own form).
+
+    Parameters
+    ----------
+    fs
+        Any fsspec filesystem.
+    root
+        The database root inside `fs`, without protocol (``"/tmp/repo"``, ``"bucket/db"``).
+    """
+
+    def __init__(self, fs: AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+        self._backend: Backend = backend_for(fs)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Storage) and (self.fs, self.root) == (other.fs, other.root)
+
+    def __hash__(self) -> int:
+        return hash((type(self.fs), self.root))
+
+    def __reduce__(self) -> tuple[type[Storage], tuple[AbstractFileSystem, str]]:
+        return type(self), (self.fs, self.root)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend can do atomically (see `metatree._backends.Capabilities`)."""
+        return self._backend.capabilities
+
+    @property
+    def url(self) -> str:
+        """The root as a URL (``file:///tmp/repo``, ``s3://bucket/db``, ...)."""
+        return self.url_of("")
+
+    def url_of(self, rel: str) -> str:
+        """Return the URL of `rel`, for users (`Node.location`) and messages."""
+        return str(self.fs.unstrip_protocol(self.abs(rel)))
+
+    def abs(self, rel: str) -> str:
+        """Return `rel` as a path of the filesystem."""
+        if not rel:
+            return self.root
+        return f"{self.root.rstrip('/')}/{rel}"
+
+    # -- primitives ---------------------------------------------------------------------
+    def read_bytes(self, rel: str) -> bytes:
+        """Return the whole content of the file `rel` in one request where possible."""
+        with translate_errors(self.url_of(rel)):
+            return self._backend.read(self.abs(rel))
+
+    def iter_bytes(self, rel: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the file `rel`; the first chunk is fetched now, so a missing file raises here."""
+        path = self.abs(rel)
+        url = self.url_of(rel)
+        with translate_errors(url):
+            chunks = self._backend.iter_chunks(path, chunk_size)
+            first = next(chunks, b"")
+        return self._rest(first, chunks, url)
+
+    @staticmethod
+    def _rest(first: bytes, chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
+        if first:
+            yield first
+        with translate_errors(url):
+            yield from chunks
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        """Replace `rel` with `data` so that readers see the old or the new bytes, never a mix."""
+        with translate_errors(self.url_of(rel)):
+            self._backend.write_atomic(self.abs(rel), data)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create `rel` holding `data` unless it exists; return whether we created it.
+
+        Uses the backend's atomic primitive: of many concurrent callers exactly one wins.
+        """
+        with translate_errors(self.url_of(rel)):
+            return self._backend.create_exclusive(self.abs(rel), data)
+
+    def put(self, source: Source, rel: str, callback: Callback = DEFAULT_CALLBACK) -> None:
+        """Stream `source` (local path, bytes or binary file object) into the file `rel`."""
+        with translate_errors(self.url_of(rel)):
+            self._backend.put(source, self.abs(rel), callback)
+
+    def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
+        """Download the file `rel` to `local_path` (a partial download never shows there)."""
+        tmp = f"{local_path}.metatree-partial"
+        try:
+            with translate_errors(self.url_of(rel)):
+                self._backend.get(self.abs(rel), tmp, callback)
+            os.replace(tmp, local_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def kind(self, rel: str) -> str | None:
+        """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""
+        with translate_errors(self.url_of(rel)):
+            return self._backend.kind(self.abs(rel))
+
+    def listdir(self, rel: str) -> dict[str, str]:
+        """Map each entry of the directory `rel` to its kind, bypassing listing caches."""
+        with translate_errors(self.url_of(rel)):
+            return self._backend.listdir(self.abs(rel))
+
+    def remove_file(self, rel: str) -> None:
+        """Remove the file `rel`; a missing file is not an error (removal is idempotent)."""
+        with translate_errors(self.url_of(rel)), contextlib.suppress(FileNotFoundError):
+            self._backend.remove_file(self.abs(rel))
+
+    def remove_tree(self, rel: str) -> None:
+        """Remove the directory `rel` and everything below it, if it exists."""
+        with translate_errors(self.url_of(rel)), contextlib.suppress(FileNotFoundError):
+            self._backend.remove_tree(self.abs(rel))
+
+    def walk_files(self, rel: str) -> Iterator[str]:
+        """Yield the files below the directory `rel`, as paths relative to `rel`."""
+        base = self.abs(rel).rstrip("/") + "/"
+        with translate_errors(self.url_of(rel)):
+            for path in self._backend.find(self.abs(rel)):
+                yield path[len(base):] if path.startswith(base) else path
+
+
+BackendLike: TypeAlias = "Storage | AbstractFileSystem | str"
+
+
+def as_storage(
+    root: str | Storage, fs: AbstractFileSystem | None = None, **storage_options: Any
+) -> Storage:
+    """Turn the user's root (and optional filesystem) into a `Storage`; the only place that does.
+
+    A plain path has ``~`` and ``$VAR`` expanded and is made absolute, as metatreedb did; a URL
+    goes through `fsspec.url_to_fs` with `storage_options`.
+    """
+    if isinstance(root, Storage):
+        return root
+    if not isinstance(root, str) or not root:
+        raise StorageError(repr(root), "the root must be a non-empty path or URL")
+    if fs is not None:
+        return Storage(fs, fs._strip_protocol(root))
+    if "://" not in root:
+        path = os.path.abspath(os.path.expanduser(os.path.expandvars(root)))
+        return Storage(fsspec.filesystem("file", **storage_options), path)
+    if root.startswith("file://"):
+        path = os.path.abspath(os.path.expanduser(os.path.expandvars(root[len("file://"):])))
+        return Storage(fsspec.filesystem("file", **storage_options), path)
+    with translate_errors(root):
+        filesystem, path = fsspec.url_to_fs(root, **storage_options)
+    return Storage(filesystem, path)

@@ -1,0 +1,262 @@
+"""Metatree: the public entry point, drop-in compatible with metatreedb 0.2.3.
+
+metatreedb's tree object is stateful: ``find``, ``put`` and ``get`` move a cursor, and
+``update``, ``metadata``, ``location`` and ``list`` act on the node under it. That is kept, so
+``metatree.find("m"); metatree.update(active="v2")`` works; `Node` handles returned by `find`
+are the stateless way to do the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+from metatree._db import Database, check_source
+from metatree._node import Node
+from metatree._paths import (
+    LocationLike,
+    parse_file_location,
+    parse_location,
+)
+from metatree._storage import CHUNK_SIZE, Storage, as_storage
+from metatree.errors import AlreadyExistsError, PathError
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
+
+    from metatree._backends import Source
+
+__all__ = ["Metatree"]
+
+
+class Metatree:
+    """A tree database whose storage engine is a filesystem.
+
+    Parameters
+    ----------
+    root
+        A plain path (``~`` and ``$VAR`` expanded), ``file://``, ``memory://``, ``s3://``,
+        ``webhdfs://`` or any fsspec URL, or a `Storage`.
+    keys
+        The levels of the tree, e.g. ``("model", "version")``. Required to create a database;
+        None opens an existing one with its stored keys; other keys than the stored ones
+        raise `DatabaseError`.
+    locking_enabled
+        Whether writers take the DB lock; used when creating (default True). An existing
+        database keeps its stored setting.
+    fs
+        An fsspec filesystem to use instead of the one the URL names (``root`` is then a
+        path in it).
+    lock_timeout
+        Seconds a writer waits for the DB lock before `LockTimeout`.
+    create
+        Create the database if `root` holds none (default). With False, a missing database
+        raises `DatabaseError`.
+    **storage_options
+        Passed to the fsspec filesystem (``endpoint_url=``, ``key=``, ``host=``, ...).
+
+    Examples
+    --------
+    >>> tree = Metatree(f"memory://doctest-{os.getpid()}", ("model", "version"))
+    >>> tree.put("my-model/v1", b"weights", name="model.bin")
+    'memory:///doctest-.../my-model/v1/model.bin'
+    >>> tree.find("my-model").update(active="v1")
+    >>> b"".join(tree.get("my-model/<active>/model.bin"))
+    b'weights'
+    """
+
+    def __init__(
+        self,
+        root: str | Storage,
+        keys: tuple[str, ...] | list[str] | None = None,
+        locking_enabled: bool | None = None,
+        *,
+        fs: AbstractFileSystem | None = None,
+        lock_timeout: float = 60.0,
+        create: bool = True,
+        **storage_options: Any,
+    ) -> None:
+        storage = as_storage(root, fs, **storage_options)
+        self._db = Database.open(
+            storage, keys, locking_enabled, create=create, lock_timeout=lock_timeout
+        )
+        self._cursor = Node(self._db, ())
+
+    @classmethod
+    def _from_db(cls, db: Database) -> Metatree:
+        tree = cls.__new__(cls)
+        tree._db = db
+        tree._cursor = Node(db, ())
+        return tree
+
+    def __reduce__(self) -> tuple[Any, tuple[Database]]:
+        return Metatree._from_db, (self._db,)
+
+    def __repr__(self) -> str:
+        return f"Metatree({self.root!r}, {self.keys!r})"
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        """The database root as a URL."""
+        return self._db.storage.url
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The levels of the tree."""
+        return self._db.keys
+
+    @property
+    def storage(self) -> Storage:
+        """The storage (filesystem and root) of the database."""
+        return self._db.storage
+
+    @property
+    def node(self) -> Node:
+        """The node under the cursor (moved by `find`, `put` and `get`)."""
+        return self._cursor
+
+    @property
+    def location(self) -> str:
+        """URL of the node under the cursor."""
+        return self._cursor.location
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Metadata of the node under the cursor."""
+        return self._cursor.metadata
+
+    # -- operations ---------------------------------------------------------------------
+    def find(self, location: LocationLike) -> Node:
+        """Return the node at `location` and move the cursor to it.
+
+        `location` is ``"a/b"`` (``<key>`` segments resolve from the parent's metadata) or a
+        dict ``{level: name | {"value": name} | {"metadata": key}}``; ``""`` is the root.
+
+        Raises
+        ------
+        NotFoundError
+            A node on the way is not in its parent's index.
+        PathError
+            The location is malformed, or a ``<key>`` does not resolve to a name.
+        """
+        segments = parse_location(location, self.keys)
+        path, _ = self._db.resolve(segments, _shown(location))
+        self._cursor = Node(self._db, path)
+        return self._cursor
+
+    def exists(self, location: str) -> bool:
+        """Whether `location` names a node or a file (a malformed one still raises)."""
+        if not isinstance(location, str):
+            raise PathError(repr(location), "exists takes a str location")
+        if not location.strip("/"):
+            return True
+        node, last = parse_file_location(location, self.keys)
+        return self._db.exists(node, last, location)
+
+    def put(
+        self,
+        location: LocationLike,
+        filepath: Source,
+        force: bool = False,
+        recursive: bool = False,
+        *,
+        name: str | None = None,
+        callback: Callback = DEFAULT_CALLBACK,
+    ) -> str:
+        """Store a file in the node at `location`, creating the nodes on the way.
+
+        Parameters
+        ----------
+        location
+            The node, as in `find`. Missing nodes are created (``<key>`` segments only
+            resolve in nodes that exist).
+        filepath
+            A local file (or, with `recursive`, a directory), bytes, or a binary file object.
+        force
+            Replace a file of the same name; without it that is `AlreadyExistsError`.
+        recursive
+            Store a local directory with everything below it.
+        name
+            The stored name: required for bytes and file objects, the local name otherwise.
+        callback
+            An fsspec callback, told the size and the progress of the upload.
+
+        Returns
+        -------
+        str
+            The stored file's URL (metatreedb returned True).
+        """
+        shown = _shown(location)
+        segments = parse_location(location, self.keys)
+        stored = check_source(filepath, name, shown, recursive)
+        path = self._db.put(
+            segments, filepath, stored, shown, force=force, recursive=recursive, callback=callback
+        )
+        self._cursor = Node(self._db, path)
+        return self._db.url(path, stored)
+
+    def get(
+        self,
+        location: str,
+        outfile: str | os.PathLike[str] | None = None,
+        recursive: bool = False,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        callback: Callback = DEFAULT_CALLBACK,
+    ) -> Iterator[bytes]:
+        """Stream the file at ``"node/location/file"``; ``<key>`` works in every segment.
+
+        With `outfile`, the file (or, with `recursive`, a directory) is downloaded there
+        first and the returned iterator reads the local copy. Moves the cursor to the node.
+
+        Raises
+        ------
+        NotFoundError
+            No such node or file (metatreedb returned None).
+        AlreadyExistsError
+            `outfile` exists already.
+        """
+        segments, last = parse_file_location(location, self.keys)
+        target = None if outfile is None else os.fspath(outfile)
+        if target is not None and os.path.lexists(target):
+            raise AlreadyExistsError(target, "get will not overwrite a local file")
+        path, name, _ = self._db.resolve_file(segments, last, location)
+        chunks = self._db.get(
+            path, name, target, recursive=recursive, chunk_size=chunk_size, callback=callback
+        )
+        self._cursor = Node(self._db, path)
+        return chunks
+
+    def update(self, **metadata: object) -> None:
+        """Merge `metadata` into the metadata of the node under the cursor."""
+        self._cursor.update(**metadata)
+
+    def list(self) -> list[str]:
+        """Names of the files and child nodes of the node under the cursor, sorted."""
+        return self._cursor.list()
+
+    def walk(self, location: LocationLike = "") -> Iterator[tuple[Node, dict[str, Any]]]:
+        """Yield each node at and below `location` with its metadata, depth first."""
+        start = self.find(location) if location else Node(self._db, ())
+        for path, metadata in self._db.walk(start.path):
+            yield Node(self._db, path), metadata
+
+    def remove(self, location: str, recursive: bool = False) -> None:
+        """Remove the file or node at `location` (a node with content needs `recursive`).
+
+        The index is rewritten first, so a crash leaves at worst unlisted data.
+        """
+        if not isinstance(location, str) or not location.strip("/"):
+            raise PathError(str(location), "name a node or file below the root")
+        segments, last = parse_file_location(location, self.keys)
+        self._db.remove(segments, last, location, recursive=recursive)
+        self._cursor = Node(self._db, ())
+
+
+def _shown(location: LocationLike) -> str:
+    return location if isinstance(location, str) else repr(dict(location))
+
