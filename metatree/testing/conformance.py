@@ -1,0 +1,366 @@
+"""The one conformance suite every backend runs (as zarr's ``StoreTests``).
+
+A backend's test module subclasses `BackendConformance` and overrides the `storage` fixture
+to return a fresh, empty `Storage`; everything else (API, compatibility flows, the bad-input
+catalogue, the hypothesis state machine) comes from here and its mixins. Tests that need a
+capability skip themselves; no test asks which backend it runs on.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from metatree import Metatree, Node
+from metatree._paths import LOCK_FILE
+from metatree.errors import (
+    AlreadyExistsError,
+    CorruptMetadataError,
+    DatabaseError,
+    MetatreeError,
+    NotFoundError,
+    PathError,
+    UnresolvedPathError,
+)
+from metatree.testing._bad_input import BadInputTests
+from metatree.testing._helpers import snapshot
+from metatree.testing._stateful import StatefulTests
+
+if TYPE_CHECKING:
+    from metatree._storage import Storage
+
+__all__ = ["KEYS", "BackendConformance"]
+
+KEYS = ("model", "version", "stage")
+
+
+class BackendConformance(BadInputTests, StatefulTests):
+    """Behaviour every backend must show. Override `storage`."""
+
+    @pytest.fixture
+    def storage(self) -> Storage:
+        """A fresh, empty storage root; each backend's test class overrides this."""
+        raise NotImplementedError("override `storage` in the backend's test class")
+
+    @pytest.fixture
+    def tree(self, storage: Storage) -> Metatree:
+        """A new three-level database on the storage."""
+        return Metatree(storage, KEYS)
+
+    @pytest.fixture
+    def sample(self, tmp_path: Path) -> Path:
+        """A small local file to put."""
+        path = tmp_path / "trained.pkl"
+        path.write_bytes(b"weights-v1")
+        return path
+
+    # -- opening ------------------------------------------------------------------------
+    def test_create_writes_config_and_root(self, storage: Storage) -> None:
+        Metatree(storage, KEYS)
+        assert sorted(storage.walk_files("")) == [".metatree", "metadata.json"]
+        assert storage.read_bytes("metadata.json") == b"{}"
+
+    def test_reopen_reads_keys(self, tree: Metatree, storage: Storage) -> None:
+        tree.put("m/v1/s", b"x", name="f")
+        again = Metatree(storage)
+        assert again.keys == KEYS
+        assert again.find("m/v1/s").path == ("m", "v1", "s")
+
+    def test_reopen_with_other_keys_is_refused(self, tree: Metatree, storage: Storage) -> None:
+        with pytest.raises(DatabaseError, match="created with keys"):
+            Metatree(storage, ("a", "b"))
+
+    def test_open_without_keys_and_no_database(self, storage: Storage) -> None:
+        with pytest.raises(DatabaseError, match="no database here"):
+            Metatree(storage)
+
+    def test_create_false(self, storage: Storage) -> None:
+        with pytest.raises(DatabaseError):
+            Metatree(storage, KEYS, create=False)
+        assert snapshot(storage) == {}
+
+    # -- put / find ---------------------------------------------------------------------
+    def test_put_creates_nodes_and_index(self, tree: Metatree, sample: Path) -> None:
+        url = tree.put("m/v1/prod", sample)
+        assert url == tree.find("m/v1/prod").location + "/trained.pkl"
+        assert tree.find("").metadata == {"children": ["m"]}
+        assert tree.find("m").children == ["v1"]
+        assert tree.find("m/v1").children == ["prod"]
+        assert tree.find("m/v1/prod").metadata == {}
+        assert tree.find("m/v1/prod").list() == ["trained.pkl"]
+
+    def test_children_keep_insertion_order(self, tree: Metatree) -> None:
+        for name in ["b", "a", "c", "a0"]:
+            tree.put(f"m/{name}", b"x", name="f")
+        tree.put("m/a", b"y", name="g")
+        assert tree.find("m").children == ["b", "a", "c", "a0"]
+
+    def test_put_into_intermediate_and_root_nodes(self, tree: Metatree) -> None:
+        tree.put("m", b"card", name="README")
+        tree.put("", b"top", name="about.txt")
+        assert tree.find("m").list() == ["README"]
+        assert b"".join(tree.get("about.txt")) == b"top"
+
+    def test_put_bytes_fileobj_and_name(self, tree: Metatree, sample: Path) -> None:
+        tree.put("m/v1", b"abc", name="a.bin")
+        tree.put("m/v1", io.BytesIO(b"def"), name="b.bin")
+        tree.put("m/v1", sample, name="renamed.pkl")
+        node = tree.find("m/v1")
+        assert node.list() == ["a.bin", "b.bin", "renamed.pkl"]
+        assert b"".join(node.get("b.bin")) == b"def"
+        assert b"".join(node.get("renamed.pkl")) == b"weights-v1"
+
+    def test_put_existing_file_needs_force(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"old", name="f")
+        with pytest.raises(AlreadyExistsError):
+            tree.put("m/v1", b"new", name="f")
+        assert b"".join(tree.get("m/v1/f")) == b"old"
+        tree.put("m/v1", b"new", name="f", force=True)
+        assert b"".join(tree.get("m/v1/f")) == b"new"
+
+    def test_put_file_named_like_a_child_is_refused(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(AlreadyExistsError, match="child node"):
+            tree.put("m", b"x", name="v1", force=True)
+
+    def test_put_recursive_directory(self, tree: Metatree, tmp_path: Path) -> None:
+        src = tmp_path / "ckpt"
+        (src / "sub").mkdir(parents=True)
+        (src / "a.txt").write_bytes(b"A")
+        (src / "sub" / "b.txt").write_bytes(b"B")
+        tree.put("m/v1", src, recursive=True)
+        assert tree.find("m/v1").list() == ["ckpt"]
+        out = tmp_path / "out"
+        assert list(tree.get("m/v1/ckpt", out, recursive=True)) == []
+        assert (out / "a.txt").read_bytes() == b"A"
+        assert (out / "sub" / "b.txt").read_bytes() == b"B"
+        with pytest.raises(AlreadyExistsError):
+            tree.put("m/v1", src, recursive=True)
+        (src / "a.txt").write_bytes(b"A2")
+        tree.put("m/v1", src, recursive=True, force=True)
+        tree.get("m/v1/ckpt", tmp_path / "again", recursive=True)
+        assert (tmp_path / "again" / "a.txt").read_bytes() == b"A2"
+
+    def test_find_dict_locations(self, tree: Metatree) -> None:
+        tree.put("m/v1/s", b"x", name="f")
+        tree.find("m").update(active="v1")
+        for location in (
+            {"model": "m", "version": "v1"},
+            {"model": {"value": "m"}, "version": {"value": "v1"}},
+            {"model": "m", "version": {"metadata": "active"}},
+        ):
+            assert tree.find(location).path == ("m", "v1")
+
+    def test_find_missing_node(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(NotFoundError):
+            tree.find("m/v2")
+        with pytest.raises(NotFoundError):
+            tree.find("other")
+
+    def test_find_root(self, tree: Metatree) -> None:
+        assert tree.find("").path == ()
+        assert tree.find("").location == tree.root
+
+    # -- templates ----------------------------------------------------------------------
+    def test_placeholders_at_every_level_and_in_file_part(self, tree: Metatree) -> None:
+        tree.put("m/v1/prod", b"one", name="model.bin")
+        tree.put("m/v2/prod", b"two", name="model.bin")
+        tree.find("").update(default_model="m")
+        tree.find("m").update(active="v2")
+        tree.find("m/v2").update(stage="prod")
+        tree.find("m/v2/prod").update(model_file="model.bin")
+        assert tree.find("<default_model>/<active>/<stage>").path == ("m", "v2", "prod")
+        data = b"".join(tree.get("<default_model>/<active>/<stage>/<model_file>"))
+        assert data == b"two"
+        tree.find("m").update(active="v1")
+        assert tree.find("m/<active>").path == ("m", "v1")
+
+    def test_placeholder_of_missing_key(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(UnresolvedPathError, match="active"):
+            tree.find("m/<active>")
+
+    # -- update / metadata --------------------------------------------------------------
+    def test_update_keeps_json_types(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        node = tree.find("m/v1")
+        value = {"n": 3, "f": 0.5, "b": True, "none": None, "l": [1, "a"], "d": {"k": [2]}}
+        node.update(**value)
+        assert node.metadata == value
+        node.update(n=4)
+        assert node.metadata["n"] == 4
+        assert node.metadata["l"] == [1, "a"]
+
+    def test_update_keeps_children(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        tree.find("m").update(active="v1")
+        assert tree.find("m").metadata == {"children": ["v1"], "active": "v1"}
+        tree.put("m/v2", b"x", name="f")
+        assert tree.find("m").metadata == {"children": ["v1", "v2"], "active": "v1"}
+
+    def test_stateful_cursor(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        assert tree.location == tree.find("m/v1").location
+        tree.find("m")
+        tree.update(active="v1")
+        assert tree.metadata["active"] == "v1"
+        assert tree.list() == ["v1"]
+        tree.find("m/<active>")
+        assert tree.location.endswith("/m/v1")
+        tree.get("m/v1/f")
+        assert tree.node.path == ("m", "v1")
+
+    def test_corrupt_metadata_is_an_error(self, tree: Metatree, storage: Storage) -> None:
+        tree.put("m/v1", b"x", name="f")
+        tree.find("m").update(active="v1")
+        for bad in (b"", b"{not json", b"[1, 2]", b'{"children": "v1"}'):
+            storage.write_atomic("m/metadata.json", bad)
+            with pytest.raises(CorruptMetadataError):
+                tree.find("m/v1")
+            with pytest.raises(CorruptMetadataError):
+                tree.put("m/v2", b"x", name="f")
+        assert storage.read_bytes("m/metadata.json") == b'{"children": "v1"}'
+
+    # -- get ----------------------------------------------------------------------------
+    def test_get_streams_in_chunks(self, tree: Metatree) -> None:
+        data = bytes(range(256)) * 40
+        tree.put("m/v1", data, name="blob")
+        chunks = list(tree.get("m/v1/blob", chunk_size=1000))
+        assert b"".join(chunks) == data
+        assert max(len(c) for c in chunks) <= 1000
+        assert len(chunks) == 11
+
+    def test_get_empty_file(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"", name="empty")
+        assert list(tree.get("m/v1/empty")) == []
+
+    def test_get_outfile(self, tree: Metatree, tmp_path: Path) -> None:
+        tree.put("m/v1", b"payload", name="f")
+        out = tmp_path / "copy"
+        assert b"".join(tree.get("m/v1/f", out)) == b"payload"
+        assert out.read_bytes() == b"payload"
+        with pytest.raises(AlreadyExistsError):
+            tree.get("m/v1/f", out)
+
+    def test_get_missing(self, tree: Metatree, tmp_path: Path) -> None:
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(NotFoundError):
+            tree.get("m/v1/nope")
+        with pytest.raises(NotFoundError):
+            tree.get("m/v9/f")
+        with pytest.raises(NotFoundError):
+            tree.get("m/v1/nope", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+    def test_get_of_a_node_is_not_a_file(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(NotFoundError):
+            tree.get("m/v1")
+
+    def test_progress_callback(self, tree: Metatree, tmp_path: Path) -> None:
+        from fsspec.callbacks import Callback
+
+        data = b"z" * 100_000
+        seen = Callback()
+        tree.put("m/v1", data, name="f", callback=seen)
+        assert seen.size == len(data)
+        assert seen.value == len(data)
+
+    # -- exists / walk / remove ---------------------------------------------------------
+    def test_exists(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        tree.find("m").update(active="v1")
+        assert tree.exists("m")
+        assert tree.exists("m/v1")
+        assert tree.exists("m/<active>/f")
+        assert tree.exists("m/v1/f")
+        assert not tree.exists("m/v2")
+        assert not tree.exists("m/v1/g")
+        assert not tree.exists("m/<nope>")
+        assert tree.exists("")
+        with pytest.raises(PathError):
+            tree.exists("m/../x")
+
+    def test_walk(self, tree: Metatree) -> None:
+        tree.put("a/1", b"x", name="f")
+        tree.put("a/2/s", b"x", name="f")
+        tree.put("b", b"x", name="f")
+        paths = [node.path for node, _ in tree.walk()]
+        assert paths == [(), ("a",), ("a", "1"), ("a", "2"), ("a", "2", "s"), ("b",)]
+        assert [node.path for node, _ in tree.walk("a/2")] == [("a", "2"), ("a", "2", "s")]
+
+    def test_remove_file(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        tree.put("m/v1", b"y", name="g")
+        tree.remove("m/v1/f")
+        assert tree.find("m/v1").list() == ["g"]
+        with pytest.raises(NotFoundError):
+            tree.remove("m/v1/f")
+
+    def test_remove_subtree_keeps_index_consistent(self, tree: Metatree, storage: Storage) -> None:
+        tree.put("m/v1/s", b"x", name="f")
+        tree.put("m/v2/s", b"x", name="f")
+        with pytest.raises(PathError, match="not empty"):
+            tree.remove("m/v1")
+        tree.remove("m/v1", recursive=True)
+        assert tree.find("m").children == ["v2"]
+        assert not any(p.startswith("m/v1/") for p in storage.walk_files(""))
+        tree.put("m/v1", b"again", name="f")
+        assert tree.find("m").children == ["v2", "v1"]
+        assert tree.find("m/v1").list() == ["f"]
+
+    def test_remove_root_is_refused(self, tree: Metatree) -> None:
+        with pytest.raises(PathError):
+            tree.remove("")
+
+    # -- handles ------------------------------------------------------------------------
+    def test_node_handle(self, tree: Metatree) -> None:
+        tree.put("m/v1/s", b"x", name="f")
+        node = tree.find("m")
+        assert isinstance(node, Node)
+        assert (node.name, node.key, node.is_leaf) == ("m", "model", False)
+        assert [c.path for c in node.iter_children()] == [("m", "v1")]
+        assert node.child("v1") == tree.find("m/v1")
+        with pytest.raises(NotFoundError):
+            node.child("v2")
+        leaf = tree.find("m/v1/s")
+        assert leaf.is_leaf
+        assert leaf.exists
+        tree.remove("m/v1/s", recursive=True)
+        assert not leaf.exists
+
+    def test_node_put(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        node = tree.find("m/v1")
+        node.put(b"more", name="g")
+        assert node.list() == ["f", "g"]
+
+    def test_pickle_round_trip(self, tree: Metatree) -> None:
+        tree.put("m/v1", b"x", name="f")
+        again = pickle.loads(pickle.dumps(tree))
+        assert again.find("m/v1").list() == ["f"]
+        for error in (
+            NotFoundError("a/b", "node"),
+            AlreadyExistsError("a/b"),
+            PathError("a/../b", "bad"),
+            UnresolvedPathError("a/<x>", "missing"),
+        ):
+            copy = pickle.loads(pickle.dumps(error))
+            assert type(copy) is type(error)
+            assert str(copy) == str(error)
+            assert isinstance(copy, MetatreeError)
+
+    def test_lock_released_after_each_write(self, tree: Metatree, storage: Storage) -> None:
+        tree.put("m/v1", b"x", name="f")
+        tree.find("m").update(a=1)
+        assert storage.kind(LOCK_FILE) is None
+
+    def test_locking_disabled(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS, locking_enabled=False)
+        tree.put("m/v1", b"x", name="f")
+        assert b'"locking_enabled":false' in storage.read_bytes(".metatree")
