@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import fsspec
 import pytest
+
+from metatree.testing.servers import MotoS3Server, make_bucket
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +15,18 @@ def _fresh_fsspec_instances() -> Iterator[None]:
     fsspec.AbstractFileSystem.clear_instance_cache()
     yield
     fsspec.AbstractFileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3Server]:
+    """moto's S3 on 127.0.0.1, a free port, for the whole session (real HTTP, real s3fs)."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with MotoS3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(moto_server: MotoS3Server) -> str:
+    """One bucket for the session; each test uses its own prefix in it."""
+    return make_bucket(moto_server.endpoint_url)

@@ -1,0 +1,157 @@
+"""Test servers started inside the test session: moto's S3 with a request counter.
+
+Requests are counted at the server, so a count is what really crossed the wire (client
+retries included), and it is exact where a time is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MotoS3Server", "S3Request", "make_bucket"]
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Request:
+    """One request the S3 server received."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+
+
+class _Counting:
+    """WSGI middleware: records each request and can inject faults."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self.requests: list[S3Request] = []
+        self._lock = threading.Lock()
+        self._faults: list[tuple[int, Callable[[S3Request], bool]]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        headers = {
+            k[5:].replace("_", "-").lower(): str(v)
+            for k, v in environ.items()
+            if k.startswith("HTTP_")
+        }
+        request = S3Request(
+            environ["REQUEST_METHOD"],
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            headers,
+        )
+        with self._lock:
+            self.requests.append(request)
+            status = self._take_fault(request)
+        if status:
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+                b"<Message>injected fault</Message></Error>"
+            )
+            start_response(f"{status} Injected", [("Content-Type", "application/xml"),
+                                                  ("Content-Length", str(len(body)))])
+            return [body]
+        return self.app(environ, start_response)
+
+    def _take_fault(self, request: S3Request) -> int:
+        for index, (status, match) in enumerate(self._faults):
+            if match(request):
+                del self._faults[index]
+                return status
+        return 0
+
+
+class MotoS3Server:
+    """moto's S3 on 127.0.0.1, port 0, in a daemon thread, with `requests` recorded."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._app: _Counting | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The server's URL for ``endpoint_url=``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> list[S3Request]:
+        """Every request received since the last `reset_counters`."""
+        assert self._app is not None, "start() the server first"
+        return self._app.requests
+
+    def reset_counters(self) -> None:
+        """Forget the recorded requests."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app.requests = []
+
+    def fail_next(
+        self, n: int = 1, *, status: int = 500, match: Callable[[S3Request], bool] | None = None
+    ) -> None:
+        """Answer the next `n` requests (that `match`) with `status` instead of serving them."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app._faults.extend([(status, match or (lambda _: True))] * n)
+
+    def start(self) -> MotoS3Server:
+        """Start serving; returns self."""
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+        self._app = _Counting(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self.host, self.port, self._app, True, request_handler=MotoRequestHandler
+        )
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> MotoS3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def make_bucket(endpoint_url: str, prefix: str = "test") -> str:
+    """Create a bucket with a unique name on the server and return its name."""
+    import boto3
+
+    name = f"{prefix}-{uuid.uuid4().hex[:16]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=name)
+    client.close()
+    return name

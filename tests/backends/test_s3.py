@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from metatree import Storage, as_storage
+from metatree.testing.conformance import BackendConformance
+from metatree.testing.servers import MotoS3Server
+
+
+@pytest.mark.s3
+class TestS3(BackendConformance):
+    @pytest.fixture
+    def storage(self, s3_bucket: str, moto_server: MotoS3Server) -> Storage:
+        return as_storage(
+            f"s3://{s3_bucket}/{uuid.uuid4().hex}/db",
+            endpoint_url=moto_server.endpoint_url,
+            key="testing",
+            secret="testing",
+        )
