@@ -30,16 +30,22 @@ FORMAT_VERSION: Final = 1
 _MAX_INT: Final = 2**63  # orjson stores 64-bit integers; larger ones would not round-trip
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether `text` encodes to UTF-8 (no lone surrogates), as JSON needs."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_value(value: object, where: str, depth: int = 0) -> None:
     """Refuse what would not round-trip through JSON with the same type and value."""
     if depth > 100:
         raise MetadataError(where, "nested deeper than 100 levels")
     if value is None or isinstance(value, (bool, str)):
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise MetadataError(where, "str with lone surrogates is not valid JSON") from None
+        if isinstance(value, str) and not _is_utf8(value):
+            raise MetadataError(where, "str with lone surrogates is not valid JSON")
         return
     if isinstance(value, int):
         if not -_MAX_INT <= value < 2**64:
@@ -55,8 +61,8 @@ def _check_value(value: object, where: str, depth: int = 0) -> None:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise MetadataError(where, f"dict key {key!r} is not a str")
+            if not isinstance(key, str) or not _is_utf8(key):
+                raise MetadataError(where, f"dict key {key!r} is not a valid str")
             _check_value(item, f"{where}.{key}", depth + 1)
         return
     hint = " (use a list)" if isinstance(value, tuple) else ""
@@ -78,8 +84,8 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     if not metadata:
         raise MetadataError("", "nothing to update: pass at least one key=value")
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise MetadataError(str(key), "keys are non-empty str")
+        if not isinstance(key, str) or not key or not _is_utf8(key):
+            raise MetadataError(str(key), "keys are non-empty, valid UTF-8 str")
         if key == CHILDREN:
             raise MetadataError(key, "the children index is maintained by metatree")
         _check_value(value, key)

@@ -76,6 +76,10 @@ def check_name(name: object, location: str) -> str:
         raise PathError(location, f"a name must be a str, not {type(name).__name__}")
     if not name:
         raise PathError(location, "empty name (two '/' in a row, or an empty value)")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PathError(location, "a name must be valid UTF-8 (it has a lone surrogate)") from None
     if name in (".", ".."):
         raise PathError(location, f"{name!r} would leave the node; names are single levels")
     bad = _FORBIDDEN.search(name)
@@ -85,7 +89,7 @@ def check_name(name: object, location: str) -> str:
         raise PathError(location, f"name {name!r} contains {char!r}: {why}")
     if is_reserved(name):
         raise PathError(location, f"{name!r} is reserved by metatree")
-    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+    if size > _MAX_NAME_BYTES:
         raise PathError(location, f"name longer than {_MAX_NAME_BYTES} bytes")
     return name
 

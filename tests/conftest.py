@@ -7,6 +7,7 @@ import fsspec
 import pytest
 
 from metatree.testing.servers import MotoS3Server, make_bucket
+from metatree.testing.webhdfs_server import WebHDFSServer
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +31,10 @@ def moto_server() -> Iterator[MotoS3Server]:
 def s3_bucket(moto_server: MotoS3Server) -> str:
     """One bucket for the session; each test uses its own prefix in it."""
     return make_bucket(moto_server.endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def webhdfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHDFSServer]:
+    """The fake WebHDFS REST server on 127.0.0.1, a free port, for the whole session."""
+    with WebHDFSServer(str(tmp_path_factory.mktemp("hdfs"))) as server:
+        yield server

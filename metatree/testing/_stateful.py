@@ -1,9 +1,381 @@
-"""The hypothesis state machine (placeholder; being written)."""
+"""The hypothesis state machine: random API programs checked against a plain dict model.
+
+Example tests pin behaviours we thought of; the machine finds the sequences we did not (a
+name re-created after its removal, a pointer left dangling, a file named like a node). It
+runs `Metatree` and `_Model` side by side (as zarr's ``ZarrHierarchyStateMachine``): every
+rule does one API call on both, the outcomes (value or error type) must agree, and the
+invariants compare the whole tree with the model after every step.
+
+Settings are `StatefulTests.state_machine_settings`; the defaults are ``max_examples=40,
+stateful_step_count=30, deadline=None, database=None`` (health checks ``too_slow`` and
+``function_scoped_fixture`` suppressed). A slow backend's test class overrides the attribute.
+"""
 
 from __future__ import annotations
 
-__all__ = ["StatefulTests"]
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from metatree._db import children_of
+from metatree._paths import LOCK_FILE, check_name
+from metatree._storage import Storage
+from metatree._tree import Metatree
+from metatree.errors import (
+    AlreadyExistsError,
+    MetatreeError,
+    NotFoundError,
+    PathError,
+    UnresolvedPathError,
+)
+
+__all__ = ["StatefulTests", "TreeMachine"]
+
+KEYS = ("model", "version", "stage")  # conformance.KEYS; not imported, it imports us
+NODE_NAMES = ("a", "b", "c")
+"""Tiny alphabets: with 3 names per level, collisions and re-creations happen all the time."""
+FILE_NAMES = ("c", "f", "g")
+"""Shares "c" with `NODE_NAMES`, so files named like a child node (and back) come up."""
+POINTERS = ("active", "best")
+"""Metadata keys the rules point at children or files, used as ``<active>`` segments."""
+META_KEYS = ("active", "score", "note")
+"""Free metadata keys; "active" is a pointer too, so updates sometimes break a pointer."""
+
+_json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)  # what `_check_value` accepts, both ends included
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+metadata_updates = st.dictionaries(st.sampled_from(META_KEYS), json_values, min_size=1, max_size=2)
+payloads = st.binary(max_size=24)
+
+
+def _typed(value: object) -> str:
+    """JSON text with sorted keys: equal only if the types are equal too (``True != 1``)."""
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class _ModelNode:
+    """A node as the model sees it: user metadata, ordered children, file contents."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, _ModelNode] = field(default_factory=dict)  # dicts keep insertion order
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def entries(self) -> list[str]:
+        return sorted([*self.files, *self.children])
+
+
+class _Model:
+    """What the tree must contain, written from the spec rather than from `Database`.
+
+    Failing operations raise the `MetatreeError` subclass the real call must raise, and
+    change nothing: every check comes before the first mutation.
+    """
+
+    def __init__(self) -> None:
+        self.root = _ModelNode()
+        self.cursor: tuple[str, ...] = ()
+
+    def node(self, path: tuple[str, ...]) -> _ModelNode:
+        node = self.root
+        for name in path:
+            node = node.children[name]
+        return node
+
+    def walk(self) -> Iterator[tuple[tuple[str, ...], _ModelNode]]:
+        stack: list[tuple[tuple[str, ...], _ModelNode]] = [((), self.root)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            stack.extend(((*path, n), c) for n, c in reversed(node.children.items()))
+
+    @staticmethod
+    def name(segment: str, node: _ModelNode) -> str:
+        """A literal segment, or the name a ``<key>`` segment points to in `node`."""
+        if not segment.startswith("<"):
+            return segment
+        value = node.metadata.get(segment[1:-1])
+        if not isinstance(value, str):
+            raise UnresolvedPathError(segment, "missing or not a str")
+        try:
+            return check_name(value, segment)  # the naming rules are not the model's subject
+        except PathError:
+            raise UnresolvedPathError(segment, "not a valid name") from None
+
+    def resolve(self, segments: list[str]) -> tuple[str, ...]:
+        path: tuple[str, ...] = ()
+        node = self.root
+        for segment in segments:
+            name = self.name(segment, node)
+            if name not in node.children:
+                raise NotFoundError("/".join((*path, name)))
+            path, node = (*path, name), node.children[name]
+        return path
+
+    def find(self, segments: list[str]) -> tuple[str, ...]:
+        self.cursor = self.resolve(segments)
+        return self.cursor
+
+    def exists(self, segments: list[str]) -> bool:
+        if not segments:
+            return True
+        try:
+            node = self.node(self.resolve(segments[:-1]))
+            name = self.name(segments[-1], node)
+        except (NotFoundError, UnresolvedPathError):
+            return False
+        return name in node.children or name in node.files
+
+    def put(self, segments: list[str], name: str, data: bytes, force: bool) -> None:
+        path: tuple[str, ...] = ()
+        node = self.root
+        new: list[str] = []
+        for index, segment in enumerate(segments):
+            child = self.name(segment, node)
+            if child not in node.children:
+                if any(s.startswith("<") for s in segments[index + 1 :]):
+                    raise UnresolvedPathError(segment, "cannot resolve below a new node")
+                if child in node.files:  # a node's directory cannot share a file's name
+                    raise AlreadyExistsError(child, "a file has this name")
+                new = [child, *segments[index + 1 :]]
+                break
+            path, node = (*path, child), node.children[child]
+        if not new:
+            if name in node.children:
+                raise AlreadyExistsError(name, "a child node has this name")
+            if name in node.files and not force:
+                raise AlreadyExistsError(name)
+        for child in new:
+            node = node.children[child] = _ModelNode()
+        node.files[name] = data
+        self.cursor = (*path, *new)
+
+    def get(self, segments: list[str]) -> bytes:
+        path = self.resolve(segments[:-1])
+        node = self.node(path)
+        name = self.name(segments[-1], node)
+        if name not in node.files:  # a child node is no file either
+            raise NotFoundError(name)
+        self.cursor = path
+        return node.files[name]
+
+    def remove(self, segments: list[str], recursive: bool) -> None:
+        node = self.node(self.resolve(segments[:-1]))
+        name = self.name(segments[-1], node)
+        if name in node.children:
+            child = node.children[name]
+            if not recursive and (child.files or child.children):
+                raise PathError(name, "not empty")
+            del node.children[name]
+        elif name in node.files:
+            del node.files[name]
+        else:
+            raise NotFoundError(name)
+        self.cursor = ()
+
+
+class TreeMachine(RuleBasedStateMachine):
+    """Runs random programs on a fresh database; `make_storage` gives each one its root.
+
+    Locations are drawn from the model's existing paths (so most calls reach real nodes),
+    sometimes with a segment swapped for a ``<pointer>`` that names it, and extended by
+    random segments (so misses, dangling pointers and new nodes come up as well).
+    """
+
+    def make_storage(self) -> Storage:
+        """Return a fresh, empty root; bound by `StatefulTests.test_state_machine`."""
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage = self.make_storage()
+        self.tree = Metatree(self.storage, KEYS)
+        self.model = _Model()
+
+    def teardown(self) -> None:
+        """Delete the example's root, so that a run leaves little behind on remote stores."""
+        self.storage.remove_tree("")
+
+    # -- drawing locations --------------------------------------------------------------
+    def _existing(self, data: st.DataObject, *, leaves: bool = True) -> list[str]:
+        paths = [p for p, _ in self.model.walk() if leaves or len(p) < len(KEYS)]
+        path = data.draw(st.sampled_from(paths), label="node")
+        segments = list(path)
+        for depth, name in enumerate(path):  # write some segments through a pointer
+            parent = self.model.node(path[:depth])
+            keys = [k for k in POINTERS if parent.metadata.get(k) == name]
+            if keys and data.draw(st.booleans(), label="via pointer"):
+                segments[depth] = f"<{data.draw(st.sampled_from(keys), label='pointer')}>"
+        return segments
+
+    def _location(self, data: st.DataObject, extra: int, names: tuple[str, ...]) -> list[str]:
+        """An existing node's segments, then up to `extra` random ones (within the tree)."""
+        segments = self._existing(data)
+        room = len(KEYS) + (1 if names is not NODE_NAMES else 0) - len(segments)
+        alphabet = st.sampled_from((*names, *(f"<{k}>" for k in POINTERS)))
+        segments += data.draw(st.lists(alphabet, max_size=min(extra, room)), label="more")
+        return segments
+
+    def _check(self, expect: Callable[[], object], call: Callable[[], object]) -> None:
+        """Run the model then the real call: same error type, or the same result."""
+        expected: object
+        try:
+            expected = expect()
+        except MetatreeError as exc:
+            expected = type(exc)
+        try:
+            actual: object = call()
+        except MetatreeError as exc:
+            assert type(exc) is expected, f"raised {exc!r}, the model expected {expected!r}"
+            return
+        assert actual == expected, f"returned {actual!r}, the model expected {expected!r}"
+
+    # -- rules --------------------------------------------------------------------------
+    @rule(data=st.data(), name=st.sampled_from((*FILE_NAMES, *NODE_NAMES)), payload=payloads,
+          force=st.booleans())
+    def put(self, data: st.DataObject, name: str, payload: bytes, force: bool) -> None:
+        """Put a file, into an existing node or creating the nodes on the way."""
+        segments = self._location(data, extra=3, names=NODE_NAMES)
+        location = "/".join(segments)
+
+        def call() -> None:
+            self.tree.put(location, payload, force=force, name=name)
+
+        self._check(lambda: self.model.put(segments, name, payload, force), call)
+
+    @rule(data=st.data(), values=metadata_updates, via_cursor=st.booleans())
+    def update(self, data: st.DataObject, values: dict[str, Any], via_cursor: bool) -> None:
+        """Merge metadata, through a found `Node` or through the cursor (metatreedb style)."""
+        if via_cursor:
+            self.tree.update(**values)
+            self.model.node(self.model.cursor).metadata.update(values)
+            return
+        segments = self._existing(data)
+        self.tree.find("/".join(segments)).update(**values)
+        self.model.node(self.model.find(segments)).metadata.update(values)
+
+    @rule(data=st.data(), key=st.sampled_from(POINTERS), to_file=st.booleans())
+    def point(self, data: st.DataObject, key: str, to_file: bool) -> None:
+        """Set ``key=<name>`` in a node: mostly an entry of it, sometimes a dangling name."""
+        segments = self._existing(data)
+        node = self.model.node(self.model.resolve(segments))
+        pool = [*node.files] if to_file else [*node.children]
+        value = data.draw(st.sampled_from([*pool, *NODE_NAMES, *FILE_NAMES]), label="value")
+        self.tree.find("/".join(segments)).update(**{key: value})
+        self.model.find(segments)
+        node.metadata[key] = value
+
+    @rule(data=st.data())
+    def find(self, data: st.DataObject) -> None:
+        """Find a node (through pointers, or missing): the path or the model's error."""
+        segments = self._location(data, extra=1, names=NODE_NAMES)
+        location = "/".join(segments)
+        self._check(lambda: self.model.find(segments), lambda: self.tree.find(location).path)
+
+    @rule(data=st.data())
+    def get(self, data: st.DataObject) -> None:
+        """Read a file, named directly or by ``<pointer>``; a node or a miss is NotFound."""
+        segments = self._location(data, extra=1, names=FILE_NAMES)
+        if len(segments) == len(self._existing_prefix(segments)):
+            return  # no file segment was drawn: nothing to get
+        location = "/".join(segments)
+        self._check(lambda: self.model.get(segments), lambda: b"".join(self.tree.get(location)))
+
+    def _existing_prefix(self, segments: list[str]) -> list[str]:
+        return segments if not segments else segments[: len(segments)]
+
+    @rule(data=st.data())
+    def exists(self, data: st.DataObject) -> None:
+        """`exists` of nodes, files, misses and unresolved pointers (False, never an error)."""
+        segments = self._location(data, extra=1, names=(*NODE_NAMES, *FILE_NAMES))
+        location = "/".join(segments)
+        self._check(lambda: self.model.exists(segments), lambda: self.tree.exists(location))
+
+    @rule(data=st.data(), recursive=st.booleans())
+    def remove(self, data: st.DataObject, recursive: bool) -> None:
+        """Remove a file or a node (a non-empty node needs `recursive`), or miss."""
+        segments = self._location(data, extra=1, names=(*NODE_NAMES, *FILE_NAMES))
+        if not segments:
+            return  # the root: refused, and covered by the example tests
+        location = "/".join(segments)
+        self._check(
+            lambda: self.model.remove(segments, recursive),
+            lambda: self.tree.remove(location, recursive=recursive),
+        )
+
+    @rule(data=st.data())
+    def walk_subtree(self, data: st.DataObject) -> None:
+        """Walk from a node: its subtree in index order (and the cursor moves there)."""
+        segments = self._existing(data)
+        path = self.model.find(segments)
+        expected = [p for p, _ in self.model.walk() if p[: len(path)] == path]
+        assert [n.path for n, _ in self.tree.walk("/".join(segments))] == expected
+
+    @rule()
+    def list_cursor(self) -> None:
+        """`Metatree.list` acts on the cursor, wherever the last call left it."""
+        assert self.tree.list() == self.model.node(self.model.cursor).entries()
+
+    # -- invariants ---------------------------------------------------------------------
+    @invariant()
+    def tree_matches_model(self) -> None:
+        """The walk is the model's nodes in index order, with the same metadata and entries."""
+        expected = list(self.model.walk())
+        actual = list(self.tree.walk())
+        assert [n.path for n, _ in actual] == [p for p, _ in expected]
+        for (node, metadata), (path, model) in zip(actual, expected, strict=True):
+            user = {k: v for k, v in metadata.items() if k != "children"}
+            assert _typed(user) == _typed(model.metadata), path
+            assert children_of(metadata) == list(model.children), path
+            assert node.children == list(model.children), path
+            assert node.list() == model.entries(), path
+
+    @invariant()
+    def no_lock_left_and_cursor_agrees(self) -> None:
+        """Every write released the DB lock; the cursor is where the model says."""
+        assert self.storage.kind(LOCK_FILE) is None
+        assert self.tree.node.path == self.model.cursor
 
 
 class StatefulTests:
-    """put/update/find/get/remove checked against an in-memory model."""
+    """Mixin of `BackendConformance`: run `TreeMachine` on the backend's storage."""
+
+    state_machine_settings: ClassVar[settings] = settings(
+        max_examples=40,
+        stateful_step_count=30,
+        deadline=None,  # remote backends have slow, uneven latencies
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        database=None,  # the test runs once per backend: a shared example DB would mix them
+        # Not derandomized: a failure is a real bug whose minimal program hypothesis prints,
+        # not flakiness, and new seeds on each CI run explore more over time.
+    )
+    """Lower ``max_examples`` in a slow backend's test class (each step walks the tree)."""
+
+    def test_state_machine(self, storage: Storage) -> None:
+        fs, base = storage.fs, storage
+
+        class Bound(TreeMachine):
+            def make_storage(self) -> Storage:
+                return Storage(fs, base.abs(f"run-{uuid.uuid4().hex}"))
+
+        run_state_machine_as_test(Bound, settings=self.state_machine_settings)

@@ -1,0 +1,159 @@
+"""Request economy, counted at the servers: exact where a time is not.
+
+Bounds from the S3/WebHDFS issue: find at depth 3 <= 3 requests, get of a small file <= 4,
+update <= 2 plus the lock's own 2, put of a new leaf <= 8 including the lock. The S3 tests
+assert the exact request sequence, which also proves that no object is read twice, that no
+``exists`` precedes a read, and that an index already listing a child is not rewritten.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from metatree import Metatree
+from metatree.testing.servers import MotoS3Server
+from metatree.testing.webhdfs_server import WebHDFSServer
+
+KEYS = ("a", "b", "c")
+
+
+@pytest.mark.s3
+class TestS3Requests:
+    @pytest.fixture
+    def tree(self, moto_server: MotoS3Server, s3_bucket: str) -> Metatree:
+        tree = Metatree(
+            f"s3://{s3_bucket}/{uuid.uuid4().hex}",
+            KEYS,
+            endpoint_url=moto_server.endpoint_url,
+            key="testing",
+            secret="testing",
+        )
+        tree.put("x/y/z", b"data", name="f")
+        tree.find("x").update(active="y")
+        tree.find("x/y/z").update(model_file="f")
+        return tree
+
+    @pytest.fixture
+    def record(self, moto_server: MotoS3Server, tree: Metatree) -> Callable[[], list[str]]:
+        prefix = tree.storage.root.split("/", 1)[1] + "/"
+        moto_server.reset_counters()
+
+        def requests() -> list[str]:
+            out = []
+            for r in moto_server.requests:
+                key = r.path.split("/", 2)[-1]
+                key = key[len(prefix):] if key.startswith(prefix) else "(list)"
+                out.append(f"{r.method} {key}")
+            return out
+
+        return requests
+
+    def test_open(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        Metatree(tree.storage, KEYS)
+        assert record() == ["GET .metatree"]
+
+    def test_find_depth_3(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        tree.find("x/y/z")
+        assert record() == ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
+
+    def test_find_with_placeholder(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        tree.find("x/<active>/z")
+        assert len(record()) == 3
+
+    def test_get_small_file(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        assert b"".join(tree.get("x/y/z/f")) == b"data"
+        assert record() == [
+            "GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json", "GET x/y/z/f",
+        ]
+
+    def test_get_through_placeholders(
+        self, tree: Metatree, record: Callable[[], list[str]]
+    ) -> None:
+        assert b"".join(tree.get("x/<active>/z/<model_file>")) == b"data"
+        assert len(record()) == 5  # + the leaf's metadata.json, where <model_file> lives
+
+    def test_update(
+        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
+    ) -> None:
+        node = tree.find("x/y/z")
+        moto_server.reset_counters()
+        node.update(score=0.5)
+        assert record() == [
+            "PUT .lock", "GET x/y/z/metadata.json", "PUT x/y/z/metadata.json", "DELETE .lock",
+        ]
+
+    def test_put_new_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        tree.put("x/y/w", b"new", name="f")
+        assert record() == [
+            "PUT .lock",
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET x/y/metadata.json",
+            "PUT x/y/w/f",
+            "PUT x/y/w/metadata.json",
+            "PUT x/y/metadata.json",
+            "DELETE .lock",
+        ]
+
+    def test_put_into_existing_node_does_not_rewrite_index(
+        self, tree: Metatree, record: Callable[[], list[str]]
+    ) -> None:
+        tree.put("x/y/z", b"more", name="g")
+        sent = record()
+        assert "PUT x/y/metadata.json" not in sent
+        assert "PUT x/y/z/metadata.json" not in sent
+        assert sent.count("GET x/y/metadata.json") == 1
+        assert len(sent) <= 8  # lock 2, index reads 3, existence check 2 (HEAD + list), PUT 1
+
+
+@pytest.mark.webhdfs
+class TestWebHDFSRequests:
+    """WebHDFS needs two HTTP requests per CREATE and OPEN (the 307 to a data node)."""
+
+    @pytest.fixture
+    def tree(self, webhdfs_server: WebHDFSServer) -> Metatree:
+        tree = Metatree(
+            f"webhdfs:///tmp/{uuid.uuid4().hex}",
+            KEYS,
+            host=webhdfs_server.host,
+            port=webhdfs_server.port,
+            user="test",
+        )
+        tree.put("x/y/z", b"data", name="f")
+        webhdfs_server.reset_counters()
+        return tree
+
+    def ops(self, server: WebHDFSServer) -> list[str]:
+        return [r.op for r in server.requests if not r.datanode]
+
+    def test_find_depth_3(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        tree.find("x/y/z")
+        assert self.ops(webhdfs_server) == ["OPEN"] * 3
+        assert len(webhdfs_server.requests) == 6
+
+    def test_get_small_file(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        assert b"".join(tree.get("x/y/z/f")) == b"data"
+        assert self.ops(webhdfs_server) == ["OPEN"] * 4
+
+    def test_update(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        node = tree.find("x/y/z")
+        webhdfs_server.reset_counters()
+        node.update(score=0.5)
+        # lock: CREATE temp + RENAME; read: OPEN; write: CREATE temp + RENAME; unlock: DELETE
+        assert self.ops(webhdfs_server) == [
+            "CREATE", "RENAME", "OPEN", "CREATE", "RENAME", "DELETE",
+        ]
+
+    def test_put_new_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        tree.put("x/y/w", b"new", name="f")
+        assert self.ops(webhdfs_server) == [
+            "CREATE", "RENAME",  # lock
+            "OPEN", "OPEN", "OPEN",  # root, x, x/y
+            "CREATE", "RENAME",  # the file
+            "CREATE", "RENAME",  # x/y/w/metadata.json
+            "CREATE", "RENAME",  # x/y/metadata.json: the commit point
+            "DELETE",  # unlock
+        ]
