@@ -13,12 +13,13 @@ What s3fs gets wrong for us, and what this adapter does instead:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from metatree._backends import Backend, Capabilities, copy_stream, open_source
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fsspec.callbacks import Callback
 
     from metatree._backends import Source
@@ -37,7 +38,7 @@ def _unsatisfiable(exc: OSError) -> bool:
 class S3Backend(Backend):
     """s3fs, with ``If-None-Match: *`` as the atomic exclusive create."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(exclusive_names=False)
 
     def read(self, path: str) -> bytes:
         """One ranged GET (plain `cat_file` would HEAD first)."""
@@ -82,9 +83,10 @@ class S3Backend(Backend):
 
     def put(self, source: Source, path: str, callback: Callback) -> None:
         """One PUT for small files, multipart in 8 MiB parts above (completed atomically)."""
-        with open_source(source) as (stream, size), self.fs.open(
-            path, "wb", block_size=_PART_SIZE
-        ) as out:
+        with (
+            open_source(source) as (stream, size),
+            self.fs.open(path, "wb", block_size=_PART_SIZE) as out,
+        ):
             copy_stream(stream, out, size, callback)
 
     def listdir(self, path: str) -> dict[str, str]:

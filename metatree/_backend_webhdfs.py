@@ -18,15 +18,18 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import quote
+
+import requests
 
 from metatree._backends import Backend, Capabilities, open_source
 
 if TYPE_CHECKING:
-    import requests
+    from collections.abc import Iterator
+
     from fsspec.callbacks import Callback
 
     from metatree._backends import Source
@@ -39,6 +42,15 @@ _ERRORS: dict[str, type[OSError]] = {
     "AccessControlException": PermissionError,
     "SecurityException": PermissionError,
 }
+
+
+_ATTEMPTS = 3
+_BACKOFF = 0.05
+_IDEMPOTENT = frozenset({"OPEN", "GETFILESTATUS", "LISTSTATUS", "DELETE"})
+
+
+class _ServerError(OSError):
+    """An HTTP 5xx answer: the server failed, the request may be retried if idempotent."""
 
 
 class _Progress:
@@ -77,12 +89,29 @@ class WebHDFSBackend(Backend):
         **params: Any,
     ) -> requests.Response:
         args = {**params, **self.fs.pars, "op": op}
-        response = self.fs.session.request(
-            method, self._url(path), params=args, data=data, allow_redirects=redirect,
-            stream=stream,
-        )
-        self._check(response, f"{op} {path}")
-        return response
+        # Reads and DELETE are idempotent: a 5xx or a dropped connection is retried. Writes
+        # are not retried here: a RENAME whose reply was lost may have happened.
+        attempts = _ATTEMPTS if op in _IDEMPOTENT else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.fs.session.request(
+                    method,
+                    self._url(path),
+                    params=args,
+                    data=data,
+                    allow_redirects=redirect,
+                    stream=stream,
+                )
+            except requests.ConnectionError:
+                if attempt == attempts:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == attempts:
+                    self._check(response, f"{op} {path}")
+                    return cast("requests.Response", response)
+                response.close()
+            time.sleep(_BACKOFF * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _follow(self, response: requests.Response, method: str, **kwargs: Any) -> requests.Response:
         """Send the second step of CREATE/OPEN to the data node the name node chose."""
@@ -90,7 +119,7 @@ class WebHDFSBackend(Backend):
         response.close()
         second = self.fs.session.request(method, location, **kwargs)
         self._check(second, f"{method} {location}")
-        return second
+        return cast("requests.Response", second)
 
     @staticmethod
     def _check(response: requests.Response, what: str) -> None:
@@ -102,15 +131,25 @@ class WebHDFSBackend(Backend):
         except (ValueError, KeyError, TypeError):
             exception, message = "HTTP", response.text[:200]
         response.close()
-        error = _ERRORS.get(exception, OSError)
+        error = _ERRORS.get(exception, _ServerError if response.status_code >= 500 else OSError)
         raise error(f"{what}: HTTP {response.status_code} {exception}: {message}")
 
     def _create(self, path: str, body: Any, *, overwrite: bool) -> None:
-        first = self._request(
-            "CREATE", "PUT", path, redirect=False, overwrite=str(overwrite).lower()
-        )
-        headers = {"content-type": "application/octet-stream"}
-        self._follow(first, "PUT", data=body, headers=headers).close()
+        """CREATE in two steps; a bytes body to a temp path (overwrite) is safe to retry."""
+        attempts = _ATTEMPTS if overwrite and isinstance(body, bytes) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                first = self._request(
+                    "CREATE", "PUT", path, redirect=False, overwrite=str(overwrite).lower()
+                )
+                headers = {"content-type": "application/octet-stream"}
+                self._follow(first, "PUT", data=body, headers=headers).close()
+            except (requests.ConnectionError, _ServerError):
+                if attempt == attempts:
+                    raise
+                time.sleep(_BACKOFF * 2 ** (attempt - 1))
+            else:
+                return
 
     def _rename(self, src: str, dst: str, *, overwrite: bool) -> bool:
         if overwrite:
@@ -200,9 +239,10 @@ class WebHDFSBackend(Backend):
 
     def get(self, path: str, local_path: str, callback: Callback) -> None:
         # docstring inherited
-        with self._request("OPEN", "GET", path, stream=True) as response, open(
-            local_path, "wb"
-        ) as out:
+        with (
+            self._request("OPEN", "GET", path, stream=True) as response,
+            open(local_path, "wb") as out,
+        ):
             size = response.headers.get("Content-Length")
             if size is not None:
                 callback.set_size(int(size))
@@ -249,4 +289,3 @@ class WebHDFSBackend(Backend):
                 full = posixpath.join(folder, name)
                 (stack if kind == "directory" else files).append(full)
         return sorted(files)
-

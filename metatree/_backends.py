@@ -16,11 +16,12 @@ import shutil
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
@@ -40,6 +41,8 @@ class Capabilities:
     """Directories exist on their own (local, HDFS) rather than as key prefixes (S3)."""
     same_host_liveness: bool = False
     """A lock holder's pid can be checked on this host (the filesystem is local)."""
+    exclusive_names: bool = True
+    """A name cannot be a file and a directory at once (object stores allow key + prefix)."""
 
 
 @contextlib.contextmanager
@@ -67,7 +70,9 @@ def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Call
 class Backend:
     """Storage primitives on any fsspec filesystem (exact where a single PUT is atomic)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(atomic_exclusive_create=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        atomic_exclusive_create=False, exclusive_names=False
+    )
 
     def __init__(self, fs: AbstractFileSystem) -> None:
         self.fs = fs

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
@@ -45,10 +44,12 @@ from metatree.errors import (
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
     from metatree._backends import Source
     from metatree._storage import Storage
 
-__all__ = ["Database", "NodePath", "check_source"]
+__all__ = ["Database", "NodePath", "check_outfile", "check_source"]
 
 NodePath: TypeAlias = tuple[str, ...]
 EMPTY_METADATA = b"{}"
@@ -107,7 +108,9 @@ class Database:
             if not create or wanted is None:
                 reason = "no database here" + ("" if create else " (create=False)")
                 raise DatabaseError(storage.url, f"{reason}; pass keys to create one") from None
-            config = cls._create(storage, wanted, True if locking_enabled is None else locking_enabled)
+            config = cls._create(
+                storage, wanted, True if locking_enabled is None else locking_enabled
+            )
         if wanted is not None and wanted != config.keys:
             raise DatabaseError(
                 storage.url,
@@ -161,7 +164,7 @@ class Database:
         return load_metadata(data, self.storage.url_of(rel))
 
     def _fresh_legacy_root(self) -> bool:
-        """metatreedb 0.2.3 creates the root metadata.json empty; accept that, and only that.
+        """Metatreedb 0.2.3 creates the root metadata.json empty; accept that, and only that.
 
         An empty root file is read as ``{}`` only while the root has no child directory: with
         one, the empty file is a torn write that lost the index, and reading it as ``{}``
@@ -169,9 +172,7 @@ class Database:
         """
         return "directory" not in self.storage.listdir("").values()
 
-    def resolve(
-        self, location: Location, shown: str
-    ) -> tuple[NodePath, dict[str, Any] | None]:
+    def resolve(self, location: Location, shown: str) -> tuple[NodePath, dict[str, Any] | None]:
         """Walk `location` from the root; return the node's path and its parent's metadata.
 
         Reads one metadata.json per level, the node's own excepted: the parent's index is
@@ -197,7 +198,7 @@ class Database:
         metadata = self.read_metadata(path)
         return path, resolve_segment(file, metadata, shown), metadata
 
-    def list(self, path: NodePath) -> list[str]:
+    def entries(self, path: NodePath) -> list[str]:
         """Names of the node's files and children, sorted, without system entries."""
         return sorted(n for n in self.storage.listdir(_rel(path)) if not is_reserved(n))
 
@@ -284,14 +285,17 @@ class Database:
                     new.append(later.name)
                 return path, metadata, new
             path = (*path, name)
-            if len(path) < len(self.keys):
-                metadata = self.read_metadata(path)
-            else:
-                metadata = {}  # a leaf has no index to read, and no child to clash with
+            # a leaf has no index to read, and no child to clash with
+            metadata = self.read_metadata(path) if len(path) < len(self.keys) else {}
         return path, metadata, []
 
     def _check_target(
-        self, node: NodePath, metadata: Mapping[str, Any], name: str, *, force: bool,
+        self,
+        node: NodePath,
+        metadata: Mapping[str, Any],
+        name: str,
+        *,
+        force: bool,
         recursive: bool,
     ) -> None:
         if name in children_of(metadata):
@@ -330,7 +334,7 @@ class Database:
             children = children_of(metadata)
             rel = _rel(path, name)
             if name in children:
-                if not recursive and (self.list((*path, name))):
+                if not recursive and self.entries((*path, name)):
                     raise PathError(shown, "the node is not empty: pass recursive=True")
                 metadata[CHILDREN] = [c for c in children if c != name]
                 self._write_metadata(path, metadata)  # the commit point
@@ -378,6 +382,12 @@ def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
             yield chunk
 
 
+def check_outfile(outfile: str | None) -> None:
+    """Refuse to download over an existing local path, before any I/O."""
+    if outfile is not None and os.path.lexists(outfile):
+        raise AlreadyExistsError(outfile, "get will not overwrite a local file")
+
+
 def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
     """Validate what `put` was given and return the stored file's name, before any I/O."""
     if isinstance(source, str | os.PathLike):
@@ -394,4 +404,3 @@ def check_source(source: object, name: str | None, shown: str, recursive: bool) 
     else:
         raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")
     return check_name(chosen, shown)
-

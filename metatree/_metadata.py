@@ -8,13 +8,15 @@ their JSON types (metatreedb 0.2.3 turned every value into a str).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "CHILDREN",
@@ -84,7 +86,8 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     if not metadata:
         raise MetadataError("", "nothing to update: pass at least one key=value")
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key or not _is_utf8(key):
+        raw: object = key  # update(**{1: 2}) is refused by Python, a Mapping argument is not
+        if not isinstance(raw, str) or not key or not _is_utf8(key):
             raise MetadataError(str(key), "keys are non-empty, valid UTF-8 str")
         if key == CHILDREN:
             raise MetadataError(key, "the children index is maintained by metatree")

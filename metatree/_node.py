@@ -7,18 +7,19 @@ with it (``.update``, ``.metadata``, ``.location``, ``.list()``, ``.get(file)``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import children_of, check_source
+from metatree._db import check_outfile, check_source, children_of
 from metatree._paths import Literal, parse_file_location, resolve_segment
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from metatree._backends import Source
     from metatree._db import Database, NodePath
 
@@ -98,7 +99,7 @@ class Node:
 
     def list(self) -> list[str]:
         """Names of the node's files and child nodes, sorted."""
-        return self.db.list(self.path)
+        return self.db.entries(self.path)
 
     def put(
         self,
@@ -128,9 +129,11 @@ class Node:
         callback: Callback = DEFAULT_CALLBACK,
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
-        if not isinstance(file, str) or "/" in file.strip("/"):
+        raw: object = file  # callers without type checking may pass anything
+        if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
         _, segment = parse_file_location(file, ())
+        check_outfile(outfile)
         if isinstance(segment, Literal):
             name = segment.name
         else:

@@ -17,10 +17,10 @@ from typing import Final, TypeAlias
 from metatree.errors import PathError, TemplateSyntaxError, UnresolvedPathError
 
 __all__ = [
-    "METADATA_FILE",
-    "RESERVED_NAMES",
     "CONFIG_FILE",
     "LOCK_FILE",
+    "METADATA_FILE",
+    "RESERVED_NAMES",
     "Literal",
     "Location",
     "LocationLike",
@@ -142,7 +142,7 @@ def _split(location: str) -> list[str]:
     return stripped.split("/") if stripped else []
 
 
-def _parse_dict(location: Mapping[str, SegmentSpec], keys: tuple[str, ...]) -> Location:
+def _parse_dict(location: Mapping[str, object], keys: tuple[str, ...]) -> Location:
     shown = repr(dict(location))
     unknown = [k for k in location if k not in keys]
     if unknown:
@@ -170,7 +170,7 @@ def _parse_dict(location: Mapping[str, SegmentSpec], keys: tuple[str, ...]) -> L
     return tuple(segments)
 
 
-def parse_location(location: LocationLike, keys: tuple[str, ...]) -> Location:
+def parse_location(location: object, keys: tuple[str, ...]) -> Location:
     """Parse a node location; at most one segment per level of `keys`.
 
     Examples
@@ -192,7 +192,7 @@ def parse_location(location: LocationLike, keys: tuple[str, ...]) -> Location:
     return tuple(_parse_segment(part, location) for part in parts)
 
 
-def parse_file_location(location: str, keys: tuple[str, ...]) -> tuple[Location, Segment]:
+def parse_file_location(location: object, keys: tuple[str, ...]) -> tuple[Location, Segment]:
     """Split ``"node/location/file"`` into the node's location and the file segment.
 
     Examples
@@ -227,4 +227,6 @@ def resolve_segment(segment: Segment, metadata: Mapping[str, object], location: 
     try:
         return check_name(value, location)
     except PathError as exc:
-        raise UnresolvedPathError(location, f"{segment} resolves to {value!r}: {exc.reason}") from None
+        raise UnresolvedPathError(
+            location, f"{segment} resolves to {value!r}: {exc.reason}"
+        ) from None

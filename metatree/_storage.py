@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
-from fsspec.spec import AbstractFileSystem
 
 from metatree._backends import Backend, backend_for
 from metatree.errors import (
@@ -27,6 +25,10 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fsspec.spec import AbstractFileSystem
+
     from metatree._backends import Capabilities, Source
 
 __all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
@@ -45,7 +47,7 @@ def translate_errors(path: str) -> Iterator[None]:
     except FileNotFoundError:
         raise NotFoundError(path) from None
     except FileExistsError:
-        raise AlreadyExistsError(path, "it was created concurrently") from None
+        raise AlreadyExistsError(path, "something of that name is in the way") from None
     except IsADirectoryError:
         raise NotFoundError(path, "file (it is a directory)") from None
     except NotADirectoryError:
@@ -179,7 +181,7 @@ class Storage:
         base = self.abs(rel).rstrip("/") + "/"
         with translate_errors(self.url_of(rel)):
             for path in self._backend.find(self.abs(rel)):
-                yield path[len(base):] if path.startswith(base) else path
+                yield path.removeprefix(base)
 
 
 BackendLike: TypeAlias = "Storage | AbstractFileSystem | str"
@@ -195,7 +197,8 @@ def as_storage(
     """
     if isinstance(root, Storage):
         return root
-    if not isinstance(root, str) or not root:
+    raw: object = root  # callers without type checking may pass anything
+    if not isinstance(raw, str) or not root:
         raise StorageError(repr(root), "the root must be a non-empty path or URL")
     if fs is not None:
         return Storage(fs, fs._strip_protocol(root))
@@ -203,7 +206,7 @@ def as_storage(
         path = os.path.abspath(os.path.expanduser(os.path.expandvars(root)))
         return Storage(fsspec.filesystem("file", **storage_options), path)
     if root.startswith("file://"):
-        path = os.path.abspath(os.path.expanduser(os.path.expandvars(root[len("file://"):])))
+        path = os.path.abspath(os.path.expanduser(os.path.expandvars(root[len("file://") :])))
         return Storage(fsspec.filesystem("file", **storage_options), path)
     with translate_errors(root):
         filesystem, path = fsspec.url_to_fs(root, **storage_options)

@@ -9,12 +9,12 @@ are the stateless way to do the same.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import Database, check_source
+from metatree._db import Database, check_outfile, check_source
 from metatree._node import Node
 from metatree._paths import (
     LocationLike,
@@ -22,9 +22,11 @@ from metatree._paths import (
     parse_location,
 )
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
-from metatree.errors import AlreadyExistsError, PathError
+from metatree.errors import PathError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fsspec.spec import AbstractFileSystem
 
     from metatree._backends import Source
@@ -222,8 +224,7 @@ class Metatree:
         """
         segments, last = parse_file_location(location, self.keys)
         target = None if outfile is None else os.fspath(outfile)
-        if target is not None and os.path.lexists(target):
-            raise AlreadyExistsError(target, "get will not overwrite a local file")
+        check_outfile(target)
         path, name, _ = self._db.resolve_file(segments, last, location)
         chunks = self._db.get(
             path, name, target, recursive=recursive, chunk_size=chunk_size, callback=callback
@@ -250,13 +251,15 @@ class Metatree:
 
         The index is rewritten first, so a crash leaves at worst unlisted data.
         """
-        if not isinstance(location, str) or not location.strip("/"):
+        raw: object = location  # callers without type checking may pass anything
+        if not isinstance(raw, str) or not location.strip("/"):
             raise PathError(str(location), "name a node or file below the root")
         segments, last = parse_file_location(location, self.keys)
         self._db.remove(segments, last, location, recursive=recursive)
         self._cursor = Node(self._db, ())
 
 
-def _shown(location: LocationLike) -> str:
-    return location if isinstance(location, str) else repr(dict(location))
-
+def _shown(location: object) -> str:
+    if isinstance(location, str):
+        return location
+    return repr(dict(location)) if isinstance(location, Mapping) else repr(location)

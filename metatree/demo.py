@@ -14,9 +14,12 @@ import os
 import pickle
 import tempfile
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from metatree import Metatree
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["main", "render_tree"]
 

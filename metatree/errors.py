@@ -24,7 +24,7 @@ wrapped twice).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyExistsError",
@@ -56,7 +56,7 @@ class MetatreeError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self) -> tuple[type[MetatreeError], tuple[str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.message,)
 
 
@@ -70,7 +70,7 @@ class NotFoundError(MetatreeError, FileNotFoundError):
         self.path = path
         self.what = what
 
-    def __reduce__(self) -> tuple[type[NotFoundError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.path, self.what)
 
 
@@ -84,7 +84,7 @@ class AlreadyExistsError(MetatreeError, FileExistsError):
         self.path = path
         self.hint = hint
 
-    def __reduce__(self) -> tuple[type[AlreadyExistsError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.path, self.hint)
 
 
@@ -98,7 +98,7 @@ class PathError(MetatreeError, ValueError):
         self.location = location
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[PathError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.location, self.reason)
 
 
@@ -120,7 +120,7 @@ class MetadataError(MetatreeError, ValueError):
         self.key = key
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[MetadataError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.key, self.reason)
 
 
@@ -139,7 +139,7 @@ class CorruptMetadataError(MetatreeError, ValueError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[CorruptMetadataError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.path, self.reason)
 
 
@@ -153,7 +153,7 @@ class DatabaseError(MetatreeError, ValueError):
         self.root = root
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[DatabaseError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.root, self.reason)
 
 
@@ -175,7 +175,7 @@ class LockTimeout(LockError, TimeoutError):
         self.timeout = timeout
         self.holder = holder
 
-    def __reduce__(self) -> tuple[type[LockTimeout], tuple[str, float, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.lock_path, self.timeout, self.holder)
 
 
@@ -187,7 +187,7 @@ class LockLostError(LockError):
         self.lock_path = lock_path
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[LockLostError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.lock_path, self.reason)
 
 
@@ -204,5 +204,5 @@ class StorageError(MetatreeError, OSError):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self) -> tuple[type[StorageError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.path, self.reason)

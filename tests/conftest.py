@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import fsspec
 import pytest
 
 from metatree.testing.servers import MotoS3Server, make_bucket
 from metatree.testing.webhdfs_server import WebHDFSServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture(autouse=True)

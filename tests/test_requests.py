@@ -9,13 +9,17 @@ assert the exact request sequence, which also proves that no object is read twic
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from metatree import Metatree
-from metatree.testing.servers import MotoS3Server
-from metatree.testing.webhdfs_server import WebHDFSServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from metatree.testing.servers import MotoS3Server
+    from metatree.testing.webhdfs_server import WebHDFSServer
 
 KEYS = ("a", "b", "c")
 
@@ -45,7 +49,7 @@ class TestS3Requests:
             out = []
             for r in moto_server.requests:
                 key = r.path.split("/", 2)[-1]
-                key = key[len(prefix):] if key.startswith(prefix) else "(list)"
+                key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
                 out.append(f"{r.method} {key}")
             return out
 
@@ -66,7 +70,10 @@ class TestS3Requests:
     def test_get_small_file(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
         assert record() == [
-            "GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json", "GET x/y/z/f",
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET x/y/metadata.json",
+            "GET x/y/z/f",
         ]
 
     def test_get_through_placeholders(
@@ -82,7 +89,10 @@ class TestS3Requests:
         moto_server.reset_counters()
         node.update(score=0.5)
         assert record() == [
-            "PUT .lock", "GET x/y/z/metadata.json", "PUT x/y/z/metadata.json", "DELETE .lock",
+            "PUT .lock",
+            "GET x/y/z/metadata.json",
+            "PUT x/y/z/metadata.json",
+            "DELETE .lock",
         ]
 
     def test_put_new_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
@@ -144,16 +154,27 @@ class TestWebHDFSRequests:
         node.update(score=0.5)
         # lock: CREATE temp + RENAME; read: OPEN; write: CREATE temp + RENAME; unlock: DELETE
         assert self.ops(webhdfs_server) == [
-            "CREATE", "RENAME", "OPEN", "CREATE", "RENAME", "DELETE",
+            "CREATE",
+            "RENAME",
+            "OPEN",
+            "CREATE",
+            "RENAME",
+            "DELETE",
         ]
 
     def test_put_new_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         tree.put("x/y/w", b"new", name="f")
         assert self.ops(webhdfs_server) == [
-            "CREATE", "RENAME",  # lock
-            "OPEN", "OPEN", "OPEN",  # root, x, x/y
-            "CREATE", "RENAME",  # the file
-            "CREATE", "RENAME",  # x/y/w/metadata.json
-            "CREATE", "RENAME",  # x/y/metadata.json: the commit point
+            "CREATE",
+            "RENAME",  # lock
+            "OPEN",
+            "OPEN",
+            "OPEN",  # root, x, x/y
+            "CREATE",
+            "RENAME",  # the file
+            "CREATE",
+            "RENAME",  # x/y/w/metadata.json
+            "CREATE",
+            "RENAME",  # x/y/metadata.json: the commit point
             "DELETE",  # unlock
         ]

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from metatree.errors import LockTimeout
 
@@ -82,7 +82,7 @@ class BaseLock(ABC):
             while not self._try_acquire():
                 waited = time.monotonic() - start
                 if 0 <= timeout <= waited:
-                    raise LockTimeout(self.name, timeout, self._describe_holder())
+                    raise LockTimeout(self.name, timeout, self._describe_holder())  # noqa: TRY301
                 pause = min(delay, self.max_poll_interval) * (0.5 + random.random())
                 if timeout >= 0:
                     pause = min(pause, max(timeout - waited, 0.0))
@@ -105,7 +105,7 @@ class BaseLock(ABC):
         finally:
             self._mutex.release()
 
-    def __enter__(self) -> BaseLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

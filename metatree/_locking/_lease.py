@@ -57,7 +57,7 @@ class LeaseInfo:
             return None
 
     def describe(self) -> str:
-        """A human description for errors."""
+        """Describe the holder for errors."""
         left = self.expires - time.time()
         return f"{self.owner} (pid {self.pid} on {self.host}, lease ends in {left:.1f}s)"
 

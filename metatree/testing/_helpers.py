@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from metatree._storage import Storage
 from metatree.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from metatree._storage import Storage
 
 __all__ = ["snapshot", "unchanged"]
 

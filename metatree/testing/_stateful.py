@@ -1,34 +1,25 @@
 """The hypothesis state machine: random API programs checked against a plain dict model.
 
-Example tests pin behaviours we thought of; the machine finds the sequences we did not (a
-name re-created after its removal, a pointer left dangling, a file named like a node). It
-runs `Metatree` and `_Model` side by side (as zarr's ``ZarrHierarchyStateMachine``): every
-rule does one API call on both, the outcomes (value or error type) must agree, and the
-invariants compare the whole tree with the model after every step.
-
-Settings are `StatefulTests.state_machine_settings`; the defaults are ``max_examples=40,
-stateful_step_count=30, deadline=None, database=None`` (health checks ``too_slow`` and
-``function_scoped_fixture`` suppressed). A slow backend's test class overrides the attribute.
+Example tests pin the behaviours we thought of; the machine finds sequences we did not (a
+name re-created after removal, a dangling pointer, a file named like a node). As zarr's
+``ZarrHierarchyStateMachine``, each rule makes one call on `Metatree` and on `_Model`, the
+outcomes (value or error type) must agree, and invariants compare the whole tree after every
+step. Settings: `StatefulTests.state_machine_settings`, by default ``max_examples=40,
+stateful_step_count=30, deadline=None, database=None``, health checks ``too_slow`` and
+``function_scoped_fixture`` suppressed; a slow backend's test class lowers them.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from metatree._db import children_of
 from metatree._paths import LOCK_FILE, check_name
 from metatree._storage import Storage
 from metatree._tree import Metatree
@@ -40,17 +31,16 @@ from metatree.errors import (
     UnresolvedPathError,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
 __all__ = ["StatefulTests", "TreeMachine"]
 
 KEYS = ("model", "version", "stage")  # conformance.KEYS; not imported, it imports us
-NODE_NAMES = ("a", "b", "c")
-"""Tiny alphabets: with 3 names per level, collisions and re-creations happen all the time."""
-FILE_NAMES = ("c", "f", "g")
-"""Shares "c" with `NODE_NAMES`, so files named like a child node (and back) come up."""
-POINTERS = ("active", "best")
-"""Metadata keys the rules point at children or files, used as ``<active>`` segments."""
-META_KEYS = ("active", "score", "note")
-"""Free metadata keys; "active" is a pointer too, so updates sometimes break a pointer."""
+NODE_NAMES = ("a", "b", "c")  # tiny alphabets: collisions and re-creations happen all the time
+FILE_NAMES = ("c", "f", "g")  # "c" is both, so files named like a child node (and back) come up
+POINTERS = ("active", "best")  # keys the rules point at an entry, read as <active> segments
+META_KEYS = ("active", "score", "note")  # "active" is also a pointer: updates may break it
 
 _json_leaves = (
     st.none()
@@ -61,7 +51,9 @@ _json_leaves = (
 )
 json_values = st.recursive(
     _json_leaves,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 metadata_updates = st.dictionaries(st.sampled_from(META_KEYS), json_values, min_size=1, max_size=2)
@@ -71,6 +63,14 @@ payloads = st.binary(max_size=24)
 def _typed(value: object) -> str:
     """JSON text with sorted keys: equal only if the types are equal too (``True != 1``)."""
     return json.dumps(value, sort_keys=True)
+
+
+def _outcome(operation: Callable[[], object]) -> object:
+    """Return what `operation` returns, or the `MetatreeError` it raises."""
+    try:
+        return operation()
+    except MetatreeError as exc:
+        return exc
 
 
 @dataclass
@@ -111,7 +111,7 @@ class _Model:
 
     @staticmethod
     def name(segment: str, node: _ModelNode) -> str:
-        """A literal segment, or the name a ``<key>`` segment points to in `node`."""
+        """Return a literal segment, or the name a ``<key>`` segment points to in `node`."""
         if not segment.startswith("<"):
             return segment
         value = node.metadata.get(segment[1:-1])
@@ -146,7 +146,8 @@ class _Model:
             return False
         return name in node.children or name in node.files
 
-    def put(self, segments: list[str], name: str, data: bytes, force: bool) -> None:
+    def put(self, segments: list[str], name: str, data: bytes, force: bool) -> str:
+        """Store a file, creating nodes; return its path (`Metatree.put` returns its URL)."""
         path: tuple[str, ...] = ()
         node = self.root
         new: list[str] = []
@@ -166,9 +167,11 @@ class _Model:
             if name in node.files and not force:
                 raise AlreadyExistsError(name)
         for child in new:
-            node = node.children[child] = _ModelNode()
+            node.children[child] = _ModelNode()
+            node = node.children[child]
         node.files[name] = data
         self.cursor = (*path, *new)
+        return "/".join((*self.cursor, name))
 
     def get(self, segments: list[str]) -> bytes:
         path = self.resolve(segments[:-1])
@@ -191,7 +194,7 @@ class _Model:
             del node.files[name]
         else:
             raise NotFoundError(name)
-        self.cursor = ()
+        self.cursor = ()  # Metatree.remove resets it: it may have named what was removed
 
 
 class TreeMachine(RuleBasedStateMachine):
@@ -217,51 +220,70 @@ class TreeMachine(RuleBasedStateMachine):
         self.storage.remove_tree("")
 
     # -- drawing locations --------------------------------------------------------------
-    def _existing(self, data: st.DataObject, *, leaves: bool = True) -> list[str]:
-        paths = [p for p, _ in self.model.walk() if leaves or len(p) < len(KEYS)]
-        path = data.draw(st.sampled_from(paths), label="node")
+    def _existing(self, data: st.DataObject) -> tuple[list[str], tuple[str, ...]]:
+        """Return an existing node as location segments (some via pointers), and its path."""
+        path = data.draw(st.sampled_from([p for p, _ in self.model.walk()]), label="node")
         segments = list(path)
-        for depth, name in enumerate(path):  # write some segments through a pointer
+        for depth, name in enumerate(path):
             parent = self.model.node(path[:depth])
             keys = [k for k in POINTERS if parent.metadata.get(k) == name]
-            if keys and data.draw(st.booleans(), label="via pointer"):
-                segments[depth] = f"<{data.draw(st.sampled_from(keys), label='pointer')}>"
-        return segments
+            if not keys or not data.draw(st.booleans(), label="via pointer"):
+                continue
+            segments[depth] = f"<{data.draw(st.sampled_from(keys), label='pointer')}>"
+        return segments, path
 
-    def _location(self, data: st.DataObject, extra: int, names: tuple[str, ...]) -> list[str]:
-        """An existing node's segments, then up to `extra` random ones (within the tree)."""
-        segments = self._existing(data)
-        room = len(KEYS) + (1 if names is not NODE_NAMES else 0) - len(segments)
-        alphabet = st.sampled_from((*names, *(f"<{k}>" for k in POINTERS)))
-        segments += data.draw(st.lists(alphabet, max_size=min(extra, room)), label="more")
-        return segments
+    def _location(
+        self,
+        data: st.DataObject,
+        names: tuple[str, ...],
+        extra: int,
+        *,
+        file: bool = False,
+        at_least: int = 0,
+    ) -> list[str]:
+        """Return an existing node's segments, then `at_least` to `extra` random ones.
 
-    def _check(self, expect: Callable[[], object], call: Callable[[], object]) -> None:
-        """Run the model then the real call: same error type, or the same result."""
-        expected: object
-        try:
-            expected = expect()
-        except MetatreeError as exc:
-            expected = type(exc)
-        try:
-            actual: object = call()
-        except MetatreeError as exc:
-            assert type(exc) is expected, f"raised {exc!r}, the model expected {expected!r}"
-            return
-        assert actual == expected, f"returned {actual!r}, the model expected {expected!r}"
+        With `file`, the last segment may name a file, so the location may be one segment
+        deeper than the tree. The first added segment favours the node's own entries, so
+        that gets and removes hit as often as they miss.
+        """
+        segments, path = self._existing(data)
+        node = self.model.node(path)
+        room = min(extra, len(KEYS) + int(file) - len(segments))
+        count = data.draw(st.integers(min(at_least, room), room), label="added")
+        if count == 0:
+            return segments
+        pointers = tuple(f"<{k}>" for k in POINTERS)
+        entries = (*node.children, *(node.files if file else ()))
+        segments.append(data.draw(st.sampled_from((*entries, *names, *pointers)), label="entry"))
+        more = st.lists(
+            st.sampled_from((*names, *pointers)), min_size=count - 1, max_size=count - 1
+        )
+        return segments + data.draw(more, label="more")
+
+    @staticmethod
+    def _check(expect: Callable[[], object], call: Callable[[], object]) -> None:
+        """Run the model then the real call: the same error type, or the same result."""
+        expected, actual = _outcome(expect), _outcome(call)
+        if isinstance(expected, MetatreeError) or isinstance(actual, MetatreeError):
+            assert type(actual) is type(expected), f"got {actual!r}, the model: {expected!r}"
+        else:
+            assert actual == expected, f"got {actual!r}, the model: {expected!r}"
 
     # -- rules --------------------------------------------------------------------------
-    @rule(data=st.data(), name=st.sampled_from((*FILE_NAMES, *NODE_NAMES)), payload=payloads,
-          force=st.booleans())
+    @rule(
+        data=st.data(),
+        name=st.sampled_from((*FILE_NAMES, *NODE_NAMES)),
+        payload=payloads,
+        force=st.booleans(),
+    )
     def put(self, data: st.DataObject, name: str, payload: bytes, force: bool) -> None:
         """Put a file, into an existing node or creating the nodes on the way."""
-        segments = self._location(data, extra=3, names=NODE_NAMES)
-        location = "/".join(segments)
-
-        def call() -> None:
-            self.tree.put(location, payload, force=force, name=name)
-
-        self._check(lambda: self.model.put(segments, name, payload, force), call)
+        segments = self._location(data, NODE_NAMES, extra=3)
+        self._check(
+            lambda: self.storage.url_of(self.model.put(segments, name, payload, force)),
+            lambda: self.tree.put("/".join(segments), payload, force=force, name=name),
+        )
 
     @rule(data=st.data(), values=metadata_updates, via_cursor=st.booleans())
     def update(self, data: st.DataObject, values: dict[str, Any], via_cursor: bool) -> None:
@@ -270,15 +292,15 @@ class TreeMachine(RuleBasedStateMachine):
             self.tree.update(**values)
             self.model.node(self.model.cursor).metadata.update(values)
             return
-        segments = self._existing(data)
+        segments, _ = self._existing(data)
         self.tree.find("/".join(segments)).update(**values)
         self.model.node(self.model.find(segments)).metadata.update(values)
 
     @rule(data=st.data(), key=st.sampled_from(POINTERS), to_file=st.booleans())
     def point(self, data: st.DataObject, key: str, to_file: bool) -> None:
         """Set ``key=<name>`` in a node: mostly an entry of it, sometimes a dangling name."""
-        segments = self._existing(data)
-        node = self.model.node(self.model.resolve(segments))
+        segments, path = self._existing(data)
+        node = self.model.node(path)
         pool = [*node.files] if to_file else [*node.children]
         value = data.draw(st.sampled_from([*pool, *NODE_NAMES, *FILE_NAMES]), label="value")
         self.tree.find("/".join(segments)).update(**{key: value})
@@ -288,33 +310,28 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def find(self, data: st.DataObject) -> None:
         """Find a node (through pointers, or missing): the path or the model's error."""
-        segments = self._location(data, extra=1, names=NODE_NAMES)
+        segments = self._location(data, NODE_NAMES, extra=1)
         location = "/".join(segments)
         self._check(lambda: self.model.find(segments), lambda: self.tree.find(location).path)
 
     @rule(data=st.data())
     def get(self, data: st.DataObject) -> None:
         """Read a file, named directly or by ``<pointer>``; a node or a miss is NotFound."""
-        segments = self._location(data, extra=1, names=FILE_NAMES)
-        if len(segments) == len(self._existing_prefix(segments)):
-            return  # no file segment was drawn: nothing to get
+        segments = self._location(data, FILE_NAMES, extra=1, file=True, at_least=1)
         location = "/".join(segments)
         self._check(lambda: self.model.get(segments), lambda: b"".join(self.tree.get(location)))
-
-    def _existing_prefix(self, segments: list[str]) -> list[str]:
-        return segments if not segments else segments[: len(segments)]
 
     @rule(data=st.data())
     def exists(self, data: st.DataObject) -> None:
         """`exists` of nodes, files, misses and unresolved pointers (False, never an error)."""
-        segments = self._location(data, extra=1, names=(*NODE_NAMES, *FILE_NAMES))
+        segments = self._location(data, (*NODE_NAMES, *FILE_NAMES), extra=1, file=True)
         location = "/".join(segments)
         self._check(lambda: self.model.exists(segments), lambda: self.tree.exists(location))
 
     @rule(data=st.data(), recursive=st.booleans())
     def remove(self, data: st.DataObject, recursive: bool) -> None:
         """Remove a file or a node (a non-empty node needs `recursive`), or miss."""
-        segments = self._location(data, extra=1, names=(*NODE_NAMES, *FILE_NAMES))
+        segments = self._location(data, (*NODE_NAMES, *FILE_NAMES), extra=1, file=True)
         if not segments:
             return  # the root: refused, and covered by the example tests
         location = "/".join(segments)
@@ -325,9 +342,8 @@ class TreeMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def walk_subtree(self, data: st.DataObject) -> None:
-        """Walk from a node: its subtree in index order (and the cursor moves there)."""
-        segments = self._existing(data)
-        path = self.model.find(segments)
+        """Walk from a node: its subtree in index order; only find, put, get move the cursor."""
+        segments, path = self._existing(data)
         expected = [p for p, _ in self.model.walk() if p[: len(path)] == path]
         assert [n.path for n, _ in self.tree.walk("/".join(segments))] == expected
 
@@ -339,15 +355,14 @@ class TreeMachine(RuleBasedStateMachine):
     # -- invariants ---------------------------------------------------------------------
     @invariant()
     def tree_matches_model(self) -> None:
-        """The walk is the model's nodes in index order, with the same metadata and entries."""
+        """Walk the tree: the model's nodes in index order, with the same metadata and entries."""
         expected = list(self.model.walk())
         actual = list(self.tree.walk())
         assert [n.path for n, _ in actual] == [p for p, _ in expected]
         for (node, metadata), (path, model) in zip(actual, expected, strict=True):
             user = {k: v for k, v in metadata.items() if k != "children"}
             assert _typed(user) == _typed(model.metadata), path
-            assert children_of(metadata) == list(model.children), path
-            assert node.children == list(model.children), path
+            assert metadata.get("children", []) == node.children == list(model.children), path
             assert node.list() == model.entries(), path
 
     @invariant()
@@ -365,9 +380,9 @@ class StatefulTests:
         stateful_step_count=30,
         deadline=None,  # remote backends have slow, uneven latencies
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        database=None,  # the test runs once per backend: a shared example DB would mix them
-        # Not derandomized: a failure is a real bug whose minimal program hypothesis prints,
-        # not flakiness, and new seeds on each CI run explore more over time.
+        database=None,  # a shipped plugin writes no .hypothesis/ into the user's project
+        # Not derandomized: a failure is a real bug, printed as a minimal program to replay,
+        # not flakiness; and each CI run's new seed explores programs the last ones did not.
     )
     """Lower ``max_examples`` in a slow backend's test class (each step walks the tree)."""
 

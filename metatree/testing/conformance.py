@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import pickle
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,6 +30,9 @@ from metatree.testing._helpers import snapshot
 from metatree.testing._stateful import StatefulTests
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from metatree._paths import LocationLike
     from metatree._storage import Storage
 
 __all__ = ["KEYS", "BackendConformance"]
@@ -43,17 +45,17 @@ class BackendConformance(BadInputTests, StatefulTests):
 
     @pytest.fixture
     def storage(self) -> Storage:
-        """A fresh, empty storage root; each backend's test class overrides this."""
+        """Return a fresh, empty storage root; each backend's test class overrides this."""
         raise NotImplementedError("override `storage` in the backend's test class")
 
     @pytest.fixture
     def tree(self, storage: Storage) -> Metatree:
-        """A new three-level database on the storage."""
+        """Return a new three-level database on the storage."""
         return Metatree(storage, KEYS)
 
     @pytest.fixture
     def sample(self, tmp_path: Path) -> Path:
-        """A small local file to put."""
+        """Return a small local file to put."""
         path = tmp_path / "trained.pkl"
         path.write_bytes(b"weights-v1")
         return path
@@ -127,6 +129,15 @@ class BackendConformance(BadInputTests, StatefulTests):
         with pytest.raises(AlreadyExistsError, match="child node"):
             tree.put("m", b"x", name="v1", force=True)
 
+    def test_new_node_over_a_file_is_refused(self, tree: Metatree, storage: Storage) -> None:
+        if not storage.capabilities.exclusive_names:
+            pytest.skip("a key and a prefix may share a name here; checking costs a request")
+        tree.put("m/v1", b"x", name="f")
+        before = snapshot(storage)
+        with pytest.raises(AlreadyExistsError):
+            tree.put("m/v1/f", b"y", name="g")
+        assert snapshot(storage) == before
+
     def test_put_recursive_directory(self, tree: Metatree, tmp_path: Path) -> None:
         src = tmp_path / "ckpt"
         (src / "sub").mkdir(parents=True)
@@ -148,11 +159,12 @@ class BackendConformance(BadInputTests, StatefulTests):
     def test_find_dict_locations(self, tree: Metatree) -> None:
         tree.put("m/v1/s", b"x", name="f")
         tree.find("m").update(active="v1")
-        for location in (
+        locations: tuple[LocationLike, ...] = (
             {"model": "m", "version": "v1"},
             {"model": {"value": "m"}, "version": {"value": "v1"}},
             {"model": "m", "version": {"metadata": "active"}},
-        ):
+        )
+        for location in locations:
             assert tree.find(location).path == ("m", "v1")
 
     def test_find_missing_node(self, tree: Metatree) -> None:

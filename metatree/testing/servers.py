@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["MotoS3Server", "S3Request", "make_bucket"]
 
@@ -57,8 +57,10 @@ class _Counting:
                 b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
                 b"<Message>injected fault</Message></Error>"
             )
-            start_response(f"{status} Injected", [("Content-Type", "application/xml"),
-                                                  ("Content-Length", str(len(body)))])
+            start_response(
+                f"{status} Injected",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         return self.app(environ, start_response)
 
@@ -105,7 +107,13 @@ class MotoS3Server:
         with self._app._lock:
             self._app._faults.extend([(status, match or (lambda _: True))] * n)
 
-    def start(self) -> MotoS3Server:
+    def clear_faults(self) -> None:
+        """Drop the faults not yet injected."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app._faults.clear()
+
+    def start(self) -> Self:
         """Start serving; returns self."""
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
@@ -133,7 +141,7 @@ class MotoS3Server:
         if self._thread is not None:
             self._thread.join()
 
-    def __enter__(self) -> MotoS3Server:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from metatree import Storage, as_storage
 from metatree.testing.conformance import BackendConformance
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class TestLocal(BackendConformance):

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import fsspec
 import pytest
 
 from metatree import Storage, as_storage
 from metatree.testing.conformance import BackendConformance
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class TestMemory(BackendConformance):

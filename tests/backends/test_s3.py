@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from metatree import Storage, as_storage
 from metatree.testing.conformance import BackendConformance
-from metatree.testing.servers import MotoS3Server
+
+if TYPE_CHECKING:
+    from metatree.testing.servers import MotoS3Server
 
 
 @pytest.mark.s3
