@@ -43,6 +43,8 @@ class Capabilities:
     """A lock holder's pid can be checked on this host (the filesystem is local)."""
     exclusive_names: bool = True
     """A name cannot be a file and a directory at once (object stores allow key + prefix)."""
+    data_in_memory: bool = False
+    """The filesystem keeps file contents in this process's memory (fsspec's memory://)."""
 
 
 @contextlib.contextmanager
@@ -241,7 +243,7 @@ _MEMORY_LOCK = threading.Lock()
 class MemoryBackend(Backend):
     """fsspec's in-memory filesystem: one process-wide lock makes check-then-create atomic."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(data_in_memory=True)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Check and create under a process-wide lock (the store is process-global too)."""

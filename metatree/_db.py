@@ -228,6 +228,8 @@ class Database:
     def update(self, path: NodePath, metadata: Mapping[str, object]) -> None:
         """Merge `metadata` into the node's, inside the lock (read-modify-write)."""
         values = check_metadata_update(metadata)
+        if not values:
+            return  # metatreedb's update() without arguments is a no-op: no lock, no I/O
         with self.lock:
             current = self.read_metadata(path)
             current.update(values)

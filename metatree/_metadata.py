@@ -78,13 +78,13 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     --------
     >>> check_metadata_update({"active": "v2", "score": 0.9})
     {'active': 'v2', 'score': 0.9}
+    >>> check_metadata_update({})
+    {}
     >>> check_metadata_update({"children": []})
     Traceback (most recent call last):
     ...
     metatree.errors.MetadataError: cannot store metadata 'children': ...
     """
-    if not metadata:
-        raise MetadataError("", "nothing to update: pass at least one key=value")
     for key, value in metadata.items():
         raw: object = key  # update(**{1: 2}) is refused by Python, a Mapping argument is not
         if not isinstance(raw, str) or not key or not _is_utf8(key):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from metatree._backends import Source
+    from metatree._paths import Segment
     from metatree._db import Database, NodePath
 
 __all__ = ["Node"]
@@ -119,6 +120,12 @@ class Node:
         )
         return self.db.url(node, name)
 
+    def resolve_file(self, segment: Segment, shown: str) -> str:
+        """Return the name of the file `segment` names in this node (``<key>`` reads metadata)."""
+        if isinstance(segment, Literal):
+            return segment.name
+        return resolve_segment(segment, self.metadata, shown)
+
     def get(
         self,
         file: str,
@@ -134,10 +141,7 @@ class Node:
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
         _, segment = parse_file_location(file, ())
         check_outfile(outfile)
-        if isinstance(segment, Literal):
-            name = segment.name
-        else:
-            name = resolve_segment(segment, self.metadata, file)
+        name = self.resolve_file(segment, file)
         return self.db.get(
             self.path, name, outfile, recursive=recursive, chunk_size=chunk_size, callback=callback
         )

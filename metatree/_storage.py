@@ -124,6 +124,7 @@ class Storage:
     def _rest(first: bytes, chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
         if first:
             yield first
+        del first  # do not hold the first chunk for the whole iteration
         with translate_errors(url):
             yield from chunks
 

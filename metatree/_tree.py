@@ -146,6 +146,7 @@ class Metatree:
             The location is malformed, or a ``<key>`` does not resolve to a name.
         """
         segments = parse_location(location, self.keys)
+        self._cursor = Node(self._db, ())  # as metatreedb: a failed find leaves the root
         path, _ = self._db.resolve(segments, _shown(location))
         self._cursor = Node(self._db, path)
         return self._cursor
@@ -212,7 +213,8 @@ class Metatree:
     ) -> Iterator[bytes]:
         """Stream the file at ``"node/location/file"``; ``<key>`` works in every segment.
 
-        With `outfile`, the file (or, with `recursive`, a directory) is downloaded there
+        A bare file name (one segment) is a file of the node under the cursor, as in
+        metatreedb: ``tree.find("m/v1"); tree.get("model.pkl")``. With `outfile`, the file (or, with `recursive`, a directory) is downloaded there
         first and the returned iterator reads the local copy. Moves the cursor to the node.
 
         Raises
@@ -225,7 +227,11 @@ class Metatree:
         segments, last = parse_file_location(location, self.keys)
         target = None if outfile is None else os.fspath(outfile)
         check_outfile(target)
-        path, name, _ = self._db.resolve_file(segments, last, location)
+        if segments:
+            path, name, _ = self._db.resolve_file(segments, last, location)
+        else:
+            path = self._cursor.path
+            name = self._cursor.resolve_file(last, location)
         chunks = self._db.get(
             path, name, target, recursive=recursive, chunk_size=chunk_size, callback=callback
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from metatree.errors import NotFoundError
@@ -11,8 +14,40 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from metatree._storage import Storage
+from metatree._tree import Metatree
 
-__all__ = ["snapshot", "unchanged"]
+__all__ = ["run_client", "snapshot", "unchanged"]
+
+_CLIENT = """
+import pickle, resource, sys
+tree, direction, source = pickle.load(sys.stdin.buffer)
+tree.put("warm/up", b"x", name="f", force=True)  # import everything lazily loaded
+b"".join(tree.get("warm/up/f"))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seen = 0
+if direction == "put":
+    tree.put("m/v1", source, force=True)
+    seen = tree.storage.fs.size(tree.storage.abs("m/v1/big.bin"))
+else:
+    for chunk in tree.get("m/v1/big.bin"):
+        seen += len(chunk)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, seen)
+"""
+
+
+def run_client(tree: Metatree, direction: str, source: str) -> tuple[int, int]:
+    """Run a put or get of `source` in a child process; return its RSS growth and bytes."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLIENT],
+        input=pickle.dumps((tree, direction, source)),
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    growth, seen = done.stdout.split()
+    return int(growth), int(seen)
 
 
 def snapshot(storage: Storage) -> dict[str, bytes]:

@@ -26,7 +26,7 @@ from metatree.errors import (
     UnresolvedPathError,
 )
 from metatree.testing._bad_input import BadInputTests
-from metatree.testing._helpers import snapshot
+from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._stateful import StatefulTests
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class BackendConformance(BadInputTests, StatefulTests):
         tree.put("m", b"card", name="README")
         tree.put("", b"top", name="about.txt")
         assert tree.find("m").list() == ["README"]
-        assert b"".join(tree.get("about.txt")) == b"top"
+        assert b"".join(tree.find("").get("about.txt")) == b"top"
 
     def test_put_bytes_fileobj_and_name(self, tree: Metatree, sample: Path) -> None:
         tree.put("m/v1", b"abc", name="a.bin")
@@ -226,6 +226,10 @@ class BackendConformance(BadInputTests, StatefulTests):
         assert tree.location.endswith("/m/v1")
         tree.get("m/v1/f")
         assert tree.node.path == ("m", "v1")
+        assert b"".join(tree.get("f")) == b"x"  # a bare name: a file of the cursor's node
+        with pytest.raises(NotFoundError):
+            tree.find("m/nope")
+        assert tree.node.path == ()  # a failed find leaves the cursor at the root
 
     def test_corrupt_metadata_is_an_error(self, tree: Metatree, storage: Storage) -> None:
         tree.put("m/v1", b"x", name="f")
@@ -246,6 +250,26 @@ class BackendConformance(BadInputTests, StatefulTests):
         assert b"".join(chunks) == data
         assert max(len(c) for c in chunks) <= 1000
         assert len(chunks) == 11
+
+    @pytest.mark.parametrize("direction", ["put", "get"])
+    def test_streaming_keeps_memory_bounded(
+        self, tree: Metatree, tmp_path: Path, direction: str
+    ) -> None:
+        """A 96 MiB file goes up or down with bounded memory: the client's peak RSS grows by
+        less than 40 MiB (chunks are 8 MiB). Measured in a child process, since the test
+        servers run in this one."""
+        if tree.storage.capabilities.data_in_memory:
+            pytest.skip("the filesystem itself holds file contents in memory")
+        size = 96 * 2**20 + 12345
+        source = tmp_path / "big.bin"
+        with open(source, "wb") as out:
+            for i in range(size // 2**20 + 1):
+                out.write(bytes([i % 251]) * min(2**20, size - i * 2**20))
+        if direction == "get":
+            tree.put("m/v1", source)
+        growth, seen = run_client(tree, direction, str(source))
+        assert seen == size
+        assert growth < 40 * 2**20, f"{direction} grew the RSS by {growth / 2**20:.1f} MiB"
 
     def test_get_empty_file(self, tree: Metatree) -> None:
         tree.put("m/v1", b"", name="empty")

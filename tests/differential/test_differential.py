@@ -3,8 +3,9 @@
 The same scenario runs on both (metatreedb in its own virtualenv, in a subprocess); return
 values are compared op by op and the trees on disk file by file. Where we differ on purpose,
 the comparison applies a normalisation named in `INTENDED_DIFFERENCES` (the docs list them).
-Behaviours where we differ without meaning to are in `OPEN_INCOMPATIBILITIES`, each pinned by
-a strict xfail test that starts passing (and so fails) once it is fixed.
+Behaviours where we differed without meaning to go in `OPEN_INCOMPATIBILITIES` with a strict
+xfail test; the three these tests found (cursor-relative get, the cursor after a failed find,
+update() without arguments) are fixed, and their tests now pass as plain tests.
 """
 
 from __future__ import annotations
@@ -80,14 +81,7 @@ REFUSALS: dict[str, str | None] = {
 }
 """For ops tagged ``"difference"``: our error class, or None where we accept what they refuse."""
 
-OPEN_INCOMPATIBILITIES: dict[str, str] = {
-    "get_relative_to_cursor": "metatreedb's get('file') reads the file of the node under the "
-    "cursor (after find); ours resolves it from the root.",
-    "cursor_after_failed_find": "a failed find leaves metatreedb's cursor at the root; ours "
-    "keeps the previous node, so a following update() changes another node.",
-    "update_without_arguments": "update() with no keyword is a no-op in metatreedb; ours "
-    "raises MetadataError.",
-}
+OPEN_INCOMPATIBILITIES: dict[str, str] = {}
 """Differences found by these tests that are not (yet) intended: pinned by strict xfails."""
 
 KEYS = ("model", "version")
@@ -580,12 +574,7 @@ def test_dotdot_escape(location: Any, metatreedb_python: Path, tmp_path: Path) -
     assert not (mine.parent / "escape").exists()
 
 
-# -- open incompatibilities ----------------------------------------------------------------
-def _xfail(name: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=OPEN_INCOMPATIBILITIES[name])
-
-
-@_xfail("get_relative_to_cursor")
+# -- compatibility fixed after these tests found it ----------------------------------------------------------------
 def test_get_relative_to_cursor(metatreedb_python: Path, tmp_path: Path) -> None:
     ops = [*seed_flow()[:6], find("my-awful-model/v1"), get("trained.pkl")]
     spec_ours, ours, spec_theirs, theirs = run_both(metatreedb_python, tmp_path, KEYS, ops)
@@ -593,7 +582,6 @@ def test_get_relative_to_cursor(metatreedb_python: Path, tmp_path: Path) -> None
     assert compare(spec_ours, ours, spec_theirs, theirs, REFUSALS) == []
 
 
-@_xfail("cursor_after_failed_find")
 def test_cursor_after_failed_find(metatreedb_python: Path, tmp_path: Path) -> None:
     ops = [
         write("src/f.txt", "f"),
@@ -608,7 +596,6 @@ def test_cursor_after_failed_find(metatreedb_python: Path, tmp_path: Path) -> No
     assert compare(spec_ours, ours, spec_theirs, theirs, REFUSALS) == []
 
 
-@_xfail("update_without_arguments")
 def test_update_without_arguments(metatreedb_python: Path, tmp_path: Path) -> None:
     ops = [write("src/f.txt", "f"), put("m/v1", "src/f.txt"), find("m"), update(), METADATA]
     spec_ours, ours, spec_theirs, theirs = run_both(metatreedb_python, tmp_path, KEYS, ops)
