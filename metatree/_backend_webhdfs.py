@@ -41,6 +41,7 @@ _ERRORS: dict[str, type[OSError]] = {
     "FileAlreadyExistsException": FileExistsError,
     "AccessControlException": PermissionError,
     "SecurityException": PermissionError,
+    "ParentNotDirectoryException": NotADirectoryError,  # a file where a directory is needed
 }
 
 
@@ -144,6 +145,9 @@ class WebHDFSBackend(Backend):
                 )
                 headers = {"content-type": "application/octet-stream"}
                 self._follow(first, "PUT", data=body, headers=headers).close()
+            except NotADirectoryError as exc:
+                # creating below a file: for a writer, the file's name is taken
+                raise FileExistsError(str(exc)) from None
             except (requests.ConnectionError, _ServerError):
                 if attempt == attempts:
                     raise

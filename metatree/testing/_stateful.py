@@ -56,7 +56,7 @@ json_values = st.recursive(
     ),
     max_leaves=6,
 )
-metadata_updates = st.dictionaries(st.sampled_from(META_KEYS), json_values, min_size=1, max_size=2)
+metadata_updates = st.dictionaries(st.sampled_from(META_KEYS), json_values, max_size=2)  # {}: no-op
 payloads = st.binary(max_size=24)
 
 
@@ -77,7 +77,7 @@ class _ModelNode:
     files: dict[str, bytes] = field(default_factory=dict)
 
     def entries(self) -> list[str]:
-        return sorted([*self.files, *self.children])
+        return sorted({*self.files, *self.children})  # one entry if they share a name (S3)
 
 
 class _Model:
@@ -87,9 +87,10 @@ class _Model:
     change nothing: every check comes before the first mutation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, exclusive_names: bool) -> None:
         self.root = _ModelNode()
         self.cursor: tuple[str, ...] = ()
+        self.exclusive_names = exclusive_names  # the backend's capability (docs/requests.md)
 
     def node(self, path: tuple[str, ...]) -> _ModelNode:
         node = self.root
@@ -128,6 +129,7 @@ class _Model:
         return path
 
     def find(self, segments: list[str]) -> tuple[str, ...]:
+        self.cursor = ()  # as metatreedb: a failed find leaves the cursor at the root
         self.cursor = self.resolve(segments)
         return self.cursor
 
@@ -151,7 +153,7 @@ class _Model:
             if child not in node.children:
                 if any(s.startswith("<") for s in segments[index + 1 :]):
                     raise UnresolvedPathError(segment, "cannot resolve below a new node")
-                if child in node.files:  # a node's directory cannot share a file's name
+                if child in node.files and self.exclusive_names:
                     raise AlreadyExistsError(child, "a file has this name")
                 new = [child, *segments[index + 1 :]]
                 break
@@ -169,7 +171,8 @@ class _Model:
         return "/".join((*self.cursor, name))
 
     def get(self, segments: list[str]) -> bytes:
-        path = self.resolve(segments[:-1])
+        """Return a file's bytes; a bare name is a file of the cursor's node (metatreedb)."""
+        path = self.resolve(segments[:-1]) if len(segments) > 1 else self.cursor
         node = self.node(path)
         name = self.name(segments[-1], node)
         if name not in node.files:  # a child node is no file either
@@ -208,7 +211,7 @@ class TreeMachine(RuleBasedStateMachine):
         super().__init__()
         self.storage = self.make_storage()
         self.tree = Metatree(self.storage, KEYS)
-        self.model = _Model()
+        self.model = _Model(self.storage.capabilities.exclusive_names)
 
     def teardown(self) -> None:
         """Delete the example's root, so that a run leaves little behind on remote stores."""

@@ -423,6 +423,11 @@ class WebHDFSServer:
         with self._lock:
             self._faults.append(_Fault(n, op and op.upper(), datanode, status, drop, after))
 
+    def clear_faults(self) -> None:
+        """Drop the faults not yet injected."""
+        with self._lock:
+            self._faults.clear()
+
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             if not add:
