@@ -89,6 +89,14 @@ class S3Backend(Backend):
         ):
             copy_stream(stream, out, size, callback)
 
+    def remove_tree(self, path: str) -> None:
+        """Delete the keys below ``path/`` only: an object named `path` itself is not ours."""
+        prefix = path.rstrip("/") + "/"
+        self.fs.invalidate_cache(path)
+        keys = [k for k in self.fs.find(prefix) if k.startswith(prefix)]
+        if keys:
+            self.fs.rm(keys)
+
     def listdir(self, path: str) -> dict[str, str]:
         # docstring inherited; refresh=True bypasses s3fs's listing cache
         try:

@@ -156,7 +156,11 @@ class LocalBackend(Backend):
 
     def _temp_beside(self, path: str) -> str:
         parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except NotADirectoryError as exc:
+            # a file where a directory is needed: for a writer, the file's name is taken
+            raise FileExistsError(str(exc)) from None
         return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
 
     def _write_temp(self, path: str, source: Source, callback: Callback) -> str:

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from metatree._backends import Source
-    from metatree._paths import Segment
     from metatree._db import Database, NodePath
+    from metatree._paths import Segment
 
 __all__ = ["Node"]
 

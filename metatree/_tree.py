@@ -248,8 +248,9 @@ class Metatree:
 
     def walk(self, location: LocationLike = "") -> Iterator[tuple[Node, dict[str, Any]]]:
         """Yield each node at and below `location` with its metadata, depth first."""
-        start = self.find(location) if location else Node(self._db, ())
-        for path, metadata in self._db.walk(start.path):
+        segments = parse_location(location, self.keys)  # walk does not move the cursor
+        start, _ = self._db.resolve(segments, _shown(location))
+        for path, metadata in self._db.walk(start):
             yield Node(self._db, path), metadata
 
     def remove(self, location: str, recursive: bool = False) -> None:

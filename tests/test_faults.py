@@ -7,12 +7,15 @@ would raise), the lock is released, and the data is either the old or the new.
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from metatree import Metatree, StorageError
-from metatree.testing.servers import MotoS3Server, S3Request
-from metatree.testing.webhdfs_server import WebHDFSServer
+
+if TYPE_CHECKING:
+    from metatree.testing.servers import MotoS3Server, S3Request
+    from metatree.testing.webhdfs_server import WebHDFSServer
 
 KEYS = ("a", "b")
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from metatree import Metatree
+from metatree._paths import CONFIG_FILE
 from metatree.errors import (
     AlreadyExistsError,
     CorruptMetadataError,
@@ -222,8 +223,17 @@ CORRUPT_OPS: dict[str, Callable[[Metatree, Node], object]] = {
 }
 
 
+def _make_sources(tmp_path: Path) -> None:
+    """Create the local files the tables name: a directory and a file named metadata.json."""
+    (tmp_path / "ckpt").mkdir(exist_ok=True)
+    (tmp_path / "ckpt" / "a.txt").write_bytes(b"A")
+    (tmp_path / "metadata.json").write_bytes(b"{}")
+    (tmp_path / "trained.pkl").write_bytes(b"weights-v1")
+
+
 def _source(kind: str, tmp_path: Path) -> Any:
-    """Return the `put` source a table row names (the files are made by `populated`)."""
+    """Return the `put` source a table row names, creating the local files in `tmp_path`."""
+    _make_sources(tmp_path)
     return {
         "bytes": b"x",
         "fileobj": io.BytesIO(b"x"),
@@ -235,40 +245,52 @@ def _source(kind: str, tmp_path: Path) -> Any:
     }[kind]
 
 
+_SHARED: dict[type, Metatree] = {}
+
+
 class BadInputTests:
     """Bad input gets a typed error and leaves the storage byte-for-byte unchanged."""
 
     @pytest.fixture
     def populated(self, tree: Metatree, sample: Path, tmp_path: Path) -> Metatree:
         """m/v1/s holds trained.pkl, m/v1 holds f and the directory ckpt, m has `META`."""
-        (tmp_path / "ckpt").mkdir()
-        (tmp_path / "ckpt" / "a.txt").write_bytes(b"A")
-        (tmp_path / "metadata.json").write_bytes(b"{}")
+        _make_sources(tmp_path)
         tree.put("m/v1/s", sample)
         tree.put("m/v1", b"x", name="f")
         tree.put("m/v1", tmp_path / "ckpt", recursive=True)
         tree.find("m").update(**META)
         return tree
 
+    @pytest.fixture
+    def shared(self, request: pytest.FixtureRequest) -> Metatree:
+        """Return a `populated` tree built once per test class, for cases that must not write.
+
+        Every case proves that it left the storage unchanged, so the next case can start from
+        the same tree; remote backends would otherwise spend most of the catalogue's time
+        rebuilding it. It is rebuilt when its storage is gone (memory roots are removed
+        after each test).
+        """
+        cached = _SHARED.get(type(self))
+        if cached is not None and cached.storage.kind(CONFIG_FILE) == "file":
+            return cached
+        tree: Metatree = request.getfixturevalue("populated")
+        _SHARED[type(self)] = tree
+        return tree
+
     @pytest.mark.parametrize(("location", "error"), LOCATIONS)
-    def test_find(
-        self, populated: Metatree, storage: Storage, location: Any, error: type[MetatreeError]
-    ) -> None:
+    def test_find(self, shared: Metatree, location: Any, error: type[MetatreeError]) -> None:
         """`find` refuses locations that are malformed or do not resolve."""
-        refused(storage, error, lambda: populated.find(location))
+        refused(shared.storage, error, lambda: shared.find(location))
 
     @pytest.mark.parametrize(("location", "error"), EXISTS)
-    def test_exists(
-        self, populated: Metatree, storage: Storage, location: Any, error: type[MetatreeError]
-    ) -> None:
+    def test_exists(self, shared: Metatree, location: Any, error: type[MetatreeError]) -> None:
         """`exists` answers False for what is missing, but a malformed location raises."""
-        refused(storage, error, lambda: populated.exists(location))
+        refused(shared.storage, error, lambda: shared.exists(location))
 
     @pytest.mark.parametrize(("location", "source", "kwargs", "error"), PUTS)
     def test_put(
         self,
-        populated: Metatree,
-        storage: Storage,
+        shared: Metatree,
         tmp_path: Path,
         location: Any,
         source: str,
@@ -277,53 +299,43 @@ class BadInputTests:
     ) -> None:
         """`put` checks location, source, name and target before storing anything."""
         refused(
-            storage, error, lambda: populated.put(location, _source(source, tmp_path), **kwargs)
+            shared.storage, error, lambda: shared.put(location, _source(source, tmp_path), **kwargs)
         )
 
     @pytest.mark.parametrize(("location", "error"), GETS)
-    def test_get(
-        self, populated: Metatree, storage: Storage, location: Any, error: type[MetatreeError]
-    ) -> None:
+    def test_get(self, shared: Metatree, location: Any, error: type[MetatreeError]) -> None:
         """`get` refuses malformed file locations and raises NotFoundError for missing ones."""
-        refused(storage, error, lambda: populated.get(location))
+        refused(shared.storage, error, lambda: shared.get(location))
 
     @pytest.mark.parametrize(("file", "error"), NODE_GETS)
-    def test_node_get(
-        self, populated: Metatree, storage: Storage, file: Any, error: type[MetatreeError]
-    ) -> None:
+    def test_node_get(self, shared: Metatree, file: Any, error: type[MetatreeError]) -> None:
         """`Node.get` takes one file name (or ``<key>``) of its own node."""
-        node = populated.find("m/v1")
-        refused(storage, error, lambda: node.get(file))
+        node = shared.find("m/v1")
+        refused(shared.storage, error, lambda: node.get(file))
 
     @pytest.mark.parametrize("via", ["tree", "node"])
-    def test_get_to_existing_outfile(
-        self, populated: Metatree, storage: Storage, tmp_path: Path, via: str
-    ) -> None:
+    def test_get_to_existing_outfile(self, shared: Metatree, tmp_path: Path, via: str) -> None:
         """A download never overwrites a local file."""
         out = tmp_path / "out.bin"
         out.write_bytes(b"mine")
-        node = populated.find("m/v1")
+        node = shared.find("m/v1")
         if via == "tree":
-            refused(storage, AE, lambda: populated.get("m/v1/f", out))
+            refused(shared.storage, AE, lambda: shared.get("m/v1/f", out))
         else:
-            refused(storage, AE, lambda: node.get("f", str(out)))
+            refused(shared.storage, AE, lambda: node.get("f", str(out)))
         assert out.read_bytes() == b"mine"
 
     @pytest.mark.parametrize("metadata", UPDATES)
     @pytest.mark.parametrize("node", ["", "m"])
-    def test_update(
-        self, populated: Metatree, storage: Storage, node: str, metadata: dict[str, Any]
-    ) -> None:
+    def test_update(self, shared: Metatree, node: str, metadata: dict[str, Any]) -> None:
         """`update` refuses the index, empty updates and values that do not round-trip."""
-        handle = populated.find(node)
-        refused(storage, MetadataError, lambda: handle.update(**metadata))
+        handle = shared.find(node)
+        refused(shared.storage, MetadataError, lambda: handle.update(**metadata))
 
     @pytest.mark.parametrize(("location", "error"), REMOVES)
-    def test_remove(
-        self, populated: Metatree, storage: Storage, location: Any, error: type[MetatreeError]
-    ) -> None:
+    def test_remove(self, shared: Metatree, location: Any, error: type[MetatreeError]) -> None:
         """`remove` never removes the root, a non-empty node by accident, or a missing path."""
-        refused(storage, error, lambda: populated.remove(location))
+        refused(shared.storage, error, lambda: shared.remove(location))
 
     @pytest.mark.parametrize("keys", BAD_KEYS)
     def test_open_bad_keys(self, storage: Storage, keys: Any) -> None:

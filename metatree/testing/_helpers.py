@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from metatree._storage import Storage
-from metatree._tree import Metatree
+    from metatree._tree import Metatree
 
 __all__ = ["run_client", "snapshot", "unchanged"]
 

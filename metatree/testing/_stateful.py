@@ -187,7 +187,7 @@ class _Model:
             child = node.children[name]
             if not recursive and (child.files or child.children):
                 raise PathError(name, "not empty")
-            del node.children[name]
+            del node.children[name]  # a file sharing its name (S3) is another entry: kept
         elif name in node.files:
             del node.files[name]
         else:
@@ -252,7 +252,7 @@ class TreeMachine(RuleBasedStateMachine):
         if count == 0:
             return segments
         pointers = tuple(f"<{k}>" for k in POINTERS)
-        entries = (*node.children, *(node.files if file else ()))
+        entries = (*node.children, *node.files)  # files too: new nodes named like them
         segments.append(data.draw(st.sampled_from((*entries, *names, *pointers)), label="entry"))
         more = st.lists(
             st.sampled_from((*names, *pointers)), min_size=count - 1, max_size=count - 1
@@ -387,7 +387,7 @@ class StatefulTests:
         # Not derandomized: a failure is a real bug, printed as a minimal program to replay,
         # not flakiness; and each CI run's new seed explores programs the last ones did not.
     )
-    """Lower ``max_examples`` in a slow backend's test class (each step walks the tree)."""
+    """Slow backends: ``settings(StatefulTests.state_machine_settings, max_examples=10)``."""
 
     def test_state_machine(self, storage: Storage) -> None:
         fs, base = storage.fs, storage

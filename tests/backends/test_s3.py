@@ -4,8 +4,10 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from metatree import Storage, as_storage
+from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
@@ -14,6 +16,9 @@ if TYPE_CHECKING:
 
 @pytest.mark.s3
 class TestS3(BackendConformance):
+    # every step is a few HTTP requests: fewer programs, same length
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=10)
+
     @pytest.fixture
     def storage(self, s3_bucket: str, moto_server: MotoS3Server) -> Storage:
         return as_storage(

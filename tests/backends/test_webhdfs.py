@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from metatree import Storage, as_storage
+from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
@@ -14,6 +17,9 @@ if TYPE_CHECKING:
 
 @pytest.mark.webhdfs
 class TestWebHDFS(BackendConformance):
+    # every step is a few HTTP requests: fewer programs, same length
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=10)
+
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
         return as_storage(
@@ -21,4 +27,22 @@ class TestWebHDFS(BackendConformance):
             host=webhdfs_server.host,
             port=webhdfs_server.port,
             user="test",
+        )
+
+
+@pytest.mark.webhdfs_real
+class TestRealWebHDFS(BackendConformance):
+    """The same suite on a real cluster: METATREE_WEBHDFS=host:port[:user] (opt-in)."""
+
+    @pytest.fixture
+    def storage(self) -> Storage:
+        target = os.environ.get("METATREE_WEBHDFS")
+        if not target:
+            pytest.skip("set METATREE_WEBHDFS=host:port[:user] to run against a real cluster")
+        host, port, *user = target.split(":")
+        return as_storage(
+            f"webhdfs:///tmp/metatree-tests/{uuid.uuid4().hex}/db",
+            host=host,
+            port=int(port),
+            user=user[0] if user else None,
         )
