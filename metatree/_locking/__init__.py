@@ -1,8 +1,18 @@
-"""The DB-level lock: a lease object at the root, created with the backend's atomic primitive."""
+"""The DB-level lock: one strategy per backend, each on that backend's atomic primitive."""
 
 from __future__ import annotations
 
 from metatree._locking._base import BaseLock, NullLock
-from metatree._locking._lease import LeaseInfo, LeaseLock
+from metatree._locking._info import LeaseInfo
+from metatree._locking._lease import LeaseLock, LeaseStore
+from metatree._locking._manager import make_lock, register_lock
 
-__all__ = ["BaseLock", "LeaseInfo", "LeaseLock", "NullLock"]
+__all__ = [
+    "BaseLock",
+    "LeaseInfo",
+    "LeaseLock",
+    "LeaseStore",
+    "NullLock",
+    "make_lock",
+    "register_lock",
+]

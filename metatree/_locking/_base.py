@@ -17,6 +17,8 @@ from metatree.errors import LockTimeout
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from metatree._locking._info import LeaseInfo
+
 __all__ = ["BaseLock", "NullLock"]
 
 
@@ -67,6 +69,17 @@ class BaseLock(ABC):
     @abstractmethod
     def _describe_holder(self) -> str:
         """Say who holds the lock, for `LockTimeout`."""
+
+    def check(self) -> None:  # noqa: B027 - most strategies cannot lose a held lock
+        """Raise `LockLostError` unless we hold the lock and may commit (before a commit)."""
+
+    def status(self) -> LeaseInfo | None:
+        """Return the lease as stored (who holds the lock), or None when the lock is free."""
+        return None
+
+    def break_(self, *, force: bool = False) -> bool:
+        """Remove a dead holder's lock; a live one only with `force`. Return whether removed."""
+        return False
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock, waiting up to `timeout` seconds (default: ``self.timeout``)."""
@@ -125,7 +138,7 @@ class NullLock(BaseLock):
         return True
 
     def _release(self) -> None:
-        pass
+        pass  # nothing was stored
 
     def _describe_holder(self) -> str:
         return "nobody"

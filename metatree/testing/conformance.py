@@ -27,6 +27,7 @@ from metatree.errors import (
 )
 from metatree.testing._bad_input import BadInputTests
 from metatree.testing._helpers import run_client, snapshot
+from metatree.testing._locks import LockTests
 from metatree.testing._stateful import StatefulTests
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ __all__ = ["KEYS", "BackendConformance"]
 KEYS = ("model", "version", "stage")
 
 
-class BackendConformance(BadInputTests, StatefulTests):
+class BackendConformance(BadInputTests, StatefulTests, LockTests):
     """Behaviour every backend must show. Override `storage`."""
 
     @pytest.fixture

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 class TestWebHDFS(BackendConformance):
     # every step is a few HTTP requests: fewer programs, same length
     state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=10)
+    # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
+    # benchmark runs 8 x 200 and 8 x 100
+    updates_per_writer = 40
+    puts_per_writer = 20
+    bulk_puts = 300
 
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:

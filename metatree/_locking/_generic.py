@@ -1,0 +1,52 @@
+"""`ContentLeaseStore`: compare-and-swap by content under a process-wide mutex.
+
+Exact for fsspec's memory filesystem (its store is process-global, so the mutex covers every
+writer). For other filesystems without a registered strategy it is the fallback, atomic only
+among threads of one process; `metatree._locking._manager` warns when it is used there.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from metatree._locking._lease import LeaseStore, Version
+from metatree.errors import NotFoundError
+
+__all__ = ["ContentLeaseStore"]
+
+_MUTEX = threading.Lock()
+
+
+class ContentLeaseStore(LeaseStore):
+    """Check-then-write under a process-wide mutex; the version is the body itself."""
+
+    def create(self, body: bytes) -> Version | None:
+        """Create under the mutex (in-process atomic)."""
+        with _MUTEX:
+            return body if self.storage.create_exclusive(self.rel, body) else None
+
+    def read(self) -> tuple[bytes, Version] | None:
+        # docstring inherited
+        try:
+            body = self.storage.read_bytes(self.rel)
+        except NotFoundError:
+            return None
+        return body, body
+
+    def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
+        """Compare the body and write under the mutex."""
+        with _MUTEX:
+            current = self.read()
+            if current is None or current[0] != version:
+                return None
+            self.storage.write_atomic(self.rel, body)
+            return body
+
+    def delete(self, version: Version, *, owned: bool) -> bool:
+        """Compare the body and delete under the mutex."""
+        with _MUTEX:
+            current = self.read()
+            if current is None or current[0] != version:
+                return False
+            self.storage.remove_file(self.rel)
+            return True

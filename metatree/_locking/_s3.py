@@ -1,0 +1,86 @@
+"""`S3LeaseStore`: conditional requests on the lock object's ETag.
+
+Create is PutObject with ``If-None-Match: *``; replace is PutObject with ``If-Match: <etag>``;
+delete is DeleteObject with ``If-Match: <etag>`` (s3fs's ``rm_file`` drops ``IfMatch``, so the
+call is made with ``call_s3``). S3 lets exactly one conditional request win. Lease bodies are
+never empty and differ in every field that changes, so their ETags (MD5) differ too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsspec.asyn import sync
+
+from metatree._locking._lease import LeaseStore, Version
+from metatree._storage import translate_errors
+
+__all__ = ["S3LeaseStore"]
+
+_LOST = (
+    "PreconditionFailed",
+    "pre-conditions",
+    "ConditionalRequestConflict",
+    "NoSuchKey",
+    "does not exist",
+)
+
+
+def _lost(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError | FileExistsError) or any(
+        marker in str(exc) for marker in _LOST
+    )
+
+
+class S3LeaseStore(LeaseStore):
+    """The lease on S3, every write conditional on the ETag."""
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        fs = self.storage.fs
+        bucket, key, _ = fs.split_path(self.storage.abs(self.rel))
+
+        async def call() -> Any:
+            reply = await fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
+            if "Body" in reply and method == "get_object":
+                reply["Body"] = await reply["Body"].read()
+            return reply
+
+        with translate_errors(self.storage.url_of(self.rel)):
+            return sync(fs.loop, call)
+
+    def _put(self, body: bytes, **condition: str) -> Version | None:
+        try:
+            reply = self._call("put_object", Body=body, **condition)
+        except OSError as exc:
+            if _lost(exc):
+                return None
+            raise
+        return reply["ETag"]
+
+    def create(self, body: bytes) -> Version | None:
+        """PutObject with ``If-None-Match: *``."""
+        return self._put(body, IfNoneMatch="*")
+
+    def read(self) -> tuple[bytes, Version] | None:
+        """GetObject: the body and its ETag in one request."""
+        try:
+            reply = self._call("get_object")
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc):
+                return None
+            raise
+        return bytes(reply["Body"]), reply["ETag"]
+
+    def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
+        """PutObject with ``If-Match: <etag>``."""
+        return self._put(body, IfMatch=version)
+
+    def delete(self, version: Version, *, owned: bool) -> bool:
+        """DeleteObject with ``If-Match: <etag>``."""
+        try:
+            self._call("delete_object", IfMatch=version)
+        except OSError as exc:
+            if _lost(exc):
+                return False
+            raise
+        return True
