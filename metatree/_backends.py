@@ -9,15 +9,15 @@ lazy registry (as fsspec's ``known_implementations``), never by comparing protoc
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import os
 import shutil
-import sys
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import IO, TYPE_CHECKING, ClassVar, TypeAlias
+
+from metatree._registry import ClassRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -264,34 +264,24 @@ class MemoryBackend(Backend):
         return super().listdir(path)
 
 
-_REGISTRY: dict[str, str] = {
-    # filesystem class (dotted) -> backend class (dotted); both imported only when present
-    "fsspec.implementations.local.LocalFileSystem": "metatree._backends.LocalBackend",
-    "fsspec.implementations.memory.MemoryFileSystem": "metatree._backends.MemoryBackend",
-    "s3fs.core.S3FileSystem": "metatree._backend_s3.S3Backend",
-    "fsspec.implementations.webhdfs.WebHDFS": "metatree._backend_webhdfs.WebHDFSBackend",
-}
+_REGISTRY = ClassRegistry(
+    "backend",
+    {
+        "fsspec.implementations.local.LocalFileSystem": "metatree._backends.LocalBackend",
+        "fsspec.implementations.memory.MemoryFileSystem": "metatree._backends.MemoryBackend",
+        "s3fs.core.S3FileSystem": "metatree._backend_s3.S3Backend",
+        "fsspec.implementations.webhdfs.WebHDFS": "metatree._backend_webhdfs.WebHDFSBackend",
+    },
+)
 
 
 def register_backend(fs_class: str, backend_class: str, *, clobber: bool = False) -> None:
     """Register a `Backend` subclass (dotted path) for a filesystem class (dotted path)."""
-    if fs_class in _REGISTRY and not clobber:
-        raise ValueError(f"a backend is already registered for {fs_class}")
-    _REGISTRY[fs_class] = backend_class
-
-
-def _load(dotted: str) -> Any:
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    _REGISTRY.register(fs_class, backend_class, clobber=clobber)
 
 
 def backend_for(fs: AbstractFileSystem) -> Backend:
-    """Return the backend for `fs`: the most specific registered class it is an instance of."""
-    for fs_class, backend_class in _REGISTRY.items():
-        module, _, name = fs_class.rpartition(".")
-        # a filesystem class whose module is not imported cannot be the class of `fs`
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(fs, cls):
-            backend: Backend = _load(backend_class)(fs)
-            return backend
-    return Backend(fs)
+    """Return the backend registered for `fs`'s class, or the generic one."""
+    cls = _REGISTRY.find(fs)
+    backend: Backend = (cls or Backend)(fs)
+    return backend

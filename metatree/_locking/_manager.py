@@ -6,8 +6,6 @@ class is already loaded, never a comparison of protocol strings.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +13,7 @@ from metatree._locking._base import BaseLock, NullLock
 from metatree._locking._generic import ContentLeaseStore
 from metatree._locking._lease import LeaseLock
 from metatree._paths import LOCK_FILE
+from metatree._registry import ClassRegistry
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
@@ -22,29 +21,28 @@ if TYPE_CHECKING:
 
 __all__ = ["make_lock", "register_lock"]
 
-_REGISTRY: dict[str, str] = {
-    # filesystem class -> lock class (a BaseLock) or lease store class (a LeaseStore)
-    "fsspec.implementations.local.LocalFileSystem": "metatree._locking._local.LocalLock",
-    "fsspec.implementations.memory.MemoryFileSystem": "metatree._locking._generic.ContentLeaseStore",
-    "s3fs.core.S3FileSystem": "metatree._locking._s3.S3LeaseStore",
-    "fsspec.implementations.webhdfs.WebHDFS": "metatree._locking._webhdfs.WebHDFSLeaseStore",
-}
+_REGISTRY = ClassRegistry(
+    "lock strategy",
+    {  # filesystem class -> a BaseLock, or a LeaseStore for LeaseLock
+        "fsspec.implementations.local.LocalFileSystem": "metatree._locking._local.LocalLock",
+        "fsspec.implementations.memory.MemoryFileSystem": (
+            "metatree._locking._generic.ContentLeaseStore"
+        ),
+        "s3fs.core.S3FileSystem": "metatree._locking._s3.S3LeaseStore",
+        "fsspec.implementations.webhdfs.WebHDFS": "metatree._locking._webhdfs.WebHDFSLeaseStore",
+    },
+)
 
 
 def register_lock(fs_class: str, strategy: str, *, clobber: bool = False) -> None:
     """Register a lock strategy (dotted path of a `BaseLock` or `LeaseStore`) for `fs_class`."""
-    if fs_class in _REGISTRY and not clobber:
-        raise ValueError(f"a lock strategy is already registered for {fs_class}")
-    _REGISTRY[fs_class] = strategy
+    _REGISTRY.register(fs_class, strategy, clobber=clobber)
 
 
 def _strategy_for(storage: Storage) -> Any:
-    for fs_class, strategy in _REGISTRY.items():
-        module, _, name = fs_class.rpartition(".")
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(storage.fs, cls):
-            module, _, name = strategy.rpartition(".")
-            return getattr(importlib.import_module(module), name)
+    strategy = _REGISTRY.find(storage.fs)
+    if strategy is not None:
+        return strategy
     warnings.warn(
         f"no lock strategy is registered for {type(storage.fs).__name__}: the DB lock is "
         "exclusive only among the threads of this process (see register_lock)",
