@@ -152,10 +152,13 @@ class TestWebHDFSRequests:
         node = tree.find("x/y/z")
         webhdfs_server.reset_counters()
         node.update(score=0.5)
-        # lock: CREATE temp + RENAME; read: OPEN; write: CREATE temp + RENAME; unlock: DELETE
+        # lock: CREATE temp + RENAME; read: OPEN; verify the lease before committing: OPEN
+        # (HDFS has no conditional write: metatree/_locking/_webhdfs.py); write: CREATE temp +
+        # RENAME; unlock: DELETE
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",
+            "OPEN",
             "OPEN",
             "CREATE",
             "RENAME",
@@ -174,6 +177,7 @@ class TestWebHDFSRequests:
             "RENAME",  # the file
             "CREATE",
             "RENAME",  # x/y/w/metadata.json
+            "OPEN",  # verify the lease
             "CREATE",
             "RENAME",  # x/y/metadata.json: the commit point
             "DELETE",  # unlock

@@ -3,8 +3,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from metatree import Storage, as_storage
+from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
@@ -12,6 +14,9 @@ if TYPE_CHECKING:
 
 
 class TestLocal(BackendConformance):
+    # memory runs 40 programs; on disk 25 keep the suite's time in check
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=25)
+
     @pytest.fixture
     def storage(self, tmp_path: Path) -> Storage:
         return as_storage(str(tmp_path / "db"))

@@ -20,10 +20,10 @@ class TestSeaweedFS(LockTests):
     local disk while the writers still overlap; the benchmark runs the full sizes.
     """
 
-    updates_per_writer = 25
-    puts_per_writer = 15
+    updates_per_writer = 20
+    puts_per_writer = 10
     torn_write_trials = 40
-    bulk_puts = 300
+    bulk_puts = 200
 
     @pytest.fixture
     def storage(self, seaweed_server: SeaweedS3Server, seaweed_bucket: str) -> Storage:

@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 @pytest.mark.webhdfs
 class TestWebHDFS(BackendConformance):
     # every step is a few HTTP requests: fewer programs, same length
-    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=10)
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=6)
     # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
     # benchmark runs 8 x 200 and 8 x 100
-    updates_per_writer = 40
-    puts_per_writer = 20
-    bulk_puts = 300
+    updates_per_writer = 25
+    puts_per_writer = 12
+    bulk_puts = 200
+    torn_write_trials = 60  # 200 on local disk
 
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
