@@ -8,7 +8,7 @@ What s3fs gets wrong for us, and what this adapter does instead:
   `OSError` naming ``PreconditionFailed`` on SeaweedFS and Ceph (and AWS may answer 409
   ``ConditionalRequestConflict`` to a racing writer): all of them mean "lost".
 * The listing cache may hold other clients' stale state: every `kind` and `listdir`
-  invalidates it first.
+  invalidates it first (the generic `Backend` does, for every filesystem).
 """
 
 from __future__ import annotations
@@ -96,17 +96,3 @@ class S3Backend(Backend):
         keys = [k for k in self.fs.find(prefix) if k.startswith(prefix)]
         if keys:
             self.fs.rm(keys)
-
-    def listdir(self, path: str) -> dict[str, str]:
-        # docstring inherited; refresh=True bypasses s3fs's listing cache
-        try:
-            entries = self.fs.ls(path, detail=True, refresh=True)
-        except FileNotFoundError:
-            return {}
-        return {
-            e["name"].rstrip("/").rsplit("/", 1)[-1]: (
-                "directory" if e["type"] == "directory" else "file"
-            )
-            for e in entries
-            if e["name"].rstrip("/") != path.rstrip("/")
-        }
