@@ -81,7 +81,7 @@ class S3Backend(Backend):
             raise
         return True
 
-    def put(self, source: Source, path: str, callback: Callback) -> None:
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
         """One PUT for small files, multipart in 8 MiB parts above (completed atomically)."""
         with (
             open_source(source) as (stream, size),

@@ -192,7 +192,7 @@ class WebHDFSBackend(Backend):
             yield chunk
             offset += len(chunk)
 
-    def write_atomic(self, path: str, data: bytes) -> None:
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
         tmp = self._temp_beside(path)
         try:
@@ -222,7 +222,7 @@ class WebHDFSBackend(Backend):
                 self._delete(tmp, recursive=False)
         return won
 
-    def put(self, source: Source, path: str, callback: Callback) -> None:
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
         """Stream into a temp file in one CREATE, then RENAME with OVERWRITE."""
         with open_source(source) as (stream, size), contextlib.ExitStack() as stack:
             if size is None:  # an unsized stream: spool it to disk, never to memory

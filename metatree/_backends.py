@@ -89,8 +89,13 @@ class Backend:
             while chunk := stream.read(chunk_size):
                 yield chunk
 
-    def write_atomic(self, path: str, data: bytes) -> None:
-        """Replace the file atomically; one PUT is atomic on object stores."""
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace the file atomically; one PUT is atomic on object stores.
+
+        ``durable=False`` lets a backend that flushes to disk skip the flush: the caller then
+        calls `sync` on the path before anything refers to it. Remote stores ignore it (a
+        completed request is durable).
+        """
         self.fs.pipe_file(path, data)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
@@ -101,10 +106,16 @@ class Backend:
             return False
         return True
 
-    def put(self, source: Source, path: str, callback: Callback) -> None:
-        """Stream `source` to `path`; the object appears whole when the stream closes."""
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+        """Stream `source` to `path`; the object appears whole when the stream closes.
+
+        `durable` as in `write_atomic`.
+        """
         with open_source(source) as (stream, size), self.fs.open(path, "wb") as out:
             copy_stream(stream, out, size, callback)
+
+    def sync(self, paths: list[str]) -> None:
+        """Make files written with ``durable=False`` durable (nothing to do remotely)."""
 
     def get(self, path: str, local_path: str, callback: Callback) -> None:
         """Download `path` to `local_path`."""
@@ -163,13 +174,16 @@ class LocalBackend(Backend):
             raise FileExistsError(str(exc)) from None
         return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
 
-    def _write_temp(self, path: str, source: Source, callback: Callback) -> str:
+    def _write_temp(
+        self, path: str, source: Source, callback: Callback, *, durable: bool = True
+    ) -> str:
         tmp = self._temp_beside(path)
         try:
             with open_source(source) as (stream, size), open(tmp, "xb") as out:
                 copy_stream(stream, out, size, callback)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -187,11 +201,16 @@ class LocalBackend(Backend):
             while chunk := stream.read(chunk_size):
                 yield chunk
 
-    def write_atomic(self, path: str, data: bytes) -> None:
-        """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX)."""
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX).
+
+        With ``durable=False`` the fsync is left to a later `sync`: a transaction writes every
+        file of its new nodes first and syncs them in one batch (fsyncs of data already
+        written back cost a fraction of one each), before any index lists them.
+        """
         from fsspec.callbacks import DEFAULT_CALLBACK
 
-        os.replace(self._write_temp(path, data, DEFAULT_CALLBACK), path)
+        os.replace(self._write_temp(path, data, DEFAULT_CALLBACK, durable=durable), path)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
@@ -209,9 +228,18 @@ class LocalBackend(Backend):
             os.unlink(tmp)
         return True
 
-    def put(self, source: Source, path: str, callback: Callback) -> None:
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
         """Copy into a temp file and rename it, so a reader never sees a partial file."""
-        os.replace(self._write_temp(path, source, callback), path)
+        os.replace(self._write_temp(path, source, callback, durable=durable), path)
+
+    def sync(self, paths: list[str]) -> None:
+        """Fsync each file (written with ``durable=False``)."""
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def get(self, path: str, local_path: str, callback: Callback) -> None:
         # docstring inherited

@@ -286,11 +286,24 @@ class Database:
         tx = self._active_tx()
         if tx is None:
             return
-        writes = tx.writes()
+        writes = tx.writes()  # created nodes first
         if writes:
             self.lock.check()
         for path, metadata in writes:
-            self.storage.write_atomic(_rel(path, METADATA_FILE), dump_metadata(metadata))
+            rel = _rel(path, METADATA_FILE)
+            if path in tx.created:
+                self.storage.write_atomic(rel, dump_metadata(metadata), durable=False)
+                tx.unsynced.append(rel)
+                continue
+            self._sync_unsynced(tx)  # every new node durable before an index lists it
+            self.storage.write_atomic(rel, dump_metadata(metadata))
+        self._sync_unsynced(tx)
+        tx.created = set()
+
+    def _sync_unsynced(self, tx: Transaction) -> None:
+        if tx.unsynced:
+            self.storage.sync(tx.unsynced)
+            tx.unsynced = []
 
     def lock_status(self) -> LeaseInfo | None:
         """Who holds the DB lock (None when free); reads the lock object, takes no lock."""
@@ -321,7 +334,12 @@ class Database:
             node = (*anchor, *new)
             if not new:
                 self._check_target(node, metadata, name, force=force, recursive=recursive)
-            self._store(source, _rel(node, name), recursive, callback)
+            tx = self._active_tx()
+            if tx is not None:
+                tx.created.update((*anchor, *new[:depth]) for depth in range(1, len(new) + 1))
+            # in a node this transaction created, files are flushed in one batch at its end
+            unsynced = tx.unsynced if tx is not None and node in tx.created else None
+            self._store(source, _rel(node, name), recursive, callback, unsynced)
             # new nodes, deepest first, so each is complete before its parent lists it
             for depth in range(len(new), 0, -1):
                 below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
@@ -378,16 +396,28 @@ class Database:
         elif recursive:
             self.storage.remove_file(_rel(node, name))
 
-    def _store(self, source: Source, rel: str, recursive: bool, callback: Callback) -> None:
+    def _store(
+        self,
+        source: Source,
+        rel: str,
+        recursive: bool,
+        callback: Callback,
+        unsynced: list[str] | None = None,
+    ) -> None:
+        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync."""
         if not (recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)):
-            self.storage.put(source, rel, callback)
-            return
-        base = os.fspath(source)
-        for folder, _, files in os.walk(base):
-            for file in sorted(files):
-                local = os.path.join(folder, file)
-                sub = os.path.relpath(local, base).replace(os.sep, "/")
-                self.storage.put(local, f"{rel}/{sub}", callback)
+            targets = [(source, rel)]
+        else:
+            base = os.fspath(source)
+            targets = [
+                (local, f"{rel}/{os.path.relpath(local, base).replace(os.sep, '/')}")
+                for folder, _, files in os.walk(base)
+                for local in (os.path.join(folder, file) for file in sorted(files))
+            ]
+        for one, target in targets:
+            self.storage.put(one, target, callback, durable=unsynced is None)
+            if unsynced is not None:
+                unsynced.append(target)
 
     def remove(self, location: Location, last: Segment, shown: str, *, recursive: bool) -> None:
         """Remove a file, or a node with its subtree (index first, then the data)."""

@@ -105,7 +105,7 @@ def load_metadata(data: bytes, path: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
     children = parsed.get(CHILDREN, [])
-    if not isinstance(children, list) or not all(isinstance(c, str) for c in children):
+    if not isinstance(children, list) or not set(map(type, children)) <= {str}:
         raise CorruptMetadataError(path, "'children' is not a list of names")
     return parsed
 

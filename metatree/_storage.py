@@ -128,10 +128,13 @@ class Storage:
         with translate_errors(url):
             yield from chunks
 
-    def write_atomic(self, rel: str, data: bytes) -> None:
-        """Replace `rel` with `data` so that readers see the old or the new bytes, never a mix."""
+    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace `rel` with `data` so that readers see the old or the new bytes, never a mix.
+
+        ``durable=False`` may defer flushing to disk until `sync` (see `Backend.write_atomic`).
+        """
         with translate_errors(self.url_of(rel)):
-            self._backend.write_atomic(self.abs(rel), data)
+            self._backend.write_atomic(self.abs(rel), data, durable=durable)
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create `rel` holding `data` unless it exists; return whether we created it.
@@ -141,10 +144,23 @@ class Storage:
         with translate_errors(self.url_of(rel)):
             return self._backend.create_exclusive(self.abs(rel), data)
 
-    def put(self, source: Source, rel: str, callback: Callback = DEFAULT_CALLBACK) -> None:
+    def put(
+        self,
+        source: Source,
+        rel: str,
+        callback: Callback = DEFAULT_CALLBACK,
+        *,
+        durable: bool = True,
+    ) -> None:
         """Stream `source` (local path, bytes or binary file object) into the file `rel`."""
         with translate_errors(self.url_of(rel)):
-            self._backend.put(source, self.abs(rel), callback)
+            self._backend.put(source, self.abs(rel), callback, durable=durable)
+
+    def sync(self, rels: list[str]) -> None:
+        """Make the files `rels`, written with ``durable=False``, durable."""
+        if rels:
+            with translate_errors(self.url_of(rels[0])):
+                self._backend.sync([self.abs(rel) for rel in rels])
 
     def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
         """Download the file `rel` to `local_path` (a partial download never shows there)."""

@@ -207,9 +207,9 @@ class LockTests:
         writes: list[str] = []
         original = tree.storage.write_atomic
 
-        def counting(rel: str, data: bytes) -> None:
+        def counting(rel: str, data: bytes, *, durable: bool = True) -> None:
             writes.append(rel)
-            original(rel, data)
+            original(rel, data, durable=durable)
 
         tree.storage.write_atomic = counting  # type: ignore[method-assign]
         try:

@@ -1,0 +1,93 @@
+"""A transaction flushes new nodes' files in one batch, before any index lists them.
+
+Local disk is the backend where durability costs something (one fsync per file); these tests
+record the order of the storage calls and check the ordering the crash-safety argument needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from metatree import Metatree
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Metatree, list[Any]]:
+    tree = Metatree(str(tmp_path / "db"), ("model", "version"))
+    tree.put("m/v0", b"old", name="f")
+    calls: list[Any] = []
+    storage = tree.storage
+    write, put, sync = storage.write_atomic, storage.put, storage.sync
+
+    def write_atomic(rel: str, data: bytes, *, durable: bool = True) -> None:
+        calls.append(("write", rel, durable))
+        write(rel, data, durable=durable)
+
+    def put_(source: Any, rel: str, callback: Any = None, *, durable: bool = True) -> None:
+        calls.append(("put", rel, durable))
+        put(source, rel, durable=durable)
+
+    def sync_(rels: list[str]) -> None:
+        calls.append(("sync", sorted(rels)))
+        sync(rels)
+
+    monkeypatch.setattr(storage, "write_atomic", write_atomic)
+    monkeypatch.setattr(storage, "put", put_)
+    monkeypatch.setattr(storage, "sync", sync_)
+    return tree, calls
+
+
+def test_new_nodes_are_synced_in_one_batch_before_the_index(
+    recorded: tuple[Metatree, list[Any]],
+) -> None:
+    tree, calls = recorded
+    with tree.transaction():
+        for i in range(1, 4):
+            tree.put(f"m/v{i}", b"new", name="f")
+        tree.put("n/v1", b"new", name="f")
+    deferred = sorted(c[1] for c in calls if c[0] in {"put", "write"} and not c[2])
+    assert deferred == sorted(
+        [f"m/v{i}/{f}" for i in range(1, 4) for f in ("f", "metadata.json")]
+        + ["n/v1/f", "n/v1/metadata.json", "n/metadata.json"]
+    )
+    syncs = [i for i, c in enumerate(calls) if c[0] == "sync"]
+    assert len(syncs) == 1, calls
+    assert calls[syncs[0]][1] == deferred
+    # the existing indexes (m's and the root's) are written durably, after the batch
+    indexes = [i for i, c in enumerate(calls) if c[0] == "write" and c[2]]
+    assert [calls[i][1] for i in indexes] == ["m/metadata.json", "metadata.json"]
+    assert min(indexes) > syncs[0]
+    assert tree.find("n/v1").exists
+    assert b"".join(tree.get("m/v3/f")) == b"new"
+
+
+def test_files_put_into_existing_nodes_stay_durable_at_once(
+    recorded: tuple[Metatree, list[Any]],
+) -> None:
+    tree, calls = recorded
+    with tree.transaction():
+        tree.put("m/v0", b"more", name="g")  # visible at once: it must not be deferred
+        tree.find("m/v0").update(score=1)
+    assert ("put", "m/v0/g", True) in calls
+    assert not [c for c in calls if c[0] in {"put", "write"} and not c[2]]
+
+
+def test_a_failed_transaction_leaves_unsynced_orphans_only(
+    recorded: tuple[Metatree, list[Any]],
+) -> None:
+    tree, calls = recorded
+
+    def aborted() -> None:
+        with tree.transaction():
+            tree.put("m/v9", b"new", name="f")
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        aborted()
+    assert not [c for c in calls if c[0] == "sync"]
+    assert tree.find("m").children == ["v0"]
