@@ -9,6 +9,7 @@ lazy registry (as fsspec's ``known_implementations``), never by comparing protoc
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -67,6 +68,36 @@ def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Call
     while chunk := src.read(_COPY_CHUNK):
         dst.write(chunk)
         callback.relative_update(len(chunk))
+
+
+def copy_file(src: IO[bytes], dst: IO[bytes], size: int, callback: Callback) -> None:
+    """Copy one local file into another inside the kernel (``copy_file_range``), in chunks.
+
+    No byte passes through Python: a 1 GiB copy through `copy_stream` ran at under half the
+    speed of fsspec's own local copy (which uses the kernel's). Falls back to `copy_stream`
+    where the kernel cannot (other filesystems, old kernels, non-Linux).
+    """
+    callback.set_size(size)
+    copied = 0
+    dst.flush()
+    try:
+        while copied < size:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), min(_COPY_CHUNK, size - copied))
+            if n == 0:
+                break  # the source shrank under us: copy what there is, as a read loop would
+            copied += n
+            callback.relative_update(n)
+    except (AttributeError, io.UnsupportedOperation):  # no descriptor, or no such syscall
+        if copied:
+            raise
+        copy_stream(src, dst, None, callback)
+    except OSError as exc:
+        if copied or exc.errno not in _NO_KERNEL_COPY:
+            raise
+        copy_stream(src, dst, None, callback)
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 class Backend:
@@ -180,7 +211,10 @@ class LocalBackend(Backend):
         tmp = self._temp_beside(path)
         try:
             with open_source(source) as (stream, size), open(tmp, "xb") as out:
-                copy_stream(stream, out, size, callback)
+                if isinstance(source, str | os.PathLike) and size is not None:
+                    copy_file(stream, out, size, callback)
+                else:
+                    copy_stream(stream, out, size, callback)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())
@@ -244,7 +278,7 @@ class LocalBackend(Backend):
     def get(self, path: str, local_path: str, callback: Callback) -> None:
         # docstring inherited
         with open(path, "rb") as src, open(local_path, "wb") as out:
-            copy_stream(src, out, os.fstat(src.fileno()).st_size, callback)
+            copy_file(src, out, os.fstat(src.fileno()).st_size, callback)
 
     def kind(self, path: str) -> str | None:
         # docstring inherited
