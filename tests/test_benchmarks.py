@@ -1,0 +1,74 @@
+"""Smoke test of the benchmark suite: ``python -m benchmarks --quick`` runs and reports.
+
+Nothing here is about time (these machines are shared and noisy): the run must finish, write
+every section with its plot, lose no update, and count what the request tests assert (counts
+are exact where times are not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = (tmp_path / "benchmarks.md").read_text()
+    for title in ("## Targets", "## Operations side by side", "## Scale", "## Concurrent",
+                  "## Large files", "## Bulk"):  # fmt: skip
+        assert title in report
+    assert (tmp_path / "benchmarks-scale.png").stat().st_size > 10_000
+    assert (tmp_path / "benchmarks-writers.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "benchmarks.json").read_text())["results"]
+
+    def ops(backend: str, impl: str) -> dict[str, int | None]:
+        return {
+            r["op"]: r["requests"]
+            for r in results["ops"]
+            if r["backend"] == backend and r["impl"] == impl
+        }
+
+    # the same sequences tests/test_requests.py asserts one by one
+    s3 = ops("s3", "metatree")
+    assert (s3["open"], s3["find3"], s3["get_small"], s3["update"], s3["put_leaf"]) == (
+        1, 3, 4, 4, 8,
+    )  # fmt: skip
+    assert ops("local", "metatree")["find3"] is None  # no server, no count
+    impls = {r["impl"] for r in results["ops"]}
+    assert impls >= {"metatree", "floor"}
+    if "metatreedb unavailable" not in done.stdout:  # no PyPI: its columns stay empty
+        assert "metatreedb" in impls
+    assert all(r["lost"] == 0 for r in results["concurrency"] if r["impl"] == "metatree")
+    assert all(r["rss_growth_mib"] < 64 for r in results["large"] if r["impl"] == "metatree")
+    built = results["build"][0]
+    assert built["children"] == 100
+    # --report-only renders the same report from the saved rows
+    (tmp_path / "benchmarks.md").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--report-only", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "benchmarks.md").read_text() == report
