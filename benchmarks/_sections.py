@@ -93,7 +93,7 @@ class Settings:
             remote_scale_budget=2.0,
             writers=(1, 2),
             hammer_seconds=0.3,
-            large_mib=8,
+            large_mib=32,  # big enough that reading the file whole would show in peak RSS
             bulk_puts=10,
             bulk_budget=3.0,
             build_children=100,

@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import shutil
+import stat
 import threading
 import uuid
 from dataclasses import dataclass
@@ -70,27 +71,30 @@ def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Call
         callback.relative_update(len(chunk))
 
 
-def copy_file(src: IO[bytes], dst: IO[bytes], size: int, callback: Callback) -> None:
-    """Copy one local file into another inside the kernel (``copy_file_range``), in chunks.
+def copy_file(src: IO[bytes], dst: IO[bytes], callback: Callback) -> None:
+    """Copy a local file into another inside the kernel (``copy_file_range``), in chunks.
 
     No byte passes through Python: a 1 GiB copy through `copy_stream` ran at under half the
-    speed of fsspec's own local copy (which uses the kernel's). Falls back to `copy_stream`
-    where the kernel cannot (other filesystems, old kernels, non-Linux).
+    speed of fsspec's own local copy (which uses the kernel's). Like a read loop, it copies
+    until the end of the file, whatever size was seen first. Anything but a non-empty regular
+    file (a pipe, procfs, a file object without a descriptor), or a kernel or filesystem that
+    cannot, takes `copy_stream`.
     """
-    callback.set_size(size)
-    copied = 0
-    dst.flush()
     try:
-        while copied < size:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), min(_COPY_CHUNK, size - copied))
-            if n == 0:
-                break  # the source shrank under us: copy what there is, as a read loop would
+        st = os.fstat(src.fileno())
+    except (AttributeError, io.UnsupportedOperation):
+        copy_stream(src, dst, None, callback)
+        return
+    if not stat.S_ISREG(st.st_mode) or not st.st_size:
+        copy_stream(src, dst, None, callback)
+        return
+    callback.set_size(st.st_size)
+    dst.flush()
+    copied = 0
+    try:
+        while n := os.copy_file_range(src.fileno(), dst.fileno(), _COPY_CHUNK):
             copied += n
             callback.relative_update(n)
-    except (AttributeError, io.UnsupportedOperation):  # no descriptor, or no such syscall
-        if copied:
-            raise
-        copy_stream(src, dst, None, callback)
     except OSError as exc:
         if copied or exc.errno not in _NO_KERNEL_COPY:
             raise
@@ -211,8 +215,8 @@ class LocalBackend(Backend):
         tmp = self._temp_beside(path)
         try:
             with open_source(source) as (stream, size), open(tmp, "xb") as out:
-                if isinstance(source, str | os.PathLike) and size is not None:
-                    copy_file(stream, out, size, callback)
+                if isinstance(source, str | os.PathLike):
+                    copy_file(stream, out, callback)
                 else:
                     copy_stream(stream, out, size, callback)
                 out.flush()
@@ -267,9 +271,12 @@ class LocalBackend(Backend):
         os.replace(self._write_temp(path, source, callback, durable=durable), path)
 
     def sync(self, paths: list[str]) -> None:
-        """Fsync each file (written with ``durable=False``)."""
+        """Fsync each file (written with ``durable=False``); one removed since needs none."""
         for path in paths:
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed by a forced put later in the same transaction
             try:
                 os.fsync(fd)
             finally:
@@ -278,7 +285,7 @@ class LocalBackend(Backend):
     def get(self, path: str, local_path: str, callback: Callback) -> None:
         # docstring inherited
         with open(path, "rb") as src, open(local_path, "wb") as out:
-            copy_file(src, out, os.fstat(src.fileno()).st_size, callback)
+            copy_file(src, out, callback)
 
     def kind(self, path: str) -> str | None:
         # docstring inherited

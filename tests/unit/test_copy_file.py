@@ -30,7 +30,7 @@ def _copy(tmp_path: Path, data: bytes) -> tuple[bytes, Progress]:
     src.write_bytes(data)
     progress = Progress()
     with open(src, "rb") as a, open(dst, "wb") as b:
-        copy_file(a, b, len(data), progress)
+        copy_file(a, b, progress)
     return dst.read_bytes(), progress
 
 
@@ -59,8 +59,17 @@ def test_falls_back_when_the_kernel_cannot(
 
 def test_falls_back_for_streams_without_a_descriptor() -> None:
     out = io.BytesIO()
-    copy_file(io.BytesIO(b"abc"), out, 3, Progress())
+    copy_file(io.BytesIO(b"abc"), out, Progress())
     assert out.getvalue() == b"abc"
+
+
+def test_a_pipe_is_read_to_its_end(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"from a pipe")
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe, open(tmp_path / "dst", "wb") as out:
+        copy_file(pipe, out, Progress())  # fstat says size 0: a size-bound copy stores nothing
+    assert (tmp_path / "dst").read_bytes() == b"from a pipe"
 
 
 def test_a_real_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,9 +81,11 @@ def test_a_real_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         _copy(tmp_path, b"x" * 10)
 
 
-def test_a_source_that_shrank_copies_what_there_is(tmp_path: Path) -> None:
+def test_copies_to_the_end_of_the_file_whatever_size_was_seen(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(b"abc")
     with open(src, "rb") as a, open(dst, "wb") as b:
-        copy_file(a, b, 10, Progress())  # the size was taken before the file shrank
-    assert dst.read_bytes() == b"abc"
+        with open(src, "ab") as grow:
+            grow.write(b"def")  # the file grows after it was opened
+        copy_file(a, b, Progress())
+    assert dst.read_bytes() == b"abcdef"

@@ -91,3 +91,33 @@ def test_a_failed_transaction_leaves_unsynced_orphans_only(
         aborted()
     assert not [c for c in calls if c[0] == "sync"]
     assert tree.find("m").children == ["v0"]
+
+
+def test_a_file_replaced_later_in_the_transaction_needs_no_sync(
+    recorded: tuple[Metatree, list[Any]], tmp_path: Path
+) -> None:
+    tree, _ = recorded
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a").write_bytes(b"a")
+    with tree.transaction():
+        tree.put("m/v5", str(folder), name="d", recursive=True)  # d/a, unsynced
+        tree.put("m/v5", b"file now", name="d", force=True, recursive=True)  # removes d/a
+    assert b"".join(tree.get("m/v5/d")) == b"file now"
+    assert tree.find("m").children == ["v0", "v5"]
+
+
+def test_remove_inside_a_transaction_commits_what_came_before(
+    recorded: tuple[Metatree, list[Any]],
+) -> None:
+    tree, calls = recorded
+    with tree.transaction():
+        tree.put("m/v1", b"new", name="f")
+        tree.remove("m/v0", recursive=True)  # writes the staged metadata first
+        tree.put("m/v1", b"more", name="g")  # m/v1 is listed now: durable at once
+    assert ("put", "m/v1/f", False) in calls
+    assert ("put", "m/v1/g", True) in calls
+    first_sync = next(i for i, c in enumerate(calls) if c[0] == "sync")
+    index = calls.index(("write", "m/metadata.json", True))
+    assert first_sync < index
+    assert tree.find("m").children == ["v1"]
