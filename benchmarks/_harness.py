@@ -139,23 +139,17 @@ def backend(name: str, tmp: str) -> Any:
         if name == "local":
             yield Backend(name, folder)
         elif name == "s3":
-            from metatree.testing.servers import MotoS3Server, make_bucket
+            from metatree.testing.servers import MotoS3Server, make_bucket, s3_options
 
             with MotoS3Server() as server:
                 bucket = make_bucket(server.endpoint_url, "bench")
-                options = {
-                    "endpoint_url": server.endpoint_url,
-                    "key": "testing",
-                    "secret": "testing",
-                }
-                yield Backend(name, folder, server, bucket, options)
+                yield Backend(name, folder, server, bucket, s3_options(server.endpoint_url))
         elif name == "seaweedfs":
-            from metatree.testing.servers import SeaweedS3Server, make_bucket
+            from metatree.testing.servers import SeaweedS3Server, make_bucket, s3_options
 
             with SeaweedS3Server(folder) as weed:
                 bucket = make_bucket(weed.endpoint_url, "bench")
-                options = {"endpoint_url": weed.endpoint_url, "key": "testing", "secret": "testing"}
-                yield Backend(name, folder, None, bucket, options)
+                yield Backend(name, folder, None, bucket, s3_options(weed.endpoint_url))
         elif name == "webhdfs":
             from metatree.testing.webhdfs_server import WebHDFSServer
 

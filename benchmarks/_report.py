@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks._sections import OPS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 Rows = list[dict[str, Any]]
 OP_NAMES = dict(OPS)
@@ -46,15 +46,27 @@ def _pick(rows: Rows, **match: Any) -> dict[str, Any] | None:
 
 
 # -- sections -----------------------------------------------------------------------------
-def ops_tables(rows: Rows) -> str:
-    out = []
+def _per_backend(rows: Rows, header: list[str], body: Callable[[Rows], list[list[Any]]]) -> str:
+    """One table per backend, in the order the backends ran; `body` gets that backend's rows."""
+    tables = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
-        body = []
+        mine = [r for r in rows if r["backend"] == backend]
+        tables.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body(mine))}")
+    return "\n\n".join(tables)
+
+
+def _stopped(row: dict[str, Any], count: str) -> Any:
+    return row[count] if row["complete"] else f"{row[count]} (stopped)"
+
+
+def ops_tables(rows: Rows) -> str:
+    def body(mine: Rows) -> list[list[Any]]:
+        out = []
         for op, label in OPS:
-            ours = _pick(rows, backend=backend, impl="metatree", op=op) or {}
-            ref = _pick(rows, backend=backend, impl="metatreedb", op=op) or {}
-            floor = _pick(rows, backend=backend, impl="floor", op=op) or {}
-            body.append(
+            ours = _pick(mine, impl="metatree", op=op) or {}
+            ref = _pick(mine, impl="metatreedb", op=op) or {}
+            floor = _pick(mine, impl="floor", op=op) or {}
+            out.append(
                 [
                     label,
                     ours.get("requests"),
@@ -69,30 +81,42 @@ def ops_tables(rows: Rows) -> str:
                     _ratio(ref.get("median_ms"), ours.get("median_ms")),
                 ]
             )
-        header = [
-            "operation",
-            "requests: metatree",
-            "floor",
-            "metatreedb",
-            "metatreedb ÷ ours",
-            "ms median: metatree",
-            "p90",
-            "floor",
-            "metatreedb",
-            "p90",
-            "metatreedb ÷ ours",
-        ]
-        out.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body)}")
-    return "\n\n".join(out)
+        return out
+
+    header = [
+        "operation",
+        "requests: metatree",
+        "floor",
+        "metatreedb",
+        "metatreedb ÷ ours",
+        "ms median: metatree",
+        "p90",
+        "floor",
+        "metatreedb",
+        "p90",
+        "metatreedb ÷ ours",
+    ]
+    return _per_backend(rows, header, body)
 
 
 def scale_tables(rows: Rows) -> str:
-    out = []
-    for backend in dict.fromkeys(r["backend"] for r in rows):
-        body = [
+    header = [
+        "implementation",
+        "children",
+        "puts per write",
+        "build s (step)",
+        "build s (total)",
+        "put ms",
+        "find ms",
+        "update parent ms",
+    ]
+    return _per_backend(
+        rows,
+        header,
+        lambda mine: [
             [
                 r["impl"],
-                r["size"] if r["complete"] else f"{r['size']} (stopped)",
+                _stopped(r, "size"),
                 "1 000 per batch" if r["batch"] > 1 else "1",
                 r["build_s"],
                 r["build_total_s"],
@@ -100,46 +124,29 @@ def scale_tables(rows: Rows) -> str:
                 r.get("find_ms"),
                 r.get("update_ms"),
             ]
-            for r in rows
-            if r["backend"] == backend
-        ]
-        header = [
-            "implementation",
-            "children",
-            "puts per write",
-            "build s (step)",
-            "build s (total)",
-            "put ms",
-            "find ms",
-            "update parent ms",
-        ]
-        out.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body)}")
-    return "\n\n".join(out)
+            for r in mine
+        ],
+    )
 
 
 def concurrency_tables(rows: Rows) -> str:
-    out = []
-    for backend in dict.fromkeys(r["backend"] for r in rows):
-        body = [
-            [r["impl"], r["writers"], r["ok"], r["ok_per_s"], r["lost"], r["errors"]]
-            for r in rows
-            if r["backend"] == backend
-        ]
-        header = ["implementation", "writers", "ok updates", "ok updates/s", "lost", "failed"]
-        out.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body)}")
-    return "\n\n".join(out)
+    header = ["implementation", "writers", "ok updates", "ok updates/s", "lost", "failed"]
+    return _per_backend(
+        rows,
+        header,
+        lambda mine: [
+            [r["impl"], r["writers"], r["ok"], r["ok_per_s"], r["lost"], r["errors"]] for r in mine
+        ],
+    )
 
 
 def large_tables(rows: Rows) -> str:
-    out = []
-    for backend in dict.fromkeys(r["backend"] for r in rows):
-        body = []
-        for r in rows:
-            if r["backend"] != backend:
-                continue
-            floor = _pick(rows, backend=backend, impl="floor", kind=r["kind"])
+    def body(mine: Rows) -> list[list[Any]]:
+        out = []
+        for r in mine:
+            floor = _pick(mine, impl="floor", kind=r["kind"])
             share = _ratio(r["mib_per_s"], floor["mib_per_s"] if floor else None)
-            body.append(
+            out.append(
                 [
                     r["impl"],
                     r["kind"],
@@ -150,36 +157,22 @@ def large_tables(rows: Rows) -> str:
                     r["rss_growth_mib"],
                 ]
             )
-        header = [
-            "implementation",
-            "op",
-            "MiB",
-            "seconds",
-            "MiB/s",
-            "of floor",
-            "peak RSS growth MiB",
-        ]
-        out.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body)}")
-    return "\n\n".join(out)
+        return out
+
+    header = ["implementation", "op", "MiB", "seconds", "MiB/s", "of floor", "peak RSS growth MiB"]
+    return _per_backend(rows, header, body)
 
 
 def bulk_tables(rows: Rows) -> str:
-    out = []
-    for backend in dict.fromkeys(r["backend"] for r in rows):
-        body = [
-            [
-                r["mode"],
-                r["puts"] if r["complete"] else f"{r['puts']} (stopped)",
-                r["seconds"],
-                r["puts_per_s"],
-                r["requests"],
-            ]
-            for r in rows
-            if r["backend"] == backend
-        ]
-        header = ["mode", "puts", "seconds", "puts/s", "requests"]
-        out.append(f"#### {BACKEND_NAMES[backend]}\n\n{_table(header, body)}")
-    return "\n\n".join(out)
+    header = ["mode", "puts", "seconds", "puts/s", "requests"]
+    return _per_backend(
+        rows,
+        header,
+        lambda mine: [
+            [r["mode"], _stopped(r, "puts"), r["seconds"], r["puts_per_s"], r["requests"]]
+            for r in mine
+        ],
+    )
 
 
 # -- targets ------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from metatree._metadata import CHILDREN
+
 __all__ = ["Transaction"]
 
 NodePath = tuple[str, ...]
@@ -67,8 +69,8 @@ def _copy(metadata: dict[str, Any]) -> dict[str, Any]:
     A plain deepcopy visits every name of the index: at 10 000 children it dominated a
     transaction's CPU time.
     """
-    children = metadata.get("children")
+    children = metadata.get(CHILDREN)
     if not isinstance(children, list):
         return copy.deepcopy(metadata)
-    rest = copy.deepcopy({k: v for k, v in metadata.items() if k != "children"})
-    return {"children": list(children), **rest}
+    rest = copy.deepcopy({k: v for k, v in metadata.items() if k != CHILDREN})
+    return {CHILDREN: list(children), **rest}

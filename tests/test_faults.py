@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Metatree, StorageError
+from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from metatree.testing.servers import MotoS3Server, S3Request
@@ -33,9 +34,7 @@ class TestS3Faults:
         tree = Metatree(
             f"s3://{s3_bucket}/{uuid.uuid4().hex}",
             KEYS,
-            endpoint_url=moto_server.endpoint_url,
-            key="testing",
-            secret="testing",
+            **s3_options(moto_server.endpoint_url),
         )
         tree.put("m/v1", b"one", name="f")
         return tree

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Metatree
+from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,9 +32,7 @@ class TestS3Requests:
         tree = Metatree(
             f"s3://{s3_bucket}/{uuid.uuid4().hex}",
             KEYS,
-            endpoint_url=moto_server.endpoint_url,
-            key="testing",
-            secret="testing",
+            **s3_options(moto_server.endpoint_url),
         )
         tree.put("x/y/z", b"data", name="f")
         tree.find("x").update(active="y")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
-__all__ = ["MotoS3Server", "S3Request", "SeaweedS3Server", "make_bucket"]
+__all__ = ["MotoS3Server", "S3Request", "SeaweedS3Server", "make_bucket", "s3_options"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -153,6 +153,11 @@ class MotoS3Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def s3_options(endpoint_url: str) -> dict[str, Any]:
+    """Storage options that reach one of these servers (both accept any credentials)."""
+    return {"endpoint_url": endpoint_url, "key": "testing", "secret": "testing"}
 
 
 def make_bucket(endpoint_url: str, prefix: str = "test") -> str:

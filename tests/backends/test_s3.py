@@ -9,6 +9,7 @@ from hypothesis import settings
 from metatree import Storage, as_storage
 from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
+from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from metatree.testing.servers import MotoS3Server
@@ -26,7 +27,5 @@ class TestS3(BackendConformance):
     def storage(self, s3_bucket: str, moto_server: MotoS3Server) -> Storage:
         return as_storage(
             f"s3://{s3_bucket}/{uuid.uuid4().hex}/db",
-            endpoint_url=moto_server.endpoint_url,
-            key="testing",
-            secret="testing",
+            **s3_options(moto_server.endpoint_url),
         )

@@ -7,6 +7,7 @@ import pytest
 
 from metatree import Storage, as_storage
 from metatree.testing._locks import LockTests
+from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from metatree.testing.servers import SeaweedS3Server
@@ -29,7 +30,5 @@ class TestSeaweedFS(LockTests):
     def storage(self, seaweed_server: SeaweedS3Server, seaweed_bucket: str) -> Storage:
         return as_storage(
             f"s3://{seaweed_bucket}/{uuid.uuid4().hex}/db",
-            endpoint_url=seaweed_server.endpoint_url,
-            key="testing",
-            secret="testing",
+            **s3_options(seaweed_server.endpoint_url),
         )
