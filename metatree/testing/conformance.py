@@ -26,6 +26,9 @@ from metatree.errors import (
     UnresolvedPathError,
 )
 from metatree.testing._bad_input import BadInputTests
+from metatree.testing._hardening_index import IndexHardeningTests
+from metatree.testing._hardening_lock import LockHardeningTests
+from metatree.testing._hardening_storage import StorageHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
 from metatree.testing._stateful import StatefulTests
@@ -41,7 +44,14 @@ __all__ = ["KEYS", "BackendConformance"]
 KEYS = ("model", "version", "stage")
 
 
-class BackendConformance(BadInputTests, StatefulTests, LockTests):
+class BackendConformance(
+    BadInputTests,
+    StatefulTests,
+    LockTests,
+    IndexHardeningTests,
+    StorageHardeningTests,
+    LockHardeningTests,
+):
     """Behaviour every backend must show. Override `storage`."""
 
     @pytest.fixture

@@ -1,0 +1,13 @@
+"""Hostile roots and stored names, interrupted transfers, torn reads, downloads (issues 9, 19).
+
+Part of the conformance suite (mixed into `BackendConformance`): every test runs on every
+backend, and skips itself only when the backend lacks a capability it needs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["StorageHardeningTests"]
+
+
+class StorageHardeningTests:
+    """Hostile roots and stored names, interrupted transfers, torn reads, downloads (issues 9, 19)."""
