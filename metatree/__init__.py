@@ -13,6 +13,7 @@ from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
     CorruptMetadataError,
     DatabaseError,
     LockError,
@@ -33,6 +34,7 @@ __version__ = "0.3.0"
 __all__ = [
     "AlreadyExistsError",
     "Capabilities",
+    "ConflictError",
     "CorruptMetadataError",
     "DatabaseError",
     "LockError",

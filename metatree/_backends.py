@@ -27,9 +27,19 @@ if TYPE_CHECKING:
     from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
-__all__ = ["Backend", "Capabilities", "Source", "backend_for", "open_source", "register_backend"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Source",
+    "Version",
+    "backend_for",
+    "open_source",
+    "register_backend",
+]
 
 Source: TypeAlias = "str | os.PathLike[str] | bytes | IO[bytes]"
+Version: TypeAlias = "object | None"
+"""Opaque version of a stored file (an ETag on S3); None where writes cannot be conditional."""
 _COPY_CHUNK = 8 * 2**20
 
 
@@ -132,6 +142,22 @@ class Backend:
         completed request is durable).
         """
         self.fs.pipe_file(path, data)
+
+    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+        """Return a whole file and its version; None: this backend has no conditional write."""
+        return self.read(path), None
+
+    def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
+        """Replace the file only if it is still at `version`; return whether it was written.
+
+        The generic backend cannot compare atomically: it writes unconditionally.
+        """
+        self.write_atomic(path, data, durable=durable)
+        return True
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move the file `src` over `dst`."""
+        self.fs.mv(src, dst)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create unless present; fsspec's ``mode="create"`` is only as atomic as the backend."""

@@ -19,6 +19,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from metatree._backends import Backend, backend_for
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
     MetatreeError,
     NotFoundError,
     StorageError,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._backends import Capabilities, Source
+    from metatree._backends import Capabilities, Source, Version
 
 __all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
 
@@ -128,13 +129,35 @@ class Storage:
         with translate_errors(url):
             yield from chunks
 
-    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+    def read_versioned(self, rel: str) -> tuple[bytes, Version]:
+        """Return the whole file `rel` and an opaque version of it, in one request where possible.
+
+        The version (an ETag on S3, ...) is what `write_atomic`'s `expect` compares with; it is
+        None where the backend has no conditional write (the write is then unconditional).
+        """
+        with translate_errors(self.url_of(rel)):
+            return self._backend.read_versioned(self.abs(rel))
+
+    def write_atomic(
+        self, rel: str, data: bytes, *, durable: bool = True, expect: Version = None
+    ) -> None:
         """Replace `rel` with `data` so that readers see the old or the new bytes, never a mix.
 
         ``durable=False`` may defer flushing to disk until `sync` (see `Backend.write_atomic`).
+        With `expect` (a version from `read_versioned`), the write happens only if the file is
+        still at that version, else `ConflictError` and nothing is written: this fences a
+        writer whose lease was lost after its read.
         """
         with translate_errors(self.url_of(rel)):
-            self._backend.write_atomic(self.abs(rel), data, durable=durable)
+            if expect is None:
+                self._backend.write_atomic(self.abs(rel), data, durable=durable)
+            elif not self._backend.write_if(self.abs(rel), data, expect, durable=durable):
+                raise ConflictError(self.url_of(rel), "it was rewritten since it was read")
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move the file `src` over `dst` (replacing it); readers see the old or the new `dst`."""
+        with translate_errors(self.url_of(src)):
+            self._backend.rename(self.abs(src), self.abs(dst))
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create `rel` holding `data` unless it exists; return whether we created it.

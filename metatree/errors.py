@@ -12,6 +12,7 @@ Every error is a `MetatreeError` and also the builtin that callers already catch
     ├── MetadataError (ValueError)               metadata a caller tried to write is invalid
     ├── CorruptMetadataError (ValueError)        a stored metadata.json does not parse
     ├── DatabaseError (ValueError)               the root is not (or not this) metatree database
+    ├── ConflictError                            an object changed under a conditional write or a read
     ├── LockError
     │   ├── LockTimeout (TimeoutError)           waiting for the DB lock took too long
     │   └── LockLostError                        our lease expired or was broken: nothing committed
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyExistsError",
+    "ConflictError",
     "CorruptMetadataError",
     "DatabaseError",
     "LockError",
@@ -155,6 +157,25 @@ class DatabaseError(MetatreeError, ValueError):
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.root, self.reason)
+
+
+class ConflictError(MetatreeError):
+    """The object at `path` changed under us: a conditional write lost, or a read saw two versions.
+
+    Raised by the storage layer; the database turns a lost conditional commit into
+    `LockLostError` (a writer that lost its lease), and a read that saw the file replaced while
+    it streamed surfaces as this error, so the caller can retry.
+    """
+
+    exit_code = 4
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path!r} changed concurrently: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.path, self.reason)
 
 
 class LockError(MetatreeError):

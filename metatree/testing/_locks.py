@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -207,9 +207,9 @@ class LockTests:
         writes: list[str] = []
         original = tree.storage.write_atomic
 
-        def counting(rel: str, data: bytes, *, durable: bool = True) -> None:
+        def counting(rel: str, data: bytes, **options: Any) -> None:
             writes.append(rel)
-            original(rel, data, durable=durable)
+            original(rel, data, **options)
 
         tree.storage.write_atomic = counting  # type: ignore[method-assign]
         try:
