@@ -29,6 +29,7 @@ from metatree.testing._bad_input import BadInputTests
 from metatree.testing._hardening_index import IndexHardeningTests
 from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._hardening_storage import StorageHardeningTests
+from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
 from metatree.testing._stateful import StatefulTests
@@ -50,6 +51,7 @@ class BackendConformance(
     LockTests,
     IndexHardeningTests,
     StorageHardeningTests,
+    TransferHardeningTests,
     LockHardeningTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
