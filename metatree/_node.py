@@ -69,8 +69,8 @@ class Node:
 
     @property
     def children(self) -> list[str]:
-        """Names of the child nodes, in insertion order."""
-        return list(children_of(self.metadata))
+        """Names of the child nodes, in insertion order (a leaf has none, whatever is stored)."""
+        return [] if self.is_leaf else list(children_of(self.metadata))
 
     @property
     def exists(self) -> bool:
