@@ -194,6 +194,8 @@ class Database:
         """Return a node's metadata and its stored version (for a conditional commit)."""
         tx = self._active_tx()
         if tx is not None:
+            if path and tx.pending_delete(_rel(path)):
+                raise NotFoundError(self.url(path), "node (removed in this transaction)")
             cached = tx.get(path)
             if cached is None:
                 metadata, version = self._read_metadata(path)
