@@ -281,9 +281,10 @@ class Database:
 
         An unlisted directory with a metadata.json at its top is an orphan node (a crashed
         put or remove, a transaction rolled back): a directory stored by ``put(recursive=True)``
-        never holds one, since reserved names are refused in it.
+        never holds one, since reserved names are refused in it. One holding nothing but
+        system files (the temp file of a put killed before its first rename) is one too.
         """
-        return self.storage.kind(_rel(path, name, METADATA_FILE)) == "file"
+        return _is_orphan_listing(self.storage.listdir(_rel(path, name)))
 
     def walk(self, path: NodePath = ()) -> Iterator[tuple[NodePath, dict[str, Any]]]:
         """Yield every node below `path` (itself first) with its metadata, in index order.
@@ -310,8 +311,8 @@ class Database:
             name = resolve_segment(last, metadata, shown, self._owner(path))
         except (NotFoundError, UnresolvedPathError):
             return False
-        if name in children_of(metadata):
-            return len(path) < len(self.keys)
+        if name in children_of(metadata) and len(path) < len(self.keys):
+            return True
         kind = self.storage.kind(_rel(path, name))
         if kind == "directory":
             return not self._is_orphan(path, name)
@@ -569,7 +570,7 @@ class Database:
         listed = self.storage.listdir(rel)
         if not listed:
             return
-        if METADATA_FILE not in listed:
+        if not _is_orphan_listing(listed):
             raise AlreadyExistsError(
                 self.url(anchor, name), "a stored directory has this name; a node cannot"
             )
@@ -591,6 +592,8 @@ class Database:
                             shown, f"{later} cannot resolve in {name!r}, which does not exist yet"
                         )
                     new.append(later.name)
+                for created in new:  # new names follow the portable rules, found ones need not
+                    check_name(created, shown)
                 return path, metadata, version, new
             path = (*path, name)
             # a leaf has no index to read, and no child to clash with
@@ -667,10 +670,11 @@ class Database:
                 self._write_metadata(path, metadata, commit=True, expect=version)
                 self._after_commit(tx, (*path, name), rel, tree=True)
                 return
-            if tx is not None and tx.unstage(rel):
-                return  # a file this transaction stored: never visible, now gone
+            staged = tx is not None and tx.unstage(rel)  # what this transaction stored
             kind = self.storage.kind(rel)
             if kind is None or (kind == "directory" and self._is_orphan(path, name)):
+                if staged:
+                    return  # it only existed in this transaction, and is gone now
                 raise NotFoundError(self.url(path, name), "node or file")
             if kind == "directory" and not recursive:
                 raise PathError(shown, "it is a directory: pass recursive=True")
@@ -719,6 +723,11 @@ def _reopen(storage: Storage, keys: tuple[str, ...], options: dict[str, float]) 
     return Database.open(
         storage, keys, lock_timeout=options["lock_timeout"], lock_ttl=options["lock_ttl"]
     )
+
+
+def _is_orphan_listing(listed: Mapping[str, str]) -> bool:
+    """Whether an unlisted directory's entries are a node's leftovers (see `_is_orphan`)."""
+    return METADATA_FILE in listed or all(map(is_reserved, listed))
 
 
 def _nfc(name: str) -> str:

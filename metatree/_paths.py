@@ -27,6 +27,7 @@ __all__ = [
     "LocationLike",
     "Placeholder",
     "Segment",
+    "check_location_name",
     "check_name",
     "check_stored_name",
     "is_reserved",
@@ -46,6 +47,8 @@ RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})
 _MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 """Characters that would change what a name means as a path, stored or new."""
+_SYNTAX = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
+"""What a location may never hold: separators, template and glob syntax, C0 controls."""
 _FORBIDDEN = re.compile(
     r"[/\\<>*?\[\]:\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
 )
@@ -104,6 +107,21 @@ def check_name(name: object, location: str) -> str:
         raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
     if name != name.strip():
         raise PathError(location, f"name {name!r} starts or ends with white space")
+    return name
+
+
+def check_location_name(name: object, location: str) -> str:
+    """Return `name` if a location may name it, else raise `PathError`.
+
+    Locations name what exists as well as what a put will create; names that only the portable
+    rules of `check_name` refuse (``a:b``, ``" v2"``, stored by metatreedb 0.2.3) can still be
+    found, read and removed. The database checks every name it creates with `check_name`.
+    """
+    name = _check_safe(name, location)
+    bad = _SYNTAX.search(name)
+    if bad:
+        char = bad.group()
+        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
     return name
 
 
@@ -176,7 +194,7 @@ def _parse_segment(text: str, location: str) -> Segment:
         raise TemplateSyntaxError(
             location, f"unmatched '<' or '>' in {text!r}: a placeholder is a whole segment"
         )
-    return Literal(check_name(text, location))
+    return Literal(check_location_name(text, location))
 
 
 def _split(location: str) -> list[str]:
@@ -199,9 +217,9 @@ def _parse_dict(location: Mapping[str, object], keys: tuple[str, ...]) -> Locati
             raise PathError(shown, f"level {level!r} is missing before a deeper level")
         spec = location[level]
         if isinstance(spec, str):
-            segments.append(Literal(check_name(spec, shown)))
+            segments.append(Literal(check_location_name(spec, shown)))
         elif isinstance(spec, Mapping) and len(spec) == 1 and "value" in spec:
-            segments.append(Literal(check_name(spec["value"], shown)))
+            segments.append(Literal(check_location_name(spec["value"], shown)))
         elif isinstance(spec, Mapping) and len(spec) == 1 and "metadata" in spec:
             key = spec["metadata"]
             if not isinstance(key, str) or not _KEY.fullmatch(key):
@@ -280,7 +298,7 @@ def resolve_segment(
             location, f"{segment} is {value!r} in the metadata of {owner}, not a name (str)"
         )
     try:
-        return check_name(value, location)
+        return check_location_name(value, location)
     except PathError as exc:
         raise UnresolvedPathError(
             location, f"{segment} resolves to {value!r} in {owner}: {exc.reason}"

@@ -102,6 +102,27 @@ class IndexHardeningTests:
             tree.put("m/v1", b"x", name="f")
         assert storage.kind("m") is None
 
+    def test_index_that_is_a_directory_is_corrupt(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        storage.remove_file("m/metadata.json")
+        storage.write_atomic("m/metadata.json/planted", b"x")
+        with pytest.raises(CorruptMetadataError, match="directory"):
+            tree.find("m/v1")
+
+    def test_root_that_is_a_file_is_refused(self, storage: Storage) -> None:
+        storage.fs.pipe_file(storage.root, b"not a directory")
+        try:
+            with pytest.raises(DatabaseError, match="root is a file"):
+                Metatree(storage, KEYS)
+        finally:
+            storage.fs.rm_file(storage.root)
+
+    def test_config_that_is_a_directory_is_refused(self, storage: Storage) -> None:
+        storage.write_atomic(".metatree/planted", b"x")
+        with pytest.raises(DatabaseError, match="directory"):
+            Metatree(storage, KEYS)
+
     def test_missing_placeholder_names_the_node(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b"x", name="f")
@@ -141,13 +162,13 @@ class IndexHardeningTests:
         assert snapshot(storage) == before
 
     def test_stored_unportable_names_stay_readable(self, storage: Storage) -> None:
-        """Trees of metatreedb 0.2.3, which accepted ``a:b``, must still open and read."""
+        """Trees of metatreedb 0.2.3, which accepted `` v2`` (or ``a:b`` off HDFS), still read."""
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b"x", name="f")
-        storage.write_atomic("m/metadata.json", orjson.dumps({"children": ["v1", "v:2"]}))
-        storage.write_atomic("m/v:2/metadata.json", b"{}")
-        assert tree.find("m").children == ["v1", "v:2"]
-        assert [n.path for n, _ in tree.walk("m")][-1] == ("m", "v:2")
+        storage.write_atomic("m/metadata.json", orjson.dumps({"children": ["v1", " v2"]}))
+        storage.write_atomic("m/ v2/metadata.json", b"{}")
+        assert tree.find("m").children == ["v1", " v2"]
+        assert [n.path for n, _ in tree.walk("m")][-1] == ("m", " v2")
 
     def test_lookalike_node_names_are_refused(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
