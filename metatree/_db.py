@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import posixpath
 import threading
 import unicodedata
 import uuid
@@ -261,6 +262,22 @@ class Database:
         metadata = self.read_metadata(path)
         return path, resolve_segment(file, metadata, shown, self._owner(path)), metadata
 
+    def readable(self, path: NodePath, name: str) -> str:
+        """Return where the file `name` of the node is read from, as this task sees the tree.
+
+        Inside a transaction that is the staged copy of a file it put, and nothing for data it
+        removed; elsewhere the file itself. An orphan directory is never readable.
+        """
+        rel = _rel(path, name)
+        tx = self._active_tx()
+        if tx is not None:
+            if tx.pending_delete(rel):
+                raise NotFoundError(self.url(path, name), "file (removed in this transaction)")
+            staged = tx.staged_for(rel)
+            if staged is not None:
+                return staged
+        return rel
+
     def _owner(self, path: NodePath) -> str:
         """Name a node for messages: "the root" or its location."""
         return f"node {'/'.join(path)!r}" if path else "the root"
@@ -269,7 +286,15 @@ class Database:
         """Names of the node's files and children, sorted, without system entries or orphans."""
         listed = self.storage.listdir(_rel(path))
         names = [n for n in listed if not is_reserved(n)]
-        unlisted_dirs = [n for n in names if listed[n] == "directory"]
+        tx = self._active_tx()
+        if tx is not None:  # as the transaction sees it: staged files in, removed ones out
+            here = _rel(path)
+            names = [n for n in names if not tx.pending_delete(_rel(path, n))]
+            names += [
+                posixpath.basename(t) for t in tx.moves.values() if posixpath.dirname(t) == here
+            ]
+            names = list(dict.fromkeys(names))
+        unlisted_dirs = [n for n in names if listed.get(n) == "directory"]
         if unlisted_dirs:
             children = set(children_of(self.read_metadata(path)))
             hidden = {n for n in unlisted_dirs if n not in children and self._is_orphan(path, n)}
@@ -313,7 +338,11 @@ class Database:
             return False
         if name in children_of(metadata) and len(path) < len(self.keys):
             return True
-        kind = self.storage.kind(_rel(path, name))
+        try:
+            rel = self.readable(path, name)
+        except NotFoundError:
+            return False
+        kind = self.storage.kind(rel)
         if kind == "directory":
             return not self._is_orphan(path, name)
         return kind is not None
@@ -521,6 +550,9 @@ class Database:
                 unsynced = None if tx is None else tx.unsynced
                 self._store(source, target, recursive, callback, unsynced)
             else:
+                if tx.staged_for(target) is not None and not force:  # stored by this transaction
+                    raise AlreadyExistsError(self.url(node, name))
+                tx.unstage(target)
                 staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
                 self._store(source, staged, recursive, callback)
                 tx.moves[staged] = target
@@ -704,7 +736,7 @@ class Database:
         callback: Callback,
     ) -> Iterator[bytes]:
         """Stream a file, or download it (or, with `recursive`, a directory) to `outfile`."""
-        rel = _rel(path, name)
+        rel = self.readable(path, name)
         if outfile is None:
             return self.storage.iter_bytes(rel, chunk_size)
         if recursive and self.storage.kind(rel) == "directory":

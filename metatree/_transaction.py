@@ -87,6 +87,13 @@ class Transaction:
         """Whether `rel`, or a directory above it, is data this transaction removed."""
         return any(rel == gone or rel.startswith(f"{gone}/") for gone, _ in self.deletes)
 
+    def staged_for(self, target: str) -> str | None:
+        """Return the staged file that will become `target` at commit, if any."""
+        for staged, goal in self.moves.items():
+            if goal == target:
+                return staged
+        return None
+
     def unstage(self, target: str) -> bool:
         """Forget the staged file for `target` (removed before commit); return if there was one."""
         for staged, goal in list(self.moves.items()):

@@ -251,6 +251,30 @@ class IndexHardeningTests:
         assert b"".join(tree.get("m/v1/f")) == b"newer"
         assert [r for r in storage.walk_files("m/v1") if r != METADATA_FILE] == ["f"]
 
+    def test_reads_in_a_transaction_see_its_staged_writes(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"old", name="f")
+        tree.put("m/v1", b"gone", name="h")
+        other = Metatree(storage)
+        with tree.transaction():
+            tree.put("m/v1", b"new", name="f", force=True)
+            tree.put("m/v1", b"newer", name="f", force=True)
+            tree.put("m/v1", b"added", name="g")
+            with pytest.raises(AlreadyExistsError):
+                tree.put("m/v1", b"again", name="g")
+            tree.remove("m/v1/h")
+            assert b"".join(tree.get("m/v1/f")) == b"newer"
+            assert b"".join(tree.get("m/v1/g")) == b"added"
+            assert tree.exists("m/v1/g")
+            assert not tree.exists("m/v1/h")
+            with pytest.raises(NotFoundError):
+                tree.get("m/v1/h")
+            assert tree.find("m/v1").list() == ["f", "g"]
+            assert b"".join(other.get("m/v1/f")) == b"old"  # no other tree sees it
+            assert other.find("m/v1").list() == ["f", "h"]
+        assert b"".join(other.get("m/v1/f")) == b"newer"
+        assert other.find("m/v1").list() == ["f", "g"]
+
     def test_rolled_back_transaction_leaves_no_created_node_data(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b"x", name="f")
