@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from metatree._localfiles import check_local_outfile, download_tree, is_text_stream, scan_source
 from metatree._locking import BaseLock, LeaseInfo, make_lock
 from metatree._metadata import (
     CHILDREN,
@@ -36,10 +37,12 @@ from metatree._paths import (
     is_reserved,
     resolve_segment,
 )
+from metatree._storage import reserved_beside
 from metatree._transaction import Transaction
 from metatree.errors import (
     AlreadyExistsError,
     DatabaseError,
+    MetatreeError,
     NotFoundError,
     PathError,
     UnresolvedPathError,
@@ -332,14 +335,25 @@ class Database:
         with self.lock:
             anchor, metadata, new = self._walk_for_put(location, shown)
             node = (*anchor, *new)
+            old_kind = None
             if not new:
-                self._check_target(node, metadata, name, force=force, recursive=recursive)
+                old_kind = self._check_target(
+                    node, metadata, name, force=force, recursive=recursive
+                )
             tx = self._active_tx()
             if tx is not None:
                 tx.created.update((*anchor, *new[:depth]) for depth in range(1, len(new) + 1))
             # in a node this transaction created, files are flushed in one batch at its end
             unsynced = tx.unsynced if tx is not None and node in tx.created else None
-            self._store(source, _rel(node, name), recursive, callback, unsynced)
+            self._store(
+                source,
+                _rel(node, name),
+                recursive,
+                callback,
+                unsynced,
+                new_node=bool(new),
+                old_kind=old_kind,
+            )
             # new nodes, deepest first, so each is complete before its parent lists it
             for depth in range(len(new), 0, -1):
                 below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
@@ -379,22 +393,24 @@ class Database:
         *,
         force: bool,
         recursive: bool,
-    ) -> None:
+    ) -> str | None:
+        """Refuse what `put` must not replace; return what is there now (`Storage.kind`).
+
+        Nothing is deleted here: a forced replace puts the new data in place first and the
+        old goes only once the new is complete (`_store`), so a failed put loses nothing.
+        """
         if name in children_of(metadata):
             raise AlreadyExistsError(self.url(node, name), "a child node has this name")
         kind = self.storage.kind(_rel(node, name))
         if kind is None:
-            return
+            return None
         if not force:
             raise AlreadyExistsError(self.url(node, name))
-        if kind == "directory":
-            if not recursive:
-                raise AlreadyExistsError(
-                    self.url(node, name), "it is a directory: pass recursive=True to replace it"
-                )
-            self.storage.remove_tree(_rel(node, name))
-        elif recursive:
-            self.storage.remove_file(_rel(node, name))
+        if kind == "directory" and not recursive:
+            raise AlreadyExistsError(
+                self.url(node, name), "it is a directory: pass recursive=True to replace it"
+            )
+        return kind
 
     def _store(
         self,
@@ -403,17 +419,49 @@ class Database:
         recursive: bool,
         callback: Callback,
         unsynced: list[str] | None = None,
+        *,
+        new_node: bool = True,
+        old_kind: str | None = None,
     ) -> None:
-        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync."""
-        if not (recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)):
-            targets = [(source, rel)]
-        else:
-            base = os.fspath(source)
-            targets = [
-                (local, f"{rel}/{os.path.relpath(local, base).replace(os.sep, '/')}")
-                for folder, _, files in os.walk(base)
-                for local in (os.path.join(folder, file) for file in sorted(files))
-            ]
+        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
+
+        A directory (or a file replacing one) is uploaded under a reserved staging name in
+        the same node and put in place only when complete (`Storage.replace_tree`): a failure
+        midway shows nothing and keeps the old data. In a node this put creates, nothing is
+        visible before the index lists the node, so files go straight to their place.
+        """
+        is_dir = recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)
+        if not is_dir and old_kind != "directory":
+            self.storage.put(source, rel, callback, durable=unsynced is None)
+            if unsynced is not None:
+                unsynced.append(rel)
+            return
+        files = scan_source(os.fspath(source)) if is_dir else None  # type: ignore[arg-type]
+        if new_node and old_kind is None:
+            self._upload(source, files, rel, callback, unsynced)
+            return
+        stage = reserved_beside(rel, "staging")
+        try:
+            self._upload(source, files, stage, callback, None)
+            self.storage.replace_tree(stage, rel, old_kind)
+        except BaseException:
+            with contextlib.suppress(MetatreeError):
+                if files is None:
+                    self.storage.remove_file(stage)
+                else:
+                    self.storage.remove_tree(stage)
+            raise
+
+    def _upload(
+        self,
+        source: Source,
+        files: list[tuple[str, str]] | None,
+        rel: str,
+        callback: Callback,
+        unsynced: list[str] | None,
+    ) -> None:
+        """Put one file (`files` None) or a scanned directory's files below `rel`."""
+        targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
         for one, target in targets:
             self.storage.put(one, target, callback, durable=unsynced is None)
             if unsynced is not None:
@@ -462,11 +510,7 @@ class Database:
         if outfile is None:
             return self.storage.iter_bytes(rel, chunk_size)
         if recursive and self.storage.kind(rel) == "directory":
-            files = list(self.storage.walk_files(rel))
-            for sub in files:
-                local = os.path.join(outfile, *sub.split("/"))
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                self.storage.get(f"{rel}/{sub}", local, callback)
+            download_tree(self.storage, rel, outfile, callback)
             return iter(())
         self.storage.get(rel, outfile, callback)
         return _iter_local(outfile, chunk_size)
@@ -485,24 +529,31 @@ def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def check_outfile(outfile: str | None) -> None:
-    """Refuse to download over an existing local path, before any I/O."""
-    if outfile is not None and os.path.lexists(outfile):
-        raise AlreadyExistsError(outfile, "get will not overwrite a local file")
+def check_outfile(outfile: str | os.PathLike[str] | None) -> None:
+    """Refuse an `outfile` that exists, or whose directory does not, before any I/O."""
+    check_local_outfile(outfile)
 
 
 def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
-    """Validate what `put` was given and return the stored file's name, before any I/O."""
+    """Validate what `put` was given and return the stored file's name, before any I/O.
+
+    A local directory put with `recursive` is scanned whole here (every name, every file
+    readable, no empty directory), so a bad name deep inside fails before the DB lock.
+    """
     if isinstance(source, str | os.PathLike):
         local = os.fspath(source)
         if not os.path.exists(local):
             raise NotFoundError(local, "local file to put")
-        if os.path.isdir(local) and not recursive:
-            raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+        if os.path.isdir(local):
+            if not recursive:
+                raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+            scan_source(local)
         chosen = name if name is not None else os.path.basename(os.path.normpath(local))
     elif isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
         if name is None:
             raise PathError(shown, "put of bytes or a file object needs name=")
+        if is_text_stream(source):
+            raise PathError(shown, "the file object is open in text mode: open it with 'rb'")
         chosen = name
     else:
         raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")
