@@ -289,6 +289,10 @@ class WebHDFSBackend(Backend):
             if not self._rename_new(path, trash):
                 raise FileNotFoundError(f"RENAME {path}: nothing there")
             path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """DELETE recursively a directory that no name of the tree refers to any more."""
         self._delete(path, recursive=True)
 
     def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
@@ -300,7 +304,7 @@ class WebHDFSBackend(Backend):
                 self._rename_new(trash, dst)  # put the old one back
             raise FileExistsError(f"RENAME {src} -> {dst}: the destination appeared")
         if old_kind is not None:
-            self._delete(trash, recursive=True)
+            self._delete_tree(trash)
 
     def _rename_new(self, src: str, dst: str) -> bool:
         """rename2 without OVERWRITE: a plain RENAME onto a directory would move `src` into it."""

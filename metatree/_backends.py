@@ -389,6 +389,10 @@ class LocalBackend(Backend):
         if trash is not None:
             os.rename(path, trash)
             path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """Delete a directory (a link to one: the link) that no name of the tree refers to."""
         if os.path.islink(path):
             os.unlink(path)
         else:
@@ -409,7 +413,7 @@ class LocalBackend(Backend):
                 os.rename(trash, dst)
             raise
         if old_kind == "directory":
-            self.remove_tree(trash, None)
+            self._delete_tree(trash)
         elif old_kind is not None:
             os.unlink(trash)
 
