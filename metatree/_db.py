@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._localfiles import check_local_outfile, download_tree, is_text_stream, scan_source
+from metatree._localfiles import (
+    check_local_outfile,
+    download_tree,
+    is_text_stream,
+    local_read_error,
+    scan_source,
+)
 from metatree._locking import BaseLock, LeaseInfo, make_lock
 from metatree._metadata import (
     CHILDREN,
@@ -430,13 +436,12 @@ class Database:
         midway shows nothing and keeps the old data. In a node this put creates, nothing is
         visible before the index lists the node, so files go straight to their place.
         """
-        is_dir = recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)
+        local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+        is_dir = recursive and local is not None and os.path.isdir(local)
         if not is_dir and old_kind != "directory":
-            self.storage.put(source, rel, callback, durable=unsynced is None)
-            if unsynced is not None:
-                unsynced.append(rel)
+            self._upload(source, None, rel, callback, unsynced)
             return
-        files = scan_source(os.fspath(source)) if is_dir else None  # type: ignore[arg-type]
+        files = scan_source(local) if is_dir and local is not None else None
         if new_node and old_kind is None:
             self._upload(source, files, rel, callback, unsynced)
             return
@@ -463,7 +468,14 @@ class Database:
         """Put one file (`files` None) or a scanned directory's files below `rel`."""
         targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
         for one, target in targets:
-            self.storage.put(one, target, callback, durable=unsynced is None)
+            try:
+                self.storage.put(one, target, callback, durable=unsynced is None)
+            except MetatreeError as exc:
+                local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
+                problem = None if local is None else local_read_error(local)
+                if problem is not None:
+                    raise problem from exc  # the local file is the cause: name it
+                raise
             if unsynced is not None:
                 unsynced.append(target)
 

@@ -39,6 +39,7 @@ __all__ = [
     "check_local_outfile",
     "download_tree",
     "is_text_stream",
+    "local_read_error",
     "scan_source",
 ]
 
@@ -148,11 +149,24 @@ def _stat(local: str, base: str) -> os.stat_result:
 
 
 def _check_readable(local: str) -> None:
+    problem = local_read_error(local)
+    if problem is not None:
+        raise problem
+
+
+def local_read_error(local: str) -> MetatreeError | None:
+    """Return the error naming `local` if it cannot be opened for reading now, else None.
+
+    Asked after an upload failed: a local file that vanished or became unreadable midway is
+    the cause, and the error must name it rather than the destination.
+    """
     try:
         with open(local, "rb"):
-            pass
+            return None
+    except FileNotFoundError:
+        return NotFoundError(local, "local file to put")
     except OSError as exc:
-        raise StorageError(local, f"cannot read the local file: {exc}") from None
+        return StorageError(local, f"cannot read the local file: {exc}")
 
 
 # -- get: a stored directory tree ---------------------------------------------------------

@@ -214,14 +214,34 @@ class StorageHardeningTests:
         if not force:
             tree.put("m/v1", b"x", name="f")
             new = new.rename(tmp_path / "other")
-        before = snapshot(storage)
+        before, entries = snapshot(storage), storage.listdir("m/v1")
         with pytest.raises(_Boom):
             tree.put("m/v1", new, recursive=True, force=force, callback=_FailAfter(2))
         assert snapshot(storage) == before
+        assert storage.listdir("m/v1") == entries  # no staging or trash directory left
         assert _download(tree, "m/v1/ckpt", tmp_path / "dl") == {
             "a.txt": b"old-A",
             "b.txt": b"old-B",
         }
+
+    def test_local_file_vanishing_midway_is_named(
+        self, tree: Metatree, storage: Storage, tmp_path: Path
+    ) -> None:
+        """A local file that fails while the put runs is named, not the destination."""
+        tree.put("m/v1", b"x", name="f")
+        src = _make_dir(tmp_path / "ckpt", {"a": b"A", "b": b"B"})
+
+        class Vanish(Callback):  # type: ignore[misc]  # fsspec is untyped
+            def set_size(self, size: int) -> None:
+                """Delete the second file while the first uploads."""
+                (src / "b").unlink(missing_ok=True)
+
+        before, entries = snapshot(storage), storage.listdir("m/v1")
+        with pytest.raises(NotFoundError) as info:
+            tree.put("m/v1", src, recursive=True, callback=Vanish())
+        assert info.value.path == str(src / "b")
+        assert snapshot(storage) == before
+        assert storage.listdir("m/v1") == entries
 
     def test_forced_recursive_replace_is_complete(
         self, tree: Metatree, storage: Storage, tmp_path: Path
