@@ -204,6 +204,7 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
                 )
         if not any(part.startswith(SYSTEM_PREFIX) for part in parts):
             plan.append(parts)
+    _refuse_file_and_directory(storage, rel, plan)
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
@@ -217,6 +218,23 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
         with contextlib.suppress(OSError):
             shutil.rmtree(partial)
         raise
+
+
+def _refuse_file_and_directory(storage: Storage, rel: str, plan: list[list[str]]) -> None:
+    """Refuse a listing where one name is a file and a directory (an S3 key and a prefix).
+
+    A local directory cannot hold both; found midway, it would fail after writing.
+    """
+    files = {"/".join(parts) for parts in plan}
+    for parts in plan:
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                raise PathError(
+                    storage.url_of(f"{rel}/{folder}"),
+                    "this stored name is both a file and a directory, which a local disk "
+                    "cannot hold; nothing was written",
+                )
 
 
 def _rename_new(src: str, dst: str) -> None:

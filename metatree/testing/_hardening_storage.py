@@ -164,6 +164,18 @@ class StorageHardeningTests:
         assert list(out_parent.iterdir()) == []  # no download, no partial directory
         assert not (tmp_path / "escape.txt").exists()
 
+    def test_recursive_get_refuses_a_name_both_file_and_directory(
+        self, tree: Metatree, storage: Storage, tmp_path: Path
+    ) -> None:
+        """An object store may hold a key ``a`` and keys below ``a/``: refused before writing."""
+        if storage.capabilities.exclusive_names:
+            pytest.skip("a name cannot be a file and a directory at once here")
+        tree.put("m/v1", _make_dir(tmp_path / "ckpt", {"a/b": b"B"}), recursive=True)
+        storage.write_atomic("m/v1/ckpt/a", b"planted")
+        with pytest.raises(PathError, match="both a file and a directory"):
+            tree.get("m/v1/ckpt", tmp_path / "dl", recursive=True)
+        assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
     def test_recursive_get_refuses_planted_symlinks(
         self, tree: Metatree, storage: Storage, tmp_path: Path
     ) -> None:
