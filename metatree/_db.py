@@ -20,8 +20,8 @@ from metatree._localfiles import (
     check_local_outfile,
     download_tree,
     is_text_stream,
-    local_read_error,
     scan_source,
+    upload,
 )
 from metatree._locking import BaseLock, LeaseInfo, make_lock
 from metatree._metadata import (
@@ -439,15 +439,15 @@ class Database:
         local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         is_dir = recursive and local is not None and os.path.isdir(local)
         if not is_dir and old_kind != "directory":
-            self._upload(source, None, rel, callback, unsynced)
+            upload(self.storage, source, None, rel, callback, unsynced)
             return
         files = scan_source(local) if is_dir and local is not None else None
         if new_node and old_kind is None:
-            self._upload(source, files, rel, callback, unsynced)
+            upload(self.storage, source, files, rel, callback, unsynced)
             return
         stage = reserved_beside(rel, "staging")
         try:
-            self._upload(source, files, stage, callback, None)
+            upload(self.storage, source, files, stage, callback, None)
             self.storage.replace_tree(stage, rel, old_kind)
         except BaseException:
             with contextlib.suppress(MetatreeError):
@@ -456,28 +456,6 @@ class Database:
                 else:
                     self.storage.remove_tree(stage)
             raise
-
-    def _upload(
-        self,
-        source: Source,
-        files: list[tuple[str, str]] | None,
-        rel: str,
-        callback: Callback,
-        unsynced: list[str] | None,
-    ) -> None:
-        """Put one file (`files` None) or a scanned directory's files below `rel`."""
-        targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
-        for one, target in targets:
-            try:
-                self.storage.put(one, target, callback, durable=unsynced is None)
-            except MetatreeError as exc:
-                local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
-                problem = None if local is None else local_read_error(local)
-                if problem is not None:
-                    raise problem from exc  # the local file is the cause: name it
-                raise
-            if unsynced is not None:
-                unsynced.append(target)
 
     def remove(self, location: Location, last: Segment, shown: str, *, recursive: bool) -> None:
         """Remove a file, or a node with its subtree (index first, then the data)."""

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from fsspec.callbacks import Callback
 
+    from metatree._backends import Source
     from metatree._storage import Storage
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "is_text_stream",
     "local_read_error",
     "scan_source",
+    "upload",
 ]
 
 _MAX_NAME_BYTES = 255
@@ -167,6 +169,33 @@ def local_read_error(local: str) -> MetatreeError | None:
         return NotFoundError(local, "local file to put")
     except OSError as exc:
         return StorageError(local, f"cannot read the local file: {exc}")
+
+
+def upload(
+    storage: Storage,
+    source: Source,
+    files: list[tuple[str, str]] | None,
+    rel: str,
+    callback: Callback,
+    unsynced: list[str] | None,
+) -> None:
+    """Put `source` (`files` None) or a scanned directory's `files` below `rel`.
+
+    With `unsynced`, flushes are skipped and the written paths listed for a later sync. A
+    failure whose cause is a local file (gone or unreadable midway) names that file.
+    """
+    targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
+    for one, target in targets:
+        try:
+            storage.put(one, target, callback, durable=unsynced is None)
+        except MetatreeError as exc:
+            local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
+            problem = None if local is None else local_read_error(local)
+            if problem is not None:
+                raise problem from exc
+            raise
+        if unsynced is not None:
+            unsynced.append(target)
 
 
 # -- get: a stored directory tree ---------------------------------------------------------
