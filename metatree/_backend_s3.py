@@ -29,6 +29,7 @@ __all__ = ["S3Backend"]
 _WHOLE = 2**62  # a Range end past any object: S3 answers with the whole object
 _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflict")
 _PART_SIZE = 8 * 2**20  # multipart part size: bounds the memory a streamed upload holds
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1 000 keys
 
 
 def _unsatisfiable(exc: OSError) -> bool:
@@ -89,10 +90,28 @@ class S3Backend(Backend):
         ):
             copy_stream(stream, out, size, callback)
 
-    def remove_tree(self, path: str) -> None:
-        """Delete the keys below ``path/`` only: an object named `path` itself is not ours."""
+    def find(self, path: str) -> list[str]:
+        """Every key below ``path/`` in one listing (an object named `path` is not below it)."""
         prefix = path.rstrip("/") + "/"
         self.fs.invalidate_cache(path)
-        keys = [k for k in self.fs.find(prefix) if k.startswith(prefix)]
-        if keys:
-            self.fs.rm(keys)
+        return [k for k in self.fs.find(prefix) if k.startswith(prefix)]
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        """DeleteObjects of exact keys, 1 000 per request; any per-key error is raised.
+
+        s3fs's ``rm`` expands ``[]*?`` in the keys it is given (a root ``data[12]`` deleted
+        ``data1`` and ``data2``), and its ``_bulk_delete`` drops the per-key errors.
+        """
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            bucket = self.fs.split_path(batch[0])[0]
+            objects = [{"Key": self.fs.split_path(key)[1]} for key in batch]
+            reply = self.fs.call_s3(
+                "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+            for key in batch:
+                self.fs.invalidate_cache(key)
+            errors = reply.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise OSError(f"DeleteObjects {bucket}/{first.get('Key')}: {first.get('Code')}")

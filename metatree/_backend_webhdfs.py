@@ -279,9 +279,40 @@ class WebHDFSBackend(Backend):
         # docstring inherited
         self._delete(path, recursive=False)
 
-    def remove_tree(self, path: str) -> None:
-        # docstring inherited
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """RENAME the directory to `trash` (atomic in the name node), then DELETE it there.
+
+        A crash in between leaves a reserved ``.metatree.trash.*`` name, never a half-deleted
+        node under its own name.
+        """
+        if trash is not None:
+            if not self._rename_new(path, trash):
+                raise FileNotFoundError(f"RENAME {path}: nothing there")
+            path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """DELETE recursively a directory that no name of the tree refers to any more."""
         self._delete(path, recursive=True)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """RENAME the old `dst` to `trash`, `src` into place, then DELETE the trash."""
+        if old_kind is not None and not self._rename_new(dst, trash):
+            raise FileNotFoundError(f"RENAME {dst}: nothing there")
+        if not self._rename_new(src, dst):
+            if old_kind is not None:
+                self._rename_new(trash, dst)  # put the old one back
+            raise FileExistsError(f"RENAME {src} -> {dst}: the destination appeared")
+        if old_kind is not None:
+            self._delete_tree(trash)
+
+    def _rename_new(self, src: str, dst: str) -> bool:
+        """rename2 without OVERWRITE: a plain RENAME onto a directory would move `src` into it."""
+        try:
+            self._request("RENAME", "PUT", src, destination=dst, renameoptions="NONE").close()
+        except (FileNotFoundError, FileExistsError):
+            return False
+        return True
 
     def find(self, path: str) -> list[str]:
         # docstring inherited

@@ -20,6 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from metatree._localfiles import (
+    check_local_outfile,
+    download_tree,
+    is_text_stream,
+    scan_source,
+    upload,
+)
 from metatree._locking import BaseLock, LeaseInfo, make_lock
 from metatree._metadata import (
     CHILDREN,
@@ -41,6 +48,7 @@ from metatree._paths import (
     is_reserved,
     resolve_segment,
 )
+from metatree._storage import reserved_beside
 from metatree._transaction import Transaction
 from metatree.errors import (
     AlreadyExistsError,
@@ -459,7 +467,11 @@ class Database:
             self._sync_unsynced(tx)  # every new node durable before an index lists it
             while tx.moves:
                 staged, target = tx.moves.popitem()
-                self.storage.rename(staged, target)
+                old_kind = tx.old_kinds.pop(staged, None)
+                if old_kind != "directory" and staged not in tx.trees:
+                    self.storage.rename(staged, target)  # one file over another: atomic
+                else:
+                    self.storage.replace_tree(staged, target, old_kind)
             for path, metadata in existing:
                 self._put_metadata(path, metadata, expect=tx.versions.get(path))
         except BaseException:
@@ -486,9 +498,13 @@ class Database:
     def _discard_staged(self, tx: Transaction) -> None:
         for staged in [*tx.moves, *tx.discarded]:
             with contextlib.suppress(MetatreeError):
-                self.storage.remove_file(staged)
+                if staged in tx.trees:
+                    self.storage.remove_tree(staged)
+                else:
+                    self.storage.remove_file(staged)
         tx.moves = {}
         tx.discarded = []
+        tx.trees = set()
 
     def _delete(self, rel: str, *, tree: bool) -> None:
         if tree:
@@ -537,18 +553,29 @@ class Database:
                 # re-creating what this transaction removed: commit it up to here first
                 self._commit(tx)
                 anchor, metadata, version, new = self._walk_for_put(location, shown)
+            old_kind = None
             if new:
                 self._check_lookalike(anchor, metadata, new[0])
                 self._claim(anchor, new[0])
             else:
-                self._check_target(node, metadata, name, force=force, recursive=recursive)
+                old_kind = self._check_target(
+                    node, metadata, name, force=force, recursive=recursive
+                )
             for depth in range(len(new), 0, -1):  # deepest first
                 below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
                 self._write_new_node((*anchor, *new[:depth]), below, tx)
             if tx is None or node in tx.created:
                 # in a node this transaction created, files are flushed in one batch at its end
                 unsynced = None if tx is None else tx.unsynced
-                self._store(source, target, recursive, callback, unsynced)
+                self._store(
+                    source,
+                    target,
+                    recursive,
+                    callback,
+                    unsynced,
+                    new_node=bool(new),
+                    old_kind=old_kind,
+                )
             else:
                 if tx.staged_for(target) is not None and not force:  # stored by this transaction
                     raise AlreadyExistsError(self.url(node, name))
@@ -556,6 +583,9 @@ class Database:
                 staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
                 self._store(source, staged, recursive, callback)
                 tx.moves[staged] = target
+                tx.old_kinds[staged] = old_kind
+                if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
+                    tx.trees.add(staged)
             if new:
                 metadata[CHILDREN] = [*children_of(metadata), new[0]]
                 self._write_metadata(anchor, metadata, commit=True, expect=version)
@@ -643,22 +673,24 @@ class Database:
         *,
         force: bool,
         recursive: bool,
-    ) -> None:
+    ) -> str | None:
+        """Refuse what `put` must not replace; return what is there now (`Storage.kind`).
+
+        Nothing is deleted here: a forced replace puts the new data in place first and the
+        old goes only once the new is complete (`_store`), so a failed put loses nothing.
+        """
         if name in children_of(metadata):
             raise AlreadyExistsError(self.url(node, name), "a child node has this name")
         kind = self.storage.kind(_rel(node, name))
         if kind is None:
-            return
+            return None
         if not force:
             raise AlreadyExistsError(self.url(node, name))
-        if kind == "directory":
-            if not recursive:
-                raise AlreadyExistsError(
-                    self.url(node, name), "it is a directory: pass recursive=True to replace it"
-                )
-            self.storage.remove_tree(_rel(node, name))
-        elif recursive:
-            self.storage.remove_file(_rel(node, name))
+        if kind == "directory" and not recursive:
+            raise AlreadyExistsError(
+                self.url(node, name), "it is a directory: pass recursive=True to replace it"
+            )
+        return kind
 
     def _store(
         self,
@@ -667,21 +699,37 @@ class Database:
         recursive: bool,
         callback: Callback,
         unsynced: list[str] | None = None,
+        *,
+        new_node: bool = True,
+        old_kind: str | None = None,
     ) -> None:
-        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync."""
-        if not (recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)):
-            targets = [(source, rel)]
-        else:
-            base = os.fspath(source)
-            targets = [
-                (local, f"{rel}/{os.path.relpath(local, base).replace(os.sep, '/')}")
-                for folder, _, files in os.walk(base)
-                for local in (os.path.join(folder, file) for file in sorted(files))
-            ]
-        for one, target in targets:
-            self.storage.put(one, target, callback, durable=unsynced is None)
-            if unsynced is not None:
-                unsynced.append(target)
+        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
+
+        A directory (or a file replacing one) is uploaded under a reserved staging name in
+        the same node and put in place only when complete (`Storage.replace_tree`): a failure
+        midway shows nothing and keeps the old data. In a node this put creates, nothing is
+        visible before the index lists the node, so files go straight to their place.
+        """
+        local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+        is_dir = recursive and local is not None and os.path.isdir(local)
+        if not is_dir and old_kind != "directory":
+            upload(self.storage, source, None, rel, callback, unsynced)
+            return
+        files = scan_source(local) if is_dir and local is not None else None
+        if new_node and old_kind is None:
+            upload(self.storage, source, files, rel, callback, unsynced)
+            return
+        stage = reserved_beside(rel, "staging")
+        try:
+            upload(self.storage, source, files, stage, callback, None)
+            self.storage.replace_tree(stage, rel, old_kind)
+        except BaseException:
+            with contextlib.suppress(MetatreeError):
+                if files is None:
+                    self.storage.remove_file(stage)
+                else:
+                    self.storage.remove_tree(stage)
+            raise
 
     def remove(self, location: Location, last: Segment, shown: str, *, recursive: bool) -> None:
         """Remove a file, or a node with its subtree (index first, then the data).
@@ -740,11 +788,7 @@ class Database:
         if outfile is None:
             return self.storage.iter_bytes(rel, chunk_size)
         if recursive and self.storage.kind(rel) == "directory":
-            files = list(self.storage.walk_files(rel))
-            for sub in files:
-                local = os.path.join(outfile, *sub.split("/"))
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                self.storage.get(f"{rel}/{sub}", local, callback)
+            download_tree(self.storage, rel, outfile, callback)
             return iter(())
         self.storage.get(rel, outfile, callback)
         return _iter_local(outfile, chunk_size)
@@ -792,24 +836,31 @@ def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def check_outfile(outfile: str | None) -> None:
-    """Refuse to download over an existing local path, before any I/O."""
-    if outfile is not None and os.path.lexists(outfile):
-        raise AlreadyExistsError(outfile, "get will not overwrite a local file")
+def check_outfile(outfile: str | os.PathLike[str] | None) -> None:
+    """Refuse an `outfile` that exists, or whose directory does not, before any I/O."""
+    check_local_outfile(outfile)
 
 
 def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
-    """Validate what `put` was given and return the stored file's name, before any I/O."""
+    """Validate what `put` was given and return the stored file's name, before any I/O.
+
+    A local directory put with `recursive` is scanned whole here (every name, every file
+    readable, no empty directory), so a bad name deep inside fails before the DB lock.
+    """
     if isinstance(source, str | os.PathLike):
         local = os.fspath(source)
         if not os.path.exists(local):
             raise NotFoundError(local, "local file to put")
-        if os.path.isdir(local) and not recursive:
-            raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+        if os.path.isdir(local):
+            if not recursive:
+                raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+            scan_source(local)
         chosen = name if name is not None else os.path.basename(os.path.normpath(local))
     elif isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
         if name is None:
             raise PathError(shown, "put of bytes or a file object needs name=")
+        if is_text_stream(source):
+            raise PathError(shown, "the file object is open in text mode: open it with 'rb'")
         chosen = name
     else:
         raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")

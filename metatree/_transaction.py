@@ -52,6 +52,10 @@ class Transaction:
     """Files (relative paths) written without a flush, to be made durable before the commit."""
     moves: dict[str, str] = field(default_factory=dict)
     """Staged file (relative path) -> its target, moved into place at commit."""
+    old_kinds: dict[str, str | None] = field(default_factory=dict)
+    """Staged file -> what its target held when it was staged (`Storage.kind`)."""
+    trees: set[str] = field(default_factory=set)
+    """Staged directories (``put(recursive=True)`` of a local directory)."""
     deletes: list[tuple[str, bool]] = field(default_factory=list)
     """(relative path, is a tree) of removed data, deleted after the commit."""
     discarded: list[str] = field(default_factory=list)

@@ -29,6 +29,8 @@ from metatree.errors import (
 from metatree.testing._helpers import snapshot
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from metatree._storage import Storage
 
 __all__ = ["IndexHardeningTests"]
@@ -274,6 +276,31 @@ class IndexHardeningTests:
             assert other.find("m/v1").list() == ["f", "h"]
         assert b"".join(other.get("m/v1/f")) == b"newer"
         assert other.find("m/v1").list() == ["f", "g"]
+
+    def test_recursive_put_in_a_transaction(self, storage: Storage, tmp_path: Path) -> None:
+        tree = Metatree(storage, KEYS)
+        old, new = tmp_path / "old", tmp_path / "new"
+        (old / "sub").mkdir(parents=True)
+        (old / "sub" / "a").write_bytes(b"old a")
+        (old / "b").write_bytes(b"old b")
+        new.mkdir()
+        (new / "c").write_bytes(b"new c")
+        tree.put("m/v1", str(old), name="d", recursive=True)
+        before = snapshot(storage)
+
+        def aborted() -> None:
+            with tree.transaction():
+                tree.put("m/v1", str(new), name="d", force=True, recursive=True)
+                raise RuntimeError("abort")
+
+        with pytest.raises(RuntimeError):
+            aborted()
+        assert snapshot(storage) == before
+        with tree.transaction():
+            tree.put("m/v1", str(new), name="d", force=True, recursive=True)
+        files = sorted(r for r in storage.walk_files("m/v1") if r != METADATA_FILE)
+        assert files == ["d/c"]
+        assert storage.read_bytes("m/v1/d/c") == b"new c"
 
     def test_rolled_back_transaction_leaves_no_created_node_data(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
