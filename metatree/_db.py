@@ -788,6 +788,8 @@ class Database:
         if outfile is None:
             return self.storage.iter_bytes(rel, chunk_size)
         if recursive and self.storage.kind(rel) == "directory":
+            if name not in children_of(self.read_metadata(path)) and self._is_orphan(path, name):
+                raise NotFoundError(self.url(path, name), "file or directory")
             download_tree(self.storage, rel, outfile, callback)
             return iter(())
         self.storage.get(rel, outfile, callback)

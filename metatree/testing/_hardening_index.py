@@ -201,13 +201,18 @@ class IndexHardeningTests:
         tree.put("m/v2", b"keep", name="f")
         storage.write_atomic("m/metadata.json", orjson.dumps({"children": ["v2"]}))
 
-    def test_recreated_node_does_not_inherit_an_orphan(self, storage: Storage) -> None:
+    def test_recreated_node_does_not_inherit_an_orphan(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
         tree = Metatree(storage, KEYS)
         self._orphan(storage, tree)
         assert not tree.exists("m/v1")
         assert tree.find("m").list() == ["v2"]
         with pytest.raises(NotFoundError):
             tree.remove("m/v1", recursive=True)
+        with pytest.raises(NotFoundError):
+            tree.get("m/v1", outfile=str(tmp_path / "dl"), recursive=True)
+        assert not (tmp_path / "dl").exists()
         tree.put("m/v1", b"new", name="g")  # no "already exists" from the orphan's file
         assert tree.find("m/v1").list() == ["g"]
         with pytest.raises(NotFoundError):
