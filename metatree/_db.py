@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._locking import BaseLock, LeaseInfo, make_lock
+from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
@@ -109,6 +109,7 @@ class Database:
         wins over the argument, with a warning when they differ, as metatreedb did.
         """
         wanted = None if keys is None else check_keys(keys, storage.url)
+        check_lock_options(storage.url, lock_ttl, lock_timeout)  # before anything is written
         try:
             config = Config.from_bytes(storage.read_bytes(CONFIG_FILE), storage.url)
         except NotFoundError:
