@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from metatree._locking._info import MAX_BODY
+from metatree._locking._info import MAX_BODY, directory_error
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
 from metatree.errors import NotFoundError
@@ -34,6 +34,8 @@ class ContentLeaseStore(LeaseStore):
             with translate_errors(self.storage.url_of(self.rel)):
                 body = bytes(self.storage.fs.cat_file(path, start=0, end=MAX_BODY + 1))
         except NotFoundError:
+            if self.storage.kind(self.rel) == "directory":
+                raise directory_error(self.storage.url_of(self.rel)) from None
             return None
         return body, body  # a bounded prefix: a planted huge body is never read whole
 

@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import orjson
 
+from metatree.errors import StorageError
+
 __all__ = [
     "HOST",
     "MAX_BODY",
@@ -26,6 +28,7 @@ __all__ = [
     "CorruptLease",
     "LeaseInfo",
     "describe_foreign",
+    "directory_error",
     "machine_id",
     "pid_alive",
 ]
@@ -227,3 +230,10 @@ def describe_foreign(body: bytes) -> str:
             return "a client that is not metatree (metatreedb 0.2.3's empty .lock)"
         return f"a lock object metatree did not write ({exc})"
     return "a lease"  # pragma: no cover - callers pass bodies that failed to load
+
+
+def directory_error(url: str) -> StorageError:
+    """Return the error for a lock object that is a directory (planted, or made by hand)."""
+    return StorageError(
+        url, "the lock object is a directory, which metatree never creates: remove it by hand"
+    )

@@ -28,7 +28,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from metatree._locking._base import BaseLock
-from metatree._locking._info import MAX_BODY, CorruptLease, LeaseInfo, describe_foreign
+from metatree._locking._info import (
+    MAX_BODY,
+    CorruptLease,
+    LeaseInfo,
+    describe_foreign,
+    directory_error,
+)
 from metatree._locking._observe import highest_token, note_token, unchanged_for
 from metatree.errors import LockError, LockLostError, StorageError
 
@@ -71,9 +77,7 @@ class LocalLock(BaseLock):
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
         if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
-            return StorageError(
-                self.name, "the lock object is a directory, which metatree never creates; remove it"
-            )
+            return directory_error(self.name)
         return StorageError(self.name, f"{type(exc).__name__}: {exc}")
 
     # -- acquire / release --------------------------------------------------------------

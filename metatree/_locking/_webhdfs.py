@@ -20,10 +20,9 @@ import posixpath
 import uuid
 from typing import TYPE_CHECKING
 
-from metatree._locking._info import MAX_BODY
+from metatree._locking._info import MAX_BODY, directory_error
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
-from metatree.errors import StorageError
 
 if TYPE_CHECKING:
     from metatree._backend_webhdfs import WebHDFSBackend
@@ -66,10 +65,7 @@ class WebHDFSLeaseStore(LeaseStore):
         with contextlib.suppress(OSError):
             kind = self._rest._request("GETFILESTATUS", "GET", self._path).json()
             if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
-                raise StorageError(
-                    self.storage.url_of(self.rel),
-                    "the lock object is a directory, which metatree never creates; remove it",
-                ) from exc
+                raise directory_error(self.storage.url_of(self.rel)) from exc
 
     def create(self, body: bytes) -> Version | None:
         """CREATE a temp file, then ``rename2`` (no overwrite): an existing lock = lost."""
