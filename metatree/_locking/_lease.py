@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from metatree._locking._base import BaseLock
-from metatree._locking._info import CorruptLease, LeaseInfo, describe_foreign
+from metatree._locking._info import CorruptLease, LeaseInfo, describe_foreign, directory_error
 from metatree._locking._observe import highest_token, note_token, unchanged_for
 from metatree.errors import LockError, LockLostError
 
@@ -146,6 +146,8 @@ class LeaseLock(BaseLock):
             return self._held(lease, body, version, start)
         current = self.store.read()
         if current is None:
+            if self.store.storage.kind(self.store.rel) == "directory":
+                raise directory_error(self.name)  # "exists" to create, absent to read
             return False  # released between our create and our read: try again
         seen, version = current
         dead, info = self._judge(seen)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,11 +185,19 @@ class LockHardeningTests:
     def test_lock_object_that_is_a_directory(self, storage: Storage) -> None:
         tree = self._tree(storage, lock_timeout=2)
         storage.write_atomic(f"{LOCK}/planted", b"")
-        if storage.capabilities.exclusive_names:
-            with pytest.raises(StorageError, match=r"\.lock.*directory"):
-                tree.find("m/v1").update(late=True)
-            assert "late" not in tree.find("m/v1").metadata
-            storage.remove_tree(LOCK)
+        error = ""
+        try:
+            tree.find("m/v1").update(ok=True)
+        except StorageError as exc:  # never a LockTimeout "held by unknown", never a false win
+            error = str(exc)
+        if error:
+            assert re.search(r"\.lock.*directory", error), error
+            assert "ok" not in tree.find("m/v1").metadata
+        else:  # a store where a key and a prefix of one name coexist (S3 on moto)
+            assert not storage.capabilities.exclusive_names
+        storage.remove_tree(LOCK)
+        if storage.kind(LOCK) is not None:
+            return  # a server that keeps empty directories (SeaweedFS's filer)
         tree.find("m/v1").update(after=True)  # nothing was left locked
         assert tree.find("m/v1").metadata["after"] is True
 

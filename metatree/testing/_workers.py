@@ -117,9 +117,9 @@ def fork_pool_increments(tree: Metatree, workers: int, count: int) -> list[str]:
     _TREE = tree
     fork = mp.get_context("fork")
     with tree._db.lock:  # held while the children are forked (the lock alone: see below)
-        session = getattr(tree.storage.fs, "session", None)
-        if session is not None:
-            session.close()  # no pooled HTTP connection may be shared by the children
+        close = getattr(getattr(tree.storage.fs, "session", None), "close", None)
+        if callable(close):
+            close()  # no pooled HTTP connection may be shared by the children (requests)
         pool = fork.Pool(workers)
         owner = str(getattr(tree._db.lock, "owner", ""))
     try:
