@@ -21,6 +21,7 @@ its mtime. Every failure while taking the lock (the body cannot be written: disk
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalLock"]
 
+_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+"""What ``flock`` answers where the filesystem cannot lock (NFS emulates it with byte-range
+locks, which need a descriptor open for writing: EBADF on a directory)."""
 _Seen = tuple[float, bytes]  # the .lock's mtime and (a bounded prefix of) its body
 
 
@@ -78,6 +82,12 @@ class LocalLock(BaseLock):
     def _error(self, exc: OSError) -> StorageError:
         if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
             return directory_error(self.name)
+        if exc.errno in _NO_FLOCK:
+            return StorageError(
+                self.storage.url,
+                f"this filesystem cannot flock the root directory ({exc.strerror}): a network "
+                "filesystem? See docs/locking.md, 'Where flock does not hold'",
+            )
         return StorageError(self.name, f"{type(exc).__name__}: {exc}")
 
     # -- acquire / release --------------------------------------------------------------
@@ -231,6 +241,8 @@ class LocalLock(BaseLock):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError as exc:
+            raise self._error(exc) from exc
         finally:
             os.close(fd)
         return True
