@@ -301,12 +301,12 @@ class LockHardeningTests:
 
     # -- item 19.7: check does not race the renewal -------------------------------------
     def test_slow_lease_reads_do_not_fail_a_healthy_writer(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_ttl=0.6)
+        tree = self._tree(storage, lock_ttl=self.lease_ttl)
         lock = self._lease_lock(tree)
         original = lock.store.read
 
         def slow_read() -> Any:
-            time.sleep(0.03)  # a slow name node: renewals land while a check reads
+            time.sleep(0.05)  # a slow name node: renewals land while a check reads
             return original()
 
         lock.store.read = slow_read  # type: ignore[method-assign]
@@ -398,7 +398,7 @@ class LockHardeningTests:
         assert "never" not in tree.find("m/v1").metadata
 
     def test_lost_renewal_reply_is_recovered(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_ttl=0.6, lock_timeout=5)
+        tree = self._tree(storage, lock_ttl=self.lease_ttl, lock_timeout=5)
         lock = self._lease_lock(tree)
         original = lock.store.replace
         calls: list[bool] = []
@@ -413,7 +413,7 @@ class LockHardeningTests:
         with tree.transaction():
             lock.store.replace = lose_first_reply  # type: ignore[method-assign]
             tree.find("m/v1").update(renewed=True)
-            time.sleep(1.2)  # several renewals: the first landed without a reply
+            time.sleep(1.4 * self.lease_ttl)  # renewals: the first landed without a reply
         del lock.store.replace
         assert len(calls) >= 3
         assert tree.find("m/v1").metadata["renewed"] is True
