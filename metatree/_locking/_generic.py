@@ -7,6 +7,7 @@ among threads of one process; `metatree._locking._manager` warns when it is used
 
 from __future__ import annotations
 
+import os
 import threading
 
 from metatree._locking._info import MAX_BODY, directory_error
@@ -17,6 +18,14 @@ from metatree.errors import NotFoundError
 __all__ = ["ContentLeaseStore"]
 
 _MUTEX = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _MUTEX
+    _MUTEX = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ContentLeaseStore(LeaseStore):

@@ -14,6 +14,7 @@ counts while it is watched without a gap: seen again after a pause, it may be a 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from typing import Final
@@ -27,6 +28,14 @@ _LIMIT: Final = 1024  # lock objects remembered per process
 _mutex = threading.Lock()
 _seen: dict[str, tuple[bytes, float, float]] = {}  # url -> (digest, first seen, last seen)
 _tokens: dict[str, int] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _mutex
+    _mutex = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def unchanged_for(url: str, body: bytes, *, repeatable: bool = False) -> float:
