@@ -27,7 +27,7 @@ from metatree._localfiles import (
     scan_source,
     upload,
 )
-from metatree._locking import BaseLock, LeaseInfo, make_lock
+from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
@@ -104,7 +104,7 @@ class Database:
         self._tx: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
             f"metatree-tx-{id(self)}", default=None
         )
-        self._tx_thread: int | None = None
+        self._tx_thread: tuple[int, int] | None = None
         self.case_insensitive = _probe_case_insensitive(storage)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -133,6 +133,7 @@ class Database:
         wins over the argument, with a warning when they differ, as metatreedb did.
         """
         wanted = None if keys is None else check_keys(keys, storage.url)
+        check_lock_options(storage.url, lock_ttl, lock_timeout)  # before anything is written
         try:
             config = Config.from_bytes(storage.read_bytes(CONFIG_FILE), storage.url)
         except NotFoundError as exc:
@@ -403,7 +404,9 @@ class Database:
 
     # -- transactions and the lock ------------------------------------------------------
     def _active_tx(self) -> Transaction | None:
-        return self._tx.get()
+        tx = self._tx.get()
+        # a child forked inside a transaction does not own it (nor the lock it holds)
+        return tx if tx is not None and tx.pid == os.getpid() else None
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -412,7 +415,7 @@ class Database:
         The lock is reentrant per thread, so an asyncio task would walk into the lock held by
         another task's transaction and write beside it: that is refused instead.
         """
-        if self._tx_thread == threading.get_ident() and self._active_tx() is None:
+        if self._tx_thread == (os.getpid(), threading.get_ident()) and self._active_tx() is None:
             raise LockError(
                 f"{self.lock.name} is held by a transaction of another task of this thread; "
                 "run this write inside that transaction, or after it"
@@ -434,7 +437,7 @@ class Database:
         with self._write_lock():
             tx = Transaction()
             token = self._tx.set(tx)
-            self._tx_thread = threading.get_ident()
+            self._tx_thread = (os.getpid(), threading.get_ident())
             try:
                 try:
                     yield

@@ -26,6 +26,7 @@ The batch matters on local disk, where one fsync per file costs a journal commit
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ NodePath = tuple[str, ...]
 class Transaction:
     """Staged state of one transaction, owned by the task (context) that opened it."""
 
+    pid: int = field(default_factory=os.getpid)
+    """The process that opened it: a forked child inherits the context, not the transaction."""
     cache: dict[NodePath, dict[str, Any]] = field(default_factory=dict)
     """Metadata as the transaction sees it (read or staged)."""
     versions: dict[NodePath, object] = field(default_factory=dict)

@@ -207,17 +207,24 @@ class LockError(MetatreeError):
 class LockTimeout(LockError, TimeoutError):
     """The DB lock stayed held by `holder` for longer than `timeout` seconds."""
 
-    def __init__(self, lock_path: str, timeout: float, holder: str) -> None:
+    def __init__(
+        self,
+        lock_path: str,
+        timeout: float,
+        holder: str,
+        advice: str = "retry later, or break the lock if its holder is known to be dead",
+    ) -> None:
         super().__init__(
             f"timed out after {timeout:g}s waiting for the lock {lock_path!r}, held by {holder}; "
-            "retry later, or break the lock if its holder is known to be dead"
+            f"{advice}"
         )
         self.lock_path = lock_path
         self.timeout = timeout
         self.holder = holder
+        self.advice = advice  # what to do depends on the lock strategy
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.lock_path, self.timeout, self.holder)
+        return type(self), (self.lock_path, self.timeout, self.holder, self.advice)
 
 
 class LockLostError(LockError):

@@ -154,7 +154,8 @@ class TestWebHDFSRequests:
         node.update(score=0.5)
         # lock: CREATE temp + RENAME; read: OPEN; verify the lease before committing: OPEN
         # (HDFS has no conditional write: metatree/_locking/_webhdfs.py); write: CREATE temp +
-        # RENAME; unlock: DELETE
+        # RENAME; unlock, conditional on the lease still being ours: RENAME to a tomb, OPEN
+        # it, DELETE it
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",
@@ -162,6 +163,8 @@ class TestWebHDFSRequests:
             "OPEN",
             "CREATE",
             "RENAME",
+            "RENAME",
+            "OPEN",
             "DELETE",
         ]
 
@@ -181,5 +184,7 @@ class TestWebHDFSRequests:
             "OPEN",  # verify the lease
             "CREATE",
             "RENAME",  # x/y/metadata.json: the commit point
-            "DELETE",  # unlock
+            "RENAME",
+            "OPEN",
+            "DELETE",  # unlock: only if the lock object is still our lease (tomb)
         ]

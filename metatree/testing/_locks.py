@@ -121,6 +121,7 @@ class LockTests:
         finally:
             holder.kill()
             holder.join()
+        assert tree.lock_status() is None  # its holder is provably gone: nobody is named
         tree.find("m/v1").update(after_kill=True)  # at once on this host, else after the TTL
         assert tree.find("m/v1").metadata["after_kill"] is True
         assert tree.lock_status() is None
