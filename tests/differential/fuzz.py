@@ -216,7 +216,7 @@ class RefWorker:
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen(  # noqa: S603 - our runner, our interpreter
+            self.process = subprocess.Popen(
                 [str(self.python), "-I", str(RUNNER), "--serve"],
                 cwd=self.cwd,
                 stdin=subprocess.PIPE,
@@ -237,17 +237,14 @@ class RefWorker:
         if not line:
             raise AssertionError(f"the metatreedb worker died ({process.wait()})")
         answer = json.loads(line)
-        if isinstance(answer, dict):
-            raise AssertionError(f"metatreedb could not run the scenario: {answer}")
+        assert isinstance(answer, list), f"metatreedb could not run the scenario: {answer}"
         results: list[Result] = answer
         return results
 
     def close(self) -> None:
         """Stop the worker (it ends when its stdin closes) and remove its directory."""
         if self.process is not None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            self.process.wait(timeout=30)
+            self.process.communicate(timeout=30)  # closes stdin (the worker ends) and stdout
             self.process = None
         shutil.rmtree(self.cwd, ignore_errors=True)
 
@@ -548,7 +545,9 @@ def compare_program(run: Run) -> Verdicts:
     found = Verdicts()
     keys = tuple(run.program["keys"])
     mine_before, ref_before = run.before_ours, run.before_theirs
-    for index, (op, mine, ref) in enumerate(zip(run.program["ops"], run.ours, run.theirs, strict=True)):
+    for index, (op, mine, ref) in enumerate(
+        zip(run.program["ops"], run.ours, run.theirs, strict=True)
+    ):
         step = Step(
             index,
             op,

@@ -147,6 +147,7 @@ def run_scenario(scenario: dict[str, Any]) -> list[Summary]:
     options = {k: scenario[k] for k in ("locking_enabled",) if k in scenario}
     tree = _open(root, scenario.get("keys"), **options)
     for op in scenario["ops"]:
+        result: Summary
         try:
             tree, value = run_op(tree, op, root)
         except Exception as exc:  # noqa: BLE001 - every failure is an outcome to compare

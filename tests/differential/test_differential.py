@@ -68,6 +68,13 @@ INTENDED_DIFFERENCES: dict[str, str] = {
     "nodes first and leaves them behind when the local file is missing.",
     "no_lost_updates": "update() reads and writes inside the DB lock; metatreedb reads before "
     "locking, with an exists-then-touch lock, and loses concurrent updates.",
+    "strict_names": "names metatree refuses (reserved, '..', controls, glob characters, ...) "
+    "raise PathError before any I/O, where metatreedb may accept them.",
+    "dict_levels_refused": "a dict location that skips a level is refused (PathError); "
+    "metatreedb creates the deeper level as a child of the root ({'version': 'v1'} is <root>/v1).",
+    "force_replaces": "put(force=True) replaces a stored file; metatreedb ignores force and raises.",
+    "metadata_json_files_visible": "files named metadata.json* other than metadata.json (e.g. "
+    "metadata.json.bak) are listed and read; metatreedb hides them and get() returns None.",
 }
 """Every place we differ from metatreedb 0.2.3 on purpose, with the reason (for the docs)."""
 
