@@ -235,18 +235,24 @@ class Metatree:
 
         metatreedb walks (and creates) the location first and checks the file after, so a
         put that fails on its file (missing, already stored, unwritable) leaves its cursor
-        on the target node, and one whose walk fails (an unresolved ``<key>``) on the root.
+        on the target node, and one whose walk fails (an unresolved ``<key>``, a node to
+        make inside a stored file: ``"a.bin/m"``) on the root.
         This replays that walk read-only: a node the put would have created is a cursor on
         a node that does not exist here (``update`` then raises instead of writing
         elsewhere). Only failures pay for these reads.
         """
         path: NodePath = ()
+        created = False
         try:
             metadata = self._db.read_metadata(path)
-            for segment in segments:
+            for depth, segment in enumerate(segments, 1):
                 name = resolve_segment(segment, metadata, shown)
                 exists = name in children_of(metadata)
                 path = (*path, name)
+                if not (exists or created) and depth < len(segments):
+                    created = True  # metatreedb cannot make a node inside a file: its walk fails
+                    if self._db.storage.kind("/".join(path)) == "file":
+                        return ()
                 deeper = exists and len(path) < len(self.keys)
                 metadata = self._db.read_metadata(path) if deeper else {}
         except MetatreeError:

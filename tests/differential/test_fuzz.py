@@ -92,6 +92,8 @@ COUNTEREXAMPLES: dict[str, list[dict[str, Any]]] = {
     "get_unset_file_key": [_put("m/v1"), _put("n/v1"), {"op": "get", "location": "m/v1/<f>"}],
     "put_file_exists": [_put("m/v1"), _put("n/v1"), _put("m/v1"), LOCATION, UPDATE, METADATA],
     "put_unset_key": [_put("m/v1"), _put("m/<active>"), LOCATION, UPDATE],
+    "put_through_a_file": [_put({}), _put("m/v1"), _put("a.bin/m"), LOCATION],  # campaign seed 11
+    "put_on_a_file": [_put("m"), _put("m/v1"), _put("m/a.bin"), LOCATION],
     # issue 18: a find that does not parse resets the cursor to the root first
     "find_too_deep": [_put("m/v1"), {"op": "find", "location": "m/v1/x"}, LOCATION, UPDATE],
     "find_bad_template": [_put("m/v1"), {"op": "find", "location": "m/a<b"}, LOCATION],
