@@ -281,7 +281,7 @@ def files_in_inner_nodes() -> Ops:
 
 
 def failures() -> Ops:
-    """Failing ops, each followed by a find: the cursor after a failure differs (see above)."""
+    """Failing ops, each followed by a find (`cursor_after_failures` looks at the cursor)."""
     return [
         write("src/f.txt", "f"),
         put("m/v1", "src/f.txt"),
@@ -308,6 +308,34 @@ def failures() -> Ops:
     ]
 
 
+def cursor_after_failures() -> Ops:
+    """Failing ops, each followed by the cursor's location and an update (issue 18)."""
+    return [
+        write("src/f.txt", "f"),
+        put("m/v1", "src/f.txt"),
+        put("m/v2", "src/f.txt"),
+        get("m/v1/absent.bin"),
+        LOCATION,
+        update(status="missing"),
+        get("m/v9/f.txt"),
+        LOCATION,
+        put("m/v2", "src/f.txt"),
+        LOCATION,
+        find("m/v1"),
+        put("m/<missing>", "src/f.txt"),
+        LOCATION,
+        find("m/v2"),
+        find("m/v1/x"),
+        LOCATION,
+        update(at="root"),
+        get("m/v1"),
+        LOCATION,
+        get("m/v2/metadata.json"),
+        LOCATION,
+        node("metadata", "m/v1"),
+    ]
+
+
 SCENARIOS: dict[str, tuple[tuple[str, ...], Callable[[], Ops]]] = {
     "seed_flow": (KEYS, seed_flow),
     "dict_locations": (KEYS, dict_locations),
@@ -316,6 +344,7 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Callable[[], Ops]]] = {
     "three_levels": (("project", "model", "version"), three_levels),
     "files_in_inner_nodes": (KEYS, files_in_inner_nodes),
     "failures": (KEYS, failures),
+    "cursor_after_failures": (KEYS, cursor_after_failures),
 }
 
 
