@@ -242,17 +242,15 @@ class Metatree:
         elsewhere). Only failures pay for these reads.
         """
         path: NodePath = ()
-        created = False
         try:
             metadata = self._db.read_metadata(path)
             for depth, segment in enumerate(segments, 1):
                 name = resolve_segment(segment, metadata, shown)
                 exists = name in children_of(metadata)
                 path = (*path, name)
-                if not (exists or created) and depth < len(segments):
-                    created = True  # metatreedb cannot make a node inside a file: its walk fails
-                    if self._db.storage.kind("/".join(path)) == "file":
-                        return ()
+                inner = depth < len(segments)
+                if not exists and inner and self._db.storage.kind("/".join(path)) == "file":
+                    return ()  # metatreedb's walk cannot make a node inside a stored file
                 deeper = exists and len(path) < len(self.keys)
                 metadata = self._db.read_metadata(path) if deeper else {}
         except MetatreeError:
@@ -272,7 +270,8 @@ class Metatree:
 
         A bare file name (one segment) is a file of the node under the cursor, as in
         metatreedb: ``tree.find("m/v1"); tree.get("model.pkl")``. With `outfile`, the file (or, with `recursive`, a directory) is downloaded there
-        first and the returned iterator reads the local copy. Moves the cursor to the node.
+        first and the returned iterator reads the local copy. Moves the cursor to the node,
+        also when the file is missing (as metatreedb; docs/differences.md has the rules).
 
         Raises
         ------

@@ -94,6 +94,13 @@ COUNTEREXAMPLES: dict[str, list[dict[str, Any]]] = {
     "put_unset_key": [_put("m/v1"), _put("m/<active>"), LOCATION, UPDATE],
     "put_through_a_file": [_put({}), _put("m/v1"), _put("a.bin/m"), LOCATION],  # campaign seed 11
     "put_on_a_file": [_put("m"), _put("m/v1"), _put("m/a.bin"), LOCATION],
+    "metadata_json_prefix_by_key": [  # campaign seed 33: an intended difference, by <key>
+        _put({}, "src/metadata.json.bak"),
+        {"op": "update", "metadata": {"model_file": "metadata.json.bak"}},
+        {"op": "node_get", "location": {}, "file": "<model_file>"},
+        {"op": "get", "location": "<model_file>"},
+        {"op": "list"},
+    ],
     # issue 18: a find that does not parse resets the cursor to the root first
     "find_too_deep": [_put("m/v1"), {"op": "find", "location": "m/v1/x"}, LOCATION, UPDATE],
     "find_bad_template": [_put("m/v1"), {"op": "find", "location": "m/a<b"}, LOCATION],
