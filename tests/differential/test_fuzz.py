@@ -1,6 +1,6 @@
 """The differential fuzzer in CI: a fixed budget of random programs, and its counterexamples.
 
-`test_random_programs` runs ``METATREE_FUZZ_EXAMPLES`` programs (default 300), derandomised
+`test_random_programs` runs ``METATREE_FUZZ_EXAMPLES`` programs (default 500), derandomised
 under ``CI=true`` so that CI runs the same programs every time; ``scripts/fuzz`` runs long
 campaigns with seeds. A divergence fails with hypothesis's shrunk program; each one found
 so far is a regular test in `COUNTEREXAMPLES`.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-EXAMPLES = int(os.environ.get("METATREE_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("METATREE_FUZZ_EXAMPLES", "500"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
