@@ -384,26 +384,32 @@ def _names(op: Op) -> list[Any]:
     return names + [op[k] for k in ("file",) if k in op and op["op"] == "node_get"]
 
 
+def _refused(step: Step) -> Verdict:
+    """Our refusal of a location metatreedb walks: it may succeed, write before failing, or
+    fail further on with its cursor on the node it walked to (``put("/m")`` of a stored
+    file). We refuse before walking, our cursor on the root (where find, put and get with a
+    node part reset it); it must not have stayed anywhere else."""
+    if step.mine["error"] not in PATH_ERRORS:
+        return None
+    if step.ref["ok"] or step.ref_tree != step.ref_before:
+        return "stop"
+    return "stop" if step.mine_cursor == "<root>" and step.op["op"] != "find" else None
+
+
 def _strict_names(step: Step) -> Verdict:
     unsafe = [n for n in _names(step.op) if not (isinstance(n, str) and SAFE.fullmatch(n))]
-    if unsafe and step.mine["error"] in PATH_ERRORS:
-        return "stop"
-    return None
+    return _refused(step) if unsafe else None
 
 
 def _leading_slash(step: Step) -> Verdict:
     location = step.op.get("location")
-    if isinstance(location, str) and location.startswith("/") and step.mine["error"] in PATH_ERRORS:
-        return "stop"
-    return None
+    return _refused(step) if isinstance(location, str) and location.startswith("/") else None
 
 
 def _dict_levels(step: Step) -> Verdict:
     location = step.op.get("location")
-    if not isinstance(location, dict) or step.mine["error"] not in PATH_ERRORS:
-        return None
-    if list(location) != list(step.keys[: len(location)]):  # unknown or skipped level
-        return "stop"
+    if isinstance(location, dict) and list(location) != list(step.keys[: len(location)]):
+        return _refused(step)  # an unknown or a skipped level
     return None
 
 
@@ -448,13 +454,15 @@ def _failed_put(step: Step) -> Verdict:
 
 
 def _force(step: Step) -> Verdict:
-    if step.op["op"] == "put" and step.op.get("force") and step.mine["ok"] and not step.ref["ok"]:
-        return "stop"
-    return None
+    if step.op["op"] != "put" or not step.op.get("force") or step.mine_cursor != step.ref_cursor:
+        return None
+    return "stop" if step.mine["ok"] and not step.ref["ok"] else None
 
 
 def _metadata_json_files(step: Step) -> Verdict:
     op = step.op
+    if step.mine_cursor != step.ref_cursor:
+        return None
     if op["op"] in {"get", "node_get"}:
         file = op["file"] if op["op"] == "node_get" else op["location"].rsplit("/", 1)[-1]
         hidden = file.startswith("metadata.json") and file != "metadata.json"
@@ -465,8 +473,8 @@ def _metadata_json_files(step: Step) -> Verdict:
         return None
     if op["op"] in {"list", "node_list"} and step.mine["ok"] and step.ref["ok"]:
         shown = [n for n in step.mine_value if not n.startswith("metadata.json")]
-        if shown == step.ref_value and step.mine_cursor == step.ref_cursor:
-            return "same" if step.mine_tree == step.ref_tree else None
+        if shown == step.ref_value and step.mine_tree == step.ref_tree:
+            return "same"
     return None
 
 

@@ -86,6 +86,7 @@ COUNTEREXAMPLES: dict[str, list[dict[str, Any]]] = {
     "get_directory": [_put("m/v1"), _put("m/v2"), {"op": "get", "location": "m/v1"}, LOCATION],
     "get_reserved_name": [  # found by the fuzzer: the node is found before the file name
         _put("m"),
+        _put("n"),
         {"op": "get", "location": "m/metadata.json"},
         LOCATION,
     ],
@@ -105,6 +106,7 @@ COUNTEREXAMPLES: dict[str, list[dict[str, Any]]] = {
     "find_too_deep": [_put("m/v1"), {"op": "find", "location": "m/v1/x"}, LOCATION, UPDATE],
     "find_bad_template": [_put("m/v1"), {"op": "find", "location": "m/a<b"}, LOCATION],
     "find_skipping_level": [_put("m/v1"), {"op": "find", "location": {"version": "v1"}}, LOCATION],
+    "put_leading_slash": [_put("m"), _put("n"), _put("/m"), LOCATION],  # campaign seed 202
 }
 
 
