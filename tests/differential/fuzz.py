@@ -100,12 +100,12 @@ def str_locations(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool) -> str:
 @st.composite
 def dict_locations(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool) -> dict[str, Any]:
     """``{level: name | {"value": name} | {"metadata": key}}``; sometimes skipping a level."""
-    size = draw(st.integers(0, len(keys)))
-    levels = list(keys[:size])
+    levels = list(keys[: draw(st.integers(0, len(keys)))])
     shape = draw(st.sampled_from(["prefix"] * 8 + ["skip", "unknown"]))
-    if shape == "skip" and levels:
-        levels.pop(draw(st.integers(0, len(levels) - 1)))
-        levels.append(keys[-1]) if keys[-1] not in levels else None
+    if shape == "skip":  # a level missing above a deeper one
+        skipped = draw(st.integers(0, len(keys) - 2))
+        deepest = draw(st.integers(skipped + 1, len(keys) - 1))
+        levels = [k for k in keys[: deepest + 1] if k != keys[skipped]]
     location: dict[str, Any] = {}
     for level in levels:
         name = draw(_segment(hostile))
