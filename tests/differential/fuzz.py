@@ -74,7 +74,7 @@ SETUP = _setup()
 
 @st.composite
 def _segment(draw: st.DrawFn, hostile: bool) -> str:
-    kind = draw(st.sampled_from(["node"] * 6 + ["placeholder"] * 2 + ["hostile"] * hostile))
+    kind = draw(st.sampled_from(["node"] * 6 + ["placeholder"] * 2 + ["hostile"] * 2 * hostile))
     if kind == "node":
         return draw(st.sampled_from(NODES))
     if kind == "placeholder":
@@ -85,9 +85,9 @@ def _segment(draw: st.DrawFn, hostile: bool) -> str:
 @st.composite
 def str_locations(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool) -> str:
     """``"m/<active>"``-like; sometimes too deep, empty, with a leading or trailing '/'."""
-    size = draw(st.sampled_from([*range(1, len(keys) + 1)] * 4 + [0, len(keys) + 1]))
+    size = draw(st.sampled_from([*range(1, len(keys) + 1)] * 8 + [0, len(keys) + 1]))
     text = "/".join(draw(st.lists(_segment(hostile), min_size=size, max_size=size)))
-    affix = draw(st.sampled_from(["none"] * 12 + ["leading", "trailing", "double"]))
+    affix = draw(st.sampled_from(["none"] * 30 + ["leading", "trailing", "double"]))
     if affix == "leading":
         return "/" + text
     if affix == "trailing":
@@ -101,7 +101,7 @@ def str_locations(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool) -> str:
 def dict_locations(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool) -> dict[str, Any]:
     """``{level: name | {"value": name} | {"metadata": key}}``; sometimes skipping a level."""
     levels = list(keys[: draw(st.integers(0, len(keys)))])
-    shape = draw(st.sampled_from(["prefix"] * 8 + ["skip", "unknown"]))
+    shape = draw(st.sampled_from(["prefix"] * 24 + ["skip", "unknown"]))
     if shape == "skip":  # a level missing above a deeper one
         skipped = draw(st.integers(0, len(keys) - 2))
         deepest = draw(st.integers(skipped + 1, len(keys) - 1))
@@ -166,7 +166,7 @@ def ops(draw: st.DrawFn, keys: tuple[str, ...], hostile: bool, outfiles: list[st
     if kind == "put":
         op: Op = {"op": "put", "location": draw(where)}
         op["file"] = draw(st.sampled_from([*SOURCES, *SOURCES, ABSENT]))
-        if draw(st.integers(0, 9)) == 0:
+        if draw(st.integers(0, 24)) == 0:
             op["force"] = True
         return op
     if kind in {"find", "node_list"}:
