@@ -255,7 +255,7 @@ class Database:
         parent: dict[str, Any] | None = None
         for segment in location:
             metadata = self.read_metadata(path)
-            name = resolve_segment(segment, metadata, shown, self._owner(path))
+            name = resolve_segment(segment, metadata, shown, self.describe_node(path))
             if name not in children_of(metadata):
                 raise NotFoundError(self.url(path, name), "node")
             path, parent = (*path, name), metadata
@@ -269,7 +269,7 @@ class Database:
         if isinstance(file, Literal):
             return path, file.name, None
         metadata = self.read_metadata(path)
-        return path, resolve_segment(file, metadata, shown, self._owner(path)), metadata
+        return path, resolve_segment(file, metadata, shown, self.describe_node(path)), metadata
 
     def readable(self, path: NodePath, name: str) -> str:
         """Return where the file `name` of the node is read from, as this task sees the tree.
@@ -287,7 +287,7 @@ class Database:
                 return staged
         return rel
 
-    def _owner(self, path: NodePath) -> str:
+    def describe_node(self, path: NodePath) -> str:
         """Name a node for messages: "the root" or its location."""
         return f"node {'/'.join(path)!r}" if path else "the root"
 
@@ -342,7 +342,7 @@ class Database:
                 return True
             path, _ = self.resolve(location, shown)
             metadata = self.read_metadata(path)
-            name = resolve_segment(last, metadata, shown, self._owner(path))
+            name = resolve_segment(last, metadata, shown, self.describe_node(path))
         except (NotFoundError, UnresolvedPathError):
             return False
         if name in children_of(metadata) and len(path) < len(self.keys):
@@ -648,7 +648,7 @@ class Database:
         path: NodePath = ()
         metadata, version = self._read_for_write(path)
         for index, segment in enumerate(location):
-            name = resolve_segment(segment, metadata, shown, self._owner(path))
+            name = resolve_segment(segment, metadata, shown, self.describe_node(path))
             if name not in children_of(metadata):
                 new = [name]
                 for later in location[index + 1 :]:
@@ -742,7 +742,7 @@ class Database:
         with self._write_lock():
             path, _ = self.resolve(location, shown)
             metadata, version = self._read_for_write(path)
-            name = resolve_segment(last, metadata, shown, self._owner(path))
+            name = resolve_segment(last, metadata, shown, self.describe_node(path))
             children = children_of(metadata)
             rel = _rel(path, name)
             tx = self._active_tx()

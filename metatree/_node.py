@@ -125,7 +125,7 @@ class Node:
         """Return the name of the file `segment` names in this node (``<key>`` reads metadata)."""
         if isinstance(segment, Literal):
             return segment.name
-        return resolve_segment(segment, self.metadata, shown)
+        return resolve_segment(segment, self.metadata, shown, self.db.describe_node(self.path))
 
     def get(
         self,

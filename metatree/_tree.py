@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import Database, check_outfile, check_source
+from metatree._db import Database, check_outfile, check_source, children_of
 from metatree._localfiles import check_chunk_size
 from metatree._node import Node
 from metatree._paths import (
+    Location,
     LocationLike,
     parse_file_location,
     parse_location,
+    resolve_segment,
 )
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
-from metatree.errors import PathError
+from metatree.errors import MetatreeError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
 
     from metatree._backends import Source
+    from metatree._db import NodePath
     from metatree._locking import LeaseInfo
 
 __all__ = ["Metatree"]
@@ -158,8 +161,10 @@ class Metatree:
         PathError
             The location is malformed, or a ``<key>`` does not resolve to a name.
         """
+        # metatreedb resets the cursor first: a failed find, a malformed one too, leaves it
+        # on the root (code ported from it updates after a failed find knowing that)
+        self._cursor = Node(self._db, ())
         segments = parse_location(location, self.keys)
-        self._cursor = Node(self._db, ())  # as metatreedb: a failed find leaves the root
         path, _ = self._db.resolve(segments, _shown(location))
         self._cursor = Node(self._db, path)
         return self._cursor
@@ -207,13 +212,51 @@ class Metatree:
             The stored file's URL (metatreedb returned True).
         """
         shown = _shown(location)
+        self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
         segments = parse_location(location, self.keys)
-        stored = check_source(filepath, name, shown, recursive)
-        path = self._db.put(
-            segments, filepath, stored, shown, force=force, recursive=recursive, callback=callback
-        )
+        try:
+            stored = check_source(filepath, name, shown, recursive)
+            path = self._db.put(
+                segments,
+                filepath,
+                stored,
+                shown,
+                force=force,
+                recursive=recursive,
+                callback=callback,
+            )
+        except Exception:
+            self._cursor = Node(self._db, self._put_target(segments, shown))
+            raise
         self._cursor = Node(self._db, path)
         return self._db.url(path, stored)
+
+    def _put_target(self, segments: Location, shown: str) -> NodePath:
+        """Where metatreedb's cursor is after a failed put: the node, or the root.
+
+        metatreedb walks (and creates) the location first and checks the file after, so a
+        put that fails on its file (missing, already stored, unwritable) leaves its cursor
+        on the target node, and one whose walk fails (an unresolved ``<key>``, a node to
+        make inside a stored file: ``"a.bin/m"``) on the root.
+        This replays that walk read-only: a node the put would have created is a cursor on
+        a node that does not exist here (``update`` then raises instead of writing
+        elsewhere). Only failures pay for these reads.
+        """
+        path: NodePath = ()
+        try:
+            metadata = self._db.read_metadata(path)
+            for depth, segment in enumerate(segments, 1):
+                name = resolve_segment(segment, metadata, shown)
+                exists = name in children_of(metadata)
+                path = (*path, name)
+                inner = depth < len(segments)
+                if not exists and inner and self._db.storage.kind("/".join(path)) == "file":
+                    return ()  # metatreedb's walk cannot make a node inside a stored file
+                deeper = exists and len(path) < len(self.keys)
+                metadata = self._db.read_metadata(path) if deeper else {}
+        except MetatreeError:
+            return ()
+        return path
 
     def get(
         self,
@@ -228,7 +271,8 @@ class Metatree:
 
         A bare file name (one segment) is a file of the node under the cursor, as in
         metatreedb: ``tree.find("m/v1"); tree.get("model.pkl")``. With `outfile`, the file (or, with `recursive`, a directory) is downloaded there
-        first and the returned iterator reads the local copy. Moves the cursor to the node.
+        first and the returned iterator reads the local copy. Moves the cursor to the node,
+        also when the file is missing (as metatreedb; docs/differences.md has the rules).
 
         Raises
         ------
@@ -238,19 +282,41 @@ class Metatree:
             `outfile` exists already.
         """
         check_chunk_size(chunk_size, str(location))
-        segments, last = parse_file_location(location, self.keys)
-        check_outfile(outfile)
+        check_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
+        if _finds_a_node(location, self.keys):
+            self._cursor = Node(self._db, ())  # metatreedb's get calls find: root first
+        try:
+            segments, last = parse_file_location(location, self.keys)
+        except PathError:
+            self._find_node_of(location)  # metatreedb walks to the node before the file name
+            raise
         if segments:
-            path, name, _ = self._db.resolve_file(segments, last, location)
-        else:
-            path = self._cursor.path
-            name = self._cursor.resolve_file(last, location)
-        chunks = self._db.get(
-            path, name, target, recursive=recursive, chunk_size=chunk_size, callback=callback
+            path, _ = self._db.resolve(segments, location)
+            self._cursor = Node(self._db, path)  # on the node even if its file is missing
+        return self._db.get(
+            self._cursor.path,
+            self._cursor.resolve_file(last, location),
+            target,
+            recursive=recursive,
+            chunk_size=chunk_size,
+            callback=callback,
         )
-        self._cursor = Node(self._db, path)
-        return chunks
+
+    def _find_node_of(self, location: object) -> None:
+        """Move the cursor where metatreedb's get leaves it when the file name is refused.
+
+        metatreedb finds the node part first (moving its cursor there) and only then looks
+        at the file name, which returns None or raises: a file name we refuse (a reserved
+        ``metadata.json``) must leave the cursor on the node as well. A node part that does
+        not parse or resolve leaves the cursor where `get` put it (the root, after a reset).
+        """
+        if not _finds_a_node(location, self.keys):
+            return
+        node = str(location).strip("/").rsplit("/", 1)[0]
+        with contextlib.suppress(MetatreeError):
+            path, _ = self._db.resolve(parse_location(node, self.keys), str(location))
+            self._cursor = Node(self._db, path)
 
     def update(self, **metadata: object) -> None:
         """Merge `metadata` into the metadata of the node under the cursor."""
@@ -316,6 +382,18 @@ class Metatree:
         segments, last = parse_file_location(location, self.keys)
         self._db.remove(segments, last, location, recursive=recursive)
         self._cursor = Node(self._db, ())
+
+
+def _finds_a_node(location: object, keys: tuple[str, ...]) -> bool:
+    """Whether metatreedb's ``get(location)`` calls ``find`` (which resets its cursor).
+
+    It does when the location has a node part that parses for it: at most one name per
+    level once its own ``strip("/")`` is applied (more raise before the reset).
+    """
+    if not isinstance(location, str):
+        return False
+    *node, _ = location.strip("/").split("/")
+    return bool(node) and len("/".join(node).strip("/").split("/")) <= len(keys)
 
 
 def _shown(location: object) -> str:

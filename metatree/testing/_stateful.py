@@ -99,6 +99,21 @@ class _Model:
             node = node.children[name]
         return node
 
+    def has(self, path: tuple[str, ...]) -> bool:
+        try:
+            self.node(path)
+        except KeyError:
+            return False
+        return True
+
+    def update_cursor(self, values: dict[str, Any]) -> None:
+        """Update the cursor's node: `NotFoundError` if a failed put left it on a new one."""
+        if not values:
+            return  # update() without arguments does nothing, wherever the cursor is
+        if not self.has(self.cursor):
+            raise NotFoundError("/".join(self.cursor))
+        self.node(self.cursor).metadata.update(values)
+
     def walk(self) -> Iterator[tuple[tuple[str, ...], _ModelNode]]:
         stack: list[tuple[tuple[str, ...], _ModelNode]] = [((), self.root)]
         while stack:
@@ -149,17 +164,21 @@ class _Model:
         path: tuple[str, ...] = ()
         node = self.root
         new: list[str] = []
+        self.cursor = ()  # as metatreedb: a put whose walk fails leaves the root (issue 18)
         for index, segment in enumerate(segments):
             child = self.name(segment, node)
             if child not in node.children:
                 if any(s.startswith("<") for s in segments[index + 1 :]):
                     raise UnresolvedPathError(segment, "cannot resolve below a new node")
                 if child in node.files and self.exclusive_names:
+                    if index == len(segments) - 1:  # metatreedb's walk ends on the file
+                        self.cursor = (*path, child)
                     raise AlreadyExistsError(child, "a file has this name")
                 new = [child, *segments[index + 1 :]]
                 break
             path, node = (*path, child), node.children[child]
         if not new:
+            self.cursor = path  # the walk succeeded: a failing file leaves the cursor here
             if name in node.children:
                 raise AlreadyExistsError(name, "a child node has this name")
             if name in node.files and not force:
@@ -173,12 +192,15 @@ class _Model:
 
     def get(self, segments: list[str]) -> bytes:
         """Return a file's bytes; a bare name is a file of the cursor's node (metatreedb)."""
-        path = self.resolve(segments[:-1]) if len(segments) > 1 else self.cursor
-        node = self.node(path)
+        if len(segments) > 1:  # as metatreedb's find: the root first, then the node
+            self.cursor = ()
+            self.cursor = self.resolve(segments[:-1])
+        if not self.has(self.cursor):  # a node a failed put did not create
+            raise NotFoundError("/".join(self.cursor))
+        node = self.node(self.cursor)
         name = self.name(segments[-1], node)
         if name not in node.files:  # a child node is no file either
             raise NotFoundError(name)
-        self.cursor = path
         return node.files[name]
 
     def remove(self, segments: list[str], recursive: bool) -> None:
@@ -287,9 +309,10 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data(), values=metadata_updates, via_cursor=st.booleans())
     def update(self, data: st.DataObject, values: dict[str, Any], via_cursor: bool) -> None:
         """Merge metadata, through a found `Node` or through the cursor (metatreedb style)."""
-        if via_cursor:
-            self.tree.update(**values)
-            self.model.node(self.model.cursor).metadata.update(values)
+        if via_cursor:  # the cursor may name a node a failed put did not create
+            self._check(
+                lambda: self.model.update_cursor(values), lambda: self.tree.update(**values)
+            )
             return
         segments, _ = self._existing(data)
         self.tree.find("/".join(segments)).update(**values)
@@ -318,6 +341,14 @@ class TreeMachine(RuleBasedStateMachine):
         """Read a file, named directly or by ``<pointer>``; a node or a miss is NotFound."""
         segments = self._location(data, FILE_NAMES, extra=1, file=True, at_least=1)
         location = "/".join(segments)
+        if len(segments) == 1 and not self.model.has(self.model.cursor):
+            # a failed put left the cursor, as metatreedb's, on a node it did not create or
+            # on a stored file used as a node name: a bare name there is no file to read
+            try:
+                b"".join(self.tree.get(location))
+            except (NotFoundError, AlreadyExistsError):
+                return
+            raise AssertionError(f"get({location!r}) on {self.model.cursor} did not fail")
         self._check(lambda: self.model.get(segments), lambda: b"".join(self.tree.get(location)))
 
     @rule(data=st.data())
@@ -349,7 +380,8 @@ class TreeMachine(RuleBasedStateMachine):
     @rule()
     def list_cursor(self) -> None:
         """`Metatree.list` acts on the cursor, wherever the last call left it."""
-        assert self.tree.list() == self.model.node(self.model.cursor).entries()
+        if self.model.has(self.model.cursor):  # not a node a failed put did not create
+            assert self.tree.list() == self.model.node(self.model.cursor).entries()
 
     # -- invariants ---------------------------------------------------------------------
     @invariant()

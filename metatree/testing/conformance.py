@@ -26,6 +26,7 @@ from metatree.errors import (
     UnresolvedPathError,
 )
 from metatree.testing._bad_input import BadInputTests
+from metatree.testing._cursor import CursorTests
 from metatree.testing._hardening_index import IndexHardeningTests
 from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._hardening_storage import StorageHardeningTests
@@ -53,6 +54,7 @@ class BackendConformance(
     StorageHardeningTests,
     TransferHardeningTests,
     LockHardeningTests,
+    CursorTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

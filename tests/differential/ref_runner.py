@@ -62,12 +62,15 @@ def run_op(tree: Any, op: dict[str, Any], root: str) -> tuple[Any, Any]:
     """
     kind = op["op"]
     if kind == "put":
-        return tree, tree.put(op["location"], _local(root, op["file"]))
+        force = {"force": True} if op.get("force") else {}
+        return tree, tree.put(op["location"], _local(root, op["file"]), **force)
     if kind == "find":
         return tree, tree.find(op["location"]).location
     if kind == "update":
         return tree, tree.update(**op["metadata"])
     if kind == "get":
+        if "outfile" in op:
+            return tree, _joined(tree.get(op["location"], outfile=_local(root, op["outfile"])))
         return tree, _joined(tree.get(op["location"]))
     if kind == "list":
         return tree, tree.list()
@@ -101,20 +104,79 @@ def run_op(tree: Any, op: dict[str, Any], root: str) -> tuple[Any, Any]:
     raise ValueError(f"unknown op {kind!r}")
 
 
+SYSTEM_PREFIXES = (".metatree", ".lock")
+
+
+def snapshot_text(root: str) -> dict[str, str | None]:
+    """Every entry below `root` and its sibling ``out`` (a directory is None, a file its bytes
+    as latin-1), system entries excluded: the state a traced scenario compares after each op.
+    """
+    entries: dict[str, str | None] = {}
+    base = os.path.dirname(root)
+    for top in (root, os.path.join(base, "out")):
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(SYSTEM_PREFIXES))
+            rel_folder = os.path.relpath(folder, base)
+            for name in dirs:
+                entries[os.path.normpath(os.path.join(rel_folder, name))] = None
+            for name in sorted(files):
+                if name.startswith(SYSTEM_PREFIXES):
+                    continue
+                with open(os.path.join(folder, name), "rb") as stream:
+                    data = stream.read()
+                entries[os.path.normpath(os.path.join(rel_folder, name))] = data.decode("latin-1")
+    return entries
+
+
+def _cursor(tree: Any) -> str | None:
+    try:
+        return str(tree.location)
+    except Exception:  # noqa: BLE001 - a cursor that cannot be shown is an outcome too
+        return None
+
+
 def run_scenario(scenario: dict[str, Any]) -> list[Summary]:
-    """Open the tree and run every op on it, recording each outcome; never raises for an op."""
+    """Open the tree and run every op on it, recording each outcome; never raises for an op.
+
+    With ``"trace": true`` each outcome also has the tree's ``cursor`` (its ``location``)
+    and the ``tree`` on disk (`snapshot_text`) after the op.
+    """
     root = scenario["root"]
+    trace = scenario.get("trace", False)
     results: list[Summary] = []
     options = {k: scenario[k] for k in ("locking_enabled",) if k in scenario}
     tree = _open(root, scenario.get("keys"), **options)
     for op in scenario["ops"]:
+        result: Summary
         try:
             tree, value = run_op(tree, op, root)
         except Exception as exc:  # noqa: BLE001 - every failure is an outcome to compare
-            results.append({"ok": False, "value": None, "error": type(exc).__name__})
+            result = {"ok": False, "value": None, "error": type(exc).__name__}
         else:
-            results.append({"ok": True, "value": value, "error": None})
+            result = {"ok": True, "value": value, "error": None}
+        if trace:
+            result["cursor"] = _cursor(tree)
+            result["tree"] = snapshot_text(root)
+        results.append(result)
     return results
+
+
+def serve() -> None:
+    """Run one scenario per stdin line, answering one JSON line each (the fuzzer's worker).
+
+    A scenario that cannot even start (its tree does not open) answers ``{"crash": ...}``.
+    """
+    _tree_class()  # import metatreedb first, so that its lock retries can be shortened
+    _fast_retries()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            answer: Any = run_scenario(json.loads(line))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+            answer = {"crash": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(answer, default=repr) + "\n")
+        sys.stdout.flush()
 
 
 def _fast_retries() -> None:
@@ -181,7 +243,10 @@ def hammer(
 
 
 def main() -> None:
-    """Read the scenario on stdin, print the results as one JSON array."""
+    """Read the scenario on stdin, print the results as one JSON array (``--serve``: many)."""
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        return
     scenario = json.load(sys.stdin)
     results = run_scenario(scenario)
     json.dump(results, sys.stdout, default=repr)

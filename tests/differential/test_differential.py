@@ -68,6 +68,13 @@ INTENDED_DIFFERENCES: dict[str, str] = {
     "nodes first and leaves them behind when the local file is missing.",
     "no_lost_updates": "update() reads and writes inside the DB lock; metatreedb reads before "
     "locking, with an exists-then-touch lock, and loses concurrent updates.",
+    "strict_names": "names metatree refuses (reserved, '..', controls, glob characters, ...) "
+    "raise PathError before any I/O, where metatreedb may accept them.",
+    "dict_levels_refused": "a dict location that skips a level is refused (PathError); "
+    "metatreedb creates the deeper level as a child of the root ({'version': 'v1'} is <root>/v1).",
+    "force_replaces": "put(force=True) replaces a stored file; metatreedb ignores force and raises.",
+    "metadata_json_files_visible": "files named metadata.json* other than metadata.json (e.g. "
+    "metadata.json.bak) are listed and read; metatreedb hides them and get() returns None.",
 }
 """Every place we differ from metatreedb 0.2.3 on purpose, with the reason (for the docs)."""
 
@@ -274,7 +281,7 @@ def files_in_inner_nodes() -> Ops:
 
 
 def failures() -> Ops:
-    """Failing ops, each followed by a find: the cursor after a failure differs (see above)."""
+    """Failing ops, each followed by a find (`cursor_after_failures` looks at the cursor)."""
     return [
         write("src/f.txt", "f"),
         put("m/v1", "src/f.txt"),
@@ -301,6 +308,34 @@ def failures() -> Ops:
     ]
 
 
+def cursor_after_failures() -> Ops:
+    """Failing ops, each followed by the cursor's location and an update (issue 18)."""
+    return [
+        write("src/f.txt", "f"),
+        put("m/v1", "src/f.txt"),
+        put("m/v2", "src/f.txt"),
+        get("m/v1/absent.bin"),
+        LOCATION,
+        update(status="missing"),
+        get("m/v9/f.txt"),
+        LOCATION,
+        put("m/v2", "src/f.txt"),
+        LOCATION,
+        find("m/v1"),
+        put("m/<missing>", "src/f.txt"),
+        LOCATION,
+        find("m/v2"),
+        find("m/v1/x"),
+        LOCATION,
+        update(at="root"),
+        get("m/v1"),
+        LOCATION,
+        get("m/v2/metadata.json"),
+        LOCATION,
+        node("metadata", "m/v1"),
+    ]
+
+
 SCENARIOS: dict[str, tuple[tuple[str, ...], Callable[[], Ops]]] = {
     "seed_flow": (KEYS, seed_flow),
     "dict_locations": (KEYS, dict_locations),
@@ -309,6 +344,7 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Callable[[], Ops]]] = {
     "three_levels": (("project", "model", "version"), three_levels),
     "files_in_inner_nodes": (KEYS, files_in_inner_nodes),
     "failures": (KEYS, failures),
+    "cursor_after_failures": (KEYS, cursor_after_failures),
 }
 
 
