@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._backends import Backend, backend_for
+from metatree._backends import Backend, Changed, backend_for
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -45,6 +46,8 @@ def translate_errors(path: str) -> Iterator[None]:
         yield
     except MetatreeError:
         raise
+    except Changed as exc:
+        raise ConflictError(path, f"it was replaced or removed while it was read ({exc})") from None
     except FileNotFoundError:
         raise NotFoundError(path) from None
     except FileExistsError:
@@ -186,15 +189,22 @@ class Storage:
                 self._backend.sync([self.abs(rel) for rel in rels])
 
     def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
-        """Download the file `rel` to `local_path` (a partial download never shows there)."""
-        tmp = f"{local_path}.metatree-partial"
+        """Download the file `rel` to `local_path` (a partial download never shows there).
+
+        The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name) beside `local_path`, renamed over it on success and removed on failure. A fixed
+        side name let a planted symlink redirect the download, and deleted a user's file of
+        that name.
+        """
+        fd, tmp = _exclusive_temp(local_path)
         try:
-            with translate_errors(self.url_of(rel)):
-                self._backend.get(self.abs(rel), tmp, callback)
-            os.replace(tmp, local_path)
-        finally:
+            with open(fd, "wb") as out, translate_errors(self.url_of(rel)):
+                self._backend.get(self.abs(rel), out, callback)
+            with translate_errors(local_path):
+                os.replace(tmp, local_path)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
 
     def kind(self, rel: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""
@@ -222,6 +232,29 @@ class Storage:
         with translate_errors(self.url_of(rel)):
             for path in self._backend.find(self.abs(rel)):
                 yield path.removeprefix(base)
+
+
+def _exclusive_temp(local_path: str) -> tuple[int, str]:
+    """Create a new, unique file beside `local_path`; return its descriptor and name.
+
+    ``O_CREAT | O_EXCL`` fails on any existing name, a symlink included, so nothing planted
+    can redirect the download; unlike ``mkstemp`` the mode follows the umask (0666 & ~umask),
+    as a file the user downloads with ``open(..., "wb")`` would.
+    """
+    folder, base = os.path.split(os.path.abspath(local_path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.metatree-partial")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(folder, "local directory to download into") from None
+        except OSError as exc:
+            reason = f"cannot create a temporary file beside it: {type(exc).__name__}: {exc}"
+            raise StorageError(local_path, reason) from exc
+    raise StorageError(local_path, "no free temporary name beside it")  # pragma: no cover
 
 
 BackendLike: TypeAlias = "Storage | AbstractFileSystem | str"

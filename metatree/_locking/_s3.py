@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsspec.asyn import sync
-
+from metatree._aio import run
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
 
@@ -45,8 +44,10 @@ class S3LeaseStore(LeaseStore):
                 reply["Body"] = await reply["Body"].read()
             return reply
 
+        # our runner, not fsspec's sync(): an interrupted call is cancelled and awaited, so
+        # no lease write outlives the call (issue 19)
         with translate_errors(self.storage.url_of(self.rel)):
-            return sync(fs.loop, call)
+            return run(fs.loop, call())
 
     def _put(self, body: bytes, **condition: str) -> Version | None:
         try:
