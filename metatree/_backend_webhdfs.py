@@ -29,7 +29,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import requests
@@ -220,13 +220,19 @@ class WebHDFSBackend(Backend):
                 if first:
                     yield first
                 return
-            pinned = self._status(path)
+            pinned = self._status_or_none(path)
             seen = 0
             for chunk in itertools.chain((first, second), chunks):
                 seen += len(chunk)
                 yield chunk
-        if self._status(path) != pinned or seen != pinned[1]:
-            raise Changed(f"{path} was replaced while it was read")
+        if pinned is None or self._status_or_none(path) != pinned or seen != pinned[1]:
+            raise Changed(f"{path} was replaced or removed while it was read")
+
+    def _status_or_none(self, path: str) -> tuple[object, ...] | None:
+        try:
+            return self._status(path)
+        except FileNotFoundError:
+            return None
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
@@ -297,11 +303,7 @@ class WebHDFSBackend(Backend):
         tmp = self._temp_beside(path)
         try:
             self._create(tmp, data, overwrite=True)
-            try:
-                current: object = self._status(path)
-            except FileNotFoundError:
-                current = None
-            if current != version:
+            if self._status_or_none(path) != version:
                 self._delete(tmp, recursive=False)
                 return False
             self._rename(tmp, path, overwrite=True)
