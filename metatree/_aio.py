@@ -13,6 +13,7 @@ re-raises. So once a call has returned or raised, nothing it started is still ru
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -32,11 +33,14 @@ def _wait(done: threading.Event, timeout: float | None) -> bool:
     return done.wait(timeout)
 
 
-def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+def run(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float | None = None
+) -> T:
     """Run `coro` on `loop` (running in another thread) and return its result.
 
     Unlike ``fsspec.asyn.sync``, an exception raised in this thread while waiting cancels the
-    task and waits for it to end before propagating: no request outlives the call.
+    task and waits for it to end before propagating: no request outlives the call. After
+    `timeout` seconds the task is cancelled the same way and `TimeoutError` is raised.
     """
     done = threading.Event()
     box: dict[str, asyncio.Task[T]] = {}
@@ -53,9 +57,12 @@ def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
         coro.close()
         raise RuntimeError("the filesystem's event loop is closed")
     loop.call_soon_threadsafe(start)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while not _wait(done, 1.0):
-            pass  # short waits keep the thread responsive to signals
+        while not _wait(done, 1.0 if deadline is None else min(1.0, timeout or 1.0)):
+            # short waits keep the thread responsive to signals
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer within {timeout:g}s")  # noqa: TRY301 - cancels too
     except BaseException:
         loop.call_soon_threadsafe(cancel)  # runs after `start`: the callbacks are FIFO
         _wait(done, CANCEL_WAIT)

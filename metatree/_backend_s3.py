@@ -63,12 +63,15 @@ class S3Backend(Backend):
     """s3fs, with ``If-None-Match: *`` as the atomic exclusive create and ``If-Match`` fences."""
 
     capabilities = Capabilities(exclusive_names=False, conditional_write=True, background_io=True)
+    timeout: ClassVar[float] = 300.0
+    """Seconds one request may take in all (botocore's own connect and read timeouts, 60 s
+    each, apply per attempt; s3fs retries): then it is cancelled, and `TimeoutError` raised."""
     part_size: ClassVar[int] = 8 * 2**20
     """Multipart part size (S3's minimum is 5 MiB): bounds the memory a streamed upload holds."""
 
     # -- requests -----------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return run(self.fs.loop, coro)
+        return run(self.fs.loop, coro, self.timeout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One S3 request on `path`'s key; a GetObject's body is read inside the call."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from metatree._aio import run
+from metatree._backend_s3 import S3Backend
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
 
@@ -47,7 +48,7 @@ class S3LeaseStore(LeaseStore):
         # our runner, not fsspec's sync(): an interrupted call is cancelled and awaited, so
         # no lease write outlives the call (issue 19)
         with translate_errors(self.storage.url_of(self.rel)):
-            return run(fs.loop, call())
+            return run(fs.loop, call(), S3Backend.timeout)
 
     def _put(self, body: bytes, **condition: str) -> Version | None:
         try:
