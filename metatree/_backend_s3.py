@@ -27,7 +27,7 @@ import contextlib
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from metatree._aio import run
-from metatree._backends import Backend, Capabilities, Changed, Version, open_source
+from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
@@ -161,7 +161,12 @@ class S3Backend(Backend):
         self._call("put_object", path, Body=data)
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
-        """PutObject with ``If-Match: <etag>``: S3 refuses it (412) once the object changed."""
+        """PutObject with ``If-Match: <etag>``: S3 refuses it (412) once the object changed.
+
+        `MISSING`: ``If-None-Match: *`` (`create_exclusive`).
+        """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
         try:
             self._call("put_object", path, Body=data, IfMatch=version)
         except FileNotFoundError:

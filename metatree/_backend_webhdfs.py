@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import requests
 
-from metatree._backends import Backend, Capabilities, Changed, Version, open_source
+from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -298,8 +298,11 @@ class WebHDFSBackend(Backend):
         """CREATE a temp file, re-check the status, then RENAME with OVERWRITE.
 
         HDFS cannot make the RENAME conditional: a write landing between the status reply
-        and the RENAME is overwritten (the window is one request, see the docs).
+        and the RENAME is overwritten (the window is one request, see the docs). `MISSING`
+        is `create_exclusive` (a plain RENAME, atomic in the name node).
         """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
         tmp = self._temp_beside(path)
         try:
             self._create(tmp, data, overwrite=True)

@@ -17,7 +17,7 @@ import stat
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, ClassVar, TypeAlias, cast
+from typing import IO, TYPE_CHECKING, ClassVar, Final, TypeAlias, cast
 
 from metatree._registry import ClassRegistry
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from metatree.errors import StorageError
 
 __all__ = [
+    "MISSING",
     "Backend",
     "Capabilities",
     "Changed",
@@ -64,6 +65,18 @@ class Capabilities:
     """`write_if` compares the stored version before replacing (`read_versioned` gives one)."""
     background_io: bool = False
     """Requests run on fsspec's event-loop thread (async filesystems such as s3fs)."""
+
+
+class _Missing:
+    """The type of `MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""The version of a file that does not exist: ``write_if(path, data, MISSING)`` creates it
+only if it is still absent (the backend's exclusive create: ``If-None-Match: *`` on S3)."""
 
 
 class Changed(OSError):
@@ -246,8 +259,11 @@ class Backend:
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
         """Replace the file only if it is still at `version`; return whether it was written.
 
-        The generic backend cannot compare atomically: it writes unconditionally.
+        `MISSING` creates the file only if it is still absent (`create_exclusive`). Otherwise
+        the generic backend cannot compare atomically: it writes unconditionally.
         """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
         self.write_atomic(path, data, durable=durable)
         return True
 
@@ -498,6 +514,8 @@ class MemoryBackend(Backend):
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
         """Compare the stored object with `version` and replace it, under the process lock."""
+        if version is MISSING:
+            return self.create_exclusive(path, data)
         with _MEMORY_LOCK:
             try:
                 current = self._stored(path)

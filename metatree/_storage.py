@@ -149,7 +149,8 @@ class Storage:
         ``durable=False`` may defer flushing to disk until `sync` (see `Backend.write_atomic`).
         With `expect` (a version from `read_versioned`), the write happens only if the file is
         still at that version, else `ConflictError` and nothing is written: this fences a
-        writer whose lease was lost after its read.
+        writer whose lease was lost after its read. ``expect=MISSING``
+        (`metatree._backends.MISSING`) writes only if the file does not exist.
         """
         with translate_errors(self.url_of(rel)):
             if expect is None:

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import pytest
 from fsspec.callbacks import Callback
 
+from metatree._backends import MISSING
 from metatree.errors import ConflictError, NotFoundError, StorageError
 from metatree.testing._helpers import snapshot, unchanged
 
@@ -256,6 +257,12 @@ class TransferHardeningTests:
         storage.remove_file("f")
         with unchanged(storage), pytest.raises(ConflictError):
             storage.write_atomic("f", b"stale", expect=version)
+
+    def test_conditional_create(self, storage: Storage) -> None:
+        storage.write_atomic("d/f", b"first", expect=MISSING)
+        with unchanged(storage), pytest.raises(ConflictError):
+            storage.write_atomic("d/f", b"second", expect=MISSING)
+        assert storage.read_bytes("d/f") == b"first"
 
     def test_read_versioned_returns_the_bytes(self, storage: Storage) -> None:
         storage.write_atomic("f", b"")
