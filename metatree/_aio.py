@@ -12,12 +12,12 @@ re-raises. So once a call has returned or raised, nothing it started is still ru
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Coroutine
 
 __all__ = ["CANCEL_WAIT", "run"]
@@ -26,6 +26,13 @@ T = TypeVar("T")
 
 CANCEL_WAIT = 30.0
 """Seconds to wait for a cancelled request to unwind (aiohttp closes its socket at once)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _wait(done: threading.Event, timeout: float | None) -> bool:
@@ -56,6 +63,9 @@ def run(
     if loop.is_closed():
         coro.close()
         raise RuntimeError("the filesystem's event loop is closed")
+    if _running_loop() is loop:  # waiting here would block the loop the task needs
+        coro.close()
+        raise RuntimeError("metatree's blocking API was called from the filesystem's own loop")
     loop.call_soon_threadsafe(start)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
