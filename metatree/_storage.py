@@ -10,9 +10,10 @@ class; this module stays backend-neutral.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
@@ -192,14 +193,21 @@ class Storage:
     def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
         """Download the file `rel` to `local_path` (a partial download never shows there).
 
-        The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name) beside `local_path`, renamed over it on success and removed on failure. A fixed
-        side name let a planted symlink redirect the download, and deleted a user's file of
-        that name.
+        The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name)
+        beside `local_path`, renamed over it on success and removed on failure. A fixed side
+        name let a planted symlink redirect the download, and deleted a user's file of that
+        name. A failure to write the local file (a full disk) names the local file.
         """
         fd, tmp = _exclusive_temp(local_path)
         try:
-            with open(fd, "wb") as out, translate_errors(self.url_of(rel)):
-                self._backend.get(self.abs(rel), out, callback)
+            with (
+                open(fd, "wb") as raw,
+                translate_errors(self.url_of(rel)),
+                _local_errors(local_path),
+            ):
+                self._backend.get(
+                    self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), callback
+                )
             with translate_errors(local_path):
                 os.replace(tmp, local_path)
         except BaseException:
@@ -233,6 +241,46 @@ class Storage:
         with translate_errors(self.url_of(rel)):
             for path in self._backend.find(self.abs(rel)):
                 yield path.removeprefix(base)
+
+
+_LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+class _Sink:
+    """The local download file, whose write errors name it (not the remote file)."""
+
+    def __init__(self, out: IO[bytes], local_path: str) -> None:
+        self.out = out
+        self.local_path = local_path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.out.write(data)
+        except OSError as exc:
+            raise _local_error(self.local_path, exc) from exc
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def fileno(self) -> int:
+        return self.out.fileno()
+
+
+def _local_error(local_path: str, exc: OSError) -> StorageError:
+    return StorageError(local_path, f"writing the download failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _local_errors(local_path: str) -> Iterator[None]:
+    """Name the local file for the errors only it can cause (a kernel copy mixes both ends)."""
+    try:
+        yield
+    except MetatreeError:
+        raise
+    except OSError as exc:
+        if exc.errno in _LOCAL_FULL:
+            raise _local_error(local_path, exc) from exc
+        raise
 
 
 def _exclusive_temp(local_path: str) -> tuple[int, str]:

@@ -233,6 +233,27 @@ class TransferHardeningTests:
             tree.get("m/v1/f", str(folder / "dl"), callback=_Raising(KeyboardInterrupt()))
         assert os.listdir(folder) == []
 
+    def test_full_local_disk_names_the_download(self, tree: Metatree, tmp_path: Path) -> None:
+        """A download that cannot be written (a file size limit, as a full disk) names it."""
+        import resource
+        import signal
+
+        folder = _folder(tmp_path)
+        tree.put("m/v1", b"x" * BIG, name="f")
+        out = str(folder / "dl")
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (_MIB, limits[1]))
+        try:
+            with pytest.raises(StorageError) as caught:
+                tree.get("m/v1/f", out)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, handler)
+        assert caught.value.path == out
+        assert "writing the download failed" in caught.value.reason
+        assert os.listdir(folder) == []
+
     # -- issue 9 item 5: fencing primitives -----------------------------------------------
     def test_conditional_write_against_a_changed_file(self, storage: Storage) -> None:
         if not storage.capabilities.conditional_write:
