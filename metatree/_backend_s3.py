@@ -30,7 +30,7 @@ from metatree._aio import run
 from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
     from fsspec.callbacks import Callback
 
@@ -110,6 +110,11 @@ class S3Backend(Backend):
         A replacement between two ranges answers 412 and raises `Changed`, never a stream
         that starts with the old bytes and ends with the new. No HEAD, bounded memory.
         """
+        return self._pinned(path, chunk_size, None)
+
+    def _pinned(
+        self, path: str, chunk_size: int, sized: Callable[[int], object] | None
+    ) -> Iterator[bytes]:
         try:
             first = self._call("get_object", path, Range=f"bytes=0-{chunk_size - 1}")
         except FileNotFoundError:
@@ -121,6 +126,8 @@ class S3Backend(Backend):
         etag = first["ETag"]
         total = int(str(first.get("ContentRange", "")).rpartition("/")[2] or len(first["Body"]))
         start = len(first["Body"])
+        if sized is not None:
+            sized(total)
         if first["Body"]:
             yield bytes(first["Body"])
         del first
@@ -142,7 +149,7 @@ class S3Backend(Backend):
 
     def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
         """Download with the pinned ranged GETs of `iter_chunks`."""
-        for chunk in self.iter_chunks(path, _GET_CHUNK):
+        for chunk in self._pinned(path, _GET_CHUNK, callback.set_size):
             out.write(chunk)
             callback.relative_update(len(chunk))
 

@@ -37,7 +37,7 @@ import requests
 from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from fsspec.callbacks import Callback
 
@@ -212,7 +212,15 @@ class WebHDFSBackend(Backend):
         read, raises `Changed` after the last chunk (the stream ends with an error rather than
         quietly mixing versions).
         """
+        return self._pinned(path, chunk_size, None)
+
+    def _pinned(
+        self, path: str, chunk_size: int, sized: Callable[[int], object] | None
+    ) -> Iterator[bytes]:
         with self._request("OPEN", "GET", path, stream=True) as response:
+            length = response.headers.get("Content-Length")
+            if sized is not None and length is not None:
+                sized(int(length))
             chunks = iter(response.iter_content(chunk_size))
             first = next(chunks, b"")
             second = next(chunks, b"")
@@ -285,7 +293,7 @@ class WebHDFSBackend(Backend):
 
     def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
         """Download through `iter_chunks`: one streamed OPEN, checked against the status."""
-        for chunk in self.iter_chunks(path, 2**20):
+        for chunk in self._pinned(path, 2**20, callback.set_size):
             out.write(chunk)
             callback.relative_update(len(chunk))
 

@@ -499,7 +499,8 @@ class MemoryBackend(Backend):
 
     def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
         # docstring inherited
-        copy_stream(io.BytesIO(self._stored(path).getvalue()), out, None, callback)
+        data = self._stored(path).getvalue()
+        copy_stream(io.BytesIO(data), out, len(data), callback)
 
     def read_versioned(self, path: str) -> tuple[bytes, Version]:
         """Return the bytes and the stored object itself (its identity is the version)."""

@@ -233,6 +233,13 @@ class TransferHardeningTests:
             tree.get("m/v1/f", str(folder / "dl"), callback=_Raising(KeyboardInterrupt()))
         assert os.listdir(folder) == []
 
+    def test_download_reports_its_size(self, storage: Storage, tmp_path: Path) -> None:
+        """Progress bars get the total: the pinned reads still report it."""
+        storage.write_atomic("f", b"0123456789")
+        progress = Callback()
+        storage.get("f", str(_folder(tmp_path) / "dl"), progress)
+        assert (progress.size, progress.value) == (10, 10)
+
     def test_full_local_disk_names_the_download(self, tree: Metatree, tmp_path: Path) -> None:
         """A download that cannot be written (a file size limit, as a full disk) names it."""
         import resource
