@@ -194,7 +194,10 @@ def copy_file(src: IO[bytes], dst: IO[bytes], callback: Callback) -> None:
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
-_VERSION_KEYS = ("size", "ETag", "etag", "VersionId", "generation", "mtime", "LastModified")
+_VERSION_KEYS = (
+    *("size", "ETag", "etag", "VersionId", "generation", "md5Hash"),  # S3, GCS
+    *("mtime", "LastModified", "last_modified", "created", "ino"),  # Azure, local, memory
+)
 
 
 def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
