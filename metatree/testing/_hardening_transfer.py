@@ -311,8 +311,9 @@ class TransferHardeningTests:
             storage.rename("d/missing", "d/c")
 
     # -- issue 19 item 2: an interrupted request does not outlive the call ---------------
+    @pytest.mark.parametrize("operation", ["write_atomic", "put", "create"])
     def test_interrupted_write_does_not_land_later(
-        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch, operation: str
     ) -> None:
         """Ctrl-C while a write waits on fsspec's loop: the write is cancelled and awaited.
 
@@ -339,14 +340,19 @@ class TransferHardeningTests:
             waits.append(real_wait(done, timeout))
             return waits[-1]
 
+        writes: dict[str, Callable[[], object]] = {
+            "write_atomic": lambda: storage.write_atomic("f", b"late"),
+            "put": lambda: storage.put(io.BytesIO(b"late"), "f"),
+            "create": lambda: storage.write_atomic("g", b"late", expect=MISSING),
+        }
         monkeypatch.setattr(aio, "_wait", interrupting_wait)
         try:
             with pytest.raises(KeyboardInterrupt):
-                storage.write_atomic("f", b"written after the interrupt")
+                writes[operation]()
         finally:
             gate.set()
         monkeypatch.undo()
         assert waits == [False, True], "the runner did not wait for the cancelled request"
-        assert storage.read_bytes("f") == b"old"
+        assert snapshot(storage) == {"f": b"old"}
         storage.write_atomic("f", b"new")  # the loop and the client still work
         assert storage.read_bytes("f") == b"new"
