@@ -169,6 +169,18 @@ class TransferHardeningTests:
         assert conflict is None or conflict.path == storage.url_of("f")
         assert storage.read_bytes("f") == b"\xff" * new_size
 
+    def test_interleaved_streams_of_one_file(self, storage: Storage) -> None:
+        """Two readers of one file do not share a position (fsspec's memory files do)."""
+        data = bytes(range(64))
+        storage.write_atomic("f", data)
+        a, b = storage.iter_bytes("f", chunk_size=4), storage.iter_bytes("f", chunk_size=4)
+        got_a, got_b = [next(a)], [next(b)]
+        for chunk_a, chunk_b in zip(a, b, strict=True):
+            got_a.append(chunk_a)
+            got_b.append(chunk_b)
+        assert b"".join(got_a) == data
+        assert b"".join(got_b) == data
+
     def test_stream_of_a_removed_file_is_whole_or_conflict(self, storage: Storage) -> None:
         old = bytes(range(64))
         storage.write_atomic("f", old)
