@@ -25,6 +25,7 @@ from metatree.errors import (
     PathError,
     StorageError,
     TemplateSyntaxError,
+    TransactionAbortedError,
     UnresolvedPathError,
 )
 from metatree.warnings import MetatreeWarning
@@ -50,6 +51,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "TemplateSyntaxError",
+    "TransactionAbortedError",
     "UnresolvedPathError",
     "__version__",
     "as_storage",

@@ -40,6 +40,7 @@ __all__ = ["S3Backend"]
 
 _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflict")
 _GET_CHUNK = 8 * 2**20
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1 000 keys
 
 
 def _unsatisfiable(exc: OSError) -> bool:
@@ -198,9 +199,13 @@ class S3Backend(Backend):
 
     def rename(self, src: str, dst: str) -> None:
         """Server-side copy, then delete: readers of `dst` see the old or the new object."""
+        self._copy(src, dst)
+        self.remove_file(src)
+
+    def _copy(self, src: str, dst: str) -> None:
+        """CopyObject (multipart above 5 GB) through our runner: never lands after a raise."""
         self._run(self.fs._cp_file(src, dst))
         self.fs.invalidate_cache(dst)
-        self.remove_file(src)
 
     def remove_file(self, path: str) -> None:
         # docstring inherited
@@ -244,10 +249,31 @@ class S3Backend(Backend):
                     self._call("abort_multipart_upload", path, UploadId=upload)
                 raise
 
-    def remove_tree(self, path: str) -> None:
-        """Delete the keys below ``path/`` only: an object named `path` itself is not ours."""
+    def find(self, path: str) -> list[str]:
+        """Every key below ``path/`` in one listing (an object named `path` is not below it)."""
         prefix = path.rstrip("/") + "/"
         self.fs.invalidate_cache(path)
-        keys = [k for k in self.fs.find(prefix) if k.startswith(prefix)]
-        if keys:
-            self.fs.rm(keys)
+        keys = self._run(self.fs._find(prefix))  # through our runner, as every request
+        return [k for k in keys if k.startswith(prefix)]
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        """DeleteObjects of exact keys, 1 000 per request; any per-key error is raised.
+
+        s3fs's ``rm`` expands ``[]*?`` in the keys it is given (a root ``data[12]`` deleted
+        ``data1`` and ``data2``), and its ``_bulk_delete`` drops the per-key errors.
+        """
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            bucket = self.fs.split_path(batch[0])[0]
+            objects = [{"Key": self.fs.split_path(key)[1]} for key in batch]
+            reply = self._run(  # our runner: an interrupted delete never lands later
+                self.fs._call_s3(
+                    "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            )
+            for key in batch:
+                self.fs.invalidate_cache(key)
+            errors = reply.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise OSError(f"DeleteObjects {bucket}/{first.get('Key')}: {first.get('Code')}")

@@ -17,8 +17,8 @@ What fsspec's client gets wrong for us, and what this adapter does instead:
   OPEN and compares the file status (id, length, modification time) taken after the first
   chunk with the one at the end: a replacement raises `Changed` (see
   docs/hardening-transfers.md for the window that remains on a real cluster).
-* HDFS has no conditional write: `write_if` re-checks the file status immediately before
-  its RENAME (one round trip of window, measured in docs/hardening-transfers.md).
+* HDFS has no conditional write: `write_if` re-reads the file immediately before its RENAME
+  (one round trip of window, measured in docs/hardening-transfers.md).
 """
 
 from __future__ import annotations
@@ -298,23 +298,33 @@ class WebHDFSBackend(Backend):
             callback.relative_update(len(chunk))
 
     def read_versioned(self, path: str) -> tuple[bytes, Version]:
-        """GETFILESTATUS, then OPEN: a replacement in between makes `write_if` refuse."""
-        version = self._status(path)
-        return bytes(self._request("OPEN", "GET", path).content), version
+        """One OPEN; the version is the content itself (as S3's ETag is a hash of it).
+
+        Metadata files are small, so comparing bytes costs nothing, and a read stays one
+        request (the file status would be a second one on every metadata read).
+        """
+        data = self.read(path)
+        return data, data
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
-        """CREATE a temp file, re-check the status, then RENAME with OVERWRITE.
+        """CREATE a temp file, re-read the file and compare, then RENAME with OVERWRITE.
 
-        HDFS cannot make the RENAME conditional: a write landing between the status reply
-        and the RENAME is overwritten (the window is one request, see the docs). `MISSING`
-        is `create_exclusive` (a plain RENAME, atomic in the name node).
+        HDFS cannot make the RENAME conditional: a write landing between the re-read's answer
+        and the RENAME is overwritten (the window is one request, measured in
+        docs/hardening-transfers.md). A replacement by identical bytes passes, as with S3's
+        ETag: the stale writer's result is then as valid as a fresh one. `MISSING` is
+        `create_exclusive` (a plain RENAME, atomic in the name node).
         """
         if version is MISSING:
             return self.create_exclusive(path, data)
         tmp = self._temp_beside(path)
         try:
             self._create(tmp, data, overwrite=True)
-            if self._status_or_none(path) != version:
+            try:
+                current: bytes | None = self.read(path)
+            except FileNotFoundError:
+                current = None
+            if current != version:
                 self._delete(tmp, recursive=False)
                 return False
             self._rename(tmp, path, overwrite=True)
@@ -353,9 +363,40 @@ class WebHDFSBackend(Backend):
         # docstring inherited
         self._delete(path, recursive=False)
 
-    def remove_tree(self, path: str) -> None:
-        # docstring inherited
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """RENAME the directory to `trash` (atomic in the name node), then DELETE it there.
+
+        A crash in between leaves a reserved ``.metatree.trash.*`` name, never a half-deleted
+        node under its own name.
+        """
+        if trash is not None:
+            if not self._rename_new(path, trash):
+                raise FileNotFoundError(f"RENAME {path}: nothing there")
+            path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """DELETE recursively a directory that no name of the tree refers to any more."""
         self._delete(path, recursive=True)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """RENAME the old `dst` to `trash`, `src` into place, then DELETE the trash."""
+        if old_kind is not None and not self._rename_new(dst, trash):
+            raise FileNotFoundError(f"RENAME {dst}: nothing there")
+        if not self._rename_new(src, dst):
+            if old_kind is not None:
+                self._rename_new(trash, dst)  # put the old one back
+            raise FileExistsError(f"RENAME {src} -> {dst}: the destination appeared")
+        if old_kind is not None:
+            self._delete_tree(trash)
+
+    def _rename_new(self, src: str, dst: str) -> bool:
+        """rename2 without OVERWRITE: a plain RENAME onto a directory would move `src` into it."""
+        try:
+            self._request("RENAME", "PUT", src, destination=dst, renameoptions="NONE").close()
+        except (FileNotFoundError, FileExistsError):
+            return False
+        return True
 
     def find(self, path: str) -> list[str]:
         # docstring inherited

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, ClassVar, Final, TypeAlias, cast
 
 from metatree._registry import ClassRegistry
+from metatree.errors import PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,6 +46,7 @@ Source: TypeAlias = "str | os.PathLike[str] | bytes | IO[bytes]"
 Version: TypeAlias = "object | None"
 """Opaque version of a stored file (an ETag on S3); None where writes cannot be conditional."""
 _COPY_CHUNK = 8 * 2**20
+_METADATA = "metadata.json"  # the node index; deleted last by remove_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,10 @@ class Backend:
         """Move the file `src` over `dst`."""
         self.fs.mv(src, dst)
 
+    def _copy(self, src: str, dst: str) -> None:
+        """Copy one file on the server (S3 routes it through its cancelling runner)."""
+        self.fs.cp_file(src, dst)
+
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create unless present; fsspec's ``mode="create"`` is only as atomic as the backend."""
         try:
@@ -338,17 +344,64 @@ class Backend:
         return out
 
     def remove_file(self, path: str) -> None:
-        """Remove one file."""
+        """Remove one file (``rm_file`` is literal; ``rm`` would expand glob characters)."""
         self.fs.rm_file(path)
 
-    def remove_tree(self, path: str) -> None:
-        """Remove a directory recursively."""
-        self.fs.rm(path, recursive=True)
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Remove a directory recursively, its top-level ``metadata.json`` last.
+
+        Object stores cannot rename a directory, so a crash can stop this half way; the
+        coordinator's orphan detection reads "an unlisted directory with metadata.json at its
+        top is an orphan node", which stays true until the very last delete. `trash` (a
+        reserved name beside `path`) is for backends that rename directories atomically.
+        Every key is listed, then deleted by its exact name: fsspec's ``rm(recursive=True)``
+        expands ``[]*?`` in `path` and would delete other trees.
+        """
+        keys = self.find(path)
+        if not keys:
+            raise FileNotFoundError(path)
+        top = f"{path.rstrip('/')}/{_METADATA}"
+        self._delete_keys([k for k in keys if k != top])
+        if top in keys:
+            self._delete_keys([top])
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        """Delete exact keys, one request each (S3 batches them)."""
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(key)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """Put the complete file or directory `src` in place of `dst` (of kind `old_kind`).
+
+        Object stores have no directory rename: every key of `src` is copied into place on the
+        server, then the old keys that were not overwritten are deleted, then `src`. A reader
+        may see a mix of old and new files during the copy (docs/hardening-storage.md); a
+        failure leaves the old directory intact apart from already copied files, and `src`
+        complete. `trash` is unused here (see `LocalBackend.replace_tree`).
+        """
+        below = src.rstrip("/") + "/"
+        new = self.find(src)
+        # a directory was staged, or a single file
+        pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
+        old = self.find(dst) if old_kind == "directory" else []
+        for key, target in pairs:
+            self._copy(key, target)
+        written = {target for _, target in pairs}
+        stale = [key for key in old if key not in written]
+        if old_kind == "file" and new:
+            stale.append(dst)
+        self._delete_keys([*stale, *(key for key, _ in pairs)])
 
     def find(self, path: str) -> list[str]:
-        """List every file below `path`."""
+        """List every file strictly below `path`, by exact prefix.
+
+        fsspec's ``find`` walks with ``ls`` and does not expand globs, but only names below
+        ``path/`` are kept, so that no implementation's matching can reach another tree.
+        """
         self.fs.invalidate_cache(path)
-        return list(self.fs.find(path))
+        prefix = path.rstrip("/") + "/"
+        return [p for p in self.fs.find(path) if p.startswith(prefix)]
 
 
 class LocalBackend(Backend):
@@ -465,11 +518,72 @@ class LocalBackend(Backend):
         # docstring inherited
         os.unlink(path)
 
-    def remove_tree(self, path: str) -> None:
-        # docstring inherited
-        shutil.rmtree(path)
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Rename the directory to `trash` (atomic), then delete it there.
+
+        A crash in the delete leaves a reserved ``.metatree.trash.*`` name that no read shows
+        and no new node inherits, never a half-deleted node under its own name.
+        """
+        if trash is not None:
+            os.rename(path, trash)
+            path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """Delete a directory (a link to one: the link) that no name of the tree refers to."""
+        if os.path.islink(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """Rename the old `dst` to `trash`, `src` into place, then delete the trash.
+
+        Each rename is atomic: readers see the old or the new directory, and a failure between
+        the two renames puts the old one back.
+        """
+        if old_kind is not None:
+            os.rename(dst, trash)
+        try:
+            os.rename(src, dst)
+        except BaseException:
+            if old_kind is not None:
+                os.rename(trash, dst)
+            raise
+        if old_kind == "directory":
+            self._delete_tree(trash)
+        elif old_kind is not None:
+            os.unlink(trash)
+
+    def find(self, path: str) -> list[str]:
+        """List every file below `path`, without following symbolic links.
+
+        metatree never stores a link, so one found in stored data was planted: following it
+        would read (or download) what lies outside the root. It is refused, naming the link.
+        """
+        files: list[str] = []
+        stack = [path]
+        if os.path.islink(path):
+            raise PathError(path, _PLANTED_LINK)
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                if folder == path:
+                    return []
+                raise
+            for entry in entries:
+                if entry.is_symlink():
+                    raise PathError(entry.path, _PLANTED_LINK)
+                (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
+        return sorted(files)
 
 
+_PLANTED_LINK = (
+    "a symbolic link in stored data (metatree never stores one: it was planted, and "
+    "following it would read outside the root); remove it"
+)
 _MEMORY_LOCK = threading.Lock()
 
 
@@ -485,7 +599,13 @@ class MemoryBackend(Backend):
 
     def _stored(self, path: str) -> io.BytesIO:
         """Return the stored file object (shared by every reader: never use its position)."""
-        stored = self.fs.open(path, "rb")
+        key = self.fs._strip_protocol(path)
+        try:
+            stored = self.fs.store[key]
+        except KeyError:
+            if key in self.fs.pseudo_dirs:
+                raise IsADirectoryError(path) from None
+            raise FileNotFoundError(path) from None
         if not isinstance(stored, io.BytesIO):  # pragma: no cover - fsspec's MemoryFile is
             raise TypeError(f"unexpected memory file {type(stored).__name__}")
         return stored
@@ -561,6 +681,18 @@ class MemoryBackend(Backend):
         if self.fs.isfile(path):
             return {}
         return super().listdir(path)
+
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Delete the keys (metadata.json last), then the directories `mkdir` may have made."""
+        with contextlib.suppress(FileNotFoundError):  # an empty made directory has no key
+            super().remove_tree(path, trash)
+        pseudo: list[str] = getattr(self.fs, "pseudo_dirs", [])
+        below = self.fs._strip_protocol(path)
+        for folder in sorted((d for d in pseudo if d.startswith(below + "/")), reverse=True):
+            with contextlib.suppress(OSError):
+                self.fs.rmdir(folder)
+        with contextlib.suppress(OSError):
+            self.fs.rmdir(below)
 
 
 _REGISTRY = ClassRegistry(

@@ -9,14 +9,25 @@ them visible. A crash at any step leaves at worst an unlisted orphan.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import posixpath
 import threading
+import unicodedata
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._locking import BaseLock, LeaseInfo, make_lock
+from metatree._localfiles import (
+    check_local_outfile,
+    download_tree,
+    is_text_stream,
+    scan_source,
+    upload,
+)
+from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
@@ -28,6 +39,7 @@ from metatree._metadata import (
 from metatree._paths import (
     CONFIG_FILE,
     METADATA_FILE,
+    SYSTEM_PREFIX,
     Literal,
     Location,
     Placeholder,
@@ -36,12 +48,19 @@ from metatree._paths import (
     is_reserved,
     resolve_segment,
 )
+from metatree._storage import reserved_beside
 from metatree._transaction import Transaction
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
+    CorruptMetadataError,
     DatabaseError,
+    LockError,
+    LockLostError,
+    MetatreeError,
     NotFoundError,
     PathError,
+    TransactionAbortedError,
     UnresolvedPathError,
 )
 from metatree.warnings import MetatreeWarning
@@ -81,7 +100,12 @@ class Database:
         self.config = config
         self.lock = lock
         self.lock_options = lock_options
-        self._tx: Transaction | None = None
+        # the transaction belongs to the task that opened it (asyncio tasks of one thread too)
+        self._tx: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+            f"metatree-tx-{id(self)}", default=None
+        )
+        self._tx_thread: tuple[int, int] | None = None
+        self.case_insensitive = _probe_case_insensitive(storage)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _reopen, (self.storage, self.config.keys, self.lock_options)
@@ -109,9 +133,11 @@ class Database:
         wins over the argument, with a warning when they differ, as metatreedb did.
         """
         wanted = None if keys is None else check_keys(keys, storage.url)
+        check_lock_options(storage.url, lock_ttl, lock_timeout)  # before anything is written
         try:
             config = Config.from_bytes(storage.read_bytes(CONFIG_FILE), storage.url)
-        except NotFoundError:
+        except NotFoundError as exc:
+            cls._check_root(storage, exc)
             if not create or wanted is None:
                 reason = "no database here" + ("" if create else " (create=False)")
                 raise DatabaseError(storage.url, f"{reason}; pass keys to create one") from None
@@ -137,6 +163,19 @@ class Database:
         return cls(storage, config, lock, {"lock_timeout": lock_timeout, "lock_ttl": lock_ttl})
 
     @staticmethod
+    def _check_root(storage: Storage, missing: NotFoundError) -> None:
+        """Say what is wrong when the config cannot be read; return if the root is just empty.
+
+        Costs requests only on this failure path, so opening a database stays one request.
+        """
+        if storage.kind("") == "file":
+            raise DatabaseError(storage.url, "the root is a file, not a directory") from missing
+        if storage.kind(CONFIG_FILE) == "directory":
+            raise DatabaseError(
+                storage.url, ".metatree is a directory, not the config"
+            ) from missing
+
+    @staticmethod
     def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> Config:
         unrelated = sorted(n for n in storage.listdir("") if not is_reserved(n))
         if unrelated:
@@ -159,24 +198,43 @@ class Database:
 
     def read_metadata(self, path: NodePath) -> dict[str, Any]:
         """Read a node's metadata.json (one request; none when a transaction has it)."""
+        return self._read_for_write(path)[0]
+
+    def _read_for_write(self, path: NodePath) -> tuple[dict[str, Any], object]:
+        """Return a node's metadata and its stored version (for a conditional commit)."""
         tx = self._active_tx()
         if tx is not None:
+            if path and tx.pending_delete(_rel(path)):
+                raise NotFoundError(self.url(path), "node (removed in this transaction)")
             cached = tx.get(path)
             if cached is None:
-                cached = self._read_metadata(path)
-                tx.remember(path, cached)
-            return cached
+                metadata, version = self._read_metadata(path)
+                tx.remember(path, metadata, version)
+                return metadata, version
+            return cached, tx.versions.get(path)
         return self._read_metadata(path)
 
-    def _read_metadata(self, path: NodePath) -> dict[str, Any]:
+    def _read_metadata(self, path: NodePath) -> tuple[dict[str, Any], object]:
         rel = _rel(path, METADATA_FILE)
         try:
-            data = self.storage.read_bytes(rel)
+            data, version = self.storage.read_versioned(rel)
         except NotFoundError:
+            self._check_missing_index(path)
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():
-            return {}
-        return load_metadata(data, self.storage.url_of(rel))
+            return {}, version
+        return load_metadata(data, self.storage.url_of(rel)), version
+
+    def _check_missing_index(self, path: NodePath) -> None:
+        """Raise `CorruptMetadataError` for an unreadable index that is a directory, or the root's."""
+        rel = _rel(path, METADATA_FILE)
+        if self.storage.kind(rel) == "directory":
+            raise CorruptMetadataError(self.storage.url_of(rel), "it is a directory")
+        if not path:
+            raise CorruptMetadataError(
+                self.storage.url_of(rel),
+                "the root index is missing, but the config exists: it was deleted",
+            )
 
     def _fresh_legacy_root(self) -> bool:
         """Metatreedb 0.2.3 creates the root metadata.json empty; accept that, and only that.
@@ -197,7 +255,7 @@ class Database:
         parent: dict[str, Any] | None = None
         for segment in location:
             metadata = self.read_metadata(path)
-            name = resolve_segment(segment, metadata, shown)
+            name = resolve_segment(segment, metadata, shown, self._owner(path))
             if name not in children_of(metadata):
                 raise NotFoundError(self.url(path, name), "node")
             path, parent = (*path, name), metadata
@@ -211,20 +269,70 @@ class Database:
         if isinstance(file, Literal):
             return path, file.name, None
         metadata = self.read_metadata(path)
-        return path, resolve_segment(file, metadata, shown), metadata
+        return path, resolve_segment(file, metadata, shown, self._owner(path)), metadata
+
+    def readable(self, path: NodePath, name: str) -> str:
+        """Return where the file `name` of the node is read from, as this task sees the tree.
+
+        Inside a transaction that is the staged copy of a file it put, and nothing for data it
+        removed; elsewhere the file itself. An orphan directory is never readable.
+        """
+        rel = _rel(path, name)
+        tx = self._active_tx()
+        if tx is not None:
+            if tx.pending_delete(rel):
+                raise NotFoundError(self.url(path, name), "file (removed in this transaction)")
+            staged = tx.staged_for(rel)
+            if staged is not None:
+                return staged
+        return rel
+
+    def _owner(self, path: NodePath) -> str:
+        """Name a node for messages: "the root" or its location."""
+        return f"node {'/'.join(path)!r}" if path else "the root"
 
     def entries(self, path: NodePath) -> list[str]:
-        """Names of the node's files and children, sorted, without system entries."""
-        return sorted(n for n in self.storage.listdir(_rel(path)) if not is_reserved(n))
+        """Names of the node's files and children, sorted, without system entries or orphans."""
+        listed = self.storage.listdir(_rel(path))
+        names = [n for n in listed if not is_reserved(n)]
+        tx = self._active_tx()
+        if tx is not None:  # as the transaction sees it: staged files in, removed ones out
+            here = _rel(path)
+            names = [n for n in names if not tx.pending_delete(_rel(path, n))]
+            names += [
+                posixpath.basename(t) for t in tx.moves.values() if posixpath.dirname(t) == here
+            ]
+            names = list(dict.fromkeys(names))
+        unlisted_dirs = [n for n in names if listed.get(n) == "directory"]
+        if unlisted_dirs:
+            children = set(children_of(self.read_metadata(path)))
+            hidden = {n for n in unlisted_dirs if n not in children and self._is_orphan(path, n)}
+            names = [n for n in names if n not in hidden]
+        return sorted(names)
+
+    def _is_orphan(self, path: NodePath, name: str) -> bool:
+        """Whether the unlisted directory `name` of the node is a node's leftover.
+
+        An unlisted directory with a metadata.json at its top is an orphan node (a crashed
+        put or remove, a transaction rolled back): a directory stored by ``put(recursive=True)``
+        never holds one, since reserved names are refused in it. One holding nothing but
+        system files (the temp file of a put killed before its first rename) is one too.
+        """
+        return _is_orphan_listing(self.storage.listdir(_rel(path, name)))
 
     def walk(self, path: NodePath = ()) -> Iterator[tuple[NodePath, dict[str, Any]]]:
-        """Yield every node below `path` (itself first) with its metadata, in index order."""
+        """Yield every node below `path` (itself first) with its metadata, in index order.
+
+        The depth is bounded by the tree's levels: a leaf's ``children`` (planted, or written
+        by another client) is never followed.
+        """
         stack = [path]
         while stack:
             current = stack.pop()
             metadata = self.read_metadata(current)
             yield current, metadata
-            stack.extend((*current, c) for c in reversed(children_of(metadata)))
+            if len(current) < len(self.keys):
+                stack.extend((*current, c) for c in reversed(children_of(metadata)))
 
     def exists(self, location: Location, last: Segment | None, shown: str) -> bool:
         """Whether `location` (plus `last`, a node or file name) names something."""
@@ -234,10 +342,19 @@ class Database:
                 return True
             path, _ = self.resolve(location, shown)
             metadata = self.read_metadata(path)
-            name = resolve_segment(last, metadata, shown)
+            name = resolve_segment(last, metadata, shown, self._owner(path))
         except (NotFoundError, UnresolvedPathError):
             return False
-        return name in children_of(metadata) or self.storage.kind(_rel(path, name)) is not None
+        if name in children_of(metadata) and len(path) < len(self.keys):
+            return True
+        try:
+            rel = self.readable(path, name)
+        except NotFoundError:
+            return False
+        kind = self.storage.kind(rel)
+        if kind == "directory":
+            return not self._is_orphan(path, name)
+        return kind is not None
 
     # -- writing ------------------------------------------------------------------------
     def update(self, path: NodePath, metadata: Mapping[str, object]) -> None:
@@ -245,60 +362,158 @@ class Database:
         values = check_metadata_update(metadata)
         if not values:
             return  # metatreedb's update() without arguments is a no-op: no lock, no I/O
-        with self.lock:
-            current = self.read_metadata(path)
+        with self._write_lock():
+            current, version = self._read_for_write(path)
             current.update(values)
-            self._write_metadata(path, current, commit=True)
+            self._write_metadata(path, current, commit=True, expect=version)
 
     def _write_metadata(
-        self, path: NodePath, metadata: dict[str, Any], *, commit: bool = False
+        self,
+        path: NodePath,
+        metadata: dict[str, Any],
+        *,
+        commit: bool = False,
+        expect: object = None,
     ) -> None:
-        """Write (or, in a transaction, stage) metadata; a commit point checks the lease."""
+        """Write (or, in a transaction, stage) metadata; a commit point checks the lease.
+
+        `expect` is the version the read-modify-write read: where the backend can, the write
+        is conditional on it, so a writer that stalled past its lease after `check` cannot
+        overwrite what the next holder committed (the fence of docs/locking.md).
+        """
         tx = self._active_tx()
         if tx is not None:
             tx.stage(path, metadata)
             return
         if commit:
             self.lock.check()  # a writer whose lease was lost must not commit
-        self.storage.write_atomic(_rel(path, METADATA_FILE), dump_metadata(metadata))
+        self._put_metadata(path, metadata, expect=expect)
+
+    def _put_metadata(
+        self, path: NodePath, metadata: dict[str, Any], *, expect: object, durable: bool = True
+    ) -> None:
+        rel = _rel(path, METADATA_FILE)
+        try:
+            self.storage.write_atomic(rel, dump_metadata(metadata), durable=durable, expect=expect)
+        except ConflictError:
+            raise LockLostError(
+                self.lock.name,
+                f"{self.storage.url_of(rel)} was rewritten by another writer after it was read "
+                "(our lease must have expired meanwhile)",
+            ) from None
 
     # -- transactions and the lock ------------------------------------------------------
     def _active_tx(self) -> Transaction | None:
-        tx = self._tx
-        return tx if tx is not None and tx.thread == threading.get_ident() else None
+        tx = self._tx.get()
+        # a child forked inside a transaction does not own it (nor the lock it holds)
+        return tx if tx is not None and tx.pid == os.getpid() else None
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Take the DB lock for one mutation (joining the task's transaction, if any).
+
+        The lock is reentrant per thread, so an asyncio task would walk into the lock held by
+        another task's transaction and write beside it: that is refused instead.
+        """
+        if self._tx_thread == (os.getpid(), threading.get_ident()) and self._active_tx() is None:
+            raise LockError(
+                f"{self.lock.name} is held by a transaction of another task of this thread; "
+                "run this write inside that transaction, or after it"
+            )
+        with self.lock:
+            yield
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Hold the lock for the whole block; write each touched index once at the end."""
-        with self.lock:
-            if self._active_tx() is not None:
-                yield  # nested: the outer transaction commits
-                return
-            self._tx = Transaction()
+        """Hold the lock for the whole block; commit everything at its end, or nothing."""
+        outer = self._active_tx()
+        if outer is not None:
             try:
-                yield
-                self._flush()
-            finally:
-                self._tx = None
-
-    def _flush(self) -> None:
-        """Write the transaction's staged metadata, deepest first, after a lease check."""
-        tx = self._active_tx()
-        if tx is None:
+                yield  # nested: one unit with the outermost block
+            except BaseException as exc:
+                outer.failed = outer.failed or exc
+                raise
             return
+        with self._write_lock():
+            tx = Transaction()
+            token = self._tx.set(tx)
+            self._tx_thread = (os.getpid(), threading.get_ident())
+            try:
+                try:
+                    yield
+                except BaseException:
+                    self._rollback(tx)
+                    raise
+                if tx.failed is not None:
+                    self._rollback(tx)
+                    raise TransactionAbortedError(
+                        f"a nested block raised {type(tx.failed).__name__}: {tx.failed}"
+                    ) from tx.failed
+                self._commit(tx)
+            finally:
+                self._tx_thread = None
+                self._tx.reset(token)
+
+    def _commit(self, tx: Transaction) -> None:
+        """Write the transaction's staged metadata, deepest first, after a lease check."""
         writes = tx.writes()  # created nodes first
-        if writes:
+        if writes or tx.moves or tx.deletes:
             self.lock.check()
-        for path, metadata in writes:
-            rel = _rel(path, METADATA_FILE)
-            if path in tx.created:
-                self.storage.write_atomic(rel, dump_metadata(metadata), durable=False)
-                tx.unsynced.append(rel)
-                continue
+        try:
+            existing: list[tuple[NodePath, dict[str, Any]]] = []
+            for path, metadata in writes:
+                if path in tx.created:
+                    self._put_metadata(path, metadata, expect=None, durable=False)
+                    tx.unsynced.append(_rel(path, METADATA_FILE))
+                else:
+                    existing.append((path, metadata))
             self._sync_unsynced(tx)  # every new node durable before an index lists it
-            self.storage.write_atomic(rel, dump_metadata(metadata))
-        self._sync_unsynced(tx)
+            while tx.moves:
+                staged, target = tx.moves.popitem()
+                old_kind = tx.old_kinds.pop(staged, None)
+                if old_kind != "directory" and staged not in tx.trees:
+                    self.storage.rename(staged, target)  # one file over another: atomic
+                else:
+                    self.storage.replace_tree(staged, target, old_kind)
+            for path, metadata in existing:
+                self._put_metadata(path, metadata, expect=tx.versions.get(path))
+        except BaseException:
+            self._discard_staged(tx)
+            raise
         tx.created = set()
+        while tx.deletes:
+            rel, tree = tx.deletes.pop(0)
+            self._delete(rel, tree=tree)
+        self._discard_staged(tx)
+        # what was written has new versions: later reads in the same block read them again
+        tx.cache.clear()
+        tx.versions.clear()
+
+    def _rollback(self, tx: Transaction) -> None:
+        """Undo what an aborted transaction stored: staged files, its new nodes' directories."""
+        self._discard_staged(tx)
+        tops = [p for p in tx.created if p[:-1] not in tx.created]
+        for path in tops:
+            with contextlib.suppress(MetatreeError):
+                self.storage.remove_tree(_rel(path))
+        tx.created = set()
+
+    def _discard_staged(self, tx: Transaction) -> None:
+        for staged in [*tx.moves, *tx.discarded]:
+            with contextlib.suppress(MetatreeError):
+                if staged in tx.trees:
+                    self.storage.remove_tree(staged)
+                else:
+                    self.storage.remove_file(staged)
+        tx.moves = {}
+        tx.discarded = []
+        tx.trees = set()
+
+    def _delete(self, rel: str, *, tree: bool) -> None:
+        if tree:
+            self.storage.remove_tree(rel)
+        else:
+            self.storage.remove_file(rel)
 
     def _sync_unsynced(self, tx: Transaction) -> None:
         if tx.unsynced:
@@ -327,36 +542,113 @@ class Database:
         """Store `source` as `name` in the node at `location`, creating missing nodes.
 
         Returns the node's path. Everything that can be checked without storage is checked
-        by the caller; what needs the tree is checked here before the first write.
+        by the caller; what needs the tree is checked here before the first write. Order:
+        the new nodes' metadata (so a crash leaves an orphan `_claim` recognises), the file,
+        then the one index rewrite that makes it all visible (the commit point).
         """
-        with self.lock:
-            anchor, metadata, new = self._walk_for_put(location, shown)
-            node = (*anchor, *new)
-            if not new:
-                self._check_target(node, metadata, name, force=force, recursive=recursive)
+        with self._write_lock():
             tx = self._active_tx()
-            if tx is not None:
-                tx.created.update((*anchor, *new[:depth]) for depth in range(1, len(new) + 1))
-            # in a node this transaction created, files are flushed in one batch at its end
-            unsynced = tx.unsynced if tx is not None and node in tx.created else None
-            self._store(source, _rel(node, name), recursive, callback, unsynced)
-            # new nodes, deepest first, so each is complete before its parent lists it
-            for depth in range(len(new), 0, -1):
+            anchor, metadata, version, new = self._walk_for_put(location, shown)
+            node = (*anchor, *new)
+            target = _rel(node, name)
+            claimed = _rel(anchor, new[0]) if new else target
+            if tx is not None and tx.pending_delete(claimed):
+                # re-creating what this transaction removed: commit it up to here first
+                self._commit(tx)
+                anchor, metadata, version, new = self._walk_for_put(location, shown)
+            old_kind = None
+            if new:
+                self._check_lookalike(anchor, metadata, new[0])
+                self._claim(anchor, new[0])
+            else:
+                old_kind = self._check_target(
+                    node, metadata, name, force=force, recursive=recursive
+                )
+            for depth in range(len(new), 0, -1):  # deepest first
                 below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
-                self._write_metadata((*anchor, *new[:depth]), below)
+                self._write_new_node((*anchor, *new[:depth]), below, tx)
+            if tx is None or node in tx.created:
+                # in a node this transaction created, files are flushed in one batch at its end
+                unsynced = None if tx is None else tx.unsynced
+                self._store(
+                    source,
+                    target,
+                    recursive,
+                    callback,
+                    unsynced,
+                    new_node=bool(new),
+                    old_kind=old_kind,
+                )
+            else:
+                if tx.staged_for(target) is not None and not force:  # stored by this transaction
+                    raise AlreadyExistsError(self.url(node, name))
+                tx.unstage(target)
+                staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
+                self._store(source, staged, recursive, callback)
+                tx.moves[staged] = target
+                tx.old_kinds[staged] = old_kind
+                if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
+                    tx.trees.add(staged)
             if new:
                 metadata[CHILDREN] = [*children_of(metadata), new[0]]
-                self._write_metadata(anchor, metadata, commit=True)  # the commit point
+                self._write_metadata(anchor, metadata, commit=True, expect=version)
         return node
+
+    def _write_new_node(
+        self, path: NodePath, metadata: dict[str, Any], tx: Transaction | None
+    ) -> None:
+        """Write a new (still unlisted) node's metadata now; in a transaction, unflushed."""
+        if tx is None:
+            self._put_metadata(path, metadata, expect=None)
+            return
+        tx.created.add(path)
+        self._put_metadata(path, metadata, expect=None, durable=False)
+        tx.unsynced.append(_rel(path, METADATA_FILE))
+        tx.remember(path, metadata, None)
+
+    def _check_lookalike(self, anchor: NodePath, metadata: dict[str, Any], name: str) -> None:
+        """Refuse a new node whose name only differs from a sibling's in Unicode form or case.
+
+        NFC and NFD spellings of one name look the same and are two names on Linux but one on
+        macOS; names differing in case only are one on case-insensitive filesystems, where the
+        new node would land in the sibling's directory and replace its index.
+        """
+        fold = _fold if self.case_insensitive else _nfc
+        wanted = fold(name)
+        for sibling in children_of(metadata):
+            if fold(sibling) == wanted:
+                what = "case or Unicode form" if self.case_insensitive else "Unicode form"
+                raise AlreadyExistsError(
+                    self.url(anchor, name),
+                    f"node {sibling!r} differs from it only in {what}; use that name",
+                )
+
+    def _claim(self, anchor: NodePath, name: str) -> None:
+        """Make sure a new node `name` starts empty: clear an orphan, refuse anything else.
+
+        The index does not list `name`, so a directory there is either an orphan node (a
+        crashed put or remove, a rolled-back transaction: it has a metadata.json), which is
+        removed so that the new node never inherits its files, or a directory a user stored
+        with ``put(recursive=True)``, which is in the way.
+        """
+        rel = _rel(anchor, name)
+        listed = self.storage.listdir(rel)
+        if not listed:
+            return
+        if not _is_orphan_listing(listed):
+            raise AlreadyExistsError(
+                self.url(anchor, name), "a stored directory has this name; a node cannot"
+            )
+        self.storage.remove_tree(rel)
 
     def _walk_for_put(
         self, location: Location, shown: str
-    ) -> tuple[NodePath, dict[str, Any], list[str]]:
-        """Return the deepest existing node, its metadata, and the names still to create."""
+    ) -> tuple[NodePath, dict[str, Any], object, list[str]]:
+        """Return the deepest existing node, its metadata and version, and the names to create."""
         path: NodePath = ()
-        metadata = self.read_metadata(path)
+        metadata, version = self._read_for_write(path)
         for index, segment in enumerate(location):
-            name = resolve_segment(segment, metadata, shown)
+            name = resolve_segment(segment, metadata, shown, self._owner(path))
             if name not in children_of(metadata):
                 new = [name]
                 for later in location[index + 1 :]:
@@ -365,11 +657,16 @@ class Database:
                             shown, f"{later} cannot resolve in {name!r}, which does not exist yet"
                         )
                     new.append(later.name)
-                return path, metadata, new
+                for created in new:  # new names follow the portable rules, found ones need not
+                    check_name(created, shown)
+                return path, metadata, version, new
             path = (*path, name)
             # a leaf has no index to read, and no child to clash with
-            metadata = self.read_metadata(path) if len(path) < len(self.keys) else {}
-        return path, metadata, []
+            if len(path) < len(self.keys):
+                metadata, version = self._read_for_write(path)
+            else:
+                metadata, version = {}, None
+        return path, metadata, version, []
 
     def _check_target(
         self,
@@ -379,22 +676,24 @@ class Database:
         *,
         force: bool,
         recursive: bool,
-    ) -> None:
+    ) -> str | None:
+        """Refuse what `put` must not replace; return what is there now (`Storage.kind`).
+
+        Nothing is deleted here: a forced replace puts the new data in place first and the
+        old goes only once the new is complete (`_store`), so a failed put loses nothing.
+        """
         if name in children_of(metadata):
             raise AlreadyExistsError(self.url(node, name), "a child node has this name")
         kind = self.storage.kind(_rel(node, name))
         if kind is None:
-            return
+            return None
         if not force:
             raise AlreadyExistsError(self.url(node, name))
-        if kind == "directory":
-            if not recursive:
-                raise AlreadyExistsError(
-                    self.url(node, name), "it is a directory: pass recursive=True to replace it"
-                )
-            self.storage.remove_tree(_rel(node, name))
-        elif recursive:
-            self.storage.remove_file(_rel(node, name))
+        if kind == "directory" and not recursive:
+            raise AlreadyExistsError(
+                self.url(node, name), "it is a directory: pass recursive=True to replace it"
+            )
+        return kind
 
     def _store(
         self,
@@ -403,48 +702,78 @@ class Database:
         recursive: bool,
         callback: Callback,
         unsynced: list[str] | None = None,
+        *,
+        new_node: bool = True,
+        old_kind: str | None = None,
     ) -> None:
-        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync."""
-        if not (recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source)):
-            targets = [(source, rel)]
-        else:
-            base = os.fspath(source)
-            targets = [
-                (local, f"{rel}/{os.path.relpath(local, base).replace(os.sep, '/')}")
-                for folder, _, files in os.walk(base)
-                for local in (os.path.join(folder, file) for file in sorted(files))
-            ]
-        for one, target in targets:
-            self.storage.put(one, target, callback, durable=unsynced is None)
-            if unsynced is not None:
-                unsynced.append(target)
+        """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
+
+        A directory (or a file replacing one) is uploaded under a reserved staging name in
+        the same node and put in place only when complete (`Storage.replace_tree`): a failure
+        midway shows nothing and keeps the old data. In a node this put creates, nothing is
+        visible before the index lists the node, so files go straight to their place.
+        """
+        local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+        is_dir = recursive and local is not None and os.path.isdir(local)
+        if not is_dir and old_kind != "directory":
+            upload(self.storage, source, None, rel, callback, unsynced)
+            return
+        files = scan_source(local) if is_dir and local is not None else None
+        if new_node and old_kind is None:
+            upload(self.storage, source, files, rel, callback, unsynced)
+            return
+        stage = reserved_beside(rel, "staging")
+        try:
+            upload(self.storage, source, files, stage, callback, None)
+            self.storage.replace_tree(stage, rel, old_kind)
+        except BaseException:
+            with contextlib.suppress(MetatreeError):
+                if files is None:
+                    self.storage.remove_file(stage)
+                else:
+                    self.storage.remove_tree(stage)
+            raise
 
     def remove(self, location: Location, last: Segment, shown: str, *, recursive: bool) -> None:
-        """Remove a file, or a node with its subtree (index first, then the data)."""
-        with self.lock:
-            self._flush()  # data is deleted at once: what the transaction staged goes first
+        """Remove a file, or a node with its subtree (index first, then the data).
+
+        In a transaction the data is deleted after the commit, so a rollback keeps it.
+        """
+        with self._write_lock():
             path, _ = self.resolve(location, shown)
-            metadata = self.read_metadata(path)
-            name = resolve_segment(last, metadata, shown)
+            metadata, version = self._read_for_write(path)
+            name = resolve_segment(last, metadata, shown, self._owner(path))
             children = children_of(metadata)
             rel = _rel(path, name)
-            if name in children:
+            tx = self._active_tx()
+            if name in children and len(path) < len(self.keys):
                 if not recursive and self.entries((*path, name)):
                     raise PathError(shown, "the node is not empty: pass recursive=True")
                 metadata[CHILDREN] = [c for c in children if c != name]
-                self._write_metadata(path, metadata, commit=True)  # the commit point
-                self._flush()
-                self.storage.remove_tree(rel)
+                self._write_metadata(path, metadata, commit=True, expect=version)
+                self._after_commit(tx, (*path, name), rel, tree=True)
                 return
+            staged = tx is not None and tx.unstage(rel)  # what this transaction stored
             kind = self.storage.kind(rel)
-            if kind is None:
+            if kind is None or (kind == "directory" and self._is_orphan(path, name)):
+                if staged:
+                    return  # it only existed in this transaction, and is gone now
                 raise NotFoundError(self.url(path, name), "node or file")
-            if kind == "directory":
-                if not recursive:
-                    raise PathError(shown, "it is a directory: pass recursive=True")
-                self.storage.remove_tree(rel)
-            else:
-                self.storage.remove_file(rel)
+            if kind == "directory" and not recursive:
+                raise PathError(shown, "it is a directory: pass recursive=True")
+            self._after_commit(tx, None, rel, tree=kind == "directory")
+
+    def _after_commit(
+        self, tx: Transaction | None, node: NodePath | None, rel: str, *, tree: bool
+    ) -> None:
+        """Delete removed data now, or, in a transaction, once it has committed."""
+        if tx is None:
+            self._delete(rel, tree=tree)
+            return
+        if node is not None:
+            tx.forget(node)  # later reads and updates of it fail, as after a commit
+        tx.unstage_below(rel)
+        tx.deletes.append((rel, tree))
 
     # -- files --------------------------------------------------------------------------
     def get(
@@ -458,15 +787,13 @@ class Database:
         callback: Callback,
     ) -> Iterator[bytes]:
         """Stream a file, or download it (or, with `recursive`, a directory) to `outfile`."""
-        rel = _rel(path, name)
+        rel = self.readable(path, name)
         if outfile is None:
             return self.storage.iter_bytes(rel, chunk_size)
         if recursive and self.storage.kind(rel) == "directory":
-            files = list(self.storage.walk_files(rel))
-            for sub in files:
-                local = os.path.join(outfile, *sub.split("/"))
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                self.storage.get(f"{rel}/{sub}", local, callback)
+            if name not in children_of(self.read_metadata(path)) and self._is_orphan(path, name):
+                raise NotFoundError(self.url(path, name), "file or directory")
+            download_tree(self.storage, rel, outfile, callback)
             return iter(())
         self.storage.get(rel, outfile, callback)
         return _iter_local(outfile, chunk_size)
@@ -479,30 +806,66 @@ def _reopen(storage: Storage, keys: tuple[str, ...], options: dict[str, float]) 
     )
 
 
+def _is_orphan_listing(listed: Mapping[str, str]) -> bool:
+    """Whether an unlisted directory's entries are a node's leftovers (see `_is_orphan`)."""
+    return METADATA_FILE in listed or all(map(is_reserved, listed))
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _probe_case_insensitive(storage: Storage) -> bool:
+    """Whether the local filesystem under the root ignores case (macOS, Windows defaults).
+
+    Asks whether the config file is also found under its name in other case: no write, two
+    system calls. Only local disk is probed; object stores and HDFS are case-sensitive.
+    """
+    if not storage.capabilities.same_host_liveness:
+        return False
+    config = storage.abs(CONFIG_FILE)
+    other = os.path.join(os.path.dirname(config), CONFIG_FILE.upper())
+    try:
+        return os.path.samefile(config, other)
+    except OSError:
+        return False
+
+
 def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
     with open(path, "rb") as stream:
         while chunk := stream.read(chunk_size):
             yield chunk
 
 
-def check_outfile(outfile: str | None) -> None:
-    """Refuse to download over an existing local path, before any I/O."""
-    if outfile is not None and os.path.lexists(outfile):
-        raise AlreadyExistsError(outfile, "get will not overwrite a local file")
+def check_outfile(outfile: str | os.PathLike[str] | None) -> None:
+    """Refuse an `outfile` that exists, or whose directory does not, before any I/O."""
+    check_local_outfile(outfile)
 
 
 def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
-    """Validate what `put` was given and return the stored file's name, before any I/O."""
+    """Validate what `put` was given and return the stored file's name, before any I/O.
+
+    A local directory put with `recursive` is scanned whole here (every name, every file
+    readable, no empty directory), so a bad name deep inside fails before the DB lock.
+    """
     if isinstance(source, str | os.PathLike):
         local = os.fspath(source)
         if not os.path.exists(local):
             raise NotFoundError(local, "local file to put")
-        if os.path.isdir(local) and not recursive:
-            raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+        if os.path.isdir(local):
+            if not recursive:
+                raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+            scan_source(local)
         chosen = name if name is not None else os.path.basename(os.path.normpath(local))
     elif isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
         if name is None:
             raise PathError(shown, "put of bytes or a file object needs name=")
+        if is_text_stream(source):
+            raise PathError(shown, "the file object is open in text mode: open it with 'rb'")
         chosen = name
     else:
         raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")

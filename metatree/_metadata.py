@@ -7,13 +7,16 @@ their JSON types (metatreedb 0.2.3 turned every value into a str).
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError
+from metatree._paths import check_stored_name
+from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,6 +32,8 @@ __all__ = [
 
 CHILDREN: Final = "children"
 FORMAT_VERSION: Final = 1
+MAX_DEPTH: Final = 100
+"""Nesting limit of metadata, written (`check_metadata_update`) or stored (`load_metadata`)."""
 _MAX_INT: Final = 2**63  # orjson stores 64-bit integers; larger ones would not round-trip
 
 
@@ -43,8 +48,8 @@ def _is_utf8(text: str) -> bool:
 
 def _check_value(value: object, where: str, depth: int = 0) -> None:
     """Refuse what would not round-trip through JSON with the same type and value."""
-    if depth > 100:
-        raise MetadataError(where, "nested deeper than 100 levels")
+    if depth > MAX_DEPTH:
+        raise MetadataError(where, f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, str)):
         if isinstance(value, str) and not _is_utf8(value):
             raise MetadataError(where, "str with lone surrogates is not valid JSON")
@@ -95,28 +100,88 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     return dict(metadata)
 
 
-def load_metadata(data: bytes, path: str) -> dict[str, Any]:
-    """Parse a metadata.json; anything but an object with a valid index is corrupt."""
+_BIG_NUMBER = re.compile(rb"\d{19}")
+"""A run of 19 digits may be an integer orjson would read as a float (beyond 64 bits)."""
+
+
+def _parse_json(data: bytes) -> Any:
+    """Parse with orjson, or exactly with the standard library when big integers may be there.
+
+    orjson reads an integer beyond 64 bits as a float, so a hand-written ``2**70`` would come
+    back changed on the next write; the rare document with 19 digits in a row is parsed by
+    `json`, which keeps integers exact (and refuses NaN and Infinity, as orjson does).
+    """
+    if not _BIG_NUMBER.search(data):
+        return orjson.loads(data)
     try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests deeper than `MAX_DEPTH` (iterative: no recursion limit)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def load_metadata(data: bytes, path: str) -> dict[str, Any]:
+    """Parse a metadata.json; anything but an object with a valid index is corrupt.
+
+    The index is input like any argument (another client, metatreedb 0.2.3 or an attacker may
+    have written it): every entry must be a name that stays one level below the node and is
+    not reserved, or the node is corrupt (`CorruptMetadataError` naming the entry). Repeated
+    entries are dropped, keeping the first: harmless, and metatreedb could write them.
+    """
+    try:
+        parsed = _parse_json(data)
+    except (orjson.JSONDecodeError, ValueError) as exc:
         reason = "empty file" if not data.strip() else f"invalid JSON ({exc})"
         raise CorruptMetadataError(path, reason) from None
     if not isinstance(parsed, dict):
         raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
+    if _too_deep(parsed):
+        raise CorruptMetadataError(path, f"nested deeper than {MAX_DEPTH} levels")
     children = parsed.get(CHILDREN, [])
     if not isinstance(children, list) or not set(map(type, children)) <= {str}:
         raise CorruptMetadataError(path, "'children' is not a list of names")
+    for entry in children:
+        try:
+            check_stored_name(entry, path)
+        except PathError as exc:
+            raise CorruptMetadataError(path, f"index entry {entry!r}: {exc.reason}") from None
+    if len(set(children)) != len(children):
+        parsed[CHILDREN] = list(dict.fromkeys(children))
     return parsed
 
 
 def dump_metadata(metadata: Mapping[str, Any]) -> bytes:
-    """Serialise metadata, ``children`` first as metatreedb writes it."""
+    """Serialise metadata, ``children`` first as metatreedb writes it.
+
+    An integer beyond 64 bits can only come from a stored file (`check_metadata_update`
+    refuses new ones); orjson cannot write it, so such a document is written by `json`.
+    """
+    ordered = dict(metadata)
     if CHILDREN in metadata:
         ordered = {CHILDREN: metadata[CHILDREN]}
         ordered.update((k, v) for k, v in metadata.items() if k != CHILDREN)
+    try:
         return orjson.dumps(ordered)
-    return orjson.dumps(dict(metadata))
+    except TypeError:
+        text = json.dumps(ordered, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +207,21 @@ class Config:
         if not isinstance(raw, dict):
             raise DatabaseError(root, ".metatree is not a JSON object")
         keys = raw.get("keys")
-        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        if not isinstance(keys, list):
             raise DatabaseError(root, f".metatree has no valid 'keys' list: {keys!r}")
+        try:
+            check_keys(keys, root)
+        except DatabaseError as exc:
+            raise DatabaseError(root, f".metatree is invalid: {exc.reason}") from None
         locking = raw.get("locking_enabled", True)
+        if not isinstance(locking, bool):
+            raise DatabaseError(root, f".metatree: locking_enabled is {locking!r}, not a bool")
         version = raw.get("format", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise DatabaseError(root, f"format {version!r} is not supported (this is v1)")
         known = {"keys", "locking_enabled", "format"}
         extra = {k: v for k, v in raw.items() if k not in known}
-        return cls(tuple(keys), bool(locking), FORMAT_VERSION, extra)
+        return cls(tuple(keys), locking, FORMAT_VERSION, extra)
 
     def to_bytes(self) -> bytes:
         """Serialise, with the keys metatreedb reads first."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._db import check_outfile, check_source, children_of
+from metatree._localfiles import check_chunk_size
 from metatree._paths import Literal, parse_file_location, resolve_segment
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
@@ -69,8 +70,8 @@ class Node:
 
     @property
     def children(self) -> list[str]:
-        """Names of the child nodes, in insertion order."""
-        return list(children_of(self.metadata))
+        """Names of the child nodes, in insertion order (a leaf has none, whatever is stored)."""
+        return [] if self.is_leaf else list(children_of(self.metadata))
 
     @property
     def exists(self) -> bool:
@@ -136,6 +137,7 @@ class Node:
         callback: Callback = DEFAULT_CALLBACK,
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
+        check_chunk_size(chunk_size, str(file))
         raw: object = file  # callers without type checking may pass anything
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")

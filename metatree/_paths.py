@@ -10,6 +10,7 @@ parses and checks what can be checked without reading anything (DESIGN.md invari
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
@@ -26,7 +27,9 @@ __all__ = [
     "LocationLike",
     "Placeholder",
     "Segment",
+    "check_location_name",
     "check_name",
+    "check_stored_name",
     "is_reserved",
     "parse_file_location",
     "parse_location",
@@ -42,7 +45,13 @@ SYSTEM_PREFIX: Final = ".metatree"
 RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})
 
 _MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
-_FORBIDDEN = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+"""Characters that would change what a name means as a path, stored or new."""
+_SYNTAX = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
+"""What a location may never hold: separators, template and glob syntax, C0 controls."""
+_FORBIDDEN = re.compile(
+    r"[/\\<>*?\[\]:\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 _FORBIDDEN_WHY: Final = {
     "/": "'/' separates levels",
     "\\": "'\\' is a separator on Windows",
@@ -52,6 +61,8 @@ _FORBIDDEN_WHY: Final = {
     "?": "glob characters are expanded by fsspec",
     "[": "glob characters are expanded by fsspec",
     "]": "glob characters are expanded by fsspec",
+    ":": "':' is not allowed in HDFS names and is a drive separator on Windows",
+    "\ufeff": "a byte order mark is invisible",
 }
 _KEY = re.compile(r"[^<>/\x00-\x1f\x7f]+")
 
@@ -59,19 +70,63 @@ _KEY = re.compile(r"[^<>/\x00-\x1f\x7f]+")
 def is_reserved(name: str) -> bool:
     """Return whether `name` belongs to the system (config, lock, metadata, temp files).
 
+    The comparison ignores case: on case-insensitive filesystems (macOS, Windows)
+    ``METADATA.JSON`` *is* the node's index.
+
     Examples
     --------
     >>> is_reserved("metadata.json"), is_reserved(".metatree.tmp.1"), is_reserved("model.pkl")
     (True, True, False)
+    >>> is_reserved("METADATA.JSON"), is_reserved(".MetaTree.x")
+    (True, True)
     """
-    return name in RESERVED_NAMES or name.startswith(SYSTEM_PREFIX)
+    folded = name.casefold()
+    return folded in RESERVED_NAMES or folded.startswith(SYSTEM_PREFIX)
+
+
+def _why(char: str) -> str:
+    if char in _FORBIDDEN_WHY:
+        return _FORBIDDEN_WHY[char]
+    if unicodedata.category(char) == "Cf":
+        return "invisible direction or format characters make look-alike names"
+    return "control characters are not allowed"
 
 
 def check_name(name: object, location: str) -> str:
-    """Return `name` if it can be a node or file name, else raise `PathError`.
+    """Return `name` if it can be a new node or file name, else raise `PathError`.
 
-    `location` is the user's whole input, quoted in the error so the user sees where it is.
+    New names are held to the portable rules: no separators, template or glob syntax, ``:``,
+    control or invisible format characters (bidi overrides, BOM), no leading or trailing
+    white space, not reserved in any letter case, at most 255 UTF-8 bytes. `location` is the
+    user's whole input, quoted in the error so the user sees where it is.
     """
+    name = _check_safe(name, location)
+    bad = _FORBIDDEN.search(name)
+    if bad:
+        char = bad.group()
+        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    if name != name.strip():
+        raise PathError(location, f"name {name!r} starts or ends with white space")
+    return name
+
+
+def check_location_name(name: object, location: str) -> str:
+    """Return `name` if a location may name it, else raise `PathError`.
+
+    Locations name what exists as well as what a put will create; names that only the portable
+    rules of `check_name` refuse (``a:b``, ``" v2"``, stored by metatreedb 0.2.3) can still be
+    found, read and removed. The database checks every name it creates with `check_name`.
+    """
+    name = _check_safe(name, location)
+    bad = _SYNTAX.search(name)
+    if bad:
+        char = bad.group()
+        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    return name
+
+
+def _check_safe(name: object, location: str) -> str:
+    """Apply the rules no name may break, however it was written: it stays one level."""
     if not isinstance(name, str):
         raise PathError(location, f"a name must be a str, not {type(name).__name__}")
     if not name:
@@ -82,16 +137,25 @@ def check_name(name: object, location: str) -> str:
         raise PathError(location, "a name must be valid UTF-8 (it has a lone surrogate)") from None
     if name in (".", ".."):
         raise PathError(location, f"{name!r} would leave the node; names are single levels")
-    bad = _FORBIDDEN.search(name)
+    bad = _UNSAFE.search(name)
     if bad:
         char = bad.group()
-        why = _FORBIDDEN_WHY.get(char, "control characters are not allowed")
-        raise PathError(location, f"name {name!r} contains {char!r}: {why}")
+        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
     if is_reserved(name):
         raise PathError(location, f"{name!r} is reserved by metatree")
     if size > _MAX_NAME_BYTES:
         raise PathError(location, f"name longer than {_MAX_NAME_BYTES} bytes")
     return name
+
+
+def check_stored_name(name: object, where: str) -> str:
+    """Check a name read from storage (an index entry written by anyone) before it is a path.
+
+    Stored names get the safety rules only (one level, not reserved): a tree written by
+    metatreedb 0.2.3 may hold names the portable rules refuse today (``a:b``, ``" x"``), and
+    they must stay readable. Raises `PathError`; callers turn it into `CorruptMetadataError`.
+    """
+    return _check_safe(name, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +194,7 @@ def _parse_segment(text: str, location: str) -> Segment:
         raise TemplateSyntaxError(
             location, f"unmatched '<' or '>' in {text!r}: a placeholder is a whole segment"
         )
-    return Literal(check_name(text, location))
+    return Literal(check_location_name(text, location))
 
 
 def _split(location: str) -> list[str]:
@@ -153,9 +217,9 @@ def _parse_dict(location: Mapping[str, object], keys: tuple[str, ...]) -> Locati
             raise PathError(shown, f"level {level!r} is missing before a deeper level")
         spec = location[level]
         if isinstance(spec, str):
-            segments.append(Literal(check_name(spec, shown)))
+            segments.append(Literal(check_location_name(spec, shown)))
         elif isinstance(spec, Mapping) and len(spec) == 1 and "value" in spec:
-            segments.append(Literal(check_name(spec["value"], shown)))
+            segments.append(Literal(check_location_name(spec["value"], shown)))
         elif isinstance(spec, Mapping) and len(spec) == 1 and "metadata" in spec:
             key = spec["metadata"]
             if not isinstance(key, str) or not _KEY.fullmatch(key):
@@ -213,20 +277,29 @@ def parse_file_location(location: object, keys: tuple[str, ...]) -> tuple[Locati
     return tuple(node), last
 
 
-def resolve_segment(segment: Segment, metadata: Mapping[str, object], location: str) -> str:
-    """Return the child name `segment` stands for, given the parent node's `metadata`."""
+def resolve_segment(
+    segment: Segment, metadata: Mapping[str, object], location: str, owner: str = "the parent"
+) -> str:
+    """Return the child name `segment` stands for, given the metadata of `owner`.
+
+    `owner` names the node whose metadata is read (the parent for a node segment, the node
+    itself for a file segment), so an error says where the key is missing.
+    """
     if isinstance(segment, Literal):
         return segment.name
     if segment.key not in metadata:
+        keys = sorted(k for k in metadata if k != "children")
         raise UnresolvedPathError(
-            location, f"{segment} is not a key of the parent's metadata ({sorted(metadata)})"
+            location, f"{segment} is not a key of the metadata of {owner} (its keys: {keys})"
         )
     value = metadata[segment.key]
     if not isinstance(value, str):
-        raise UnresolvedPathError(location, f"{segment} is {value!r}, not a name (str)")
+        raise UnresolvedPathError(
+            location, f"{segment} is {value!r} in the metadata of {owner}, not a name (str)"
+        )
     try:
-        return check_name(value, location)
+        return check_location_name(value, location)
     except PathError as exc:
         raise UnresolvedPathError(
-            location, f"{segment} resolves to {value!r}: {exc.reason}"
+            location, f"{segment} resolves to {value!r} in {owner}: {exc.reason}"
         ) from None

@@ -12,16 +12,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+import uuid
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._backends import Backend, Changed, backend_for
+from metatree._paths import SYSTEM_PREFIX
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
+    DatabaseError,
     MetatreeError,
     NotFoundError,
     StorageError,
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
     from metatree._backends import Capabilities, Source, Version
 
-__all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
+__all__ = ["BackendLike", "Storage", "as_storage", "reserved_beside", "translate_errors"]
 
 CHUNK_SIZE = 8 * 2**20
 """Streaming chunk: one ranged GET per chunk on object stores, bounded memory everywhere."""
@@ -231,16 +235,49 @@ class Storage:
             self._backend.remove_file(self.abs(rel))
 
     def remove_tree(self, rel: str) -> None:
-        """Remove the directory `rel` and everything below it, if it exists."""
+        """Remove the directory `rel` and everything below it, if it exists.
+
+        Where directories rename atomically (local disk, WebHDFS) it is first renamed to a
+        reserved trash name beside it; on object stores its top-level metadata.json goes last
+        (see `Backend.remove_tree`). The root itself (``""``) is deleted in place.
+        """
+        trash = self.abs(reserved_beside(rel, "trash")) if rel else None
         with translate_errors(self.url_of(rel)), contextlib.suppress(FileNotFoundError):
-            self._backend.remove_tree(self.abs(rel))
+            self._backend.remove_tree(self.abs(rel), trash)
+
+    def replace_tree(self, src: str, dst: str, old_kind: str | None) -> None:
+        """Put the complete (staged) file or directory `src` in place of `dst`.
+
+        `old_kind` is what `dst` holds now (`kind`). Atomic where directories rename (the old
+        one goes to a trash name first and is deleted last); a server-side copy on object
+        stores (see `Backend.replace_tree`).
+        """
+        trash = self.abs(reserved_beside(dst, "trash"))
+        with translate_errors(self.url_of(dst)):
+            self._backend.replace_tree(self.abs(src), self.abs(dst), trash, old_kind)
 
     def walk_files(self, rel: str) -> Iterator[str]:
-        """Yield the files below the directory `rel`, as paths relative to `rel`."""
+        """Yield the files below the directory `rel`, as paths relative to `rel`.
+
+        Only names below ``rel/`` are yielded (listed by exact prefix, never by pattern).
+        They are stored data: a caller mapping them to local paths checks every segment.
+        """
         base = self.abs(rel).rstrip("/") + "/"
         with translate_errors(self.url_of(rel)):
             for path in self._backend.find(self.abs(rel)):
-                yield path.removeprefix(base)
+                if path.startswith(base) and len(path) > len(base):
+                    yield path[len(base) :]
+
+
+def reserved_beside(rel: str, purpose: str) -> str:
+    """Return a fresh reserved name (``.metatree.<purpose>.<uuid>``) in `rel`'s directory.
+
+    Names starting with ``.metatree`` are refused as user names and hidden from listings, so
+    a staging or trash directory left by a crash is never read as data.
+    """
+    parent, _, _ = rel.rpartition("/")
+    name = f"{SYSTEM_PREFIX}.{purpose}.{uuid.uuid4().hex}"
+    return f"{parent}/{name}" if parent else name
 
 
 _LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
@@ -315,10 +352,26 @@ def as_storage(
     """Turn the user's root (and optional filesystem) into a `Storage`; the only place that does.
 
     A plain path has ``~`` and ``$VAR`` expanded and is made absolute, as metatreedb did; a URL
-    goes through `fsspec.url_to_fs` with `storage_options`.
+    goes through `fsspec.url_to_fs` with `storage_options`. A root holding glob characters is
+    refused: fsspec expands ``[]*?`` in many calls, and ``data[12]`` would reach ``data1`` and
+    ``data2`` (metatree's own primitives are literal, but a user's or plug-in's fsspec call
+    on the root might not be).
     """
-    if isinstance(root, Storage):
-        return root
+    storage = root if isinstance(root, Storage) else _open_root(root, fs, storage_options)
+    bad = _GLOB.search(storage.root)
+    if bad:
+        raise DatabaseError(
+            storage.url,
+            f"the root contains {bad.group()!r}: fsspec expands glob characters ([]*?) in "
+            "paths, so calls could reach other databases; use a root without them",
+        )
+    return storage
+
+
+_GLOB = re.compile(r"[\[\]*?]")
+
+
+def _open_root(root: str, fs: AbstractFileSystem | None, options: dict[str, Any]) -> Storage:
     raw: object = root  # callers without type checking may pass anything
     if not isinstance(raw, str) or not root:
         raise StorageError(repr(root), "the root must be a non-empty path or URL")
@@ -326,10 +379,18 @@ def as_storage(
         return Storage(fs, fs._strip_protocol(root))
     if "://" not in root:
         path = os.path.abspath(os.path.expanduser(os.path.expandvars(root)))
-        return Storage(fsspec.filesystem("file", **storage_options), path)
+        return Storage(fsspec.filesystem("file", **options), path)
     if root.startswith("file://"):
         path = os.path.abspath(os.path.expanduser(os.path.expandvars(root[len("file://") :])))
-        return Storage(fsspec.filesystem("file", **storage_options), path)
+        return Storage(fsspec.filesystem("file", **options), path)
+    for link in root.split("::"):  # a chained URL ("simplecache::s3://...") names several
+        protocol = link.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ValueError, ImportError) as exc:
+            # fsspec raises a bare ValueError for an unknown protocol, ImportError for a known
+            # one whose package is not installed
+            raise DatabaseError(root, f"unsupported protocol {protocol!r}: {exc}") from None
     with translate_errors(root):
-        filesystem, path = fsspec.url_to_fs(root, **storage_options)
+        filesystem, path = fsspec.url_to_fs(root, **options)
     return Storage(filesystem, path)

@@ -1,13 +1,23 @@
-"""Transaction: many writes under one hold of the DB lock, each touched index written once.
+"""Transaction: many writes under one hold of the DB lock, one unit that commits or not at all.
 
 Inside ``with tree.transaction():`` metadata reads are served from a cache filled on first
 read (the lock is held, so nobody else can change them), and metadata writes are staged.
-Files are stored at once: until an index refers to them they are invisible orphans. At the end,
-after one check that the lease is still ours, the metadata of the nodes the transaction
-created is written, every file of those nodes is made durable in one batch, and only then are
-the indexes of existing nodes rewritten, deepest first: every new node is complete and durable
-before an index lists it (DESIGN.md invariant 2). If the block raises, nothing staged is
-written.
+What a transaction does becomes visible only when it commits:
+
+* new nodes are written at once but stay unlisted (invisible) until an index lists them;
+* a file put into a node that already exists is stored under a reserved staging name in that
+  node and moved over its target at commit;
+* a removed node's or file's data is deleted after the commit, never before.
+
+At the end, after one check that the lease is still ours, the metadata of the nodes the
+transaction created is written, every file of those nodes is made durable in one batch, the
+staged files are moved into place, then the indexes of existing nodes are rewritten, deepest
+first (DESIGN.md invariant 2), and last the removed data is deleted. An exception that leaves
+the block, or any nested block (nested blocks are one unit with the outermost: there are no
+savepoints), aborts the whole transaction: nothing staged is written, staged files and the
+directories of nodes it created are deleted, and the block's end raises. A crash *during* the
+commit can leave a prefix of it applied (no journal: these stores cannot commit several objects
+at once); a crash before it leaves only unlisted data, which `fsck` reports.
 
 The batch matters on local disk, where one fsync per file costs a journal commit each (about
 1.6 ms per put of two files on the development machine, against 0.4 ms batched).
@@ -16,7 +26,7 @@ The batch matters on local disk, where one fsync per file costs a journal commit
 from __future__ import annotations
 
 import copy
-import threading
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,32 +39,83 @@ NodePath = tuple[str, ...]
 
 @dataclass
 class Transaction:
-    """Staged metadata of one transaction, owned by the thread that opened it."""
+    """Staged state of one transaction, owned by the task (context) that opened it."""
 
-    thread: int = field(default_factory=threading.get_ident)
-    """Only this thread's operations join the transaction."""
+    pid: int = field(default_factory=os.getpid)
+    """The process that opened it: a forked child inherits the context, not the transaction."""
     cache: dict[NodePath, dict[str, Any]] = field(default_factory=dict)
     """Metadata as the transaction sees it (read or staged)."""
+    versions: dict[NodePath, object] = field(default_factory=dict)
+    """Stored version of each metadata read, for the conditional commit."""
     dirty: set[NodePath] = field(default_factory=set)
     """Nodes whose metadata must be written at the end."""
     created: set[NodePath] = field(default_factory=set)
     """Nodes this transaction created: nothing lists them until it commits."""
     unsynced: list[str] = field(default_factory=list)
     """Files (relative paths) written without a flush, to be made durable before the commit."""
+    moves: dict[str, str] = field(default_factory=dict)
+    """Staged file (relative path) -> its target, moved into place at commit."""
+    old_kinds: dict[str, str | None] = field(default_factory=dict)
+    """Staged file -> what its target held when it was staged (`Storage.kind`)."""
+    trees: set[str] = field(default_factory=set)
+    """Staged directories (``put(recursive=True)`` of a local directory)."""
+    deletes: list[tuple[str, bool]] = field(default_factory=list)
+    """(relative path, is a tree) of removed data, deleted after the commit."""
+    discarded: list[str] = field(default_factory=list)
+    """Staged files made pointless by a later remove: deleted at the end, commit or not."""
+    failed: BaseException | None = None
+    """The exception that left a nested block: the transaction can only be rolled back."""
 
     def get(self, path: NodePath) -> dict[str, Any] | None:
         """Return a copy of the cached metadata (callers may change what they get)."""
         cached = self.cache.get(path)
         return None if cached is None else _copy(cached)
 
-    def remember(self, path: NodePath, metadata: dict[str, Any]) -> None:
-        """Cache metadata just read from storage."""
+    def remember(self, path: NodePath, metadata: dict[str, Any], version: object) -> None:
+        """Cache metadata just read from storage, with its stored version."""
         self.cache[path] = _copy(metadata)
+        self.versions[path] = version
 
     def stage(self, path: NodePath, metadata: dict[str, Any]) -> None:
         """Stage a write (the caller gives up `metadata`)."""
         self.cache[path] = metadata
         self.dirty.add(path)
+
+    def forget(self, path: NodePath) -> None:
+        """Drop a removed node and everything below it from the transaction's view."""
+        size = len(path)
+        for known in [p for p in self.cache if p[:size] == path]:
+            del self.cache[known]
+            self.dirty.discard(known)
+            self.versions.pop(known, None)
+        self.created = {p for p in self.created if p[:size] != path}
+
+    def pending_delete(self, rel: str) -> bool:
+        """Whether `rel`, or a directory above it, is data this transaction removed."""
+        return any(rel == gone or rel.startswith(f"{gone}/") for gone, _ in self.deletes)
+
+    def staged_for(self, target: str) -> str | None:
+        """Return the staged file that will become `target` at commit, if any."""
+        for staged, goal in self.moves.items():
+            if goal == target:
+                return staged
+        return None
+
+    def unstage(self, target: str) -> bool:
+        """Forget the staged file for `target` (removed before commit); return if there was one."""
+        for staged, goal in list(self.moves.items()):
+            if goal == target:
+                del self.moves[staged]
+                self.discarded.append(staged)
+                return True
+        return False
+
+    def unstage_below(self, rel: str) -> None:
+        """Forget staged files whose target lies in the removed directory `rel`."""
+        for staged, goal in list(self.moves.items()):
+            if goal.startswith(f"{rel}/"):
+                del self.moves[staged]
+                self.discarded.append(staged)
 
     def writes(self) -> list[tuple[NodePath, dict[str, Any]]]:
         """Return the staged writes, created nodes first, then deepest first; forget them."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._db import Database, check_outfile, check_source
+from metatree._localfiles import check_chunk_size
 from metatree._node import Node
 from metatree._paths import (
     LocationLike,
@@ -236,9 +237,10 @@ class Metatree:
         AlreadyExistsError
             `outfile` exists already.
         """
+        check_chunk_size(chunk_size, str(location))
         segments, last = parse_file_location(location, self.keys)
+        check_outfile(outfile)
         target = None if outfile is None else os.fspath(outfile)
-        check_outfile(target)
         if segments:
             path, name, _ = self._db.resolve_file(segments, last, location)
         else:

@@ -13,6 +13,7 @@ Every error is a `MetatreeError` and also the builtin that callers already catch
     ├── CorruptMetadataError (ValueError)        a stored metadata.json does not parse
     ├── DatabaseError (ValueError)               the root is not (or not this) metatree database
     ├── ConflictError                            an object changed under a conditional write or a read
+    ├── TransactionAbortedError                  a nested block raised: the transaction was undone
     ├── LockError
     │   ├── LockTimeout (TimeoutError)           waiting for the DB lock took too long
     │   └── LockLostError                        our lease expired or was broken: nothing committed
@@ -41,6 +42,7 @@ __all__ = [
     "PathError",
     "StorageError",
     "TemplateSyntaxError",
+    "TransactionAbortedError",
     "UnresolvedPathError",
 ]
 
@@ -178,6 +180,24 @@ class ConflictError(MetatreeError):
         return type(self), (self.path, self.reason)
 
 
+class TransactionAbortedError(MetatreeError):
+    """A block nested in a transaction raised, and the outer block went on: nothing committed.
+
+    Nested blocks are one unit with the outermost (no savepoints); an exception that left any
+    of them rolls the whole transaction back, even if an outer block caught it. The original
+    exception is the ``__cause__``.
+    """
+
+    exit_code = 4
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the transaction was rolled back: {reason}; nothing was committed")
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.reason,)
+
+
 class LockError(MetatreeError):
     """Base class of the DB-lock errors."""
 
@@ -187,17 +207,24 @@ class LockError(MetatreeError):
 class LockTimeout(LockError, TimeoutError):
     """The DB lock stayed held by `holder` for longer than `timeout` seconds."""
 
-    def __init__(self, lock_path: str, timeout: float, holder: str) -> None:
+    def __init__(
+        self,
+        lock_path: str,
+        timeout: float,
+        holder: str,
+        advice: str = "retry later, or break the lock if its holder is known to be dead",
+    ) -> None:
         super().__init__(
             f"timed out after {timeout:g}s waiting for the lock {lock_path!r}, held by {holder}; "
-            "retry later, or break the lock if its holder is known to be dead"
+            f"{advice}"
         )
         self.lock_path = lock_path
         self.timeout = timeout
         self.holder = holder
+        self.advice = advice  # what to do depends on the lock strategy
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.lock_path, self.timeout, self.holder)
+        return type(self), (self.lock_path, self.timeout, self.holder, self.advice)
 
 
 class LockLostError(LockError):

@@ -101,8 +101,9 @@ class TestS3Requests:
             "GET metadata.json",
             "GET x/metadata.json",
             "GET x/y/metadata.json",
-            "PUT x/y/w/f",
+            "GET (list)",  # x/y/w/: an orphan there would be cleared first (docs/format.md)
             "PUT x/y/w/metadata.json",
+            "PUT x/y/w/f",
             "PUT x/y/metadata.json",
             "DELETE .lock",
         ]
@@ -153,14 +154,19 @@ class TestWebHDFSRequests:
         node.update(score=0.5)
         # lock: CREATE temp + RENAME; read: OPEN; verify the lease before committing: OPEN
         # (HDFS has no conditional write: metatree/_locking/_webhdfs.py); write: CREATE temp +
-        # RENAME; unlock: DELETE
+        # RENAME, conditional: the file is re-read (OPEN) just before the RENAME
+        # (docs/hardening-transfers.md); unlock, conditional on the lease still being ours:
+        # RENAME to a tomb, OPEN it, DELETE it
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",
             "OPEN",
             "OPEN",
             "CREATE",
+            "OPEN",
             "RENAME",
+            "RENAME",
+            "OPEN",
             "DELETE",
         ]
 
@@ -172,12 +178,16 @@ class TestWebHDFSRequests:
             "OPEN",
             "OPEN",
             "OPEN",  # root, x, x/y
-            "CREATE",
-            "RENAME",  # the file
+            "LISTSTATUS",  # x/y/w: an orphan there would be cleared first (docs/format.md)
             "CREATE",
             "RENAME",  # x/y/w/metadata.json
+            "CREATE",
+            "RENAME",  # the file
             "OPEN",  # verify the lease
             "CREATE",
+            "OPEN",  # conditional commit: re-read x/y/metadata.json before the RENAME
             "RENAME",  # x/y/metadata.json: the commit point
-            "DELETE",  # unlock
+            "RENAME",
+            "OPEN",
+            "DELETE",  # unlock: only if the lock object is still our lease (tomb)
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from metatree._locking._base import BaseLock, NullLock
 from metatree._locking._info import LeaseInfo
 from metatree._locking._lease import LeaseLock, LeaseStore
-from metatree._locking._manager import make_lock, register_lock
+from metatree._locking._manager import check_lock_options, make_lock, register_lock
 
 __all__ = [
     "BaseLock",
@@ -13,6 +13,7 @@ __all__ = [
     "LeaseLock",
     "LeaseStore",
     "NullLock",
+    "check_lock_options",
     "make_lock",
     "register_lock",
 ]

@@ -2,13 +2,20 @@
 
 Strategies implement only `_try_acquire`, `_release` and `_describe_holder` (as filelock's
 ``BaseFileLock`` leaves ``_acquire``/``_release`` to its subclasses).
+
+Held state never crosses a ``fork``: a child starts with the lock not held, fresh mutexes
+(the parent's may be held by a thread that does not exist in the child) and, through
+`_after_fork`, a new owner identity; the strategy drops what it inherited without releasing
+it (the lock is still the parent's).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Self
 
@@ -20,6 +27,16 @@ if TYPE_CHECKING:
     from metatree._locking._info import LeaseInfo
 
 __all__ = ["BaseLock", "NullLock"]
+
+_LOCKS: weakref.WeakSet[BaseLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LOCKS):
+        lock._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BaseLock(ABC):
@@ -50,8 +67,15 @@ class BaseLock(ABC):
         self.acquisitions = 0
         """How many times the lock was really taken (not counting reentrant entries)."""
         self._depth = 0
-        self._owner_thread: int | None = None
         self._mutex = threading.RLock()  # threads of one process queue here, not on storage
+        self._pid = os.getpid()
+        _LOCKS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget what the parent held (strategies extend this)."""
+        self._depth = 0
+        self._mutex = threading.RLock()
+        self._pid = os.getpid()
 
     @property
     def is_locked(self) -> bool:
@@ -70,6 +94,13 @@ class BaseLock(ABC):
     def _describe_holder(self) -> str:
         """Say who holds the lock, for `LockTimeout`."""
 
+    def _abandon(self) -> None:  # noqa: B027 - strategies that keep partial state override it
+        """Undo a half-finished acquisition (an exception or Ctrl-C between two steps)."""
+
+    def _timeout_advice(self) -> str:
+        """Say what a caller can do about `LockTimeout` with this strategy."""
+        return "retry later, or break the lock (break_lock) if its holder is known to be dead"
+
     def check(self) -> None:  # noqa: B027 - most strategies cannot lose a held lock
         """Raise `LockLostError` unless we hold the lock and may commit (before a commit)."""
 
@@ -83,10 +114,12 @@ class BaseLock(ABC):
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock, waiting up to `timeout` seconds (default: ``self.timeout``)."""
+        if self._pid != os.getpid():  # forked without the at-fork hook (should not happen)
+            self._after_fork()
         timeout = self.timeout if timeout is None else timeout
         start = time.monotonic()
         if not self._mutex.acquire(timeout=-1 if timeout < 0 else timeout):
-            raise LockTimeout(self.name, timeout, "another thread of this process")
+            raise LockTimeout(self.name, timeout, "another thread of this process", "retry later")
         if self._depth:
             self._depth += 1
             return
@@ -95,17 +128,22 @@ class BaseLock(ABC):
             while not self._try_acquire():
                 waited = time.monotonic() - start
                 if 0 <= timeout <= waited:
-                    raise LockTimeout(self.name, timeout, self._describe_holder())  # noqa: TRY301
+                    holder = self._describe_holder()
+                    raise LockTimeout(self.name, timeout, holder, self._timeout_advice())  # noqa: TRY301
                 pause = min(delay, self.max_poll_interval) * (0.5 + random.random())
                 if timeout >= 0:
                     pause = min(pause, max(timeout - waited, 0.0))
                 time.sleep(pause)
                 delay *= 2
+            self._depth = 1
+            self.acquisitions += 1
         except BaseException:
-            self._mutex.release()
+            try:
+                if not self._depth:
+                    self._abandon()  # e.g. Ctrl-C right after the lock was taken
+            finally:
+                self._mutex.release()
             raise
-        self._depth = 1
-        self.acquisitions += 1
 
     def release(self) -> None:
         """Release one level; the lock is given up when the outermost holder leaves."""

@@ -7,14 +7,25 @@ among threads of one process; `metatree._locking._manager` warns when it is used
 
 from __future__ import annotations
 
+import os
 import threading
 
+from metatree._locking._info import MAX_BODY, directory_error
 from metatree._locking._lease import LeaseStore, Version
+from metatree._storage import translate_errors
 from metatree.errors import NotFoundError
 
 __all__ = ["ContentLeaseStore"]
 
 _MUTEX = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _MUTEX
+    _MUTEX = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ContentLeaseStore(LeaseStore):
@@ -27,11 +38,15 @@ class ContentLeaseStore(LeaseStore):
 
     def read(self) -> tuple[bytes, Version] | None:
         # docstring inherited
+        path = self.storage.abs(self.rel)
         try:
-            body = self.storage.read_bytes(self.rel)
+            with translate_errors(self.storage.url_of(self.rel)):
+                body = bytes(self.storage.fs.cat_file(path, start=0, end=MAX_BODY + 1))
         except NotFoundError:
+            if self.storage.kind(self.rel) == "directory":
+                raise directory_error(self.storage.url_of(self.rel)) from None
             return None
-        return body, body
+        return body, body  # a bounded prefix: a planted huge body is never read whole
 
     def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
         """Compare the body and write under the mutex."""

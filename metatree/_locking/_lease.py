@@ -4,19 +4,26 @@ A `LeaseStore` gives four operations on the lock object, each named with the bac
 primitive in its docstring: exclusive create, read with a version, replace-if-version and
 delete-if-version. The lease protocol is written once here:
 
-* acquire: exclusive create; if the object exists and its lease is dead (expired, or its pid is
-  gone on this host), take it over with replace-if-version, so two waiters cannot both win;
-* hold: a daemon thread renews the lease every ``ttl / 3`` (replace-if-version); a failed
-  renewal marks the lease lost;
+* acquire: exclusive create; if the object exists and its holder is dead, take it over with
+  replace-if-version, so two waiters cannot both win. Dead means: its body stayed unchanged for
+  longer than its ttl + `margin` on *our* monotonic clock (a live holder rewrites it every
+  ttl / 3), or its pid is gone on provably the same machine and PID namespace. The holder's
+  wall-clock expiry is never compared with ours (clocks differ);
+* hold: a daemon thread renews the lease every ``ttl / 3`` (replace-if-version); a renewal
+  whose reply was lost is recognised by reading the body back;
 * commit: `check` refuses (`LockLostError`) when the lease is lost or within `margin` of its
-  expiry, and verifies the stored lease first on stores whose replace is not atomic;
-* release: delete-if-version.
+  end (timed on the monotonic clock from the start of the request that wrote it), and, on
+  stores whose replace is not atomic, verifies the stored body first;
+* release: delete-if-version, always conditional (a broken lease's holder must not delete the
+  next holder's lease).
 
-Safety rests on the usual lease assumption: clocks of writers differ by less than `margin`.
+A lease is adopted only with proof: the stored body equals, byte for byte, the body this lock
+object just tried to write (each attempt has a random nonce; a forked child has a new owner id).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -24,16 +31,22 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from metatree._locking._base import BaseLock
-from metatree._locking._info import LeaseInfo
+from metatree._locking._info import CorruptLease, LeaseInfo, describe_foreign, directory_error
+from metatree._locking._observe import highest_token, note_token, unchanged_for
 from metatree.errors import LockError, LockLostError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from metatree._storage import Storage
 
 __all__ = ["LeaseLock", "LeaseStore", "Version"]
 
 Version = Any
 """Opaque: an ETag on S3, the body itself where the store compares contents."""
+
+_BREAK_SKEW = 60.0
+"""`break_lock` without force judges expiry on the caller's clock, with this allowance."""
 
 
 class LeaseStore(ABC):
@@ -52,14 +65,13 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def read(self) -> tuple[bytes, Version] | None:
-        """Return the body and version, or None when there is no object."""
+        """Return the body (at most ``MAX_BODY + 1`` bytes) and version; None when absent."""
 
     @abstractmethod
     def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
         """Replace the object if it is still at `version`; return the new version or None.
 
-        `owned` says that the caller holds an unexpired lease at `version`, so nobody else may
-        have touched the object (stores without a conditional write rely on it).
+        `owned` says that the caller holds an unexpired lease at `version` (a renewal).
         """
 
     @abstractmethod
@@ -77,11 +89,12 @@ class LeaseLock(BaseLock):
     ttl
         Lease duration in seconds; renewed every ``ttl / 3`` while held.
     margin
-        Assumed bound on clock differences between writers: a holder stops committing
-        `margin` seconds before its lease ends, a waiter takes over `margin` seconds after.
+        Safety gap: a holder stops committing `margin` seconds before its lease ends, a waiter
+        takes over `margin` seconds after (covers the time from `check` to the commit landing).
     foreign_ttl
-        How long a lock object we cannot parse (metatreedb's empty ``.lock``) is respected,
-        counted from when this lock object first saw it.
+        How long a lock object that is not a lease (metatreedb's empty ``.lock``, a corrupt
+        body) is respected, counted from when this process first saw it unchanged. Below the
+        default `lock_timeout` (60 s), so that one waiting writer gets there.
     """
 
     def __init__(
@@ -90,7 +103,7 @@ class LeaseLock(BaseLock):
         *,
         ttl: float = 30.0,
         margin: float | None = None,
-        foreign_ttl: float = 120.0,
+        foreign_ttl: float = 30.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poll_interval", 0.005)
@@ -100,127 +113,261 @@ class LeaseLock(BaseLock):
         self.ttl = ttl
         self.margin = min(ttl / 6, 2.0) if margin is None else margin
         self.foreign_ttl = foreign_ttl
+        self._holder = "unknown"
+        self._reset()
+
+    def _reset(self) -> None:
         self.owner = uuid.uuid4().hex
-        self._lease: LeaseInfo | None = None
-        self._version: Version | None = None
-        self._lost: str | None = None
-        self._state = threading.Lock()
+        self._state = threading.Lock()  # guards the fields below; the renewer holds it to write
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-        self._foreign_seen: tuple[bytes, float] | None = None
-        self._holder = "unknown"
+        self._lease: LeaseInfo | None = None
+        self._body = b""
+        self._version: Version | None = None
+        self._valid_until = 0.0  # monotonic: start of the request that wrote it + ttl - margin
+        self._lost: str | None = None
+        self._pending: list[tuple[bytes, float, LeaseInfo]] = []  # writes whose reply was lost
+        self._attempt: bytes | None = None  # a body being written, not yet recorded as held
+
+    def _after_fork(self) -> None:
+        """Forget the parent's lease in a forked child, which is a new owner (never adopts it)."""
+        super()._after_fork()
+        self._reset()
 
     # -- acquire / release --------------------------------------------------------------
+    def _new_lease(self, previous: LeaseInfo | None) -> LeaseInfo:
+        return LeaseInfo.new(self.owner, self.ttl, previous, highest_token(self.name))
+
     def _try_acquire(self) -> bool:
-        lease = LeaseInfo.new(self.owner, self.ttl, None)
-        version = self.store.create(lease.to_bytes())
+        lease = self._new_lease(None)
+        body, start = lease.to_bytes(), time.monotonic()
+        version = self._attempted(body, lambda: self.store.create(body))
         if version is not None:
-            return self._held(lease, version)
+            return self._held(lease, body, version, start)
         current = self.store.read()
         if current is None:
+            if self.store.storage.kind(self.store.rel) == "directory":
+                raise directory_error(self.name)  # "exists" to create, absent to read
             return False  # released between our create and our read: try again
-        body, version = current
-        info = LeaseInfo.parse(body)
-        if info is not None and info.owner == self.owner:
-            return self._held(info, version)  # our create won, but its reply was lost
-        if not self._is_dead(body, info):
+        seen, version = current
+        dead, info = self._judge(seen)
+        if not dead:
             return False
-        lease = LeaseInfo.new(self.owner, self.ttl, info)
-        new_version = self.store.replace(version, lease.to_bytes(), owned=False)
-        return new_version is not None and self._held(lease, new_version)
+        lease = self._new_lease(info)
+        body, start = lease.to_bytes(), time.monotonic()
+        version = self._attempted(body, lambda: self.store.replace(version, body, owned=False))
+        return version is not None and self._held(lease, body, version, start)
 
-    def _is_dead(self, body: bytes, info: LeaseInfo | None) -> bool:
-        now = time.time()
-        if info is None:
-            self._holder = LeaseInfo.foreign(now).describe()
-            if self._foreign_seen is None or self._foreign_seen[0] != body:
-                self._foreign_seen = (body, now)
-            return now - self._foreign_seen[1] > self.foreign_ttl
+    def _attempted(self, body: bytes, write: Callable[[], Version | None]) -> Version | None:
+        """Run a write of `body`; if it fails, find out from the stored body whether it landed.
+
+        A reply lost after the write happened (a dropped connection, a timeout) must not leave
+        a lease nobody renews: an error adopts it only when the stored body is exactly ours,
+        and an interruption (Ctrl-C) gives it back.
+        """
+        self._attempt = body
+        try:
+            version = write()
+        except BaseException as exc:
+            try:
+                current = self.store.read()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                current = None
+            if current is not None and current[0] == body:
+                if isinstance(exc, Exception):
+                    return current[1]  # the write landed; only its reply was lost
+                with contextlib.suppress(Exception):
+                    self.store.delete(current[1], owned=False)
+            self._attempt = None
+            raise
+        if version is None:
+            self._attempt = None
+        return version
+
+    def _judge(self, body: bytes) -> tuple[bool, LeaseInfo | None]:
+        """Whether the holder of `body` is dead; also describe it for `LockTimeout`."""
+        try:
+            info = LeaseInfo.load(body)
+        except CorruptLease:
+            age = unchanged_for(self.name, body, repeatable=True)
+            self._holder = (
+                f"{describe_foreign(body)}, seen unchanged for {age:.1f}s; it is taken over "
+                f"after {self.foreign_ttl:g}s"
+            )
+            return age > self.foreign_ttl, None
+        note_token(self.name, info.token)
         self._holder = info.describe()
-        return info.is_dead(self.margin)
+        age = unchanged_for(self.name, body)
+        if info.holder_gone():
+            return True, info
+        limit = (info.ttl if info.ttl > 0 else self.foreign_ttl) + self.margin
+        return age > limit, info
 
-    def _held(self, lease: LeaseInfo, version: Version) -> bool:
+    def _held(self, lease: LeaseInfo, body: bytes, version: Version, start: float) -> bool:
+        note_token(self.name, lease.token)
         with self._state:
-            self._lease, self._version, self._lost = lease, version, None
-        self._foreign_seen = None
-        self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name=self.name)
-        self._renewer.start()
+            self._lease, self._body, self._version = lease, body, version
+            self._valid_until = start + self.ttl - self.margin
+            self._lost, self._pending, self._attempt = None, [], None
+        self._stop = stop = threading.Event()  # one per holding: a late renewer sees its own
+        renewer = threading.Thread(
+            target=self._renew_loop, args=(stop,), daemon=True, name=f"renew {self.name}"
+        )
+        try:
+            renewer.start()
+        except BaseException:
+            self._abandon()
+            raise
+        self._renewer = renewer
         return True
+
+    def _abandon(self) -> None:
+        """Give back a lease taken (or being taken) when the acquisition did not complete."""
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                self._release()
+            return
+        body, self._attempt = self._attempt, None
+        if body is not None:
+            with contextlib.suppress(Exception):
+                current = self.store.read()
+                if current is not None and current[0] == body:
+                    self.store.delete(current[1], owned=False)
 
     def _release(self) -> None:
         self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join()
-            self._renewer = None
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.join()
         with self._state:
-            lease, version, lost = self._lease, self._version, self._lost
+            lease, version, body = self._lease, self._version, self._body
+            pending = [p[0] for p in self._pending]
             self._lease = self._version = None
-        if lease is None or lost is not None:
-            return  # someone else holds it now: leave their lease alone
-        owned = time.time() < lease.expires - self.margin
-        self.store.delete(version, owned=owned)
+            self._body, self._pending = b"", []
+        if lease is None:
+            return
+        if self.store.delete(version, owned=False) or not pending:
+            return  # deleted, or someone else holds it now: their lease is left alone
+        current = self.store.read()  # a renewal whose reply was lost may be what is stored
+        if current is not None and current[0] in pending and current[0] != body:
+            self.store.delete(current[1], owned=False)
 
     def _describe_holder(self) -> str:
         return self._holder
 
+    def _timeout_advice(self) -> str:
+        return (
+            f"retry later: a dead holder's lease is taken over once a waiter has seen it "
+            f"unchanged for its ttl + {self.margin:g}s, or at once when its pid is gone on this "
+            "machine; break_lock(force=True) removes a live one"
+        )
+
     # -- holding ------------------------------------------------------------------------
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+    def _renew_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
             with self._state:
-                lease, version = self._lease, self._version
-                if lease is None or self._lost is not None:
+                if stop.is_set() or self._lease is None or self._lost is not None:
                     return
-                if time.time() >= lease.expires - self.margin:
-                    self._lost = "the lease expired before it could be renewed"
+                if time.monotonic() >= self._valid_until:
+                    self._lost = "the lease ran out before it could be renewed (a stall?)"
                     return
-                renewed = lease.renewed(self.ttl)
-                try:
-                    new_version = self.store.replace(version, renewed.to_bytes(), owned=True)
-                except Exception as exc:  # noqa: BLE001 - a failed renewal is retried next time
-                    self._holder = f"renewal failed: {exc}"
-                    continue
-                if new_version is None:
-                    self._lost = "the lease was taken over by another writer"
+                if not self._renew_once() and self._held_now():
+                    self._renew_once()  # a lost reply was recovered: renew from there at once
+                if not self._held_now():
                     return
-                self._lease, self._version = renewed, new_version
+
+    def _held_now(self) -> bool:
+        return self._lease is not None and self._lost is None
+
+    def _renew_once(self) -> bool:
+        """Renew once (the caller holds `_state`); False when lost, or recovered: try again."""
+        if self._lease is None:
+            return False
+        renewed = self._lease.renewed(self.ttl)
+        body, start = renewed.to_bytes(), time.monotonic()
+        try:
+            version = self.store.replace(self._version, body, owned=True)
+        except Exception as exc:  # noqa: BLE001 - retried next time; the write may have landed
+            self._pending.append((body, start, renewed))
+            self._holder = f"renewal failed: {exc}"
+            return True
+        if version is None:
+            if not self._recover_pending():
+                self._lost = "the lease was taken over or broken by another writer"
+            return False
+        self._lease, self._body, self._version = renewed, body, version
+        self._valid_until, self._pending = start + self.ttl - self.margin, []
+        return True
+
+    def _recover_pending(self, current: tuple[bytes, Version] | None = None) -> bool:
+        """Adopt a renewal that landed although its reply was lost (caller holds `_state`)."""
+        if not self._pending:
+            return False
+        current = self.store.read() if current is None else current
+        if current is None:
+            return False
+        for body, start, lease in self._pending:
+            if current[0] == body:
+                self._lease, self._body, self._version = lease, body, current[1]
+                self._valid_until, self._pending = start + self.ttl - self.margin, []
+                return True
+        return False
 
     def check(self) -> None:
-        """Refuse to commit unless our lease is held and not about to expire."""
+        """Refuse to commit unless our lease is held and not about to end.
+
+        On stores without an atomic replace (WebHDFS) the stored body is read and compared
+        with the one we last wrote, under the state lock, so a renewal cannot slip in between.
+        """
         with self._state:
-            lease, lost = self._lease, self._lost
-        if lost is None and lease is None:
-            lost = "the lock is not held"
-        elif lost is None and lease is not None and time.time() >= lease.expires - self.margin:
-            lost = f"the lease expired at {lease.expires:.3f} (ttl {self.ttl:g}s)"
-        elif lost is None and not self.store.atomic_replace:
-            current = self.store.read()
-            if current is None or current[0] != (lease.to_bytes() if lease else b""):
-                lost = "the lock object is no longer our lease"
-        if lost is not None:
-            with self._state:
+            lost = self._lost
+            if lost is None and self._lease is None:
+                lost = "the lock is not held"
+            elif lost is None and time.monotonic() >= self._valid_until:
+                lost = f"the lease (ttl {self.ttl:g}s) ran out before this commit"
+            elif lost is None and not self.store.atomic_replace:
+                current = self.store.read()
+                if current is None or (
+                    current[0] != self._body and not self._recover_pending(current)
+                ):
+                    lost = "the lock object is no longer our lease (broken or taken over)"
+            if lost is not None:
                 self._lost = lost
+        if lost is not None:
             raise LockLostError(self.name, lost)
 
     # -- inspection ---------------------------------------------------------------------
     def status(self) -> LeaseInfo | None:
-        # docstring inherited
+        """Return the stored lease; None when free or when its holder is provably dead."""
         current = self.store.read()
         if current is None:
             return None
-        info = LeaseInfo.parse(current[0])
-        return info if info is not None else LeaseInfo.foreign(time.time())
+        try:
+            info = LeaseInfo.load(current[0])
+        except CorruptLease:
+            return LeaseInfo.foreign(time.time())
+        return None if info.holder_gone() else info
 
     def break_(self, *, force: bool = False) -> bool:
-        # docstring inherited
+        """Remove a dead holder's lease; a live one only with `force`.
+
+        Without `force` a lease is dead when its pid is gone on this machine, when this process
+        saw it unchanged for its ttl + margin, or when it expired more than a minute ago by the
+        caller's clock (an allowance for clock differences).
+        """
         current = self.store.read()
         if current is None:
             return False
         body, version = current
         info = LeaseInfo.parse(body)
-        if not force and info is not None and not info.is_dead(self.margin):
-            raise LockError(
-                f"{self.name} is held by {info.describe()}: it is alive, so it was not "
-                "broken; pass force=True if you know better"
+        if not force and info is not None:
+            seen = unchanged_for(self.name, body)
+            dead = info.is_dead(max(self.margin, _BREAK_SKEW)) or (
+                info.ttl > 0 and seen > info.ttl + self.margin
             )
-        return self.store.delete(version, owned=False)
+            if not dead:
+                raise LockError(
+                    f"{self.name} is held by {info.describe()}: it is alive, so it was not "
+                    "broken; pass force=True if you know better"
+                )
+        return bool(self.store.delete(version, owned=False))

@@ -12,6 +12,7 @@ from typing import Any
 
 from metatree._aio import run
 from metatree._backend_s3 import S3Backend
+from metatree._locking._info import MAX_BODY
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
 
@@ -64,9 +65,17 @@ class S3LeaseStore(LeaseStore):
         return self._put(body, IfNoneMatch="*")
 
     def read(self) -> tuple[bytes, Version] | None:
-        """GetObject: the body and its ETag in one request."""
+        """GetObject of a bounded prefix: the body and its ETag in one request.
+
+        A planted huge body is never read whole (the range stops past `MAX_BODY`).
+        """
         try:
-            reply = self._call("get_object")
+            try:
+                reply = self._call("get_object", Range=f"bytes=0-{MAX_BODY}")
+            except OSError as exc:
+                if not any(m in str(exc) for m in ("InvalidRange", "416", "not satisfiable")):
+                    raise
+                reply = self._call("get_object")  # an empty object has no byte 0 to range
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc):
                 return None
@@ -78,7 +87,7 @@ class S3LeaseStore(LeaseStore):
         return self._put(body, IfMatch=version)
 
     def delete(self, version: Version, *, owned: bool) -> bool:
-        """DeleteObject with ``If-Match: <etag>``."""
+        """DeleteObject with ``If-Match: <etag>`` (always conditional, owned or not)."""
         try:
             self._call("delete_object", IfMatch=version)
         except OSError as exc:

@@ -163,6 +163,12 @@ PUTS = [  # put(location, source, **kwargs); sources are made by `_source`
     row("m/v1", "bytes", {"name": "ckpt", "force": True}, AE, id="over-directory-no-recursive"),
     row("m", "bytes", {"name": "v1"}, AE, id="named-like-child"),
     row("m", "bytes", {"name": "v1", "force": True}, AE, id="named-like-child-force"),
+    row("m/v1", "text", {"name": "g"}, P, id="text-mode-file-object"),
+    row("m/v3/s", "text", {"name": "g"}, P, id="text-mode-file-object-new-nodes"),
+    row("m/v1", "dir-glob", {"recursive": True}, P, id="directory-holding-a-glob-name"),
+    row("m/v1", "dir-reserved", {"recursive": True}, P, id="directory-holding-metadata-json"),
+    row("m/v1", "dir-empty", {"recursive": True}, P, id="empty-directory"),
+    row("m/v3", "dir-empty", {"recursive": True}, P, id="empty-directory-new-node"),
 ]
 GETS = [  # get("node/location/file")
     row("m/v1/nope", NF, id="missing-file"), row("m/v9/f", NF, id="missing-node"),
@@ -229,6 +235,11 @@ def _make_sources(tmp_path: Path) -> None:
     (tmp_path / "ckpt" / "a.txt").write_bytes(b"A")
     (tmp_path / "metadata.json").write_bytes(b"{}")
     (tmp_path / "trained.pkl").write_bytes(b"weights-v1")
+    for folder, bad in (("globdir", "a[1]"), ("reserveddir", "metadata.json")):
+        (tmp_path / folder / "sub").mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "ok.txt").write_bytes(b"ok")
+        (tmp_path / folder / "sub" / bad).write_bytes(b"bad")
+    (tmp_path / "emptydir").mkdir(exist_ok=True)
 
 
 def _source(kind: str, tmp_path: Path) -> Any:
@@ -242,6 +253,10 @@ def _source(kind: str, tmp_path: Path) -> Any:
         "missing": tmp_path / "missing.bin",
         "dir": tmp_path / "ckpt",
         "reserved": tmp_path / "metadata.json",
+        "text": io.StringIO("x"),
+        "dir-glob": tmp_path / "globdir",
+        "dir-reserved": tmp_path / "reserveddir",
+        "dir-empty": tmp_path / "emptydir",
     }[kind]
 
 

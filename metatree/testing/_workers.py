@@ -5,6 +5,7 @@ Each receives the database pickled (`Metatree` pickles its storage and lock sett
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,19 @@ if TYPE_CHECKING:
 
     from metatree._tree import Metatree
 
-__all__ = ["hammer_puts", "hammer_updates", "hold_lock", "stall_then_commit", "write_forever"]
+__all__ = [
+    "fork_pool_increments",
+    "fork_pool_report",
+    "hammer_puts",
+    "hammer_updates",
+    "hold_lock",
+    "hold_with_skew",
+    "stall_then_commit",
+    "write_forever",
+]
+
+_TREE: Metatree | None = None
+"""The module-level tree a fork pool's children inherit (the pattern of issue 19.3)."""
 
 
 def hammer_updates(tree: Metatree, worker: int, count: int) -> list[str]:
@@ -69,3 +82,69 @@ def write_forever(tree: Metatree) -> None:
     while True:
         i += 1
         node.update(counter=i, payload="x" * (i % 4096))
+
+
+def _increment(count: int, parent_owner: str) -> list[str]:
+    """In a forked child: read-modify-write ``counter`` of ``m/v1`` `count` times."""
+    tree = _TREE
+    if tree is None:  # pragma: no cover - set before the pool forks
+        return ["no inherited tree"]
+    lock = tree._db.lock
+    errors = []
+    if lock.is_locked:
+        errors.append("the child inherited the parent's held lock")
+    if getattr(lock, "owner", None) == parent_owner:
+        errors.append("the child kept the parent's owner id")
+    for _ in range(count):
+        try:
+            with tree.transaction():
+                node = tree.find("m/v1")
+                node.update(counter=node.metadata.get("counter", 0) + 1)
+        except MetatreeError as exc:
+            errors.append(repr(exc))
+    return errors
+
+
+def fork_pool_increments(tree: Metatree, workers: int, count: int) -> list[str]:
+    """Fork a pool from this (clean, spawned) process while holding the lock; count up.
+
+    The pool's children inherit `tree` as a module global, with its lock held by the parent
+    at the moment of the fork: none may believe it holds that lock or adopt its lease.
+    (The lock is held directly, not through a transaction: a transaction open across a fork
+    is the transaction layer's business, not the lock's.)
+    """
+    global _TREE
+    _TREE = tree
+    fork = mp.get_context("fork")
+    with tree._db.lock:  # held while the children are forked (the lock alone: see below)
+        close = getattr(getattr(tree.storage.fs, "session", None), "close", None)
+        if callable(close):
+            close()  # no pooled HTTP connection may be shared by the children (requests)
+        pool = fork.Pool(workers)
+        owner = str(getattr(tree._db.lock, "owner", ""))
+    try:
+        results = pool.starmap(_increment, [(count, owner)] * workers)
+    finally:
+        pool.close()
+        pool.join()
+    return [error for result in results for error in result]
+
+
+def fork_pool_report(tree: Metatree, workers: int, count: int, conn: Connection) -> None:
+    """Run `fork_pool_increments` as a spawned process's body; send back the errors."""
+    conn.send(fork_pool_increments(tree, workers, count))
+
+
+def hold_with_skew(tree: Metatree, conn: Connection, skew: float) -> None:
+    """Hold the lock with a wall clock `skew` seconds off; commit on a go, say how it ended."""
+    real = time.time
+    time.time = lambda: real() + skew  # this whole process runs on the skewed clock
+    try:
+        with tree.transaction():
+            tree.find("m/v1").update(skewed=True)
+            conn.send("holding")
+            conn.recv()
+    except MetatreeError as exc:
+        conn.send(type(exc).__name__)
+    else:
+        conn.send("committed")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Storage, as_storage
+from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._locks import LockTests
 from metatree.testing.servers import s3_options
 
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
 
 
 @pytest.mark.seaweedfs
-class TestSeaweedFS(LockTests):
-    """The lock tests on a real S3 server whose conditional writes are atomic.
+class TestSeaweedFS(LockTests, LockHardeningTests):
+    """The lock tests (and the lock hardening tests) on a real S3 server whose conditional
+    writes are atomic.
 
     SeaweedFS answers contended conditional writes slowly, so the sizes are smaller than on
     local disk while the writers still overlap; the benchmark runs the full sizes.

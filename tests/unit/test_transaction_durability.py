@@ -24,9 +24,9 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Metatree,
     storage = tree.storage
     write, put, sync = storage.write_atomic, storage.put, storage.sync
 
-    def write_atomic(rel: str, data: bytes, *, durable: bool = True) -> None:
+    def write_atomic(rel: str, data: bytes, *, durable: bool = True, **options: Any) -> None:
         calls.append(("write", rel, durable))
-        write(rel, data, durable=durable)
+        write(rel, data, durable=durable, **options)
 
     def put_(source: Any, rel: str, callback: Any = None, *, durable: bool = True) -> None:
         calls.append(("put", rel, durable))
@@ -66,15 +66,22 @@ def test_new_nodes_are_synced_in_one_batch_before_the_index(
     assert b"".join(tree.get("m/v3/f")) == b"new"
 
 
-def test_files_put_into_existing_nodes_stay_durable_at_once(
+def test_files_put_into_existing_nodes_are_staged_durably(
     recorded: tuple[Metatree, list[Any]],
 ) -> None:
     tree, calls = recorded
+    other = Metatree(tree.storage)
     with tree.transaction():
-        tree.put("m/v0", b"more", name="g")  # visible at once: it must not be deferred
+        tree.put("m/v0", b"more", name="g")  # staged, moved into place at commit
         tree.find("m/v0").update(score=1)
-    assert ("put", "m/v0/g", True) in calls
+        assert other.find("m/v0").list() == ["f"]  # not visible before the commit
+    puts = [c for c in calls if c[0] == "put"]
+    assert len(puts) == 1
+    assert puts[0][1].startswith("m/v0/.metatree.tx.")
+    assert puts[0][2]  # durable before it can be moved into a listed node
     assert not [c for c in calls if c[0] in {"put", "write"} and not c[2]]
+    assert b"".join(tree.get("m/v0/g")) == b"more"
+    assert tree.find("m/v0").list() == ["f", "g"]
 
 
 def test_a_failed_transaction_leaves_unsynced_orphans_only(
@@ -107,17 +114,33 @@ def test_a_file_replaced_later_in_the_transaction_needs_no_sync(
     assert tree.find("m").children == ["v0", "v5"]
 
 
-def test_remove_inside_a_transaction_commits_what_came_before(
+def test_remove_inside_a_transaction_deletes_after_the_commit(
     recorded: tuple[Metatree, list[Any]],
 ) -> None:
     tree, calls = recorded
     with tree.transaction():
         tree.put("m/v1", b"new", name="f")
-        tree.remove("m/v0", recursive=True)  # writes the staged metadata first
-        tree.put("m/v1", b"more", name="g")  # m/v1 is listed now: durable at once
+        tree.remove("m/v0", recursive=True)  # staged: the data stays until the commit
+        assert tree.storage.kind("m/v0/f") == "file"
+        tree.put("m/v1", b"more", name="g")  # m/v1 is this transaction's: unsynced
     assert ("put", "m/v1/f", False) in calls
-    assert ("put", "m/v1/g", True) in calls
+    assert ("put", "m/v1/g", False) in calls
     first_sync = next(i for i, c in enumerate(calls) if c[0] == "sync")
     index = calls.index(("write", "m/metadata.json", True))
     assert first_sync < index
     assert tree.find("m").children == ["v1"]
+    assert tree.storage.kind("m/v0") is None
+
+
+def test_a_rolled_back_remove_keeps_the_data(recorded: tuple[Metatree, list[Any]]) -> None:
+    tree, _ = recorded
+
+    def aborted() -> None:
+        with tree.transaction():
+            tree.remove("m/v0", recursive=True)
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        aborted()
+    assert tree.find("m").children == ["v0"]
+    assert b"".join(tree.get("m/v0/f")) == b"old"

@@ -1,0 +1,283 @@
+"""The local side of put and get: local directory trees in, stored trees out.
+
+A recursive put reads a local directory that the user controls; a recursive get writes stored
+names, which anyone with write access to the bucket controls, onto the local disk. Both are
+checked whole before the first byte moves (DESIGN.md invariants 4 to 6): a put refuses names
+that could never be stored safely, a get refuses names that could leave the download directory
+(zip-slip), and a download appears at its final name only when it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import stat
+import uuid
+from typing import TYPE_CHECKING
+
+from metatree._paths import SYSTEM_PREFIX, check_name
+from metatree.errors import (
+    AlreadyExistsError,
+    MetatreeError,
+    NotFoundError,
+    PathError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fsspec.callbacks import Callback
+
+    from metatree._backends import Source
+    from metatree._storage import Storage
+
+__all__ = [
+    "check_chunk_size",
+    "check_local_outfile",
+    "download_tree",
+    "is_text_stream",
+    "local_read_error",
+    "scan_source",
+    "upload",
+]
+
+_MAX_NAME_BYTES = 255
+_UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def check_chunk_size(chunk_size: object, shown: str) -> int:
+    """Return `chunk_size` if it is a positive int, else `PathError` (``0`` used to read b"")."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise PathError(shown, f"chunk_size must be a positive int, not {chunk_size!r}")
+    return chunk_size
+
+
+def is_text_stream(source: object) -> bool:
+    """Whether a file object yields str: it would fail with a raw TypeError mid-upload.
+
+    ``read(0)`` consumes nothing from any stream, so it is asked before anything is written.
+    """
+    if isinstance(source, io.TextIOBase):
+        return True
+    read = getattr(source, "read", None)
+    if read is None:
+        return False
+    try:
+        probe = read(0)
+    except Exception:  # noqa: BLE001 - a stream that cannot answer is judged when it is read
+        return False
+    return isinstance(probe, str)
+
+
+def check_local_outfile(outfile: object) -> str | None:
+    """Return `outfile` as a str after checking it can receive a download, before any I/O."""
+    if outfile is None:
+        return None
+    if not isinstance(outfile, str | os.PathLike):
+        raise PathError(repr(outfile), "outfile must be a local path (str or os.PathLike)")
+    local = os.fspath(outfile)
+    if not isinstance(local, str):
+        raise PathError(repr(outfile), "outfile must be a str path, not bytes")
+    if os.path.lexists(local):
+        raise AlreadyExistsError(local, "get will not overwrite a local file")
+    parent = os.path.dirname(os.path.abspath(local))
+    if not os.path.isdir(parent):
+        raise NotFoundError(parent, "local directory to download into")
+    return local
+
+
+# -- put: a local directory tree ----------------------------------------------------------
+def scan_source(base: str) -> list[tuple[str, str]]:
+    """Return every file below the local directory `base` as (local path, stored path).
+
+    Everything is checked before the caller writes anything: each name as a stored name
+    (`check_name`: glob characters, reserved names, controls, ...), each file readable.
+    Symbolic links are followed (a link to a directory stores the directory), with loop
+    protection. Empty directories (the source itself included) are refused, since object
+    stores cannot hold them and a silent loss is worse. Errors name the local path.
+    """
+    out: list[tuple[str, str]] = []
+    top = _stat(base, base)
+    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+        (base, "", frozenset({(top.st_dev, top.st_ino)}))
+    ]
+    while stack:
+        folder, prefix, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            raise StorageError(folder, f"cannot list the local directory: {exc}") from None
+        if not entries:
+            raise PathError(
+                folder,
+                "an empty local directory cannot be stored (object stores have no empty "
+                "directories): put a file in it or remove it",
+            )
+        for entry in reversed(entries):
+            local = entry.path
+            try:
+                check_name(entry.name, local)
+            except PathError as exc:
+                raise PathError(local, f"cannot store this local file: {exc.reason}") from None
+            stored = f"{prefix}{entry.name}"
+            info = _stat(local, base)
+            if stat.S_ISDIR(info.st_mode):
+                ident = (info.st_dev, info.st_ino)
+                if ident in ancestors:
+                    raise PathError(local, "a symbolic link loops back to a directory above it")
+                stack.append((local, f"{stored}/", ancestors | {ident}))
+            elif stat.S_ISREG(info.st_mode):
+                _check_readable(local)
+                out.append((local, stored))
+            else:
+                raise PathError(local, "not a regular file or directory (a fifo, socket, ...)")
+    out.sort(key=lambda pair: pair[1])
+    return out
+
+
+def _stat(local: str, base: str) -> os.stat_result:
+    try:
+        return os.stat(local)  # follows links: a link stores what it points to
+    except FileNotFoundError:
+        what = "local file to put" if local == base else "target of the local file (a broken link)"
+        raise NotFoundError(local, what) from None
+    except OSError as exc:
+        raise StorageError(local, f"cannot read the local file: {exc}") from None
+
+
+def _check_readable(local: str) -> None:
+    problem = local_read_error(local)
+    if problem is not None:
+        raise problem
+
+
+def local_read_error(local: str) -> MetatreeError | None:
+    """Return the error naming `local` if it cannot be opened for reading now, else None.
+
+    Asked after an upload failed: a local file that vanished or became unreadable midway is
+    the cause, and the error must name it rather than the destination.
+    """
+    try:
+        with open(local, "rb"):
+            return None
+    except FileNotFoundError:
+        return NotFoundError(local, "local file to put")
+    except OSError as exc:
+        return StorageError(local, f"cannot read the local file: {exc}")
+
+
+def upload(
+    storage: Storage,
+    source: Source,
+    files: list[tuple[str, str]] | None,
+    rel: str,
+    callback: Callback,
+    unsynced: list[str] | None,
+) -> None:
+    """Put `source` (`files` None) or a scanned directory's `files` below `rel`.
+
+    With `unsynced`, flushes are skipped and the written paths listed for a later sync. A
+    failure whose cause is a local file (gone or unreadable midway) names that file.
+    """
+    targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
+    for one, target in targets:
+        try:
+            storage.put(one, target, callback, durable=unsynced is None)
+        except MetatreeError as exc:
+            local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
+            problem = None if local is None else local_read_error(local)
+            if problem is not None:
+                raise problem from exc
+            raise
+        if unsynced is not None:
+            unsynced.append(target)
+
+
+# -- get: a stored directory tree ---------------------------------------------------------
+def unsafe_local_segment(segment: str) -> str | None:
+    """Why the stored name `segment` cannot become one local path component, or None."""
+    if segment in ("", ".", ".."):
+        return f"{segment!r} would leave the download directory"
+    bad = _UNSAFE_LOCAL.search(segment)
+    if bad:
+        return f"it contains {bad.group()!r} (a separator or a control character)"
+    if len(segment.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        return f"a name longer than {_MAX_NAME_BYTES} bytes"
+    return None
+
+
+def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) -> None:
+    """Download the stored directory `rel` to the new local directory `outfile`.
+
+    The whole listing is checked first: one name that could leave `outfile` (``..``, an
+    absolute or empty segment, a backslash, a control character) refuses the download, with
+    `PathError` naming the stored key, before anything is written. Names starting with
+    ``.metatree`` are metatree's own leftovers (a killed put's temp file) and are skipped.
+    Files land in a fresh directory beside `outfile`, renamed into place once complete, so
+    a failure leaves no partial directory.
+    """
+    plan: list[list[str]] = []
+    for sub in storage.walk_files(rel):
+        parts = sub.split("/")
+        for part in parts:
+            reason = unsafe_local_segment(part)
+            if reason is not None:
+                raise PathError(
+                    storage.url_of(f"{rel}/{sub}"),
+                    f"this stored name cannot be downloaded: {reason}; nothing was written",
+                )
+        if not any(part.startswith(SYSTEM_PREFIX) for part in parts):
+            plan.append(parts)
+    _refuse_file_and_directory(storage, rel, plan)
+    parent, name = os.path.split(os.path.abspath(outfile))
+    partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
+    _local(partial, os.mkdir)
+    try:
+        for parts in plan:
+            local = os.path.join(partial, *parts)
+            _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
+            storage.get(f"{rel}/{'/'.join(parts)}", local, callback)
+        _local(outfile, lambda p: _rename_new(partial, p))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(partial)
+        raise
+
+
+def _refuse_file_and_directory(storage: Storage, rel: str, plan: list[list[str]]) -> None:
+    """Refuse a listing where one name is a file and a directory (an S3 key and a prefix).
+
+    A local directory cannot hold both; found midway, it would fail after writing.
+    """
+    files = {"/".join(parts) for parts in plan}
+    for parts in plan:
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                raise PathError(
+                    storage.url_of(f"{rel}/{folder}"),
+                    "this stored name is both a file and a directory, which a local disk "
+                    "cannot hold; nothing was written",
+                )
+
+
+def _rename_new(src: str, dst: str) -> None:
+    """Rename the complete download into place, never over something that appeared since."""
+    if os.path.lexists(dst):
+        raise AlreadyExistsError(dst, "get will not overwrite a local file")
+    os.rename(src, dst)
+
+
+def _local(path: str, action: Callable[[str], object]) -> None:
+    """Run a local filesystem action on `path`, mapping its OSError to one naming `path`."""
+    try:
+        action(path)
+    except MetatreeError:
+        raise
+    except OSError as exc:
+        raise StorageError(path, f"local filesystem: {exc}") from None
