@@ -198,9 +198,10 @@ class Storage:
         """Download the file `rel` to `local_path` (a partial download never shows there).
 
         The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name)
-        beside `local_path`, renamed over it on success and removed on failure. A fixed side
-        name let a planted symlink redirect the download, and deleted a user's file of that
-        name. A failure to write the local file (a full disk) names the local file.
+        beside `local_path`, moved to it on success and removed on failure. A fixed side name
+        let a planted symlink redirect the download, and deleted a user's file of that name.
+        The move never replaces something that appeared at `local_path` meanwhile
+        (`AlreadyExistsError`). A failure to write the local file (a full disk) names it.
         """
         fd, tmp = _exclusive_temp(local_path)
         try:
@@ -212,8 +213,7 @@ class Storage:
                 self._backend.get(
                     self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), callback
                 )
-            with translate_errors(local_path):
-                os.replace(tmp, local_path)
+            _move_new(tmp, local_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -318,6 +318,27 @@ def _local_errors(local_path: str) -> Iterator[None]:
         if exc.errno in _LOCAL_FULL:
             raise _local_error(local_path, exc) from exc
         raise
+
+
+def _move_new(tmp: str, local_path: str) -> None:
+    """Move the finished download to `local_path`, never over an existing name.
+
+    ``link(2)`` fails if the name exists (a check then ``rename`` would race); filesystems
+    without hard links get the check and the rename.
+    """
+    try:
+        os.link(tmp, local_path, follow_symlinks=False)
+    except FileExistsError:
+        raise AlreadyExistsError(local_path, "get will not overwrite a local file") from None
+    except OSError as exc:
+        if exc.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}:
+            raise StorageError(local_path, f"local filesystem: {exc}") from None
+        if os.path.lexists(local_path):
+            raise AlreadyExistsError(local_path, "get will not overwrite a local file") from None
+        with translate_errors(local_path):
+            os.rename(tmp, local_path)
+        return
+    os.unlink(tmp)
 
 
 def _exclusive_temp(local_path: str) -> tuple[int, str]:

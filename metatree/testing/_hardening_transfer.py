@@ -15,7 +15,7 @@ import pytest
 from fsspec.callbacks import Callback
 
 from metatree._backends import MISSING
-from metatree.errors import ConflictError, NotFoundError, StorageError
+from metatree.errors import AlreadyExistsError, ConflictError, NotFoundError, StorageError
 from metatree.testing._helpers import snapshot, unchanged
 
 if TYPE_CHECKING:
@@ -47,9 +47,9 @@ class _Raising(Callback):  # type: ignore[misc]
 class _Once(Callback):  # type: ignore[misc]
     """A progress callback that runs `action` at the first update (mid-transfer)."""
 
-    def __init__(self, action: Callable[[], None]) -> None:
+    def __init__(self, action: Callable[[], object]) -> None:
         super().__init__()
-        self.action: Callable[[], None] | None = action
+        self.action: Callable[[], object] | None = action
 
     def call(self, *args: Any, **kwargs: Any) -> None:
         if self.value and self.action is not None:
@@ -237,6 +237,16 @@ class TransferHardeningTests:
             b"".join(tree.get("m/v1/missing", str(folder / "dl")))
         assert side.read_bytes() == b"mine"
         assert os.listdir(folder) == ["dl.metatree-partial"]
+
+    def test_get_never_replaces_a_file_that_appeared(self, tree: Metatree, tmp_path: Path) -> None:
+        """A file created at the outfile while the download ran is kept (no clobbering)."""
+        folder = _folder(tmp_path)
+        out = folder / "dl"
+        tree.put("m/v1", b"x" * BIG, name="f")
+        with pytest.raises(AlreadyExistsError):
+            tree.get("m/v1/f", str(out), callback=_Once(lambda: out.write_bytes(b"theirs")))
+        assert out.read_bytes() == b"theirs"
+        assert os.listdir(folder) == ["dl"]
 
     def test_interrupted_get_leaves_nothing(self, tree: Metatree, tmp_path: Path) -> None:
         folder = _folder(tmp_path)
