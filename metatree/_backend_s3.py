@@ -2,7 +2,17 @@
 
 What s3fs gets wrong for us, and what this adapter does instead:
 
-* ``cat_file(path)`` sends a HEAD before its GET; a ranged GET alone is one request.
+* Its blocking methods run through ``fsspec.asyn.sync``, which leaves the request running
+  when the calling thread is interrupted (Ctrl-C during a commit landed the write after the
+  lock was released). Every request here goes through `metatree._aio.run`, which cancels and
+  awaits it: we call s3fs's coroutines (``_call_s3``...), never its sync wrappers.
+* ``cat_file(path)`` sends a HEAD before its GET; GetObject alone is one request, and returns
+  the ETag with the body (`read_versioned`).
+* Its buffered file uploads what it holds when its context exits, even on an error: a failed
+  put replaced a file with the first part of the new one. `put` sends one PutObject only with
+  the whole body, or a multipart upload that is aborted on any exception.
+* Ranged reads (its files, ``get_file``'s resume) may each see a newer object: `iter_chunks`
+  sends ``If-Match`` with the first response's ETag on every further range.
 * A ranged GET of an empty object answers 416, which s3fs raises as a plain `OSError`.
 * A failed ``If-None-Match: *`` surfaces as `FileExistsError` on moto but as a plain
   `OSError` naming ``PreconditionFailed`` on SeaweedFS and Ceph (and AWS may answer 409
@@ -13,12 +23,14 @@ What s3fs gets wrong for us, and what this adapter does instead:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from metatree._backends import Backend, Capabilities, copy_stream, open_source
+from metatree._aio import run
+from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
     from fsspec.callbacks import Callback
 
@@ -26,9 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Backend"]
 
-_WHOLE = 2**62  # a Range end past any object: S3 answers with the whole object
 _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflict")
-_PART_SIZE = 8 * 2**20  # multipart part size: bounds the memory a streamed upload holds
+_GET_CHUNK = 8 * 2**20
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1 000 keys
 
 
@@ -36,65 +47,214 @@ def _unsatisfiable(exc: OSError) -> bool:
     return "not satisfiable" in str(exc) or "InvalidRange" in str(exc)
 
 
+def _lost_race(exc: OSError) -> bool:
+    return any(marker in str(exc) for marker in _LOST_RACE)
+
+
+def _read_full(stream: IO[bytes], n: int) -> bytes:
+    """Read `n` bytes, or fewer only at the end (a stream may return short reads)."""
+    parts: list[bytes] = []
+    while n > 0 and (chunk := stream.read(n)):
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
 class S3Backend(Backend):
-    """s3fs, with ``If-None-Match: *`` as the atomic exclusive create."""
+    """s3fs, with ``If-None-Match: *`` as the atomic exclusive create and ``If-Match`` fences."""
 
-    capabilities = Capabilities(exclusive_names=False)
+    capabilities = Capabilities(exclusive_names=False, conditional_write=True, background_io=True)
+    timeout: ClassVar[float] = 300.0
+    """Seconds one request may take in all (botocore's own connect and read timeouts, 60 s
+    each, apply per attempt; s3fs retries): then it is cancelled, and `TimeoutError` raised."""
+    part_size: ClassVar[int] = 8 * 2**20
+    """Multipart part size (S3's minimum is 5 MiB): bounds the memory a streamed upload holds."""
 
-    def read(self, path: str) -> bytes:
-        """One ranged GET (plain `cat_file` would HEAD first)."""
+    # -- requests -----------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return run(self.fs.loop, coro, self.timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One S3 request on `path`'s key; a GetObject's body is read inside the call."""
+        bucket, key, _ = self.fs.split_path(path)
+
+        async def call() -> dict[str, Any]:
+            reply: dict[str, Any] = await self.fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
+            if method == "get_object":
+                body = reply["Body"]
+                try:
+                    reply["Body"] = await body.read()
+                finally:
+                    body.close()
+            return reply
+
         try:
-            return bytes(self.fs.cat_file(path, start=0, end=_WHOLE))
+            reply: dict[str, Any] = self._run(call())
+            return reply
+        finally:
+            if method in {"put_object", "delete_object", "complete_multipart_upload"}:
+                self.fs.invalidate_cache(path)
+
+    # -- reads --------------------------------------------------------------------------
+    def read(self, path: str) -> bytes:
+        """One GetObject (plain `cat_file` would HEAD first)."""
+        return bytes(self._call("get_object", path)["Body"])
+
+    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+        """One GetObject: the body and its ETag come in the same reply."""
+        reply = self._call("get_object", path)
+        return bytes(reply["Body"]), reply["ETag"]
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Ranged GETs of `chunk_size`, every one after the first with ``If-Match`` its ETag.
+
+        A replacement between two ranges answers 412 and raises `Changed`, never a stream
+        that starts with the old bytes and ends with the new. No HEAD, bounded memory.
+        """
+        return self._pinned(path, chunk_size, None)
+
+    def _pinned(
+        self, path: str, chunk_size: int, sized: Callable[[int], object] | None
+    ) -> Iterator[bytes]:
+        try:
+            first = self._call("get_object", path, Range=f"bytes=0-{chunk_size - 1}")
         except FileNotFoundError:
             raise
         except OSError as exc:
             if _unsatisfiable(exc):
-                return b""
+                return  # an empty object
             raise
-
-    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
-        """Ranged GETs of `chunk_size` until a short one: no HEAD, bounded memory."""
-        start = 0
-        while True:
+        etag = first["ETag"]
+        total = int(str(first.get("ContentRange", "")).rpartition("/")[2] or len(first["Body"]))
+        start = len(first["Body"])
+        if sized is not None:
+            sized(total)
+        if first["Body"]:
+            yield bytes(first["Body"])
+        del first
+        while start < total:
+            end = min(start + chunk_size, total) - 1
             try:
-                chunk = bytes(self.fs.cat_file(path, start=start, end=start + chunk_size))
+                reply = self._call("get_object", path, Range=f"bytes={start}-{end}", IfMatch=etag)
             except FileNotFoundError:
-                raise
+                raise Changed(f"{path} was removed while it was read") from None
             except OSError as exc:
-                if _unsatisfiable(exc):
-                    return  # empty object, or its size is an exact multiple of chunk_size
+                if _lost_race(exc) or _unsatisfiable(exc):
+                    raise Changed(f"{path} was replaced while it was read") from None
                 raise
-            if chunk:
-                yield chunk
-            if len(chunk) < chunk_size:
-                return
+            chunk = bytes(reply["Body"])
+            if not chunk:
+                raise Changed(f"{path} ended early while it was read")
+            yield chunk
             start += len(chunk)
 
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        """PutObject with ``If-None-Match: *``: S3 lets exactly one such PUT succeed."""
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        """Download with the pinned ranged GETs of `iter_chunks`."""
+        for chunk in self._pinned(path, _GET_CHUNK, callback.set_size):
+            out.write(chunk)
+            callback.relative_update(len(chunk))
+
+    def kind(self, path: str) -> str | None:
+        # docstring inherited
+        self.fs.invalidate_cache(path)
         try:
-            self.fs.pipe_file(path, data, mode="create")
-        except FileExistsError:
-            return False
+            info = self._run(self.fs._info(path))
+        except FileNotFoundError:
+            return None
+        return "directory" if info["type"] == "directory" else "file"
+
+    # -- writes -------------------------------------------------------------------------
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """One PutObject: S3 shows the old or the new object, never a mix."""
+        self._call("put_object", path, Body=data)
+
+    def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
+        """PutObject with ``If-Match: <etag>``: S3 refuses it (412) once the object changed.
+
+        `MISSING`: ``If-None-Match: *`` (`create_exclusive`).
+        """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
+        try:
+            self._call("put_object", path, Body=data, IfMatch=version)
+        except FileNotFoundError:
+            return False  # removed since it was read
         except OSError as exc:
-            if any(marker in str(exc) for marker in _LOST_RACE):
+            if _lost_race(exc):
                 return False
             raise
         return True
 
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """PutObject with ``If-None-Match: *``: S3 lets exactly one such PUT succeed."""
+        try:
+            self._call("put_object", path, Body=data, IfNoneMatch="*")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if _lost_race(exc):
+                return False
+            raise
+        return True
+
+    def rename(self, src: str, dst: str) -> None:
+        """Server-side copy, then delete: readers of `dst` see the old or the new object."""
+        self._copy(src, dst)
+        self.remove_file(src)
+
+    def _copy(self, src: str, dst: str) -> None:
+        """CopyObject (multipart above 5 GB) through our runner: never lands after a raise."""
+        self._run(self.fs._cp_file(src, dst))
+        self.fs.invalidate_cache(dst)
+
+    def remove_file(self, path: str) -> None:
+        # docstring inherited
+        self._call("delete_object", path)
+
     def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
-        """One PUT for small files, multipart in 8 MiB parts above (completed atomically)."""
-        with (
-            open_source(source) as (stream, size),
-            self.fs.open(path, "wb", block_size=_PART_SIZE) as out,
-        ):
-            copy_stream(stream, out, size, callback)
+        """One PutObject with the whole body up to `part_size`, multipart above.
+
+        The object appears only when the single PUT or ``CompleteMultipartUpload`` succeeds;
+        on any exception (a failing source, a callback raising KeyboardInterrupt) the
+        multipart upload is aborted, so the old object (or none) stays. Progress is reported
+        before each part is committed, so an exception from the callback still aborts.
+        """
+        with open_source(source) as (stream, size):
+            if size is not None:
+                callback.set_size(size)
+            data = _read_full(stream, self.part_size)
+            if len(data) < self.part_size:
+                callback.relative_update(len(data))
+                self._call("put_object", path, Body=data)
+                return
+            upload = self._call("create_multipart_upload", path)["UploadId"]
+            try:
+                parts: list[dict[str, Any]] = []
+                while data:
+                    number = len(parts) + 1
+                    reply = self._call(
+                        "upload_part", path, Body=data, PartNumber=number, UploadId=upload
+                    )
+                    parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+                    callback.relative_update(len(data))
+                    data = _read_full(stream, self.part_size)
+                self._call(
+                    "complete_multipart_upload",
+                    path,
+                    UploadId=upload,
+                    MultipartUpload={"Parts": parts},
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._call("abort_multipart_upload", path, UploadId=upload)
+                raise
 
     def find(self, path: str) -> list[str]:
         """Every key below ``path/`` in one listing (an object named `path` is not below it)."""
         prefix = path.rstrip("/") + "/"
         self.fs.invalidate_cache(path)
-        return [k for k in self.fs.find(prefix) if k.startswith(prefix)]
+        keys = self._run(self.fs._find(prefix))  # through our runner, as every request
+        return [k for k in keys if k.startswith(prefix)]
 
     def _delete_keys(self, keys: list[str]) -> None:
         """DeleteObjects of exact keys, 1 000 per request; any per-key error is raised.
@@ -106,8 +266,10 @@ class S3Backend(Backend):
             batch = keys[start : start + _DELETE_BATCH]
             bucket = self.fs.split_path(batch[0])[0]
             objects = [{"Key": self.fs.split_path(key)[1]} for key in batch]
-            reply = self.fs.call_s3(
-                "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+            reply = self._run(  # our runner: an interrupted delete never lands later
+                self.fs._call_s3(
+                    "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+                )
             )
             for key in batch:
                 self.fs.invalidate_cache(key)

@@ -11,24 +11,33 @@ What fsspec's client gets wrong for us, and what this adapter does instead:
 * ``exists()`` swallows every error, connection failures included; we map errors ourselves
   from the ``RemoteException`` JSON body.
 * ``open("xb")`` does not give an exclusive create.
+* Its requests have no timeout: a server that never answers hung a writer forever, whatever
+  its ``lock_timeout``. Every request here has a connect and a read timeout (`timeout`).
+* Its reads are ranged requests that may each see a newer file. `iter_chunks` streams one
+  OPEN and compares the file status (id, length, modification time) taken after the first
+  chunk with the one at the end: a replacement raises `Changed` (see
+  docs/hardening-transfers.md for the window that remains on a real cluster).
+* HDFS has no conditional write: `write_if` re-reads the file immediately before its RENAME
+  (one round trip of window, measured in docs/hardening-transfers.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import posixpath
 import tempfile
 import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import requests
 
-from metatree._backends import Backend, Capabilities, open_source
+from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from fsspec.callbacks import Callback
 
@@ -72,7 +81,9 @@ class _Progress:
 class WebHDFSBackend(Backend):
     """WebHDFS: CREATE of a temp file + RENAME, whose ``false`` reply means we lost."""
 
-    capabilities = Capabilities(real_directories=True)
+    capabilities = Capabilities(real_directories=True, conditional_write=True)
+    timeout: ClassVar[float] = 30.0
+    """Seconds to wait for a connection, and for each read of a reply (requests' timeout)."""
 
     # -- REST plumbing ------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -95,7 +106,7 @@ class WebHDFSBackend(Backend):
         attempts = _ATTEMPTS if op in _IDEMPOTENT else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self.fs.session.request(
+                response = self._send(
                     method,
                     self._url(path),
                     params=args,
@@ -109,18 +120,31 @@ class WebHDFSBackend(Backend):
             else:
                 if response.status_code < 500 or attempt == attempts:
                     self._check(response, f"{op} {path}")
-                    return cast("requests.Response", response)
+                    return response
                 response.close()
             time.sleep(_BACKOFF * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One HTTP request with a bounded wait; a timeout becomes a `TimeoutError` (OSError)."""
+        try:
+            response: requests.Response = self.fs.session.request(
+                method, url, timeout=self.timeout, **kwargs
+            )
+        except requests.ConnectTimeout:
+            raise  # a ConnectionError: retried like one where the operation is idempotent
+        except requests.Timeout as exc:
+            what = f"{method} {url.split('?', 1)[0]}"
+            raise TimeoutError(f"{what}: no answer within {self.timeout:g}s ({exc})") from None
+        return response
 
     def _follow(self, response: requests.Response, method: str, **kwargs: Any) -> requests.Response:
         """Send the second step of CREATE/OPEN to the data node the name node chose."""
         location = self.fs._apply_proxy(response.headers["Location"])
         response.close()
-        second = self.fs.session.request(method, location, **kwargs)
+        second = self._send(method, location, **kwargs)
         self._check(second, f"{method} {location}")
-        return cast("requests.Response", second)
+        return second
 
     @staticmethod
     def _check(response: requests.Response, what: str) -> None:
@@ -175,22 +199,48 @@ class WebHDFSBackend(Backend):
         """OPEN, following the redirect to the data node."""
         return bytes(self._request("OPEN", "GET", path).content)
 
+    def _status(self, path: str) -> tuple[object, ...]:
+        """Return the file's id (new on each replacement), length and modification time."""
+        status = self._request("GETFILESTATUS", "GET", path).json()["FileStatus"]
+        return status.get("fileId"), status["length"], status["modificationTime"]
+
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
-        """OPEN with offset/length per chunk; the size is asked only when a chunk is full."""
-        first = self._request("OPEN", "GET", path, offset=0, length=chunk_size).content
-        if first:
-            yield first
-        if len(first) < chunk_size:
-            return
-        size = int(self._request("GETFILESTATUS", "GET", path).json()["FileStatus"]["length"])
-        offset = len(first)
-        while offset < size:
-            length = min(chunk_size, size - offset)
-            chunk = self._request("OPEN", "GET", path, offset=offset, length=length).content
-            if not chunk:
+        """Stream one OPEN; for more than one chunk, check the file status did not change.
+
+        A file of one chunk is one request. Otherwise the status is taken once the second
+        chunk has arrived and again at the end: a difference, or a length other than what was
+        read, raises `Changed` after the last chunk (the stream ends with an error rather than
+        quietly mixing versions).
+        """
+        return self._pinned(path, chunk_size, None)
+
+    def _pinned(
+        self, path: str, chunk_size: int, sized: Callable[[int], object] | None
+    ) -> Iterator[bytes]:
+        with self._request("OPEN", "GET", path, stream=True) as response:
+            length = response.headers.get("Content-Length")
+            if sized is not None and length is not None:
+                sized(int(length))
+            chunks = iter(response.iter_content(chunk_size))
+            first = next(chunks, b"")
+            second = next(chunks, b"")
+            if not second:
+                if first:
+                    yield first
                 return
-            yield chunk
-            offset += len(chunk)
+            pinned = self._status_or_none(path)
+            seen = 0
+            for chunk in itertools.chain((first, second), chunks):
+                seen += len(chunk)
+                yield chunk
+        if pinned is None or self._status_or_none(path) != pinned or seen != pinned[1]:
+            raise Changed(f"{path} was replaced or removed while it was read")
+
+    def _status_or_none(self, path: str) -> tuple[object, ...] | None:
+        try:
+            return self._status(path)
+        except FileNotFoundError:
+            return None
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
@@ -241,18 +291,52 @@ class WebHDFSBackend(Backend):
                     self._delete(tmp, recursive=False)
                 raise
 
-    def get(self, path: str, local_path: str, callback: Callback) -> None:
-        # docstring inherited
-        with (
-            self._request("OPEN", "GET", path, stream=True) as response,
-            open(local_path, "wb") as out,
-        ):
-            size = response.headers.get("Content-Length")
-            if size is not None:
-                callback.set_size(int(size))
-            for chunk in response.iter_content(2**20):
-                out.write(chunk)
-                callback.relative_update(len(chunk))
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        """Download through `iter_chunks`: one streamed OPEN, checked against the status."""
+        for chunk in self._pinned(path, 2**20, callback.set_size):
+            out.write(chunk)
+            callback.relative_update(len(chunk))
+
+    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+        """One OPEN; the version is the content itself (as S3's ETag is a hash of it).
+
+        Metadata files are small, so comparing bytes costs nothing, and a read stays one
+        request (the file status would be a second one on every metadata read).
+        """
+        data = self.read(path)
+        return data, data
+
+    def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
+        """CREATE a temp file, re-read the file and compare, then RENAME with OVERWRITE.
+
+        HDFS cannot make the RENAME conditional: a write landing between the re-read's answer
+        and the RENAME is overwritten (the window is one request, measured in
+        docs/hardening-transfers.md). A replacement by identical bytes passes, as with S3's
+        ETag: the stale writer's result is then as valid as a fresh one. `MISSING` is
+        `create_exclusive` (a plain RENAME, atomic in the name node).
+        """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
+        tmp = self._temp_beside(path)
+        try:
+            self._create(tmp, data, overwrite=True)
+            try:
+                current: bytes | None = self.read(path)
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                self._delete(tmp, recursive=False)
+                return False
+            self._rename(tmp, path, overwrite=True)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._delete(tmp, recursive=False)
+            raise
+        return True
+
+    def rename(self, src: str, dst: str) -> None:
+        """RENAME with ``renameoptions=OVERWRITE`` (HDFS ``rename2``: atomic replace)."""
+        self._rename(src, dst, overwrite=True)
 
     def kind(self, path: str) -> str | None:
         # docstring inherited

@@ -17,7 +17,7 @@ import stat
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, ClassVar, TypeAlias
+from typing import IO, TYPE_CHECKING, ClassVar, Final, TypeAlias, cast
 
 from metatree._registry import ClassRegistry
 from metatree.errors import PathError
@@ -28,9 +28,13 @@ if TYPE_CHECKING:
     from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
+    from metatree.errors import StorageError
+
 __all__ = [
+    "MISSING",
     "Backend",
     "Capabilities",
+    "Changed",
     "Source",
     "Version",
     "backend_for",
@@ -59,19 +63,97 @@ class Capabilities:
     """A name cannot be a file and a directory at once (object stores allow key + prefix)."""
     data_in_memory: bool = False
     """The filesystem keeps file contents in this process's memory (fsspec's memory://)."""
+    conditional_write: bool = False
+    """`write_if` compares the stored version before replacing (`read_versioned` gives one)."""
+    background_io: bool = False
+    """Requests run on fsspec's event-loop thread (async filesystems such as s3fs)."""
+
+
+class _Missing:
+    """The type of `MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""The version of a file that does not exist: ``write_if(path, data, MISSING)`` creates it
+only if it is still absent (the backend's exclusive create: ``If-None-Match: *`` on S3)."""
+
+
+class Changed(OSError):
+    """The file changed (was replaced or removed) between two requests of one read.
+
+    Storage turns it into `metatree.errors.ConflictError` naming the file's URL.
+    """
+
+
+class _SourceFailed(Exception):
+    """Carries a failure to read the user's source past the transfer code.
+
+    Deliberately not an `OSError`: urllib3 would take one raised while sending a request body
+    for a connection failure (and retry, or report the destination).
+    """
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _SourceReader:
+    """A read-only view of the user's stream whose read errors name the source."""
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self.stream = stream
+        self.name = name
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.stream.read(n)
+        except Exception as exc:  # any failure of the user's stream is the source's
+            raise _SourceFailed(_source_error(self.name, "reading", exc)) from exc
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def _source_error(name: str, doing: str, exc: BaseException) -> StorageError:
+    from metatree.errors import StorageError
+
+    error = StorageError(name, f"{doing} the source failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
 def open_source(source: Source) -> Iterator[tuple[IO[bytes], int | None]]:
-    """Open what `put` accepts as a binary stream, with its size when known."""
+    """Open what `put` accepts as a binary stream, with its size when known.
+
+    A failure to open or read the source is the source's, not the destination's: it leaves
+    the block as a `StorageError` naming the local file (or ``"<file object>"``), so the user
+    is not sent looking for a storage failure. Backends clean up on the way out (they see a
+    private exception, not an `OSError`, while it travels through HTTP client code).
+    """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         yield io.BytesIO(data), len(data)
-    elif isinstance(source, str | os.PathLike):
-        with open(source, "rb") as stream:
-            yield stream, os.fstat(stream.fileno()).st_size
+        return
+    if isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+        try:
+            stream: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed below
+            size: int | None = os.fstat(stream.fileno()).st_size
+        except OSError as exc:
+            raise _source_error(name, "opening", exc) from exc
     else:
-        yield source, None
+        name, stream, size = "<file object>", source, None
+    try:
+        yield cast("IO[bytes]", _SourceReader(stream, name)), size
+    except _SourceFailed as exc:
+        raise exc.error from exc.error.__cause__
+    finally:
+        if isinstance(source, str | os.PathLike):
+            stream.close()
 
 
 def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Callback) -> None:
@@ -114,6 +196,22 @@ def copy_file(src: IO[bytes], dst: IO[bytes], callback: Callback) -> None:
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+_VERSION_KEYS = (
+    *("size", "ETag", "etag", "VersionId", "generation", "md5Hash"),  # S3, GCS
+    *("mtime", "LastModified", "last_modified", "created", "ino"),  # Azure, local, memory
+)
+
+
+def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
+    """Return what identifies one version of a file in an fsspec ``info`` dict."""
+    return tuple((key, info[key]) for key in _VERSION_KEYS if key in info)
+
+
+def _temp_name(path: str) -> str:
+    """Return a unique temp name beside `path` (the `.metatree.tmp.` prefix is reserved)."""
+    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    name = f".metatree.tmp.{uuid.uuid4().hex}"
+    return f"{parent}/{name}" if parent else name
 
 
 class Backend:
@@ -131,10 +229,24 @@ class Backend:
         return bytes(self.fs.cat_file(path))
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
-        """Yield the file in chunks of at most `chunk_size` bytes."""
+        """Yield the file in chunks of at most `chunk_size` bytes, all from one version.
+
+        fsspec's buffered files read an object store by ranges, each of which may see a newer
+        object. With no way to pin a version generically, the file's details (size, ETag,
+        generation, mtime: whatever the filesystem reports) are compared before and after
+        the read; a difference raises `Changed` instead of ending a stream of mixed bytes.
+        """
+        before = _fingerprint(self.fs.info(path))
         with self.fs.open(path, "rb") as stream:
             while chunk := stream.read(chunk_size):
                 yield chunk
+        self.fs.invalidate_cache(path)
+        try:
+            after = _fingerprint(self.fs.info(path))
+        except FileNotFoundError:
+            after = None
+        if after != before:
+            raise Changed(f"{path} was replaced while it was read")
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """Replace the file atomically; one PUT is atomic on object stores.
@@ -152,14 +264,21 @@ class Backend:
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
         """Replace the file only if it is still at `version`; return whether it was written.
 
-        The generic backend cannot compare atomically: it writes unconditionally.
+        `MISSING` creates the file only if it is still absent (`create_exclusive`). Otherwise
+        the generic backend cannot compare atomically: it writes unconditionally.
         """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
         self.write_atomic(path, data, durable=durable)
         return True
 
     def rename(self, src: str, dst: str) -> None:
         """Move the file `src` over `dst`."""
         self.fs.mv(src, dst)
+
+    def _copy(self, src: str, dst: str) -> None:
+        """Copy one file on the server (S3 routes it through its cancelling runner)."""
+        self.fs.cp_file(src, dst)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create unless present; fsspec's ``mode="create"`` is only as atomic as the backend."""
@@ -170,19 +289,34 @@ class Backend:
         return True
 
     def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
-        """Stream `source` to `path`; the object appears whole when the stream closes.
+        """Stream `source` into a temp object beside `path`, then move it over `path`.
 
-        `durable` as in `write_atomic`.
+        fsspec's buffered files upload what they hold when their context exits, even on an
+        error: streaming straight to `path` replaced a file with the first part of a failed
+        upload. The temp object is removed on any failure (`durable` as in `write_atomic`).
         """
-        with open_source(source) as (stream, size), self.fs.open(path, "wb") as out:
-            copy_stream(stream, out, size, callback)
+        tmp = _temp_name(path)
+        try:
+            with open_source(source) as (stream, size), self.fs.open(tmp, "wb") as out:
+                copy_stream(stream, out, size, callback)
+            self.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
+            raise
 
     def sync(self, paths: list[str]) -> None:
         """Make files written with ``durable=False`` durable (nothing to do remotely)."""
 
-    def get(self, path: str, local_path: str, callback: Callback) -> None:
-        """Download `path` to `local_path`."""
-        self.fs.get_file(path, local_path, callback=callback)
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        """Download `path` into the open local file `out`, from one version of it.
+
+        Goes through `iter_chunks`, whose reads are pinned to one version (fsspec's
+        ``get_file`` resumes a broken download with a plain ranged GET of whatever is there).
+        """
+        for chunk in self.iter_chunks(path, _COPY_CHUNK):
+            out.write(chunk)
+            callback.relative_update(len(chunk))
 
     def kind(self, path: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None, never from a listing cache."""
@@ -252,7 +386,7 @@ class Backend:
         pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
         old = self.find(dst) if old_kind == "directory" else []
         for key, target in pairs:
-            self.fs.cp_file(key, target)
+            self._copy(key, target)
         written = {target for _, target in pairs}
         stale = [key for key in old if key not in written]
         if old_kind == "file" and new:
@@ -308,12 +442,6 @@ class LocalBackend(Backend):
         with open(path, "rb") as stream:
             return stream.read()
 
-    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
-        # docstring inherited
-        with open(path, "rb") as stream:
-            while chunk := stream.read(chunk_size):
-                yield chunk
-
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX).
 
@@ -357,10 +485,20 @@ class LocalBackend(Backend):
             finally:
                 os.close(fd)
 
-    def get(self, path: str, local_path: str, callback: Callback) -> None:
-        # docstring inherited
-        with open(path, "rb") as src, open(local_path, "wb") as out:
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Read through one descriptor: a replacement (`os.replace`) leaves us the old inode."""
+        with open(path, "rb") as stream:
+            while chunk := stream.read(chunk_size):
+                yield chunk
+
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        # docstring inherited; one descriptor, so one version (see `iter_chunks`)
+        with open(path, "rb") as src:
             copy_file(src, out, callback)
+
+    def rename(self, src: str, dst: str) -> None:
+        """`os.replace`: atomic on POSIX, readers see the old or the new `dst`."""
+        os.replace(src, dst)
 
     def kind(self, path: str) -> str | None:
         # docstring inherited
@@ -450,9 +588,85 @@ _MEMORY_LOCK = threading.Lock()
 
 
 class MemoryBackend(Backend):
-    """fsspec's in-memory filesystem: one process-wide lock makes check-then-create atomic."""
+    """fsspec's in-memory filesystem: one process-wide lock makes check-then-act atomic.
 
-    capabilities = Capabilities(data_in_memory=True)
+    Every write replaces the stored `MemoryFile` object (never its bytes in place) under
+    `_MEMORY_LOCK`, so that object is a version: readers take a snapshot of one, and
+    `write_if` compares identities under the same lock.
+    """
+
+    capabilities = Capabilities(data_in_memory=True, conditional_write=True)
+
+    def _stored(self, path: str) -> io.BytesIO:
+        """Return the stored file object (shared by every reader: never use its position)."""
+        key = self.fs._strip_protocol(path)
+        try:
+            stored = self.fs.store[key]
+        except KeyError:
+            if key in self.fs.pseudo_dirs:
+                raise IsADirectoryError(path) from None
+            raise FileNotFoundError(path) from None
+        if not isinstance(stored, io.BytesIO):  # pragma: no cover - fsspec's MemoryFile is
+            raise TypeError(f"unexpected memory file {type(stored).__name__}")
+        return stored
+
+    def read(self, path: str) -> bytes:
+        # docstring inherited
+        return self._stored(path).getvalue()
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Slice one snapshot: a replacement stores a new object and leaves ours whole."""
+        data = memoryview(self._stored(path).getvalue())
+        for start in range(0, len(data), chunk_size):
+            yield bytes(data[start : start + chunk_size])
+
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        # docstring inherited
+        data = self._stored(path).getvalue()
+        copy_stream(io.BytesIO(data), out, len(data), callback)
+
+    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+        """Return the bytes and the stored object itself (its identity is the version)."""
+        with _MEMORY_LOCK:
+            stored = self._stored(path)
+            return stored.getvalue(), stored
+
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        # docstring inherited; under the lock, so that `write_if`'s compare stays atomic
+        with _MEMORY_LOCK:
+            self.fs.pipe_file(path, data)
+
+    def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
+        """Compare the stored object with `version` and replace it, under the process lock."""
+        if version is MISSING:
+            return self.create_exclusive(path, data)
+        with _MEMORY_LOCK:
+            try:
+                current = self._stored(path)
+            except FileNotFoundError:
+                return False
+            if current is not version:
+                return False
+            self.fs.pipe_file(path, data)
+            return True
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move the stored object to `dst` in one step under the lock."""
+        with _MEMORY_LOCK:
+            stored = self._stored(src)
+            self.fs.pipe_file(dst, stored.getvalue())
+            self.fs.rm_file(src)
+
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+        """Collect the whole body first (it lives in memory anyway), then store it in one step.
+
+        Streaming into a `MemoryFile` would commit it when its context exits, even on error.
+        """
+        buffer = io.BytesIO()
+        with open_source(source) as (stream, size):
+            copy_stream(stream, buffer, size, callback)
+        with _MEMORY_LOCK:
+            self.fs.pipe_file(path, buffer.getvalue())
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Check and create under a process-wide lock (the store is process-global too)."""

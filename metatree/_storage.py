@@ -10,15 +10,17 @@ class; this module stays backend-neutral.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import secrets
 import uuid
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._backends import Backend, backend_for
+from metatree._backends import Backend, Changed, backend_for
 from metatree._paths import SYSTEM_PREFIX
 from metatree.errors import (
     AlreadyExistsError,
@@ -49,6 +51,8 @@ def translate_errors(path: str) -> Iterator[None]:
         yield
     except MetatreeError:
         raise
+    except Changed as exc:
+        raise ConflictError(path, f"it was replaced or removed while it was read ({exc})") from None
     except FileNotFoundError:
         raise NotFoundError(path) from None
     except FileExistsError:
@@ -150,7 +154,8 @@ class Storage:
         ``durable=False`` may defer flushing to disk until `sync` (see `Backend.write_atomic`).
         With `expect` (a version from `read_versioned`), the write happens only if the file is
         still at that version, else `ConflictError` and nothing is written: this fences a
-        writer whose lease was lost after its read.
+        writer whose lease was lost after its read. ``expect=MISSING``
+        (`metatree._backends.MISSING`) writes only if the file does not exist.
         """
         with translate_errors(self.url_of(rel)):
             if expect is None:
@@ -190,15 +195,29 @@ class Storage:
                 self._backend.sync([self.abs(rel) for rel in rels])
 
     def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
-        """Download the file `rel` to `local_path` (a partial download never shows there)."""
-        tmp = f"{local_path}.metatree-partial"
+        """Download the file `rel` to `local_path` (a partial download never shows there).
+
+        The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name)
+        beside `local_path`, moved to it on success and removed on failure. A fixed side name
+        let a planted symlink redirect the download, and deleted a user's file of that name.
+        The move never replaces something that appeared at `local_path` meanwhile
+        (`AlreadyExistsError`). A failure to write the local file (a full disk) names it.
+        """
+        fd, tmp = _exclusive_temp(local_path)
         try:
-            with translate_errors(self.url_of(rel)):
-                self._backend.get(self.abs(rel), tmp, callback)
-            os.replace(tmp, local_path)
-        finally:
+            with (
+                open(fd, "wb") as raw,
+                translate_errors(self.url_of(rel)),
+                _local_errors(local_path),
+            ):
+                self._backend.get(
+                    self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), callback
+                )
+            _move_new(tmp, local_path)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
 
     def kind(self, rel: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""
@@ -259,6 +278,90 @@ def reserved_beside(rel: str, purpose: str) -> str:
     parent, _, _ = rel.rpartition("/")
     name = f"{SYSTEM_PREFIX}.{purpose}.{uuid.uuid4().hex}"
     return f"{parent}/{name}" if parent else name
+
+
+_LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+class _Sink:
+    """The local download file, whose write errors name it (not the remote file)."""
+
+    def __init__(self, out: IO[bytes], local_path: str) -> None:
+        self.out = out
+        self.local_path = local_path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.out.write(data)
+        except OSError as exc:
+            raise _local_error(self.local_path, exc) from exc
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def fileno(self) -> int:
+        return self.out.fileno()
+
+
+def _local_error(local_path: str, exc: OSError) -> StorageError:
+    return StorageError(local_path, f"writing the download failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _local_errors(local_path: str) -> Iterator[None]:
+    """Name the local file for the errors only it can cause (a kernel copy mixes both ends)."""
+    try:
+        yield
+    except MetatreeError:
+        raise
+    except OSError as exc:
+        if exc.errno in _LOCAL_FULL:
+            raise _local_error(local_path, exc) from exc
+        raise
+
+
+def _move_new(tmp: str, local_path: str) -> None:
+    """Move the finished download to `local_path`, never over an existing name.
+
+    ``link(2)`` fails if the name exists (a check then ``rename`` would race); filesystems
+    without hard links get the check and the rename.
+    """
+    try:
+        os.link(tmp, local_path, follow_symlinks=False)
+    except FileExistsError:
+        raise AlreadyExistsError(local_path, "get will not overwrite a local file") from None
+    except OSError as exc:
+        if exc.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}:
+            raise StorageError(local_path, f"local filesystem: {exc}") from None
+        if os.path.lexists(local_path):
+            raise AlreadyExistsError(local_path, "get will not overwrite a local file") from None
+        with translate_errors(local_path):
+            os.rename(tmp, local_path)
+        return
+    os.unlink(tmp)
+
+
+def _exclusive_temp(local_path: str) -> tuple[int, str]:
+    """Create a new, unique file beside `local_path`; return its descriptor and name.
+
+    ``O_CREAT | O_EXCL`` fails on any existing name, a symlink included, so nothing planted
+    can redirect the download; unlike ``mkstemp`` the mode follows the umask (0666 & ~umask),
+    as a file the user downloads with ``open(..., "wb")`` would.
+    """
+    folder, base = os.path.split(os.path.abspath(local_path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.metatree-partial")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(folder, "local directory to download into") from None
+        except OSError as exc:
+            reason = f"cannot create a temporary file beside it: {type(exc).__name__}: {exc}"
+            raise StorageError(local_path, reason) from exc
+    raise StorageError(local_path, "no free temporary name beside it")  # pragma: no cover
 
 
 BackendLike: TypeAlias = "Storage | AbstractFileSystem | str"

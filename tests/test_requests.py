@@ -154,14 +154,16 @@ class TestWebHDFSRequests:
         node.update(score=0.5)
         # lock: CREATE temp + RENAME; read: OPEN; verify the lease before committing: OPEN
         # (HDFS has no conditional write: metatree/_locking/_webhdfs.py); write: CREATE temp +
-        # RENAME; unlock, conditional on the lease still being ours: RENAME to a tomb, OPEN
-        # it, DELETE it
+        # RENAME, conditional: the file is re-read (OPEN) just before the RENAME
+        # (docs/hardening-transfers.md); unlock, conditional on the lease still being ours:
+        # RENAME to a tomb, OPEN it, DELETE it
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",
             "OPEN",
             "OPEN",
             "CREATE",
+            "OPEN",
             "RENAME",
             "RENAME",
             "OPEN",
@@ -183,6 +185,7 @@ class TestWebHDFSRequests:
             "RENAME",  # the file
             "OPEN",  # verify the lease
             "CREATE",
+            "OPEN",  # conditional commit: re-read x/y/metadata.json before the RENAME
             "RENAME",  # x/y/metadata.json: the commit point
             "RENAME",
             "OPEN",

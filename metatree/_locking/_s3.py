@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsspec.asyn import sync
-
+from metatree._aio import run
+from metatree._backend_s3 import S3Backend
 from metatree._locking._info import MAX_BODY
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
@@ -46,8 +46,10 @@ class S3LeaseStore(LeaseStore):
                 reply["Body"] = await reply["Body"].read()
             return reply
 
+        # our runner, not fsspec's sync(): an interrupted call is cancelled and awaited, so
+        # no lease write outlives the call (issue 19)
         with translate_errors(self.storage.url_of(self.rel)):
-            return sync(fs.loop, call)
+            return run(fs.loop, call(), S3Backend.timeout)
 
     def _put(self, body: bytes, **condition: str) -> Version | None:
         try:

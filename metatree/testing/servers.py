@@ -43,6 +43,8 @@ class _Counting:
         self.requests: list[S3Request] = []
         self._lock = threading.Lock()
         self._faults: list[tuple[int, Callable[[S3Request], bool]]] = []
+        self._stalls: list[Callable[[S3Request], bool]] = []
+        self._unstall = threading.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         headers = {
@@ -59,6 +61,9 @@ class _Counting:
         with self._lock:
             self.requests.append(request)
             status = self._take_fault(request)
+            stalled = any(match(request) for match in self._stalls)
+        if stalled:
+            self._unstall.wait(120)
         if status:
             body = (
                 b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
@@ -120,6 +125,20 @@ class MotoS3Server:
         with self._app._lock:
             self._app._faults.clear()
 
+    def stall(self, match: Callable[[S3Request], bool] | None = None) -> None:
+        """Leave matching requests (all by default) unanswered until `release` or `stop`."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app._unstall.clear()
+            self._app._stalls.append(match or (lambda _: True))
+
+    def release(self) -> None:
+        """Answer the stalled requests and stop stalling."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app._stalls.clear()
+            self._app._unstall.set()
+
     def start(self) -> Self:
         """Start serving; returns self."""
         from moto.moto_server.werkzeug_app import (
@@ -142,6 +161,8 @@ class MotoS3Server:
 
     def stop(self) -> None:
         """Stop serving."""
+        if self._app is not None:
+            self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -354,6 +354,8 @@ class WebHDFSServer:
         self._faults: list[_Fault] = []
         self._connections: set[socket.socket] = set()
         self._stopping = False
+        self._stall_ops: set[str | None] = set()
+        self._unstall = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -371,6 +373,7 @@ class WebHDFSServer:
     def stop(self) -> None:
         """Stop serving and clean up; idle keep-alive connections are cut, else joining hangs."""
         httpd, self._httpd = self._httpd, None
+        self.release()
         if httpd is not None and self._thread is not None:
             httpd.shutdown()
             with self._lock:
@@ -428,6 +431,25 @@ class WebHDFSServer:
         with self._lock:
             self._faults.clear()
 
+    def stall(self, op: str | None = None) -> None:
+        """Leave matching requests (``op``, or all) unanswered until `release` or `stop`.
+
+        A server that accepts a request and never answers: what a client's timeout is for.
+        """
+        with self._lock:
+            self._unstall.clear()
+            self._stall_ops.add(op and op.upper())
+
+    def release(self) -> None:
+        """Answer the stalled requests and stop stalling."""
+        with self._lock:
+            self._stall_ops.clear()
+            self._unstall.set()
+
+    def _stalled(self, op: str) -> bool:
+        with self._lock:
+            return bool(self._stall_ops & {None, op})
+
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             if not add:
@@ -456,6 +478,8 @@ class WebHDFSServer:
         except ValueError:  # malformed framing: give up on this connection
             handler.close_connection = True
             return
+        if self._stalled(op):
+            self._unstall.wait(120)
         fault = self._take_fault(op, datanode)
         if fault is None or (fault.drop and fault.after):
             reply = self._reply(handler.command, raw, params, body, handler.client_address[0])

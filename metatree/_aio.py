@@ -1,0 +1,80 @@
+"""Run a coroutine on an async fsspec filesystem's event loop, and never leave it running.
+
+fsspec's ``sync()`` (behind every blocking method of s3fs: ``pipe_file``, ``cat_file``,
+``open``...) waits for the coroutine in a loop that a ``KeyboardInterrupt`` can break; the
+coroutine then keeps running on fsspec's IO thread. A write interrupted by Ctrl-C during a
+commit landed seconds later, after the lock it was made under had been released and another
+writer had committed (issue 19). `run` is the one runner metatree uses for its S3 requests:
+on any exception while waiting (KeyboardInterrupt, SystemExit, a timeout) it cancels the task
+on the loop and waits, bounded by `CANCEL_WAIT`, until the task has really finished before it
+re-raises. So once a call has returned or raised, nothing it started is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+__all__ = ["CANCEL_WAIT", "run"]
+
+T = TypeVar("T")
+
+CANCEL_WAIT = 30.0
+"""Seconds to wait for a cancelled request to unwind (aiohttp closes its socket at once)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _wait(done: threading.Event, timeout: float | None) -> bool:
+    """Wait for `done`; a module function so that tests can inject an interrupt here."""
+    return done.wait(timeout)
+
+
+def run(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float | None = None
+) -> T:
+    """Run `coro` on `loop` (running in another thread) and return its result.
+
+    Unlike ``fsspec.asyn.sync``, an exception raised in this thread while waiting cancels the
+    task and waits for it to end before propagating: no request outlives the call. After
+    `timeout` seconds the task is cancelled the same way and `TimeoutError` is raised.
+    """
+    done = threading.Event()
+    box: dict[str, asyncio.Task[T]] = {}
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(lambda _: done.set())
+        box["task"] = task
+
+    def cancel() -> None:
+        box["task"].cancel()
+
+    if loop.is_closed():
+        coro.close()
+        raise RuntimeError("the filesystem's event loop is closed")
+    if _running_loop() is loop:  # waiting here would block the loop the task needs
+        coro.close()
+        raise RuntimeError("metatree's blocking API was called from the filesystem's own loop")
+    loop.call_soon_threadsafe(start)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not _wait(done, 1.0 if deadline is None else min(1.0, timeout or 1.0)):
+            # short waits keep the thread responsive to signals
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer within {timeout:g}s")  # noqa: TRY301 - cancels too
+    except BaseException:
+        loop.call_soon_threadsafe(cancel)  # runs after `start`: the callbacks are FIFO
+        _wait(done, CANCEL_WAIT)
+        raise
+    return box["task"].result()
