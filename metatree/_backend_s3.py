@@ -100,9 +100,19 @@ class S3Backend(Backend):
         """One GetObject (plain `cat_file` would HEAD first)."""
         return bytes(self._call("get_object", path)["Body"])
 
-    def read_versioned(self, path: str) -> tuple[bytes, Version]:
-        """One GetObject: the body and its ETag come in the same reply."""
-        reply = self._call("get_object", path)
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        """One GetObject: the body and its ETag come in the same reply (ranged with `limit`)."""
+        if limit is None:
+            reply = self._call("get_object", path)
+        else:
+            try:
+                reply = self._call("get_object", path, Range=f"bytes=0-{limit}")
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                if not _unsatisfiable(exc):
+                    raise
+                reply = self._call("get_object", path)  # an empty object: no range fits
         return bytes(reply["Body"]), reply["ETag"]
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:

@@ -297,13 +297,16 @@ class WebHDFSBackend(Backend):
             out.write(chunk)
             callback.relative_update(len(chunk))
 
-    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """One OPEN; the version is the content itself (as S3's ETag is a hash of it).
 
         Metadata files are small, so comparing bytes costs nothing, and a read stays one
         request (the file status would be a second one on every metadata read).
         """
-        data = self.read(path)
+        if limit is None:
+            data = self.read(path)
+        else:
+            data = bytes(self._request("OPEN", "GET", path, offset=0, length=limit + 1).content)
         return data, data
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:

@@ -257,9 +257,15 @@ class Backend:
         """
         self.fs.pipe_file(path, data)
 
-    def read_versioned(self, path: str) -> tuple[bytes, Version]:
-        """Return a whole file and its version; None: this backend has no conditional write."""
-        return self.read(path), None
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        """Return a whole file and its version; None: this backend has no conditional write.
+
+        With `limit`, at most ``limit + 1`` bytes are read: enough for the caller to tell that
+        the file is too large without reading a planted giant whole.
+        """
+        if limit is None:
+            return self.read(path), None
+        return bytes(self.fs.cat_file(path, start=0, end=limit + 1)), None
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
         """Replace the file only if it is still at `version`; return whether it was written.
@@ -441,6 +447,11 @@ class LocalBackend(Backend):
         # docstring inherited
         with open(path, "rb") as stream:
             return stream.read()
+
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        # docstring inherited; the flock cannot expire, so no version is needed
+        with open(path, "rb") as stream:
+            return stream.read(-1 if limit is None else limit + 1), None
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX).
@@ -625,11 +636,12 @@ class MemoryBackend(Backend):
         data = self._stored(path).getvalue()
         copy_stream(io.BytesIO(data), out, len(data), callback)
 
-    def read_versioned(self, path: str) -> tuple[bytes, Version]:
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """Return the bytes and the stored object itself (its identity is the version)."""
         with _MEMORY_LOCK:
             stored = self._stored(path)
-            return stored.getvalue(), stored
+            data = stored.getvalue()
+            return (data if limit is None else data[: limit + 1]), stored
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         # docstring inherited; under the lock, so that `write_if`'s compare stays atomic

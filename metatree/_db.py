@@ -93,6 +93,11 @@ class Database:
     Use `Database.open`; the constructor takes already validated parts.
     """
 
+    max_metadata_bytes: int = 256 * 2**20
+    """A metadata.json larger than this is corrupt, and only this much of it is read: a
+    planted giant index must not be read whole. 256 MiB holds an index of several million
+    children (issue 16 plans a sharded index past that)."""
+
     def __init__(
         self, storage: Storage, config: Config, lock: BaseLock, lock_options: dict[str, float]
     ) -> None:
@@ -217,10 +222,14 @@ class Database:
     def _read_metadata(self, path: NodePath) -> tuple[dict[str, Any], object]:
         rel = _rel(path, METADATA_FILE)
         try:
-            data, version = self.storage.read_versioned(rel)
+            data, version = self.storage.read_versioned(rel, self.max_metadata_bytes)
         except NotFoundError:
             self._check_missing_index(path)
             raise NotFoundError(self.url(path), "node") from None
+        if len(data) > self.max_metadata_bytes:
+            raise CorruptMetadataError(
+                self.storage.url_of(rel), f"larger than {self.max_metadata_bytes} bytes"
+            )
         if not data and not path and self._fresh_legacy_root():
             return {}, version
         return load_metadata(data, self.storage.url_of(rel)), version

@@ -137,14 +137,15 @@ class Storage:
         with translate_errors(url):
             yield from chunks
 
-    def read_versioned(self, rel: str) -> tuple[bytes, Version]:
+    def read_versioned(self, rel: str, limit: int | None = None) -> tuple[bytes, Version]:
         """Return the whole file `rel` and an opaque version of it, in one request where possible.
 
         The version (an ETag on S3, ...) is what `write_atomic`'s `expect` compares with; it is
         None where the backend has no conditional write (the write is then unconditional).
+        With `limit`, at most ``limit + 1`` bytes are read (more than `limit`: too large).
         """
         with translate_errors(self.url_of(rel)):
-            return self._backend.read_versioned(self.abs(rel))
+            return self._backend.read_versioned(self.abs(rel), limit)
 
     def write_atomic(
         self, rel: str, data: bytes, *, durable: bool = True, expect: Version = None

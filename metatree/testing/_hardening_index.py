@@ -85,6 +85,33 @@ class IndexHardeningTests:
         with pytest.raises(CorruptMetadataError, match="nested"):
             tree.find("m/v1")
 
+    def test_oversized_index_is_corrupt_and_not_read_whole(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        tree._db.max_metadata_bytes = 1000
+        storage.write_atomic(
+            "m/metadata.json", b'{"children": ["v1"], "pad": "' + b"x" * 5000 + b'"}'
+        )
+        reads: list[int] = []
+        original = storage.read_versioned
+
+        def counting(rel: str, limit: int | None = None) -> tuple[bytes, object]:
+            data, version = original(rel, limit)
+            reads.append(len(data))
+            return data, version
+
+        storage.read_versioned = counting  # type: ignore[method-assign]
+        try:
+            with pytest.raises(CorruptMetadataError, match="larger than 1000 bytes"):
+                tree.find("m/v1")
+        finally:
+            del storage.read_versioned
+        assert max(reads) <= 1001
+        tree._db.max_metadata_bytes = 10_000
+        assert tree.find("m/v1").path == ("m", "v1")
+        storage.write_atomic("m/v1/empty", b"")  # an empty file read under a limit (S3: 416)
+        assert storage.read_versioned("m/v1/empty", 1000)[0] == b""
+
     def test_big_integers_survive_an_update(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b"x", name="f")
