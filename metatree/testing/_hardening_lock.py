@@ -37,7 +37,7 @@ from metatree.errors import (
     StorageError,
 )
 from metatree.testing import _workers
-from metatree.testing._helpers import snapshot
+from metatree.testing._helpers import held_elsewhere, snapshot
 from metatree.testing._locks import SPAWN
 
 if TYPE_CHECKING:
@@ -487,17 +487,7 @@ class LockHardeningTests:
 
     def test_timeout_advice_matches_what_break_lock_can_do(self, storage: Storage) -> None:
         self._tree(storage)
-        holding, done = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with Metatree(storage).transaction():
-                holding.set()
-                done.wait(30)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        try:
-            assert holding.wait(30)
+        with held_elsewhere(storage):
             waiter = Metatree(storage, lock_timeout=0.2)
             with pytest.raises(LockTimeout) as info:
                 waiter.find("m/v1").update(late=True)
@@ -509,6 +499,3 @@ class LockHardeningTests:
             assert ("cannot" in info.value.advice or "no other process" in info.value.advice) == (
                 not broken
             )
-        finally:
-            done.set()
-            holder.join()

@@ -6,6 +6,7 @@ import contextlib
 import pickle
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from metatree.errors import NotFoundError
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from metatree._storage import Storage
     from metatree._tree import Metatree
 
-__all__ = ["run_client", "snapshot", "unchanged"]
+__all__ = ["held_elsewhere", "run_client", "snapshot", "unchanged"]
 
 _CLIENT = """
 import pickle, resource, sys
@@ -66,3 +67,29 @@ def unchanged(storage: Storage) -> Iterator[None]:
     yield
     after = snapshot(storage)
     assert after == before, f"storage changed: {sorted(set(after) ^ set(before)) or 'contents'}"
+
+
+@contextlib.contextmanager
+def held_elsewhere(storage: Storage) -> Iterator[Metatree]:
+    """Hold the DB lock for the block from another tree (a thread in a transaction).
+
+    Yields that tree. The holder lets go when the block ends, whatever happened in it.
+    """
+    from metatree._tree import Metatree
+
+    other = Metatree(storage)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with other.transaction():
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30), "the other tree never got the lock"
+        yield other
+    finally:
+        done.set()
+        holder.join()

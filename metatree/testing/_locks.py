@@ -22,6 +22,7 @@ from metatree import Metatree
 from metatree._locking import LeaseLock
 from metatree.errors import LockLostError, LockTimeout, MetatreeError
 from metatree.testing import _workers
+from metatree.testing._helpers import held_elsewhere
 
 if TYPE_CHECKING:
     from metatree._storage import Storage
@@ -145,25 +146,12 @@ class LockTests:
     # -- waiting and leases -------------------------------------------------------------
     def test_waiter_times_out_naming_the_holder(self, storage: Storage) -> None:
         tree = self._seeded(storage)
-        holding, done = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with Metatree(storage).transaction():
-                holding.set()
-                done.wait(30)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        try:
-            assert holding.wait(30)
+        with held_elsewhere(storage):
             waiter = Metatree(storage, lock_timeout=0.3)
             with pytest.raises(LockTimeout) as info:
                 waiter.find("m/v1").update(late=True)
             assert f"pid {os.getpid()}" in info.value.holder
             assert isinstance(info.value, TimeoutError)
-        finally:
-            done.set()
-            holder.join()
         assert "late" not in tree.find("m/v1").metadata
 
     def test_expired_holder_cannot_commit(self, storage: Storage) -> None:
