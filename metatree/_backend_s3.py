@@ -74,9 +74,18 @@ class S3Backend(Backend):
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return run(self.fs.loop, coro, self.timeout)
 
+    def _bucket_key(self, path: str) -> tuple[str, str]:
+        """Split a path into bucket and key, literally.
+
+        s3fs's ``split_path`` cuts a key at ``?versionId=``: a stored name holding that text
+        (an index entry, a planted key) would make a request act on another object.
+        """
+        bucket, _, key = self.fs._strip_protocol(path).lstrip("/").partition("/")
+        return bucket, key
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One S3 request on `path`'s key; a GetObject's body is read inside the call."""
-        bucket, key, _ = self.fs.split_path(path)
+        bucket, key = self._bucket_key(path)
 
         async def call() -> dict[str, Any]:
             reply: dict[str, Any] = await self.fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
@@ -165,13 +174,29 @@ class S3Backend(Backend):
             callback.relative_update(len(chunk))
 
     def kind(self, path: str) -> str | None:
-        # docstring inherited
-        self.fs.invalidate_cache(path)
+        """HEAD of the key, then one LIST of ``path/`` (a key wins over a prefix, as in s3fs).
+
+        Literal keys (`_bucket_key`), never s3fs's ``info``, which splits at ``?versionId=``.
+        """
+        bucket, key = self._bucket_key(path)
+        if not key:
+            return "directory"  # the bucket itself
         try:
-            info = self._run(self.fs._info(path))
+            self._call("head_object", path)
         except FileNotFoundError:
-            return None
-        return "directory" if info["type"] == "directory" else "file"
+            pass
+        else:
+            return "file"
+        prefix = f"{key.rstrip('/')}/"
+
+        async def call() -> dict[str, Any]:
+            reply: dict[str, Any] = await self.fs._call_s3(
+                "list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1
+            )
+            return reply
+
+        reply = self._run(call())
+        return "directory" if reply.get("Contents") or reply.get("CommonPrefixes") else None
 
     def listdir(self, path: str) -> dict[str, str]:
         """ListObjectsV2 of ``path/`` with a delimiter: one request per 1 000 entries.
@@ -180,7 +205,7 @@ class S3Backend(Backend):
         "absent"); a missing directory is simply empty here. Names are taken literally: a key
         whose remainder is empty (``path/`` itself, a folder marker) is not an entry.
         """
-        bucket, key, _ = self.fs.split_path(path)
+        bucket, key = self._bucket_key(path)
         prefix = f"{key.rstrip('/')}/" if key else ""
         out: dict[str, str] = {}
         token: str | None = None
@@ -307,8 +332,8 @@ class S3Backend(Backend):
         """
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = keys[start : start + _DELETE_BATCH]
-            bucket = self.fs.split_path(batch[0])[0]
-            objects = [{"Key": self.fs.split_path(key)[1]} for key in batch]
+            bucket = self._bucket_key(batch[0])[0]
+            objects = [{"Key": self._bucket_key(key)[1]} for key in batch]
             reply = self._run(  # our runner: an interrupted delete never lands later
                 self.fs._call_s3(
                     "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}

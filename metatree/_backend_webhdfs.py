@@ -56,6 +56,7 @@ _ERRORS: dict[str, type[OSError]] = {
 
 _ATTEMPTS = 3
 _BACKOFF = 0.05
+_DISCARD_POLLS = 5  # about 0.75 s in all: see `WebHDFSBackend._discard_aborted`
 _IDEMPOTENT = frozenset({"OPEN", "GETFILESTATUS", "LISTSTATUS", "DELETE"})
 
 
@@ -287,9 +288,26 @@ class WebHDFSBackend(Backend):
                 self._create(tmp, _Progress(stream, size, callback), overwrite=True)
                 self._rename(tmp, path, overwrite=True)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    self._delete(tmp, recursive=False)
+                self._discard_aborted(tmp)
                 raise
+
+    def _discard_aborted(self, tmp: str) -> None:
+        """Delete the temp file of an upload cut off mid-body, also if it appears late.
+
+        When the client drops the connection mid-body, the server may still be closing the
+        file (HDFS keeps it under construction until its lease recovers it); a DELETE sent at
+        once can find nothing and the file appear after. A few bounded polls catch that;
+        what remains is a reserved, invisible temp name (`fsck` territory, never data).
+        """
+        for attempt in range(_DISCARD_POLLS):
+            try:
+                self._delete(tmp, recursive=False)
+            except FileNotFoundError:
+                time.sleep(_BACKOFF * (attempt + 1))
+                continue
+            except (OSError, requests.RequestException):
+                return
+            return
 
     def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
         """Download through `iter_chunks`: one streamed OPEN, checked against the status."""

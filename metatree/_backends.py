@@ -12,7 +12,6 @@ import contextlib
 import errno
 import io
 import os
-import shutil
 import stat
 import threading
 import uuid
@@ -156,6 +155,33 @@ def open_source(source: Source) -> Iterator[tuple[IO[bytes], int | None]]:
             stream.close()
 
 
+def open_regular(path: str) -> IO[bytes]:
+    """Open a local file for reading, refusing what is not a regular file.
+
+    A FIFO planted where a file is expected would block the reader forever (while it holds
+    the DB lock, every writer); a device could be read without end. ``O_NONBLOCK`` makes the
+    open itself return at once; the type is then checked on the descriptor. A directory
+    raises `IsADirectoryError`, as ``open`` would.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        _check_regular(os.fstat(fd).st_mode, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(mode: int, path: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.ESPIPE, "not a regular file (a FIFO, socket or device was planted)", path
+        )
+
+
 def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Callback) -> None:
     """Copy in bounded chunks, reporting progress through the fsspec callback."""
     if size is not None:
@@ -256,6 +282,9 @@ class Backend:
         completed request is durable).
         """
         self.fs.pipe_file(path, data)
+
+    def confine(self, root: str, path: str) -> None:
+        """Refuse `path` if it could lead outside `root` (local disk: through a planted link)."""
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """Return a whole file and its version; None: this backend has no conditional write.
@@ -390,7 +419,8 @@ class Backend:
         new = self.find(src)
         # a directory was staged, or a single file
         pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
-        old = self.find(dst) if old_kind == "directory" else []
+        # a key and a prefix may share the name: keys below dst/ go, whatever `kind` said
+        old = self.find(dst) if old_kind is not None else []
         for key, target in pairs:
             self._copy(key, target)
         written = {target for _, target in pairs}
@@ -443,14 +473,35 @@ class LocalBackend(Backend):
             raise
         return tmp
 
+    def confine(self, root: str, path: str) -> None:
+        """Refuse a path below `root` that passes through a symbolic link.
+
+        metatree never stores a link, so one in the tree was planted; following it would read,
+        write or delete outside the root (a node's directory linked to ``/etc``), or inside
+        another node. Every component below the root is checked with ``lstat`` (the root
+        itself may be a link: the user chose it). A component that does not exist ends the
+        check: nothing below it exists either. Someone who can swap a directory for a link
+        between this check and the use of the path can still win that race; see
+        docs/hardening-storage.md.
+        """
+        current = root.rstrip("/") or "/"
+        for part in path[len(current) :].strip("/").split("/"):
+            current = f"{current.rstrip('/')}/{part}"
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(mode):
+                raise PathError(current, _PLANTED_LINK)
+
     def read(self, path: str) -> bytes:
         # docstring inherited
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             return stream.read()
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         # docstring inherited; the flock cannot expire, so no version is needed
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             return stream.read(-1 if limit is None else limit + 1), None
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
@@ -498,13 +549,13 @@ class LocalBackend(Backend):
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
         """Read through one descriptor: a replacement (`os.replace`) leaves us the old inode."""
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             while chunk := stream.read(chunk_size):
                 yield chunk
 
     def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
         # docstring inherited; one descriptor, so one version (see `iter_chunks`)
-        with open(path, "rb") as src:
+        with open_regular(path) as src:
             copy_file(src, out, callback)
 
     def rename(self, src: str, dst: str) -> None:
@@ -541,11 +592,26 @@ class LocalBackend(Backend):
         self._delete_tree(path)
 
     def _delete_tree(self, path: str) -> None:
-        """Delete a directory (a link to one: the link) that no name of the tree refers to."""
-        if os.path.islink(path):
+        """Delete what no name of the tree refers to any more: a directory, a file or a link.
+
+        Iterative (a planted tree thousands of levels deep must not hit the recursion limit),
+        and links are removed, never followed.
+        """
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
             os.unlink(path)
-        else:
-            shutil.rmtree(path)
+            return
+        stack, folders = [path], []
+        while stack:
+            folder = stack.pop()
+            folders.append(folder)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        os.unlink(entry.path)
+        for folder in reversed(folders):
+            os.rmdir(folder)
 
     def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
         """Rename the old `dst` to `trash`, `src` into place, then delete the trash.

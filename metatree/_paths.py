@@ -141,6 +141,8 @@ def _check_safe(name: object, location: str) -> str:
     if bad:
         char = bad.group()
         raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    if "?versionId=" in name:
+        raise PathError(location, f"name {name!r}: s3fs reads '?versionId=' as a version")
     if is_reserved(name):
         raise PathError(location, f"{name!r} is reserved by metatree")
     if size > _MAX_NAME_BYTES:

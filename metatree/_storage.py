@@ -112,7 +112,9 @@ class Storage:
         """Return `rel` as a path of the filesystem."""
         if not rel:
             return self.root
-        return f"{self.root.rstrip('/')}/{rel}"
+        path = f"{self.root.rstrip('/')}/{rel}"
+        self._backend.confine(self.root, path)
+        return path
 
     # -- primitives ---------------------------------------------------------------------
     def read_bytes(self, rel: str) -> bytes:

@@ -28,6 +28,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from metatree._backends import open_regular
 from metatree._locking._base import BaseLock
 from metatree._locking._info import (
     MAX_BODY,
@@ -162,7 +163,7 @@ class LocalLock(BaseLock):
     def _read(self) -> _Seen | None:
         """Return the ``.lock``'s mtime and body (a bounded prefix), or None when absent."""
         try:
-            with open(self.path, "rb") as stream:
+            with open_regular(self.path) as stream:  # a planted FIFO must not block us
                 mtime = os.fstat(stream.fileno()).st_mtime
                 return mtime, stream.read(MAX_BODY + 1)
         except FileNotFoundError:

@@ -7,10 +7,13 @@ hostile names, when the backend cannot hold the name at all: then that attack ca
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from fsspec.callbacks import Callback
 
@@ -18,6 +21,7 @@ from metatree import Metatree
 from metatree._storage import Storage, as_storage
 from metatree.errors import (
     AlreadyExistsError,
+    CorruptMetadataError,
     DatabaseError,
     MetatreeError,
     NotFoundError,
@@ -27,6 +31,7 @@ from metatree.testing._bad_input import refused
 from metatree.testing._helpers import snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = ["StorageHardeningTests"]
@@ -421,3 +426,123 @@ class StorageHardeningTests:
             tree.storage, AlreadyExistsError, lambda: tree.get("m/v1/ckpt", out, recursive=True)
         )
         assert list(out.iterdir()) == []
+
+    # -- second attack round: links, FIFOs, '?versionId=', key beside prefix -----------
+    @staticmethod
+    def _require_local(storage: Storage) -> None:
+        if not storage.capabilities.same_host_liveness:
+            pytest.skip("links and FIFOs are planted on local disk")
+
+    def test_planted_link_is_never_followed(self, storage: Storage, tmp_path: Path) -> None:
+        self._require_local(storage)
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        tree.put("n/v1", b"x", name="f")
+        outside = tmp_path / "outside"
+        (outside / "victim").mkdir(parents=True)
+        (outside / "victim" / "secret.txt").write_bytes(b"secret")
+        (outside / "metadata.json").write_bytes(b'{"children": ["victim"]}')
+        before = sorted(p.name for p in outside.rglob("*"))
+        node_dir = storage.abs("m")
+        os.rename(node_dir, str(tmp_path / "moved"))
+        os.symlink(str(outside), node_dir)
+        os.symlink(str(outside / "victim" / "secret.txt"), storage.abs("n/v1/link"))
+        attempts: list[Callable[[], object]] = [
+            lambda: tree.find("m").list(),
+            lambda: b"".join(tree.get("m/victim/secret.txt")),
+            lambda: tree.put("m/new", b"x", name="f"),
+            lambda: tree.find("m").update(k=1),
+            lambda: tree.remove("m/victim", recursive=True),
+            lambda: b"".join(tree.get("n/v1/link")),
+            lambda: tree.get("n/v1/link", outfile=str(tmp_path / "dl")),
+        ]
+        for attempt in attempts:
+            with pytest.raises(PathError, match="link"):
+                attempt()
+        assert sorted(p.name for p in outside.rglob("*")) == before
+        assert (outside / "metadata.json").read_bytes() == b'{"children": ["victim"]}'
+
+    @pytest.mark.parametrize("where", ["m/v1/metadata.json", ".lock", "m/v1/d/x"])
+    def test_planted_fifo_never_blocks(self, storage: Storage, tmp_path: Path, where: str) -> None:
+        self._require_local(storage)
+        tree = Metatree(storage, KEYS, lock_timeout=2)
+        tree.put("m/v1", b"x", name="f")
+        os.makedirs(os.path.dirname(storage.abs(where)), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(storage.abs(where))
+        os.mkfifo(storage.abs(where))
+        attempts: list[Callable[[], object]] = [
+            lambda: tree.find("m/v1").update(k=1),
+            lambda: tree.put("m/v1", b"y", name="g"),
+            lambda: tree.get("m/v1/d", outfile=str(tmp_path / "dl"), recursive=True),
+        ]
+        for attempt in attempts:
+            with contextlib.suppress(MetatreeError):  # typed, and at once: never a hang
+                attempt()
+        other = Metatree(storage, lock_timeout=2)
+        if where != ".lock":  # a FIFO at .lock blocks nobody, but no writer can go on either
+            os.unlink(storage.abs(where))
+            if where.endswith("metadata.json"):
+                storage.write_atomic(where, b"{}")
+            other.put("m/v1", b"z", name="h", force=True)
+            assert b"".join(other.get("m/v1/h")) == b"z"
+
+    def test_versionid_in_a_stored_name_is_taken_literally(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b'{"lr": 0.1}', name="params.json")
+        storage.write_atomic(
+            "m/v1/metadata.json", orjson.dumps({"children": ["params.json?versionId=1"]})
+        )
+        with pytest.raises(CorruptMetadataError, match="versionId"):
+            tree.find("m/v1").children  # noqa: B018 - the read is the test
+        storage.write_atomic("m/v1/metadata.json", b"{}")
+        assert b"".join(tree.get("m/v1/params.json")) == b'{"lr": 0.1}'
+
+    def test_planted_versionid_key_does_not_eat_a_new_file(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
+        tree = Metatree(storage, KEYS)
+        old, new = tmp_path / "old", tmp_path / "new"
+        old.mkdir()
+        (old / "a").write_bytes(b"old a")
+        new.mkdir()
+        (new / "a").write_bytes(b"new a")
+        tree.put("m/v1", str(old), name="d", recursive=True)
+        storage.write_atomic("m/v1/d/a?versionId=1", b"planted")
+        tree.put("m/v1", str(new), name="d", recursive=True, force=True)
+        assert storage.read_bytes("m/v1/d/a") == b"new a"
+
+    def test_key_beside_a_stored_directory_is_no_shortcut(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
+        if storage.capabilities.exclusive_names:
+            pytest.skip("a name is a file or a directory here, never both")
+        tree = Metatree(storage, KEYS)
+        old, new = tmp_path / "old", tmp_path / "new"
+        old.mkdir()
+        (old / "a").write_bytes(b"old a")
+        (old / "b").write_bytes(b"old b")
+        new.mkdir()
+        (new / "a").write_bytes(b"new a")
+        tree.put("m/v1", str(old), name="d", recursive=True)
+        storage.write_atomic("m/v1/d", b"planted beside the prefix")
+        tree.put("m/v1", str(new), name="d", recursive=True, force=True)
+        assert sorted(storage.walk_files("m/v1/d")) == ["a"]  # no stale b inherited
+
+    def test_remove_of_odd_stored_shapes_completes(self, storage: Storage) -> None:
+        self._require_local(storage)
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        tree.put("m/v2", b"x", name="f")
+        shutil.rmtree(storage.abs("m/v1"))
+        with open(storage.abs("m/v1"), "wb") as stream:  # a listed node's directory is a file
+            stream.write(b"x")
+        deep = storage.abs("m/v2/d")
+        os.mkdir(deep)
+        for _ in range(1200):  # deeper than Python's recursion limit (os.makedirs recurses)
+            deep += "/x"
+            os.mkdir(deep)
+        tree.remove("m/v1", recursive=True)
+        tree.remove("m/v2", recursive=True)
+        assert tree.find("m").children == []
+        assert storage.listdir("m") == {"metadata.json": "file"}
