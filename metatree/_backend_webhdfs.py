@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import posixpath
 import tempfile
 import time
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from fsspec.callbacks import Callback
+    from fsspec.spec import AbstractFileSystem
 
     from metatree._backends import Source
 
@@ -86,6 +88,11 @@ class WebHDFSBackend(Backend):
     timeout: ClassVar[float] = 30.0
     """Seconds to wait for a connection, and for each read of a reply (requests' timeout)."""
 
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        super().__init__(fs)
+        self._pid = os.getpid()
+        self._child_sessions: dict[int, requests.Session] = {}
+
     # -- REST plumbing ------------------------------------------------------------------
     def _url(self, path: str) -> str:
         return str(self.fs._apply_proxy(self.fs.url + quote(path, safe="/=")))
@@ -126,10 +133,30 @@ class WebHDFSBackend(Backend):
             time.sleep(_BACKOFF * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _session(self) -> requests.Session:
+        """Return the HTTP session of this process.
+
+        A child forked from a process that used the tree inherits fsspec's session with its
+        pooled connections: two processes reading replies off one socket take each other's
+        answers (a lease proof read from another process's reply proves nothing). A child
+        gets a fresh session with the same settings.
+        """
+        session: requests.Session = self.fs.session
+        if self._pid == os.getpid():
+            return session
+        own = self._child_sessions.get(os.getpid())
+        if own is None:
+            own = requests.Session()
+            own.auth, own.verify, own.cert = session.auth, session.verify, session.cert
+            own.headers.update(session.headers)
+            own.proxies.update(session.proxies)
+            self._child_sessions = {os.getpid(): own}
+        return own
+
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One HTTP request with a bounded wait; a timeout becomes a `TimeoutError` (OSError)."""
         try:
-            response: requests.Response = self.fs.session.request(
+            response: requests.Response = self._session().request(
                 method, url, timeout=self.timeout, **kwargs
             )
         except requests.ConnectTimeout:
@@ -141,7 +168,11 @@ class WebHDFSBackend(Backend):
 
     def _follow(self, response: requests.Response, method: str, **kwargs: Any) -> requests.Response:
         """Send the second step of CREATE/OPEN to the data node the name node chose."""
-        location = self.fs._apply_proxy(response.headers["Location"])
+        redirect = response.headers.get("Location")
+        if not redirect:
+            response.close()
+            raise _ServerError(f"{method}: the name node's answer has no Location to follow")
+        location = self.fs._apply_proxy(redirect)
         response.close()
         second = self._send(method, location, **kwargs)
         self._check(second, f"{method} {location}")
@@ -359,6 +390,11 @@ class WebHDFSBackend(Backend):
         """RENAME with ``renameoptions=OVERWRITE`` (HDFS ``rename2``: atomic replace)."""
         self._rename(src, dst, overwrite=True)
 
+    def tree_version(self, path: str) -> object:
+        """Return the HDFS fileId and mtime: `replace_tree` renames a new directory in."""
+        status = self._request("GETFILESTATUS", "GET", path).json()["FileStatus"]
+        return status.get("fileId"), status.get("modificationTime")
+
     def kind(self, path: str) -> str | None:
         # docstring inherited
         try:
@@ -401,15 +437,38 @@ class WebHDFSBackend(Backend):
         self._delete(path, recursive=True)
 
     def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
-        """RENAME the old `dst` to `trash`, `src` into place, then DELETE the trash."""
-        if old_kind is not None and not self._rename_new(dst, trash):
+        """RENAME the old `dst` to `trash`, `src` into place, then DELETE the trash.
+
+        RENAME is not idempotent, so a failed or unanswered one is judged by what is there
+        afterwards; whenever `src` did not make it into place, the old entry goes back.
+        """
+        if old_kind is not None and not self._renamed(dst, trash):
             raise FileNotFoundError(f"RENAME {dst}: nothing there")
-        if not self._rename_new(src, dst):
-            if old_kind is not None:
-                self._rename_new(trash, dst)  # put the old one back
+        try:
+            placed = self._renamed(src, dst)
+        except BaseException:
+            self._put_back(trash, dst, old_kind)
+            raise
+        if not placed:
+            self._put_back(trash, dst, old_kind)
             raise FileExistsError(f"RENAME {src} -> {dst}: the destination appeared")
         if old_kind is not None:
-            self._delete_tree(trash)
+            with contextlib.suppress(OSError, requests.RequestException):
+                self._delete_tree(trash)  # a leftover trash is hidden; the swap is done
+
+    def _renamed(self, src: str, dst: str) -> bool:
+        """`_rename_new`, and when its answer is lost, whether it happened after all."""
+        try:
+            return self._rename_new(src, dst)
+        except (OSError, requests.RequestException):
+            if self.kind(src) is None and self.kind(dst) is not None:
+                return True  # it happened: the reply was lost
+            raise
+
+    def _put_back(self, trash: str, dst: str, old_kind: str | None) -> None:
+        if old_kind is not None:
+            with contextlib.suppress(OSError, requests.RequestException):
+                self._rename_new(trash, dst)
 
     def _rename_new(self, src: str, dst: str) -> bool:
         """rename2 without OVERWRITE: a plain RENAME onto a directory would move `src` into it."""

@@ -9,14 +9,16 @@ lazy registry (as fsspec's ``known_implementations``), never by comparing protoc
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import io
 import os
 import stat
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, ClassVar, Final, TypeAlias, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, TypeAlias, cast
 
 from metatree._registry import ClassRegistry
 from metatree.errors import PathError
@@ -182,6 +184,45 @@ def _check_regular(mode: int, path: str) -> None:
         )
 
 
+_RENAME_EXCHANGE: Final = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically with ``renameat2(RENAME_EXCHANGE)``; False where unsupported.
+
+    Linux (glibc 2.28+, most local filesystems) only; elsewhere the caller renames twice and
+    a crash between the two renames leaves the old entry under a reserved trash name.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # this kernel or filesystem cannot exchange
+    raise OSError(code, os.strerror(code), b)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
 def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Callback) -> None:
     """Copy in bounded chunks, reporting progress through the fsspec callback."""
     if size is not None:
@@ -285,6 +326,13 @@ class Backend:
 
     def confine(self, root: str, path: str) -> None:
         """Refuse `path` if it could lead outside `root` (local disk: through a planted link)."""
+
+    def tree_version(self, path: str) -> object:
+        """Identify the directory `path` itself, so a replacement (rename) shows; None: cannot.
+
+        Object stores replace a directory key by key, so there is no one identity to compare.
+        """
+        return None
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """Return a whole file and its version; None: this backend has no conditional write.
@@ -494,6 +542,11 @@ class LocalBackend(Backend):
             if stat.S_ISLNK(mode):
                 raise PathError(current, _PLANTED_LINK)
 
+    def tree_version(self, path: str) -> object:
+        """Return the device and inode: `replace_tree` renames a new directory in."""
+        st = os.lstat(path)
+        return (st.st_dev, st.st_ino)
+
     def read(self, path: str) -> bytes:
         # docstring inherited
         with open_regular(path) as stream:
@@ -619,6 +672,12 @@ class LocalBackend(Backend):
         Each rename is atomic: readers see the old or the new directory, and a failure between
         the two renames puts the old one back.
         """
+        if old_kind is not None and _exchange(src, dst):
+            # one atomic swap (Linux renameat2 RENAME_EXCHANGE): no moment, crash included,
+            # where `dst` is missing; the old entry is now at `src`, a reserved name
+            with contextlib.suppress(OSError):
+                self._delete_tree(src)
+            return
         if old_kind is not None:
             os.rename(dst, trash)
         try:
@@ -627,10 +686,9 @@ class LocalBackend(Backend):
             if old_kind is not None:
                 os.rename(trash, dst)
             raise
-        if old_kind == "directory":
-            self._delete_tree(trash)
-        elif old_kind is not None:
-            os.unlink(trash)
+        if old_kind is not None:
+            with contextlib.suppress(OSError):  # a leftover trash is hidden; the swap is done
+                self._delete_tree(trash)
 
     def find(self, path: str) -> list[str]:
         """List every file below `path`, without following symbolic links.

@@ -110,6 +110,7 @@ class Database:
             f"metatree-tx-{id(self)}", default=None
         )
         self._tx_thread: tuple[int, int] | None = None
+        self._wrote_new: set[NodePath] = set()  # nodes the running put has written (locked)
         self.case_insensitive = _probe_case_insensitive(storage)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -414,8 +415,12 @@ class Database:
     # -- transactions and the lock ------------------------------------------------------
     def _active_tx(self) -> Transaction | None:
         tx = self._tx.get()
-        # a child forked inside a transaction does not own it (nor the lock it holds)
-        return tx if tx is not None and tx.pid == os.getpid() else None
+        # a child forked inside a transaction does not own it (nor the lock it holds), and a
+        # context copied inside the block (a task, `copy_context().run`) outlives it: a write
+        # from there after the block ended must be a plain write, not staged into a dead one
+        if tx is None or tx.closed or tx.pid != os.getpid():
+            return None
+        return tx
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -460,6 +465,7 @@ class Database:
                     ) from tx.failed
                 self._commit(tx)
             finally:
+                tx.closed = True
                 self._tx_thread = None
                 self._tx.reset(token)
 
@@ -477,13 +483,13 @@ class Database:
                 else:
                     existing.append((path, metadata))
             self._sync_unsynced(tx)  # every new node durable before an index lists it
-            while tx.moves:
-                staged, target = tx.moves.popitem()
-                old_kind = tx.old_kinds.pop(staged, None)
+            for staged, target in list(tx.moves.items()):
+                old_kind = tx.old_kinds.get(staged)
                 if old_kind != "directory" and staged not in tx.trees:
                     self.storage.rename(staged, target)  # one file over another: atomic
                 else:
                     self.storage.replace_tree(staged, target, old_kind)
+                del tx.moves[staged]  # moved: no longer ours to delete
             for path, metadata in existing:
                 self._put_metadata(path, metadata, expect=tx.versions.get(path))
         except BaseException:
@@ -573,47 +579,104 @@ class Database:
                 old_kind = self._check_target(
                     node, metadata, name, force=force, recursive=recursive
                 )
-            for depth in range(len(new), 0, -1):  # deepest first
-                below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
-                self._write_new_node((*anchor, *new[:depth]), below, tx)
-            if tx is None or node in tx.created:
-                # in a node this transaction created, files are flushed in one batch at its end
-                unsynced = None if tx is None else tx.unsynced
-                self._store(
+            try:
+                self._put_into(
+                    anchor,
+                    new,
+                    node,
+                    name,
                     source,
-                    target,
-                    recursive,
-                    callback,
-                    unsynced,
-                    new_node=bool(new),
+                    tx,
+                    force=force,
+                    recursive=recursive,
+                    callback=callback,
                     old_kind=old_kind,
                 )
-            else:
-                if tx.staged_for(target) is not None and not force:  # stored by this transaction
-                    raise AlreadyExistsError(self.url(node, name))
-                tx.unstage(target)
-                staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
-                self._store(source, staged, recursive, callback)
-                tx.moves[staged] = target
-                tx.old_kinds[staged] = old_kind
-                if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
-                    tx.trees.add(staged)
+            except BaseException:
+                top = (*anchor, new[0]) if new else None
+                if tx is None and top is not None and top in self._wrote_new:
+                    # what this put wrote is unlisted: take it back (only once a write of
+                    # ours made the directory: never a file or directory that was in the way)
+                    with contextlib.suppress(MetatreeError):
+                        self.storage.remove_tree(_rel(top))
+                raise
+            finally:
+                self._wrote_new.clear()
             if new:
                 metadata[CHILDREN] = [*children_of(metadata), new[0]]
                 self._write_metadata(anchor, metadata, commit=True, expect=version)
         return node
 
+    def _put_into(
+        self,
+        anchor: NodePath,
+        new: list[str],
+        node: NodePath,
+        name: str,
+        source: Source,
+        tx: Transaction | None,
+        *,
+        force: bool,
+        recursive: bool,
+        callback: Callback,
+        old_kind: str | None,
+    ) -> None:
+        """Write the new nodes' metadata and store the file (or stage it, in a transaction)."""
+        target = _rel(node, name)
+        # top first: whatever a crash leaves has a metadata.json at its top, so `_claim`
+        # knows it for an orphan (deepest first left `n/` holding only `v1/`: a "stored
+        # directory", blocking the name for good); nothing lists them until the commit
+        for depth in range(1, len(new) + 1):
+            below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
+            self._write_new_node((*anchor, *new[:depth]), below, tx)
+        if tx is None or node in tx.created:
+            # in a node this transaction created, files are flushed in one batch at its end
+            unsynced = None if tx is None else tx.unsynced
+            self._store(
+                source,
+                target,
+                recursive,
+                callback,
+                unsynced,
+                new_node=bool(new),
+                old_kind=old_kind,
+            )
+        else:
+            if tx.staged_for(target) is not None and not force:  # stored by this transaction
+                raise AlreadyExistsError(self.url(node, name))
+            staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
+            try:
+                self._store(source, staged, recursive, callback)
+            except BaseException:  # a partial staged copy is nobody's: delete it
+                with contextlib.suppress(MetatreeError):
+                    self.storage.remove_tree(staged)
+                with contextlib.suppress(MetatreeError):
+                    self.storage.remove_file(staged)
+                raise
+            tx.unstage(target)  # only now: a failed replace keeps the earlier staged copy
+            tx.moves[staged] = target
+            tx.old_kinds[staged] = old_kind
+            if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
+                tx.trees.add(staged)
+
     def _write_new_node(
         self, path: NodePath, metadata: dict[str, Any], tx: Transaction | None
     ) -> None:
-        """Write a new (still unlisted) node's metadata now; in a transaction, unflushed."""
+        """Write a new (still unlisted) node's metadata now; in a transaction, unflushed.
+
+        Each node (and its new ancestors) is recorded as ours only once the write succeeded:
+        a failed write met something in the way, which a rollback must not delete.
+        """
         if tx is None:
             self._put_metadata(path, metadata, expect=None)
-            return
-        tx.created.add(path)
-        self._put_metadata(path, metadata, expect=None, durable=False)
-        tx.unsynced.append(_rel(path, METADATA_FILE))
-        tx.remember(path, metadata, None)
+        else:
+            self._put_metadata(path, metadata, expect=None, durable=False)
+            tx.unsynced.append(_rel(path, METADATA_FILE))
+            tx.remember(path, metadata, None)
+        ours = {path[:depth] for depth in range(1, len(path) + 1)}
+        self._wrote_new.update(ours)
+        if tx is not None:
+            tx.created.add(path)
 
     def _check_lookalike(self, anchor: NodePath, metadata: dict[str, Any], name: str) -> None:
         """Refuse a new node whose name only differs from a sibling's in Unicode form or case.
@@ -666,8 +729,15 @@ class Database:
                             shown, f"{later} cannot resolve in {name!r}, which does not exist yet"
                         )
                     new.append(later.name)
-                for created in new:  # new names follow the portable rules, found ones need not
-                    check_name(created, shown)
+                try:  # new names follow the portable rules, found ones need not
+                    for created in new:
+                        check_name(created, shown)
+                except PathError as exc:
+                    if isinstance(segment, Placeholder):
+                        raise UnresolvedPathError(
+                            shown, f"{segment} resolves to {name!r}: {exc.reason}"
+                        ) from None
+                    raise
                 return path, metadata, version, new
             path = (*path, name)
             # a leaf has no index to read, and no child to clash with

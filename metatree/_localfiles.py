@@ -18,9 +18,12 @@ import stat
 import uuid
 from typing import TYPE_CHECKING
 
+from fsspec.callbacks import Callback
+
 from metatree._paths import SYSTEM_PREFIX, check_name
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
     MetatreeError,
     NotFoundError,
     PathError,
@@ -29,8 +32,6 @@ from metatree.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from fsspec.callbacks import Callback
 
     from metatree._backends import Source
     from metatree._storage import Storage
@@ -49,11 +50,27 @@ _MAX_NAME_BYTES = 255
 _UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
+MAX_CHUNK = 2**30
+"""Largest `chunk_size` (1 GiB): larger reads only exhaust memory (or overflow ``read``)."""
+
+
 def check_chunk_size(chunk_size: object, shown: str) -> int:
     """Return `chunk_size` if it is a positive int, else `PathError` (``0`` used to read b"")."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise PathError(shown, f"chunk_size must be a positive int, not {chunk_size!r}")
+    if chunk_size > MAX_CHUNK:
+        raise PathError(shown, f"chunk_size must be at most {MAX_CHUNK} (1 GiB)")
     return chunk_size
+
+
+def check_callback(callback: object, shown: str) -> None:
+    """Refuse a progress callback that is not an fsspec `Callback`, before any I/O."""
+    if not isinstance(callback, Callback):
+        raise PathError(
+            shown,
+            f"callback must be an fsspec.callbacks.Callback, not {type(callback).__name__} "
+            "(fsspec.callbacks.TqdmCallback draws a progress bar)",
+        )
 
 
 def is_text_stream(source: object) -> bool:
@@ -82,6 +99,8 @@ def check_local_outfile(outfile: object) -> str | None:
     local = os.fspath(outfile)
     if not isinstance(local, str):
         raise PathError(repr(outfile), "outfile must be a str path, not bytes")
+    if "\x00" in local:
+        raise PathError(repr(outfile), "outfile holds a NUL character")
     if os.path.lexists(local):
         raise AlreadyExistsError(local, "get will not overwrite a local file")
     parent = os.path.dirname(os.path.abspath(local))
@@ -221,6 +240,7 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
     Files land in a fresh directory beside `outfile`, renamed into place once complete, so
     a failure leaves no partial directory.
     """
+    version = storage.tree_version(rel)
     plan: list[list[str]] = []
     for sub in storage.walk_files(rel):
         parts = sub.split("/")
@@ -238,15 +258,39 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
     try:
-        for parts in plan:
-            local = os.path.join(partial, *parts)
-            _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
-            storage.get(f"{rel}/{'/'.join(parts)}", local, callback)
+        try:
+            for parts in plan:
+                local = os.path.join(partial, *parts)
+                _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
+                storage.get(f"{rel}/{'/'.join(parts)}", local, callback)
+        except NotFoundError:
+            _check_same_tree(storage, rel, version)
+            raise
+        _check_same_tree(storage, rel, version)
         _local(outfile, lambda p: _rename_new(partial, p))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(partial)
         raise
+
+
+def _check_same_tree(storage: Storage, rel: str, version: object) -> None:
+    """Raise `ConflictError` if the directory was replaced while it was downloaded.
+
+    Each file is read whole from one version, but a directory replaced meanwhile (a forced
+    recursive put renames a new one into place) would mix files of both. Where the backend
+    cannot identify a directory (object stores), see docs/hardening-storage.md.
+    """
+    if version is None:
+        return
+    try:
+        now = storage.tree_version(rel)
+    except NotFoundError:
+        now = None
+    if now != version:
+        raise ConflictError(
+            storage.url_of(rel), "the directory was replaced while it was downloaded; retry"
+        )
 
 
 def _refuse_file_and_directory(storage: Storage, rel: str, plan: list[list[str]]) -> None:

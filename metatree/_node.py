@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._db import check_outfile, check_source, children_of
-from metatree._localfiles import check_chunk_size
+from metatree._localfiles import check_callback, check_chunk_size
 from metatree._paths import Literal, parse_file_location, resolve_segment
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
@@ -114,6 +114,7 @@ class Node:
     ) -> str:
         """Store a file in this node; see `Metatree.put`."""
         shown = "/".join(self.path)
+        check_callback(callback, shown)
         name = check_source(source, name, shown, recursive)
         location = tuple(Literal(n) for n in self.path)
         node = self.db.put(
@@ -138,6 +139,7 @@ class Node:
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
         check_chunk_size(chunk_size, str(file))
+        check_callback(callback, str(file))
         raw: object = file  # callers without type checking may pass anything
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")

@@ -166,6 +166,11 @@ class Storage:
             elif not self._backend.write_if(self.abs(rel), data, expect, durable=durable):
                 raise ConflictError(self.url_of(rel), "it was rewritten since it was read")
 
+    def tree_version(self, rel: str) -> object:
+        """Return an identity of the directory `rel` that a replacement changes (or None)."""
+        with translate_errors(self.url_of(rel)):
+            return self._backend.tree_version(self.abs(rel))
+
     def rename(self, src: str, dst: str) -> None:
         """Move the file `src` over `dst` (replacing it); readers see the old or the new `dst`."""
         with translate_errors(self.url_of(src)):
@@ -397,8 +402,13 @@ _GLOB = re.compile(r"[\[\]*?]")
 
 def _open_root(root: str, fs: AbstractFileSystem | None, options: dict[str, Any]) -> Storage:
     raw: object = root  # callers without type checking may pass anything
-    if not isinstance(raw, str) or not root:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) or not raw:
         raise StorageError(repr(root), "the root must be a non-empty path or URL")
+    root = raw
+    if "\x00" in root:
+        raise DatabaseError(repr(root), "the root holds a NUL character")
     if fs is not None:
         return Storage(fs, fs._strip_protocol(root))
     if "://" not in root:

@@ -63,6 +63,8 @@ class Transaction:
     """(relative path, is a tree) of removed data, deleted after the commit."""
     discarded: list[str] = field(default_factory=list)
     """Staged files made pointless by a later remove: deleted at the end, commit or not."""
+    closed: bool = False
+    """Set when the block ends: contexts copied inside it must not stage into it any more."""
     failed: BaseException | None = None
     """The exception that left a nested block: the transaction can only be rolled back."""
 

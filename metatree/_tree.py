@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._db import Database, check_outfile, check_source, children_of
-from metatree._localfiles import check_chunk_size
+from metatree._localfiles import check_callback, check_chunk_size
 from metatree._node import Node
 from metatree._paths import (
     Location,
@@ -212,6 +212,7 @@ class Metatree:
             The stored file's URL (metatreedb returned True).
         """
         shown = _shown(location)
+        check_callback(callback, shown)  # not metatreedb's argument: the cursor stays
         self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
         segments = parse_location(location, self.keys)
         try:
@@ -282,6 +283,7 @@ class Metatree:
             `outfile` exists already.
         """
         check_chunk_size(chunk_size, str(location))
+        check_callback(callback, str(location))
         check_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
         if _finds_a_node(location, self.keys):

@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 
 from metatree import Metatree, StorageError
 from metatree.testing.servers import s3_options
@@ -102,3 +103,64 @@ class TestWebHDFSFaults:
             tree.find("m/v1")
         webhdfs_server.clear_faults()
         assert assert_whole(tree) == [(), ("m",), ("m", "v1")]
+
+    @pytest.mark.parametrize("status", [200, 307])
+    def test_redirect_without_location_is_a_storage_error(
+        self, tree: Metatree, webhdfs_server: WebHDFSServer, status: int
+    ) -> None:
+        webhdfs_server.fail_next(10, op="CREATE", status=status, datanode=False)  # > retries
+        with pytest.raises(StorageError, match="Location"):
+            tree.put("m/v1", b"two", name="g")
+        webhdfs_server.clear_faults()
+        assert_whole(tree)
+        assert tree.find("m/v1").list() == ["f"]
+
+    def test_forked_child_has_its_own_connections(self, tree: Metatree) -> None:
+        """A child forked after the parent used the tree must not read the parent's replies."""
+        import os
+
+        tree.find("m/v1").update(n=0)
+        backend = tree.storage._backend
+        parent_session = backend._session()  # type: ignore[attr-defined]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            try:
+                child_session = backend._session()  # type: ignore[attr-defined]
+                ok = child_session is not parent_session and tree.find("m/v1").metadata["n"] == 0
+                os._exit(0 if ok else 1)
+            except BaseException:  # noqa: BLE001 - anything at all is a failure of the child
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert backend._session() is parent_session  # type: ignore[attr-defined]
+
+    @pytest.mark.parametrize("nth", [1, 2])
+    @pytest.mark.parametrize("fault", ["error", "lost reply"])
+    def test_directory_replace_survives_a_failed_rename(
+        self, tree: Metatree, monkeypatch: pytest.MonkeyPatch, fault: str, nth: int
+    ) -> None:
+        """RENAME is not idempotent: the old directory stays visible whatever the reply."""
+        storage = tree.storage
+        storage.write_atomic("m/v1/d/a", b"old")
+        storage.write_atomic("m/v1/.metatree.staging.x/a", b"new")
+        backend = storage._backend
+        original = backend._rename_new  # type: ignore[attr-defined]
+        calls: list[str] = []
+
+        def flaky(src: str, dst: str) -> bool:
+            calls.append(src)
+            if len(calls) != nth:
+                return bool(original(src, dst))
+            if fault == "lost reply":
+                original(src, dst)
+                raise requests.ConnectionError("the reply was lost")
+            raise OSError("HTTP 500")
+
+        monkeypatch.setattr(backend, "_rename_new", flaky)
+        try:
+            storage.replace_tree("m/v1/.metatree.staging.x", "m/v1/d", "directory")
+        except StorageError:
+            assert fault == "error"  # a lost reply is judged by what is there afterwards
+        monkeypatch.undo()
+        assert storage.read_bytes("m/v1/d/a") in (b"old", b"new")
+        assert storage.kind("m/v1/d") == "directory"

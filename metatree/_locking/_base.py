@@ -118,7 +118,9 @@ class BaseLock(ABC):
             self._after_fork()
         timeout = self.timeout if timeout is None else timeout
         start = time.monotonic()
-        if not self._mutex.acquire(timeout=-1 if timeout < 0 else timeout):
+        # past threading.TIMEOUT_MAX (~292 years) a wait is forever, and acquire() overflows
+        forever = timeout < 0 or timeout > threading.TIMEOUT_MAX
+        if not self._mutex.acquire(timeout=-1 if forever else timeout):
             raise LockTimeout(self.name, timeout, "another thread of this process", "retry later")
         if self._depth:
             self._depth += 1

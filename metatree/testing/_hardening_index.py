@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from typing import TYPE_CHECKING
 
 import orjson
@@ -23,6 +24,7 @@ from metatree.errors import (
     LockError,
     NotFoundError,
     PathError,
+    StorageError,
     TransactionAbortedError,
     UnresolvedPathError,
 )
@@ -416,3 +418,88 @@ class IndexHardeningTests:
         assert "a" not in metadata
         assert "b" not in metadata  # refused, never silently joined and discarded
         assert len(seen) == 1
+
+    # -- third attack round -------------------------------------------------------------
+    def test_task_started_in_a_transaction_writes_after_it(self, storage: Storage) -> None:
+        """A context copied inside the block must not stage into it once it has ended."""
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+
+        async def late() -> None:
+            await asyncio.sleep(0.02)  # runs after the block has committed
+            tree.find("m/v1").update(note="late")
+            tree.put("m/v2", b"late", name="late.bin")
+
+        async def main() -> None:
+            with tree.transaction():
+                task = asyncio.create_task(late())  # copies the context: the transaction
+                tree.find("m/v1").update(inside=True)
+            await task
+
+        asyncio.run(main())
+        fresh = Metatree(storage)
+        assert fresh.find("m/v1").metadata["note"] == "late"
+        assert b"".join(fresh.get("m/v2/late.bin")) == b"late"
+
+    def test_crash_after_the_first_new_node_leaves_a_recognised_orphan(
+        self, storage: Storage
+    ) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        # what a crash leaves now that new nodes are written top first
+        storage.write_atomic("n/metadata.json", orjson.dumps({"children": ["v1"]}))
+        storage.write_atomic("n/v1/.metatree.tmp.0", b"")
+        assert tree.find("").list() == ["m"]
+        tree.put("n/v1/s", b"y", name="f")
+        assert tree.find("").children == ["m", "n"]
+        assert tree.find("n/v1/s").list() == ["f"]
+
+    def test_failed_put_of_new_nodes_writes_nothing(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        before = snapshot(storage)
+
+        class Broken(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: object) -> int:
+                raise OSError("the source broke")
+
+        with pytest.raises(StorageError):
+            tree.put("n/v1/s", Broken(), name="f")  # type: ignore[arg-type]
+        assert snapshot(storage) == before
+
+    def test_failed_replace_in_a_transaction_keeps_the_earlier_one(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"OLD", name="a.bin")
+
+        class Broken(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: object) -> int:
+                raise OSError("the source broke")
+
+        with tree.transaction():
+            tree.put("m/v1", b"FIRST", name="a.bin", force=True)
+            with contextlib.suppress(StorageError):
+                tree.put("m/v1", Broken(), name="a.bin", force=True)  # type: ignore[arg-type]
+        assert b"".join(tree.get("m/v1/a.bin")) == b"FIRST"
+        assert [r for r in storage.walk_files("m/v1") if r != METADATA_FILE] == ["a.bin"]
+
+    def test_failed_move_at_commit_leaves_no_staged_file(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"OLD", name="a.bin")
+
+        def broken(src: str, dst: str) -> None:
+            raise StorageError(dst, "injected")
+
+        monkeypatch.setattr(storage, "rename", broken)
+        with pytest.raises(StorageError, match="injected"), tree.transaction():
+            tree.put("m/v1", b"NEW", name="a.bin", force=True)
+        monkeypatch.undo()
+        assert [r for r in storage.walk_files("m/v1") if r != METADATA_FILE] == ["a.bin"]
+        assert b"".join(tree.get("m/v1/a.bin")) == b"OLD"

@@ -21,6 +21,7 @@ from metatree import Metatree
 from metatree._storage import Storage, as_storage
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
     CorruptMetadataError,
     DatabaseError,
     MetatreeError,
@@ -546,3 +547,67 @@ class StorageHardeningTests:
         tree.remove("m/v2", recursive=True)
         assert tree.find("m").children == []
         assert storage.listdir("m") == {"metadata.json": "file"}
+
+    # -- careless values (third attack round) -------------------------------------------
+    @pytest.mark.parametrize("callback", [None, print, "bar"])
+    def test_bad_callback_is_refused_before_any_write(
+        self, storage: Storage, tmp_path: Path, callback: Any
+    ) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        before = snapshot(storage)
+        with pytest.raises(PathError, match="callback"):
+            tree.put("n/v1", b"x", name="f", callback=callback)
+        with pytest.raises(PathError, match="callback"):
+            tree.find("m/v1").put(b"x", name="g", callback=callback)
+        with pytest.raises(PathError, match="callback"):
+            tree.get("m/v1/f", outfile=str(tmp_path / "dl"), callback=callback)
+        assert snapshot(storage) == before
+        assert not (tmp_path / "dl").exists()
+
+    @pytest.mark.parametrize("chunk_size", [2**62, 2**100])
+    def test_huge_chunk_size_is_refused(self, storage: Storage, chunk_size: int) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(PathError, match="chunk_size"):
+            tree.get("m/v1/f", chunk_size=chunk_size)
+
+    def test_nul_in_outfile_is_refused(self, storage: Storage, tmp_path: Path) -> None:
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        with pytest.raises(PathError, match="NUL"):
+            tree.get("m/v1/f", outfile=str(tmp_path / "a\x00b"))
+
+    def test_huge_lock_timeout_waits_like_forever(self, storage: Storage) -> None:
+        tree = Metatree(storage, KEYS, lock_timeout=1e300)
+        tree.put("m/v1", b"x", name="f")  # no OverflowError from the in-process wait
+        with tree.transaction():
+            tree.find("m/v1").update(k=1)
+        assert tree.find("m/v1").metadata["k"] == 1
+
+    def test_directory_replaced_during_a_download_is_a_conflict(
+        self, storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tree = Metatree(storage, KEYS)
+        if storage._backend.tree_version(storage.root) is None:
+            pytest.skip("object stores replace a directory key by key (documented window)")
+        old, new = tmp_path / "old", tmp_path / "new"
+        for folder, tag in ((old, b"old"), (new, b"new")):
+            folder.mkdir()
+            (folder / "a").write_bytes(tag + b" a")
+            (folder / "b").write_bytes(tag + b" b")
+        tree.put("m/v1", str(old), name="d", recursive=True)
+        writer = Metatree(storage)
+        original = storage.get
+        calls: list[str] = []
+
+        def replacing(rel: str, local: str, callback: Any = None, **kw: Any) -> None:
+            calls.append(rel)
+            if len(calls) == 2:  # between the two files, another writer swaps the directory
+                writer.put("m/v1", str(new), name="d", recursive=True, force=True)
+            original(rel, local, callback, **kw)
+
+        monkeypatch.setattr(storage, "get", replacing)
+        with pytest.raises(ConflictError):
+            tree.get("m/v1/d", outfile=str(tmp_path / "dl"), recursive=True)
+        assert not (tmp_path / "dl").exists()
