@@ -41,6 +41,16 @@ KEYS = ("model", "version", "stage")
 HOSTILE_ENTRIES = ["../outside", "..", ".", "", "a/b", "metadata.json", ".lock", "x\x00y"]
 
 
+class Broken(io.RawIOBase):
+    """A source whose first read fails (a vanished network mount, a dying pipe)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise OSError("the source broke")
+
+
 class IndexHardeningTests:
     """Stored data is input: indexes, orphans and configs written by anyone."""
 
@@ -459,13 +469,6 @@ class IndexHardeningTests:
         tree.put("m/v1", b"x", name="f")
         before = snapshot(storage)
 
-        class Broken(io.RawIOBase):
-            def readable(self) -> bool:
-                return True
-
-            def readinto(self, buffer: object) -> int:
-                raise OSError("the source broke")
-
         with pytest.raises(StorageError):
             tree.put("n/v1/s", Broken(), name="f")  # type: ignore[arg-type]
         assert snapshot(storage) == before
@@ -473,13 +476,6 @@ class IndexHardeningTests:
     def test_failed_replace_in_a_transaction_keeps_the_earlier_one(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b"OLD", name="a.bin")
-
-        class Broken(io.RawIOBase):
-            def readable(self) -> bool:
-                return True
-
-            def readinto(self, buffer: object) -> int:
-                raise OSError("the source broke")
 
         with tree.transaction():
             tree.put("m/v1", b"FIRST", name="a.bin", force=True)
