@@ -80,7 +80,9 @@ class S3Backend(Backend):
         s3fs's ``split_path`` cuts a key at ``?versionId=``: a stored name holding that text
         (an index entry, a planted key) would make a request act on another object.
         """
-        bucket, _, key = self.fs._strip_protocol(path).lstrip("/").partition("/")
+        for protocol in ("s3://", "s3a://"):
+            path = path.removeprefix(protocol)
+        bucket, _, key = path.lstrip("/").partition("/")  # no rstrip: "a/b/" is a marker key
         return bucket, key
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -318,11 +320,59 @@ class S3Backend(Backend):
                 raise
 
     def find(self, path: str) -> list[str]:
-        """Every key below ``path/`` in one listing (an object named `path` is not below it)."""
-        prefix = path.rstrip("/") + "/"
-        self.fs.invalidate_cache(path)
-        keys = self._run(self.fs._find(prefix))  # through our runner, as every request
-        return [k for k in keys if k.startswith(prefix)]
+        """Every file below ``path/`` (an object named `path` is not below it; no markers)."""
+        return [key for key in self._keys_below(path) if not key.endswith("/")]
+
+    def _keys_below(self, path: str) -> list[str]:
+        """Every key below ``path/``, folder markers (``a/b/``) included: ListObjectsV2 pages.
+
+        s3fs's ``find`` leaves out keys ending in ``/`` (what consoles' "Create folder"
+        writes), so a removal that deleted only what it found left the marker behind, and
+        the removed directory kept showing in listings.
+        """
+        bucket, key = self._bucket_key(path)
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+
+            async def call(extra: dict[str, str] = extra) -> dict[str, Any]:
+                reply: dict[str, Any] = await self.fs._call_s3(
+                    "list_objects_v2", Bucket=bucket, Prefix=prefix, **extra
+                )
+                return reply
+
+            reply = self._run(call())
+            keys += [f"{bucket}/{entry['Key']}" for entry in reply.get("Contents", [])]
+            token = reply.get("NextContinuationToken")
+            if not reply.get("IsTruncated") or not token:
+                return keys
+
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Delete every key below ``path/``, its top ``metadata.json`` last, then the markers.
+
+        After the keys, the folder markers of every level (``path/``, ``path/sub/``) are
+        deleted too, deepest first: a marker key keeps an emptied directory visible, and
+        SeaweedFS keeps emptied directories until their marker is deleted. Deleting a marker
+        that does not exist is a no-op in S3.
+        """
+        keys = self._keys_below(path)
+        if not keys:
+            raise FileNotFoundError(path)
+        base = path.rstrip("/")
+        top = f"{base}/metadata.json"
+        markers = {f"{base}/"}
+        for key in keys:
+            parts = key[len(base) + 1 :].split("/")[:-1]
+            markers.update(
+                f"{base}/{'/'.join(parts[:depth])}/" for depth in range(1, len(parts) + 1)
+            )
+        files = [k for k in keys if k != top and not k.endswith("/")]
+        self._delete_keys(files)
+        if top in keys:
+            self._delete_keys([top])
+        self._delete_keys(sorted(markers, key=len, reverse=True))
 
     def _delete_keys(self, keys: list[str]) -> None:
         """DeleteObjects of exact keys, 1 000 per request; any per-key error is raised.

@@ -594,7 +594,7 @@ class Database:
                 )
             except BaseException:
                 top = (*anchor, new[0]) if new else None
-                if tx is None and top is not None and top in self._wrote_new:
+                if tx is None and top is not None and top in self._wrote_new and self._holds():
                     # what this put wrote is unlisted: take it back (only once a write of
                     # ours made the directory: never a file or directory that was in the way)
                     with contextlib.suppress(MetatreeError):
@@ -629,6 +629,10 @@ class Database:
         for depth in range(1, len(new) + 1):
             below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
             self._write_new_node((*anchor, *new[:depth]), below, tx)
+        if new and tx is None:
+            # the file goes straight into the new node's directory: a writer whose lease ran
+            # out meanwhile must not write there (the next holder may own that name now)
+            self.lock.check()
         if tx is None or node in tx.created:
             # in a node this transaction created, files are flushed in one batch at its end
             unsynced = None if tx is None else tx.unsynced
@@ -658,6 +662,18 @@ class Database:
             tx.old_kinds[staged] = old_kind
             if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
                 tx.trees.add(staged)
+
+    def _holds(self) -> bool:
+        """Whether our lease still holds: a writer that lost it must not clean up either.
+
+        Its unlisted node may meanwhile have been cleared as an orphan and re-created, and
+        committed, by the next holder: deleting it would delete their work.
+        """
+        try:
+            self.lock.check()
+        except LockLostError:
+            return False
+        return True
 
     def _write_new_node(
         self, path: NodePath, metadata: dict[str, Any], tx: Transaction | None

@@ -181,6 +181,7 @@ class TestWebHDFSRequests:
             "LISTSTATUS",  # x/y/w: an orphan there would be cleared first (docs/format.md)
             "CREATE",
             "RENAME",  # x/y/w/metadata.json
+            "OPEN",  # the lease, before the file goes into the new node (docs/locking.md)
             "CREATE",
             "RENAME",  # the file
             "OPEN",  # verify the lease

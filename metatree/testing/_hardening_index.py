@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -22,6 +22,7 @@ from metatree.errors import (
     CorruptMetadataError,
     DatabaseError,
     LockError,
+    LockLostError,
     NotFoundError,
     PathError,
     StorageError,
@@ -499,3 +500,33 @@ class IndexHardeningTests:
         monkeypatch.undo()
         assert [r for r in storage.walk_files("m/v1") if r != METADATA_FILE] == ["a.bin"]
         assert b"".join(tree.get("m/v1/a.bin")) == b"OLD"
+
+    def test_writer_that_lost_its_lease_neither_writes_nor_cleans_up(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Its unlisted node may be the next holder's by now: no file into it, no delete of it."""
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        lock = tree._db.lock
+        original = lock.check
+        writes: list[str] = []
+
+        def lost() -> None:
+            if writes:  # lost after the new node's metadata was written
+                raise LockLostError(lock.name, "injected: the lease ran out")
+            original()
+
+        real_write = storage.write_atomic
+
+        def recording(rel: str, data: bytes, **options: Any) -> None:
+            writes.append(rel)
+            real_write(rel, data, **options)
+
+        monkeypatch.setattr(lock, "check", lost)
+        monkeypatch.setattr(storage, "write_atomic", recording)
+        with pytest.raises(LockLostError):
+            tree.put("m/v2", b"late", name="a.bin")
+        monkeypatch.undo()
+        assert storage.kind("m/v2/a.bin") is None  # the file never went in
+        assert storage.kind("m/v2/metadata.json") == "file"  # left for the next holder/fsck
+        assert tree.find("m").children == ["v1"]

@@ -611,3 +611,16 @@ class StorageHardeningTests:
         with pytest.raises(ConflictError):
             tree.get("m/v1/d", outfile=str(tmp_path / "dl"), recursive=True)
         assert not (tmp_path / "dl").exists()
+
+    def test_folder_markers_go_with_a_removed_directory(self, storage: Storage) -> None:
+        if storage.capabilities.exclusive_names or storage.capabilities.data_in_memory:
+            pytest.skip("folder marker keys ('a/b/') exist on object stores only")
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v1", b"x", name="f")
+        storage.write_atomic("m/v1/d/sub/a", b"x")
+        storage.fs.pipe_file(storage.abs("m/v1/d/sub/"), b"")  # what a console's "new folder" makes
+        tree.remove("m/v1/d", recursive=True)
+        assert tree.find("m/v1").list() == ["f"]
+        assert not tree.exists("m/v1/d")
+        tree.put("m/v1", b"a file now", name="d")
+        assert b"".join(tree.get("m/v1/d")) == b"a file now"
