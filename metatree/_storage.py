@@ -193,8 +193,8 @@ class Storage:
         durable: bool = True,
     ) -> None:
         """Stream `source` (local path, bytes or binary file object) into the file `rel`."""
-        with translate_errors(self.url_of(rel)):
-            self._backend.put(source, self.abs(rel), callback, durable=durable)
+        with _users_callback(callback) as guarded, translate_errors(self.url_of(rel)):
+            self._backend.put(source, self.abs(rel), guarded, durable=durable)
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""
@@ -215,12 +215,11 @@ class Storage:
         try:
             with (
                 open(fd, "wb") as raw,
+                _users_callback(callback) as guarded,
                 translate_errors(self.url_of(rel)),
                 _local_errors(local_path),
             ):
-                self._backend.get(
-                    self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), callback
-                )
+                self._backend.get(self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), guarded)
             _move_new(tmp, local_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -275,6 +274,54 @@ class Storage:
             for path in self._backend.find(self.abs(rel)):
                 if path.startswith(base) and len(path) > len(base):
                     yield path[len(base) :]
+
+
+class _CallbackFailed(Exception):
+    """Carries an exception of the user's progress callback past transfer and HTTP code.
+
+    Not an `OSError` nor a `RuntimeError`: those would be taken for a storage failure (and
+    urllib3 would take an `OSError` raised while sending a body for a broken connection).
+    """
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class _GuardedCallback:
+    """The user's callback, whose exceptions travel as `_CallbackFailed`."""
+
+    def __init__(self, callback: Callback) -> None:
+        self._callback = callback
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._callback, name)
+        if not callable(attribute):
+            return attribute
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:  # the user's own error, whatever it is
+                raise _CallbackFailed(exc) from exc
+
+        return guarded
+
+
+@contextlib.contextmanager
+def _users_callback(callback: Callback) -> Iterator[Callback]:
+    """Yield `callback` guarded; its exception leaves as itself, not as a `StorageError`.
+
+    A progress bar that raises is the caller's bug, and reporting it as a storage failure at
+    the destination sent users looking in the wrong place.
+    """
+    if callback is DEFAULT_CALLBACK:
+        yield callback
+        return
+    try:
+        yield cast("Callback", _GuardedCallback(callback))
+    except _CallbackFailed as exc:
+        raise exc.original from None
 
 
 def reserved_beside(rel: str, purpose: str) -> str:

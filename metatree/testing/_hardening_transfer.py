@@ -378,3 +378,24 @@ class TransferHardeningTests:
         assert snapshot(storage) == {"f": b"old"}
         storage.write_atomic("f", b"new")  # the loop and the client still work
         assert storage.read_bytes("f") == b"new"
+
+    def test_callback_error_is_the_callers_and_writes_nothing(
+        self, tree: Metatree, storage: Storage, tmp_path: Path
+    ) -> None:
+        """A progress bar that raises is the caller's bug: its exception, not a StorageError."""
+        tree.put("m/v1", b"x", name="f")
+        before = snapshot(storage)
+        with pytest.raises(ValueError, match="progress bar broke"):
+            tree.put(
+                "n/v1", b"y" * 1000, name="g", callback=_Raising(ValueError("progress bar broke"))
+            )
+        with pytest.raises(ValueError, match="progress bar broke"):
+            tree.put("m/v1", b"y", name="g", callback=_Raising(ValueError("progress bar broke")))
+        with pytest.raises(ValueError, match="progress bar broke"):
+            tree.get(
+                "m/v1/f",
+                outfile=str(tmp_path / "dl"),
+                callback=_Raising(ValueError("progress bar broke")),
+            )
+        assert snapshot(storage) == before
+        assert not (tmp_path / "dl").exists()
