@@ -49,7 +49,7 @@ from metatree._paths import (
     resolve_segment,
 )
 from metatree._storage import reserved_beside
-from metatree._transaction import Transaction
+from metatree._transaction import Staged, Transaction
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -110,7 +110,6 @@ class Database:
             f"metatree-tx-{id(self)}", default=None
         )
         self._tx_thread: tuple[int, int] | None = None
-        self._wrote_new: set[NodePath] = set()  # nodes the running put has written (locked)
         self.case_insensitive = _probe_case_insensitive(storage)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -294,7 +293,7 @@ class Database:
                 raise NotFoundError(self.url(path, name), "file (removed in this transaction)")
             staged = tx.staged_for(rel)
             if staged is not None:
-                return staged
+                return staged.path
         return rel
 
     def describe_node(self, path: NodePath) -> str:
@@ -309,9 +308,7 @@ class Database:
         if tx is not None:  # as the transaction sees it: staged files in, removed ones out
             here = _rel(path)
             names = [n for n in names if not tx.pending_delete(_rel(path, n))]
-            names += [
-                posixpath.basename(t) for t in tx.moves.values() if posixpath.dirname(t) == here
-            ]
+            names += [posixpath.basename(t) for t in tx.moves if posixpath.dirname(t) == here]
             names = list(dict.fromkeys(names))
         unlisted_dirs = [n for n in names if listed.get(n) == "directory"]
         if unlisted_dirs:
@@ -483,13 +480,12 @@ class Database:
                 else:
                     existing.append((path, metadata))
             self._sync_unsynced(tx)  # every new node durable before an index lists it
-            for staged, target in list(tx.moves.items()):
-                old_kind = tx.old_kinds.get(staged)
-                if old_kind != "directory" and staged not in tx.trees:
-                    self.storage.rename(staged, target)  # one file over another: atomic
+            for target, staged in list(tx.moves.items()):
+                if staged.old_kind != "directory" and not staged.tree:
+                    self.storage.rename(staged.path, target)  # one file over another: atomic
                 else:
-                    self.storage.replace_tree(staged, target, old_kind)
-                del tx.moves[staged]  # moved: no longer ours to delete
+                    self.storage.replace_tree(staged.path, target, staged.old_kind)
+                del tx.moves[target]  # moved: no longer ours to delete
             for path, metadata in existing:
                 self._put_metadata(path, metadata, expect=tx.versions.get(path))
         except BaseException:
@@ -514,15 +510,11 @@ class Database:
         tx.created = set()
 
     def _discard_staged(self, tx: Transaction) -> None:
-        for staged in [*tx.moves, *tx.discarded]:
+        for staged in [*tx.moves.values(), *tx.discarded]:
             with contextlib.suppress(MetatreeError):
-                if staged in tx.trees:
-                    self.storage.remove_tree(staged)
-                else:
-                    self.storage.remove_file(staged)
+                self._delete(staged.path, tree=staged.tree)
         tx.moves = {}
         tx.discarded = []
-        tx.trees = set()
 
     def _delete(self, rel: str, *, tree: bool) -> None:
         if tree:
@@ -575,6 +567,11 @@ class Database:
             if new:
                 self._check_lookalike(anchor, metadata, new[0])
                 self._claim(anchor, new[0])
+                # the top new node first: whatever a crash leaves has a metadata.json at its
+                # top, so `_claim` knows it for an orphan; nothing lists it until the commit.
+                # If this write fails, it met something in the way, which is not ours to undo.
+                top = (*anchor, new[0])
+                self._write_new_node(top, {CHILDREN: new[1:2]} if new[1:] else {}, tx)
             else:
                 old_kind = self._check_target(
                     node, metadata, name, force=force, recursive=recursive
@@ -593,15 +590,11 @@ class Database:
                     old_kind=old_kind,
                 )
             except BaseException:
-                top = (*anchor, new[0]) if new else None
-                if tx is None and top is not None and top in self._wrote_new and self._holds():
-                    # what this put wrote is unlisted: take it back (only once a write of
-                    # ours made the directory: never a file or directory that was in the way)
+                if new and tx is None and self._holds():
+                    # the top new node is ours and unlisted: take back what this put wrote
                     with contextlib.suppress(MetatreeError):
                         self.storage.remove_tree(_rel(top))
                 raise
-            finally:
-                self._wrote_new.clear()
             if new:
                 metadata[CHILDREN] = [*children_of(metadata), new[0]]
                 self._write_metadata(anchor, metadata, commit=True, expect=version)
@@ -621,12 +614,14 @@ class Database:
         callback: Callback,
         old_kind: str | None,
     ) -> None:
-        """Write the new nodes' metadata and store the file (or stage it, in a transaction)."""
+        """Write the new nodes below the top one (`put` wrote it) and store the file.
+
+        In a transaction, a file for a node that existed before is staged instead. Nodes are
+        written top down (deepest first left ``n/`` holding only ``v1/`` after a crash: a
+        "stored directory" to `_claim`, blocking the name for good).
+        """
         target = _rel(node, name)
-        # top first: whatever a crash leaves has a metadata.json at its top, so `_claim`
-        # knows it for an orphan (deepest first left `n/` holding only `v1/`: a "stored
-        # directory", blocking the name for good); nothing lists them until the commit
-        for depth in range(1, len(new) + 1):
+        for depth in range(2, len(new) + 1):
             below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
             self._write_new_node((*anchor, *new[:depth]), below, tx)
         if new and tx is None:
@@ -648,20 +643,19 @@ class Database:
         else:
             if tx.staged_for(target) is not None and not force:  # stored by this transaction
                 raise AlreadyExistsError(self.url(node, name))
-            staged = _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}")
+            staged = Staged(
+                _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}"),
+                old_kind,
+                recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source),
+            )
             try:
-                self._store(source, staged, recursive, callback)
+                self._store(source, staged.path, recursive, callback)
             except BaseException:  # a partial staged copy is nobody's: delete it
                 with contextlib.suppress(MetatreeError):
-                    self.storage.remove_tree(staged)
-                with contextlib.suppress(MetatreeError):
-                    self.storage.remove_file(staged)
+                    self._delete(staged.path, tree=staged.tree)
                 raise
             tx.unstage(target)  # only now: a failed replace keeps the earlier staged copy
-            tx.moves[staged] = target
-            tx.old_kinds[staged] = old_kind
-            if recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source):
-                tx.trees.add(staged)
+            tx.moves[target] = staged
 
     def _holds(self) -> bool:
         """Whether our lease still holds: a writer that lost it must not clean up either.
@@ -680,19 +674,16 @@ class Database:
     ) -> None:
         """Write a new (still unlisted) node's metadata now; in a transaction, unflushed.
 
-        Each node (and its new ancestors) is recorded as ours only once the write succeeded:
-        a failed write met something in the way, which a rollback must not delete.
+        A transaction counts the node as its own only once the write succeeded: a failed
+        write met something in the way, which a rollback must not delete.
         """
         if tx is None:
             self._put_metadata(path, metadata, expect=None)
-        else:
-            self._put_metadata(path, metadata, expect=None, durable=False)
-            tx.unsynced.append(_rel(path, METADATA_FILE))
-            tx.remember(path, metadata, None)
-        ours = {path[:depth] for depth in range(1, len(path) + 1)}
-        self._wrote_new.update(ours)
-        if tx is not None:
-            tx.created.add(path)
+            return
+        self._put_metadata(path, metadata, expect=None, durable=False)
+        tx.unsynced.append(_rel(path, METADATA_FILE))
+        tx.remember(path, metadata, None)
+        tx.created.add(path)
 
     def _check_lookalike(self, anchor: NodePath, metadata: dict[str, Any], name: str) -> None:
         """Refuse a new node whose name only differs from a sibling's in Unicode form or case.

@@ -32,9 +32,21 @@ from typing import Any
 
 from metatree._metadata import CHILDREN
 
-__all__ = ["Transaction"]
+__all__ = ["Staged", "Transaction"]
 
 NodePath = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A file or directory stored under a reserved name, to be moved over its target."""
+
+    path: str
+    """Where it was stored (relative path, ``.metatree.tx.<uuid>`` beside the target)."""
+    old_kind: str | None
+    """What the target held when this was staged (`Storage.kind`)."""
+    tree: bool
+    """A directory (``put(recursive=True)`` of a local directory), not a single file."""
 
 
 @dataclass
@@ -53,16 +65,12 @@ class Transaction:
     """Nodes this transaction created: nothing lists them until it commits."""
     unsynced: list[str] = field(default_factory=list)
     """Files (relative paths) written without a flush, to be made durable before the commit."""
-    moves: dict[str, str] = field(default_factory=dict)
-    """Staged file (relative path) -> its target, moved into place at commit."""
-    old_kinds: dict[str, str | None] = field(default_factory=dict)
-    """Staged file -> what its target held when it was staged (`Storage.kind`)."""
-    trees: set[str] = field(default_factory=set)
-    """Staged directories (``put(recursive=True)`` of a local directory)."""
+    moves: dict[str, Staged] = field(default_factory=dict)
+    """Target (relative path) -> what was staged for it, moved into place at commit."""
     deletes: list[tuple[str, bool]] = field(default_factory=list)
     """(relative path, is a tree) of removed data, deleted after the commit."""
-    discarded: list[str] = field(default_factory=list)
-    """Staged files made pointless by a later remove: deleted at the end, commit or not."""
+    discarded: list[Staged] = field(default_factory=list)
+    """Staged copies made pointless by a later remove or put: deleted at the end, commit or not."""
     closed: bool = False
     """Set when the block ends: contexts copied inside it must not stage into it any more."""
     failed: BaseException | None = None
@@ -96,28 +104,22 @@ class Transaction:
         """Whether `rel`, or a directory above it, is data this transaction removed."""
         return any(rel == gone or rel.startswith(f"{gone}/") for gone, _ in self.deletes)
 
-    def staged_for(self, target: str) -> str | None:
-        """Return the staged file that will become `target` at commit, if any."""
-        for staged, goal in self.moves.items():
-            if goal == target:
-                return staged
-        return None
+    def staged_for(self, target: str) -> Staged | None:
+        """Return what will become `target` at commit, if this transaction staged it."""
+        return self.moves.get(target)
 
     def unstage(self, target: str) -> bool:
-        """Forget the staged file for `target` (removed before commit); return if there was one."""
-        for staged, goal in list(self.moves.items()):
-            if goal == target:
-                del self.moves[staged]
-                self.discarded.append(staged)
-                return True
-        return False
+        """Forget the staged copy for `target` (removed or replaced); return if there was one."""
+        staged = self.moves.pop(target, None)
+        if staged is None:
+            return False
+        self.discarded.append(staged)
+        return True
 
     def unstage_below(self, rel: str) -> None:
-        """Forget staged files whose target lies in the removed directory `rel`."""
-        for staged, goal in list(self.moves.items()):
-            if goal.startswith(f"{rel}/"):
-                del self.moves[staged]
-                self.discarded.append(staged)
+        """Forget staged copies whose target lies in the removed directory `rel`."""
+        for target in [t for t in self.moves if t.startswith(f"{rel}/")]:
+            self.discarded.append(self.moves.pop(target))
 
     def writes(self) -> list[tuple[NodePath, dict[str, Any]]]:
         """Return the staged writes, created nodes first, then deepest first; forget them."""
