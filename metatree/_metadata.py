@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from metatree._paths import check_stored_name
+from metatree._paths import check_stored_name, is_utf8, plainly_safe
 from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError, PathError
 
 if TYPE_CHECKING:
@@ -37,21 +36,12 @@ MAX_DEPTH: Final = 100
 _MAX_INT: Final = 2**63  # orjson stores 64-bit integers; larger ones would not round-trip
 
 
-def _is_utf8(text: str) -> bool:
-    """Whether `text` encodes to UTF-8 (no lone surrogates), as JSON needs."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_value(value: object, where: str, depth: int = 0) -> None:
     """Refuse what would not round-trip through JSON with the same type and value."""
     if depth > MAX_DEPTH:
         raise MetadataError(where, f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, str)):
-        if isinstance(value, str) and not _is_utf8(value):
+        if isinstance(value, str) and not is_utf8(value):
             raise MetadataError(where, "str with lone surrogates is not valid JSON")
         return
     if isinstance(value, int):
@@ -68,7 +58,7 @@ def _check_value(value: object, where: str, depth: int = 0) -> None:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or not _is_utf8(key):
+            if not isinstance(key, str) or not is_utf8(key):
                 raise MetadataError(where, f"dict key {key!r} is not a valid str")
             _check_value(item, f"{where}.{key}", depth + 1)
         return
@@ -92,7 +82,7 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     """
     for key, value in metadata.items():
         raw: object = key  # update(**{1: 2}) is refused by Python, a Mapping argument is not
-        if not isinstance(raw, str) or not key or not _is_utf8(key):
+        if not isinstance(raw, str) or not key or not is_utf8(key):
             raise MetadataError(str(key), "keys are non-empty, valid UTF-8 str")
         if key == CHILDREN:
             raise MetadataError(key, "the children index is maintained by metatree")
@@ -100,41 +90,53 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     return dict(metadata)
 
 
-_BIG_NUMBER = re.compile(rb"\d{19}")
-"""A run of 19 digits may be an integer orjson would read as a float (beyond 64 bits)."""
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def _parse_json(data: bytes) -> Any:
-    """Parse with orjson, or exactly with the standard library when big integers may be there.
+    """Parse with orjson; a document that may hold integers beyond 64 bits, exactly.
 
     orjson reads an integer beyond 64 bits as a float, so a hand-written ``2**70`` would come
-    back changed on the next write; the rare document with 19 digits in a row is parsed by
-    `json`, which keeps integers exact (and refuses NaN and Infinity, as orjson does).
+    back changed on the next write. Only a document with a float that large can hold one: it
+    is parsed again by `json`, which keeps integers exact (and refuses NaN and Infinity, as
+    orjson does). Raises `_TooDeep` for nesting deeper than `MAX_DEPTH`.
     """
-    if not _BIG_NUMBER.search(data):
-        return orjson.loads(data)
-    try:
-        return json.loads(data, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    parsed = orjson.loads(data)
+    if not _walk_shape(parsed):
+        return parsed
+    return json.loads(data, parse_constant=_refuse_constant)  # depth checked by the walk
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _too_deep(value: Any) -> bool:
-    """Whether `value` nests deeper than `MAX_DEPTH` (iterative: no recursion limit)."""
+class _TooDeep(ValueError):
+    """Metadata nested deeper than `MAX_DEPTH`."""
+
+
+def _walk_shape(value: Any) -> bool:
+    """Check the nesting (`_TooDeep`); return whether a float might be a big integer.
+
+    Iterative (no recursion limit); a container of scalars only (the children index above
+    all) is passed over with one C-level pass over its item types, not a Python loop.
+    """
+    big = False
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
+            raise _TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+        if not isinstance(item, dict | list):
+            continue
+        values = list(item.values()) if isinstance(item, dict) else item
+        types = set(map(type, values))
+        if float in types:
+            big = big or any(type(v) is float and abs(v) >= _MAX_INT for v in values)
+        if types <= _SCALARS:
+            continue
+        stack.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
+    return big
 
 
 def load_metadata(data: bytes, path: str) -> dict[str, Any]:
@@ -147,21 +149,22 @@ def load_metadata(data: bytes, path: str) -> dict[str, Any]:
     """
     try:
         parsed = _parse_json(data)
+    except _TooDeep as exc:
+        raise CorruptMetadataError(path, str(exc)) from None
     except (orjson.JSONDecodeError, ValueError) as exc:
         reason = "empty file" if not data.strip() else f"invalid JSON ({exc})"
         raise CorruptMetadataError(path, reason) from None
     if not isinstance(parsed, dict):
         raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
-    if _too_deep(parsed):
-        raise CorruptMetadataError(path, f"nested deeper than {MAX_DEPTH} levels")
     children = parsed.get(CHILDREN, [])
     if not isinstance(children, list) or not set(map(type, children)) <= {str}:
         raise CorruptMetadataError(path, "'children' is not a list of names")
-    for entry in children:
-        try:
-            check_stored_name(entry, path)
-        except PathError as exc:
-            raise CorruptMetadataError(path, f"index entry {entry!r}: {exc.reason}") from None
+    if not plainly_safe(children):
+        for entry in children:
+            try:
+                check_stored_name(entry, path)
+            except PathError as exc:
+                raise CorruptMetadataError(path, f"index entry {entry!r}: {exc.reason}") from None
     if len(set(children)) != len(children):
         parsed[CHILDREN] = list(dict.fromkeys(children))
     return parsed

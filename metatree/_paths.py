@@ -31,8 +31,10 @@ __all__ = [
     "check_name",
     "check_stored_name",
     "is_reserved",
+    "is_utf8",
     "parse_file_location",
     "parse_location",
+    "plainly_safe",
     "resolve_segment",
 ]
 
@@ -148,6 +150,44 @@ def _check_safe(name: object, location: str) -> str:
     if size > _MAX_NAME_BYTES:
         raise PathError(location, f"name longer than {_MAX_NAME_BYTES} bytes")
     return name
+
+
+def plainly_safe(names: list[str]) -> bool:
+    """Whether every name of a stored index passes `check_stored_name`, decided in bulk.
+
+    An index of a million children is read on every operation below its node: checking it
+    name by name cost 17 times the parse (107 ms against 6 ms at 100 000 children). The
+    rules are checked over the whole list at once, with C-level string operations; False
+    means only "look closer" (a hit may be a false alarm, as ``.lock`` inside ``x.lock``),
+    and the caller then checks name by name.
+    """
+    joined = "".join(names)
+    folded = joined.casefold()
+    return not (
+        "/" in joined
+        or "\\" in joined
+        or not joined.isprintable()  # no control character (a false alarm for some others)
+        or "?versionId=" in joined
+        or any(reserved in folded for reserved in (*RESERVED_NAMES, SYSTEM_PREFIX))
+        or "" in names
+        or "." in names
+        or ".." in names
+        or not is_utf8(joined)
+        # a name of at most 63 characters fits in 255 UTF-8 bytes (4 bytes at the most each)
+        or (
+            max(map(len, names), default=0) > 63
+            and any(len(n.encode("utf-8")) > _MAX_NAME_BYTES for n in names if len(n) > 63)
+        )
+    )
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` encodes to UTF-8 (no lone surrogates), as JSON and paths need."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_stored_name(name: object, where: str) -> str:
