@@ -180,8 +180,7 @@ class S3Backend(Backend):
 
         Literal keys (`_bucket_key`), never s3fs's ``info``, which splits at ``?versionId=``.
         """
-        bucket, key = self._bucket_key(path)
-        if not key:
+        if not self._bucket_key(path)[1]:
             return "directory"  # the bucket itself
         try:
             self._call("head_object", path)
@@ -189,15 +188,7 @@ class S3Backend(Backend):
             pass
         else:
             return "file"
-        prefix = f"{key.rstrip('/')}/"
-
-        async def call() -> dict[str, Any]:
-            reply: dict[str, Any] = await self.fs._call_s3(
-                "list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1
-            )
-            return reply
-
-        reply = self._run(call())
+        reply = next(self._list(path, MaxKeys=1)[1])
         return "directory" if reply.get("Contents") or reply.get("CommonPrefixes") else None
 
     def listdir(self, path: str) -> dict[str, str]:
@@ -207,20 +198,9 @@ class S3Backend(Backend):
         "absent"); a missing directory is simply empty here. Names are taken literally: a key
         whose remainder is empty (``path/`` itself, a folder marker) is not an entry.
         """
-        bucket, key = self._bucket_key(path)
-        prefix = f"{key.rstrip('/')}/" if key else ""
+        prefix, pages = self._list(path, Delimiter="/")
         out: dict[str, str] = {}
-        token: str | None = None
-        while True:
-            extra = {"ContinuationToken": token} if token else {}
-
-            async def call(extra: dict[str, str] = extra) -> dict[str, Any]:
-                reply: dict[str, Any] = await self.fs._call_s3(
-                    "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **extra
-                )
-                return reply
-
-            reply = self._run(call())
+        for reply in pages:
             for entry in reply.get("CommonPrefixes", []):
                 name = entry["Prefix"][len(prefix) :].rstrip("/")
                 if name:
@@ -229,9 +209,30 @@ class S3Backend(Backend):
                 name = entry["Key"][len(prefix) :]
                 if name and "/" not in name:
                     out.setdefault(name, "file")
-            token = reply.get("NextContinuationToken")
-            if not reply.get("IsTruncated") or not token:
-                return out
+        return out
+
+    def _list(self, path: str, **params: Any) -> tuple[str, Iterator[dict[str, Any]]]:
+        """ListObjectsV2 of the key prefix ``path/``: the prefix, and the replies page by page.
+
+        Literal keys (`_bucket_key`); each page is one request through our runner.
+        """
+        bucket, key = self._bucket_key(path)
+        prefix = f"{key.rstrip('/')}/" if key else ""
+
+        def pages() -> Iterator[dict[str, Any]]:
+            extra: dict[str, str] = {}
+            while True:
+                listing = self.fs._call_s3(
+                    "list_objects_v2", Bucket=bucket, Prefix=prefix, **params, **extra
+                )
+                reply: dict[str, Any] = self._run(listing)
+                yield reply
+                token = reply.get("NextContinuationToken")
+                if not reply.get("IsTruncated") or not token:
+                    return
+                extra = {"ContinuationToken": token}
+
+        return prefix, pages()
 
     # -- writes -------------------------------------------------------------------------
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
@@ -330,24 +331,11 @@ class S3Backend(Backend):
         writes), so a removal that deleted only what it found left the marker behind, and
         the removed directory kept showing in listings.
         """
-        bucket, key = self._bucket_key(path)
-        prefix = f"{key.rstrip('/')}/" if key else ""
-        keys: list[str] = []
-        token: str | None = None
-        while True:
-            extra = {"ContinuationToken": token} if token else {}
-
-            async def call(extra: dict[str, str] = extra) -> dict[str, Any]:
-                reply: dict[str, Any] = await self.fs._call_s3(
-                    "list_objects_v2", Bucket=bucket, Prefix=prefix, **extra
-                )
-                return reply
-
-            reply = self._run(call())
-            keys += [f"{bucket}/{entry['Key']}" for entry in reply.get("Contents", [])]
-            token = reply.get("NextContinuationToken")
-            if not reply.get("IsTruncated") or not token:
-                return keys
+        bucket = self._bucket_key(path)[0]
+        _, pages = self._list(path)
+        return [
+            f"{bucket}/{entry['Key']}" for reply in pages for entry in reply.get("Contents", [])
+        ]
 
     def remove_tree(self, path: str, trash: str | None) -> None:
         """Delete every key below ``path/``, its top ``metadata.json`` last, then the markers.

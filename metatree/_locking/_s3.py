@@ -8,13 +8,14 @@ never empty and differ in every field that changes, so their ETags (MD5) differ 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metatree._aio import run
-from metatree._backend_s3 import S3Backend
 from metatree._locking._info import MAX_BODY
 from metatree._locking._lease import LeaseStore, Version
 from metatree._storage import translate_errors
+
+if TYPE_CHECKING:
+    from metatree._backend_s3 import S3Backend
 
 __all__ = ["S3LeaseStore"]
 
@@ -37,19 +38,14 @@ class S3LeaseStore(LeaseStore):
     """The lease on S3, every write conditional on the ETag."""
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        fs = self.storage.fs
-        bucket, key, _ = fs.split_path(self.storage.abs(self.rel))
+        """Make one request on the lock object through the S3 backend's `_call`.
 
-        async def call() -> Any:
-            reply = await fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
-            if "Body" in reply and method == "get_object":
-                reply["Body"] = await reply["Body"].read()
-            return reply
-
-        # our runner, not fsspec's sync(): an interrupted call is cancelled and awaited, so
-        # no lease write outlives the call (issue 19)
+        Literal keys, and our runner: an interrupted call is cancelled and awaited, so no
+        lease write outlives it (issue 19).
+        """
+        backend: S3Backend = self.storage._backend  # type: ignore[assignment]
         with translate_errors(self.storage.url_of(self.rel)):
-            return run(fs.loop, call(), S3Backend.timeout)
+            return backend._call(method, self.storage.abs(self.rel), **kwargs)
 
     def _put(self, body: bytes, **condition: str) -> Version | None:
         try:
