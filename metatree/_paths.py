@@ -86,6 +86,14 @@ def is_reserved(name: str) -> bool:
     return folded in RESERVED_NAMES or folded.startswith(SYSTEM_PREFIX)
 
 
+def _refuse(characters: re.Pattern[str], name: str, location: str) -> None:
+    """Raise `PathError` naming the first of `characters` in `name`, and why it is refused."""
+    bad = characters.search(name)
+    if bad:
+        char = bad.group()
+        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+
+
 def _why(char: str) -> str:
     if char in _FORBIDDEN_WHY:
         return _FORBIDDEN_WHY[char]
@@ -103,10 +111,7 @@ def check_name(name: object, location: str) -> str:
     user's whole input, quoted in the error so the user sees where it is.
     """
     name = _check_safe(name, location)
-    bad = _FORBIDDEN.search(name)
-    if bad:
-        char = bad.group()
-        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    _refuse(_FORBIDDEN, name, location)
     if name != name.strip():
         raise PathError(location, f"name {name!r} starts or ends with white space")
     return name
@@ -120,10 +125,7 @@ def check_location_name(name: object, location: str) -> str:
     found, read and removed. The database checks every name it creates with `check_name`.
     """
     name = _check_safe(name, location)
-    bad = _SYNTAX.search(name)
-    if bad:
-        char = bad.group()
-        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    _refuse(_SYNTAX, name, location)
     return name
 
 
@@ -139,10 +141,7 @@ def _check_safe(name: object, location: str) -> str:
         raise PathError(location, "a name must be valid UTF-8 (it has a lone surrogate)") from None
     if name in (".", ".."):
         raise PathError(location, f"{name!r} would leave the node; names are single levels")
-    bad = _UNSAFE.search(name)
-    if bad:
-        char = bad.group()
-        raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
+    _refuse(_UNSAFE, name, location)
     if "?versionId=" in name:
         raise PathError(location, f"name {name!r}: s3fs reads '?versionId=' as a version")
     if is_reserved(name):
