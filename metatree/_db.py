@@ -14,7 +14,6 @@ import os
 import posixpath
 import threading
 import unicodedata
-import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -39,7 +38,6 @@ from metatree._metadata import (
 from metatree._paths import (
     CONFIG_FILE,
     METADATA_FILE,
-    SYSTEM_PREFIX,
     Literal,
     Location,
     Placeholder,
@@ -644,7 +642,7 @@ class Database:
             if tx.staged_for(target) is not None and not force:  # stored by this transaction
                 raise AlreadyExistsError(self.url(node, name))
             staged = Staged(
-                _rel(node, f"{SYSTEM_PREFIX}.tx.{uuid.uuid4().hex}"),
+                reserved_beside(target, "tx"),
                 old_kind,
                 recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source),
             )
