@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from fsspec.callbacks import Callback
 
-from metatree._paths import SYSTEM_PREFIX, check_name
+from metatree._paths import MAX_NAME_BYTES, SYSTEM_PREFIX, check_name
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -46,7 +46,6 @@ __all__ = [
     "upload",
 ]
 
-_MAX_NAME_BYTES = 255
 _UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
@@ -225,8 +224,8 @@ def unsafe_local_segment(segment: str) -> str | None:
     bad = _UNSAFE_LOCAL.search(segment)
     if bad:
         return f"it contains {bad.group()!r} (a separator or a control character)"
-    if len(segment.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
-        return f"a name longer than {_MAX_NAME_BYTES} bytes"
+    if len(segment.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"a name longer than {MAX_NAME_BYTES} bytes"
     return None
 
 

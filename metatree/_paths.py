@@ -20,6 +20,7 @@ from metatree.errors import PathError, TemplateSyntaxError, UnresolvedPathError
 __all__ = [
     "CONFIG_FILE",
     "LOCK_FILE",
+    "MAX_NAME_BYTES",
     "METADATA_FILE",
     "RESERVED_NAMES",
     "Literal",
@@ -46,7 +47,7 @@ SYSTEM_PREFIX: Final = ".metatree"
 """Every name we create besides the three above (temp files, future system data) starts so."""
 RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})
 
-_MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
+MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 """Characters that would change what a name means as a path, stored or new."""
 _SYNTAX = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
@@ -146,8 +147,8 @@ def _check_safe(name: object, location: str) -> str:
         raise PathError(location, f"name {name!r}: s3fs reads '?versionId=' as a version")
     if is_reserved(name):
         raise PathError(location, f"{name!r} is reserved by metatree")
-    if size > _MAX_NAME_BYTES:
-        raise PathError(location, f"name longer than {_MAX_NAME_BYTES} bytes")
+    if size > MAX_NAME_BYTES:
+        raise PathError(location, f"name longer than {MAX_NAME_BYTES} bytes")
     return name
 
 
@@ -175,7 +176,7 @@ def plainly_safe(names: list[str]) -> bool:
         # a name of at most 63 characters fits in 255 UTF-8 bytes (4 bytes at the most each)
         or (
             max(map(len, names), default=0) > 63
-            and any(len(n.encode("utf-8")) > _MAX_NAME_BYTES for n in names if len(n) > 63)
+            and any(len(n.encode("utf-8")) > MAX_NAME_BYTES for n in names if len(n) > 63)
         )
     )
 
