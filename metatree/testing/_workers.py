@@ -64,10 +64,15 @@ def hold_lock(tree: Metatree, conn: Connection) -> None:
 
 def stall_then_commit(tree: Metatree, conn: Connection) -> None:
     """Stage an update in a transaction, wait for a go, commit; report how it ended."""
+    _commit_on_go(tree, conn, "stalled", "staged")
+
+
+def _commit_on_go(tree: Metatree, conn: Connection, key: str, ready: str) -> None:
+    """Stage ``key=True`` in a transaction, say `ready`, commit on a go; say how it ended."""
     try:
         with tree.transaction():
-            tree.find("m/v1").update(stalled=True)
-            conn.send("staged")
+            tree.find("m/v1").update(**{key: True})
+            conn.send(ready)
             conn.recv()
     except MetatreeError as exc:
         conn.send(type(exc).__name__)
@@ -139,12 +144,4 @@ def hold_with_skew(tree: Metatree, conn: Connection, skew: float) -> None:
     """Hold the lock with a wall clock `skew` seconds off; commit on a go, say how it ended."""
     real = time.time
     time.time = lambda: real() + skew  # this whole process runs on the skewed clock
-    try:
-        with tree.transaction():
-            tree.find("m/v1").update(skewed=True)
-            conn.send("holding")
-            conn.recv()
-    except MetatreeError as exc:
-        conn.send(type(exc).__name__)
-    else:
-        conn.send("committed")
+    _commit_on_go(tree, conn, "skewed", "holding")
