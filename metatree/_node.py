@@ -21,9 +21,9 @@ from metatree.errors import NotFoundError, PathError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from metatree._backends import Source
     from metatree._db import Database, NodePath
     from metatree._paths import Segment
+    from metatree._types import Source
 
 __all__ = ["Node"]
 

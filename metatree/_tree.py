@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._backends import Source
     from metatree._db import NodePath
     from metatree._locking import LeaseInfo
+    from metatree._types import Source
 
 __all__ = ["Metatree"]
 
