@@ -11,6 +11,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
@@ -34,6 +35,19 @@ if TYPE_CHECKING:
     from metatree.testing.webhdfs._namespace import Namespace
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One parsed request, as each op's function needs it."""
+
+    op: str
+    hpath: str
+    params: dict[str, str]
+    body: bytes
+    user: str
+    ip: str
+    authority: str  # host:port of this server, for redirect and created-file URLs
+
+
 def answer(
     ns: Namespace,
     authority: str,
@@ -51,12 +65,13 @@ def answer(
         check_op(method, op)
         hpath = normalise(raw[len(PREFIX) :])
         user = params.get("doas") or params.get("user.name") or "dr.who"
+        call = _Call(op, hpath, params, body, user, ip, authority)
         if "namenoderpcaddress" in params:
-            return _datanode(ns, authority, op, hpath, params, body, user, ip)
+            return _create(ns, call) if op == "CREATE" else _datanode(ns, call)
         if op in REDIRECTED:
-            return _redirect(ns, authority, op, hpath, params)
+            return _redirect(ns, call)
         with ns.lock:
-            return _namenode(ns, op, hpath, params, user)
+            return _namenode(ns, call)
     except RemoteError as e:
         return e.reply()
     except OSError as e:
@@ -65,8 +80,9 @@ def answer(
         return RemoteError("RuntimeException", repr(e)).reply()
 
 
-def _namenode(ns: Namespace, op: str, hpath: str, params: dict[str, str], user: str) -> Reply:
+def _namenode(ns: Namespace, call: _Call) -> Reply:
     """Serve a metadata op; the caller holds the namespace lock."""
+    op, hpath, params, user = call.op, call.hpath, call.params, call.user
     st = ns.stat(hpath)  # first, for every op: a file as an ancestor fails them all alike
     if op == "GETHOMEDIRECTORY":
         return json_reply({"Path": f"/user/{user}"})
@@ -106,8 +122,9 @@ def _rename(ns: Namespace, hpath: str, params: dict[str, str]) -> Reply:
     return 200, dict(OCTETS), b""
 
 
-def _redirect(ns: Namespace, authority: str, op: str, hpath: str, params: dict[str, str]) -> Reply:
+def _redirect(ns: Namespace, call: _Call) -> Reply:
     """Answer the namenode step of a data op with a datanode URL, as Hadoop does."""
+    op, hpath, params, authority = call.op, call.hpath, call.params, call.authority
     offset = param(params, "offset", int, 0)
     param(params, "length", int)
     if op != "CREATE":  # the namenode looks OPEN/APPEND targets up, but checks no CREATE
@@ -129,26 +146,16 @@ def _redirect(ns: Namespace, authority: str, op: str, hpath: str, params: dict[s
     return 307, {"Location": location, **OCTETS}, b""
 
 
-def _datanode(
-    ns: Namespace,
-    authority: str,
-    op: str,
-    hpath: str,
-    params: dict[str, str],
-    body: bytes,
-    user: str,
-    ip: str,
-) -> Reply:
-    """Serve the datanode step of a redirected op: move the bytes."""
-    if op == "CREATE":
-        return _create(ns, authority, hpath, params, body, user, ip)
+def _datanode(ns: Namespace, call: _Call) -> Reply:
+    """Serve the datanode step of ``APPEND`` or ``OPEN``: move the bytes."""
+    op, hpath, params, ip = call.op, call.hpath, call.params, call.ip
     if op not in REDIRECTED:
         raise RemoteError(BAD_ARGUMENT, f"Invalid operation {op}")
     with ns.lock:
         if op == "APPEND":
             ns.file(hpath, f"Failed to append to non-existent file {hpath} for client {ip}")
             with open(ns.local(hpath), "ab") as f:
-                f.write(body)
+                f.write(call.body)
             return 200, {}, b""
         st = ns.file(hpath, f"File does not exist: {hpath}")
         offset, length = param(params, "offset", int, 0), param(params, "length", int, -1)
@@ -160,22 +167,15 @@ def _datanode(
     return 200, dict(OCTETS), data
 
 
-def _create(
-    ns: Namespace,
-    authority: str,
-    hpath: str,
-    params: dict[str, str],
-    body: bytes,
-    user: str,
-    ip: str,
-) -> Reply:
+def _create(ns: Namespace, call: _Call) -> Reply:
     """Stage the body, then check-and-create atomically under the namespace lock."""
+    hpath, params, user, ip = call.hpath, call.params, call.user, call.ip
     overwrite = param(params, "overwrite", bool, False)  # the REST default is false
     create_parent = param(params, "createparent", bool, True)
     fd, staged = tempfile.mkstemp(dir=ns.staging)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(body)
+            f.write(call.body)
         with ns.lock:
             ns.create(
                 hpath, staged, overwrite=overwrite, create_parent=create_parent, user=user, ip=ip
@@ -183,4 +183,4 @@ def _create(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
-    return 201, {"Location": f"hdfs://{authority}{quote(hpath)}"}, b""
+    return 201, {"Location": f"hdfs://{call.authority}{quote(hpath)}"}, b""
