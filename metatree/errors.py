@@ -74,7 +74,9 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
     return __init__
 
 
-def _rebuild(cls: type[MetatreeError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> MetatreeError:
+def _rebuild(
+    cls: type[MetatreeError], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> MetatreeError:
     """Unpickle an error: call its class with the arguments it was first built with."""
     return cls(*args, **kwargs)
 
