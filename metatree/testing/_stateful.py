@@ -160,7 +160,7 @@ class _Model:
         return name in node.children or name in node.files
 
     def put(self, segments: list[str], name: str, data: bytes, force: bool) -> str:
-        """Store a file, creating nodes; return its path (`Metatree.put` returns its URL)."""
+        """Store a file, creating nodes; return its path (`Metatree.put` returns True)."""
         path: tuple[str, ...] = ()
         node = self.root
         new: list[str] = []
