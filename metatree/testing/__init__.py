@@ -1,9 +1,25 @@
-"""Testing support shipped with metatree: the backend conformance suite and test servers.
+"""Testing support shipped with metatree: the backend suites and test servers.
 
-Registered as a pytest plugin (entry point ``pytest11``), it adds nothing by itself; import
-`metatree.testing.conformance` to subclass the suite for another backend.
+Registered as a pytest plugin (entry point ``pytest11``), it adds nothing by itself. A new
+backend's test module subclasses `BackendTests` (the primitives, this package) and
+`metatree.testing.conformance.BackendConformance` (the database on them); see
+docs/backends.md. `BackendTests` is imported on first use, so that importing the test
+servers does not import pytest.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metatree.testing.backend_tests import BackendTests
+
+__all__ = ["BackendTests"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BackendTests":
+        from metatree.testing.backend_tests import BackendTests
+
+        return BackendTests
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
