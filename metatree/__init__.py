@@ -7,10 +7,10 @@ filesystem. See `Metatree`.
 
 from __future__ import annotations
 
-from metatree._backends import Capabilities, register_backend
 from metatree._node import Node
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
+from metatree.backends import Capabilities, register_backend
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,

@@ -15,7 +15,7 @@ import posixpath
 import threading
 import unicodedata
 import warnings
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
@@ -48,6 +48,7 @@ from metatree._paths import (
 )
 from metatree._storage import reserved_beside
 from metatree._transaction import Staged, Transaction
+from metatree._types import NodePath, Source
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -66,12 +67,10 @@ from metatree.warnings import MetatreeWarning
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from metatree._backends import Source
     from metatree._storage import Storage
 
 __all__ = ["Database", "NodePath", "check_outfile", "check_source"]
 
-NodePath: TypeAlias = tuple[str, ...]
 EMPTY_METADATA = b"{}"
 
 

@@ -33,8 +33,8 @@ from metatree.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from metatree._backends import Source
     from metatree._storage import Storage
+    from metatree._types import Source
 
 __all__ = [
     "check_chunk_size",

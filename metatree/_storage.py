@@ -3,7 +3,7 @@
 `Storage` offers the few primitives the database is built on (read, atomic write, exclusive
 create, streamed put/get, listing, removal). Paths given to it are ``/``-joined and relative
 to the root (``""`` is the root). What differs between backends (atomic replace, listing
-caches, WebHDFS's CREATE+APPEND writes) lives in `metatree._backends`, picked by filesystem
+caches, WebHDFS's CREATE+APPEND writes) lives in `metatree.backends`, picked by filesystem
 class; this module stays backend-neutral.
 """
 
@@ -20,8 +20,8 @@ from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._backends import Backend, Changed, backend_for
 from metatree._paths import SYSTEM_PREFIX
+from metatree.backends import Backend, Changed, backend_for
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._backends import Capabilities, Source, Version
+    from metatree._types import Source, Version
+    from metatree.backends import Capabilities
 
 __all__ = ["BackendLike", "Storage", "as_storage", "reserved_beside", "translate_errors"]
 
@@ -80,7 +81,7 @@ class Storage:
     def __init__(self, fs: AbstractFileSystem, root: str) -> None:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
-        self._backend: Backend = backend_for(fs)
+        self.backend: Backend = backend_for(fs)
 
     def __repr__(self) -> str:
         return f"Storage({self.url!r})"
@@ -96,8 +97,8 @@ class Storage:
 
     @property
     def capabilities(self) -> Capabilities:
-        """What the backend can do atomically (see `metatree._backends.Capabilities`)."""
-        return self._backend.capabilities
+        """What the backend can do atomically (see `metatree.backends.Capabilities`)."""
+        return self.backend.capabilities
 
     @property
     def url(self) -> str:
@@ -113,21 +114,21 @@ class Storage:
         if not rel:
             return self.root
         path = f"{self.root.rstrip('/')}/{rel}"
-        self._backend.confine(self.root, path)
+        self.backend.confine(self.root, path)
         return path
 
     # -- primitives ---------------------------------------------------------------------
     def read_bytes(self, rel: str) -> bytes:
         """Return the whole content of the file `rel` in one request where possible."""
         with translate_errors(self.url_of(rel)):
-            return self._backend.read(self.abs(rel))
+            return self.backend.read(self.abs(rel))
 
     def iter_bytes(self, rel: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the file `rel`; the first chunk is fetched now, so a missing file raises here."""
         path = self.abs(rel)
         url = self.url_of(rel)
         with translate_errors(url):
-            chunks = self._backend.iter_chunks(path, chunk_size)
+            chunks = self.backend.iter_chunks(path, chunk_size)
             first = next(chunks, b"")
         return self._rest(first, chunks, url)
 
@@ -147,7 +148,7 @@ class Storage:
         With `limit`, at most ``limit + 1`` bytes are read (more than `limit`: too large).
         """
         with translate_errors(self.url_of(rel)):
-            return self._backend.read_versioned(self.abs(rel), limit)
+            return self.backend.read_versioned(self.abs(rel), limit)
 
     def write_atomic(
         self, rel: str, data: bytes, *, durable: bool = True, expect: Version = None
@@ -158,23 +159,23 @@ class Storage:
         With `expect` (a version from `read_versioned`), the write happens only if the file is
         still at that version, else `ConflictError` and nothing is written: this fences a
         writer whose lease was lost after its read. ``expect=MISSING``
-        (`metatree._backends.MISSING`) writes only if the file does not exist.
+        (`metatree.backends.MISSING`) writes only if the file does not exist.
         """
         with translate_errors(self.url_of(rel)):
             if expect is None:
-                self._backend.write_atomic(self.abs(rel), data, durable=durable)
-            elif not self._backend.write_if(self.abs(rel), data, expect, durable=durable):
+                self.backend.write_atomic(self.abs(rel), data, durable=durable)
+            elif not self.backend.write_if(self.abs(rel), data, expect, durable=durable):
                 raise ConflictError(self.url_of(rel), "it was rewritten since it was read")
 
     def tree_version(self, rel: str) -> object:
         """Return an identity of the directory `rel` that a replacement changes (or None)."""
         with translate_errors(self.url_of(rel)):
-            return self._backend.tree_version(self.abs(rel))
+            return self.backend.tree_version(self.abs(rel))
 
     def rename(self, src: str, dst: str) -> None:
         """Move the file `src` over `dst` (replacing it); readers see the old or the new `dst`."""
         with translate_errors(self.url_of(src)):
-            self._backend.rename(self.abs(src), self.abs(dst))
+            self.backend.rename(self.abs(src), self.abs(dst))
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create `rel` holding `data` unless it exists; return whether we created it.
@@ -182,7 +183,7 @@ class Storage:
         Uses the backend's atomic primitive: of many concurrent callers exactly one wins.
         """
         with translate_errors(self.url_of(rel)):
-            return self._backend.create_exclusive(self.abs(rel), data)
+            return self.backend.create_exclusive(self.abs(rel), data)
 
     def put(
         self,
@@ -194,13 +195,13 @@ class Storage:
     ) -> None:
         """Stream `source` (local path, bytes or binary file object) into the file `rel`."""
         with _users_callback(callback) as guarded, translate_errors(self.url_of(rel)):
-            self._backend.put(source, self.abs(rel), guarded, durable=durable)
+            self.backend.put(source, self.abs(rel), guarded, durable=durable)
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""
         if rels:
             with translate_errors(self.url_of(rels[0])):
-                self._backend.sync([self.abs(rel) for rel in rels])
+                self.backend.sync([self.abs(rel) for rel in rels])
 
     def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
         """Download the file `rel` to `local_path` (a partial download never shows there).
@@ -219,7 +220,7 @@ class Storage:
                 translate_errors(self.url_of(rel)),
                 _local_errors(local_path),
             ):
-                self._backend.get(self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), guarded)
+                self.backend.get(self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), guarded)
             _move_new(tmp, local_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -229,17 +230,17 @@ class Storage:
     def kind(self, rel: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""
         with translate_errors(self.url_of(rel)):
-            return self._backend.kind(self.abs(rel))
+            return self.backend.kind(self.abs(rel))
 
     def listdir(self, rel: str) -> dict[str, str]:
         """Map each entry of the directory `rel` to its kind, bypassing listing caches."""
         with translate_errors(self.url_of(rel)):
-            return self._backend.listdir(self.abs(rel))
+            return self.backend.listdir(self.abs(rel))
 
     def remove_file(self, rel: str) -> None:
         """Remove the file `rel`; a missing file is not an error (removal is idempotent)."""
         with translate_errors(self.url_of(rel)), contextlib.suppress(FileNotFoundError):
-            self._backend.remove_file(self.abs(rel))
+            self.backend.remove_file(self.abs(rel))
 
     def remove_tree(self, rel: str) -> None:
         """Remove the directory `rel` and everything below it, if it exists.
@@ -250,7 +251,7 @@ class Storage:
         """
         trash = self.abs(reserved_beside(rel, "trash")) if rel else None
         with translate_errors(self.url_of(rel)), contextlib.suppress(FileNotFoundError):
-            self._backend.remove_tree(self.abs(rel), trash)
+            self.backend.remove_tree(self.abs(rel), trash)
 
     def replace_tree(self, src: str, dst: str, old_kind: str | None) -> None:
         """Put the complete (staged) file or directory `src` in place of `dst`.
@@ -261,7 +262,7 @@ class Storage:
         """
         trash = self.abs(reserved_beside(dst, "trash"))
         with translate_errors(self.url_of(dst)):
-            self._backend.replace_tree(self.abs(src), self.abs(dst), trash, old_kind)
+            self.backend.replace_tree(self.abs(src), self.abs(dst), trash, old_kind)
 
     def walk_files(self, rel: str) -> Iterator[str]:
         """Yield the files below the directory `rel`, as paths relative to `rel`.
@@ -271,7 +272,7 @@ class Storage:
         """
         base = self.abs(rel).rstrip("/") + "/"
         with translate_errors(self.url_of(rel)):
-            for path in self._backend.find(self.abs(rel)):
+            for path in self.backend.find(self.abs(rel)):
                 if path.startswith(base) and len(path) > len(base):
                     yield path[len(base) :]
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metatree._metadata import CHILDREN
 
-__all__ = ["Staged", "Transaction"]
+if TYPE_CHECKING:
+    from metatree._types import NodePath
 
-NodePath = tuple[str, ...]
+__all__ = ["Staged", "Transaction"]
 
 
 @dataclass(frozen=True, slots=True)

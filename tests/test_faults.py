@@ -17,7 +17,7 @@ from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from metatree.testing.servers import MotoS3Server, S3Request
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 KEYS = ("a", "b")
 
@@ -120,7 +120,7 @@ class TestWebHDFSFaults:
         import os
 
         tree.find("m/v1").update(n=0)
-        backend = tree.storage._backend
+        backend = tree.storage.backend
         parent_session = backend._session()  # type: ignore[attr-defined]
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through its exit code
@@ -143,7 +143,7 @@ class TestWebHDFSFaults:
         storage = tree.storage
         storage.write_atomic("m/v1/d/a", b"old")
         storage.write_atomic("m/v1/.metatree.staging.x/a", b"new")
-        backend = storage._backend
+        backend = storage.backend
         original = backend._rename_new  # type: ignore[attr-defined]
         calls: list[str] = []
 

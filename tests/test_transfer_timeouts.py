@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Metatree, as_storage
-from metatree._backend_s3 import S3Backend
-from metatree._backend_webhdfs import WebHDFSBackend
+from metatree.backends.s3 import S3Backend
+from metatree.backends.webhdfs import WebHDFSBackend
 from metatree.errors import StorageError
 from metatree.testing.servers import s3_options
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from metatree._storage import Storage
     from metatree.testing.servers import MotoS3Server
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 
 @pytest.fixture

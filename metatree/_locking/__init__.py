@@ -5,7 +5,7 @@ from __future__ import annotations
 from metatree._locking._base import BaseLock, NullLock
 from metatree._locking._info import LeaseInfo
 from metatree._locking._lease import LeaseLock, LeaseStore
-from metatree._locking._manager import check_lock_options, make_lock, register_lock
+from metatree._locking._manager import check_lock_options, make_lock
 
 __all__ = [
     "BaseLock",
@@ -15,5 +15,4 @@ __all__ = [
     "NullLock",
     "check_lock_options",
     "make_lock",
-    "register_lock",
 ]

@@ -39,11 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from metatree._storage import Storage
+    from metatree._types import Version
 
-__all__ = ["LeaseLock", "LeaseStore", "Version"]
+__all__ = ["LeaseLock", "LeaseStore"]
 
-Version = Any
-"""Opaque: an ETag on S3, the body itself where the store compares contents."""
 
 _BREAK_SKEW = 60.0
 """`break_lock` without force judges expiry on the caller's clock, with this allowance."""

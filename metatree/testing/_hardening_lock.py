@@ -28,7 +28,7 @@ import pytest
 from metatree import Metatree
 from metatree._locking import LeaseLock
 from metatree._locking._info import HOST, machine_id
-from metatree._locking._local import LocalLock
+from metatree.backends.local import LocalLock
 from metatree.errors import (
     DatabaseError,
     LockError,

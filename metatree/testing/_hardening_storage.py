@@ -345,7 +345,7 @@ class StorageHardeningTests:
             pytest.skip("directories rename atomically here: see the trash test")
         tree.put("m/v1/s", b"x", name="f")
         tree.put("m/v1", b"y", name="g")
-        backend: Any = storage._backend
+        backend: Any = storage.backend
         real = backend._delete_keys
         calls: list[list[str]] = []
 
@@ -370,7 +370,7 @@ class StorageHardeningTests:
         if not storage.capabilities.real_directories:
             pytest.skip("object stores cannot rename a directory")
         tree.put("m/v1/s", b"x", name="f")
-        backend: Any = storage._backend
+        backend: Any = storage.backend
 
         def crash(path: str) -> None:
             raise _Boom("killed")
@@ -589,7 +589,7 @@ class StorageHardeningTests:
         self, storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         tree = Metatree(storage, KEYS)
-        if storage._backend.tree_version(storage.root) is None:
+        if storage.backend.tree_version(storage.root) is None:
             pytest.skip("object stores replace a directory key by key (documented window)")
         old, new = tmp_path / "old", tmp_path / "new"
         for folder, tag in ((old, b"old"), (new, b"new")):

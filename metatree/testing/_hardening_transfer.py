@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import pytest
 from fsspec.callbacks import Callback
 
-from metatree._backends import MISSING
+from metatree.backends import MISSING
 from metatree.errors import AlreadyExistsError, ConflictError, NotFoundError, StorageError
 from metatree.testing._helpers import snapshot, unchanged
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fsspec.callbacks import Callback
 
-from metatree._backends import copy_file
+from metatree._transfer import copy_file
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,7 +93,7 @@ def test_copies_to_the_end_of_the_file_whatever_size_was_seen(tmp_path: Path) ->
 
 def test_exchange_swaps_two_directories_atomically(tmp_path: Path) -> None:
     """The crash-safe swap of a forced directory replace on local disk (Linux renameat2)."""
-    from metatree._backends import _exchange
+    from metatree.backends.local import _exchange
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

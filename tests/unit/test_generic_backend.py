@@ -14,7 +14,7 @@ import fsspec
 import pytest
 from fsspec.callbacks import DEFAULT_CALLBACK
 
-from metatree._backends import Backend, Changed
+from metatree.backends import Backend, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

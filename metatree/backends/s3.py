@@ -1,4 +1,6 @@
-"""S3 through s3fs: one request per read and write, and no trust in the listing cache.
+"""S3 through s3fs: `S3Backend`, and the DB lock's `S3LeaseStore` on conditional requests.
+
+The backend sends one request per read and write, and trusts no listing cache.
 
 What s3fs gets wrong for us, and what this adapter does instead:
 
@@ -24,19 +26,23 @@ What s3fs gets wrong for us, and what this adapter does instead:
 from __future__ import annotations
 
 import contextlib
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from metatree._aio import run
-from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
+from metatree._locking import LeaseStore
+from metatree._locking._info import MAX_BODY
+from metatree._storage import translate_errors
+from metatree._transfer import open_source
+from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
 
     from fsspec.callbacks import Callback
 
-    from metatree._backends import Source
+    from metatree._types import Source, Version
 
-__all__ = ["S3Backend"]
+__all__ = ["S3Backend", "S3LeaseStore"]
 
 _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflict")
 _GET_CHUNK = 8 * 2**20
@@ -60,10 +66,86 @@ def _read_full(stream: IO[bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
+_LOST = (*_LOST_RACE, "NoSuchKey", "does not exist")
+
+
+def _lost(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError | FileExistsError) or any(
+        marker in str(exc) for marker in _LOST
+    )
+
+
+class S3LeaseStore(LeaseStore):
+    """The DB lock's lease on S3, every write conditional on the lock object's ETag.
+
+    Create is PutObject with ``If-None-Match: *``; replace is PutObject with ``If-Match:
+    <etag>``; delete is DeleteObject with ``If-Match: <etag>`` (s3fs's ``rm_file`` drops
+    ``IfMatch``). S3 lets exactly one conditional request win. Lease bodies are never empty
+    and differ in every field that changes, so their ETags (MD5) differ too.
+    """
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """Make one request on the lock object through the S3 backend's `_call`.
+
+        Literal keys, and our runner: an interrupted call is cancelled and awaited, so no
+        lease write outlives it (issue 19).
+        """
+        backend = cast("S3Backend", self.storage.backend)
+        with translate_errors(self.storage.url_of(self.rel)):
+            return backend._call(method, self.storage.abs(self.rel), **kwargs)
+
+    def _put(self, body: bytes, **condition: str) -> Version | None:
+        try:
+            reply = self._call("put_object", Body=body, **condition)
+        except OSError as exc:
+            if _lost(exc):
+                return None
+            raise
+        etag: str = reply["ETag"]
+        return etag
+
+    def create(self, body: bytes) -> Version | None:
+        """PutObject with ``If-None-Match: *``."""
+        return self._put(body, IfNoneMatch="*")
+
+    def read(self) -> tuple[bytes, Version] | None:
+        """GetObject of a bounded prefix: the body and its ETag in one request.
+
+        A planted huge body is never read whole (the range stops past `MAX_BODY`).
+        """
+        try:
+            try:
+                reply = self._call("get_object", Range=f"bytes=0-{MAX_BODY}")
+            except OSError as exc:
+                if not (_unsatisfiable(exc) or "416" in str(exc)):
+                    raise
+                reply = self._call("get_object")  # an empty object has no byte 0 to range
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc):
+                return None
+            raise
+        return bytes(reply["Body"]), reply["ETag"]
+
+    def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
+        """PutObject with ``If-Match: <etag>``."""
+        return self._put(body, IfMatch=str(version))
+
+    def delete(self, version: Version, *, owned: bool) -> bool:
+        """DeleteObject with ``If-Match: <etag>`` (always conditional, owned or not)."""
+        try:
+            self._call("delete_object", IfMatch=version)
+        except OSError as exc:
+            if _lost(exc):
+                return False
+            raise
+        return True
+
+
 class S3Backend(Backend):
     """s3fs, with ``If-None-Match: *`` as the atomic exclusive create and ``If-Match`` fences."""
 
     capabilities = Capabilities(exclusive_names=False, conditional_write=True, background_io=True)
+    lease_store = S3LeaseStore
     timeout: ClassVar[float] = 300.0
     """Seconds one request may take in all (botocore's own connect and read timeouts, 60 s
     each, apply per attempt; s3fs retries): then it is cancelled, and `TimeoutError` raised."""

@@ -1,4 +1,4 @@
-"""WebHDFS through fsspec's ``webhdfs`` filesystem, calling the REST operations ourselves.
+"""WebHDFS: `WebHDFSBackend` calling the REST operations itself, and `WebHDFSLeaseStore`.
 
 What fsspec's client gets wrong for us, and what this adapter does instead:
 
@@ -19,6 +19,20 @@ What fsspec's client gets wrong for us, and what this adapter does instead:
   docs/hardening-transfers.md for the window that remains on a real cluster).
 * HDFS has no conditional write: `write_if` re-reads the file immediately before its RENAME
   (one round trip of window, measured in docs/hardening-transfers.md).
+
+The DB lock's lease uses RENAME as the atomic primitive (HDFS has no conditional write):
+
+* create: CREATE a temp file holding the whole body, then RENAME with ``renameoptions=NONE``
+  (HDFS ``rename2``), which fails with ``FileAlreadyExistsException`` when the lock exists.
+  The plain RENAME is not used: onto an existing *directory* it moves the temp file into it
+  and answers true, so a ``.lock`` directory would let every writer "win".
+* replace / delete of a lease we may not own (a take-over, `break_lock`, and every release):
+  RENAME the lock to a unique tomb (one of several racing breakers wins it), read the tomb, and
+  go on only if it is the lease we judged; otherwise put it back (``rename2``, never over
+  another lease).
+* renewal of our own lease: read it, and rewrite it (RENAME ``OVERWRITE``) only if it is still
+  ours. HDFS cannot make that atomic; a holder therefore verifies the stored lease before each
+  commit (`atomic_replace` is False), and a release never deletes a lease it did not write.
 """
 
 from __future__ import annotations
@@ -30,12 +44,16 @@ import posixpath
 import tempfile
 import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
 
 import requests
 
-from metatree._backends import MISSING, Backend, Capabilities, Changed, Version, open_source
+from metatree._locking import LeaseStore
+from metatree._locking._info import MAX_BODY, directory_error
+from metatree._storage import translate_errors
+from metatree._transfer import open_source
+from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -43,9 +61,9 @@ if TYPE_CHECKING:
     from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._backends import Source
+    from metatree._types import Source, Version
 
-__all__ = ["WebHDFSBackend"]
+__all__ = ["WebHDFSBackend", "WebHDFSLeaseStore"]
 
 _ERRORS: dict[str, type[OSError]] = {
     "FileNotFoundException": FileNotFoundError,
@@ -81,10 +99,99 @@ class _Progress:
         return chunk
 
 
+class WebHDFSLeaseStore(LeaseStore):
+    """The lease on WebHDFS; the version is the body itself."""
+
+    atomic_replace = False
+
+    @property
+    def _rest(self) -> WebHDFSBackend:
+        return cast("WebHDFSBackend", self.storage.backend)
+
+    @property
+    def _path(self) -> str:
+        return self.storage.abs(self.rel)
+
+    def _read_path(self, path: str) -> bytes | None:
+        """OPEN a bounded prefix (a planted huge body is never read whole)."""
+        try:
+            reply = self._rest._request("OPEN", "GET", path, offset=0, length=MAX_BODY + 1)
+        except FileNotFoundError:
+            return None
+        return bytes(reply.content)
+
+    def _not_a_directory(self, exc: OSError) -> None:
+        """Turn a failure caused by a ``.lock`` directory into an error that says so."""
+        with contextlib.suppress(OSError):
+            kind = self._rest._request("GETFILESTATUS", "GET", self._path).json()
+            if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
+                raise directory_error(self.storage.url_of(self.rel)) from exc
+
+    def create(self, body: bytes) -> Version | None:
+        """CREATE a temp file, then ``rename2`` (no overwrite): an existing lock = lost."""
+
+        def publish(tmp: str) -> bool:
+            try:
+                return self._rest._rename_new(tmp, self._path)
+            except OSError as exc:
+                self._not_a_directory(exc)
+                raise
+
+        with translate_errors(self.storage.url_of(self.rel)):
+            won = self._rest._via_temp(self._path, body, publish)
+        return body if won else None
+
+    def read(self) -> tuple[bytes, Version] | None:
+        """OPEN the lock object (a bounded prefix)."""
+        with translate_errors(self.storage.url_of(self.rel)):
+            body = self._read_path(self._path)
+        return None if body is None else (body, body)
+
+    def _take(self, version: Version) -> str | None:
+        """Move the lock to a tomb if it is `version`; return the tomb, None if it was not."""
+        tomb = posixpath.join(posixpath.dirname(self._path), f".metatree.tomb.{uuid.uuid4().hex}")
+        if not self._rest._rename_new(self._path, tomb):
+            return None  # gone, or another breaker moved it first
+        if self._read_path(tomb) == version:
+            return tomb
+        if not self._rest._rename_new(tomb, self._path):
+            # a waiter created a lease meanwhile; the displaced holder's `check` will fail
+            with contextlib.suppress(OSError):
+                self._rest._delete(tomb, recursive=True)
+        return None
+
+    def replace(self, version: Version, body: bytes, *, owned: bool) -> Version | None:
+        """Renewal: read, compare, RENAME OVERWRITE. Take-over: tomb, then create."""
+        with translate_errors(self.storage.url_of(self.rel)):
+            if owned:
+                if self._read_path(self._path) != version:
+                    return None  # broken or taken over: never overwrite the next holder
+                self._rest.write_atomic(self._path, body)
+                return body
+            tomb = self._take(version)
+            if tomb is None:
+                return None
+            self._rest._delete(tomb, recursive=False)
+        return self.create(body)
+
+    def delete(self, version: Version, *, owned: bool) -> bool:
+        """Move the lock to a tomb, check it is `version`, delete the tomb (owned or not)."""
+        with translate_errors(self.storage.url_of(self.rel)):
+            tomb = self._take(version)
+            if tomb is None:
+                return False
+            # the lock object is gone from its name: that is the release. The tomb is a
+            # reserved, unique name; failing to delete it (a lost reply) is no lost release
+            with contextlib.suppress(OSError):
+                self._rest._delete(tomb, recursive=False)
+            return True
+
+
 class WebHDFSBackend(Backend):
     """WebHDFS: CREATE of a temp file + RENAME, whose ``false`` reply means we lost."""
 
     capabilities = Capabilities(real_directories=True, conditional_write=True)
+    lease_store = WebHDFSLeaseStore
     timeout: ClassVar[float] = 30.0
     """Seconds to wait for a connection, and for each read of a reply (requests' timeout)."""
 
@@ -221,6 +328,23 @@ class WebHDFSBackend(Backend):
     def _temp_beside(self, path: str) -> str:
         return posixpath.join(posixpath.dirname(path), f".metatree.tmp.{uuid.uuid4().hex}")
 
+    def _via_temp(self, path: str, data: bytes, publish: Callable[[str], bool]) -> bool:
+        """CREATE a temp file beside `path` holding `data`, then `publish` it (a RENAME).
+
+        The body is complete before it gets its name (CREATE alone would show it empty
+        first). The temp file is deleted unless `publish` returns True, on any failure too.
+        """
+        tmp = self._temp_beside(path)
+        published = False
+        try:
+            self._create(tmp, data, overwrite=True)
+            published = publish(tmp)
+        finally:
+            if not published:
+                with contextlib.suppress(OSError):
+                    self._delete(tmp, recursive=False)
+        return published
+
     def _delete(self, path: str, *, recursive: bool) -> None:
         reply = self._request("DELETE", "DELETE", path, recursive=str(recursive).lower())
         if not reply.json().get("boolean"):
@@ -276,14 +400,7 @@ class WebHDFSBackend(Backend):
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
-        tmp = self._temp_beside(path)
-        try:
-            self._create(tmp, data, overwrite=True)
-            self._rename(tmp, path, overwrite=True)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._delete(tmp, recursive=False)
-            raise
+        self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=True))
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """CREATE a complete temp file, then a plain RENAME: ``{"boolean": false}`` = lost.
@@ -291,18 +408,7 @@ class WebHDFSBackend(Backend):
         HDFS renames atomically in the name node and refuses an existing destination, and the
         body is complete before the lock object appears (CREATE alone shows it empty first).
         """
-        tmp = self._temp_beside(path)
-        try:
-            self._create(tmp, data, overwrite=True)
-            won = self._rename(tmp, path, overwrite=False)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._delete(tmp, recursive=False)
-            raise
-        if not won:
-            with contextlib.suppress(OSError):
-                self._delete(tmp, recursive=False)
-        return won
+        return self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=False))
 
     def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
         """Stream into a temp file in one CREATE, then RENAME with OVERWRITE."""
@@ -369,22 +475,15 @@ class WebHDFSBackend(Backend):
         """
         if version is MISSING:
             return self.create_exclusive(path, data)
-        tmp = self._temp_beside(path)
-        try:
-            self._create(tmp, data, overwrite=True)
+
+        def publish(tmp: str) -> bool:
             try:
                 current: bytes | None = self.read(path)
             except FileNotFoundError:
                 current = None
-            if current != version:
-                self._delete(tmp, recursive=False)
-                return False
-            self._rename(tmp, path, overwrite=True)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._delete(tmp, recursive=False)
-            raise
-        return True
+            return current == version and self._rename(tmp, path, overwrite=True)
+
+        return self._via_temp(path, data, publish)
 
     def rename(self, src: str, dst: str) -> None:
         """RENAME with ``renameoptions=OVERWRITE`` (HDFS ``rename2``: atomic replace)."""

@@ -1,0 +1,312 @@
+"""The backend API: `Backend`, the storage primitives every filesystem provides.
+
+`Backend` implements them with plain fsspec calls, which is right for object stores whose single
+PUT is atomic; a filesystem that gets something wrong, or can do better, has a subclass in its own
+module of this package (`local`, `memory`, `s3`, `webhdfs`) holding its adapter and its DB-lock
+strategy. `Capabilities` says what a backend guarantees; docs/backends.md says how to add one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
+
+from metatree._locking import LeaseLock, LeaseStore
+from metatree._transfer import COPY_CHUNK, copy_stream, open_source
+from metatree._types import Source, Version
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fsspec.callbacks import Callback
+    from fsspec.spec import AbstractFileSystem
+
+    from metatree._locking import BaseLock
+    from metatree._storage import Storage
+
+__all__ = ["MISSING", "Backend", "Capabilities", "Changed", "Source", "Version"]
+
+_METADATA = "metadata.json"  # the node index; deleted last by remove_tree
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees; tests that need a capability skip without it."""
+
+    atomic_exclusive_create: bool = True
+    """`create_exclusive` has exactly one winner under contention."""
+    real_directories: bool = False
+    """Directories exist on their own (local, HDFS) rather than as key prefixes (S3)."""
+    same_host_liveness: bool = False
+    """A lock holder's pid can be checked on this host (the filesystem is local)."""
+    exclusive_names: bool = True
+    """A name cannot be a file and a directory at once (object stores allow key + prefix)."""
+    data_in_memory: bool = False
+    """The filesystem keeps file contents in this process's memory (fsspec's memory://)."""
+    conditional_write: bool = False
+    """`write_if` compares the stored version before replacing (`read_versioned` gives one)."""
+    background_io: bool = False
+    """Requests run on fsspec's event-loop thread (async filesystems such as s3fs)."""
+
+
+class _Missing:
+    """The type of `MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""The version of a file that does not exist: ``write_if(path, data, MISSING)`` creates it
+only if it is still absent (the backend's exclusive create: ``If-None-Match: *`` on S3)."""
+
+
+class Changed(OSError):
+    """The file changed (was replaced or removed) between two requests of one read.
+
+    Storage turns it into `metatree.errors.ConflictError` naming the file's URL.
+    """
+
+
+_VERSION_KEYS = (
+    *("size", "ETag", "etag", "VersionId", "generation", "md5Hash"),  # S3, GCS
+    *("mtime", "LastModified", "last_modified", "created", "ino"),  # Azure, local, memory
+)
+
+
+def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
+    """Return what identifies one version of a file in an fsspec ``info`` dict."""
+    return tuple((key, info[key]) for key in _VERSION_KEYS if key in info)
+
+
+def _temp_name(path: str) -> str:
+    """Return a unique temp name beside `path` (the `.metatree.tmp.` prefix is reserved)."""
+    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    name = f".metatree.tmp.{uuid.uuid4().hex}"
+    return f"{parent}/{name}" if parent else name
+
+
+class Backend:
+    """Storage primitives on any fsspec filesystem (exact where a single PUT is atomic)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        atomic_exclusive_create=False, exclusive_names=False
+    )
+
+    lease_store: ClassVar[type[LeaseStore] | None] = None
+    """The DB lock's primitives on this backend, for the default `make_lock` (a lease)."""
+
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self.fs = fs
+
+    def make_lock(
+        self, storage: Storage, rel: str, *, ttl: float, timeout: float, **kwargs: Any
+    ) -> BaseLock:
+        """Return the DB lock stored at `rel`: a `LeaseLock` on `lease_store`.
+
+        A backend whose filesystem has a better primitive (the kernel's flock on local disk)
+        overrides this; one with atomic conditional writes only names its `lease_store`.
+        """
+        if self.lease_store is None:
+            raise TypeError(
+                f"{type(self).__name__} has no DB lock: set its lease_store or override make_lock"
+            )
+        return LeaseLock(self.lease_store(storage, rel), ttl=ttl, timeout=timeout, **kwargs)
+
+    def read(self, path: str) -> bytes:
+        """Return a whole (small) file."""
+        return bytes(self.fs.cat_file(path))
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Yield the file in chunks of at most `chunk_size` bytes, all from one version.
+
+        fsspec's buffered files read an object store by ranges, each of which may see a newer
+        object. With no way to pin a version generically, the file's details (size, ETag,
+        generation, mtime: whatever the filesystem reports) are compared before and after
+        the read; a difference raises `Changed` instead of ending a stream of mixed bytes.
+        """
+        before = _fingerprint(self.fs.info(path))
+        with self.fs.open(path, "rb") as stream:
+            while chunk := stream.read(chunk_size):
+                yield chunk
+        self.fs.invalidate_cache(path)
+        try:
+            after = _fingerprint(self.fs.info(path))
+        except FileNotFoundError:
+            after = None
+        if after != before:
+            raise Changed(f"{path} was replaced while it was read")
+
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace the file atomically; one PUT is atomic on object stores.
+
+        ``durable=False`` lets a backend that flushes to disk skip the flush: the caller then
+        calls `sync` on the path before anything refers to it. Remote stores ignore it (a
+        completed request is durable).
+        """
+        self.fs.pipe_file(path, data)
+
+    def confine(self, root: str, path: str) -> None:
+        """Refuse `path` if it could lead outside `root` (local disk: through a planted link)."""
+
+    def tree_version(self, path: str) -> object:
+        """Identify the directory `path` itself, so a replacement (rename) shows; None: cannot.
+
+        Object stores replace a directory key by key, so there is no one identity to compare.
+        """
+        return None
+
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        """Return a whole file and its version; None: this backend has no conditional write.
+
+        With `limit`, at most ``limit + 1`` bytes are read: enough for the caller to tell that
+        the file is too large without reading a planted giant whole.
+        """
+        if limit is None:
+            return self.read(path), None
+        return bytes(self.fs.cat_file(path, start=0, end=limit + 1)), None
+
+    def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
+        """Replace the file only if it is still at `version`; return whether it was written.
+
+        `MISSING` creates the file only if it is still absent (`create_exclusive`). Otherwise
+        the generic backend cannot compare atomically: it writes unconditionally.
+        """
+        if version is MISSING:
+            return self.create_exclusive(path, data)
+        self.write_atomic(path, data, durable=durable)
+        return True
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move the file `src` over `dst`."""
+        self.fs.mv(src, dst)
+
+    def _copy(self, src: str, dst: str) -> None:
+        """Copy one file on the server (S3 routes it through its cancelling runner)."""
+        self.fs.cp_file(src, dst)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create unless present; fsspec's ``mode="create"`` is only as atomic as the backend."""
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+        """Stream `source` into a temp object beside `path`, then move it over `path`.
+
+        fsspec's buffered files upload what they hold when their context exits, even on an
+        error: streaming straight to `path` replaced a file with the first part of a failed
+        upload. The temp object is removed on any failure (`durable` as in `write_atomic`).
+        """
+        tmp = _temp_name(path)
+        try:
+            with open_source(source) as (stream, size), self.fs.open(tmp, "wb") as out:
+                copy_stream(stream, out, size, callback)
+            self.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
+            raise
+
+    def sync(self, paths: list[str]) -> None:
+        """Make files written with ``durable=False`` durable (nothing to do remotely)."""
+
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        """Download `path` into the open local file `out`, from one version of it.
+
+        Goes through `iter_chunks`, whose reads are pinned to one version (fsspec's
+        ``get_file`` resumes a broken download with a plain ranged GET of whatever is there).
+        """
+        for chunk in self.iter_chunks(path, COPY_CHUNK):
+            out.write(chunk)
+            callback.relative_update(len(chunk))
+
+    def kind(self, path: str) -> str | None:
+        """Return ``"file"``, ``"directory"`` or None, never from a listing cache."""
+        self.fs.invalidate_cache(path)
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return "directory" if info["type"] == "directory" else "file"
+
+    def listdir(self, path: str) -> dict[str, str]:
+        """Map entry names to ``"file"``/``"directory"``; a missing directory is empty."""
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        out: dict[str, str] = {}
+        base = path.rstrip("/")
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry["name"].rstrip("/") == base:
+                continue  # some filesystems list a file as its own only entry
+            out[name] = "directory" if entry["type"] == "directory" else "file"
+        return out
+
+    def remove_file(self, path: str) -> None:
+        """Remove one file (``rm_file`` is literal; ``rm`` would expand glob characters)."""
+        self.fs.rm_file(path)
+
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Remove a directory recursively, its top-level ``metadata.json`` last.
+
+        Object stores cannot rename a directory, so a crash can stop this half way; the
+        coordinator's orphan detection reads "an unlisted directory with metadata.json at its
+        top is an orphan node", which stays true until the very last delete. `trash` (a
+        reserved name beside `path`) is for backends that rename directories atomically.
+        Every key is listed, then deleted by its exact name: fsspec's ``rm(recursive=True)``
+        expands ``[]*?`` in `path` and would delete other trees.
+        """
+        keys = self.find(path)
+        if not keys:
+            raise FileNotFoundError(path)
+        top = f"{path.rstrip('/')}/{_METADATA}"
+        self._delete_keys([k for k in keys if k != top])
+        if top in keys:
+            self._delete_keys([top])
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        """Delete exact keys, one request each (S3 batches them)."""
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(key)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """Put the complete file or directory `src` in place of `dst` (of kind `old_kind`).
+
+        Object stores have no directory rename: every key of `src` is copied into place on the
+        server, then the old keys that were not overwritten are deleted, then `src`. A reader
+        may see a mix of old and new files during the copy (docs/hardening-storage.md); a
+        failure leaves the old directory intact apart from already copied files, and `src`
+        complete. `trash` is unused here (see `LocalBackend.replace_tree`).
+        """
+        below = src.rstrip("/") + "/"
+        new = self.find(src)
+        # a directory was staged, or a single file
+        pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
+        # a key and a prefix may share the name: keys below dst/ go, whatever `kind` said
+        old = self.find(dst) if old_kind is not None else []
+        for key, target in pairs:
+            self._copy(key, target)
+        written = {target for _, target in pairs}
+        stale = [key for key in old if key not in written]
+        if old_kind == "file" and new:
+            stale.append(dst)
+        self._delete_keys([*stale, *(key for key, _ in pairs)])
+
+    def find(self, path: str) -> list[str]:
+        """List every file strictly below `path`, by exact prefix.
+
+        fsspec's ``find`` walks with ``ls`` and does not expand globs, but only names below
+        ``path/`` are kept, so that no implementation's matching can reach another tree.
+        """
+        self.fs.invalidate_cache(path)
+        prefix = path.rstrip("/") + "/"
+        return [p for p in self.fs.find(path) if p.startswith(prefix)]

@@ -1,0 +1,619 @@
+"""Local disk: `LocalBackend` (temp file + fsync + rename) and `LocalLock` (``flock``).
+
+The backend writes a temp file beside its target, fsyncs it and renames it over the target
+(atomic on POSIX), creates exclusively with ``link(2)``, reads through one descriptor (one
+version), refuses planted links and FIFOs, and swaps directories with ``renameat2``.
+
+The DB lock, `LocalLock`, is held with ``flock(2)`` on the root directory.
+
+The kernel holds the lock for us: it is exclusive between processes (and between lock objects
+of one process, since each opens its own file description), and it is released the moment its
+holder dies, so a dead owner never blocks anyone. The lock is taken on the database's root
+*directory*, which nothing replaces: a file such as ``.metatree`` can be re-saved by an editor
+or rsync (temp file + rename, a new inode), and a lock on the old inode would then exclude
+nobody. A holder also checks before each commit that the root path still names the directory
+it locked (a root moved or replaced while held fails with `LockLostError`), and a waiter that
+raced such a replacement retries.
+
+While the lock is held, the lease body is also written to ``<root>/.lock`` so that
+`lock_status` can name the holder and metatreedb 0.2.3 clients (which check that name) wait. A
+``.lock`` whose flock is free is stale by construction (its writer is gone) and is overwritten;
+one we cannot parse was touched by metatreedb and is respected for `foreign_ttl` seconds from
+its mtime. Every failure while taking the lock (the body cannot be written: disk full, EIO, a
+``.lock`` directory; or Ctrl-C) closes the descriptor, which releases the flock, and surfaces as
+`StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import os
+import stat
+import time
+import uuid
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from metatree._locking._base import BaseLock
+from metatree._locking._info import (
+    MAX_BODY,
+    CorruptLease,
+    LeaseInfo,
+    describe_foreign,
+    directory_error,
+)
+from metatree._locking._observe import highest_token, note_token, unchanged_for
+from metatree._transfer import copy_file, copy_stream, open_source
+from metatree.backends.base import Backend, Capabilities
+from metatree.errors import LockError, LockLostError, PathError, StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fsspec.callbacks import Callback
+
+    from metatree._storage import Storage
+    from metatree._types import Source, Version
+
+__all__ = ["LocalBackend", "LocalLock", "open_regular"]
+
+
+class LocalBackend(Backend):
+    """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
+
+    capabilities = Capabilities(real_directories=True, same_host_liveness=True)
+
+    def make_lock(
+        self, storage: Storage, rel: str, *, ttl: float, timeout: float, **kwargs: Any
+    ) -> BaseLock:
+        """Return ``flock`` on the root directory (`LocalLock`); `ttl` does not apply.
+
+        The kernel releases a dead holder's lock, so there is no lease to expire.
+        """
+        return LocalLock(storage, rel, timeout=timeout, **kwargs)
+
+    def _temp_beside(self, path: str) -> str:
+        parent = os.path.dirname(path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except NotADirectoryError as exc:
+            # a file where a directory is needed: for a writer, the file's name is taken
+            raise FileExistsError(str(exc)) from None
+        return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
+
+    def _write_temp(
+        self, path: str, source: Source, callback: Callback, *, durable: bool = True
+    ) -> str:
+        tmp = self._temp_beside(path)
+        try:
+            with open_source(source) as (stream, size), open(tmp, "xb") as out:
+                if isinstance(source, str | os.PathLike):
+                    copy_file(stream, out, callback)
+                else:
+                    copy_stream(stream, out, size, callback)
+                out.flush()
+                if durable:
+                    os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def confine(self, root: str, path: str) -> None:
+        """Refuse a path below `root` that passes through a symbolic link.
+
+        metatree never stores a link, so one in the tree was planted; following it would read,
+        write or delete outside the root (a node's directory linked to ``/etc``), or inside
+        another node. Every component below the root is checked with ``lstat`` (the root
+        itself may be a link: the user chose it). A component that does not exist ends the
+        check: nothing below it exists either. Someone who can swap a directory for a link
+        between this check and the use of the path can still win that race; see
+        docs/hardening-storage.md.
+        """
+        current = root.rstrip("/") or "/"
+        for part in path[len(current) :].strip("/").split("/"):
+            current = f"{current.rstrip('/')}/{part}"
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(mode):
+                raise PathError(current, _PLANTED_LINK)
+
+    def tree_version(self, path: str) -> object:
+        """Return the device and inode: `replace_tree` renames a new directory in."""
+        st = os.lstat(path)
+        return (st.st_dev, st.st_ino)
+
+    def read(self, path: str) -> bytes:
+        # docstring inherited
+        with open_regular(path) as stream:
+            return stream.read()
+
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        # docstring inherited; the flock cannot expire, so no version is needed
+        with open_regular(path) as stream:
+            return stream.read(-1 if limit is None else limit + 1), None
+
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX).
+
+        With ``durable=False`` the fsync is left to a later `sync`: a transaction writes every
+        file of its new nodes first and syncs them in one batch (fsyncs of data already
+        written back cost a fraction of one each), before any index lists them.
+        """
+        from fsspec.callbacks import DEFAULT_CALLBACK
+
+        os.replace(self._write_temp(path, data, DEFAULT_CALLBACK, durable=durable), path)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
+
+        Unlike ``O_EXCL`` followed by a write, the file is never visible empty or torn.
+        """
+        from fsspec.callbacks import DEFAULT_CALLBACK
+
+        tmp = self._write_temp(path, data, DEFAULT_CALLBACK)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+        """Copy into a temp file and rename it, so a reader never sees a partial file."""
+        os.replace(self._write_temp(path, source, callback, durable=durable), path)
+
+    def sync(self, paths: list[str]) -> None:
+        """Fsync each file (written with ``durable=False``); one removed since needs none."""
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed by a forced put later in the same transaction
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Read through one descriptor: a replacement (`os.replace`) leaves us the old inode."""
+        with open_regular(path) as stream:
+            while chunk := stream.read(chunk_size):
+                yield chunk
+
+    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+        # docstring inherited; one descriptor, so one version (see `iter_chunks`)
+        with open_regular(path) as src:
+            copy_file(src, out, callback)
+
+    def rename(self, src: str, dst: str) -> None:
+        """`os.replace`: atomic on POSIX, readers see the old or the new `dst`."""
+        os.replace(src, dst)
+
+    def kind(self, path: str) -> str | None:
+        # docstring inherited
+        if os.path.isdir(path):
+            return "directory"
+        return "file" if os.path.lexists(path) else None
+
+    def listdir(self, path: str) -> dict[str, str]:
+        # docstring inherited
+        try:
+            with os.scandir(path) as entries:
+                return {e.name: "directory" if e.is_dir() else "file" for e in entries}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+
+    def remove_file(self, path: str) -> None:
+        # docstring inherited
+        os.unlink(path)
+
+    def remove_tree(self, path: str, trash: str | None) -> None:
+        """Rename the directory to `trash` (atomic), then delete it there.
+
+        A crash in the delete leaves a reserved ``.metatree.trash.*`` name that no read shows
+        and no new node inherits, never a half-deleted node under its own name.
+        """
+        if trash is not None:
+            os.rename(path, trash)
+            path = trash
+        self._delete_tree(path)
+
+    def _delete_tree(self, path: str) -> None:
+        """Delete what no name of the tree refers to any more: a directory, a file or a link.
+
+        Iterative (a planted tree thousands of levels deep must not hit the recursion limit),
+        and links are removed, never followed.
+        """
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+        stack, folders = [path], []
+        while stack:
+            folder = stack.pop()
+            folders.append(folder)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        os.unlink(entry.path)
+        for folder in reversed(folders):
+            os.rmdir(folder)
+
+    def replace_tree(self, src: str, dst: str, trash: str, old_kind: str | None) -> None:
+        """Rename the old `dst` to `trash`, `src` into place, then delete the trash.
+
+        Each rename is atomic: readers see the old or the new directory, and a failure between
+        the two renames puts the old one back.
+        """
+        if old_kind is not None and _exchange(src, dst):
+            # one atomic swap (Linux renameat2 RENAME_EXCHANGE): no moment, crash included,
+            # where `dst` is missing; the old entry is now at `src`, a reserved name
+            with contextlib.suppress(OSError):
+                self._delete_tree(src)
+            return
+        if old_kind is not None:
+            os.rename(dst, trash)
+        try:
+            os.rename(src, dst)
+        except BaseException:
+            if old_kind is not None:
+                os.rename(trash, dst)
+            raise
+        if old_kind is not None:
+            with contextlib.suppress(OSError):  # a leftover trash is hidden; the swap is done
+                self._delete_tree(trash)
+
+    def find(self, path: str) -> list[str]:
+        """List every file below `path`, without following symbolic links.
+
+        metatree never stores a link, so one found in stored data was planted: following it
+        would read (or download) what lies outside the root. It is refused, naming the link.
+        """
+        files: list[str] = []
+        stack = [path]
+        if os.path.islink(path):
+            raise PathError(path, _PLANTED_LINK)
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                if folder == path:
+                    return []
+                raise
+            for entry in entries:
+                if entry.is_symlink():
+                    raise PathError(entry.path, _PLANTED_LINK)
+                (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
+        return sorted(files)
+
+
+_PLANTED_LINK = (
+    "a symbolic link in stored data (metatree never stores one: it was planted, and "
+    "following it would read outside the root); remove it"
+)
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """Open a local file for reading, refusing what is not a regular file.
+
+    A FIFO planted where a file is expected would block the reader forever (while it holds
+    the DB lock, every writer); a device could be read without end. ``O_NONBLOCK`` makes the
+    open itself return at once; the type is then checked on the descriptor. A directory
+    raises `IsADirectoryError`, as ``open`` would.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        _check_regular(os.fstat(fd).st_mode, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(mode: int, path: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.ESPIPE, "not a regular file (a FIFO, socket or device was planted)", path
+        )
+
+
+_RENAME_EXCHANGE: Final = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically with ``renameat2(RENAME_EXCHANGE)``; False where unsupported.
+
+    Linux (glibc 2.28+, most local filesystems) only; elsewhere the caller renames twice and
+    a crash between the two renames leaves the old entry under a reserved trash name.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # this kernel or filesystem cannot exchange
+    raise OSError(code, os.strerror(code), b)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+"""What ``flock`` answers where the filesystem cannot lock (NFS emulates it with byte-range
+locks, which need a descriptor open for writing: EBADF on a directory)."""
+_Seen = tuple[float, bytes]  # the .lock's mtime and (a bounded prefix of) its body
+
+
+class LocalLock(BaseLock):
+    """``flock`` on the root directory, plus a lease body at ``.lock`` for inspection."""
+
+    def __init__(
+        self, storage: Storage, rel: str, *, foreign_ttl: float = 30.0, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("poll_interval", 0.0005)
+        kwargs.setdefault("max_poll_interval", 0.02)
+        super().__init__(storage.url_of(rel), **kwargs)
+        self.storage = storage
+        self.path = storage.abs(rel)
+        self.guard = os.path.dirname(self.path)
+        self.foreign_ttl = foreign_ttl
+        self.owner = uuid.uuid4().hex
+        self._fd: int | None = None
+        self._lease: LeaseInfo | None = None
+        self._holder = "unknown"
+        self._foreign = False
+
+    def _after_fork(self) -> None:
+        """Close the inherited descriptor without unlocking: the flock stays the parent's."""
+        super()._after_fork()
+        fd, self._fd, self._lease = self._fd, None, None
+        self.owner = uuid.uuid4().hex
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- errors -------------------------------------------------------------------------
+    def _error(self, exc: OSError) -> StorageError:
+        if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
+            return directory_error(self.name)
+        if exc.errno in _NO_FLOCK:
+            return StorageError(
+                self.storage.url,
+                f"this filesystem cannot flock the root directory ({exc.strerror}): a network "
+                "filesystem? See docs/locking.md, 'Where flock does not hold'",
+            )
+        return StorageError(self.name, f"{type(exc).__name__}: {exc}")
+
+    # -- acquire / release --------------------------------------------------------------
+    def _open_guard(self) -> int:
+        try:
+            return os.open(self.guard, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError(self.storage.url, f"cannot open the root to lock it: {exc}") from exc
+
+    def _still_named(self, fd: int) -> bool:
+        """Whether the root path still names the directory locked through `fd`."""
+        try:
+            named, locked = os.stat(self.guard), os.fstat(fd)
+        except OSError:
+            return False
+        return (named.st_dev, named.st_ino) == (locked.st_dev, locked.st_ino)
+
+    def _try_acquire(self) -> bool:
+        fd = self._open_guard()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._holder = self._read_holder()
+                return False
+            if not self._still_named(fd):
+                return False  # the root was replaced between our open and our flock: retry
+            previous = self._read()
+            info = self._parse(previous)
+            if previous is not None and info is None and not self._foreign_expired(previous):
+                return False
+            self._foreign = False
+            lease = LeaseInfo.new(self.owner, 0.0, info, highest_token(self.name))
+            self._write(lease.to_bytes())
+            note_token(self.name, lease.token)
+            self._lease = lease
+            self._fd = fd  # from here on `_release` closes it
+        except OSError as exc:
+            raise self._error(exc) from exc
+        else:
+            return True
+        finally:
+            if self._fd != fd:
+                os.close(fd)  # our only descriptor of it: closing releases the flock
+
+    def _parse(self, previous: _Seen | None) -> LeaseInfo | None:
+        if previous is None:
+            return None
+        try:
+            info = LeaseInfo.load(previous[1])
+        except CorruptLease:
+            return None
+        note_token(self.name, info.token)
+        return info
+
+    def _foreign_expired(self, previous: _Seen) -> bool:
+        """Judge a ``.lock`` we cannot parse: respected for `foreign_ttl` after it was written.
+
+        Its age is the larger of now - mtime and how long this process has seen it unchanged
+        (an mtime in the future, planted or skewed, cannot hold the lock forever).
+        """
+        mtime, body = previous
+        key = body + repr(mtime).encode()
+        age = max(time.time() - mtime, unchanged_for(self.name, key, repeatable=True))
+        self._foreign = True
+        self._holder = (
+            f"{describe_foreign(body)}, written {age:.1f}s ago; it is taken over after "
+            f"{self.foreign_ttl:g}s"
+        )
+        return age > self.foreign_ttl
+
+    def _read(self) -> _Seen | None:
+        """Return the ``.lock``'s mtime and body (a bounded prefix), or None when absent."""
+        try:
+            with open_regular(self.path) as stream:  # a planted FIFO must not block us
+                mtime = os.fstat(stream.fileno()).st_mtime
+                return mtime, stream.read(MAX_BODY + 1)
+        except FileNotFoundError:
+            return None
+
+    def _read_holder(self) -> str:
+        previous = self._read()
+        if previous is None:
+            return "a writer that is between two steps"
+        info = self._parse(previous)
+        if info is None:
+            self._foreign_expired(previous)
+            return self._holder
+        self._foreign = False
+        return info.describe()
+
+    def _write(self, body: bytes) -> None:
+        # no fsync: after a crash the flock is gone, and with it any meaning of the body
+        tmp = os.path.join(self.guard, f".metatree.tmp.{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "xb") as stream:
+                stream.write(body)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _release(self) -> None:
+        self._lease = None
+        try:
+            # the body only names the holder for `lock_status`; a stale one is overwritten by
+            # the next holder and reported dead meanwhile (its flock is gone), so failing to
+            # delete it must not turn a committed operation into an error
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        finally:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
+
+    def _abandon(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._release()
+
+    def _describe_holder(self) -> str:
+        return self._holder
+
+    def _timeout_advice(self) -> str:
+        if self._foreign:
+            return (
+                "retry later; a .lock that metatree did not write is taken over "
+                f"{self.foreign_ttl:g}s after it was written, or remove it with break_lock()"
+            )
+        return (
+            "retry later; on local disk the lock is the kernel's flock, released the moment "
+            "its holder exits, and no other process can break it (lock_status() names it)"
+        )
+
+    def check(self) -> None:
+        """Refuse when not held, or when the root path no longer names the locked directory."""
+        fd = self._fd
+        if fd is None:
+            raise LockLostError(self.name, "the lock is not held")
+        if not self._still_named(fd):
+            raise LockLostError(
+                self.name, "the database root was moved or replaced while the lock was held"
+            )
+
+    # -- inspection ---------------------------------------------------------------------
+    def _flock_free(self) -> bool:
+        """Whether nobody holds the flock now (probed with a non-blocking try)."""
+        fd = self._open_guard()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise self._error(exc) from exc
+        finally:
+            os.close(fd)
+        return True
+
+    def status(self) -> LeaseInfo | None:
+        """Return the holder named in ``.lock``; None when free, including when its writer died."""
+        try:
+            previous = self._read()
+        except OSError as exc:
+            raise self._error(exc) from exc
+        if previous is None:
+            return None
+        info = self._parse(previous)
+        if info is None:
+            return LeaseInfo.foreign(previous[0])
+        if self._fd is None and self._flock_free():
+            return None  # the writer of this body is gone (the kernel released its flock)
+        return info
+
+    def break_(self, *, force: bool = False) -> bool:
+        """Remove a stale or foreign ``.lock``; a live holder's kernel lock cannot be broken.
+
+        `force` changes nothing here: no process can take another's ``flock``.
+        """
+        try:
+            if self._read() is None:
+                return False
+        except OSError as exc:
+            raise self._error(exc) from exc
+        fd = self._open_guard()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockError(
+                    f"{self.name} is held by a live process ({self._read_holder()}); on local "
+                    "disk the kernel releases it when that process ends"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        else:
+            return True
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
