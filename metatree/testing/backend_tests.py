@@ -136,19 +136,20 @@ class _Broken(Exception):
 
 
 class _FailingSource(io.RawIOBase):
-    """A stream that gives one chunk, then fails: a source breaking mid-upload."""
+    """A stream that gives `size` bytes (at most `n` per read), then fails mid-upload."""
 
-    def __init__(self, first: bytes) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self.first: bytes | None = first
+        self.left = size
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        if self.first is None:
+        if not self.left:
             raise _Broken("the source broke")
-        chunk, self.first = self.first, None
+        chunk = b"n" * (self.left if n < 0 else min(n, self.left))
+        self.left -= len(chunk)
         return chunk
 
 
@@ -164,7 +165,8 @@ class BackendTests:
 
     Class settings a backend's test class may change: `concurrency_safe` (False for a server
     whose conditional writes are not atomic under contention), `racers` (processes per race),
-    `visible_writes` and `visible_size` (the whole-or-nothing visibility test).
+    `race_rounds`, `visible_writes` and `visible_size` (the whole-or-nothing visibility test),
+    `failed_put_size`, and `known_failures`.
     """
 
     known_failures: ClassVar[dict[str, str]] = {}
@@ -177,6 +179,9 @@ class BackendTests:
     race_rounds: ClassVar[int] = 10
     visible_writes: ClassVar[int] = 24
     visible_size: ClassVar[int] = 256 * 2**10
+    failed_put_size: ClassVar[int] = 64 * 2**10
+    """Bytes a failing put sends before it breaks: above a multipart threshold, the failure
+    lands between parts (S3 sets 9 MiB: one part of 8 MiB is uploaded, then aborted)."""
 
     @pytest.fixture
     def storage(self) -> Storage:
@@ -428,12 +433,12 @@ class BackendTests:
         backend.write_atomic(f"{root}/f", b"old")
         if fails == "source":
             # a failure to read the source is the source's: a StorageError naming it
-            source = cast("IO[bytes]", _FailingSource(b"new" * 1000))
+            source = cast("IO[bytes]", _FailingSource(self.failed_put_size))
             with pytest.raises(StorageError, match="the source broke"):
                 backend.put(source, f"{root}/f", _Recorder())
         else:
             with pytest.raises(_Broken):
-                backend.put(b"new" * 1000, f"{root}/f", _FailingCallback())
+                backend.put(b"n" * self.failed_put_size, f"{root}/f", _FailingCallback())
         assert backend.read(f"{root}/f") == b"old"
         assert backend.listdir(root) == {"f": "file"}  # no temp object left
 
