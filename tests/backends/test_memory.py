@@ -8,6 +8,7 @@ import fsspec
 import pytest
 
 from metatree import Storage, as_storage
+from metatree.testing import BackendTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
@@ -15,6 +16,24 @@ if TYPE_CHECKING:
 
 
 class TestMemory(BackendConformance):
+    @pytest.fixture
+    def storage(self) -> Iterator[Storage]:
+        root = f"memory://{uuid.uuid4().hex}/db"
+        yield as_storage(root)
+        with contextlib.suppress(FileNotFoundError):
+            fsspec.filesystem("memory").rm(root.rsplit("/", 1)[0], recursive=True)
+
+
+class TestBackend(BackendTests):
+    """The primitives on fsspec's memory filesystem (races run as threads in this process)."""
+
+    known_failures = {  # noqa: RUF012 - read only
+        "test_remove_missing_tree_raises_file_not_found": (
+            "MemoryBackend.remove_tree suppresses FileNotFoundError (for a made, empty "
+            "directory) and so returns quietly for a tree that does not exist"
+        ),
+    }
+
     @pytest.fixture
     def storage(self) -> Iterator[Storage]:
         root = f"memory://{uuid.uuid4().hex}/db"
