@@ -574,8 +574,8 @@ class BackendTests:
 
     def test_conditional_replace_has_one_winner(self, storage: Storage, backend: Backend) -> None:
         """Of racers replacing one version, exactly one wins (the lease's fence)."""
-        if not backend.capabilities.conditional_write:
-            pytest.skip("this backend's write_if cannot compare (it writes unconditionally)")
+        if not backend.capabilities.atomic_conditional_write:
+            pytest.skip("this backend's write_if does not compare and replace in one step")
         self._race(storage, backend, "version", seed=b"seed")
 
     def test_writes_are_seen_whole_or_not_at_all(

@@ -27,13 +27,6 @@ class TestMemory(BackendConformance):
 class TestBackend(BackendTests):
     """The primitives on fsspec's memory filesystem (races run as threads in this process)."""
 
-    known_failures = {  # noqa: RUF012 - read only
-        "test_remove_missing_tree_raises_file_not_found": (
-            "MemoryBackend.remove_tree suppresses FileNotFoundError (for a made, empty "
-            "directory) and so returns quietly for a tree that does not exist"
-        ),
-    }
-
     @pytest.fixture
     def storage(self) -> Iterator[Storage]:
         root = f"memory://{uuid.uuid4().hex}/db"

@@ -46,18 +46,6 @@ class TestBackend(BackendTests):
 
     race_rounds = 3
     failed_put_size = 9 * 2**20  # past the first 8 MiB part: the multipart upload is aborted
-    known_failures = {  # noqa: RUF012 - read only
-        **dict.fromkeys(
-            [f"test_replace_tree[dir-{old}]" for old in ("over-file", "over-dir", "over-nothing")],
-            "S3Backend.replace_tree deletes the staged keys but not the directories SeaweedFS "
-            "keeps for them (remove_tree deletes those markers): an empty .metatree.stage.* "
-            "directory stays listed",
-        ),
-        "test_replace_tree[file-over-dir]": (
-            "S3Backend.replace_tree of a file over a directory leaves the emptied old "
-            "directory on SeaweedFS: listdir names dst a directory while kind says file"
-        ),
-    }
 
     @pytest.fixture
     def storage(self, seaweed_server: SeaweedS3Server, seaweed_bucket: str) -> Storage:

@@ -59,14 +59,6 @@ class TestRealWebHDFS(BackendConformance):
 class TestBackend(BackendTests):
     """The primitives on the fake WebHDFS server."""
 
-    known_failures = {  # noqa: RUF012 - read only
-        "test_conditional_replace_has_one_winner": (
-            "WebHDFSBackend declares conditional_write but its write_if re-reads, compares, "
-            "then RENAMEs with OVERWRITE: racers that all read the old version all win "
-            "(measured: 1 to 4 of 4 racers win a round; almost no round has one winner)"
-        ),
-    }
-
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
         return as_storage(
