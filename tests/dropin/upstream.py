@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import metatree
-from metatree.testing.reference import REFERENCE, cache_dir
+from metatree.testing.reference import REFERENCE, ReferenceUnavailable, cache_dir, run_tool
 
 SUITE = "tests/test_metatree.py"
 SUITE_SHA256 = "6c66d1e173fad731e8768c376455734a75bbb9b509aec704049e42aa0e61bd4b"
@@ -51,29 +51,21 @@ def suite_cache() -> Path:
     return cache_dir().parent / "metatreedb-0.2.3-suite" / "test_metatree.py"
 
 
+def _deadline() -> float:
+    return time.monotonic() + PIP_TIMEOUT
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _pip_download(dest: Path, binary: str) -> Path:
     """Download the distribution (``binary``: pip's ``--only-binary``/``--no-binary`` flag)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-input"]
-    command += ["--disable-pip-version-check", "--quiet", binary, "--dest", str(dest), REFERENCE]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", binary]
     try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PIP_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise SuiteUnavailable(f"pip download {REFERENCE}: over {PIP_TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("ERROR")] or lines or ["no output"]
-        raise SuiteUnavailable(f"pip download {REFERENCE} failed: {errors[-1].strip()}")
+        run_tool([*command, "--dest", str(dest), REFERENCE], "pip download", _deadline())
+    except ReferenceUnavailable as exc:
+        raise SuiteUnavailable(str(exc)) from None
     files = sorted(dest.iterdir())
     if len(files) != 1:
         raise SuiteUnavailable(f"pip download {REFERENCE} left {[f.name for f in files]}")
