@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-class TestMemory(BackendConformance):
+class _Storage:
+    """Where every test of this module stores: fsspec's memory filesystem."""
+
     @pytest.fixture
     def storage(self) -> Iterator[Storage]:
         root = f"memory://{uuid.uuid4().hex}/db"
@@ -24,12 +26,9 @@ class TestMemory(BackendConformance):
             fsspec.filesystem("memory").rm(root.rsplit("/", 1)[0], recursive=True)
 
 
-class TestBackend(BackendTests):
+class TestMemory(_Storage, BackendConformance):
+    """Every behaviour of the database on fsspec's memory filesystem."""
+
+
+class TestBackend(_Storage, BackendTests):
     """The primitives on fsspec's memory filesystem (races run as threads in this process)."""
-
-    @pytest.fixture
-    def storage(self) -> Iterator[Storage]:
-        root = f"memory://{uuid.uuid4().hex}/db"
-        yield as_storage(root)
-        with contextlib.suppress(FileNotFoundError):
-            fsspec.filesystem("memory").rm(root.rsplit("/", 1)[0], recursive=True)

@@ -16,13 +16,8 @@ if TYPE_CHECKING:
     from metatree.testing.servers import MotoS3Server
 
 
-@pytest.mark.s3
-class TestS3(BackendConformance):
-    # every step is a few HTTP requests: fewer programs, same length
-    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=4)
-    # moto's If-None-Match is not atomic under contention: the lock tests run on SeaweedFS
-    concurrency_safe = False
-    bulk_puts = 200  # the lock is taken once whatever the size; 1000 runs on local disk
+class _Storage:
+    """Where every test of this module stores: moto's S3."""
 
     @pytest.fixture
     def storage(self, s3_bucket: str, moto_server: MotoS3Server) -> Storage:
@@ -33,7 +28,16 @@ class TestS3(BackendConformance):
 
 
 @pytest.mark.s3
-class TestBackend(BackendTests):
+class TestS3(_Storage, BackendConformance):
+    # every step is a few HTTP requests: fewer programs, same length
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=4)
+    # moto's If-None-Match is not atomic under contention: the lock tests run on SeaweedFS
+    concurrency_safe = False
+    bulk_puts = 200  # the lock is taken once whatever the size; 1000 runs on local disk
+
+
+@pytest.mark.s3
+class TestBackend(_Storage, BackendTests):
     """The primitives on moto's S3 (the races run on SeaweedFS: see `concurrency_safe`)."""
 
     # moto 5 checks If-None-Match and If-Match, then stores, with no lock between (its server
@@ -41,10 +45,3 @@ class TestBackend(BackendTests):
     # winner. The races run on SeaweedFS (test_seaweedfs.py).
     concurrency_safe = False
     failed_put_size = 9 * 2**20  # past the first 8 MiB part: the multipart upload is aborted
-
-    @pytest.fixture
-    def storage(self, s3_bucket: str, moto_server: MotoS3Server) -> Storage:
-        return as_storage(
-            f"s3://{s3_bucket}/{uuid.uuid4().hex}/db",
-            **s3_options(moto_server.endpoint_url),
-        )

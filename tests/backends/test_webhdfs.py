@@ -16,16 +16,8 @@ if TYPE_CHECKING:
     from metatree.testing.webhdfs import WebHDFSServer
 
 
-@pytest.mark.webhdfs
-class TestWebHDFS(BackendConformance):
-    # every step is a few HTTP requests: fewer programs, same length
-    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=6)
-    # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
-    # benchmark runs 8 x 200 and 8 x 100
-    updates_per_writer = 25
-    puts_per_writer = 12
-    bulk_puts = 200
-    torn_write_trials = 60  # 200 on local disk
+class _Storage:
+    """Where every test of this module stores: the fake WebHDFS server."""
 
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
@@ -35,6 +27,18 @@ class TestWebHDFS(BackendConformance):
             port=webhdfs_server.port,
             user="test",
         )
+
+
+@pytest.mark.webhdfs
+class TestWebHDFS(_Storage, BackendConformance):
+    # every step is a few HTTP requests: fewer programs, same length
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=6)
+    # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
+    # benchmark runs 8 x 200 and 8 x 100
+    updates_per_writer = 25
+    puts_per_writer = 12
+    bulk_puts = 200
+    torn_write_trials = 60  # 200 on local disk
 
 
 @pytest.mark.webhdfs_real
@@ -56,14 +60,5 @@ class TestRealWebHDFS(BackendConformance):
 
 
 @pytest.mark.webhdfs
-class TestBackend(BackendTests):
+class TestBackend(_Storage, BackendTests):
     """The primitives on the fake WebHDFS server."""
-
-    @pytest.fixture
-    def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
-        return as_storage(
-            f"webhdfs:///tmp/{uuid.uuid4().hex}/db",
-            host=webhdfs_server.host,
-            port=webhdfs_server.port,
-            user="test",
-        )
