@@ -118,6 +118,7 @@ class Transfer:
         client code).
         """
         local = isinstance(source, str | os.PathLike)
+        own = True  # a stream we opened: its readinto works (a user's may not implement it)
         if isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
             name, stream = "<bytes>", cast("IO[bytes]", io.BytesIO(data))
@@ -131,11 +132,11 @@ class Transfer:
                 raise _source_error(name, "opening", exc) from exc
             size = info.st_size if stat.S_ISREG(info.st_mode) else None  # a FIFO says 0
         else:
-            name, stream, size = "<file object>", source, None
+            name, stream, size, own = "<file object>", source, None, False
         try:
             if size is not None:
                 self.sized(size)
-            yield Upload(self, stream, name, size, kernel=local)
+            yield Upload(self, stream, name, size, own=own, kernel=local)
         except _SourceFailed as exc:
             raise exc.error from exc.error.__cause__
         finally:
@@ -181,11 +182,19 @@ class Upload:
     """
 
     def __init__(
-        self, transfer: Transfer, stream: IO[bytes], name: str, size: int | None, *, kernel: bool
+        self,
+        transfer: Transfer,
+        stream: IO[bytes],
+        name: str,
+        size: int | None,
+        *,
+        own: bool,
+        kernel: bool,
     ) -> None:
         self._transfer = transfer
         self._stream = stream
         self._name = name
+        self._readinto = getattr(stream, "readinto", None) if own else None
         self._kernel = kernel  # our own descriptor of a local file (no Python-side buffer)
         self.size = size
         self.len = size
@@ -203,8 +212,8 @@ class Upload:
         return chunk
 
     def readinto(self, buffer: memoryview) -> int:
-        """Read into `buffer`; 0 at the end. A stream without ``readinto`` is read."""
-        readinto = getattr(self._stream, "readinto", None)
+        """Read into `buffer`; 0 at the end. A user's stream is read (``read`` is all it owes)."""
+        readinto = self._readinto
         if readinto is None:
             chunk = self.read(len(buffer))
             if len(chunk) > len(buffer):
@@ -231,6 +240,10 @@ class Upload:
         kernel = self._kernel and not self._transfer.hashing
         if kernel and copy_file(self._stream, out, self._transfer._advance):
             self._transfer.finish()
+            return
+        if self._readinto is None:  # a user's stream makes a new bytes per read anyway
+            while chunk := self.read(COPY_CHUNK):
+                out.write(chunk)
             return
         _pump(self.readinto, out.write)
 
