@@ -338,7 +338,7 @@ def _exclusive_temp(local_path: str) -> tuple[int, str]:
     as a file the user downloads with ``open(..., "wb")`` would.
     """
     folder, base = os.path.split(os.path.abspath(local_path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.metatree-partial")
         try:

@@ -88,7 +88,7 @@ class LocalBackend(Backend):
         """Create a temp file beside `path`, `fill` it, flush (and fsync); return its name."""
         tmp = self._temp_beside(path)
         try:
-            with open(tmp, "xb") as out:
+            with open(tmp, "xb+") as out:  # readable: a hash reads back what it stored
                 fill(out)
                 out.flush()
                 if durable:

@@ -60,24 +60,49 @@ def test_the_kernel_copies_when_no_hash_is_asked(
     assert calls
 
 
-def test_a_hash_takes_the_bytes_through_python(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(*_: Any) -> int:
-        raise AssertionError("the kernel copy would skip the hash")
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
+def _hashed_copy(tmp_path: Path, data: bytes, mode: str = "wb+") -> str | None:
     src, dst = tmp_path / "src", tmp_path / "dst"
-    data = os.urandom(8 * 2**20 + 1)
     src.write_bytes(data)
     with (
         Transfer(digest="sha256") as transfer,
         transfer.source(src) as upload,
-        open(dst, "wb") as out,
+        open(dst, mode) as out,
     ):
         upload.copy_to(out)
     assert dst.read_bytes() == data
-    assert transfer.hexdigest() == hashlib.sha256(data).hexdigest()
+    return transfer.hexdigest()
+
+
+def test_a_hash_reads_back_what_the_kernel_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest is of the bytes stored: each chunk is read back from the destination."""
+    reads: list[int] = []
+    real = os.preadv
+
+    def spy(fd: int, buffers: list[memoryview], offset: int) -> int:
+        reads.append(offset)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", spy)
+    data = os.urandom(8 * 2**20 + 1)
+    assert _hashed_copy(tmp_path, data) == hashlib.sha256(data).hexdigest()
+    assert reads == [0, 8 * 2**20]
+
+
+@pytest.mark.parametrize("mode", ["wb", "wb+"], ids=["write-only", "readable"])
+def test_a_hash_without_the_kernel_reads_through_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A destination that cannot be read back, or a kernel that cannot copy: readinto."""
+
+    def refuse(*_: Any) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    if mode == "wb+":
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(8 * 2**20 + 1)
+    assert _hashed_copy(tmp_path, data, mode) == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EINVAL])
