@@ -100,11 +100,6 @@ class Transfer:
         if isinstance(exc, _CallbackFailed):
             raise exc.original from None
 
-    @property
-    def hashing(self) -> bool:
-        """Whether the bytes must pass through Python (a hash is computed)."""
-        return bool(self._hashers)
-
     def hexdigest(self) -> str | None:
         """Return the hex digest of the bytes moved, or None when none was asked for."""
         return self._hashers[0].hexdigest() if self._hashers else None
