@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fsspec.callbacks import Callback
 
 from metatree._paths import MAX_NAME_BYTES, SYSTEM_PREFIX, check_name
+from metatree._transfer import TreeCallback
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -200,12 +201,14 @@ def upload(
     """Put `source` (`files` None) or a scanned directory's `files` below `rel`.
 
     With `unsynced`, flushes are skipped and the written paths listed for a later sync. A
-    failure whose cause is a local file (gone or unreadable midway) names that file.
+    failure whose cause is a local file (gone or unreadable midway) names that file. The
+    files of a directory report progress as one transfer (`TreeCallback`).
     """
     targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
+    progress = TreeCallback(callback)
     for one, target in targets:
         try:
-            storage.put(one, target, callback, durable=unsynced is None)
+            storage.put(one, target, progress, durable=unsynced is None)
         except MetatreeError as exc:
             local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
             problem = None if local is None else local_read_error(local)
@@ -214,6 +217,7 @@ def upload(
             raise
         if unsynced is not None:
             unsynced.append(target)
+        progress.next_file()
 
 
 # -- get: a stored directory tree ---------------------------------------------------------
@@ -256,12 +260,14 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
+    progress = TreeCallback(callback)
     try:
         try:
             for parts in plan:
                 local = os.path.join(partial, *parts)
                 _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
-                storage.get(f"{rel}/{'/'.join(parts)}", local, callback)
+                storage.get(f"{rel}/{'/'.join(parts)}", local, progress)
+                progress.next_file()
         except NotFoundError:
             _check_same_tree(storage, rel, version)
             raise

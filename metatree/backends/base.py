@@ -11,20 +11,20 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
-from metatree._transfer import COPY_CHUNK, copy_stream, open_source
+from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
     from metatree._locking import BaseLock
     from metatree._storage import Storage
+    from metatree._transfer import Download, Upload
 
 __all__ = ["MISSING", "Backend", "Capabilities", "Changed", "Source", "Version"]
 
@@ -198,17 +198,19 @@ class Backend:
             return False
         return True
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Stream `source` into a temp object beside `path`, then move it over `path`.
 
-        fsspec's buffered files upload what they hold when their context exits, even on an
-        error: streaming straight to `path` replaced a file with the first part of a failed
-        upload. The temp object is removed on any failure (`durable` as in `write_atomic`).
+        Bytes move only through `source` (`metatree._transfer.Upload`: progress and hashing
+        are counted there). fsspec's buffered files upload what they hold when their context
+        exits, even on an error: streaming straight to `path` replaced a file with the first
+        part of a failed upload. The temp object is removed on any failure (`durable` as in
+        `write_atomic`).
         """
         tmp = _temp_name(path)
         try:
-            with open_source(source) as (stream, size), self.fs.open(tmp, "wb") as out:
-                copy_stream(stream, out, size, callback)
+            with self.fs.open(tmp, "wb") as out:
+                source.copy_to(out)
             self.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -218,15 +220,15 @@ class Backend:
     def sync(self, paths: list[str]) -> None:
         """Make files written with ``durable=False`` durable (nothing to do remotely)."""
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
-        """Download `path` into the open local file `out`, from one version of it.
+    def get(self, path: str, out: Download) -> None:
+        """Download `path` into `out` (`metatree._transfer.Download`), from one version of it.
 
         Goes through `iter_chunks`, whose reads are pinned to one version (fsspec's
         ``get_file`` resumes a broken download with a plain ranged GET of whatever is there).
+        Bytes move only through `out`, which counts and hashes them.
         """
         for chunk in self.iter_chunks(path, COPY_CHUNK):
             out.write(chunk)
-            callback.relative_update(len(chunk))
 
     def kind(self, path: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None, never from a listing cache."""

@@ -44,7 +44,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
 
 import requests
@@ -52,16 +52,15 @@ import requests
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY, directory_error
 from metatree._storage import translate_errors
-from metatree._transfer import open_source
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._types import Source, Version
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["WebHDFSBackend", "WebHDFSLeaseStore"]
 
@@ -82,21 +81,6 @@ _IDEMPOTENT = frozenset({"OPEN", "GETFILESTATUS", "LISTSTATUS", "DELETE"})
 
 class _ServerError(OSError):
     """An HTTP 5xx answer: the server failed, the request may be retried if idempotent."""
-
-
-class _Progress:
-    """A read-only stream wrapper reporting progress; requests reads the body through it."""
-
-    def __init__(self, stream: IO[bytes], size: int, callback: Callback) -> None:
-        self.stream = stream
-        self.len = size  # requests sends Content-Length from `len`, never chunked encoding
-        self.callback = callback
-        callback.set_size(size)
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self.stream.read(n)
-        self.callback.relative_update(len(chunk))
-        return chunk
 
 
 class WebHDFSLeaseStore(LeaseStore):
@@ -410,19 +394,22 @@ class WebHDFSBackend(Backend):
         """
         return self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=False))
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
-        """Stream into a temp file in one CREATE, then RENAME with OVERWRITE."""
-        with open_source(source) as (stream, size), contextlib.ExitStack() as stack:
-            if size is None:  # an unsized stream: spool it to disk, never to memory
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
+        """Stream into a temp file in one CREATE, then RENAME with OVERWRITE.
+
+        requests reads the body from `source` (its ``len`` is the Content-Length: never
+        chunked encoding); an unsized stream is spooled to disk first, never to memory.
+        """
+        with contextlib.ExitStack() as stack:
+            body: Any = source
+            if source.size is None:
                 spool = stack.enter_context(tempfile.TemporaryFile())
-                while chunk := stream.read(8 * 2**20):
-                    spool.write(chunk)
-                size = spool.tell()
+                source.copy_to(spool)
                 spool.seek(0)
-                stream = spool
+                body = spool  # requests takes its length from the descriptor
             tmp = self._temp_beside(path)
             try:
-                self._create(tmp, _Progress(stream, size, callback), overwrite=True)
+                self._create(tmp, body, overwrite=True)
                 self._rename(tmp, path, overwrite=True)
             except BaseException:
                 self._discard_aborted(tmp)
@@ -446,11 +433,10 @@ class WebHDFSBackend(Backend):
                 return
             return
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+    def get(self, path: str, out: Download) -> None:
         """Download through `iter_chunks`: one streamed OPEN, checked against the status."""
-        for chunk in self._pinned(path, 2**20, callback.set_size):
+        for chunk in self._pinned(path, 2**20, out.set_size):
             out.write(chunk)
-            callback.relative_update(len(chunk))
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """One OPEN; the version is the content itself (as S3's ETag is a hash of it).

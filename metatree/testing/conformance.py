@@ -34,6 +34,7 @@ from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
 from metatree.testing._stateful import StatefulTests
+from metatree.testing._transfer import TransferAccountingTests
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +54,7 @@ class BackendConformance(
     IndexHardeningTests,
     StorageHardeningTests,
     TransferHardeningTests,
+    TransferAccountingTests,
     LockHardeningTests,
     CursorTests,
 ):
