@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
 from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
+from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -110,13 +112,23 @@ class Backend:
         """Return the DB lock stored at `rel`: a `LeaseLock` on `lease_store`.
 
         A backend whose filesystem has a better primitive (the kernel's flock on local disk)
-        overrides this; one with atomic conditional writes only names its `lease_store`.
+        overrides this; one with atomic conditional writes only names its `lease_store`. One
+        that names none gets the memory backend's lease, which excludes only the threads of
+        this process: it works, and a `MetatreeWarning` says what it does not do.
         """
-        if self.lease_store is None:
-            raise TypeError(
-                f"{type(self).__name__} has no DB lock: set its lease_store or override make_lock"
+        store = self.lease_store
+        if store is None:
+            from metatree.backends.memory import ContentLeaseStore
+
+            warnings.warn(
+                f"{type(self).__name__} has no lock of its own for {type(self.fs).__name__}: "
+                "the DB lock is exclusive only among the threads of this process "
+                "(docs/backends.md: Backend.lease_store)",
+                MetatreeWarning,
+                stacklevel=5,
             )
-        return LeaseLock(self.lease_store(storage, rel), ttl=ttl, timeout=timeout, **kwargs)
+            store = ContentLeaseStore
+        return LeaseLock(store(storage, rel), ttl=ttl, timeout=timeout, **kwargs)
 
     def read(self, path: str) -> bytes:
         """Return a whole (small) file."""

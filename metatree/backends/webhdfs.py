@@ -106,10 +106,12 @@ class WebHDFSLeaseStore(LeaseStore):
 
     def _not_a_directory(self, exc: OSError) -> None:
         """Turn a failure caused by a ``.lock`` directory into an error that says so."""
-        with contextlib.suppress(OSError):
+        try:
             kind = self._rest._request("GETFILESTATUS", "GET", self._path).json()
-            if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
-                raise directory_error(self.storage.url_of(self.rel)) from exc
+        except OSError:
+            return  # the original failure stands
+        if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
+            raise directory_error(self.storage.url_of(self.rel)) from exc
 
     def create(self, body: bytes) -> Version | None:
         """CREATE a temp file, then ``rename2`` (no overwrite): an existing lock = lost."""
@@ -302,12 +304,10 @@ class WebHDFSBackend(Backend):
             else:
                 return
 
-    def _rename(self, src: str, dst: str, *, overwrite: bool) -> bool:
-        if overwrite:
-            self._request("RENAME", "PUT", src, destination=dst, renameoptions="OVERWRITE").close()
-            return True
-        reply = self._request("RENAME", "PUT", src, destination=dst)
-        return bool(reply.json().get("boolean"))
+    def _rename(self, src: str, dst: str) -> bool:
+        """``rename2`` with OVERWRITE (atomic replace of a file); True: it is done."""
+        self._request("RENAME", "PUT", src, destination=dst, renameoptions="OVERWRITE").close()
+        return True
 
     def _temp_beside(self, path: str) -> str:
         return posixpath.join(posixpath.dirname(path), f".metatree.tmp.{uuid.uuid4().hex}")
@@ -384,15 +384,26 @@ class WebHDFSBackend(Backend):
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
-        self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=True))
+        self._via_temp(path, data, lambda tmp: self._rename(tmp, path))
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        """CREATE a complete temp file, then a plain RENAME: ``{"boolean": false}`` = lost.
+        """CREATE a complete temp file, then ``rename2`` without overwrite: an existing = lost.
 
         HDFS renames atomically in the name node and refuses an existing destination, and the
-        body is complete before the lock object appears (CREATE alone shows it empty first).
+        body is complete before the file appears (CREATE alone shows it empty first). A plain
+        RENAME onto a directory would move the file *into* it and answer true.
         """
-        return self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=False))
+
+        def publish(tmp: str) -> bool:
+            try:
+                return self._rename_new(tmp, path)
+            except OSError:
+                # HDFS refuses a file over a directory with a bare IOException
+                if self.kind(path) == "directory":
+                    return False
+                raise
+
+        return self._via_temp(path, data, publish)
 
     def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Stream into a temp file in one CREATE, then RENAME with OVERWRITE.
@@ -410,7 +421,7 @@ class WebHDFSBackend(Backend):
             tmp = self._temp_beside(path)
             try:
                 self._create(tmp, body, overwrite=True)
-                self._rename(tmp, path, overwrite=True)
+                self._rename(tmp, path)
             except BaseException:
                 self._discard_aborted(tmp)
                 raise
@@ -467,13 +478,13 @@ class WebHDFSBackend(Backend):
                 current: bytes | None = self.read(path)
             except FileNotFoundError:
                 current = None
-            return current == version and self._rename(tmp, path, overwrite=True)
+            return current == version and self._rename(tmp, path)
 
         return self._via_temp(path, data, publish)
 
     def rename(self, src: str, dst: str) -> None:
         """RENAME with ``renameoptions=OVERWRITE`` (HDFS ``rename2``: atomic replace)."""
-        self._rename(src, dst, overwrite=True)
+        self._rename(src, dst)
 
     def tree_version(self, path: str) -> object:
         """Return the HDFS fileId and mtime: `replace_tree` renames a new directory in."""

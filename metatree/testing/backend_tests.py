@@ -585,6 +585,27 @@ class BackendTests:
             assert view.listdir(root) == {}
 
     # -- contention ---------------------------------------------------------------------
+    def test_exclusive_create_over_a_directory_loses(self, backend: Backend, root: str) -> None:
+        """A name held by a directory is taken: nothing is created, nothing moves into it.
+
+        (A plain WebHDFS RENAME onto a directory moves the file into it and answers true.)
+        """
+        if not backend.capabilities.exclusive_names:
+            pytest.skip("a key and a key prefix may share a name on this backend")
+        backend.write_atomic(f"{root}/d/inner", b"x")
+        attempts: list[Callable[[], bool]] = [
+            lambda: backend.create_exclusive(f"{root}/d", b"new"),
+            lambda: backend.write_if(f"{root}/d", b"new", MISSING),
+        ]
+        for attempt in attempts:
+            try:
+                won = attempt()
+            except (FileExistsError, IsADirectoryError):
+                won = False
+            assert not won
+            assert backend.listdir(f"{root}/d") == {"inner": "file"}
+            assert backend.kind(f"{root}/d") == "directory"
+
     def test_create_exclusive_has_one_winner(self, storage: Storage, backend: Backend) -> None:
         """Of racers creating one path from several processes, exactly one wins."""
         if not backend.capabilities.atomic_exclusive_create:
