@@ -35,18 +35,15 @@ from metatree._metadata import (
     dump_metadata,
     load_metadata,
 )
+from metatree._names import CONFIG_FILE, METADATA_FILE, is_reserved, reserved_beside
 from metatree._paths import (
-    CONFIG_FILE,
-    METADATA_FILE,
     Literal,
     Location,
     Placeholder,
     Segment,
     check_name,
-    is_reserved,
     resolve_segment,
 )
-from metatree._storage import reserved_beside
 from metatree._transaction import Staged, Transaction
 from metatree._types import NodePath, Source
 from metatree.errors import (

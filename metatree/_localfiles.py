@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from fsspec.callbacks import Callback
 
-from metatree._paths import MAX_NAME_BYTES, SYSTEM_PREFIX, check_name
+from metatree._names import SYSTEM_PREFIX
+from metatree._paths import MAX_NAME_BYTES, check_name
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,

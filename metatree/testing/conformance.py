@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Metatree, Node
-from metatree._paths import LOCK_FILE
+from metatree._names import LOCK_FILE
 from metatree.errors import (
     AlreadyExistsError,
     CorruptMetadataError,
