@@ -58,8 +58,8 @@ def put(
             # the top new node first: whatever a crash leaves has a metadata.json at its
             # top, so `claim` knows it for an orphan; nothing lists it until the commit.
             # If this write fails, it met something in the way, which is not ours to undo.
-            new = plan.new
-            _write_new_node(db, (*plan.anchor, new[0]), {CHILDREN: new[1:2]} if new[1:] else {}, tx)
+            top, below = plan.new[0], plan.new[1:2]
+            _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
         else:
             old_kind = check_target(db, plan, force=force, recursive=recursive)
         try:
