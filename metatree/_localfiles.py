@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from fsspec.callbacks import Callback
 
-from metatree._paths import MAX_NAME_BYTES, SYSTEM_PREFIX, check_name
+from metatree._names import SYSTEM_PREFIX
+from metatree._paths import MAX_NAME_BYTES, check_name
 from metatree._transfer import TreeCallback
 from metatree.errors import (
     AlreadyExistsError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_chunk_size",
     "check_local_outfile",
+    "check_source",
     "download_tree",
     "is_text_stream",
     "local_read_error",
@@ -107,6 +109,32 @@ def check_local_outfile(outfile: object) -> str | None:
     if not os.path.isdir(parent):
         raise NotFoundError(parent, "local directory to download into")
     return local
+
+
+def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
+    """Validate what `put` was given and return the stored file's name, before any I/O.
+
+    A local directory put with `recursive` is scanned whole here (every name, every file
+    readable, no empty directory), so a bad name deep inside fails before the DB lock.
+    """
+    if isinstance(source, str | os.PathLike):
+        local = os.fspath(source)
+        if not os.path.exists(local):
+            raise NotFoundError(local, "local file to put")
+        if os.path.isdir(local):
+            if not recursive:
+                raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+            scan_source(local)
+        chosen = name if name is not None else os.path.basename(os.path.normpath(local))
+    elif isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
+        if name is None:
+            raise PathError(shown, "put of bytes or a file object needs name=")
+        if is_text_stream(source):
+            raise PathError(shown, "the file object is open in text mode: open it with 'rb'")
+        chosen = name
+    else:
+        raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")
+    return check_name(chosen, shown)
 
 
 # -- put: a local directory tree ----------------------------------------------------------

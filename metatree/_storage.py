@@ -14,13 +14,12 @@ import errno
 import os
 import re
 import secrets
-import uuid
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._paths import SYSTEM_PREFIX
+from metatree._names import reserved_beside
 from metatree._transfer import Transfer
 from metatree.backends import Backend, Changed, backend_for
 from metatree.errors import (
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from metatree._types import Source, Version
     from metatree.backends import Capabilities
 
-__all__ = ["BackendLike", "Storage", "as_storage", "reserved_beside", "translate_errors"]
+__all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
 
 CHUNK_SIZE = 8 * 2**20
 """Streaming chunk: one ranged GET per chunk on object stores, bounded memory everywhere."""
@@ -296,17 +295,6 @@ class Storage:
             for path in self.backend.find(self.abs(rel)):
                 if path.startswith(base) and len(path) > len(base):
                     yield path[len(base) :]
-
-
-def reserved_beside(rel: str, purpose: str) -> str:
-    """Return a fresh reserved name (``.metatree.<purpose>.<uuid>``) in `rel`'s directory.
-
-    Names starting with ``.metatree`` are refused as user names and hidden from listings, so
-    a staging or trash directory left by a crash is never read as data.
-    """
-    parent, _, _ = rel.rpartition("/")
-    name = f"{SYSTEM_PREFIX}.{purpose}.{uuid.uuid4().hex}"
-    return f"{parent}/{name}" if parent else name
 
 
 def _move_new(tmp: str, local_path: str) -> None:

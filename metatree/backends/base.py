@@ -9,12 +9,12 @@ strategy. `Capabilities` says what a backend guarantees; docs/backends.md says h
 from __future__ import annotations
 
 import contextlib
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
+from metatree._names import reserved_name
 from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
 from metatree.warnings import MetatreeWarning
@@ -87,9 +87,9 @@ def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
 
 
 def _temp_name(path: str) -> str:
-    """Return a unique temp name beside `path` (the `.metatree.tmp.` prefix is reserved)."""
+    """Return a unique temp name beside `path` (a reserved name: `reserved_name`)."""
     parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
-    name = f".metatree.tmp.{uuid.uuid4().hex}"
+    name = reserved_name("tmp")
     return f"{parent}/{name}" if parent else name
 
 

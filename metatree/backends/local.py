@@ -46,6 +46,7 @@ from metatree._locking._info import (
     directory_error,
 )
 from metatree._locking._observe import highest_token, note_token, unchanged_for
+from metatree._names import reserved_name
 from metatree.backends.base import Backend, Capabilities
 from metatree.errors import LockError, LockLostError, PathError, StorageError
 
@@ -80,7 +81,7 @@ class LocalBackend(Backend):
         except NotADirectoryError as exc:
             # a file where a directory is needed: for a writer, the file's name is taken
             raise FileExistsError(str(exc)) from None
-        return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
+        return os.path.join(parent, reserved_name("tmp"))
 
     def _write_temp(
         self, path: str, fill: Callable[[IO[bytes]], object], *, durable: bool = True
@@ -501,7 +502,7 @@ class LocalLock(BaseLock):
 
     def _write(self, body: bytes) -> None:
         # no fsync: after a crash the flock is gone, and with it any meaning of the body
-        tmp = os.path.join(self.guard, f".metatree.tmp.{uuid.uuid4().hex}")
+        tmp = os.path.join(self.guard, reserved_name("tmp"))
         try:
             with open(tmp, "xb") as stream:
                 stream.write(body)

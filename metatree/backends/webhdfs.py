@@ -43,7 +43,6 @@ import os
 import posixpath
 import tempfile
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
 
@@ -51,6 +50,7 @@ import requests
 
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY, directory_error
+from metatree._names import reserved_name
 from metatree._storage import translate_errors
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
@@ -135,7 +135,7 @@ class WebHDFSLeaseStore(LeaseStore):
 
     def _take(self, version: Version) -> str | None:
         """Move the lock to a tomb if it is `version`; return the tomb, None if it was not."""
-        tomb = posixpath.join(posixpath.dirname(self._path), f".metatree.tomb.{uuid.uuid4().hex}")
+        tomb = posixpath.join(posixpath.dirname(self._path), reserved_name("tomb"))
         if not self._rest._rename_new(self._path, tomb):
             return None  # gone, or another breaker moved it first
         if self._read_path(tomb) == version:
@@ -310,7 +310,7 @@ class WebHDFSBackend(Backend):
         return True
 
     def _temp_beside(self, path: str) -> str:
-        return posixpath.join(posixpath.dirname(path), f".metatree.tmp.{uuid.uuid4().hex}")
+        return posixpath.join(posixpath.dirname(path), reserved_name("tmp"))
 
     def _via_temp(self, path: str, data: bytes, publish: Callable[[str], bool]) -> bool:
         """CREATE a temp file beside `path` holding `data`, then `publish` it (a RENAME).
