@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import children_of
+from metatree._core.db import children_of
+from metatree._core.put import put
+from metatree._core.read import entries, get
+from metatree._core.resolve import Resolved, Target
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
@@ -20,16 +23,13 @@ from metatree._localfiles import (
     check_source,
 )
 from metatree._paths import Literal, parse_file_location
-from metatree._put import put
-from metatree._read import entries, get
-from metatree._resolve import Resolved, Target
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from metatree._db import Database
+    from metatree._core.db import Database
     from metatree._types import NodePath, Source
 
 __all__ = ["Node"]

@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import Database, children_of, rel_path
+from metatree._core.db import Database, children_of, rel_path
+from metatree._core.put import put
+from metatree._core.read import exists, get, readable, walk
+from metatree._core.remove import remove
+from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
@@ -23,10 +27,6 @@ from metatree._localfiles import (
 )
 from metatree._node import Node
 from metatree._paths import LocationLike, Placeholder, parse_location
-from metatree._put import put
-from metatree._read import exists, get, readable, walk
-from metatree._remove import remove
-from metatree._resolve import Resolved, Target, descend, resolve, shown_of
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.errors import MetatreeError, NotFoundError, PathError
 

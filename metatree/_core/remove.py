@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from metatree._db import children_of, rel_path
+from metatree._core.db import children_of, rel_path
+from metatree._core.read import entries, is_orphan
+from metatree._core.resolve import resolve
 from metatree._metadata import CHILDREN
-from metatree._read import entries, is_orphan
-from metatree._resolve import resolve
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
-    from metatree._db import Database
+    from metatree._core.db import Database
+    from metatree._core.resolve import Target
+    from metatree._core.transaction import Transaction
     from metatree._paths import Segment
-    from metatree._resolve import Target
-    from metatree._transaction import Transaction
     from metatree._types import NodePath
 
 __all__ = ["remove"]

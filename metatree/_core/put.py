@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import children_of, rel_path
+from metatree._core.db import children_of, rel_path
+from metatree._core.plan import PutPlan, check_target, claim, plan_put
+from metatree._core.transaction import Staged, Transaction
 from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
-from metatree._plan import PutPlan, check_target, claim, plan_put
-from metatree._transaction import Staged, Transaction
 from metatree.errors import AlreadyExistsError, MetatreeError
 
 if TYPE_CHECKING:
-    from metatree._db import Database
-    from metatree._resolve import Target
+    from metatree._core.db import Database
+    from metatree._core.resolve import Target
     from metatree._types import NodePath, Source
 
 __all__ = ["put"]

@@ -2,7 +2,7 @@
 
 Opening costs one request (the config read) when a database is there; the checks that say
 what is wrong with a root that holds none run only on that failure path. Also the probe of
-whether local disk ignores case, which the put planner needs (`metatree._plan`).
+whether local disk ignores case, which the put planner needs (`metatree._core.plan`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metatree._db import children_of
+from metatree._core.db import children_of
 from metatree._paths import (
     Literal,
     Location,
@@ -25,7 +25,7 @@ from metatree._paths import (
 from metatree.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from metatree._db import Database
+    from metatree._core.db import Database
     from metatree._types import NodePath
 
 __all__ = ["Resolved", "Target", "descend", "resolve", "shown_of"]

@@ -1,9 +1,9 @@
 """Put planning: where a put lands, what it creates, and what it must refuse before writing.
 
-`plan_put` walks the target once (`metatree._resolve.descend`) to the deepest node that
+`plan_put` walks the target once (`metatree._core.resolve.descend`) to the deepest node that
 exists and names the nodes to create below it; `claim` and `check_target` then check the
 spot against what is stored, so that everything refusable is refused before the first write
-(`metatree._put` carries the plan out). Nothing here writes, but `claim` clears an orphan.
+(`metatree._core.put` carries the plan out). Nothing here writes, but `claim` clears an orphan.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from metatree._db import children_of, rel_path
+from metatree._core.db import children_of, rel_path
+from metatree._core.read import is_orphan_listing
+from metatree._core.resolve import descend
 from metatree._paths import Placeholder, check_name
-from metatree._read import is_orphan_listing
-from metatree._resolve import descend
 from metatree.errors import AlreadyExistsError, PathError, UnresolvedPathError
 
 if TYPE_CHECKING:
-    from metatree._db import Database
-    from metatree._resolve import Target
+    from metatree._core.db import Database
+    from metatree._core.resolve import Target
     from metatree._types import NodePath
 
 __all__ = ["PutPlan", "check_target", "claim", "plan_put"]
@@ -125,7 +125,7 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
     """Refuse what `put` must not replace in an existing node; return what is there now.
 
     The answer is `Storage.kind`'s. Nothing is deleted here: a forced replace puts the new
-    data in place first and the old goes only once the new is complete (`metatree._put`),
+    data in place first and the old goes only once the new is complete (`metatree._core.put`),
     so a failed put loses nothing.
     """
     url = db.url(plan.node, plan.name)

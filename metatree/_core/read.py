@@ -10,10 +10,10 @@ from __future__ import annotations
 import posixpath
 from typing import TYPE_CHECKING, Any
 
-from metatree._db import children_of, rel_path
+from metatree._core.db import children_of, rel_path
+from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
-from metatree._resolve import resolve
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
     from fsspec.callbacks import Callback
 
-    from metatree._db import Database
+    from metatree._core.db import Database
+    from metatree._core.resolve import Resolved, Target
     from metatree._paths import Segment
-    from metatree._resolve import Resolved, Target
     from metatree._types import NodePath
 
 __all__ = ["entries", "exists", "get", "is_orphan", "is_orphan_listing", "readable", "walk"]

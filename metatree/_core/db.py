@@ -16,6 +16,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from metatree._core.open import open_config, probe_case_insensitive
+from metatree._core.transaction import Transaction
 from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
@@ -26,8 +28,6 @@ from metatree._metadata import (
     load_metadata,
 )
 from metatree._names import METADATA_FILE
-from metatree._open import open_config, probe_case_insensitive
-from metatree._transaction import Transaction
 from metatree.errors import (
     ConflictError,
     CorruptMetadataError,
