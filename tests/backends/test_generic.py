@@ -1,0 +1,83 @@
+"""The generic backend on filesystems no backend is registered for (fsspec's DirFileSystem).
+
+Two kinds of generic filesystem: one with real directories (DirFileSystem over local disk,
+without ``auto_mkdir``: a write below a missing directory fails) and one whose directories
+are key prefixes (DirFileSystem over memory). Both suites run on each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from metatree import Metatree, Storage, as_storage
+from metatree.backends import backend_for
+from metatree.backends.generic import GenericBackend
+from metatree.testing import BackendTests
+from metatree.testing.conformance import KEYS, BackendConformance
+from metatree.warnings import MetatreeWarning
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+# opening a tree here warns that the DB lock is in-process only; checked once below
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:no backend is registered for:metatree.warnings.MetatreeWarning"
+)
+
+
+class _OnDisk:
+    """DirFileSystem over local disk: real directories, no ``auto_mkdir``."""
+
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Storage:
+        return as_storage("db", fs=DirFileSystem(path=str(tmp_path), fs=LocalFileSystem()))
+
+
+class _InMemory:
+    """DirFileSystem over fsspec's memory filesystem: directories are key prefixes."""
+
+    @pytest.fixture
+    def storage(self) -> Iterator[Storage]:
+        base = f"/{uuid.uuid4().hex}"
+        memory = MemoryFileSystem()
+        yield as_storage("db", fs=DirFileSystem(path=base, fs=memory))
+        if memory.exists(base):
+            memory.rm(base, recursive=True)
+
+
+class _Generic:
+    """What only the generic backend promises: it is picked, and it warns about its lock."""
+
+    def test_the_generic_backend_serves_it(self, storage: Storage) -> None:
+        """DirFileSystem has no registered backend: the registry falls back to the generic one."""
+        assert isinstance(backend_for(storage.fs), GenericBackend)
+        assert isinstance(storage.backend, GenericBackend)
+
+    def test_opening_warns_that_the_lock_is_in_process(self, storage: Storage) -> None:
+        """The warning this module filters is emitted: the DB lock excludes no other process."""
+        with pytest.warns(MetatreeWarning, match="no backend is registered for DirFileSystem"):
+            tree = Metatree(storage, KEYS)
+            tree.put("m/v1", b"x", name="f")  # the lock is made on the first write
+
+
+class TestDiskConformance(_OnDisk, BackendConformance):
+    """Every behaviour of the database on a generic filesystem with real directories."""
+
+
+class TestDiskBackend(_OnDisk, _Generic, BackendTests):
+    """The primitives on a generic filesystem with real directories."""
+
+
+class TestMemoryConformance(_InMemory, BackendConformance):
+    """Every behaviour of the database on a generic filesystem of keys."""
+
+
+class TestMemoryBackend(_InMemory, _Generic, BackendTests):
+    """The primitives on a generic filesystem of keys."""
