@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
@@ -39,7 +41,7 @@ from metatree.backends.memory import ContentLeaseStore
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from metatree._locking import BaseLock
     from metatree._storage import Storage
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["GenericBackend"]
 
 _T = TypeVar("_T")
+_GLOB = re.compile(r"[\[\]*?]")
 _METADATA = "metadata.json"  # the node index; deleted last by remove_tree
 _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the filesystem below
 
@@ -56,14 +59,15 @@ class GenericBackend(Backend):
     """A filesystem no backend is registered for: keys or real directories, both handled."""
 
     def __new__(cls, fs: AbstractFileSystem) -> GenericBackend:
-        """Serve a filesystem that keeps its files in this process's memory as such.
+        """Describe a wrapped filesystem of fsspec's own truthfully (`_described`).
 
-        Capabilities are a promise of the class, so the in-memory case is a subclass: a
-        ``DirFileSystem`` over ``memory://`` is invisible to other processes, and tests that
-        need processes skip on `data_in_memory`.
+        Capabilities are a promise of the class, so a known kind is a subclass. Tests read
+        them both ways (``exclusive_names=False``: the store may hold a key and a prefix of
+        one name), so a ``DirFileSystem`` over local disk or memory says what it is; any
+        other filesystem gets the conservative class.
         """
-        if cls is GenericBackend and _keeps_data_in_memory(fs):
-            cls = _InMemoryGenericBackend
+        if cls is GenericBackend:
+            cls = _described(fs)
         return super().__new__(cls)
 
     def make_lock(
@@ -96,11 +100,17 @@ class GenericBackend(Backend):
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create unless present (``mode="create"``), making a missing parent directory."""
-        try:
-            self._making_parent(path, lambda: self.fs.pipe_file(path, data, mode="create"))
-        except FileExistsError:
-            return False
-        return True
+
+        def create() -> bool:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                if self.kind(path) is None:
+                    raise  # not the name: a file in the way of its parent (memory says so)
+                return False
+            return True
+
+        return self._making_parent(path, create)
 
     def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Stream into a temp file beside `path`, then rename it over `path`.
@@ -127,7 +137,19 @@ class GenericBackend(Backend):
         """
         if self.kind(dst) == "directory":
             raise IsADirectoryError(errno.EISDIR, "is a directory", dst)
-        self._making_parent(dst, lambda: self.fs.mv(src, dst), source=src)
+        self._making_parent(dst, lambda: self._move(src, dst), source=src)
+
+    def _move(self, src: str, dst: str) -> None:
+        """``mv`` (a rename where there are real files), but literal for glob characters.
+
+        fsspec's default ``mv`` copies and removes through ``expand_path``, which expands
+        ``[]*?``; such names are copied and removed by their exact names instead.
+        """
+        if _GLOB.search(src) or _GLOB.search(dst):
+            self.fs.cp_file(src, dst)
+            self.fs.rm_file(src)
+        else:
+            self.fs.mv(src, dst)
 
     def _copy(self, src: str, dst: str) -> None:
         # docstring inherited; a missing parent directory of `dst` is made
@@ -137,21 +159,23 @@ class GenericBackend(Backend):
         """Run `write` (of `path`); if it failed for a missing parent directory, make it, retry.
 
         A store of keys never fails so, so it never pays the extra requests. A missing
-        `source` (of a move or copy) is the failure itself: nothing is made for it.
+        `source` (of a move or copy) is the failure itself: nothing is made for it. A file in
+        the way of the parent is `FileExistsError`, as on local disk: for a writer, the
+        file's name is taken.
         """
         try:
-            return write()
-        except FileNotFoundError:
-            parent = path.rstrip("/").rpartition("/")[0]
-            if not parent or self.kind(parent) is not None:
-                raise
-            if source is not None and self.kind(source) is None:
-                raise
-        try:
+            try:
+                return write()
+            except FileNotFoundError:
+                parent = path.rstrip("/").rpartition("/")[0]
+                if not parent or self.kind(parent) is not None:
+                    raise
+                if source is not None and self.kind(source) is None:
+                    raise
             self.fs.makedirs(parent, exist_ok=True)
-        except FileExistsError as exc:  # a file where a directory is needed
-            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(exc)) from None
-        return write()
+            return write()
+        except NotADirectoryError as exc:
+            raise FileExistsError(errno.EEXIST, "a file is in the way", path) from exc
 
     # -- removals -------------------------------------------------------------------------
     def remove_tree(self, path: str, trash: str | None) -> None:
@@ -185,7 +209,7 @@ class GenericBackend(Backend):
         pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
         try:
             self._copy(*pairs[0])
-        except (IsADirectoryError, NotADirectoryError):
+        except (IsADirectoryError, FileExistsError):  # a file and a directory of one name
             if old_kind is None or old_kind == ("directory" if new else "file"):
                 raise
             if old_kind == "directory":
@@ -222,21 +246,40 @@ class GenericBackend(Backend):
         self.fs.invalidate_cache()
 
 
-class _InMemoryGenericBackend(GenericBackend):
-    """The generic backend on a filesystem held in this process's memory (a wrapped memory://)."""
+class _ExclusiveNames(GenericBackend):
+    """The generic backend on a wrapped local disk: a name is a file or a directory."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(atomic_exclusive_create=False)
+
+
+class _InMemory(GenericBackend):
+    """The generic backend on a wrapped memory://: in this process only, names exclusive."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_exclusive_create=False, exclusive_names=False, data_in_memory=True
+        atomic_exclusive_create=False, data_in_memory=True
     )
 
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """Slice one whole read: fsspec's memory files share one position between readers."""
+        data = memoryview(self.read(path))
+        for start in range(0, len(data), chunk_size):
+            yield bytes(data[start : start + chunk_size])
 
-def _keeps_data_in_memory(fs: AbstractFileSystem) -> bool:
-    """Whether `fs` is, or wraps (``DirFileSystem.fs``), fsspec's in-process memory filesystem."""
+
+def _described(fs: AbstractFileSystem) -> type[GenericBackend]:
+    """Return the class describing `fs`: what it wraps (``DirFileSystem.fs``) decides.
+
+    Only fsspec's own local and memory filesystems are known; they refuse a file below a
+    file (``exclusive_names``), and memory is invisible to other processes. Directories do
+    not rename atomically through this backend, so neither claims `real_directories`.
+    """
     current: object = fs
     for _ in range(_WRAPPED_DEPTH):
         if isinstance(current, MemoryFileSystem):
-            return True
+            return _InMemory
+        if isinstance(current, LocalFileSystem):
+            return _ExclusiveNames
         current = getattr(current, "fs", None)
         if not isinstance(current, AbstractFileSystem):
-            return False
-    return False
+            break
+    return GenericBackend
