@@ -11,11 +11,19 @@ which (fsspec says neither), so every primitive works on both:
 
 So: a missing parent directory is made only when a write fails for lack of it (no request
 on a store of keys); `write_atomic` writes a temp file and renames it over the target, as
-`put` does; `rename` refuses a directory as its target (``mv`` would move *into* it);
+`put` does; `rename` refuses a directory as its target (``mv`` would move *into* it) and
+moves names with glob characters by copy and delete (fsspec's default ``mv`` expands them);
 `remove_tree` and `replace_tree` remove the directories they emptied, deepest first; and
 `replace_tree` removes the old entry first where it cannot share its name with the new one.
-On a store of keys this costs a HEAD before each rename and a (failing) ``rmdir`` per emptied
-prefix, the price of not knowing the kind.
+On a store of keys this is the price of not knowing the kind: `write_atomic` is a PUT, a
+HEAD, a copy and a delete instead of one PUT, and each emptied prefix gets an ``rmdir``.
+
+Capabilities are the conservative ones (no atomic create, no conditional write, names not
+exclusive), except for what fsspec's own filesystems make certain when wrapped (a
+``DirFileSystem`` over local disk or memory): their names are exclusive, and memory is
+invisible to other processes (`data_in_memory`). `real_directories` is never claimed: a
+directory is not renamed atomically here (no trash), and `confine` checks nothing, so a
+symbolic link planted in a wrapped local disk is followed.
 
 Exact where a single PUT is atomic; its exclusive create is only as atomic as fsspec's
 ``mode="create"`` on that filesystem (often a check, then a write). Its DB lock is the memory
@@ -29,7 +37,7 @@ import contextlib
 import errno
 import re
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
@@ -58,17 +66,17 @@ _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the file
 class GenericBackend(Backend):
     """A filesystem no backend is registered for: keys or real directories, both handled."""
 
-    def __new__(cls, fs: AbstractFileSystem) -> GenericBackend:
+    def __new__(cls, fs: AbstractFileSystem | None = None) -> Self:
         """Describe a wrapped filesystem of fsspec's own truthfully (`_described`).
 
         Capabilities are a promise of the class, so a known kind is a subclass. Tests read
         them both ways (``exclusive_names=False``: the store may hold a key and a prefix of
         one name), so a ``DirFileSystem`` over local disk or memory says what it is; any
-        other filesystem gets the conservative class.
+        other filesystem gets the conservative class. (`copy` calls this without `fs`: the
+        class is then already the described one.)
         """
-        if cls is GenericBackend:
-            cls = _described(fs)
-        return super().__new__(cls)
+        described = _described(fs) if cls is GenericBackend and fs is not None else cls
+        return cast("Self", object.__new__(described))
 
     def make_lock(
         self, storage: Storage, rel: str, *, ttl: float, timeout: float, **kwargs: Any
@@ -201,9 +209,14 @@ class GenericBackend(Backend):
         Where a file and a directory cannot share a name (real directories), the first copy
         of a changed kind fails before anything is written; the old entry is then removed and
         the copy made onto nothing (a failure after that leaves `dst` missing and `src`
-        complete). The directories emptied in `dst` and those of `src` are removed.
+        complete). The directories emptied in `dst` and those of `src` are removed. A single
+        file over a file or nothing is moved instead: a rename where there are real files, so
+        a reader never sees it copied in place half way.
         """
         new, new_folders = self._tree(src)
+        if not new and old_kind != "directory":
+            self._making_parent(dst, lambda: self._move(src, dst), source=src)
+            return
         old, old_folders = self._tree(dst) if old_kind is not None else ([], [])
         below = src.rstrip("/") + "/"
         pairs = [(key, f"{dst}/{key.removeprefix(below)}") for key in new] if new else [(src, dst)]
@@ -232,7 +245,8 @@ class GenericBackend(Backend):
         self.fs.invalidate_cache(path)
         prefix = path.rstrip("/") + "/"
         entries: dict[str, dict[str, Any]] = self.fs.find(path, withdirs=True, detail=True)
-        files, folders = [], []
+        files: list[str] = []
+        folders: list[str] = []
         for name, info in entries.items():
             if name.startswith(prefix):
                 (folders if info["type"] == "directory" else files).append(name)
