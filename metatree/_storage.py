@@ -14,19 +14,18 @@ import errno
 import os
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._names import reserved_beside
 from metatree._transfer import Transfer
-from metatree.backends import Backend, Changed, backend_for
+from metatree.backends import Backend, backend_for, translate_errors
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseError,
-    MetatreeError,
     NotFoundError,
     StorageError,
 )
@@ -39,32 +38,10 @@ if TYPE_CHECKING:
     from metatree._types import Source, Version
     from metatree.backends import Capabilities
 
-__all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
+__all__ = ["Storage", "as_storage"]
 
 CHUNK_SIZE = 8 * 2**20
 """Streaming chunk: one ranged GET per chunk on object stores, bounded memory everywhere."""
-
-
-@contextlib.contextmanager
-def translate_errors(path: str) -> Iterator[None]:
-    """Turn foreign errors (OSError, fsspec's RuntimeError, requests/botocore) into ours."""
-    try:
-        yield
-    except MetatreeError:
-        raise
-    except Changed as exc:
-        raise ConflictError(path, f"it was replaced or removed while it was read ({exc})") from None
-    except FileNotFoundError:
-        raise NotFoundError(path) from None
-    except FileExistsError:
-        raise AlreadyExistsError(path, "something of that name is in the way") from None
-    except IsADirectoryError:
-        raise NotFoundError(path, "file (it is a directory)") from None
-    except NotADirectoryError:
-        raise NotFoundError(path, "directory (a file is in the way)") from None
-    except (OSError, RuntimeError) as exc:
-        # requests' errors are OSErrors; fsspec's WebHDFS raises RuntimeError for HTTP 500.
-        raise StorageError(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 class Storage:
@@ -78,10 +55,12 @@ class Storage:
         The database root inside `fs`, without protocol (``"/tmp/repo"``, ``"bucket/db"``).
     """
 
-    def __init__(self, fs: AbstractFileSystem, root: str) -> None:
+    def __init__(
+        self, fs: AbstractFileSystem, root: str, backend: type[Backend] | None = None
+    ) -> None:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
-        self.backend: Backend = backend_for(fs)
+        self.backend: Backend = backend_for(fs) if backend is None else backend(fs)
 
     def __repr__(self) -> str:
         return f"Storage({self.url!r})"
@@ -92,8 +71,9 @@ class Storage:
     def __hash__(self) -> int:
         return hash((type(self.fs), self.root))
 
-    def __reduce__(self) -> tuple[type[Storage], tuple[AbstractFileSystem, str]]:
-        return type(self), (self.fs, self.root)
+    def __reduce__(self) -> tuple[type[Storage], tuple[AbstractFileSystem, str, type[Backend]]]:
+        """Pickle the backend's class too: another process may not have registered it."""
+        return type(self), (self.fs, self.root, type(self.backend))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -339,9 +319,6 @@ def _exclusive_temp(local_path: str) -> tuple[int, str]:
             reason = f"cannot create a temporary file beside it: {type(exc).__name__}: {exc}"
             raise StorageError(local_path, reason) from exc
     raise StorageError(local_path, "no free temporary name beside it")  # pragma: no cover
-
-
-BackendLike: TypeAlias = "Storage | AbstractFileSystem | str"
 
 
 def as_storage(

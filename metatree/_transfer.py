@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import os
@@ -25,6 +24,12 @@ import stat
 from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+fcntl: Any
+try:
+    import fcntl
+except ImportError:  # Windows: nothing POSIX-only may be needed to import metatree
+    fcntl = None
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -354,6 +359,8 @@ def copy_file(
     a descriptor) or where the kernel or filesystem cannot: the caller then reads the bytes
     itself.
     """
+    if not _KERNEL_COPY:
+        return False  # not Linux: the caller's read loop copies
     try:
         source, target = src.fileno(), dst.fileno()
     except (AttributeError, io.UnsupportedOperation):
@@ -388,13 +395,16 @@ def _read_back(fd: int, buffer: memoryview, offset: int) -> memoryview:
 
 def _readable(out: IO[bytes]) -> bool:
     """Whether the descriptor of `out` can be read back (a kernel copy's hash needs it)."""
+    if fcntl is None:
+        return False  # Windows: no descriptor flags to ask; the hash takes the read loop
     try:
-        flags = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
+        flags: int = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
     except (AttributeError, OSError, ValueError):
         return False
     return flags & os.O_ACCMODE == os.O_RDWR
 
 
+_KERNEL_COPY = hasattr(os, "copy_file_range") and hasattr(os, "preadv")  # Linux
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 _LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

@@ -9,19 +9,31 @@ The public API for adding a backend (docs/backends.md): subclass `Backend`, stat
 from __future__ import annotations
 
 from metatree._locking import BaseLock, LeaseLock, LeaseStore
+from metatree._locking._info import MAX_BODY as MAX_LEASE_BYTES
+from metatree._transfer import Download, Upload
 from metatree.backends._registry import backend_for, register_backend
-from metatree.backends.base import MISSING, Backend, Capabilities, Changed, Source, Version
+from metatree.backends.base import (
+    MISSING,
+    Backend,
+    Capabilities,
+    Changed,
+    Version,
+    translate_errors,
+)
 
 __all__ = [
+    "MAX_LEASE_BYTES",
     "MISSING",
     "Backend",
     "BaseLock",
     "Capabilities",
     "Changed",
+    "Download",
     "LeaseLock",
     "LeaseStore",
-    "Source",
+    "Upload",
     "Version",
     "backend_for",
     "register_backend",
+    "translate_errors",
 ]

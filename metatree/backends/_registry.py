@@ -38,14 +38,15 @@ class ClassRegistry:
 
         Found along the class's method resolution order, so a backend registered for a
         subclass (``class MyS3(S3FileSystem)``) wins over the one of its base, whatever the
-        order of registration.
+        order of registration. Of two entries naming one class (``s3fs.S3FileSystem`` and
+        ``s3fs.core.S3FileSystem``), the later registration wins.
         """
         loaded: dict[type, str] = {}
         for fs_class, implementation in self._entries.items():
             module, _, name = fs_class.rpartition(".")
             cls = getattr(sys.modules.get(module), name, None)
             if isinstance(cls, type):
-                loaded.setdefault(cls, implementation)
+                loaded[cls] = implementation  # one class, two spellings: the later one wins
         for cls in type(fs).__mro__:
             if cls in loaded:
                 module, _, name = loaded[cls].rpartition(".")
@@ -60,6 +61,10 @@ _REGISTRY = ClassRegistry(
         "fsspec.implementations.memory.MemoryFileSystem": "metatree.backends.memory.MemoryBackend",
         "s3fs.core.S3FileSystem": "metatree.backends.s3.S3Backend",
         "fsspec.implementations.webhdfs.WebHDFS": "metatree.backends.webhdfs.WebHDFSBackend",
+        # object stores whose backends are still to come (issue 20): a single PUT is atomic
+        # there, so `Backend`'s plain primitives, not the generic fallback's temp + rename
+        "gcsfs.core.GCSFileSystem": "metatree.backends.base.Backend",
+        "adlfs.spec.AzureBlobFileSystem": "metatree.backends.base.Backend",
     },
 )
 

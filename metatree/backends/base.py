@@ -17,6 +17,13 @@ from metatree._locking import LeaseLock, LeaseStore
 from metatree._names import reserved_name
 from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
+from metatree.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    MetatreeError,
+    NotFoundError,
+    StorageError,
+)
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
@@ -28,22 +35,34 @@ if TYPE_CHECKING:
     from metatree._storage import Storage
     from metatree._transfer import Download, Upload
 
-__all__ = ["MISSING", "Backend", "Capabilities", "Changed", "Source", "Version"]
+__all__ = [
+    "MISSING",
+    "Backend",
+    "Capabilities",
+    "Changed",
+    "Source",
+    "Version",
+    "translate_errors",
+]
 
 _METADATA = "metadata.json"  # the node index; deleted last by remove_tree
 
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend guarantees; tests that need a capability skip without it."""
+    """What a backend guarantees; tests that need a capability skip without it.
 
-    atomic_exclusive_create: bool = True
+    Every field defaults to False (nothing promised): a backend claims each guarantee it makes,
+    so one added from outside cannot promise by omission what its store does not do.
+    """
+
+    atomic_exclusive_create: bool = False
     """`create_exclusive` has exactly one winner under contention."""
     real_directories: bool = False
     """Directories exist on their own (local, HDFS) rather than as key prefixes (S3)."""
     same_host_liveness: bool = False
     """A lock holder's pid can be checked on this host (the filesystem is local)."""
-    exclusive_names: bool = True
+    exclusive_names: bool = False
     """A name cannot be a file and a directory at once (object stores allow key + prefix)."""
     data_in_memory: bool = False
     """The filesystem keeps file contents in this process's memory (fsspec's memory://)."""
@@ -93,12 +112,37 @@ def _temp_name(path: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
+@contextlib.contextmanager
+def translate_errors(path: str) -> Iterator[None]:
+    """Turn a backend's errors into `metatree.errors` classes naming `path` (a URL).
+
+    The one mapping of errors: `Storage` wraps every primitive in it, and a lease store wraps
+    its requests in it. Backends raise the builtin `OSError` subclasses (and `Changed`);
+    fsspec's WebHDFS raises `RuntimeError` for HTTP 500; requests' errors are `OSError`s.
+    """
+    try:
+        yield
+    except MetatreeError:
+        raise
+    except Changed as exc:
+        raise ConflictError(path, f"it was replaced or removed while it was read ({exc})") from None
+    except FileNotFoundError:
+        raise NotFoundError(path) from None
+    except FileExistsError:
+        raise AlreadyExistsError(path, "something of that name is in the way") from None
+    except IsADirectoryError:
+        raise NotFoundError(path, "file (it is a directory)") from None
+    except NotADirectoryError:
+        raise NotFoundError(path, "directory (a file is in the way)") from None
+    except (OSError, RuntimeError) as exc:
+        # requests' errors are OSErrors; fsspec's WebHDFS raises RuntimeError for HTTP 500.
+        raise StorageError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
 class Backend:
     """Storage primitives on any fsspec filesystem (exact where a single PUT is atomic)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_exclusive_create=False, exclusive_names=False
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     lease_store: ClassVar[type[LeaseStore] | None] = None
     """The DB lock's primitives on this backend, for the default `make_lock` (a lease)."""

@@ -246,15 +246,13 @@ class GenericBackend(Backend):
 class _ExclusiveNames(GenericBackend):
     """The generic backend on a wrapped local disk: a name is a file or a directory."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(atomic_exclusive_create=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(exclusive_names=True)
 
 
 class _InMemory(GenericBackend):
     """The generic backend on a wrapped memory://: in this process only, names exclusive."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_exclusive_create=False, data_in_memory=True
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities(exclusive_names=True, data_in_memory=True)
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
         """Slice one whole read: fsspec's memory files share one position between readers."""

@@ -63,7 +63,12 @@ __all__ = ["LocalBackend", "LocalLock", "open_regular"]
 class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
 
-    capabilities = Capabilities(real_directories=True, same_host_liveness=True)
+    capabilities = Capabilities(
+        atomic_exclusive_create=True,
+        exclusive_names=True,
+        real_directories=True,
+        same_host_liveness=True,
+    )
 
     def make_lock(
         self, storage: Storage, rel: str, *, ttl: float, timeout: float, **kwargs: Any

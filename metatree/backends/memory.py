@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY, directory_error
-from metatree._storage import translate_errors
 from metatree._transfer import COPY_CHUNK
-from metatree.backends.base import MISSING, Backend, Capabilities
+from metatree.backends.base import MISSING, Backend, Capabilities, translate_errors
 from metatree.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -37,7 +36,8 @@ def _after_fork_in_child() -> None:
     _MUTEX = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ContentLeaseStore(LeaseStore):
@@ -91,7 +91,11 @@ class MemoryBackend(Backend):
     """
 
     capabilities = Capabilities(
-        data_in_memory=True, conditional_write=True, atomic_conditional_write=True
+        atomic_exclusive_create=True,
+        exclusive_names=True,
+        data_in_memory=True,
+        conditional_write=True,
+        atomic_conditional_write=True,
     )
     lease_store = ContentLeaseStore
 

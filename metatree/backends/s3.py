@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from metatree._aio import run
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
-from metatree._storage import translate_errors
-from metatree.backends.base import MISSING, Backend, Capabilities, Changed
+from metatree.backends.base import MISSING, Backend, Capabilities, Changed, translate_errors
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
@@ -153,7 +152,7 @@ class S3Backend(Backend):
     """s3fs, with ``If-None-Match: *`` as the atomic exclusive create and ``If-Match`` fences."""
 
     capabilities = Capabilities(
-        exclusive_names=False,
+        atomic_exclusive_create=True,
         conditional_write=True,
         atomic_conditional_write=True,
         background_io=True,

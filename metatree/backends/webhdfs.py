@@ -51,8 +51,7 @@ import requests
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY, directory_error
 from metatree._names import reserved_name
-from metatree._storage import translate_errors
-from metatree.backends.base import MISSING, Backend, Capabilities, Changed
+from metatree.backends.base import MISSING, Backend, Capabilities, Changed, translate_errors
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -176,7 +175,12 @@ class WebHDFSLeaseStore(LeaseStore):
 class WebHDFSBackend(Backend):
     """WebHDFS: CREATE of a temp file + RENAME, whose ``false`` reply means we lost."""
 
-    capabilities = Capabilities(real_directories=True, conditional_write=True)
+    capabilities = Capabilities(
+        atomic_exclusive_create=True,
+        exclusive_names=True,
+        real_directories=True,
+        conditional_write=True,
+    )
     lease_store = WebHDFSLeaseStore
     timeout: ClassVar[float] = 30.0
     """Seconds to wait for a connection, and for each read of a reply (requests' timeout)."""

@@ -32,15 +32,13 @@ import pytest
 from fsspec.callbacks import Callback
 
 from metatree._transfer import Transfer
-from metatree.backends import MISSING, Backend, Capabilities, Changed, backend_for
+from metatree.backends import MISSING, Backend, Capabilities, Changed
 from metatree.errors import AlreadyExistsError, ConflictError, NotFoundError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.context import ForkServerContext, SpawnContext
     from pathlib import Path
-
-    from fsspec.spec import AbstractFileSystem
 
     from metatree._storage import Storage
     from metatree._types import Source
@@ -70,7 +68,7 @@ class _Event(Protocol):
 
 # -- process bodies (module level: spawned and forkserver processes import them) -----------
 def _race(
-    fs: AbstractFileSystem,
+    storage: Storage,
     racer: int,
     rounds: list[tuple[str, str, object]],
     start: _Barrier,
@@ -82,7 +80,7 @@ def _race(
     ``"missing"`` is `write_if` with `MISSING` (which does not survive pickling as itself),
     ``"version"`` is `write_if` with `version`. Reports (round, body, won) or the error.
     """
-    backend = backend_for(fs)
+    backend = storage.backend  # the backend the test runs, registered or not in this process
     for number, (path, mode, version) in enumerate(rounds):
         body = _racer_body(racer, number)
         try:
@@ -120,11 +118,11 @@ def _get(
     return transfer.hexdigest()
 
 
-def _write_many(fs: AbstractFileSystem, path: str, size: int, count: int, done: _Event) -> None:
+def _write_many(storage: Storage, path: str, size: int, count: int, done: _Event) -> None:
     """Replace `path` `count` times with uniform bodies, alternating `write_atomic` and `put`."""
     from fsspec.callbacks import DEFAULT_CALLBACK
 
-    backend = backend_for(fs)
+    backend = storage.backend
     try:
         for i in range(count):
             body = _uniform(i, size)
@@ -220,8 +218,8 @@ class BackendTests:
 
     @pytest.fixture
     def backend(self, storage: Storage) -> Backend:
-        """Return the backend of the storage's filesystem, as the registry picks it."""
-        return backend_for(storage.fs)
+        """Return the storage's backend (`backend_for` its filesystem, or the one it was given)."""
+        return storage.backend
 
     @pytest.fixture
     def root(self, storage: Storage) -> str:
@@ -234,7 +232,7 @@ class BackendTests:
         fs = storage.fs
         twin = type(fs)(*fs.storage_args, **fs.storage_options, skip_instance_cache=True)
         assert twin is not fs
-        return backend_for(twin)
+        return type(storage.backend)(twin)
 
     # -- helpers ------------------------------------------------------------------------
     @staticmethod
@@ -265,14 +263,14 @@ class BackendTests:
         if storage.capabilities.data_in_memory:  # other processes would not see it: threads
             results, start = queue.Queue(), threading.Barrier(self.racers)
             workers: list[Any] = [
-                threading.Thread(target=_race, args=(storage.fs, i, rounds, start, results))
+                threading.Thread(target=_race, args=(storage, i, rounds, start, results))
                 for i in range(self.racers)
             ]
         else:
             context = _context()
             results, start = context.Queue(), context.Barrier(self.racers)
             workers = [
-                context.Process(target=_race, args=(storage.fs, i, rounds, start, results))
+                context.Process(target=_race, args=(storage, i, rounds, start, results))
                 for i in range(self.racers)
             ]
         for worker in workers:
@@ -638,13 +636,13 @@ class BackendTests:
         if storage.capabilities.data_in_memory:
             done = threading.Event()
             writer: Any = threading.Thread(
-                target=_write_many, args=(storage.fs, path, size, self.visible_writes, done)
+                target=_write_many, args=(storage, path, size, self.visible_writes, done)
             )
         else:
             context = _context()
             done = context.Event()
             writer = context.Process(
-                target=_write_many, args=(storage.fs, path, size, self.visible_writes, done)
+                target=_write_many, args=(storage, path, size, self.visible_writes, done)
             )
         writer.start()
         torn: list[int] = []

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import sys
+import types
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from metatree import Metatree, MetatreeWarning
+from metatree import Metatree, MetatreeWarning, Storage, as_storage
 from metatree.backends import Backend, backend_for, register_backend
 from metatree.backends import _registry as registry
 from metatree.backends.local import LocalBackend
@@ -68,3 +72,42 @@ def test_a_backend_without_a_lock_works_with_the_in_process_one() -> None:
         tree = Metatree(root, keys=("model",), fs=fs)
     assert tree.put("m", b"y", name="f") is True
     assert b"".join(tree.get("m/f")) == b"y"
+
+
+def _backend_name(storage: Storage) -> str:
+    return type(storage.backend).__name__
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_storage_keeps_its_backend_in_another_process() -> None:
+    """A spawned process has not registered the backend: the storage brings its class along."""
+    storage = as_storage(f"/{uuid.uuid4().hex}/db", fs=SubclassedMemory())
+    assert type(storage.backend) is NoLockBackend
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        assert pool.submit(_backend_name, storage).result() == "NoLockBackend"
+
+
+def test_a_later_registration_under_another_spelling_wins() -> None:
+    """``s3fs.S3FileSystem`` and ``s3fs.core.S3FileSystem`` are one class: the user's entry wins."""
+    pytest.importorskip("s3fs")
+    saved = dict(registry._REGISTRY._entries)
+    try:
+        register_backend("s3fs.S3FileSystem", f"{__name__}.NoLockBackend")
+        import s3fs
+
+        fs = s3fs.S3FileSystem(anon=True, skip_instance_cache=True)
+        assert type(backend_for(fs)) is NoLockBackend
+    finally:
+        registry._REGISTRY._entries = saved
+
+
+def test_known_object_stores_get_the_plain_primitives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gcsfs and adlfs (not installed here) get `Backend`: one PUT per write, not temp + rename."""
+    module = types.ModuleType("gcsfs.core")
+
+    class GCSFileSystem(MemoryFileSystem):  # type: ignore[misc]  # a stand-in of the class
+        protocol = "fakegcs"
+
+    module.GCSFileSystem = GCSFileSystem  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gcsfs.core", module)
+    assert type(backend_for(GCSFileSystem())) is Backend
