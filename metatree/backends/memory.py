@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import threading
 from typing import IO, TYPE_CHECKING
 
 from metatree._locking import LeaseStore
+from metatree._locking._fork import in_forked_child
 from metatree._locking._info import MAX_BODY, directory_error
 from metatree._storage import translate_errors
 from metatree._transfer import copy_stream, open_source
@@ -38,7 +38,7 @@ def _after_fork_in_child() -> None:
     _MUTEX = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+in_forked_child(_after_fork_in_child)
 
 
 class ContentLeaseStore(LeaseStore):
