@@ -365,12 +365,12 @@ def _renameat2() -> Any:
     """Return libc's ``renameat2`` through ctypes, None where there is none (not Linux)."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
+        import ctypes  # optional in CPython builds
+
         libc = ctypes.CDLL(None, use_errno=True)
         function = libc.renameat2
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     function.argtypes = [
         ctypes.c_int,
