@@ -447,14 +447,14 @@ class LocalLock(BaseLock):
         return StorageError(self.name, f"{type(exc).__name__}: {exc}")
 
     # -- the OS lock on the lock file ---------------------------------------------------
-    def _take(self, *, create: bool = True) -> int | None:
+    def _take(self, flags: int = _OPEN_LOCK_FILE | os.O_CREAT) -> int | None:
         """Take the OS lock without waiting; return its descriptor, None when it is held.
 
         A lock on an inode that the name no longer names counts as held: its holder unlinked
         it on release (or someone replaced it) between our open and our lock. Retrying opens
         what the name names now.
         """
-        fd = os.open(self.lock_file, _OPEN_LOCK_FILE | (os.O_CREAT if create else 0), 0o666)
+        fd = os.open(self.lock_file, flags, 0o666)
         try:
             _check_regular(os.fstat(fd).st_mode, self.lock_file)
             if lock_descriptor(fd, blocking=False) and self._still_named(fd):
@@ -625,9 +625,18 @@ class LocalLock(BaseLock):
 
     # -- inspection ---------------------------------------------------------------------
     def _os_lock_free(self) -> bool:
-        """Whether nobody holds the OS lock now (probed without waiting, creating nothing)."""
+        """Whether nobody holds the OS lock now (probed without waiting, creating nothing).
+
+        A reader may not be allowed to write the root: then the probe opens read-only, which
+        the local lock of every OS accepts (NFS's emulation would refuse it, as a holder's).
+        """
         try:
-            fd = self._take(create=False)
+            try:
+                fd = self._take(_OPEN_LOCK_FILE)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                fd = self._take(_OPEN_LOCK_FILE & ~os.O_RDWR | os.O_RDONLY)
         except FileNotFoundError:
             return True  # a holder keeps its lock file named
         except OSError as exc:

@@ -17,6 +17,7 @@ replaced commits nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -204,3 +205,31 @@ def test_planted_lock_file_is_a_storage_error(tree: Metatree, tmp_path: Path, pl
     (lock_file.rmdir if planted == "directory" else lock_file.unlink)()
     assert snapshot(tree.storage) == before  # nothing written, nothing left behind
     assert "late" not in tree.find("m/v1").metadata
+
+
+def test_lock_status_for_a_reader_who_cannot_write(
+    tree: Metatree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_write(path: str, flags: int, *args: Any) -> int:
+        if str(path).endswith(OS_LOCK_FILE) and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    holder, reader = _lock(tree), Metatree(str(tmp_path / "db"))
+    holder.acquire()
+    body = (tmp_path / "db" / ".lock").read_bytes()
+    monkeypatch.setattr(os, "open", no_write)
+    try:
+        info = reader.lock_status()  # held: probed through a read-only descriptor
+        assert info is not None
+        assert info.owner == holder.owner
+    finally:
+        monkeypatch.undo()
+        holder.release()
+    # what a writer killed while holding leaves: both files, and nobody holds the lock
+    (tmp_path / "db" / ".lock").write_bytes(body)
+    (tmp_path / "db" / OS_LOCK_FILE).write_bytes(b"")
+    monkeypatch.setattr(os, "open", no_write)
+    assert reader.lock_status() is None
