@@ -575,16 +575,19 @@ class LocalLock(BaseLock):
 
     def _release(self) -> None:
         self._lease = None
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
         try:
             # the body only names the holder for `lock_status`; a stale one is overwritten by
             # the next holder and reported dead meanwhile (its OS lock is gone), so failing to
-            # delete it must not turn a committed operation into an error
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+            # delete it must not turn a committed operation into an error. A lock file that
+            # was replaced may be the next holder's already, and so may the body: left alone.
+            if self._still_named(fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
         finally:
-            fd, self._fd = self._fd, None
-            if fd is not None:
-                self._let_go(fd)
+            self._let_go(fd)
 
     def _abandon(self) -> None:
         if self._fd is not None:

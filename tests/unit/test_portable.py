@@ -157,7 +157,13 @@ def test_holder_whose_lock_file_went_commits_nothing(
         else:
             lock_file.unlink()
         # the new name excludes nobody: another writer gets in (which is why we must fail)
-        Metatree(str(tmp_path / "db"), lock_timeout=2).find("m/v1").update(second=True)
+        other = Metatree(str(tmp_path / "db"), lock_timeout=2)
+        _lock(other).acquire()
+        other.find("m/v1").update(second=True)
+    # letting go did not touch what is now the other writer's: its lock file and lease body
+    assert other.lock_status() is not None
+    assert (tmp_path / "db" / OS_LOCK_FILE).exists()
+    _lock(other).release()
     assert tree.find("m/v1").metadata == {"second": True}
 
 
