@@ -151,7 +151,7 @@ def backend(name: str, tmp: str) -> Any:
                 bucket = make_bucket(weed.endpoint_url, "bench")
                 yield Backend(name, folder, None, bucket, s3_options(weed.endpoint_url))
         elif name == "webhdfs":
-            from metatree.testing.webhdfs_server import WebHDFSServer
+            from metatree.testing.webhdfs import WebHDFSServer
 
             with WebHDFSServer(os.path.join(folder, "hdfs")) as hdfs:
                 yield Backend(

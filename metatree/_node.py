@@ -111,16 +111,16 @@ class Node:
         force: bool = False,
         recursive: bool = False,
         callback: Callback = DEFAULT_CALLBACK,
-    ) -> str:
-        """Store a file in this node; see `Metatree.put`."""
+    ) -> bool:
+        """Store a file in this node; return True as `Metatree.put` (`Metatree.url` has the URL)."""
         shown = "/".join(self.path)
         check_callback(callback, shown)
         name = check_source(source, name, shown, recursive)
         location = tuple(Literal(n) for n in self.path)
-        node = self.db.put(
+        self.db.put(
             location, source, name, shown, force=force, recursive=recursive, callback=callback
         )
-        return self.db.url(node, name)
+        return True
 
     def resolve_file(self, segment: Segment, shown: str) -> str:
         """Return the name of the file `segment` names in this node (``<key>`` reads metadata)."""

@@ -26,7 +26,7 @@ from metatree._paths import (
     resolve_segment,
 )
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
-from metatree.errors import MetatreeError, PathError
+from metatree.errors import MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,6 +74,8 @@ class Metatree:
     --------
     >>> tree = Metatree(f"memory://doctest-{os.getpid()}", ("model", "version"))
     >>> tree.put("my-model/v1", b"weights", name="model.bin")
+    True
+    >>> tree.url("my-model/v1/model.bin")
     'memory:///doctest-.../my-model/v1/model.bin'
     >>> tree.find("my-model").update(active="v1")
     >>> b"".join(tree.get("my-model/<active>/model.bin"))
@@ -178,6 +180,26 @@ class Metatree:
         node, last = parse_file_location(location, self.keys)
         return self._db.exists(node, last, location)
 
+    def url(self, location: str) -> str:
+        """Return the URL of the node or file at `location`, for tools that take URLs.
+
+        `location` is resolved as `get` resolves it (``<key>`` segments too); ``""`` is the
+        root. The cursor stays. `put` returns True (metatreedb's return), so this is where
+        the stored file's URL comes from.
+
+        Raises
+        ------
+        NotFoundError
+            Nothing is stored at `location`.
+        """
+        if not self.exists(location):  # also refuses a malformed location
+            raise NotFoundError(location)
+        if not location.strip("/"):
+            return self.root
+        node, last = parse_file_location(location, self.keys)
+        path, name, _ = self._db.resolve_file(node, last, location)
+        return self._db.url(path, name)
+
     def put(
         self,
         location: LocationLike,
@@ -187,7 +209,7 @@ class Metatree:
         *,
         name: str | None = None,
         callback: Callback = DEFAULT_CALLBACK,
-    ) -> str:
+    ) -> bool:
         """Store a file in the node at `location`, creating the nodes on the way.
 
         Parameters
@@ -208,8 +230,9 @@ class Metatree:
 
         Returns
         -------
-        str
-            The stored file's URL (metatreedb returned True).
+        bool
+            True, as metatreedb 0.2.3 returns (its own tests assert ``put(...) == True``);
+            every failure raises. `url` gives the stored file's URL.
         """
         shown = _shown(location)
         check_callback(callback, shown)  # not metatreedb's argument: the cursor stays
@@ -230,7 +253,7 @@ class Metatree:
             self._cursor = Node(self._db, self._put_target(segments, shown))
             raise
         self._cursor = Node(self._db, path)
-        return self._db.url(path, stored)
+        return True
 
     def _put_target(self, segments: Location, shown: str) -> NodePath:
         """Where metatreedb's cursor is after a failed put: the node, or the root.

@@ -19,14 +19,21 @@ Every error is a `MetatreeError` and also the builtin that callers already catch
     │   └── LockLostError                        our lease expired or was broken: nothing committed
     └── StorageError (OSError)                   the backend failed in a way we cannot map
 
-Errors carry typed fields, build their message in ``__init__`` and define ``__reduce__`` so
-they survive pickling (an `OSError` subclass would otherwise come back with its arguments
-wrapped twice).
+Errors carry typed fields and build their message in ``__init__``. They cross process
+boundaries (lock holders and test workers run in other processes), so they must survive
+pickling, and the builtin way cannot do it: it calls the class again with ``self.args``, which
+holds the built message, not the constructor's arguments (and an `OSError` subclass would come
+back with them wrapped twice). So `MetatreeError` records the arguments each error was built
+with, for every subclass including a user's, and its one `__reduce__` builds it again from them.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "AlreadyExistsError",
@@ -47,12 +54,50 @@ __all__ = [
 ]
 
 
+_ARGUMENTS = "_metatree_arguments"
+"""Instance attribute holding ``(args, kwargs)`` of the outermost ``__init__`` call."""
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an ``__init__`` so that an error remembers the arguments it was built with.
+
+    Only the outermost call records: the ``super().__init__(message)`` of a subclass must not
+    replace the subclass's own arguments.
+    """
+
+    @functools.wraps(init)
+    def __init__(self: MetatreeError, *args: Any, **kwargs: Any) -> None:
+        if _ARGUMENTS not in self.__dict__:
+            self.__dict__[_ARGUMENTS] = (args, kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _rebuild(
+    cls: type[MetatreeError], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> MetatreeError:
+    """Unpickle an error: call its class with the arguments it was first built with."""
+    return cls(*args, **kwargs)
+
+
 class MetatreeError(Exception):
-    """Base class of every error metatree raises on purpose."""
+    """Base class of every error metatree raises on purpose.
+
+    Every subclass's ``__init__`` is wrapped (in `__init_subclass__`) to record its arguments,
+    so that `__reduce__` rebuilds any error, a user's subclass too, with the same type,
+    message and attributes.
+    """
 
     exit_code: ClassVar[int] = 1
     """Exit code of the command line interface when this error ends a command."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    @_recording
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -60,8 +105,11 @@ class MetatreeError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.message,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuild from the recorded arguments, then restore attributes set since (notes, ...)."""
+        args, kwargs = self.__dict__.get(_ARGUMENTS, (self.args, {}))
+        state = {k: v for k, v in self.__dict__.items() if k != _ARGUMENTS}
+        return _rebuild, (type(self), args, kwargs), state
 
 
 class NotFoundError(MetatreeError, FileNotFoundError):
@@ -74,9 +122,6 @@ class NotFoundError(MetatreeError, FileNotFoundError):
         self.path = path
         self.what = what
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.path, self.what)
-
 
 class AlreadyExistsError(MetatreeError, FileExistsError):
     """Something already occupies `path`; `hint` says how to proceed."""
@@ -88,9 +133,6 @@ class AlreadyExistsError(MetatreeError, FileExistsError):
         self.path = path
         self.hint = hint
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.path, self.hint)
-
 
 class PathError(MetatreeError, ValueError):
     """A location or name that can never be valid, refused before any I/O."""
@@ -101,9 +143,6 @@ class PathError(MetatreeError, ValueError):
         super().__init__(f"invalid location {location!r}: {reason}")
         self.location = location
         self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.location, self.reason)
 
 
 class TemplateSyntaxError(PathError):
@@ -124,9 +163,6 @@ class MetadataError(MetatreeError, ValueError):
         self.key = key
         self.reason = reason
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.key, self.reason)
-
 
 class CorruptMetadataError(MetatreeError, ValueError):
     """A stored metadata file that does not parse or has the wrong shape.
@@ -143,9 +179,6 @@ class CorruptMetadataError(MetatreeError, ValueError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.path, self.reason)
-
 
 class DatabaseError(MetatreeError, ValueError):
     """The root cannot be opened as this database (unrelated data, other keys, bad config)."""
@@ -156,9 +189,6 @@ class DatabaseError(MetatreeError, ValueError):
         super().__init__(f"cannot open metatree database at {root!r}: {reason}")
         self.root = root
         self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.root, self.reason)
 
 
 class ConflictError(MetatreeError):
@@ -176,9 +206,6 @@ class ConflictError(MetatreeError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.path, self.reason)
-
 
 class TransactionAbortedError(MetatreeError):
     """A block nested in a transaction raised, and the outer block went on: nothing committed.
@@ -193,9 +220,6 @@ class TransactionAbortedError(MetatreeError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"the transaction was rolled back: {reason}; nothing was committed")
         self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.reason,)
 
 
 class LockError(MetatreeError):
@@ -223,9 +247,6 @@ class LockTimeout(LockError, TimeoutError):
         self.holder = holder
         self.advice = advice  # what to do depends on the lock strategy
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.lock_path, self.timeout, self.holder, self.advice)
-
 
 class LockLostError(LockError):
     """Our lease on the DB lock expired or was taken: the pending write was not applied."""
@@ -234,9 +255,6 @@ class LockLostError(LockError):
         super().__init__(f"lost the lock {lock_path!r}: {reason}; nothing was committed")
         self.lock_path = lock_path
         self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.lock_path, self.reason)
 
 
 class StorageError(MetatreeError, OSError):
@@ -248,9 +266,3 @@ class StorageError(MetatreeError, OSError):
         super().__init__(f"storage failure at {path!r}: {reason}")
         self.path = path
         self.reason = reason
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return type(self), (self.path, self.reason)

@@ -7,7 +7,7 @@ import fsspec
 import pytest
 
 from metatree.testing.servers import MotoS3Server, SeaweedS3Server, make_bucket
-from metatree.testing.webhdfs_server import WebHDFSServer
+from metatree.testing.webhdfs import WebHDFSServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,7 +17,7 @@ from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
     from metatree.testing.servers import MotoS3Server, S3Request
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 KEYS = ("a", "b")
 

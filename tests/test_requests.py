@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from metatree.testing.servers import MotoS3Server
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 KEYS = ("a", "b", "c")
 

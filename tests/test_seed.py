@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree.testing.servers import MotoS3Server
-from metatree.testing.webhdfs_server import WebHDFSServer
+from metatree.testing.webhdfs import WebHDFSServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

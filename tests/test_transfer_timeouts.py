@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from metatree._storage import Storage
     from metatree.testing.servers import MotoS3Server
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 
 @pytest.fixture

@@ -47,6 +47,9 @@ class Capabilities:
     """The filesystem keeps file contents in this process's memory (fsspec's memory://)."""
     conditional_write: bool = False
     """`write_if` compares the stored version before replacing (`read_versioned` gives one)."""
+    atomic_conditional_write: bool = False
+    """`write_if` compares and replaces in one step: of racers replacing one version, exactly
+    one wins. Without it (WebHDFS) a write may land between the compare and the replace."""
     background_io: bool = False
     """Requests run on fsspec's event-loop thread (async filesystems such as s3fs)."""
 
@@ -300,6 +303,12 @@ class Backend:
         if old_kind == "file" and new:
             stale.append(dst)
         self._delete_keys([*stale, *(key for key, _ in pairs)])
+        self._replaced(src, new, dst, old, written)
+
+    def _replaced(
+        self, src: str, new: list[str], dst: str, old: list[str], written: set[str]
+    ) -> None:
+        """Clean up after `replace_tree` what the keys alone do not (S3: folder markers)."""
 
     def find(self, path: str) -> list[str]:
         """List every file strictly below `path`, by exact prefix.

@@ -91,7 +91,9 @@ class MemoryBackend(Backend):
     `write_if` compares identities under the same lock.
     """
 
-    capabilities = Capabilities(data_in_memory=True, conditional_write=True)
+    capabilities = Capabilities(
+        data_in_memory=True, conditional_write=True, atomic_conditional_write=True
+    )
     lease_store = ContentLeaseStore
 
     def _stored(self, path: str) -> io.BytesIO:
@@ -182,10 +184,13 @@ class MemoryBackend(Backend):
 
     def remove_tree(self, path: str, trash: str | None) -> None:
         """Delete the keys (metadata.json last), then the directories `mkdir` may have made."""
-        with contextlib.suppress(FileNotFoundError):  # an empty made directory has no key
-            super().remove_tree(path, trash)
         pseudo: list[str] = getattr(self.fs, "pseudo_dirs", [])
         below = self.fs._strip_protocol(path)
+        try:
+            super().remove_tree(path, trash)
+        except FileNotFoundError:  # an empty made directory has no key, and is still a tree
+            if below not in pseudo:
+                raise
         for folder in sorted((d for d in pseudo if d.startswith(below + "/")), reverse=True):
             with contextlib.suppress(OSError):
                 self.fs.rmdir(folder)

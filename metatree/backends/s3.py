@@ -75,6 +75,16 @@ def _lost(exc: OSError) -> bool:
     )
 
 
+def _markers(path: str, keys: list[str]) -> set[str]:
+    """Return the folder marker of `path` and of every folder of `keys` below it."""
+    base = path.rstrip("/")
+    markers = {f"{base}/"}
+    for key in keys:
+        parts = key[len(base) + 1 :].split("/")[:-1]
+        markers.update(f"{base}/{'/'.join(parts[:depth])}/" for depth in range(1, len(parts) + 1))
+    return markers
+
+
 class S3LeaseStore(LeaseStore):
     """The DB lock's lease on S3, every write conditional on the lock object's ETag.
 
@@ -144,7 +154,12 @@ class S3LeaseStore(LeaseStore):
 class S3Backend(Backend):
     """s3fs, with ``If-None-Match: *`` as the atomic exclusive create and ``If-Match`` fences."""
 
-    capabilities = Capabilities(exclusive_names=False, conditional_write=True, background_io=True)
+    capabilities = Capabilities(
+        exclusive_names=False,
+        conditional_write=True,
+        atomic_conditional_write=True,
+        background_io=True,
+    )
     lease_store = S3LeaseStore
     timeout: ClassVar[float] = 300.0
     """Seconds one request may take in all (botocore's own connect and read timeouts, 60 s
@@ -430,19 +445,32 @@ class S3Backend(Backend):
         keys = self._keys_below(path)
         if not keys:
             raise FileNotFoundError(path)
-        base = path.rstrip("/")
-        top = f"{base}/metadata.json"
-        markers = {f"{base}/"}
-        for key in keys:
-            parts = key[len(base) + 1 :].split("/")[:-1]
-            markers.update(
-                f"{base}/{'/'.join(parts[:depth])}/" for depth in range(1, len(parts) + 1)
-            )
+        top = f"{path.rstrip('/')}/metadata.json"
         files = [k for k in keys if k != top and not k.endswith("/")]
         self._delete_keys(files)
         if top in keys:
             self._delete_keys([top])
-        self._delete_keys(sorted(markers, key=len, reverse=True))
+        self._delete_markers(_markers(path, keys))
+
+    def _replaced(
+        self, src: str, new: list[str], dst: str, old: list[str], written: set[str]
+    ) -> None:
+        """Delete the folder markers of `src`, and those of `dst`'s folders now gone.
+
+        SeaweedFS keeps a directory for every prefix until its marker is deleted: without
+        this, an emptied staging directory stayed listed, and a file put over a directory
+        was listed as a directory.
+        """
+        gone = _markers(src, new) if new else set()
+        if old:
+            kept = _markers(dst, list(written)) if new else set()
+            gone |= _markers(dst, old) - kept
+        self._delete_markers(gone)
+
+    def _delete_markers(self, markers: set[str]) -> None:
+        """Delete folder markers deepest first (a marker that does not exist is a no-op)."""
+        if markers:
+            self._delete_keys(sorted(markers, key=len, reverse=True))
 
     def _delete_keys(self, keys: list[str]) -> None:
         """DeleteObjects of exact keys, 1 000 per request; any per-key error is raised.

@@ -160,7 +160,7 @@ class _Model:
         return name in node.children or name in node.files
 
     def put(self, segments: list[str], name: str, data: bytes, force: bool) -> str:
-        """Store a file, creating nodes; return its path (`Metatree.put` returns its URL)."""
+        """Store a file, creating nodes; return its path (`Metatree.put` returns True)."""
         path: tuple[str, ...] = ()
         node = self.root
         new: list[str] = []
@@ -301,9 +301,15 @@ class TreeMachine(RuleBasedStateMachine):
     def put(self, data: st.DataObject, name: str, payload: bytes, force: bool) -> None:
         """Put a file, into an existing node or creating the nodes on the way."""
         segments = self._location(data, NODE_NAMES, extra=3)
+        location = "/".join(segments)
+
+        def put_and_url() -> tuple[bool, str]:
+            stored = self.tree.put(location, payload, force=force, name=name)
+            return stored, self.tree.url(f"{location}/{name}" if location else name)
+
         self._check(
-            lambda: self.storage.url_of(self.model.put(segments, name, payload, force)),
-            lambda: self.tree.put("/".join(segments), payload, force=force, name=name),
+            lambda: (True, self.storage.url_of(self.model.put(segments, name, payload, force))),
+            put_and_url,
         )
 
     @rule(data=st.data(), values=metadata_updates, via_cursor=st.booleans())

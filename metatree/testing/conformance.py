@@ -102,13 +102,31 @@ class BackendConformance(
 
     # -- put / find ---------------------------------------------------------------------
     def test_put_creates_nodes_and_index(self, tree: Metatree, sample: Path) -> None:
-        url = tree.put("m/v1/prod", sample)
-        assert url == tree.find("m/v1/prod").location + "/trained.pkl"
+        assert tree.put("m/v1/prod", sample) is True  # metatreedb's return
+        assert tree.url("m/v1/prod/trained.pkl") == tree.find("m/v1/prod").location + "/trained.pkl"
         assert tree.find("").metadata == {"children": ["m"]}
         assert tree.find("m").children == ["v1"]
         assert tree.find("m/v1").children == ["prod"]
         assert tree.find("m/v1/prod").metadata == {}
         assert tree.find("m/v1/prod").list() == ["trained.pkl"]
+
+    def test_url_names_what_is_stored(self, tree: Metatree) -> None:
+        assert tree.find("").put(b"x", name="about.txt") is True  # as Metatree.put
+        tree.put("m/v1", b"w", name="model.bin")
+        tree.find("m").update(active="v1")
+        tree.find("")
+        node = tree.find("m/v1").location
+        assert tree.url("m/v1/model.bin") == f"{node}/model.bin"
+        assert tree.url("m/<active>/model.bin") == f"{node}/model.bin"
+        assert tree.url("m/v1") == node
+        assert tree.url("") == tree.root
+        assert tree.url("about.txt") == f"{tree.root}/about.txt"
+        assert tree.location == node  # the cursor stays
+        for missing in ["m/v1/other.bin", "m/v2", "m/v2/model.bin"]:
+            with pytest.raises(NotFoundError):
+                tree.url(missing)
+        with pytest.raises(PathError):
+            tree.url("m/../v1")
 
     def test_children_keep_insertion_order(self, tree: Metatree) -> None:
         for name in ["b", "a", "c", "a0"]:

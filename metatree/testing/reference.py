@@ -18,7 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["REFERENCE", "ReferenceUnavailable", "ensure_reference_venv", "venv_python"]
+__all__ = [
+    "REFERENCE",
+    "ReferenceUnavailable",
+    "ensure_reference_venv",
+    "run_tool",
+    "venv_python",
+]
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -78,8 +84,11 @@ def _last_error(output: str) -> str:
     return (errors or lines or ["(no output)"])[-1]
 
 
-def _run(command: list[str], what: str, deadline: float) -> None:
-    """Run a build step; raise `ReferenceUnavailable` with the tool's last error line."""
+def run_tool(command: list[str], what: str, deadline: float) -> None:
+    """Run a pip or venv step; raise `ReferenceUnavailable` with the tool's last error line.
+
+    Also how the drop-in suite downloads metatreedb's distribution (tests/dropin).
+    """
     env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     try:
         done = subprocess.run(
@@ -92,18 +101,12 @@ def _run(command: list[str], what: str, deadline: float) -> None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ReferenceUnavailable(
-            f"cannot install {REFERENCE}: {what} took over {INSTALL_TIMEOUT:g} s"
-        ) from None
+        raise ReferenceUnavailable(f"{what} {REFERENCE}: timed out") from None
     except OSError as exc:
-        raise ReferenceUnavailable(
-            f"cannot install {REFERENCE}: {what} failed to start: {exc}"
-        ) from None
+        raise ReferenceUnavailable(f"{what} {REFERENCE}: failed to start: {exc}") from None
     if done.returncode != 0:
         error = _last_error(done.stderr + "\n" + done.stdout)
-        raise ReferenceUnavailable(
-            f"cannot install {REFERENCE} ({what} exited {done.returncode}): {error}"
-        )
+        raise ReferenceUnavailable(f"{what} {REFERENCE} exited {done.returncode}: {error}")
 
 
 def _build(venv: Path) -> None:
@@ -112,13 +115,13 @@ def _build(venv: Path) -> None:
     python = str(venv_python(venv))
     if importlib.util.find_spec("pip") is not None:
         # fast path: a virtualenv without pip, filled by our own pip (pip >= 22.3)
-        _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "venv", deadline)
+        run_tool([sys.executable, "-m", "venv", "--without-pip", str(venv)], "venv", deadline)
         pip = [sys.executable, "-m", "pip", "--python", python]
     else:
-        _run([sys.executable, "-m", "venv", str(venv)], "venv", deadline)
+        run_tool([sys.executable, "-m", "venv", str(venv)], "venv", deadline)
         pip = [python, "-m", "pip"]
     install = ["install", "--quiet", "--no-input", "--no-compile", REFERENCE]
-    _run([*pip, *install], "pip install", deadline)
+    run_tool([*pip, *install], "pip install", deadline)
 
 
 def _sweep_stale_builds(parent: Path) -> None:

@@ -8,23 +8,16 @@ import pytest
 from hypothesis import settings
 
 from metatree import Storage, as_storage
+from metatree.testing import BackendTests
 from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
-    from metatree.testing.webhdfs_server import WebHDFSServer
+    from metatree.testing.webhdfs import WebHDFSServer
 
 
-@pytest.mark.webhdfs
-class TestWebHDFS(BackendConformance):
-    # every step is a few HTTP requests: fewer programs, same length
-    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=6)
-    # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
-    # benchmark runs 8 x 200 and 8 x 100
-    updates_per_writer = 25
-    puts_per_writer = 12
-    bulk_puts = 200
-    torn_write_trials = 60  # 200 on local disk
+class _Storage:
+    """Where every test of this module stores: the fake WebHDFS server."""
 
     @pytest.fixture
     def storage(self, webhdfs_server: WebHDFSServer) -> Storage:
@@ -34,6 +27,18 @@ class TestWebHDFS(BackendConformance):
             port=webhdfs_server.port,
             user="test",
         )
+
+
+@pytest.mark.webhdfs
+class TestWebHDFS(_Storage, BackendConformance):
+    # every step is a few HTTP requests: fewer programs, same length
+    state_machine_settings = settings(StatefulTests.state_machine_settings, max_examples=6)
+    # each locked write is a dozen HTTP requests: CI sizes, the writers still overlap; the
+    # benchmark runs 8 x 200 and 8 x 100
+    updates_per_writer = 25
+    puts_per_writer = 12
+    bulk_puts = 200
+    torn_write_trials = 60  # 200 on local disk
 
 
 @pytest.mark.webhdfs_real
@@ -52,3 +57,8 @@ class TestRealWebHDFS(BackendConformance):
             port=int(port),
             user=user[0] if user else None,
         )
+
+
+@pytest.mark.webhdfs
+class TestBackend(_Storage, BackendTests):
+    """The primitives on the fake WebHDFS server."""

@@ -323,9 +323,7 @@ def norm_cursor(url: str | None, root: str) -> str | None:
 
 
 def norm_value(kind: str, value: Any, root: str) -> Any:
-    """Compare put by truth, locations below ``<root>``, metadata normalised, lists sorted."""
-    if kind == "put":
-        return bool(value)
+    """Locations below ``<root>``, metadata normalised, lists sorted; put's value as it is."""
     if kind in {"find", "location"}:
         return norm_cursor(value, root)
     if kind == "metadata":
@@ -532,9 +530,9 @@ INTENDED_DIFFERENCES: tuple[Difference, ...] = (
 )
 """The differences the fuzzer accepts, tried in order on an op where the two sides differ.
 
-Built into the comparison itself (always on): put's value compared by truth, metadata
-values as ``str``, children as sets, ``list()`` without system entries and sorted, a 0-byte
-root metadata.json read as ``{}``, typed errors where metatreedb raises anything, and an error
+Built into the comparison itself (always on): metadata values as ``str``, children as sets,
+``list()`` without system entries and sorted, a 0-byte root metadata.json read as ``{}``
+(put's value is compared as it is: True on both sides), typed errors where metatreedb raises anything, and an error
 where metatreedb's ``get`` returns None (see `Step.outcome_agrees`).
 """
 

@@ -90,8 +90,6 @@ def norm_location(value: str, root: str) -> str:
 
 
 def _value_normaliser(kind: str, root: str) -> Callable[[Any], Any]:
-    if kind == "put":
-        return bool  # "put_returns_url"
     if kind in {"find", "location", "node_location"}:
         return lambda value: norm_location(value, root)
     if kind in {"metadata", "node_metadata"}:

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 INTENDED_DIFFERENCES: dict[str, str] = {
-    "put_returns_url": "put returns the stored file's URL where metatreedb returns True: "
-    "compared by truthiness.",
     "metadata_types": "metadata values keep their JSON types; metatreedb stores str(value): "
     "str(ours) is compared with theirs.",
     "children_order": "children are kept in insertion order; metatreedb rewrites them in set "

@@ -12,7 +12,7 @@ import fsspec
 import pytest
 import requests
 
-from metatree.testing.webhdfs_server import WebHDFSServer
+from metatree.testing.webhdfs import WebHDFSServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
