@@ -393,6 +393,8 @@ _OPEN_LOCK_FILE: Final = (
 )
 _NO_OS_LOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 """What the OS lock answers where the filesystem cannot lock (ENOSYS: no primitive at all)."""
+_RETAKES: Final = 3
+"""Attempts in a row when the lock is won on an inode just unlinked by its releaser."""
 _Seen = tuple[float, bytes]  # the .lock's mtime and (a bounded prefix of) its body
 
 
@@ -450,19 +452,24 @@ class LocalLock(BaseLock):
     def _take(self, flags: int = _OPEN_LOCK_FILE | os.O_CREAT) -> int | None:
         """Take the OS lock without waiting; return its descriptor, None when it is held.
 
-        A lock on an inode that the name no longer names counts as held: its holder unlinked
-        it on release (or someone replaced it) between our open and our lock. Retrying opens
-        what the name names now.
+        A lock on an inode that the name no longer names is not the lock: its holder unlinked
+        it on release (or someone replaced it) between our open and our lock. The lock was
+        just let go, so the name is opened again at once rather than after a back-off (a
+        few times: a name replaced over and over is held by someone in effect).
         """
-        fd = os.open(self.lock_file, flags, 0o666)
-        try:
-            _check_regular(os.fstat(fd).st_mode, self.lock_file)
-            if lock_descriptor(fd, blocking=False) and self._still_named(fd):
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # our only descriptor of it: closing releases a lock we took
+        for _ in range(_RETAKES):
+            fd = os.open(self.lock_file, flags, 0o666)
+            try:
+                _check_regular(os.fstat(fd).st_mode, self.lock_file)
+                locked = lock_descriptor(fd, blocking=False)
+                if locked and self._still_named(fd):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # our only descriptor of it: closing releases a lock we took
+            if not locked:
+                return None
         return None
 
     def _still_named(self, fd: int) -> bool:
