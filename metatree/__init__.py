@@ -10,7 +10,7 @@ from __future__ import annotations
 from metatree._node import Node
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
-from metatree.backends import Capabilities, register_backend
+from metatree.backends import Backend, Capabilities, register_backend
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -34,6 +34,7 @@ __version__ = "0.3.0"
 
 __all__ = [
     "AlreadyExistsError",
+    "Backend",
     "Capabilities",
     "ConflictError",
     "CorruptMetadataError",

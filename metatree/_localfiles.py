@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 from fsspec.callbacks import Callback
 
-from metatree._paths import MAX_NAME_BYTES, SYSTEM_PREFIX, check_name
+from metatree._names import SYSTEM_PREFIX
+from metatree._paths import MAX_NAME_BYTES, check_name
+from metatree._transfer import TreeCallback
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_chunk_size",
     "check_local_outfile",
+    "check_source",
     "download_tree",
     "is_text_stream",
     "local_read_error",
@@ -106,6 +109,32 @@ def check_local_outfile(outfile: object) -> str | None:
     if not os.path.isdir(parent):
         raise NotFoundError(parent, "local directory to download into")
     return local
+
+
+def check_source(source: object, name: str | None, shown: str, recursive: bool) -> str:
+    """Validate what `put` was given and return the stored file's name, before any I/O.
+
+    A local directory put with `recursive` is scanned whole here (every name, every file
+    readable, no empty directory), so a bad name deep inside fails before the DB lock.
+    """
+    if isinstance(source, str | os.PathLike):
+        local = os.fspath(source)
+        if not os.path.exists(local):
+            raise NotFoundError(local, "local file to put")
+        if os.path.isdir(local):
+            if not recursive:
+                raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
+            scan_source(local)
+        chosen = name if name is not None else os.path.basename(os.path.normpath(local))
+    elif isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
+        if name is None:
+            raise PathError(shown, "put of bytes or a file object needs name=")
+        if is_text_stream(source):
+            raise PathError(shown, "the file object is open in text mode: open it with 'rb'")
+        chosen = name
+    else:
+        raise PathError(shown, f"cannot put a {type(source).__name__}: give a path, bytes or file")
+    return check_name(chosen, shown)
 
 
 # -- put: a local directory tree ----------------------------------------------------------
@@ -200,12 +229,14 @@ def upload(
     """Put `source` (`files` None) or a scanned directory's `files` below `rel`.
 
     With `unsynced`, flushes are skipped and the written paths listed for a later sync. A
-    failure whose cause is a local file (gone or unreadable midway) names that file.
+    failure whose cause is a local file (gone or unreadable midway) names that file. The
+    files of a directory report progress as one transfer (`TreeCallback`).
     """
     targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
+    progress = TreeCallback(callback)
     for one, target in targets:
         try:
-            storage.put(one, target, callback, durable=unsynced is None)
+            storage.put(one, target, progress, durable=unsynced is None)
         except MetatreeError as exc:
             local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
             problem = None if local is None else local_read_error(local)
@@ -214,6 +245,7 @@ def upload(
             raise
         if unsynced is not None:
             unsynced.append(target)
+        progress.next_file()
 
 
 # -- get: a stored directory tree ---------------------------------------------------------
@@ -256,12 +288,14 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
+    progress = TreeCallback(callback)
     try:
         try:
             for parts in plan:
                 local = os.path.join(partial, *parts)
                 _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
-                storage.get(f"{rel}/{'/'.join(parts)}", local, callback)
+                storage.get(f"{rel}/{'/'.join(parts)}", local, progress)
+                progress.next_file()
         except NotFoundError:
             _check_same_tree(storage, rel, version)
             raise

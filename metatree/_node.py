@@ -12,18 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import check_outfile, check_source, children_of
-from metatree._localfiles import check_callback, check_chunk_size
-from metatree._paths import Literal, parse_file_location, resolve_segment
+from metatree._core.db import children_of
+from metatree._core.put import put
+from metatree._core.read import entries, get
+from metatree._core.resolve import Resolved, Target
+from metatree._localfiles import (
+    check_callback,
+    check_chunk_size,
+    check_local_outfile,
+    check_source,
+)
+from metatree._paths import Literal, parse_file_location
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from metatree._db import Database, NodePath
-    from metatree._paths import Segment
-    from metatree._types import Source
+    from metatree._core.db import Database
+    from metatree._types import NodePath, Source
 
 __all__ = ["Node"]
 
@@ -101,7 +108,7 @@ class Node:
 
     def list(self) -> list[str]:
         """Names of the node's files and child nodes, sorted."""
-        return self.db.entries(self.path)
+        return entries(self.db, self.path)
 
     def put(
         self,
@@ -116,17 +123,9 @@ class Node:
         shown = "/".join(self.path)
         check_callback(callback, shown)
         name = check_source(source, name, shown, recursive)
-        location = tuple(Literal(n) for n in self.path)
-        self.db.put(
-            location, source, name, shown, force=force, recursive=recursive, callback=callback
-        )
+        target = Target(tuple(Literal(n) for n in self.path), shown)
+        put(self.db, target, source, name, force=force, recursive=recursive, callback=callback)
         return True
-
-    def resolve_file(self, segment: Segment, shown: str) -> str:
-        """Return the name of the file `segment` names in this node (``<key>`` reads metadata)."""
-        if isinstance(segment, Literal):
-            return segment.name
-        return resolve_segment(segment, self.metadata, shown, self.db.describe_node(self.path))
 
     def get(
         self,
@@ -144,8 +143,13 @@ class Node:
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
         _, segment = parse_file_location(file, ())
-        check_outfile(outfile)
-        name = self.resolve_file(segment, file)
-        return self.db.get(
-            self.path, name, outfile, recursive=recursive, chunk_size=chunk_size, callback=callback
+        check_local_outfile(outfile)
+        node = Resolved(self.db, self.path, file)
+        return get(
+            node,
+            node.name(segment),
+            outfile,
+            recursive=recursive,
+            chunk_size=chunk_size,
+            callback=callback,
         )

@@ -15,14 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from metatree._names import RESERVED_NAMES, SYSTEM_PREFIX, is_reserved
 from metatree.errors import PathError, TemplateSyntaxError, UnresolvedPathError
 
 __all__ = [
-    "CONFIG_FILE",
-    "LOCK_FILE",
     "MAX_NAME_BYTES",
-    "METADATA_FILE",
-    "RESERVED_NAMES",
     "Literal",
     "Location",
     "LocationLike",
@@ -31,21 +28,12 @@ __all__ = [
     "check_location_name",
     "check_name",
     "check_stored_name",
-    "is_reserved",
     "is_utf8",
     "parse_file_location",
     "parse_location",
     "plainly_safe",
     "resolve_segment",
 ]
-
-METADATA_FILE: Final = "metadata.json"
-CONFIG_FILE: Final = ".metatree"
-LOCK_FILE: Final = ".lock"
-"""The lock object's name; metatreedb 0.2.3 uses the same one, so each sees the other's lock."""
-SYSTEM_PREFIX: Final = ".metatree"
-"""Every name we create besides the three above (temp files, future system data) starts so."""
-RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})
 
 MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -68,23 +56,6 @@ _FORBIDDEN_WHY: Final = {
     "\ufeff": "a byte order mark is invisible",
 }
 _KEY = re.compile(r"[^<>/\x00-\x1f\x7f]+")
-
-
-def is_reserved(name: str) -> bool:
-    """Return whether `name` belongs to the system (config, lock, metadata, temp files).
-
-    The comparison ignores case: on case-insensitive filesystems (macOS, Windows)
-    ``METADATA.JSON`` *is* the node's index.
-
-    Examples
-    --------
-    >>> is_reserved("metadata.json"), is_reserved(".metatree.tmp.1"), is_reserved("model.pkl")
-    (True, True, False)
-    >>> is_reserved("METADATA.JSON"), is_reserved(".MetaTree.x")
-    (True, True)
-    """
-    folded = name.casefold()
-    return folded in RESERVED_NAMES or folded.startswith(SYSTEM_PREFIX)
 
 
 def _refuse(characters: re.Pattern[str], name: str, location: str) -> None:

@@ -14,13 +14,13 @@ import errno
 import os
 import re
 import secrets
-import uuid
-from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._paths import SYSTEM_PREFIX
+from metatree._names import reserved_beside
+from metatree._transfer import Transfer
 from metatree.backends import Backend, Changed, backend_for
 from metatree.errors import (
     AlreadyExistsError,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from metatree._types import Source, Version
     from metatree.backends import Capabilities
 
-__all__ = ["BackendLike", "Storage", "as_storage", "reserved_beside", "translate_errors"]
+__all__ = ["BackendLike", "Storage", "as_storage", "translate_errors"]
 
 CHUNK_SIZE = 8 * 2**20
 """Streaming chunk: one ranged GET per chunk on object stores, bounded memory everywhere."""
@@ -192,10 +192,20 @@ class Storage:
         callback: Callback = DEFAULT_CALLBACK,
         *,
         durable: bool = True,
-    ) -> None:
-        """Stream `source` (local path, bytes or binary file object) into the file `rel`."""
-        with _users_callback(callback) as guarded, translate_errors(self.url_of(rel)):
-            self.backend.put(source, self.abs(rel), guarded, durable=durable)
+        digest: str | None = None,
+    ) -> str | None:
+        """Stream `source` (local path, bytes or binary file object) into the file `rel`.
+
+        Every byte passes through one `Transfer` (progress on `callback`; with `digest`, a
+        hashlib algorithm such as ``"sha256"``, its hex digest of the bytes is returned).
+        """
+        with (
+            Transfer(callback, digest) as transfer,
+            translate_errors(self.url_of(rel)),
+            transfer.source(source) as upload,
+        ):
+            self.backend.put(upload, self.abs(rel), durable=durable)
+        return transfer.hexdigest()
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""
@@ -203,7 +213,14 @@ class Storage:
             with translate_errors(self.url_of(rels[0])):
                 self.backend.sync([self.abs(rel) for rel in rels])
 
-    def get(self, rel: str, local_path: str, callback: Callback = DEFAULT_CALLBACK) -> None:
+    def get(
+        self,
+        rel: str,
+        local_path: str,
+        callback: Callback = DEFAULT_CALLBACK,
+        *,
+        digest: str | None = None,
+    ) -> str | None:
         """Download the file `rel` to `local_path` (a partial download never shows there).
 
         The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name)
@@ -211,21 +228,24 @@ class Storage:
         let a planted symlink redirect the download, and deleted a user's file of that name.
         The move never replaces something that appeared at `local_path` meanwhile
         (`AlreadyExistsError`). A failure to write the local file (a full disk) names it.
+        Progress and `digest` as in `put`.
         """
         fd, tmp = _exclusive_temp(local_path)
         try:
             with (
                 open(fd, "wb") as raw,
-                _users_callback(callback) as guarded,
+                Transfer(callback, digest) as transfer,
                 translate_errors(self.url_of(rel)),
-                _local_errors(local_path),
             ):
-                self.backend.get(self.abs(rel), cast("IO[bytes]", _Sink(raw, local_path)), guarded)
+                download = transfer.sink(raw, local_path)
+                self.backend.get(self.abs(rel), download)
+                download.finish()
             _move_new(tmp, local_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        return transfer.hexdigest()
 
     def kind(self, rel: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""
@@ -277,105 +297,6 @@ class Storage:
                     yield path[len(base) :]
 
 
-class _CallbackFailed(Exception):
-    """Carries an exception of the user's progress callback past transfer and HTTP code.
-
-    Not an `OSError` nor a `RuntimeError`: those would be taken for a storage failure (and
-    urllib3 would take an `OSError` raised while sending a body for a broken connection).
-    """
-
-    def __init__(self, original: Exception) -> None:
-        super().__init__(str(original))
-        self.original = original
-
-
-class _GuardedCallback:
-    """The user's callback, whose exceptions travel as `_CallbackFailed`."""
-
-    def __init__(self, callback: Callback) -> None:
-        self._callback = callback
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._callback, name)
-        if not callable(attribute):
-            return attribute
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attribute(*args, **kwargs)
-            except Exception as exc:  # the user's own error, whatever it is
-                raise _CallbackFailed(exc) from exc
-
-        return guarded
-
-
-@contextlib.contextmanager
-def _users_callback(callback: Callback) -> Iterator[Callback]:
-    """Yield `callback` guarded; its exception leaves as itself, not as a `StorageError`.
-
-    A progress bar that raises is the caller's bug, and reporting it as a storage failure at
-    the destination sent users looking in the wrong place.
-    """
-    if callback is DEFAULT_CALLBACK:
-        yield callback
-        return
-    try:
-        yield cast("Callback", _GuardedCallback(callback))
-    except _CallbackFailed as exc:
-        raise exc.original from None
-
-
-def reserved_beside(rel: str, purpose: str) -> str:
-    """Return a fresh reserved name (``.metatree.<purpose>.<uuid>``) in `rel`'s directory.
-
-    Names starting with ``.metatree`` are refused as user names and hidden from listings, so
-    a staging or trash directory left by a crash is never read as data.
-    """
-    parent, _, _ = rel.rpartition("/")
-    name = f"{SYSTEM_PREFIX}.{purpose}.{uuid.uuid4().hex}"
-    return f"{parent}/{name}" if parent else name
-
-
-_LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
-
-
-class _Sink:
-    """The local download file, whose write errors name it (not the remote file)."""
-
-    def __init__(self, out: IO[bytes], local_path: str) -> None:
-        self.out = out
-        self.local_path = local_path
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self.out.write(data)
-        except OSError as exc:
-            raise _local_error(self.local_path, exc) from exc
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def fileno(self) -> int:
-        return self.out.fileno()
-
-
-def _local_error(local_path: str, exc: OSError) -> StorageError:
-    return StorageError(local_path, f"writing the download failed: {type(exc).__name__}: {exc}")
-
-
-@contextlib.contextmanager
-def _local_errors(local_path: str) -> Iterator[None]:
-    """Name the local file for the errors only it can cause (a kernel copy mixes both ends)."""
-    try:
-        yield
-    except MetatreeError:
-        raise
-    except OSError as exc:
-        if exc.errno in _LOCAL_FULL:
-            raise _local_error(local_path, exc) from exc
-        raise
-
-
 def _move_new(tmp: str, local_path: str) -> None:
     """Move the finished download to `local_path`, never over an existing name.
 
@@ -405,7 +326,7 @@ def _exclusive_temp(local_path: str) -> tuple[int, str]:
     as a file the user downloads with ``open(..., "wb")`` would.
     """
     folder, base = os.path.split(os.path.abspath(local_path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.metatree-partial")
         try:

@@ -1,27 +1,39 @@
-"""Transfers: how the bytes of a put leave their source and reach the store.
+"""Transfers: every byte of every put and get passes through here, and is counted once.
 
-`open_source` opens what `put` accepts with errors that name the source; `copy_stream` and
-`copy_file` move the bytes in bounded chunks, reporting progress through fsspec callbacks.
+`Storage.put` and `Storage.get` make one `Transfer` per file. It owns what no backend may
+forget: progress (the user's fsspec callback, whose exceptions leave as themselves) and
+hashing (hashlib objects fed every byte, for ``digest=``). A backend sees only its two views:
+an `Upload` it reads the source from, a `Download` it writes what it receives to. Protocols
+(multipart uploads, pinned ranged reads, WebHDFS's CREATE) stay in the backends; the
+accounting is here, so a new backend gets progress and digests right by construction.
+
+Local file to local file, the bytes are copied inside the kernel (``copy_file_range``); with
+a hash, each chunk is then read back from the destination (what was stored) into one reusable
+buffer, which measured faster than writing the bytes from Python. Everywhere else they pass
+through Python, with ``readinto`` into one reusable buffer where the stream is ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import io
 import os
 import stat
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, Self, cast
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from fsspec.callbacks import Callback
+    from collections.abc import Callable, Iterator
+    from types import TracebackType
 
     from metatree._types import Source
     from metatree.errors import StorageError
 
-__all__ = ["COPY_CHUNK", "copy_file", "copy_stream", "open_source"]
+__all__ = ["COPY_CHUNK", "Download", "Transfer", "TreeCallback", "Upload", "copy_file"]
 
 COPY_CHUNK = 8 * 2**20
 """Bytes per read of a copy: large enough for disk and network, small enough for memory."""
@@ -39,21 +51,16 @@ class _SourceFailed(Exception):
         self.error = error
 
 
-class _SourceReader:
-    """A read-only view of the user's stream whose read errors name the source."""
+class _CallbackFailed(Exception):
+    """Carries an exception of the user's progress callback past transfer and HTTP code.
 
-    def __init__(self, stream: IO[bytes], name: str) -> None:
-        self.stream = stream
-        self.name = name
+    Not an `OSError` nor a `RuntimeError`: those would be taken for a storage failure (and
+    urllib3 would take an `OSError` raised while sending a body for a broken connection).
+    """
 
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self.stream.read(n)
-        except Exception as exc:  # any failure of the user's stream is the source's
-            raise _SourceFailed(_source_error(self.name, "reading", exc)) from exc
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
 
 
 def _source_error(name: str, doing: str, exc: BaseException) -> StorageError:
@@ -64,74 +71,336 @@ def _source_error(name: str, doing: str, exc: BaseException) -> StorageError:
     return error
 
 
-@contextlib.contextmanager
-def open_source(source: Source) -> Iterator[tuple[IO[bytes], int | None]]:
-    """Open what `put` accepts as a binary stream, with its size when known.
+class Transfer:
+    """The bytes of one file in flight: progress and hashing, for a put or a get.
 
-    A failure to open or read the source is the source's, not the destination's: it leaves
-    the block as a `StorageError` naming the local file (or ``"<file object>"``), so the user
-    is not sent looking for a storage failure. Backends clean up on the way out (they see a
-    private exception, not an `OSError`, while it travels through HTTP client code).
+    Progress follows fsspec's protocol: ``set_size`` with the file's size when it is known
+    at the start (else at the end), then ``relative_update`` per chunk; when the transfer
+    completes, the size told and the sum of the updates are both the bytes moved (a source
+    that grew or shrank meanwhile gets a second ``set_size``). An exception of the callback
+    leaves the ``with`` block as itself: a progress bar that raises is the caller's bug, and
+    reporting it as a storage failure sent users looking in the wrong place.
+
+    `digest` names a hashlib algorithm (``"sha256"``) fed every byte; `hexdigest` gives it.
     """
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        yield io.BytesIO(data), len(data)
-        return
-    if isinstance(source, str | os.PathLike):
-        name = os.fspath(source)
+
+    def __init__(self, callback: Callback = DEFAULT_CALLBACK, digest: str | None = None) -> None:
+        self._callback = callback
+        self._hashers = [] if digest is None else [hashlib.new(digest)]
+        self._told: int | None = None
+        self.moved = 0
+        """Bytes moved so far."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, _CallbackFailed):
+            raise exc.original from None
+
+    def hexdigest(self) -> str | None:
+        """Return the hex digest of the bytes moved, or None when none was asked for."""
+        return self._hashers[0].hexdigest() if self._hashers else None
+
+    @contextlib.contextmanager
+    def source(self, source: Source) -> Iterator[Upload]:
+        """Open what `put` accepts as the `Upload` a backend reads.
+
+        A failure to open or read the source is the source's, not the destination's: it
+        leaves the block as a `StorageError` naming the local file (or ``"<file object>"``),
+        so the user is not sent looking for a storage failure. Backends clean up on the way
+        out (they see a private exception, not an `OSError`, while it travels through HTTP
+        client code).
+        """
+        local = isinstance(source, str | os.PathLike)
+        own = True  # a stream we opened: its readinto works (a user's may not implement it)
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+            name, stream = "<bytes>", cast("IO[bytes]", io.BytesIO(data))
+            size: int | None = len(data)
+        elif isinstance(source, str | os.PathLike):
+            name = os.fspath(source)
+            try:
+                stream = open(source, "rb")  # noqa: SIM115 - closed below
+                info = os.fstat(stream.fileno())
+            except OSError as exc:
+                raise _source_error(name, "opening", exc) from exc
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None  # a FIFO says 0
+        else:
+            name, stream, size, own = "<file object>", source, None, False
         try:
-            stream: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed below
-            size: int | None = os.fstat(stream.fileno()).st_size
+            if size is not None:
+                self.sized(size)
+            yield Upload(self, stream, name, size, own=own, kernel=local)
+        except _SourceFailed as exc:
+            raise exc.error from exc.error.__cause__
+        finally:
+            if local:
+                stream.close()
+
+    def sink(self, out: IO[bytes], name: str) -> Download:
+        """Return the `Download` a backend writes to: the local file `out`, named `name`."""
+        return Download(self, out, name)
+
+    def sized(self, size: int) -> None:
+        """Tell the callback the file's size (known at the start)."""
+        self._told = size
+        self._report(self._callback.set_size, size)
+
+    def finish(self) -> None:
+        """Tell the final size if it differs from what was told (unsized, or it changed)."""
+        if self._told != self.moved:
+            self.sized(self.moved)
+
+    def _account(self, chunk: bytes | memoryview) -> None:
+        self._hash(chunk)
+        self._advance(len(chunk))
+
+    def _hash(self, chunk: bytes | memoryview) -> None:
+        for hasher in self._hashers:
+            hasher.update(chunk)
+
+    def _copy_local(self, src: IO[bytes], dst: IO[bytes]) -> bool:
+        """Copy inside the kernel (see `copy_file`); False if it cannot, nothing copied."""
+        if self._hashers and not _readable(dst):
+            return False
+        return copy_file(src, dst, self._advance, self._hash if self._hashers else None)
+
+    def _advance(self, n: int) -> None:
+        self.moved += n
+        self._report(self._callback.relative_update, n)
+
+    @staticmethod
+    def _report(method: Callable[[int], object], n: int) -> None:
+        try:
+            method(n)
+        except Exception as exc:  # the user's own error, whatever it is
+            raise _CallbackFailed(exc) from exc
+
+
+class Upload:
+    """The source of a put, as a backend reads it: every byte read is counted and hashed.
+
+    `size` (also `len`, where requests reads a body's Content-Length) is None for a stream
+    whose size is unknown. Reading the end tells the transfer it is complete.
+    """
+
+    def __init__(
+        self,
+        transfer: Transfer,
+        stream: IO[bytes],
+        name: str,
+        size: int | None,
+        *,
+        own: bool,
+        kernel: bool,
+    ) -> None:
+        self._transfer = transfer
+        self._stream = stream
+        self._name = name
+        self._readinto = getattr(stream, "readinto", None) if own else None
+        self._kernel = kernel  # our own descriptor of a local file (no Python-side buffer)
+        self.size = size
+        self.len = size
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to `n` bytes (all with -1); b"" at the end."""
+        try:
+            chunk = self._stream.read(n)
+        except Exception as exc:  # any failure of the user's stream is the source's
+            raise _SourceFailed(_source_error(self._name, "reading", exc)) from exc
+        if chunk:
+            self._transfer._account(chunk)
+        elif n:
+            self._transfer.finish()
+        return chunk
+
+    def readinto(self, buffer: memoryview) -> int:
+        """Read into `buffer`; 0 at the end. A user's stream is read (``read`` is all it owes)."""
+        readinto = self._readinto
+        if readinto is None:
+            chunk = self.read(len(buffer))
+            if len(chunk) > len(buffer):
+                broken = ValueError(f"read({len(buffer)}) returned {len(chunk)} bytes")
+                raise _SourceFailed(_source_error(self._name, "reading", broken))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+        try:
+            n = int(readinto(buffer) or 0)
+        except Exception as exc:  # any failure of the user's stream is the source's
+            raise _SourceFailed(_source_error(self._name, "reading", exc)) from exc
+        if n:
+            self._transfer._account(buffer[:n])
+        else:
+            self._transfer.finish()
+        return n
+
+    def copy_to(self, out: IO[bytes]) -> None:
+        """Copy the rest of the source into the file `out`, in bounded chunks.
+
+        A local file copied to a local file runs inside the kernel (only our own descriptor:
+        a user's file object may hold read-ahead in a Python buffer).
+        """
+        if self._kernel and self._transfer._copy_local(self._stream, out):
+            self._transfer.finish()
+            return
+        if self._readinto is None:  # a user's stream makes a new bytes per read anyway
+            while chunk := self.read(COPY_CHUNK):
+                out.write(chunk)
+            return
+        _pump(self.readinto, out.write)
+
+
+class Download:
+    """The local file a get writes to: every byte written is counted and hashed.
+
+    A failure to write it (a full disk) is a `StorageError` naming the local file, not the
+    remote one.
+    """
+
+    def __init__(self, transfer: Transfer, out: IO[bytes], name: str) -> None:
+        self._transfer = transfer
+        self._out = out
+        self._name = name
+
+    def set_size(self, size: int) -> None:
+        """Tell the file's size, when the backend learns it before the bytes."""
+        self._transfer.sized(size)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Write a received chunk."""
+        try:
+            self._out.write(chunk)
         except OSError as exc:
-            raise _source_error(name, "opening", exc) from exc
-    else:
-        name, stream, size = "<file object>", source, None
-    try:
-        yield cast("IO[bytes]", _SourceReader(stream, name)), size
-    except _SourceFailed as exc:
-        raise exc.error from exc.error.__cause__
-    finally:
-        if isinstance(source, str | os.PathLike):
-            stream.close()
+            raise _local_error(self._name, exc) from exc
+        self._transfer._account(chunk)
+
+    def copy_from(self, src: IO[bytes]) -> None:
+        """Copy the open local file `src` to its end, inside the kernel where it can."""
+        with contextlib.suppress(OSError, AttributeError, io.UnsupportedOperation):
+            info = os.fstat(src.fileno())
+            if stat.S_ISREG(info.st_mode):
+                self.set_size(info.st_size)
+        try:
+            copied = self._transfer._copy_local(src, self._out)
+        except OSError as exc:
+            if exc.errno in _LOCAL_FULL:  # the kernel copy mixes both ends' errors
+                raise _local_error(self._name, exc) from exc
+            raise
+        if copied:
+            return
+        _pump(cast("io.BufferedIOBase", src).readinto, self.write)
+
+    def finish(self) -> None:
+        """Flush the local file and tell the final size: the download is complete."""
+        try:
+            self._out.flush()
+        except OSError as exc:
+            raise _local_error(self._name, exc) from exc
+        self._transfer.finish()
 
 
-def copy_stream(src: IO[bytes], dst: IO[bytes], size: int | None, callback: Callback) -> None:
-    """Copy in bounded chunks, reporting progress through the fsspec callback."""
-    if size is not None:
-        callback.set_size(size)
-    while chunk := src.read(COPY_CHUNK):
-        dst.write(chunk)
-        callback.relative_update(len(chunk))
+def _pump(readinto: Callable[[memoryview], int | None], write: Callable[[memoryview], Any]) -> None:
+    """Move bytes through one reusable buffer until `readinto` gives 0."""
+    buffer = memoryview(bytearray(COPY_CHUNK))
+    while n := readinto(buffer):
+        write(buffer[:n])
 
 
-def copy_file(src: IO[bytes], dst: IO[bytes], callback: Callback) -> None:
+class TreeCallback(Callback):  # type: ignore[misc]  # fsspec is untyped
+    """The user's callback over the files of a directory put or get, as one transfer.
+
+    Each file's size is told added to the bytes of the files before it, so the total grows
+    as files start (a download learns sizes one file at a time) and ends as the sum of the
+    updates. The tree's code calls `next_file` after each file.
+    """
+
+    def __init__(self, callback: Callback) -> None:
+        super().__init__()
+        self._user = callback
+        self._before = 0
+
+    def set_size(self, size: int) -> None:
+        """Tell the user the bytes of the finished files plus this one's size."""
+        self.size = self._before + size
+        self._user.set_size(self.size)
+
+    def relative_update(self, inc: int = 1) -> None:
+        """Pass the update on."""
+        self.value += inc
+        self._user.relative_update(inc)
+
+    def next_file(self) -> None:
+        """Start counting a new file."""
+        self._before = self.value
+
+
+def copy_file(
+    src: IO[bytes],
+    dst: IO[bytes],
+    advance: Callable[[int], object],
+    seen: Callable[[memoryview], object] | None = None,
+) -> bool:
     """Copy a local file into another inside the kernel (``copy_file_range``), in chunks.
 
-    No byte passes through Python: a 1 GiB copy through `copy_stream` ran at under half the
+    No byte passes through Python: a 1 GiB copy through a read loop ran at under half the
     speed of fsspec's own local copy (which uses the kernel's). Like a read loop, it copies
-    until the end of the file, whatever size was seen first. Anything but a non-empty regular
-    file (a pipe, procfs, a file object without a descriptor), or a kernel or filesystem that
-    cannot, takes `copy_stream`.
+    until the end of the file, whatever size was seen first; `advance` gets each chunk's
+    length. With `seen`, each chunk is read back from `dst` (opened for reading too) and
+    given to it: the bytes a hash sees are those stored. Returns False, having copied
+    nothing, for anything but a non-empty regular file (a pipe, procfs, a file object without
+    a descriptor) or where the kernel or filesystem cannot: the caller then reads the bytes
+    itself.
     """
     try:
-        st = os.fstat(src.fileno())
+        source, target = src.fileno(), dst.fileno()
     except (AttributeError, io.UnsupportedOperation):
-        copy_stream(src, dst, None, callback)
-        return
+        return False
+    st = os.fstat(source)
     if not stat.S_ISREG(st.st_mode) or not st.st_size:
-        copy_stream(src, dst, None, callback)
-        return
-    callback.set_size(st.st_size)
+        return False
     dst.flush()
+    start = os.lseek(target, 0, os.SEEK_CUR)
+    buffer = memoryview(bytearray(COPY_CHUNK if seen else 0))
     copied = 0
     try:
-        while n := os.copy_file_range(src.fileno(), dst.fileno(), COPY_CHUNK):
+        while n := os.copy_file_range(source, target, COPY_CHUNK):
+            if seen is not None:
+                seen(_read_back(target, buffer[:n], start + copied))
             copied += n
-            callback.relative_update(n)
+            advance(n)
     except OSError as exc:
         if copied or exc.errno not in _NO_KERNEL_COPY:
             raise
-        copy_stream(src, dst, None, callback)
+        return False
+    return True
+
+
+def _read_back(fd: int, buffer: memoryview, offset: int) -> memoryview:
+    """Fill `buffer` from `fd` at `offset` (a file we just wrote: short only at its end)."""
+    got = 0
+    while got < len(buffer) and (n := os.preadv(fd, [buffer[got:]], offset + got)):
+        got += n
+    return buffer[:got]
+
+
+def _readable(out: IO[bytes]) -> bool:
+    """Whether the descriptor of `out` can be read back (a kernel copy's hash needs it)."""
+    try:
+        flags = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return flags & os.O_ACCMODE == os.O_RDWR
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+
+_LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _local_error(name: str, exc: OSError) -> StorageError:
+    from metatree.errors import StorageError
+
+    return StorageError(name, f"writing the download failed: {type(exc).__name__}: {exc}")

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._db import Database, check_outfile, check_source, children_of
-from metatree._localfiles import check_callback, check_chunk_size
-from metatree._node import Node
-from metatree._paths import (
-    Location,
-    LocationLike,
-    parse_file_location,
-    parse_location,
-    resolve_segment,
+from metatree._core.db import Database, children_of, rel_path
+from metatree._core.put import put
+from metatree._core.read import exists, get, readable, walk
+from metatree._core.remove import remove
+from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
+from metatree._localfiles import (
+    check_callback,
+    check_chunk_size,
+    check_local_outfile,
+    check_source,
 )
+from metatree._node import Node
+from metatree._paths import LocationLike, Placeholder, parse_location
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.errors import MetatreeError, NotFoundError, PathError
 
@@ -33,9 +35,8 @@ if TYPE_CHECKING:
 
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._db import NodePath
     from metatree._locking import LeaseInfo
-    from metatree._types import Source
+    from metatree._types import NodePath, Source
 
 __all__ = ["Metatree"]
 
@@ -166,9 +167,8 @@ class Metatree:
         # metatreedb resets the cursor first: a failed find, a malformed one too, leaves it
         # on the root (code ported from it updates after a failed find knowing that)
         self._cursor = Node(self._db, ())
-        segments = parse_location(location, self.keys)
-        path, _ = self._db.resolve(segments, _shown(location))
-        self._cursor = Node(self._db, path)
+        node = resolve(self._db, Target.node(location, self.keys))
+        self._cursor = Node(self._db, node.path)
         return self._cursor
 
     def exists(self, location: str) -> bool:
@@ -177,28 +177,38 @@ class Metatree:
             raise PathError(repr(location), "exists takes a str location")
         if not location.strip("/"):
             return True
-        node, last = parse_file_location(location, self.keys)
-        return self._db.exists(node, last, location)
+        return exists(self._db, *Target.file(location, self.keys))
 
     def url(self, location: str) -> str:
         """Return the URL of the node or file at `location`, for tools that take URLs.
 
         `location` is resolved as `get` resolves it (``<key>`` segments too); ``""`` is the
         root. The cursor stays. `put` returns True (metatreedb's return), so this is where
-        the stored file's URL comes from.
+        the stored file's URL comes from. The URL names committed storage: inside a
+        transaction, a file this transaction put has none until it commits.
 
         Raises
         ------
         NotFoundError
-            Nothing is stored at `location`.
+            Nothing is stored at `location` (or, in a transaction, not yet committed).
+        UnresolvedPathError
+            A ``<key>`` does not resolve to a name, as for `get`.
         """
-        if not self.exists(location):  # also refuses a malformed location
-            raise NotFoundError(location)
+        if not isinstance(location, str):
+            raise PathError(repr(location), "url takes a str location")
         if not location.strip("/"):
             return self.root
-        node, last = parse_file_location(location, self.keys)
-        path, name, _ = self._db.resolve_file(node, last, location)
-        return self._db.url(path, name)
+        where, last = Target.file(location, self.keys)
+        node = resolve(self._db, where)
+        name = node.name(last)
+        url = self._db.url(node.path, name)
+        if name in children_of(node.metadata) and not node.is_leaf:
+            return url  # a child node
+        if readable(self._db, node.path, name) != rel_path(node.path, name):
+            raise NotFoundError(url, "committed file (this transaction stores it at commit)")
+        if not exists(self._db, where, last):
+            raise NotFoundError(url, "node or file")
+        return url
 
     def put(
         self,
@@ -234,28 +244,27 @@ class Metatree:
             True, as metatreedb 0.2.3 returns (its own tests assert ``put(...) == True``);
             every failure raises. `url` gives the stored file's URL.
         """
-        shown = _shown(location)
-        check_callback(callback, shown)  # not metatreedb's argument: the cursor stays
+        check_callback(callback, shown_of(location))  # not metatreedb's argument: the cursor stays
         self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
-        segments = parse_location(location, self.keys)
+        target = Target.node(location, self.keys)
         try:
-            stored = check_source(filepath, name, shown, recursive)
-            path = self._db.put(
-                segments,
+            stored = check_source(filepath, name, target.shown, recursive)
+            path = put(
+                self._db,
+                target,
                 filepath,
                 stored,
-                shown,
                 force=force,
                 recursive=recursive,
                 callback=callback,
             )
         except Exception:
-            self._cursor = Node(self._db, self._put_target(segments, shown))
+            self._cursor = Node(self._db, self._put_target(target))
             raise
         self._cursor = Node(self._db, path)
         return True
 
-    def _put_target(self, segments: Location, shown: str) -> NodePath:
+    def _put_target(self, target: Target) -> NodePath:
         """Where metatreedb's cursor is after a failed put: the node, or the root.
 
         metatreedb walks (and creates) the location first and checks the file after, so a
@@ -266,18 +275,19 @@ class Metatree:
         a node that does not exist here (``update`` then raises instead of writing
         elsewhere). Only failures pay for these reads.
         """
-        path: NodePath = ()
         try:
-            metadata = self._db.read_metadata(path)
-            for depth, segment in enumerate(segments, 1):
-                name = resolve_segment(segment, metadata, shown)
-                exists = name in children_of(metadata)
-                path = (*path, name)
-                inner = depth < len(segments)
-                if not exists and inner and self._db.storage.kind("/".join(path)) == "file":
+            node, missing, later = descend(self._db, target)
+            if missing is None:
+                if not node.is_leaf:
+                    node.read()  # as the put did: a node it cannot read leaves the root
+                return node.path
+            path = (*node.path, missing)
+            for segment in later:
+                if self._db.storage.kind("/".join(path)) == "file":
                     return ()  # metatreedb's walk cannot make a node inside a stored file
-                deeper = exists and len(path) < len(self.keys)
-                metadata = self._db.read_metadata(path) if deeper else {}
+                if isinstance(segment, Placeholder):
+                    return ()  # no metadata to resolve it in: metatreedb's walk fails
+                path = (*path, segment.name)
         except MetatreeError:
             return ()
         return path
@@ -307,21 +317,23 @@ class Metatree:
         """
         check_chunk_size(chunk_size, str(location))
         check_callback(callback, str(location))
-        check_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
+        check_local_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
         if _finds_a_node(location, self.keys):
             self._cursor = Node(self._db, ())  # metatreedb's get calls find: root first
         try:
-            segments, last = parse_file_location(location, self.keys)
+            where, last = Target.file(location, self.keys)
         except PathError:
             self._find_node_of(location)  # metatreedb walks to the node before the file name
             raise
-        if segments:
-            path, _ = self._db.resolve(segments, location)
-            self._cursor = Node(self._db, path)  # on the node even if its file is missing
-        return self._db.get(
-            self._cursor.path,
-            self._cursor.resolve_file(last, location),
+        if where.segments:
+            node = resolve(self._db, where)
+            self._cursor = Node(self._db, node.path)  # on the node even if its file is missing
+        else:
+            node = Resolved(self._db, self._cursor.path, where.shown)
+        return get(
+            node,
+            node.name(last),
             target,
             recursive=recursive,
             chunk_size=chunk_size,
@@ -340,8 +352,8 @@ class Metatree:
             return
         node = str(location).strip("/").rsplit("/", 1)[0]
         with contextlib.suppress(MetatreeError):
-            path, _ = self._db.resolve(parse_location(node, self.keys), str(location))
-            self._cursor = Node(self._db, path)
+            found = resolve(self._db, Target(parse_location(node, self.keys), str(location)))
+            self._cursor = Node(self._db, found.path)
 
     def update(self, **metadata: object) -> None:
         """Merge `metadata` into the metadata of the node under the cursor."""
@@ -391,9 +403,8 @@ class Metatree:
 
     def walk(self, location: LocationLike = "") -> Iterator[tuple[Node, dict[str, Any]]]:
         """Yield each node at and below `location` with its metadata, depth first."""
-        segments = parse_location(location, self.keys)  # walk does not move the cursor
-        start, _ = self._db.resolve(segments, _shown(location))
-        for path, metadata in self._db.walk(start):
+        start = resolve(self._db, Target.node(location, self.keys))  # the cursor stays
+        for path, metadata in walk(self._db, start.path):
             yield Node(self._db, path), metadata
 
     def remove(self, location: str, recursive: bool = False) -> None:
@@ -404,8 +415,7 @@ class Metatree:
         raw: object = location  # callers without type checking may pass anything
         if not isinstance(raw, str) or not location.strip("/"):
             raise PathError(str(location), "name a node or file below the root")
-        segments, last = parse_file_location(location, self.keys)
-        self._db.remove(segments, last, location, recursive=recursive)
+        remove(self._db, *Target.file(location, self.keys), recursive=recursive)
         self._cursor = Node(self._db, ())
 
 
@@ -419,9 +429,3 @@ def _finds_a_node(location: object, keys: tuple[str, ...]) -> bool:
         return False
     *node, _ = location.strip("/").split("/")
     return bool(node) and len("/".join(node).strip("/").split("/")) <= len(keys)
-
-
-def _shown(location: object) -> str:
-    if isinstance(location, str):
-        return location
-    return repr(dict(location)) if isinstance(location, Mapping) else repr(location)

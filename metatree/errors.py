@@ -29,7 +29,9 @@ with, for every subclass including a user's, and its one `__reduce__` builds it 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import pickle
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -75,10 +77,28 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 
 
 def _rebuild(
-    cls: type[MetatreeError], args: tuple[Any, ...], kwargs: dict[str, Any]
+    cls: type[MetatreeError], args: tuple[Any, ...], kwargs: dict[str, Any] | None
 ) -> MetatreeError:
-    """Unpickle an error: call its class with the arguments it was first built with."""
-    return cls(*args, **kwargs)
+    """Unpickle an error: call its class with the arguments it was first built with.
+
+    Where that is impossible (no arguments were recorded: a dataclass adds its ``__init__``
+    after `__init_subclass__` ran; or the constructor refuses them now), the error is made
+    without its constructor from its ``args``, and the pickled state restores its attributes.
+    Unpickling must not fail: in a process pool, that breaks the pool instead of raising.
+    """
+    if kwargs is not None:
+        with contextlib.suppress(Exception):  # any constructor failure: rebuild without it
+            return cls(*args, **kwargs)
+    error: MetatreeError = cls.__new__(cls, *args)
+    return error
+
+
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the value stays behind
+        return False
+    return True
 
 
 class MetatreeError(Exception):
@@ -106,9 +126,15 @@ class MetatreeError(Exception):
         return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Rebuild from the recorded arguments, then restore attributes set since (notes, ...)."""
-        args, kwargs = self.__dict__.get(_ARGUMENTS, (self.args, {}))
-        state = {k: v for k, v in self.__dict__.items() if k != _ARGUMENTS}
+        """Rebuild from the recorded arguments, then restore attributes set since (notes, ...).
+
+        An attribute that cannot be pickled (a lock, a socket) is left behind, not allowed to
+        turn the error into a pickling error in another process.
+        """
+        args, kwargs = self.__dict__.get(_ARGUMENTS, (self.args, None))
+        if kwargs is not None and not _picklable((args, kwargs)):
+            args, kwargs = self.args, None  # made without its constructor (see `_rebuild`)
+        state = {k: v for k, v in self.__dict__.items() if k != _ARGUMENTS and _picklable(v)}
         return _rebuild, (type(self), args, kwargs), state
 
 

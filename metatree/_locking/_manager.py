@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._locking._base import BaseLock, NullLock
 from metatree._locking._info import MAX_TTL
-from metatree._paths import LOCK_FILE
+from metatree._names import LOCK_FILE
 from metatree.errors import DatabaseError
 
 if TYPE_CHECKING:

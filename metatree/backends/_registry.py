@@ -34,12 +34,21 @@ class ClassRegistry:
         self._entries[fs_class] = implementation
 
     def find(self, fs: object) -> Any | None:
-        """Return the implementation registered for the first class `fs` is an instance of."""
+        """Return the implementation registered for the most specific class of `fs`.
+
+        Found along the class's method resolution order, so a backend registered for a
+        subclass (``class MyS3(S3FileSystem)``) wins over the one of its base, whatever the
+        order of registration.
+        """
+        loaded: dict[type, str] = {}
         for fs_class, implementation in self._entries.items():
             module, _, name = fs_class.rpartition(".")
             cls = getattr(sys.modules.get(module), name, None)
-            if cls is not None and isinstance(fs, cls):
-                module, _, name = implementation.rpartition(".")
+            if isinstance(cls, type):
+                loaded.setdefault(cls, implementation)
+        for cls in type(fs).__mro__:
+            if cls in loaded:
+                module, _, name = loaded[cls].rpartition(".")
                 return getattr(importlib.import_module(module), name)
         return None
 

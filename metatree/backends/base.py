@@ -9,22 +9,24 @@ strategy. `Capabilities` says what a backend guarantees; docs/backends.md says h
 from __future__ import annotations
 
 import contextlib
-import uuid
+import warnings
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
-from metatree._transfer import COPY_CHUNK, copy_stream, open_source
+from metatree._names import reserved_name
+from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
+from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
     from metatree._locking import BaseLock
     from metatree._storage import Storage
+    from metatree._transfer import Download, Upload
 
 __all__ = ["MISSING", "Backend", "Capabilities", "Changed", "Source", "Version"]
 
@@ -85,9 +87,9 @@ def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
 
 
 def _temp_name(path: str) -> str:
-    """Return a unique temp name beside `path` (the `.metatree.tmp.` prefix is reserved)."""
+    """Return a unique temp name beside `path` (a reserved name: `reserved_name`)."""
     parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
-    name = f".metatree.tmp.{uuid.uuid4().hex}"
+    name = reserved_name("tmp")
     return f"{parent}/{name}" if parent else name
 
 
@@ -110,13 +112,23 @@ class Backend:
         """Return the DB lock stored at `rel`: a `LeaseLock` on `lease_store`.
 
         A backend whose filesystem has a better primitive (the kernel's flock on local disk)
-        overrides this; one with atomic conditional writes only names its `lease_store`.
+        overrides this; one with atomic conditional writes only names its `lease_store`. One
+        that names none gets the memory backend's lease, which excludes only the threads of
+        this process: it works, and a `MetatreeWarning` says what it does not do.
         """
-        if self.lease_store is None:
-            raise TypeError(
-                f"{type(self).__name__} has no DB lock: set its lease_store or override make_lock"
+        store = self.lease_store
+        if store is None:
+            from metatree.backends.memory import ContentLeaseStore
+
+            warnings.warn(
+                f"{type(self).__name__} has no lock of its own for {type(self.fs).__name__}: "
+                "the DB lock is exclusive only among the threads of this process "
+                "(docs/backends.md: Backend.lease_store)",
+                MetatreeWarning,
+                stacklevel=5,
             )
-        return LeaseLock(self.lease_store(storage, rel), ttl=ttl, timeout=timeout, **kwargs)
+            store = ContentLeaseStore
+        return LeaseLock(store(storage, rel), ttl=ttl, timeout=timeout, **kwargs)
 
     def read(self, path: str) -> bytes:
         """Return a whole (small) file."""
@@ -198,17 +210,19 @@ class Backend:
             return False
         return True
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Stream `source` into a temp object beside `path`, then move it over `path`.
 
-        fsspec's buffered files upload what they hold when their context exits, even on an
-        error: streaming straight to `path` replaced a file with the first part of a failed
-        upload. The temp object is removed on any failure (`durable` as in `write_atomic`).
+        Bytes move only through `source` (`metatree._transfer.Upload`: progress and hashing
+        are counted there). fsspec's buffered files upload what they hold when their context
+        exits, even on an error: streaming straight to `path` replaced a file with the first
+        part of a failed upload. The temp object is removed on any failure (`durable` as in
+        `write_atomic`).
         """
         tmp = _temp_name(path)
         try:
-            with open_source(source) as (stream, size), self.fs.open(tmp, "wb") as out:
-                copy_stream(stream, out, size, callback)
+            with self.fs.open(tmp, "wb") as out:
+                source.copy_to(out)
             self.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -218,15 +232,15 @@ class Backend:
     def sync(self, paths: list[str]) -> None:
         """Make files written with ``durable=False`` durable (nothing to do remotely)."""
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
-        """Download `path` into the open local file `out`, from one version of it.
+    def get(self, path: str, out: Download) -> None:
+        """Download `path` into `out` (`metatree._transfer.Download`), from one version of it.
 
         Goes through `iter_chunks`, whose reads are pinned to one version (fsspec's
         ``get_file`` resumes a broken download with a plain ranged GET of whatever is there).
+        Bytes move only through `out`, which counts and hashes them.
         """
         for chunk in self.iter_chunks(path, COPY_CHUNK):
             out.write(chunk)
-            callback.relative_update(len(chunk))
 
     def kind(self, path: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None, never from a listing cache."""

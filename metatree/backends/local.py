@@ -53,17 +53,16 @@ from metatree._locking._info import (
     directory_error,
 )
 from metatree._locking._observe import highest_token, note_token, unchanged_for
-from metatree._transfer import copy_file, copy_stream, open_source
+from metatree._names import OS_LOCK_FILE, reserved_name
 from metatree.backends.base import Backend, Capabilities
 from metatree.errors import LockError, LockLostError, PathError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from fsspec.callbacks import Callback
+    from collections.abc import Callable, Iterator
 
     from metatree._storage import Storage
-    from metatree._types import Source, Version
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["LocalBackend", "LocalLock", "open_regular"]
 
@@ -89,18 +88,16 @@ class LocalBackend(Backend):
         except NotADirectoryError as exc:
             # a file where a directory is needed: for a writer, the file's name is taken
             raise FileExistsError(str(exc)) from None
-        return os.path.join(parent, f".metatree.tmp.{uuid.uuid4().hex}")
+        return os.path.join(parent, reserved_name("tmp"))
 
     def _write_temp(
-        self, path: str, source: Source, callback: Callback, *, durable: bool = True
+        self, path: str, fill: Callable[[IO[bytes]], object], *, durable: bool = True
     ) -> str:
+        """Create a temp file beside `path`, `fill` it, flush (and fsync); return its name."""
         tmp = self._temp_beside(path)
         try:
-            with open_source(source) as (stream, size), open(tmp, "xb") as out:
-                if isinstance(source, str | os.PathLike):
-                    copy_file(stream, out, callback)
-                else:
-                    copy_stream(stream, out, size, callback)
+            with open(tmp, "xb+") as out:  # readable: a hash reads back what it stored
+                fill(out)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())
@@ -142,7 +139,7 @@ class LocalBackend(Backend):
             return stream.read()
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
-        # docstring inherited; the flock cannot expire, so no version is needed
+        # docstring inherited; the OS lock cannot expire, so no version is needed
         with open_regular(path) as stream:
             return stream.read(-1 if limit is None else limit + 1), None
 
@@ -153,18 +150,14 @@ class LocalBackend(Backend):
         file of its new nodes first and syncs them in one batch (fsyncs of data already
         written back cost a fraction of one each), before any index lists them.
         """
-        from fsspec.callbacks import DEFAULT_CALLBACK
-
-        os.replace(self._write_temp(path, data, DEFAULT_CALLBACK, durable=durable), path)
+        os.replace(self._write_temp(path, lambda out: out.write(data), durable=durable), path)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
 
         Unlike ``O_EXCL`` followed by a write, the file is never visible empty or torn.
         """
-        from fsspec.callbacks import DEFAULT_CALLBACK
-
-        tmp = self._write_temp(path, data, DEFAULT_CALLBACK)
+        tmp = self._write_temp(path, lambda out: out.write(data))
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -173,9 +166,12 @@ class LocalBackend(Backend):
             os.unlink(tmp)
         return True
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
-        """Copy into a temp file and rename it, so a reader never sees a partial file."""
-        os.replace(self._write_temp(path, source, callback, durable=durable), path)
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
+        """Copy into a temp file and rename it, so a reader never sees a partial file.
+
+        A local file source is copied inside the kernel unless a hash is asked for (`Upload`).
+        """
+        os.replace(self._write_temp(path, source.copy_to, durable=durable), path)
 
     def sync(self, paths: list[str]) -> None:
         """Fsync each file (written with ``durable=False``); one removed since needs none."""
@@ -195,10 +191,10 @@ class LocalBackend(Backend):
             while chunk := stream.read(chunk_size):
                 yield chunk
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
-        # docstring inherited; one descriptor, so one version (see `iter_chunks`)
+    def get(self, path: str, out: Download) -> None:
+        """Copy through one descriptor, so one version (see `iter_chunks`); kernel copy."""
         with open_regular(path) as src:
-            copy_file(src, out, callback)
+            out.copy_from(src)
 
     def rename(self, src: str, dst: str) -> None:
         """`os.replace`: atomic on POSIX, readers see the old or the new `dst`."""
@@ -383,8 +379,6 @@ def _renameat2() -> Any:
     return function
 
 
-OS_LOCK_FILE: Final = ".metatree.lock"
-"""The file `LocalLock` holds the OS lock on (reserved: it starts with ``.metatree``)."""
 _OPEN_LOCK_FILE: Final = (
     os.O_RDWR  # what Windows' LockFileEx and NFS's emulation of flock need
     | getattr(os, "O_NOFOLLOW", 0)  # a planted link is refused, never followed
@@ -426,7 +420,7 @@ class LocalLock(BaseLock):
         self._foreign = False
 
     def _after_fork(self) -> None:
-        """Close the inherited descriptor without unlocking: the flock stays the parent's."""
+        """Close the inherited descriptor without unlocking: the lock stays the parent's."""
         super()._after_fork()
         fd, self._fd, self._lease = self._fd, None, None
         self.owner = uuid.uuid4().hex
@@ -570,7 +564,7 @@ class LocalLock(BaseLock):
 
     def _write(self, body: bytes) -> None:
         # no fsync: after a crash the OS lock is gone, and with it any meaning of the body
-        tmp = os.path.join(self.guard, f".metatree.tmp.{uuid.uuid4().hex}")
+        tmp = os.path.join(self.guard, reserved_name("tmp"))
         try:
             with open(tmp, "xb") as stream:
                 stream.write(body)

@@ -11,22 +11,21 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from metatree._locking import LeaseStore
 from metatree._locking._fork import in_forked_child
 from metatree._locking._info import MAX_BODY, directory_error
 from metatree._storage import translate_errors
-from metatree._transfer import copy_stream, open_source
+from metatree._transfer import COPY_CHUNK
 from metatree.backends.base import MISSING, Backend, Capabilities
 from metatree.errors import NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from fsspec.callbacks import Callback
-
-    from metatree._types import Source, Version
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["ContentLeaseStore", "MemoryBackend"]
 
@@ -119,10 +118,12 @@ class MemoryBackend(Backend):
         for start in range(0, len(data), chunk_size):
             yield bytes(data[start : start + chunk_size])
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
-        # docstring inherited
-        data = self._stored(path).getvalue()
-        copy_stream(io.BytesIO(data), out, len(data), callback)
+    def get(self, path: str, out: Download) -> None:
+        """Write one snapshot out in bounded chunks (progress per chunk)."""
+        data = memoryview(self._stored(path).getvalue())
+        out.set_size(len(data))
+        for start in range(0, len(data), COPY_CHUNK):
+            out.write(data[start : start + COPY_CHUNK])
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """Return the bytes and the stored object itself (its identity is the version)."""
@@ -157,14 +158,13 @@ class MemoryBackend(Backend):
             self.fs.pipe_file(dst, stored.getvalue())
             self.fs.rm_file(src)
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Collect the whole body first (it lives in memory anyway), then store it in one step.
 
         Streaming into a `MemoryFile` would commit it when its context exits, even on error.
         """
         buffer = io.BytesIO()
-        with open_source(source) as (stream, size):
-            copy_stream(stream, buffer, size, callback)
+        source.copy_to(buffer)
         with _MEMORY_LOCK:
             self.fs.pipe_file(path, buffer.getvalue())
 

@@ -26,21 +26,19 @@ What s3fs gets wrong for us, and what this adapter does instead:
 from __future__ import annotations
 
 import contextlib
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from metatree._aio import run
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
 from metatree._storage import translate_errors
-from metatree._transfer import open_source
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
 
-    from fsspec.callbacks import Callback
-
-    from metatree._types import Source, Version
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["S3Backend", "S3LeaseStore"]
 
@@ -57,7 +55,7 @@ def _lost_race(exc: OSError) -> bool:
     return any(marker in str(exc) for marker in _LOST_RACE)
 
 
-def _read_full(stream: IO[bytes], n: int) -> bytes:
+def _read_full(stream: Upload, n: int) -> bytes:
     """Read `n` bytes, or fewer only at the end (a stream may return short reads)."""
     parts: list[bytes] = []
     while n > 0 and (chunk := stream.read(n)):
@@ -266,11 +264,10 @@ class S3Backend(Backend):
             yield chunk
             start += len(chunk)
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+    def get(self, path: str, out: Download) -> None:
         """Download with the pinned ranged GETs of `iter_chunks`."""
-        for chunk in self._pinned(path, _GET_CHUNK, callback.set_size):
+        for chunk in self._pinned(path, _GET_CHUNK, out.set_size):
             out.write(chunk)
-            callback.relative_update(len(chunk))
 
     def kind(self, path: str) -> str | None:
         """HEAD of the key, then one LIST of ``path/`` (a key wins over a prefix, as in s3fs).
@@ -379,43 +376,39 @@ class S3Backend(Backend):
         # docstring inherited
         self._call("delete_object", path)
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """One PutObject with the whole body up to `part_size`, multipart above.
 
         The object appears only when the single PUT or ``CompleteMultipartUpload`` succeeds;
         on any exception (a failing source, a callback raising KeyboardInterrupt) the
         multipart upload is aborted, so the old object (or none) stays. Progress is reported
-        before each part is committed, so an exception from the callback still aborts.
+        as each part is read from `source`, before it is sent, so an exception from the
+        callback still aborts.
         """
-        with open_source(source) as (stream, size):
-            if size is not None:
-                callback.set_size(size)
-            data = _read_full(stream, self.part_size)
-            if len(data) < self.part_size:
-                callback.relative_update(len(data))
-                self._call("put_object", path, Body=data)
-                return
-            upload = self._call("create_multipart_upload", path)["UploadId"]
-            try:
-                parts: list[dict[str, Any]] = []
-                while data:
-                    number = len(parts) + 1
-                    reply = self._call(
-                        "upload_part", path, Body=data, PartNumber=number, UploadId=upload
-                    )
-                    parts.append({"PartNumber": number, "ETag": reply["ETag"]})
-                    callback.relative_update(len(data))
-                    data = _read_full(stream, self.part_size)
-                self._call(
-                    "complete_multipart_upload",
-                    path,
-                    UploadId=upload,
-                    MultipartUpload={"Parts": parts},
+        data = _read_full(source, self.part_size)
+        if len(data) < self.part_size:
+            self._call("put_object", path, Body=data)
+            return
+        upload = self._call("create_multipart_upload", path)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            while data:
+                number = len(parts) + 1
+                reply = self._call(
+                    "upload_part", path, Body=data, PartNumber=number, UploadId=upload
                 )
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._call("abort_multipart_upload", path, UploadId=upload)
-                raise
+                parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+                data = _read_full(source, self.part_size)
+            self._call(
+                "complete_multipart_upload",
+                path,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._call("abort_multipart_upload", path, UploadId=upload)
+            raise
 
     def find(self, path: str) -> list[str]:
         """Every file below ``path/`` (an object named `path` is not below it; no markers)."""

@@ -43,25 +43,24 @@ import os
 import posixpath
 import tempfile
 import time
-import uuid
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
 
 import requests
 
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY, directory_error
+from metatree._names import reserved_name
 from metatree._storage import translate_errors
-from metatree._transfer import open_source
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from fsspec.callbacks import Callback
     from fsspec.spec import AbstractFileSystem
 
-    from metatree._types import Source, Version
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["WebHDFSBackend", "WebHDFSLeaseStore"]
 
@@ -82,21 +81,6 @@ _IDEMPOTENT = frozenset({"OPEN", "GETFILESTATUS", "LISTSTATUS", "DELETE"})
 
 class _ServerError(OSError):
     """An HTTP 5xx answer: the server failed, the request may be retried if idempotent."""
-
-
-class _Progress:
-    """A read-only stream wrapper reporting progress; requests reads the body through it."""
-
-    def __init__(self, stream: IO[bytes], size: int, callback: Callback) -> None:
-        self.stream = stream
-        self.len = size  # requests sends Content-Length from `len`, never chunked encoding
-        self.callback = callback
-        callback.set_size(size)
-
-    def read(self, n: int = -1) -> bytes:
-        chunk = self.stream.read(n)
-        self.callback.relative_update(len(chunk))
-        return chunk
 
 
 class WebHDFSLeaseStore(LeaseStore):
@@ -122,10 +106,12 @@ class WebHDFSLeaseStore(LeaseStore):
 
     def _not_a_directory(self, exc: OSError) -> None:
         """Turn a failure caused by a ``.lock`` directory into an error that says so."""
-        with contextlib.suppress(OSError):
+        try:
             kind = self._rest._request("GETFILESTATUS", "GET", self._path).json()
-            if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
-                raise directory_error(self.storage.url_of(self.rel)) from exc
+        except OSError:
+            return  # the original failure stands
+        if kind.get("FileStatus", {}).get("type") == "DIRECTORY":
+            raise directory_error(self.storage.url_of(self.rel)) from exc
 
     def create(self, body: bytes) -> Version | None:
         """CREATE a temp file, then ``rename2`` (no overwrite): an existing lock = lost."""
@@ -149,7 +135,7 @@ class WebHDFSLeaseStore(LeaseStore):
 
     def _take(self, version: Version) -> str | None:
         """Move the lock to a tomb if it is `version`; return the tomb, None if it was not."""
-        tomb = posixpath.join(posixpath.dirname(self._path), f".metatree.tomb.{uuid.uuid4().hex}")
+        tomb = posixpath.join(posixpath.dirname(self._path), reserved_name("tomb"))
         if not self._rest._rename_new(self._path, tomb):
             return None  # gone, or another breaker moved it first
         if self._read_path(tomb) == version:
@@ -318,15 +304,13 @@ class WebHDFSBackend(Backend):
             else:
                 return
 
-    def _rename(self, src: str, dst: str, *, overwrite: bool) -> bool:
-        if overwrite:
-            self._request("RENAME", "PUT", src, destination=dst, renameoptions="OVERWRITE").close()
-            return True
-        reply = self._request("RENAME", "PUT", src, destination=dst)
-        return bool(reply.json().get("boolean"))
+    def _rename(self, src: str, dst: str) -> bool:
+        """``rename2`` with OVERWRITE (atomic replace of a file); True: it is done."""
+        self._request("RENAME", "PUT", src, destination=dst, renameoptions="OVERWRITE").close()
+        return True
 
     def _temp_beside(self, path: str) -> str:
-        return posixpath.join(posixpath.dirname(path), f".metatree.tmp.{uuid.uuid4().hex}")
+        return posixpath.join(posixpath.dirname(path), reserved_name("tmp"))
 
     def _via_temp(self, path: str, data: bytes, publish: Callable[[str], bool]) -> bool:
         """CREATE a temp file beside `path` holding `data`, then `publish` it (a RENAME).
@@ -400,30 +384,44 @@ class WebHDFSBackend(Backend):
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """CREATE a temp file with the whole body, then RENAME with OVERWRITE (rename2)."""
-        self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=True))
+        self._via_temp(path, data, lambda tmp: self._rename(tmp, path))
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        """CREATE a complete temp file, then a plain RENAME: ``{"boolean": false}`` = lost.
+        """CREATE a complete temp file, then ``rename2`` without overwrite: an existing = lost.
 
         HDFS renames atomically in the name node and refuses an existing destination, and the
-        body is complete before the lock object appears (CREATE alone shows it empty first).
+        body is complete before the file appears (CREATE alone shows it empty first). A plain
+        RENAME onto a directory would move the file *into* it and answer true.
         """
-        return self._via_temp(path, data, lambda tmp: self._rename(tmp, path, overwrite=False))
 
-    def put(self, source: Source, path: str, callback: Callback, *, durable: bool = True) -> None:
-        """Stream into a temp file in one CREATE, then RENAME with OVERWRITE."""
-        with open_source(source) as (stream, size), contextlib.ExitStack() as stack:
-            if size is None:  # an unsized stream: spool it to disk, never to memory
+        def publish(tmp: str) -> bool:
+            try:
+                return self._rename_new(tmp, path)
+            except OSError:
+                # HDFS refuses a file over a directory with a bare IOException
+                if self.kind(path) == "directory":
+                    return False
+                raise
+
+        return self._via_temp(path, data, publish)
+
+    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
+        """Stream into a temp file in one CREATE, then RENAME with OVERWRITE.
+
+        requests reads the body from `source` (its ``len`` is the Content-Length: never
+        chunked encoding); an unsized stream is spooled to disk first, never to memory.
+        """
+        with contextlib.ExitStack() as stack:
+            body: Any = source
+            if source.size is None:
                 spool = stack.enter_context(tempfile.TemporaryFile())
-                while chunk := stream.read(8 * 2**20):
-                    spool.write(chunk)
-                size = spool.tell()
+                source.copy_to(spool)
                 spool.seek(0)
-                stream = spool
+                body = spool  # requests takes its length from the descriptor
             tmp = self._temp_beside(path)
             try:
-                self._create(tmp, _Progress(stream, size, callback), overwrite=True)
-                self._rename(tmp, path, overwrite=True)
+                self._create(tmp, body, overwrite=True)
+                self._rename(tmp, path)
             except BaseException:
                 self._discard_aborted(tmp)
                 raise
@@ -446,11 +444,10 @@ class WebHDFSBackend(Backend):
                 return
             return
 
-    def get(self, path: str, out: IO[bytes], callback: Callback) -> None:
+    def get(self, path: str, out: Download) -> None:
         """Download through `iter_chunks`: one streamed OPEN, checked against the status."""
-        for chunk in self._pinned(path, 2**20, callback.set_size):
+        for chunk in self._pinned(path, 2**20, out.set_size):
             out.write(chunk)
-            callback.relative_update(len(chunk))
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         """One OPEN; the version is the content itself (as S3's ETag is a hash of it).
@@ -481,13 +478,13 @@ class WebHDFSBackend(Backend):
                 current: bytes | None = self.read(path)
             except FileNotFoundError:
                 current = None
-            return current == version and self._rename(tmp, path, overwrite=True)
+            return current == version and self._rename(tmp, path)
 
         return self._via_temp(path, data, publish)
 
     def rename(self, src: str, dst: str) -> None:
         """RENAME with ``renameoptions=OVERWRITE`` (HDFS ``rename2``: atomic replace)."""
-        self._rename(src, dst, overwrite=True)
+        self._rename(src, dst)
 
     def tree_version(self, path: str) -> object:
         """Return the HDFS fileId and mtime: `replace_tree` renames a new directory in."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from metatree import Metatree
-from metatree._paths import CONFIG_FILE
+from metatree._names import CONFIG_FILE
 from metatree.errors import (
     AlreadyExistsError,
     CorruptMetadataError,

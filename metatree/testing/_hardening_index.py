@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from metatree import Metatree
-from metatree._paths import METADATA_FILE
+from metatree._names import METADATA_FILE
 from metatree.errors import (
     AlreadyExistsError,
     CorruptMetadataError,

@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -191,7 +190,7 @@ class LockHardeningTests:
         except StorageError as exc:  # never a LockTimeout "held by unknown", never a false win
             error = str(exc)
         if error:
-            assert re.search(r"\.lock.*directory", error), error
+            assert "the lock object is a directory" in error, error
             assert "ok" not in tree.find("m/v1").metadata
         else:  # a store where a key and a prefix of one name coexist (S3 on moto)
             assert not storage.capabilities.exclusive_names

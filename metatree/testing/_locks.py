@@ -209,7 +209,7 @@ class LockTests:
         finally:
             del tree.storage.write_atomic
         assert lock.acquisitions - before == 1
-        # once when created (a crash then leaves an orphan `_claim` recognises), once at commit
+        # once when created (a crash then leaves an orphan `claim` recognises), once at commit
         assert writes.count("bulk/metadata.json") == 2
         assert writes.count("metadata.json") == 1  # the root index, once
         assert len(tree.find("bulk").children) == self.bulk_puts

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from metatree._paths import LOCK_FILE, check_name
+from metatree._names import LOCK_FILE
+from metatree._paths import check_name
 from metatree._storage import Storage
 from metatree._tree import Metatree
 from metatree.errors import (

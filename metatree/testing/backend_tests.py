@@ -20,6 +20,7 @@ options); on a filesystem held in this process's memory they run as threads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import multiprocessing as mp
 import queue
@@ -30,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol, cast
 import pytest
 from fsspec.callbacks import Callback
 
+from metatree._transfer import Transfer
 from metatree.backends import MISSING, Backend, Capabilities, Changed, backend_for
 from metatree.errors import AlreadyExistsError, ConflictError, NotFoundError, StorageError
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
 
     from metatree._storage import Storage
+    from metatree._types import Source
 
 __all__ = ["BackendTests"]
 
@@ -97,6 +100,26 @@ def _racer_body(racer: int, number: int) -> bytes:
     return f"racer {racer} round {number}".encode()
 
 
+def _put(
+    backend: Backend, source: Source, path: str, callback: Callback, digest: str | None = None
+) -> str | None:
+    """Put as `Storage.put` does: the bytes move through a `Transfer` (progress, hashing)."""
+    with Transfer(callback, digest) as transfer, transfer.source(source) as upload:
+        backend.put(upload, path)
+    return transfer.hexdigest()
+
+
+def _get(
+    backend: Backend, path: str, out: IO[bytes], callback: Callback, digest: str | None = None
+) -> str | None:
+    """Get as `Storage.get` does, through a `Transfer`."""
+    with Transfer(callback, digest) as transfer:
+        download = transfer.sink(out, "<test>")
+        backend.get(path, download)
+        download.finish()
+    return transfer.hexdigest()
+
+
 def _write_many(fs: AbstractFileSystem, path: str, size: int, count: int, done: _Event) -> None:
     """Replace `path` `count` times with uniform bodies, alternating `write_atomic` and `put`."""
     from fsspec.callbacks import DEFAULT_CALLBACK
@@ -106,7 +129,7 @@ def _write_many(fs: AbstractFileSystem, path: str, size: int, count: int, done: 
         for i in range(count):
             body = _uniform(i, size)
             if i % 2:
-                backend.put(body, path, DEFAULT_CALLBACK)
+                _put(backend, body, path, DEFAULT_CALLBACK)
             else:
                 backend.write_atomic(path, body)
     finally:
@@ -319,7 +342,7 @@ class BackendTests:
         with pytest.raises(FileNotFoundError):
             list(backend.iter_chunks(missing, 16))
         with pytest.raises(FileNotFoundError):
-            backend.get(missing, io.BytesIO(), _Recorder())
+            _get(backend, missing, io.BytesIO(), _Recorder())
         with pytest.raises(FileNotFoundError):
             backend.rename(missing, f"{root}/dst")
         with contextlib.suppress(FileNotFoundError):  # or nothing: S3 deletes a missing key
@@ -417,15 +440,17 @@ class BackendTests:
         }
         backend.write_atomic(f"{root}/f", b"old")
         sent = _Recorder()
-        backend.put(sources[kind](), f"{root}/f", sent)
+        sent_digest = _put(backend, sources[kind](), f"{root}/f", sent, "sha256")
         assert backend.read(f"{root}/f") == body
         assert sent.value == len(body)
         assert backend.listdir(root) == {"f": "file"}  # no temp object left
         received = _Recorder()
         with open(tmp_path / "out", "wb") as out:
-            backend.get(f"{root}/f", out, received)
+            received_digest = _get(backend, f"{root}/f", out, received, "sha256")
         assert (tmp_path / "out").read_bytes() == body
         assert received.value == len(body)
+        # every byte passed the transfer's hashing hook, both ways
+        assert sent_digest == received_digest == hashlib.sha256(body).hexdigest()
 
     @pytest.mark.parametrize("fails", ["source", "callback"])
     def test_failed_put_keeps_the_old_file(self, backend: Backend, root: str, fails: str) -> None:
@@ -435,10 +460,10 @@ class BackendTests:
             # a failure to read the source is the source's: a StorageError naming it
             source = cast("IO[bytes]", _FailingSource(self.failed_put_size))
             with pytest.raises(StorageError, match="the source broke"):
-                backend.put(source, f"{root}/f", _Recorder())
+                _put(backend, source, f"{root}/f", _Recorder())
         else:
             with pytest.raises(_Broken):
-                backend.put(b"n" * self.failed_put_size, f"{root}/f", _FailingCallback())
+                _put(backend, b"n" * self.failed_put_size, f"{root}/f", _FailingCallback())
         assert backend.read(f"{root}/f") == b"old"
         assert backend.listdir(root) == {"f": "file"}  # no temp object left
 
@@ -560,6 +585,27 @@ class BackendTests:
             assert view.listdir(root) == {}
 
     # -- contention ---------------------------------------------------------------------
+    def test_exclusive_create_over_a_directory_loses(self, backend: Backend, root: str) -> None:
+        """A name held by a directory is taken: nothing is created, nothing moves into it.
+
+        (A plain WebHDFS RENAME onto a directory moves the file into it and answers true.)
+        """
+        if not backend.capabilities.exclusive_names:
+            pytest.skip("a key and a key prefix may share a name on this backend")
+        backend.write_atomic(f"{root}/d/inner", b"x")
+        attempts: list[Callable[[], bool]] = [
+            lambda: backend.create_exclusive(f"{root}/d", b"new"),
+            lambda: backend.write_if(f"{root}/d", b"new", MISSING),
+        ]
+        for attempt in attempts:
+            try:
+                won = attempt()
+            except (FileExistsError, IsADirectoryError):
+                won = False
+            assert not won
+            assert backend.listdir(f"{root}/d") == {"inner": "file"}
+            assert backend.kind(f"{root}/d") == "directory"
+
     def test_create_exclusive_has_one_winner(self, storage: Storage, backend: Backend) -> None:
         """Of racers creating one path from several processes, exactly one wins."""
         if not backend.capabilities.atomic_exclusive_create:

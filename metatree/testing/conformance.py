@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import Metatree, Node
-from metatree._paths import LOCK_FILE
+from metatree._names import LOCK_FILE
 from metatree.errors import (
     AlreadyExistsError,
     CorruptMetadataError,
@@ -34,6 +34,7 @@ from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
 from metatree.testing._stateful import StatefulTests
+from metatree.testing._transfer import TransferAccountingTests
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +54,7 @@ class BackendConformance(
     IndexHardeningTests,
     StorageHardeningTests,
     TransferHardeningTests,
+    TransferAccountingTests,
     LockHardeningTests,
     CursorTests,
 ):
@@ -127,6 +129,22 @@ class BackendConformance(
                 tree.url(missing)
         with pytest.raises(PathError):
             tree.url("m/../v1")
+        tree.find("m").update(number=2)
+        for unresolvable in ["m/<nope>", "m/<nope>/model.bin", "m/<number>"]:
+            with pytest.raises(UnresolvedPathError):  # as `get` says, not a bare not-found
+                tree.url(unresolvable)
+
+    def test_url_in_a_transaction_names_only_committed_files(self, tree: Metatree) -> None:
+        """A file a transaction put has no URL until it commits: its bytes are not there yet."""
+        tree.put("m/v1", b"old", name="f")
+        with tree.transaction():
+            tree.put("m/v1", b"new", name="f", force=True)
+            tree.put("m/v1", b"g", name="g")
+            for staged in ["m/v1/f", "m/v1/g"]:
+                with pytest.raises(NotFoundError, match="commit"):
+                    tree.url(staged)
+            assert b"".join(tree.get("m/v1/f")) == b"new"
+        assert tree.storage.fs.cat_file(tree.url("m/v1/f")) == b"new"
 
     def test_children_keep_insertion_order(self, tree: Metatree) -> None:
         for name in ["b", "a", "c", "a0"]:

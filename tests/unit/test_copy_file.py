@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fsspec.callbacks import Callback
 
-from metatree._transfer import copy_file
+from metatree._transfer import Transfer, copy_file
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,11 +27,12 @@ class Progress(Callback):  # type: ignore[misc]
 
 
 def _copy(tmp_path: Path, data: bytes) -> tuple[bytes, Progress]:
+    """Copy a local file to a local file as a local put does (`Upload.copy_to`)."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(data)
     progress = Progress()
-    with open(src, "rb") as a, open(dst, "wb") as b:
-        copy_file(a, b, progress)
+    with Transfer(progress) as transfer, transfer.source(src) as upload, open(dst, "wb") as b:
+        upload.copy_to(b)
     return dst.read_bytes(), progress
 
 
@@ -41,6 +43,66 @@ def test_copies_in_bounded_chunks_with_progress(tmp_path: Path) -> None:
     assert sum(progress.updates) == len(data)
     assert len(progress.updates) == 2  # 8 MiB chunks
     assert progress.size == len(data)
+
+
+def test_the_kernel_copies_when_no_hash_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = os.copy_file_range
+
+    def spy(*args: Any) -> int:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", spy)
+    assert _copy(tmp_path, b"abc")[0] == b"abc"
+    assert calls
+
+
+def _hashed_copy(tmp_path: Path, data: bytes, mode: str = "wb+") -> str | None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(data)
+    with (
+        Transfer(digest="sha256") as transfer,
+        transfer.source(src) as upload,
+        open(dst, mode) as out,
+    ):
+        upload.copy_to(out)
+    assert dst.read_bytes() == data
+    return transfer.hexdigest()
+
+
+def test_a_hash_reads_back_what_the_kernel_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest is of the bytes stored: each chunk is read back from the destination."""
+    reads: list[int] = []
+    real = os.preadv
+
+    def spy(fd: int, buffers: list[memoryview], offset: int) -> int:
+        reads.append(offset)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", spy)
+    data = os.urandom(8 * 2**20 + 1)
+    assert _hashed_copy(tmp_path, data) == hashlib.sha256(data).hexdigest()
+    assert reads == [0, 8 * 2**20]
+
+
+@pytest.mark.parametrize("mode", ["wb", "wb+"], ids=["write-only", "readable"])
+def test_a_hash_without_the_kernel_reads_through_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A destination that cannot be read back, or a kernel that cannot copy: readinto."""
+
+    def refuse(*_: Any) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    if mode == "wb+":
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(8 * 2**20 + 1)
+    assert _hashed_copy(tmp_path, data, mode) == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EINVAL])
@@ -55,21 +117,26 @@ def test_falls_back_when_the_kernel_cannot(
     copied, progress = _copy(tmp_path, data)
     assert copied == data
     assert sum(progress.updates) == len(data)
+    assert progress.size == len(data)
 
 
-def test_falls_back_for_streams_without_a_descriptor() -> None:
-    out = io.BytesIO()
-    copy_file(io.BytesIO(b"abc"), out, Progress())
-    assert out.getvalue() == b"abc"
+def test_streams_without_a_descriptor_are_not_for_the_kernel() -> None:
+    assert not copy_file(io.BytesIO(b"abc"), io.BytesIO(), print)
 
 
 def test_a_pipe_is_read_to_its_end(tmp_path: Path) -> None:
     read_fd, write_fd = os.pipe()
     os.write(write_fd, b"from a pipe")
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe, open(tmp_path / "dst", "wb") as out:
-        copy_file(pipe, out, Progress())  # fstat says size 0: a size-bound copy stores nothing
+    progress = Progress()
+    with (
+        os.fdopen(read_fd, "rb") as pipe,
+        Transfer(progress) as transfer,
+        open(tmp_path / "dst", "wb") as out,
+    ):
+        transfer.sink(out, "dst").copy_from(pipe)  # fstat says size 0: not a size-bound copy
     assert (tmp_path / "dst").read_bytes() == b"from a pipe"
+    assert sum(progress.updates) == len(b"from a pipe")
 
 
 def test_a_real_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,8 +154,13 @@ def test_copies_to_the_end_of_the_file_whatever_size_was_seen(tmp_path: Path) ->
     with open(src, "rb") as a, open(dst, "wb") as b:
         with open(src, "ab") as grow:
             grow.write(b"def")  # the file grows after it was opened
-        copy_file(a, b, Progress())
+        progress = Progress()
+        with Transfer(progress) as transfer:
+            download = transfer.sink(b, "dst")
+            download.copy_from(a)
+            download.finish()
     assert dst.read_bytes() == b"abcdef"
+    assert (progress.size, sum(progress.updates)) == (6, 6)  # the final size is told
 
 
 def test_exchange_swaps_two_directories_atomically(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ through `pickle` and through a real worker process.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import multiprocessing as mp
 import pickle
+import threading
 import typing
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -125,3 +127,72 @@ def test_os_error_branch_keeps_its_builtin_fields() -> None:
     copy = pickle.loads(pickle.dumps(StorageError("a/b", "boom")))
     assert (copy.errno, copy.strerror, copy.filename) == (None, None, None)
     assert copy.args == ("storage failure at 'a/b': boom",)
+
+
+@dataclasses.dataclass
+class UserDataclassError(MetatreeError):
+    """A dataclass adds its ``__init__`` after `__init_subclass__` ran: nothing is recorded."""
+
+    job: str
+    code: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__(f"job {self.job} failed with {self.code}")
+
+
+@dataclasses.dataclass
+class UserBareDataclassError(MetatreeError):
+    """A dataclass that never calls ``MetatreeError.__init__``: ``args`` stays empty."""
+
+    job: str
+
+    def __str__(self) -> str:
+        return f"job {self.job} failed"
+
+
+class UserUnpicklableArgument(MetatreeError):
+    """A constructor argument that cannot be pickled (only its repr is in the message)."""
+
+    def __init__(self, handle: object) -> None:
+        super().__init__(f"bad handle {handle!r}")
+
+
+def test_a_dataclass_error_comes_back_whole(worker: ProcessPoolExecutor) -> None:
+    """Unpickling must not fail: in a pool it breaks the pool (`BrokenProcessPool`)."""
+    error = UserDataclassError("j1", code=7)
+    for copy in (pickle.loads(pickle.dumps(error)), _through(worker, error)):
+        assert type(copy) is UserDataclassError
+        assert (copy.job, copy.code, str(copy)) == ("j1", 7, "job j1 failed with 7")
+
+
+def test_a_bare_dataclass_error_comes_back_whole(worker: ProcessPoolExecutor) -> None:
+    error = UserBareDataclassError(job="j2")
+    for copy in (pickle.loads(pickle.dumps(error)), _through(worker, error)):
+        assert type(copy) is UserBareDataclassError
+        assert (copy.job, str(copy)) == ("j2", "job j2 failed")
+
+
+def test_an_unpicklable_attribute_stays_behind(worker: ProcessPoolExecutor) -> None:
+    """The error arrives, of its type, without the attribute (not as a pickling error)."""
+    error = UserConflict("m/v1", attempts=2)
+    error.lock = threading.Lock()  # type: ignore[attr-defined]
+    copy = _through(worker, error)
+    assert type(copy) is UserConflict
+    assert (copy.attempts, str(copy)) == (2, str(error))
+    assert not hasattr(copy, "lock")
+
+
+def test_an_unpicklable_constructor_argument_does_not_stop_the_error(
+    worker: ProcessPoolExecutor,
+) -> None:
+    error = UserUnpicklableArgument(threading.Lock())
+    copy = _through(worker, error)
+    assert type(copy) is UserUnpicklableArgument
+    assert str(copy) == str(error)
+
+
+def _through(worker: ProcessPoolExecutor, error: MetatreeError) -> MetatreeError:
+    """Raise `error` in the worker process and return what arrives here."""
+    with pytest.raises(MetatreeError) as caught:
+        worker.submit(_raise, error).result()
+    return caught.value

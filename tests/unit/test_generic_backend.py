@@ -12,12 +12,20 @@ from typing import IO, TYPE_CHECKING, cast
 
 import fsspec
 import pytest
-from fsspec.callbacks import DEFAULT_CALLBACK
 
+from metatree._transfer import Transfer
 from metatree.backends import Backend, Changed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from metatree._types import Source
+
+
+def _put(backend: Backend, source: Source, path: str) -> None:
+    """Put as `Storage.put` does: the bytes move through a `Transfer`."""
+    with Transfer() as transfer, transfer.source(source) as upload:
+        backend.put(upload, path)
 
 
 class _Failing(io.RawIOBase):
@@ -43,14 +51,14 @@ def root(backend: Backend) -> Iterator[str]:
 def test_failed_put_keeps_the_old_file_and_no_temp(backend: Backend, root: str) -> None:
     backend.write_atomic(f"{root}/f", b"old")
     with pytest.raises(OSError, match="reading the source failed"):
-        backend.put(cast("IO[bytes]", _Failing()), f"{root}/f", DEFAULT_CALLBACK)
+        _put(backend, cast("IO[bytes]", _Failing()), f"{root}/f")
     assert backend.read(f"{root}/f") == b"old"
     assert backend.fs.ls(root, detail=False) == [f"{root}/f"]
 
 
 def test_put_replaces(backend: Backend, root: str) -> None:
     backend.write_atomic(f"{root}/f", b"old")
-    backend.put(b"new", f"{root}/f", DEFAULT_CALLBACK)
+    _put(backend, b"new", f"{root}/f")
     assert backend.read(f"{root}/f") == b"new"
     assert backend.fs.ls(root, detail=False) == [f"{root}/f"]
 
@@ -59,7 +67,7 @@ def test_read_of_a_replaced_file_raises(backend: Backend, root: str) -> None:
     backend.write_atomic(f"{root}/f", bytes(64))
     chunks = backend.iter_chunks(f"{root}/f", 4)
     next(chunks)
-    backend.put(b"\xff" * 64, f"{root}/f", DEFAULT_CALLBACK)
+    _put(backend, b"\xff" * 64, f"{root}/f")
     with pytest.raises(Changed):
         b"".join(chunks)
 

@@ -29,8 +29,9 @@ import pytest
 from filelock import lock_descriptor
 
 from metatree import LockLostError, Metatree, StorageError
+from metatree._names import OS_LOCK_FILE
 from metatree.backends import local
-from metatree.backends.local import OS_LOCK_FILE, LocalLock
+from metatree.backends.local import LocalLock
 from metatree.testing._helpers import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

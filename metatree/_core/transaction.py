@@ -43,7 +43,7 @@ class Staged:
     """A file or directory stored under a reserved name, to be moved over its target."""
 
     path: str
-    """Where it was stored (relative path, ``.metatree.tx.<uuid>`` beside the target)."""
+    """Where it was stored: a relative path beside the target, ``reserved_beside(target, "tx")``."""
     old_kind: str | None
     """What the target held when this was staged (`Storage.kind`)."""
     tree: bool

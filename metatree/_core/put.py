@@ -1,0 +1,191 @@
+"""Put: carry out a `PutPlan` in the order that keeps every crash harmless.
+
+The new nodes' metadata first (top down, so a crash leaves an orphan `claim` recognises),
+then the file, then the one index rewrite that makes it all visible (the commit point). In a
+transaction a file for a node that existed before is staged under a reserved name and moved
+into place at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+from metatree._core.db import children_of, rel_path
+from metatree._core.plan import PutPlan, check_target, claim, plan_put
+from metatree._core.transaction import Staged, Transaction
+from metatree._localfiles import scan_source, upload
+from metatree._metadata import CHILDREN
+from metatree._names import METADATA_FILE, reserved_beside
+from metatree.errors import AlreadyExistsError, MetatreeError
+
+if TYPE_CHECKING:
+    from metatree._core.db import Database
+    from metatree._core.resolve import Target
+    from metatree._types import NodePath, Source
+
+__all__ = ["put"]
+
+
+def put(
+    db: Database,
+    target: Target,
+    source: Source,
+    name: str,
+    *,
+    force: bool = False,
+    recursive: bool = False,
+    callback: Callback = DEFAULT_CALLBACK,
+) -> NodePath:
+    """Store `source` as `name` in the node `target` names, creating missing nodes.
+
+    Returns the node's path. Everything that can be checked without storage is checked
+    by the caller; what needs the tree is checked by the plan before the first write.
+    """
+    with db.write_lock():
+        tx = db.active_tx()
+        plan = plan_put(db, target, name)
+        if tx is not None and tx.pending_delete(plan.claimed):
+            # re-creating what this transaction removed: commit it up to here first
+            db.commit(tx)
+            plan = plan_put(db, target, name)
+        old_kind = None
+        if plan.new:
+            claim(db, plan)
+            # the top new node first: whatever a crash leaves has a metadata.json at its
+            # top, so `claim` knows it for an orphan; nothing lists it until the commit.
+            # If this write fails, it met something in the way, which is not ours to undo.
+            top, below = plan.new[0], plan.new[1:2]
+            _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
+        else:
+            old_kind = check_target(db, plan, force=force, recursive=recursive)
+        try:
+            _put_into(
+                db,
+                plan,
+                source,
+                tx,
+                force=force,
+                recursive=recursive,
+                callback=callback,
+                old_kind=old_kind,
+            )
+        except BaseException:
+            if plan.new and tx is None and db.holds():
+                # the top new node is ours and unlisted: take back what this put wrote
+                with contextlib.suppress(MetatreeError):
+                    db.storage.remove_tree(plan.claimed)
+            raise
+        if plan.new:
+            plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
+            db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
+    return plan.node
+
+
+def _put_into(
+    db: Database,
+    plan: PutPlan,
+    source: Source,
+    tx: Transaction | None,
+    *,
+    force: bool,
+    recursive: bool,
+    callback: Callback,
+    old_kind: str | None,
+) -> None:
+    """Write the new nodes below the top one (`put` wrote it) and store the file.
+
+    In a transaction, a file for a node that existed before is staged instead. Nodes are
+    written top down (deepest first left ``n/`` holding only ``v1/`` after a crash: a
+    "stored directory" to `claim`, blocking the name for good).
+    """
+    anchor, new, node, target = plan.anchor, plan.new, plan.node, plan.target
+    for depth in range(2, len(new) + 1):
+        below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
+        _write_new_node(db, (*anchor, *new[:depth]), below, tx)
+    if new and tx is None:
+        # the file goes straight into the new node's directory: a writer whose lease ran
+        # out meanwhile must not write there (the next holder may own that name now)
+        db.lock.check()
+    if tx is None or node in tx.created:
+        # in a node this transaction created, files are flushed in one batch at its end
+        unsynced = None if tx is None else tx.unsynced
+        _store(
+            db, source, target, recursive, callback, unsynced, new_node=bool(new), old_kind=old_kind
+        )
+        return
+    if tx.staged_for(target) is not None and not force:  # stored by this transaction
+        raise AlreadyExistsError(db.url(node, plan.name))
+    staged = Staged(
+        reserved_beside(target, "tx"),
+        old_kind,
+        recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source),
+    )
+    try:
+        _store(db, source, staged.path, recursive, callback)
+    except BaseException:  # a partial staged copy is nobody's: delete it
+        with contextlib.suppress(MetatreeError):
+            db.delete(staged.path, tree=staged.tree)
+        raise
+    tx.unstage(target)  # only now: a failed replace keeps the earlier staged copy
+    tx.moves[target] = staged
+
+
+def _write_new_node(
+    db: Database, path: NodePath, metadata: dict[str, Any], tx: Transaction | None
+) -> None:
+    """Write a new (still unlisted) node's metadata now; in a transaction, unflushed.
+
+    A transaction counts the node as its own only once the write succeeded: a failed
+    write met something in the way, which a rollback must not delete.
+    """
+    if tx is None:
+        db.put_metadata(path, metadata, expect=None)
+        return
+    db.put_metadata(path, metadata, expect=None, durable=False)
+    tx.unsynced.append(rel_path(path, METADATA_FILE))
+    tx.remember(path, metadata, None)
+    tx.created.add(path)
+
+
+def _store(
+    db: Database,
+    source: Source,
+    rel: str,
+    recursive: bool,
+    callback: Callback,
+    unsynced: list[str] | None = None,
+    *,
+    new_node: bool = True,
+    old_kind: str | None = None,
+) -> None:
+    """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
+
+    A directory (or a file replacing one) is uploaded under a reserved staging name in
+    the same node and put in place only when complete (`Storage.replace_tree`): a failure
+    midway shows nothing and keeps the old data. In a node this put creates, nothing is
+    visible before the index lists the node, so files go straight to their place.
+    """
+    local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+    is_dir = recursive and local is not None and os.path.isdir(local)
+    if not is_dir and old_kind != "directory":
+        upload(db.storage, source, None, rel, callback, unsynced)
+        return
+    files = scan_source(local) if is_dir and local is not None else None
+    if new_node and old_kind is None:
+        upload(db.storage, source, files, rel, callback, unsynced)
+        return
+    stage = reserved_beside(rel, "staging")
+    try:
+        upload(db.storage, source, files, stage, callback, None)
+        db.storage.replace_tree(stage, rel, old_kind)
+    except BaseException:
+        with contextlib.suppress(MetatreeError):
+            if files is None:
+                db.storage.remove_file(stage)
+            else:
+                db.storage.remove_tree(stage)
+        raise

@@ -1,0 +1,144 @@
+"""Reading the tree as this task sees it: a node's entries, the walk, exists, and get.
+
+Inside a transaction that view includes the files it staged and leaves out the data it
+removed. Everywhere, a directory no index lists and that holds a node's leftovers (an
+orphan) is invisible: it is not an entry, does not exist and cannot be downloaded.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING, Any
+
+from metatree._core.db import children_of, rel_path
+from metatree._core.resolve import resolve
+from metatree._localfiles import download_tree
+from metatree._names import METADATA_FILE, is_reserved
+from metatree.errors import NotFoundError, UnresolvedPathError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from fsspec.callbacks import Callback
+
+    from metatree._core.db import Database
+    from metatree._core.resolve import Resolved, Target
+    from metatree._paths import Segment
+    from metatree._types import NodePath
+
+__all__ = ["entries", "exists", "get", "is_orphan", "is_orphan_listing", "readable", "walk"]
+
+
+def readable(db: Database, path: NodePath, name: str) -> str:
+    """Return where the file `name` of the node is read from, as this task sees the tree.
+
+    Inside a transaction that is the staged copy of a file it put, and nothing for data it
+    removed; elsewhere the file itself. An orphan directory is never readable.
+    """
+    rel = rel_path(path, name)
+    tx = db.active_tx()
+    if tx is not None:
+        if tx.pending_delete(rel):
+            raise NotFoundError(db.url(path, name), "file (removed in this transaction)")
+        staged = tx.staged_for(rel)
+        if staged is not None:
+            return staged.path
+    return rel
+
+
+def is_orphan_listing(listed: Mapping[str, str]) -> bool:
+    """Whether an unlisted directory's entries are a node's leftovers (see `is_orphan`)."""
+    return METADATA_FILE in listed or all(map(is_reserved, listed))
+
+
+def is_orphan(db: Database, path: NodePath, name: str) -> bool:
+    """Whether the unlisted directory `name` of the node is a node's leftover.
+
+    An unlisted directory with a metadata.json at its top is an orphan node (a crashed
+    put or remove, a transaction rolled back): a directory stored by ``put(recursive=True)``
+    never holds one, since reserved names are refused in it. One holding nothing but
+    system files (the temp file of a put killed before its first rename) is one too.
+    """
+    return is_orphan_listing(db.storage.listdir(rel_path(path, name)))
+
+
+def entries(db: Database, path: NodePath) -> list[str]:
+    """Names of the node's files and children, sorted, without system entries or orphans."""
+    listed = db.storage.listdir(rel_path(path))
+    names = [n for n in listed if not is_reserved(n)]
+    tx = db.active_tx()
+    if tx is not None:  # as the transaction sees it: staged files in, removed ones out
+        here = rel_path(path)
+        names = [n for n in names if not tx.pending_delete(rel_path(path, n))]
+        names += [posixpath.basename(t) for t in tx.moves if posixpath.dirname(t) == here]
+        names = list(dict.fromkeys(names))
+    unlisted_dirs = [n for n in names if listed.get(n) == "directory"]
+    if unlisted_dirs:
+        children = set(children_of(db.read_metadata(path)))
+        hidden = {n for n in unlisted_dirs if n not in children and is_orphan(db, path, n)}
+        names = [n for n in names if n not in hidden]
+    return sorted(names)
+
+
+def walk(db: Database, path: NodePath = ()) -> Iterator[tuple[NodePath, dict[str, Any]]]:
+    """Yield every node below `path` (itself first) with its metadata, in index order.
+
+    The depth is bounded by the tree's levels: a leaf's ``children`` (planted, or written
+    by another client) is never followed.
+    """
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        metadata = db.read_metadata(current)
+        yield current, metadata
+        if len(current) < len(db.keys):
+            stack.extend((*current, c) for c in reversed(children_of(metadata)))
+
+
+def exists(db: Database, target: Target, last: Segment) -> bool:
+    """Whether `last` (a node or file name) names something in the node `target` names."""
+    try:
+        node = resolve(db, target)
+        metadata = node.metadata  # the index of the node: is `last` a child?
+        name = node.name(last)
+    except (NotFoundError, UnresolvedPathError):
+        return False
+    if name in children_of(metadata) and not node.is_leaf:
+        return True
+    try:
+        rel = readable(db, node.path, name)
+    except NotFoundError:
+        return False
+    kind = db.storage.kind(rel)
+    if kind == "directory":
+        return not is_orphan(db, node.path, name)
+    return kind is not None
+
+
+def get(
+    node: Resolved,
+    name: str,
+    outfile: str | None,
+    *,
+    recursive: bool,
+    chunk_size: int,
+    callback: Callback,
+) -> Iterator[bytes]:
+    """Stream a file, or download it (or, with `recursive`, a directory) to `outfile`."""
+    db = node.db
+    rel = readable(db, node.path, name)
+    if outfile is None:
+        return db.storage.iter_bytes(rel, chunk_size)
+    if recursive and db.storage.kind(rel) == "directory":
+        if name not in children_of(node.metadata) and is_orphan(db, node.path, name):
+            raise NotFoundError(db.url(node.path, name), "file or directory")
+        download_tree(db.storage, rel, outfile, callback)
+        return iter(())
+    db.storage.get(rel, outfile, callback)
+    return _iter_local(outfile, chunk_size)
+
+
+def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            yield chunk
