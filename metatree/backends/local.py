@@ -139,7 +139,7 @@ class LocalBackend(Backend):
             return stream.read()
 
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
-        # docstring inherited; the OS lock cannot expire, so no version is needed
+        # docstring inherited; the flock cannot expire, so no version is needed
         with open_regular(path) as stream:
             return stream.read(-1 if limit is None else limit + 1), None
 
