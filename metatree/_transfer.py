@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import os
@@ -354,6 +353,9 @@ def copy_file(
     a descriptor) or where the kernel or filesystem cannot: the caller then reads the bytes
     itself.
     """
+    copy_range = getattr(os, "copy_file_range", None)  # Linux only: macOS, Windows read
+    if copy_range is None:
+        return False
     try:
         source, target = src.fileno(), dst.fileno()
     except (AttributeError, io.UnsupportedOperation):
@@ -366,7 +368,7 @@ def copy_file(
     buffer = memoryview(bytearray(COPY_CHUNK if seen else 0))
     copied = 0
     try:
-        while n := os.copy_file_range(source, target, COPY_CHUNK):
+        while n := copy_range(source, target, COPY_CHUNK):
             if seen is not None:
                 seen(_read_back(target, buffer[:n], start + copied))
             copied += n
@@ -389,8 +391,10 @@ def _read_back(fd: int, buffer: memoryview, offset: int) -> memoryview:
 def _readable(out: IO[bytes]) -> bool:
     """Whether the descriptor of `out` can be read back (a kernel copy's hash needs it)."""
     try:
+        import fcntl  # POSIX only, so not at import: elsewhere there is no kernel copy anyway
+
         flags = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
-    except (AttributeError, OSError, ValueError):
+    except (ImportError, AttributeError, OSError, ValueError):
         return False
     return flags & os.O_ACCMODE == os.O_RDWR
 

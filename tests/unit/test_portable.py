@@ -4,10 +4,11 @@ Windows cannot be run here. The closest we get is a child interpreter in which w
 lacks is taken away before metatree is imported: the POSIX-only modules (``fcntl``, ``pwd``,
 ``grp``, ``resource``, ``termios``, and ``ctypes``, optional in CPython) cannot be imported
 *by metatree's own modules*, and ``os.register_at_fork``, ``os.fork``, ``os.getuid``, the
-``O_NOFOLLOW``/``O_NONBLOCK``/``O_DIRECTORY``/``O_CLOEXEC`` flags and signals such as
-``SIGKILL`` are deleted. filelock itself may still use ``fcntl``: on Windows it uses
-``msvcrt``/``LockFileEx`` instead, and that choice is its business, not ours. Every module of
-the package is imported there, and a local and a memory tree are used.
+``O_NOFOLLOW``/``O_NONBLOCK``/``O_DIRECTORY``/``O_CLOEXEC`` flags, the Linux-only
+``os.copy_file_range`` and ``os.preadv``, and signals such as ``SIGKILL`` are deleted.
+filelock itself may still use ``fcntl``: on Windows it uses ``msvcrt``/``LockFileEx``
+instead, and that choice is its business, not ours. Every module of the package is imported
+there, and a local and a memory tree are used (puts of bytes, files and directories).
 
 The local lock is the OS file lock on ``.metatree.lock``; the tests below check what the lock
 file adds over the root directory it replaces: it exists only while held, a lock taken on an
@@ -55,6 +56,7 @@ WITHOUT_POSIX = textwrap.dedent(
     for name in (
         "register_at_fork", "fork", "forkpty", "getuid", "geteuid", "getgid", "getpgid",
         "killpg", "O_NOFOLLOW", "O_NONBLOCK", "O_DIRECTORY", "O_CLOEXEC", "fchmod", "uname",
+        "copy_file_range", "preadv", "pwritev", "sendfile", "posix_fadvise",
     ):
         if hasattr(os, name):
             delattr(os, name)
@@ -77,7 +79,7 @@ USE_EVERYTHING = textwrap.dedent(
     os.makedirs("ckpt")
     with open("ckpt/a.txt", "wb") as out:
         out.write(b"a")
-    for root in (sys.argv[1], "memory://portable"):
+    for n, root in enumerate((sys.argv[1], "memory://portable")):
         tree = Metatree(root, ["model", "version"])
         tree.put("m/v1", b"weights", name="w.bin")
         tree.put("m/v1", "ckpt", recursive=True)
@@ -86,6 +88,10 @@ USE_EVERYTHING = textwrap.dedent(
             tree.put("m/v2", b"more", name="w.bin")
             tree.find("m/v1").update(score=1)
         assert b"".join(tree.get("m/v1/w.bin")) == b"weights", root
+        assert b"".join(tree.get("m/v1/w.bin", f"copy{n}.bin")) == b"weights", root
+        tree.get("m/v1/ckpt", f"ckpt{n}", recursive=True)
+        with open(f"ckpt{n}/a.txt", "rb") as copied:
+            assert copied.read() == b"a", root
         assert tree.find("m/v1").metadata == {"score": 1}, root
         assert tree.find("m").list() == ["v1", "v2"], root
         assert tree.lock_status() is None, root
