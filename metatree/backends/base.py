@@ -121,9 +121,9 @@ class Backend:
             from metatree.backends.memory import ContentLeaseStore
 
             warnings.warn(
-                f"{type(self).__name__} has no lock of its own for {type(self.fs).__name__}: "
-                "the DB lock is exclusive only among the threads of this process "
-                "(docs/backends.md: Backend.lease_store)",
+                f"no lock of its own for {type(self.fs).__name__} ({type(self).__name__}): the "
+                "DB lock is exclusive only among the threads of this process (docs/backends.md: "
+                "register a backend with a lease_store)",
                 MetatreeWarning,
                 stacklevel=5,
             )

@@ -62,7 +62,9 @@ def test_a_backend_without_a_lock_works_with_the_in_process_one() -> None:
     """No `lease_store`: the tree opens and writes, and a warning says what the lock is not."""
     fs = SubclassedMemory()
     root = f"/{uuid.uuid4().hex}/db"
-    with pytest.warns(MetatreeWarning, match="NoLockBackend has no lock of its own"):
+    with pytest.warns(
+        MetatreeWarning, match=r"no lock of its own for SubclassedMemory \(NoLockBackend\)"
+    ):
         tree = Metatree(root, keys=("model",), fs=fs)
     assert tree.put("m", b"y", name="f") is True
     assert b"".join(tree.get("m/f")) == b"y"
