@@ -1,9 +1,10 @@
 """System names: every name metatree writes for itself, and the one maker of fresh ones.
 
-A database holds three fixed system files (the config, the lock object, each node's index)
-and, for moments, reserved names of the form ``.metatree.<purpose>.<uuid>``: temp files
-renamed over their target, trash directories being deleted, staging copies of a put, a
-transaction's staged files, the lock's tomb. They are made only by `reserved_name`, so one
+A database holds three fixed system files (the config, the lock object, each node's index),
+on local disk the OS lock's file ``.metatree.lock`` while a writer holds it, and, for
+moments, reserved names of the form ``.metatree.<purpose>.<uuid>``: temp files renamed over
+their target, trash directories being deleted, staging copies of a put, a transaction's
+staged files, the lock's tomb. They are made only by `reserved_name`, so one
 rule (`is_reserved`) recognises every one of them: such names are refused as user names
 (`metatree._paths.check_name`) and hidden from listings, so a leftover of a crash is never
 read as data. No I/O here.
