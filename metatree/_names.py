@@ -1,9 +1,10 @@
 """System names: every name metatree writes for itself, and the one maker of fresh ones.
 
-A database holds three fixed system files (the config, the lock object, each node's index)
-and, for moments, reserved names of the form ``.metatree.<purpose>.<uuid>``: temp files
-renamed over their target, trash directories being deleted, staging copies of a put, a
-transaction's staged files, the lock's tomb. They are made only by `reserved_name`, so one
+A database holds three fixed system files (the config, the lock object, each node's index),
+on local disk the OS lock's file ``.metatree.lock`` while a writer holds it, and, for
+moments, reserved names of the form ``.metatree.<purpose>.<uuid>``: temp files renamed over
+their target, trash directories being deleted, staging copies of a put, a transaction's
+staged files, the lock's tomb. They are made only by `reserved_name`, so one
 rule (`is_reserved`) recognises every one of them: such names are refused as user names
 (`metatree._paths.check_name`) and hidden from listings, so a leftover of a crash is never
 read as data. No I/O here.
@@ -18,6 +19,7 @@ __all__ = [
     "CONFIG_FILE",
     "LOCK_FILE",
     "METADATA_FILE",
+    "OS_LOCK_FILE",
     "PURPOSES",
     "RESERVED_NAMES",
     "SYSTEM_PREFIX",
@@ -33,6 +35,9 @@ CONFIG_FILE: Final = ".metatree"
 """The database's config at the root: keys and the locking setting."""
 LOCK_FILE: Final = ".lock"
 """The lock object's name; metatreedb 0.2.3 uses the same one, so each sees the other's lock."""
+OS_LOCK_FILE: Final = ".metatree.lock"
+"""Local disk only: the empty file the OS file lock is held on, present while held
+(docs/locking.md); reserved by `SYSTEM_PREFIX`, so never a user's name."""
 SYSTEM_PREFIX: Final = ".metatree"
 """Every name we create besides the three above (temp files, future system data) starts so."""
 RESERVED_NAMES: Final = frozenset({METADATA_FILE, CONFIG_FILE, LOCK_FILE})

@@ -25,12 +25,6 @@ from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-fcntl: Any
-try:
-    import fcntl
-except ImportError:  # Windows: nothing POSIX-only may be needed to import metatree
-    fcntl = None
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import TracebackType
@@ -359,8 +353,9 @@ def copy_file(
     a descriptor) or where the kernel or filesystem cannot: the caller then reads the bytes
     itself.
     """
-    if not _KERNEL_COPY:
-        return False  # not Linux: the caller's read loop copies
+    copy_range = getattr(os, "copy_file_range", None)  # Linux only: macOS, Windows read
+    if copy_range is None:
+        return False
     try:
         source, target = src.fileno(), dst.fileno()
     except (AttributeError, io.UnsupportedOperation):
@@ -373,7 +368,7 @@ def copy_file(
     buffer = memoryview(bytearray(COPY_CHUNK if seen else 0))
     copied = 0
     try:
-        while n := os.copy_file_range(source, target, COPY_CHUNK):
+        while n := copy_range(source, target, COPY_CHUNK):
             if seen is not None:
                 seen(_read_back(target, buffer[:n], start + copied))
             copied += n
@@ -395,16 +390,15 @@ def _read_back(fd: int, buffer: memoryview, offset: int) -> memoryview:
 
 def _readable(out: IO[bytes]) -> bool:
     """Whether the descriptor of `out` can be read back (a kernel copy's hash needs it)."""
-    if fcntl is None:
-        return False  # Windows: no descriptor flags to ask; the hash takes the read loop
     try:
-        flags: int = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
-    except (AttributeError, OSError, ValueError):
+        import fcntl  # POSIX only, so not at import: elsewhere there is no kernel copy anyway
+
+        flags = fcntl.fcntl(out.fileno(), fcntl.F_GETFL)
+    except (ImportError, AttributeError, OSError, ValueError):
         return False
     return flags & os.O_ACCMODE == os.O_RDWR
 
 
-_KERNEL_COPY = hasattr(os, "copy_file_range") and hasattr(os, "preadv")  # Linux
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 _LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

@@ -19,6 +19,7 @@ import weakref
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Self
 
+from metatree._locking._fork import in_forked_child
 from metatree.errors import LockTimeout
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def _after_fork_in_child() -> None:
         lock._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+in_forked_child(_after_fork_in_child)
 
 
 class BaseLock(ABC):

@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
@@ -47,7 +48,14 @@ class CorruptLease(ValueError):
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (in this PID namespace)."""
+    """Whether process `pid` exists (in this PID namespace).
+
+    Asked with signal 0, which only POSIX defines: on Windows ``os.kill(pid, 0)`` would
+    *terminate* the process, so every pid counts as alive there (no take-over by pid; a
+    Windows holder is never judged on the same machine anyway, `machine_id` is empty there).
+    """
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

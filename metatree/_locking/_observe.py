@@ -14,10 +14,11 @@ counts while it is watched without a gap: seen again after a pause, it may be a 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from typing import Final
+
+from metatree._locking._fork import in_forked_child
 
 __all__ = ["highest_token", "note_token", "unchanged_for"]
 
@@ -35,7 +36,7 @@ def _after_fork_in_child() -> None:
     _mutex = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+in_forked_child(_after_fork_in_child)
 
 
 def unchanged_for(url: str, body: bytes, *, repeatable: bool = False) -> float:

@@ -1,41 +1,48 @@
-"""Local disk: `LocalBackend` (temp file + fsync + rename) and `LocalLock` (``flock``).
+"""Local disk: `LocalBackend` (temp file + fsync + rename) and `LocalLock` (OS file lock).
 
 The backend writes a temp file beside its target, fsyncs it and renames it over the target
 (atomic on POSIX), creates exclusively with ``link(2)``, reads through one descriptor (one
 version), refuses planted links and FIFOs, and swaps directories with ``renameat2``.
 
-The DB lock, `LocalLock`, is held with ``flock(2)`` on the root directory.
+The DB lock, `LocalLock`, is the operating system's file lock, taken through filelock's
+`filelock.lock_descriptor` (``flock(2)`` on Linux and macOS, ``LockFileEx`` on Windows) on the
+reserved file ``<root>/.metatree.lock``. Nothing POSIX-only is needed to import this module:
+``fcntl`` is filelock's business, ``renameat2`` is loaded through ctypes on first use.
 
 The kernel holds the lock for us: it is exclusive between processes (and between lock objects
 of one process, since each opens its own file description), and it is released the moment its
-holder dies, so a dead owner never blocks anyone. The lock is taken on the database's root
-*directory*, which nothing replaces: a file such as ``.metatree`` can be re-saved by an editor
-or rsync (temp file + rename, a new inode), and a lock on the old inode would then exclude
-nobody. A holder also checks before each commit that the root path still names the directory
-it locked (a root moved or replaced while held fails with `LockLostError`), and a waiter that
-raced such a replacement retries.
+holder dies, so a dead owner never blocks anyone. A lock file can be unlinked or replaced
+(rsync, a person, a root moved and replaced), and a lock on the old inode would then exclude
+nobody; so the lock counts only while ``.metatree.lock`` still names the inode it was taken on.
+A waiter checks that right after taking it (else it retries), a holder before each commit
+(else `LockLostError`). The holder unlinks the file *before* unlocking it on release, so the
+file exists only while the lock is held, and a waiter that opened the old inode sees it
+unnamed and retries on the new one. The lock file is never written: the config file
+``.metatree`` is no part of locking, so re-saving it (an editor's temp file + rename) changes
+nothing.
 
 While the lock is held, the lease body is also written to ``<root>/.lock`` so that
 `lock_status` can name the holder and metatreedb 0.2.3 clients (which check that name) wait. A
-``.lock`` whose flock is free is stale by construction (its writer is gone) and is overwritten;
-one we cannot parse was touched by metatreedb and is respected for `foreign_ttl` seconds from
-its mtime. Every failure while taking the lock (the body cannot be written: disk full, EIO, a
-``.lock`` directory; or Ctrl-C) closes the descriptor, which releases the flock, and surfaces as
-`StorageError`.
+``.lock`` whose OS lock is free is stale by construction (its writer is gone) and is
+overwritten; one we cannot parse was touched by metatreedb and is respected for `foreign_ttl`
+seconds from its mtime. Every failure while taking the lock (the body cannot be written: disk
+full, EIO, a ``.lock`` directory; or Ctrl-C) closes the descriptor, which releases the lock,
+and surfaces as `StorageError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import functools
 import os
 import stat
+import sys
 import time
 import uuid
 from typing import IO, TYPE_CHECKING, Any, Final
+
+from filelock import lock_descriptor, unlock_descriptor
 
 from metatree._locking._base import BaseLock
 from metatree._locking._info import (
@@ -46,7 +53,7 @@ from metatree._locking._info import (
     directory_error,
 )
 from metatree._locking._observe import highest_token, note_token, unchanged_for
-from metatree._names import reserved_name
+from metatree._names import OS_LOCK_FILE, reserved_name
 from metatree.backends.base import Backend, Capabilities
 from metatree.errors import LockError, LockLostError, PathError, StorageError
 
@@ -73,7 +80,7 @@ class LocalBackend(Backend):
     def make_lock(
         self, storage: Storage, rel: str, *, ttl: float, timeout: float, **kwargs: Any
     ) -> BaseLock:
-        """Return ``flock`` on the root directory (`LocalLock`); `ttl` does not apply.
+        """Return the OS file lock on ``.metatree.lock`` (`LocalLock`); `ttl` does not apply.
 
         The kernel releases a dead holder's lock, so there is no lease to expire.
         """
@@ -343,6 +350,8 @@ def _exchange(a: str, b: str) -> bool:
     renameat2 = _renameat2()
     if renameat2 is None:
         return False
+    import ctypes  # loaded with renameat2, never at import: Linux only
+
     at_fdcwd = -100
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
@@ -354,10 +363,15 @@ def _exchange(a: str, b: str) -> bool:
 
 @functools.cache
 def _renameat2() -> Any:
+    """Return libc's ``renameat2`` through ctypes, None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
+        import ctypes  # optional in CPython builds
+
         libc = ctypes.CDLL(None, use_errno=True)
         function = libc.renameat2
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     function.argtypes = [
         ctypes.c_int,
@@ -370,14 +384,28 @@ def _renameat2() -> Any:
     return function
 
 
-_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
-"""What ``flock`` answers where the filesystem cannot lock (NFS emulates it with byte-range
-locks, which need a descriptor open for writing: EBADF on a directory)."""
+_OPEN_LOCK_FILE: Final = (
+    os.O_RDWR  # what Windows' LockFileEx and NFS's emulation of flock need
+    | getattr(os, "O_NOFOLLOW", 0)  # a planted link is refused, never followed
+    | getattr(os, "O_NONBLOCK", 0)  # a planted FIFO cannot block the open
+    | getattr(os, "O_CLOEXEC", 0)  # a program we start must not keep the lock alive after us
+)
+_NO_OS_LOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+"""What the OS lock answers where the filesystem cannot lock (ENOSYS: no primitive at all)."""
+_RETAKES: Final = 3
+"""Attempts in a row when the lock is won on an inode just unlinked by its releaser."""
 _Seen = tuple[float, bytes]  # the .lock's mtime and (a bounded prefix of) its body
 
 
 class LocalLock(BaseLock):
-    """``flock`` on the root directory, plus a lease body at ``.lock`` for inspection."""
+    """The OS file lock on ``.metatree.lock``, plus a lease body at ``.lock`` for inspection.
+
+    The lock is filelock's native one (`filelock.lock_descriptor`): ``flock(2)`` on POSIX,
+    ``LockFileEx`` on Windows; both are released by the kernel the moment their holder dies.
+    A lock file, unlike the root directory, can be unlinked or replaced (an rsync, a person),
+    so the lock counts only while the name still names the inode it was taken on: checked
+    right after taking it (else retry) and before each commit (else `LockLostError`).
+    """
 
     def __init__(
         self, storage: Storage, rel: str, *, foreign_ttl: float = 30.0, **kwargs: Any
@@ -388,15 +416,16 @@ class LocalLock(BaseLock):
         self.storage = storage
         self.path = storage.abs(rel)
         self.guard = os.path.dirname(self.path)
+        self.lock_file = storage.abs(OS_LOCK_FILE)
         self.foreign_ttl = foreign_ttl
         self.owner = uuid.uuid4().hex
         self._fd: int | None = None
         self._lease: LeaseInfo | None = None
-        self._holder = "unknown"
+        self._holder = ""  # set when a foreign .lock was judged; else read when needed
         self._foreign = False
 
     def _after_fork(self) -> None:
-        """Close the inherited descriptor without unlocking: the flock stays the parent's."""
+        """Close the inherited descriptor without unlocking: the lock stays the parent's."""
         super()._after_fork()
         fd, self._fd, self._lease = self._fd, None, None
         self.owner = uuid.uuid4().hex
@@ -407,40 +436,73 @@ class LocalLock(BaseLock):
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
         if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
+            if os.path.isdir(self.lock_file):
+                return directory_error(self.storage.url_of(OS_LOCK_FILE))
             return directory_error(self.name)
-        if exc.errno in _NO_FLOCK:
+        if exc.errno in _NO_OS_LOCK:
             return StorageError(
                 self.storage.url,
-                f"this filesystem cannot flock the root directory ({exc.strerror}): a network "
-                "filesystem? See docs/locking.md, 'Where flock does not hold'",
+                f"this filesystem cannot lock files ({exc.strerror}): a network filesystem? "
+                "See docs/locking.md, 'Where the OS lock does not hold'",
             )
         return StorageError(self.name, f"{type(exc).__name__}: {exc}")
 
-    # -- acquire / release --------------------------------------------------------------
-    def _open_guard(self) -> int:
-        try:
-            return os.open(self.guard, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StorageError(self.storage.url, f"cannot open the root to lock it: {exc}") from exc
+    # -- the OS lock on the lock file ---------------------------------------------------
+    def _take(self, flags: int = _OPEN_LOCK_FILE | os.O_CREAT) -> int | None:
+        """Take the OS lock without waiting; return its descriptor, None when it is held.
+
+        A lock on an inode that the name no longer names is not the lock: its holder unlinked
+        it on release (or someone replaced it) between our open and our lock. The lock was
+        just let go, so the name is opened again at once rather than after a back-off (a
+        few times: a name replaced over and over is held by someone in effect).
+        """
+        for _ in range(_RETAKES):
+            fd = os.open(self.lock_file, flags, 0o666)
+            try:
+                _check_regular(os.fstat(fd).st_mode, self.lock_file)
+                locked = lock_descriptor(fd, blocking=False)
+                if locked and self._still_named(fd):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # our only descriptor of it: closing releases a lock we took
+            if not locked:
+                return None
+        return None
 
     def _still_named(self, fd: int) -> bool:
-        """Whether the root path still names the directory locked through `fd`."""
+        """Whether the lock file's name still names the inode locked through `fd`."""
         try:
-            named, locked = os.stat(self.guard), os.fstat(fd)
+            return os.path.samestat(os.lstat(self.lock_file), os.fstat(fd))
         except OSError:
             return False
-        return (named.st_dev, named.st_ino) == (locked.st_dev, locked.st_ino)
 
-    def _try_acquire(self) -> bool:
-        fd = self._open_guard()
+    def _let_go(self, fd: int) -> None:
+        """Unlink the lock file while still holding it, then unlock and close.
+
+        Unlinked first, so that a waiter that opened this inode finds it no longer named when
+        it gets the lock, and retries on the new file; never after unlocking (the next holder
+        may have taken it by then). Windows refuses to unlink an open file: it stays, which
+        is as safe. A lock file replaced by someone else is not ours to unlink.
+        """
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._holder = self._read_holder()
+            if self._still_named(fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.lock_file)
+            with contextlib.suppress(OSError):  # closing our descriptor releases it anyway
+                unlock_descriptor(fd)  # but a copy in a forked child would keep it held
+        finally:
+            os.close(fd)
+
+    # -- acquire / release --------------------------------------------------------------
+    def _try_acquire(self) -> bool:
+        fd: int | None = None
+        try:
+            fd = self._take()
+            if fd is None:
+                self._holder, self._foreign = "", False  # read only if we give up
                 return False
-            if not self._still_named(fd):
-                return False  # the root was replaced between our open and our flock: retry
             previous = self._read()
             info = self._parse(previous)
             if previous is not None and info is None and not self._foreign_expired(previous):
@@ -450,14 +512,14 @@ class LocalLock(BaseLock):
             self._write(lease.to_bytes())
             note_token(self.name, lease.token)
             self._lease = lease
-            self._fd = fd  # from here on `_release` closes it
+            self._fd = fd  # from here on `_release` lets it go
         except OSError as exc:
             raise self._error(exc) from exc
         else:
             return True
         finally:
-            if self._fd != fd:
-                os.close(fd)  # our only descriptor of it: closing releases the flock
+            if fd is not None and self._fd != fd:
+                self._let_go(fd)  # a failed or declined attempt leaves no lock file behind
 
     def _parse(self, previous: _Seen | None) -> LeaseInfo | None:
         if previous is None:
@@ -506,7 +568,7 @@ class LocalLock(BaseLock):
         return info.describe()
 
     def _write(self, body: bytes) -> None:
-        # no fsync: after a crash the flock is gone, and with it any meaning of the body
+        # no fsync: after a crash the OS lock is gone, and with it any meaning of the body
         tmp = os.path.join(self.guard, reserved_name("tmp"))
         try:
             with open(tmp, "xb") as stream:
@@ -519,19 +581,19 @@ class LocalLock(BaseLock):
 
     def _release(self) -> None:
         self._lease = None
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
         try:
             # the body only names the holder for `lock_status`; a stale one is overwritten by
-            # the next holder and reported dead meanwhile (its flock is gone), so failing to
-            # delete it must not turn a committed operation into an error
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+            # the next holder and reported dead meanwhile (its OS lock is gone), so failing to
+            # delete it must not turn a committed operation into an error. A lock file that
+            # was replaced may be the next holder's already, and so may the body: left alone.
+            if self._still_named(fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
         finally:
-            fd, self._fd = self._fd, None
-            if fd is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                finally:
-                    os.close(fd)
+            self._let_go(fd)
 
     def _abandon(self) -> None:
         if self._fd is not None:
@@ -539,7 +601,13 @@ class LocalLock(BaseLock):
                 self._release()
 
     def _describe_holder(self) -> str:
-        return self._holder
+        """Name the holder; read from ``.lock`` only now, not on every failed attempt."""
+        if self._holder:
+            return self._holder  # a foreign .lock, judged by the attempt that just failed
+        try:
+            return self._read_holder()
+        except OSError as exc:
+            return f"unknown (its .lock cannot be read: {exc})"
 
     def _timeout_advice(self) -> str:
         if self._foreign:
@@ -548,32 +616,43 @@ class LocalLock(BaseLock):
                 f"{self.foreign_ttl:g}s after it was written, or remove it with break_lock()"
             )
         return (
-            "retry later; on local disk the lock is the kernel's flock, released the moment "
+            "retry later; on local disk the lock is the OS's file lock, released the moment "
             "its holder exits, and no other process can break it (lock_status() names it)"
         )
 
     def check(self) -> None:
-        """Refuse when not held, or when the root path no longer names the locked directory."""
+        """Refuse when not held, or when the lock file no longer names the locked inode."""
         fd = self._fd
         if fd is None:
             raise LockLostError(self.name, "the lock is not held")
         if not self._still_named(fd):
             raise LockLostError(
-                self.name, "the database root was moved or replaced while the lock was held"
+                self.name,
+                f"{OS_LOCK_FILE} was removed or replaced (or the database root moved) while "
+                "the lock was held",
             )
 
     # -- inspection ---------------------------------------------------------------------
-    def _flock_free(self) -> bool:
-        """Whether nobody holds the flock now (probed with a non-blocking try)."""
-        fd = self._open_guard()
+    def _os_lock_free(self) -> bool:
+        """Whether nobody holds the OS lock now (probed without waiting, creating nothing).
+
+        A reader may not be allowed to write the root: then the probe opens read-only, which
+        the local lock of every OS accepts (NFS's emulation would refuse it, as a holder's).
+        """
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
+            try:
+                fd = self._take(_OPEN_LOCK_FILE)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                fd = self._take(_OPEN_LOCK_FILE & ~os.O_RDWR | os.O_RDONLY)
+        except FileNotFoundError:
+            return True  # a holder keeps its lock file named
         except OSError as exc:
             raise self._error(exc) from exc
-        finally:
-            os.close(fd)
+        if fd is None:
+            return False
+        os.close(fd)
         return True
 
     def status(self) -> LeaseInfo | None:
@@ -587,34 +666,30 @@ class LocalLock(BaseLock):
         info = self._parse(previous)
         if info is None:
             return LeaseInfo.foreign(previous[0])
-        if self._fd is None and self._flock_free():
-            return None  # the writer of this body is gone (the kernel released its flock)
+        if self._fd is None and self._os_lock_free():
+            return None  # the writer of this body is gone (the kernel released its lock)
         return info
 
     def break_(self, *, force: bool = False) -> bool:
-        """Remove a stale or foreign ``.lock``; a live holder's kernel lock cannot be broken.
+        """Remove a stale or foreign ``.lock``; a live holder's OS lock cannot be broken.
 
-        `force` changes nothing here: no process can take another's ``flock``.
+        `force` changes nothing here: no process can take another's OS lock.
         """
         try:
             if self._read() is None:
                 return False
+            fd = self._take()
+            if fd is not None:
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path)
+                finally:
+                    self._let_go(fd)
+                return True
+            holder = self._read_holder()
         except OSError as exc:
             raise self._error(exc) from exc
-        fd = self._open_guard()
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockError(
-                    f"{self.name} is held by a live process ({self._read_holder()}); on local "
-                    "disk the kernel releases it when that process ends"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        except OSError as exc:
-            raise self._error(exc) from exc
-        else:
-            return True
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+        raise LockError(
+            f"{self.name} is held by a live process ({holder}); on local disk the kernel "
+            "releases it when that process ends"
+        )

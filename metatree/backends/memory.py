@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import threading
 from typing import TYPE_CHECKING
 
 from metatree._locking import LeaseStore
+from metatree._locking._fork import in_forked_child
 from metatree._locking._info import MAX_BODY, directory_error
 from metatree._transfer import COPY_CHUNK
 from metatree.backends.base import MISSING, Backend, Capabilities, translate_errors
@@ -36,8 +36,7 @@ def _after_fork_in_child() -> None:
     _MUTEX = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+in_forked_child(_after_fork_in_child)
 
 
 class ContentLeaseStore(LeaseStore):
