@@ -1,10 +1,11 @@
-"""Storage: an fsspec filesystem plus the database root, and the only place errors are mapped.
+"""Storage: an fsspec filesystem plus the database root; every primitive's errors mapped here.
 
 `Storage` offers the few primitives the database is built on (read, atomic write, exclusive
 create, streamed put/get, listing, removal). Paths given to it are ``/``-joined and relative
 to the root (``""`` is the root). What differs between backends (atomic replace, listing
 caches, WebHDFS's CREATE+APPEND writes) lives in `metatree.backends`, picked by filesystem
-class; this module stays backend-neutral.
+class; this module stays backend-neutral and runs every primitive inside
+`metatree.backends.translate_errors`, the one mapping of errors.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Nodes are addressed by their path, a tuple of names from the root. A node exists
 parent's ``children`` index lists it; writes keep that true by ordering (DESIGN.md invariant 2):
 a file, then new nodes' metadata.json deepest first, then the one index rewrite that makes
 them visible. A crash at any step leaves at worst an unlisted orphan. The operations built on
-this live beside it: `_resolve` (locations to nodes), `_plan` and `_put` (put), `_remove`,
-`_read` (listing, exists, get); `_open` reads or creates the config.
+this live beside it in `metatree._core`: `resolve` (locations to nodes), `plan` and `put`,
+`remove`, `read` (listing, exists, get); `open` reads or creates the config.
 """
 
 from __future__ import annotations

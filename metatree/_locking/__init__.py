@@ -1,4 +1,4 @@
-"""The DB-level lock: one strategy per backend, each on that backend's atomic primitive."""
+"""The DB lock's protocol, shared by the strategies each backend module brings (`Backend.make_lock`)."""
 
 from __future__ import annotations
 

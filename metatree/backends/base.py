@@ -1,9 +1,10 @@
 """The backend API: `Backend`, the storage primitives every filesystem provides.
 
-`Backend` implements them with plain fsspec calls, which is right for object stores whose single
-PUT is atomic; a filesystem that gets something wrong, or can do better, has a subclass in its own
-module of this package (`local`, `memory`, `s3`, `webhdfs`) holding its adapter and its DB-lock
-strategy. `Capabilities` says what a backend guarantees; docs/backends.md says how to add one.
+`Backend` implements them with plain fsspec calls, which is right for object stores whose
+single PUT is atomic; a filesystem that gets something wrong, or can do better, has a subclass
+in its own module of this package (`local`, `memory`, `s3`, `webhdfs`, `generic`) holding its
+adapter and its DB-lock strategy. `Capabilities` says what a backend guarantees;
+docs/backends.md says how to add one. `translate_errors` maps their errors to ours.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
-from metatree._names import reserved_name
+from metatree._names import METADATA_FILE, reserved_beside
 from metatree._transfer import COPY_CHUNK
 from metatree._types import Source, Version
 from metatree.errors import (
@@ -44,8 +45,6 @@ __all__ = [
     "Version",
     "translate_errors",
 ]
-
-_METADATA = "metadata.json"  # the node index; deleted last by remove_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +106,7 @@ def _fingerprint(info: dict[str, object]) -> tuple[object, ...]:
 
 def _temp_name(path: str) -> str:
     """Return a unique temp name beside `path` (a reserved name: `reserved_name`)."""
-    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
-    name = reserved_name("tmp")
-    return f"{parent}/{name}" if parent else name
+    return reserved_beside(path.rstrip("/"), "tmp")
 
 
 @contextlib.contextmanager
@@ -328,7 +325,7 @@ class Backend:
         keys = self.find(path)
         if not keys:
             raise FileNotFoundError(path)
-        top = f"{path.rstrip('/')}/{_METADATA}"
+        top = f"{path.rstrip('/')}/{METADATA_FILE}"
         self._delete_keys([k for k in keys if k != top])
         if top in keys:
             self._delete_keys([top])

@@ -43,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
+from metatree._names import METADATA_FILE
 from metatree.backends.base import Backend, Capabilities, _temp_name
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ __all__ = ["GenericBackend"]
 
 _T = TypeVar("_T")
 _GLOB = re.compile(r"[\[\]*?]")
-_METADATA = "metadata.json"  # the node index; deleted last by remove_tree
 _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the filesystem below
 
 
@@ -180,7 +180,7 @@ class GenericBackend(Backend):
         files, folders = self._tree(path)
         if not files and not folders and self.kind(path) != "directory":
             raise FileNotFoundError(path)
-        top = f"{path.rstrip('/')}/{_METADATA}"
+        top = f"{path.rstrip('/')}/{METADATA_FILE}"
         self._delete_keys([f for f in files if f != top])
         if top in files:
             self._delete_keys([top])
