@@ -16,7 +16,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
-from metatree._core.read import exists, get, readable, walk
+from metatree._core.read import exists, get, is_orphan, readable, walk
 from metatree._core.remove import remove
 from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
 from metatree._localfiles import (
@@ -199,14 +199,19 @@ class Metatree:
         if not location.strip("/"):
             return self.root
         where, last = Target.file(location, self.keys)
-        node = resolve(self._db, where)
+        if where.segments:
+            node = resolve(self._db, where)
+        else:  # a bare file name is in the node under the cursor, as for `get`
+            node = Resolved(self._db, self._cursor.path, where.shown)
         name = node.name(last)
         url = self._db.url(node.path, name)
         if name in children_of(node.metadata) and not node.is_leaf:
             return url  # a child node
-        if readable(self._db, node.path, name) != rel_path(node.path, name):
+        rel = rel_path(node.path, name)
+        if readable(self._db, node.path, name) != rel:
             raise NotFoundError(url, "committed file (this transaction stores it at commit)")
-        if not exists(self._db, where, last):
+        kind = self._db.storage.kind(rel)
+        if kind is None or (kind == "directory" and is_orphan(self._db, node.path, name)):
             raise NotFoundError(url, "node or file")
         return url
 

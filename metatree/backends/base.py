@@ -357,13 +357,14 @@ class Backend:
         stale = [key for key in old if key not in written]
         if old_kind == "file" and new:
             stale.append(dst)
-        self._delete_keys([*stale, *(key for key, _ in pairs)])
-        self._replaced(src, new, dst, old, written)
+        emptied = self._emptied(src, new, dst, old, written)
+        self._delete_keys([*stale, *(key for key, _ in pairs), *emptied])  # one batch on S3
 
-    def _replaced(
+    def _emptied(
         self, src: str, new: list[str], dst: str, old: list[str], written: set[str]
-    ) -> None:
-        """Clean up after `replace_tree` what the keys alone do not (S3: folder markers)."""
+    ) -> list[str]:
+        """Return what else `replace_tree` must delete, after the keys (S3: folder markers)."""
+        return []
 
     def find(self, path: str) -> list[str]:
         """List every file strictly below `path`, by exact prefix.

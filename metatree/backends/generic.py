@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
@@ -45,11 +46,13 @@ from fsspec.spec import AbstractFileSystem
 
 from metatree._names import METADATA_FILE
 from metatree.backends.base import Backend, Capabilities, _temp_name
+from metatree.backends.local import check_regular, confine_local
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from metatree._transfer import Upload
+    from metatree._transfer import Download, Upload
+    from metatree._types import Version
 
 __all__ = ["GenericBackend"]
 
@@ -244,9 +247,44 @@ class GenericBackend(Backend):
 
 
 class _ExclusiveNames(GenericBackend):
-    """The generic backend on a wrapped local disk: a name is a file or a directory."""
+    """The generic backend on a wrapped local disk: a name is a file or a directory.
+
+    Stored data on a local disk can hold what metatree never writes: a symbolic link (a node's
+    directory linked elsewhere, through which a remove would delete outside the root) and a
+    FIFO (a read would block forever). As on `LocalBackend`, paths through a link are refused
+    (`confine_local` on the local path the wrappers map to) and reads refuse what is not a
+    regular file; both are checked on the path, then used (the race is the one
+    docs/hardening-storage.md describes for local disk).
+    """
 
     capabilities: ClassVar[Capabilities] = Capabilities(exclusive_names=True)
+
+    def confine(self, root: str, path: str) -> None:
+        local_root, local_path = _local_path(self.fs, root), _local_path(self.fs, path)
+        if local_root is not None and local_path is not None:
+            confine_local(local_root, local_path)
+
+    def _regular(self, path: str) -> None:
+        """Refuse a FIFO, socket or device where a file is read (`check_regular`)."""
+        local = _local_path(self.fs, path)
+        if local is not None:
+            check_regular(os.stat(local).st_mode, local)
+
+    def read(self, path: str) -> bytes:
+        self._regular(path)
+        return super().read(path)
+
+    def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
+        self._regular(path)
+        return super().read_versioned(path, limit)
+
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        self._regular(path)
+        return super().iter_chunks(path, chunk_size)
+
+    def get(self, path: str, out: Download) -> None:
+        self._regular(path)
+        super().get(path, out)
 
 
 class _InMemory(GenericBackend):
@@ -259,6 +297,23 @@ class _InMemory(GenericBackend):
         data = memoryview(self.read(path))
         for start in range(0, len(data), chunk_size):
             yield bytes(data[start : start + chunk_size])
+
+
+def _local_path(fs: AbstractFileSystem, path: str) -> str | None:
+    """Return the local path `path` of `fs` maps to through its ``DirFileSystem`` wrappers.
+
+    None where a wrapper is of another kind (a cache): its mapping is not known here.
+    """
+    current: object = fs
+    for _ in range(_WRAPPED_DEPTH):
+        if isinstance(current, LocalFileSystem):
+            return str(current._strip_protocol(path))
+        join = getattr(current, "_join", None)
+        if join is None:
+            return None
+        path = join(path)
+        current = getattr(current, "fs", None)
+    return None
 
 
 def _described(fs: AbstractFileSystem) -> type[GenericBackend]:

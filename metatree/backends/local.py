@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from metatree._transfer import Download, Upload
     from metatree._types import Version
 
-__all__ = ["LocalBackend", "LocalLock", "open_regular"]
+__all__ = ["LocalBackend", "LocalLock", "check_regular", "confine_local", "open_regular"]
 
 
 class LocalBackend(Backend):
@@ -113,25 +113,8 @@ class LocalBackend(Backend):
         return tmp
 
     def confine(self, root: str, path: str) -> None:
-        """Refuse a path below `root` that passes through a symbolic link.
-
-        metatree never stores a link, so one in the tree was planted; following it would read,
-        write or delete outside the root (a node's directory linked to ``/etc``), or inside
-        another node. Every component below the root is checked with ``lstat`` (the root
-        itself may be a link: the user chose it). A component that does not exist ends the
-        check: nothing below it exists either. Someone who can swap a directory for a link
-        between this check and the use of the path can still win that race; see
-        docs/hardening-storage.md.
-        """
-        current = root.rstrip("/") or "/"
-        for part in path[len(current) :].strip("/").split("/"):
-            current = f"{current.rstrip('/')}/{part}"
-            try:
-                mode = os.lstat(current).st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            if stat.S_ISLNK(mode):
-                raise PathError(current, _PLANTED_LINK)
+        """Refuse a path below `root` that passes through a symbolic link (`confine_local`)."""
+        confine_local(root, path)
 
     def tree_version(self, path: str) -> object:
         """Return the device and inode: `replace_tree` renames a new directory in."""
@@ -305,6 +288,28 @@ class LocalBackend(Backend):
         return sorted(files)
 
 
+def confine_local(root: str, path: str) -> None:
+    """Refuse a local path below `root` that passes through a symbolic link.
+
+    metatree never stores a link, so one in the tree was planted; following it would read,
+    write or delete outside the root (a node's directory linked to ``/etc``), or inside
+    another node. Every component below the root is checked with ``lstat`` (the root
+    itself may be a link: the user chose it). A component that does not exist ends the
+    check: nothing below it exists either. Someone who can swap a directory for a link
+    between this check and the use of the path can still win that race; see
+    docs/hardening-storage.md.
+    """
+    current = root.rstrip("/") or "/"
+    for part in path[len(current) :].strip("/").split("/"):
+        current = f"{current.rstrip('/')}/{part}"
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(mode):
+            raise PathError(current, _PLANTED_LINK)
+
+
 _PLANTED_LINK = (
     "a symbolic link in stored data (metatree never stores one: it was planted, and "
     "following it would read outside the root); remove it"
@@ -322,14 +327,15 @@ def open_regular(path: str) -> IO[bytes]:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     try:
-        _check_regular(os.fstat(fd).st_mode, path)
+        check_regular(os.fstat(fd).st_mode, path)
     except BaseException:
         os.close(fd)
         raise
     return os.fdopen(fd, "rb")
 
 
-def _check_regular(mode: int, path: str) -> None:
+def check_regular(mode: int, path: str) -> None:
+    """Refuse what is not a regular file: a directory as ``open`` would, a FIFO or device."""
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory", path)
     if not stat.S_ISREG(mode):
@@ -459,7 +465,7 @@ class LocalLock(BaseLock):
         for _ in range(_RETAKES):
             fd = os.open(self.lock_file, flags, 0o666)
             try:
-                _check_regular(os.fstat(fd).st_mode, self.lock_file)
+                check_regular(os.fstat(fd).st_mode, self.lock_file)
                 locked = lock_descriptor(fd, blocking=False)
                 if locked and self._still_named(fd):
                     return fd

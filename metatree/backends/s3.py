@@ -444,20 +444,22 @@ class S3Backend(Backend):
             self._delete_keys([top])
         self._delete_markers(_markers(path, keys))
 
-    def _replaced(
+    def _emptied(
         self, src: str, new: list[str], dst: str, old: list[str], written: set[str]
-    ) -> None:
-        """Delete the folder markers of `src`, and those of `dst`'s folders now gone.
+    ) -> list[str]:
+        """Return the folder markers of `src`, and those of `dst`'s folders now gone.
 
         SeaweedFS keeps a directory for every prefix until its marker is deleted: without
         this, an emptied staging directory stayed listed, and a file put over a directory
-        was listed as a directory.
+        was listed as a directory. They go in the same DeleteObjects as the keys, after them
+        and deepest first (a marker that does not exist is a no-op), so the request count of
+        a replacement does not change.
         """
         gone = _markers(src, new) if new else set()
         if old:
             kept = _markers(dst, list(written)) if new else set()
             gone |= _markers(dst, old) - kept
-        self._delete_markers(gone)
+        return sorted(gone, key=len, reverse=True)
 
     def _delete_markers(self, markers: set[str]) -> None:
         """Delete folder markers deepest first (a marker that does not exist is a no-op)."""

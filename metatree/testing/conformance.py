@@ -122,9 +122,14 @@ class BackendConformance(
         assert tree.url("m/<active>/model.bin") == f"{node}/model.bin"
         assert tree.url("m/v1") == node
         assert tree.url("") == tree.root
-        assert tree.url("about.txt") == f"{tree.root}/about.txt"
+        tree.find("")
+        assert tree.url("about.txt") == f"{tree.root}/about.txt"  # at the cursor: the root
+        tree.find("m/v1").update(weights="model.bin")
+        # a bare name is in the node under the cursor, as `get` reads it
+        assert b"".join(tree.get("model.bin")) == b"w"
+        assert tree.url("model.bin") == tree.url("<weights>") == f"{node}/model.bin"
         assert tree.location == node  # the cursor stays
-        for missing in ["m/v1/other.bin", "m/v2", "m/v2/model.bin"]:
+        for missing in ["m/v1/other.bin", "m/v2", "m/v2/model.bin", "about.txt"]:
             with pytest.raises(NotFoundError):
                 tree.url(missing)
         with pytest.raises(PathError):

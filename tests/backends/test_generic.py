@@ -12,6 +12,8 @@ tests that plant both would fail (docs/backends.md, "Generic filesystems").
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from metatree import Metatree, Storage, as_storage
+from metatree import Metatree, PathError, Storage, StorageError, as_storage
 from metatree.backends import backend_for
 from metatree.backends.generic import GenericBackend
 from metatree.testing import BackendTests
@@ -106,3 +108,43 @@ def test_a_removed_node_frees_its_name_with_auto_mkdir(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "db" / "x").iterdir()) == ["metadata.json"]
     tree.put("x/y", b"2", name="f")  # was AlreadyExistsError for ever
     assert b"".join(tree.get("x/y/f")) == b"2"
+
+
+@pytest.fixture
+def disk_tree(tmp_path: Path) -> Metatree:
+    fs = DirFileSystem(path=str(tmp_path / "root"), fs=LocalFileSystem(auto_mkdir=True))
+    tree = Metatree(as_storage("db", fs=fs), ["a", "b"])
+    tree.put("k/v", b"1", name="f.bin")
+    return tree
+
+
+def test_a_planted_directory_link_is_refused(disk_tree: Metatree, tmp_path: Path) -> None:
+    """A node's directory linked outside the root: no put or remove goes through the link."""
+    outside = tmp_path / "home"
+    outside.mkdir()
+    (outside / "thesis.tex").write_text("years of work")
+    node = tmp_path / "root" / "db" / "k" / "v"
+    shutil.rmtree(node)
+    node.symlink_to(outside)
+    with pytest.raises(PathError, match="symbolic link"):
+        disk_tree.remove("k/v", recursive=True)
+    with pytest.raises(PathError, match="symbolic link"):
+        disk_tree.put("k/v", b"2", name="new.bin", force=True)
+    assert sorted(p.name for p in outside.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("planted", ["f.bin", "metadata.json"])
+def test_a_planted_fifo_is_refused_not_waited_on(
+    disk_tree: Metatree, tmp_path: Path, planted: str
+) -> None:
+    """A FIFO where a file is read would block the reader forever: a `StorageError` at once."""
+    target = tmp_path / "root" / "db" / "k" / "v" / planted
+    target.unlink()
+    os.mkfifo(target)
+    read = (
+        (lambda: b"".join(disk_tree.get("k/v/f.bin")))
+        if planted == "f.bin"
+        else (lambda: disk_tree.find("k/v").metadata)
+    )
+    with pytest.raises(StorageError, match="not a regular file"):
+        read()
