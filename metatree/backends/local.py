@@ -426,18 +426,29 @@ class LocalLock(BaseLock):
         self.foreign_ttl = foreign_ttl
         self.owner = uuid.uuid4().hex
         self._fd: int | None = None
+        self._opened: set[int] = set()  # every descriptor of the lock file open now
         self._lease: LeaseInfo | None = None
         self._holder = ""  # set when a foreign .lock was judged; else read when needed
         self._foreign = False
 
     def _after_fork(self) -> None:
-        """Close the inherited descriptor without unlocking: the lock stays the parent's."""
+        """Close the inherited descriptors without unlocking: the lock stays the parent's.
+
+        All of them, not only that of a lock held: a fork from another thread while this one
+        was between locking the file and recording it left the child holding the lock after
+        the parent died (the kernel releases it when the last descriptor closes).
+        """
         super()._after_fork()
-        fd, self._fd, self._lease = self._fd, None, None
+        opened, self._opened = self._opened, set()
+        self._fd, self._lease = None, None
         self.owner = uuid.uuid4().hex
-        if fd is not None:
+        for fd in opened:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def _close(self, fd: int) -> None:
+        self._opened.discard(fd)
+        os.close(fd)
 
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
@@ -451,7 +462,9 @@ class LocalLock(BaseLock):
                 f"this filesystem cannot lock files ({exc.strerror}): a network filesystem? "
                 "See docs/locking.md, 'Where the OS lock does not hold'",
             )
-        return StorageError(self.name, f"{type(exc).__name__}: {exc}")
+        lock_file_url = f"{self.storage.url.rstrip('/')}/{OS_LOCK_FILE}"  # no confine: a link
+        about = lock_file_url if exc.filename == self.lock_file else self.name
+        return StorageError(about, f"{type(exc).__name__}: {exc}")
 
     # -- the OS lock on the lock file ---------------------------------------------------
     def _take(self, flags: int = _OPEN_LOCK_FILE | os.O_CREAT) -> int | None:
@@ -464,15 +477,16 @@ class LocalLock(BaseLock):
         """
         for _ in range(_RETAKES):
             fd = os.open(self.lock_file, flags, 0o666)
+            self._opened.add(fd)
             try:
                 check_regular(os.fstat(fd).st_mode, self.lock_file)
                 locked = lock_descriptor(fd, blocking=False)
                 if locked and self._still_named(fd):
                     return fd
             except BaseException:
-                os.close(fd)
+                self._close(fd)
                 raise
-            os.close(fd)  # our only descriptor of it: closing releases a lock we took
+            self._close(fd)  # our only descriptor of it: closing releases a lock we took
             if not locked:
                 return None
         return None
@@ -499,7 +513,7 @@ class LocalLock(BaseLock):
             with contextlib.suppress(OSError):  # closing our descriptor releases it anyway
                 unlock_descriptor(fd)  # but a copy in a forked child would keep it held
         finally:
-            os.close(fd)
+            self._close(fd)
 
     # -- acquire / release --------------------------------------------------------------
     def _try_acquire(self) -> bool:
@@ -658,7 +672,7 @@ class LocalLock(BaseLock):
             raise self._error(exc) from exc
         if fd is None:
             return False
-        os.close(fd)
+        self._close(fd)
         return True
 
     def status(self) -> LeaseInfo | None:

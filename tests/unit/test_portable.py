@@ -246,3 +246,35 @@ def test_lock_status_for_a_reader_who_cannot_write(
     (tmp_path / "db" / OS_LOCK_FILE).write_bytes(b"")
     monkeypatch.setattr(os, "open", no_write)
     assert reader.lock_status() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc/self/fd"), reason="fork")
+def test_a_fork_while_the_lock_is_being_taken_leaves_the_child_nothing(
+    tree: Metatree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork between locking the file and recording it: the child must not keep the lock.
+
+    The kernel releases the lock when the last descriptor of it closes; a child holding a copy
+    kept every writer out after the parent died. The child here only reports whether it holds
+    a descriptor of the lock file once the after-fork hooks ran.
+    """
+    children: list[int] = []
+    write = LocalLock._write
+
+    def forking_write(self: LocalLock, body: bytes) -> None:
+        if not children:
+            pid = os.fork()
+            if pid == 0:  # the child: a pool worker that never touches metatree
+                held = any(
+                    os.readlink(f"/proc/self/fd/{fd}").endswith(OS_LOCK_FILE)
+                    for fd in os.listdir("/proc/self/fd")
+                    if os.path.exists(f"/proc/self/fd/{fd}")
+                )
+                os._exit(1 if held else 0)
+            children.append(pid)
+        write(self, body)
+
+    monkeypatch.setattr(LocalLock, "_write", forking_write)
+    tree.find("m/v1").update(n=1)
+    _, status = os.waitpid(children[0], 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child holds the lock file"
