@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 from metatree._locking import LeaseLock, LeaseStore
 from metatree._names import METADATA_FILE, reserved_beside
@@ -28,7 +28,7 @@ from metatree.errors import (
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from fsspec.spec import AbstractFileSystem
 
@@ -260,10 +260,23 @@ class Backend:
         part of a failed upload. The temp object is removed on any failure (`durable` as in
         `write_atomic`).
         """
+
+        def write(tmp: str) -> None:
+            with self._open_new(tmp) as out:
+                source.copy_to(out)
+
+        self._through_temp(path, write)
+
+    def _open_new(self, path: str) -> IO[bytes]:
+        """Open a new file for writing (the generic backend makes a missing parent first)."""
+        out: IO[bytes] = self.fs.open(path, "wb")
+        return out
+
+    def _through_temp(self, path: str, write: Callable[[str], object]) -> None:
+        """`write` a temp file beside `path`, then rename it over `path`; remove it on failure."""
         tmp = _temp_name(path)
         try:
-            with self.fs.open(tmp, "wb") as out:
-                source.copy_to(out)
+            write(tmp)
             self.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):

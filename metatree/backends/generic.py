@@ -38,20 +38,20 @@ import contextlib
 import errno
 import os
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from metatree._names import METADATA_FILE
-from metatree.backends.base import Backend, Capabilities, _temp_name
+from metatree.backends.base import Backend, Capabilities
 from metatree.backends.local import check_regular, confine_local
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from metatree._transfer import Download, Upload
+    from metatree._transfer import Download
     from metatree._types import Version
 
 __all__ = ["GenericBackend"]
@@ -83,14 +83,9 @@ class GenericBackend(Backend):
         ``pipe_file`` is one atomic PUT on a store of keys, but writes in place where there
         are real files: a reader would see the first part of the new body.
         """
-        tmp = _temp_name(path)
-        try:
-            self._making_parent(tmp, lambda: self.fs.pipe_file(tmp, data))
-            self.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.fs.rm_file(tmp)
-            raise
+        self._through_temp(
+            path, lambda tmp: self._making_parent(tmp, lambda: self.fs.pipe_file(tmp, data))
+        )
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create unless present (``mode="create"``), making a missing parent directory."""
@@ -106,22 +101,10 @@ class GenericBackend(Backend):
 
         return self._making_parent(path, create)
 
-    def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
-        """Stream into a temp file beside `path`, then rename it over `path`.
-
-        As `Backend.put`, but the temp file is opened first, making a missing parent: the
-        source is read once, after the open succeeded.
-        """
-        tmp = _temp_name(path)
-        try:
-            out = self._making_parent(tmp, lambda: self.fs.open(tmp, "wb"))
-            with out:
-                source.copy_to(out)
-            self.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.fs.rm_file(tmp)
-            raise
+    def _open_new(self, path: str) -> IO[bytes]:
+        """Open a new file, making a missing parent: the source is read once, after it."""
+        out: IO[bytes] = self._making_parent(path, lambda: self.fs.open(path, "wb"))
+        return out
 
     def rename(self, src: str, dst: str) -> None:
         """Move the file `src` over `dst`, never into a directory named `dst`.
