@@ -6,7 +6,7 @@ What s3fs gets wrong for us, and what this adapter does instead:
 
 * Its blocking methods run through ``fsspec.asyn.sync``, which leaves the request running
   when the calling thread is interrupted (Ctrl-C during a commit landed the write after the
-  lock was released). Every request here goes through `metatree._aio.run`, which cancels and
+  lock was released). Every request here goes through `metatree.backends.aio.run`, which cancels and
   awaits it: we call s3fs's coroutines (``_call_s3``...), never its sync wrappers.
 * ``cat_file(path)`` sends a HEAD before its GET; GetObject alone is one request, and returns
   the ETag with the body (`read_versioned`).
@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from metatree._aio import run
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
+from metatree.backends.aio import run
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed, translate_errors
 
 if TYPE_CHECKING:

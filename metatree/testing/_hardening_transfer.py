@@ -346,7 +346,7 @@ class TransferHardeningTests:
         """
         if not storage.capabilities.background_io:
             pytest.skip("requests run in the calling thread: an interrupt stops them there")
-        import metatree._aio as aio
+        from metatree.backends import aio
 
         storage.write_atomic("f", b"old")
         gate = threading.Event()

@@ -1,4 +1,4 @@
-"""`metatree._aio.run`: an interrupted wait cancels the request and waits for it to end."""
+"""`metatree.backends.aio.run`: an interrupted wait cancels the request and waits for it to end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from metatree import _aio
+from metatree.backends import aio as _aio
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
