@@ -37,7 +37,7 @@ from metatree.errors import (
 )
 from metatree.testing import _workers
 from metatree.testing._helpers import held_elsewhere, snapshot
-from metatree.testing._locks import SPAWN
+from metatree.testing._locks import SPAWN, LockTestBase
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -95,34 +95,13 @@ CORRUPT_BODIES = {
 }
 
 
-class LockHardeningTests:
+class LockHardeningTests(LockTestBase):
     """The lock under failure: leaked flocks, fencing, forks, skew, planted lease bodies (issues 9, 19)."""
 
-    lease_ttl: ClassVar[float] = 1.5
     fork_workers: ClassVar[int] = 4
     fork_increments: ClassVar[int] = 10
-    concurrency_safe: ClassVar[bool] = True
 
     # -- helpers ------------------------------------------------------------------------
-    def _tree(self, storage: Storage, **options: Any) -> Metatree:
-        tree = Metatree(storage, KEYS, **options)
-        if not tree.exists("m/v1"):
-            tree.put("m/v1", b"x", name="f")
-        return tree
-
-    @staticmethod
-    def _lease_lock(tree: Metatree) -> LeaseLock:
-        lock = tree._db.lock
-        if not isinstance(lock, LeaseLock):
-            pytest.skip("this backend's lock does not expire (local disk: the kernel's flock)")
-        return lock
-
-    def _processes(self, storage: Storage) -> None:
-        if storage.capabilities.data_in_memory:
-            pytest.skip("other processes do not see this filesystem")
-        if not self.concurrency_safe:
-            pytest.skip("this server's conditional writes are not atomic under contention")
-
     @staticmethod
     @contextlib.contextmanager
     def _failing_lock_write(tree: Metatree, error: BaseException, *, lands: bool) -> Iterator[None]:
@@ -158,7 +137,7 @@ class LockHardeningTests:
 
     # -- item 9.4: failed acquisitions release everything -------------------------------
     def test_failed_lease_write_is_a_storage_error_and_releases(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=2)
+        tree = self._seeded(storage, lock_timeout=2)
         before = snapshot(storage)
         with (
             self._failing_lock_write(tree, OSError(28, "No space left on device"), lands=False),
@@ -171,7 +150,7 @@ class LockHardeningTests:
         tree.find("m/v1").update(again=True)  # and the failed object itself recovers
 
     def test_interrupted_acquisition_gives_the_lock_back(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=2)
+        tree = self._seeded(storage, lock_timeout=2)
         with (
             self._failing_lock_write(tree, KeyboardInterrupt(), lands=True),
             pytest.raises(KeyboardInterrupt),
@@ -182,7 +161,7 @@ class LockHardeningTests:
         self._free_for_others(storage)
 
     def test_lock_object_that_is_a_directory(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=2)
+        tree = self._seeded(storage, lock_timeout=2)
         storage.write_atomic(f"{LOCK}/planted", b"")
         error = ""
         try:
@@ -203,7 +182,7 @@ class LockHardeningTests:
 
     # -- item 9.11: exclusion does not depend on a file others replace ------------------
     def test_resaving_the_config_does_not_break_exclusion(self, storage: Storage) -> None:
-        tree = self._tree(storage)
+        tree = self._seeded(storage)
         config = storage.read_bytes(".metatree")
         with tree.transaction():
             storage.write_atomic(".metatree", config)  # an editor's temp file + rename
@@ -216,8 +195,8 @@ class LockHardeningTests:
 
     # -- item 19.3: fork ----------------------------------------------------------------
     def test_fork_pool_workers_do_not_share_the_lease(self, storage: Storage) -> None:
-        self._processes(storage)
-        tree = self._tree(storage)
+        self._require_processes(storage)
+        tree = self._seeded(storage)
         tree.find("m/v1").update(counter=0)
         n, count = self.fork_workers, self.fork_increments
         parent, child = SPAWN.Pipe()
@@ -238,7 +217,7 @@ class LockHardeningTests:
 
     # -- item 19.4: same host name is not the same machine ------------------------------
     def test_same_host_name_other_machine_is_not_taken_over(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=0.5)
+        tree = self._seeded(storage, lock_timeout=0.5)
         self._lease_lock(tree)
         storage.write_atomic(LOCK, _lease(boot="another-boot"))  # dead pid, but not ours
         with pytest.raises(LockTimeout):
@@ -255,7 +234,7 @@ class LockHardeningTests:
 
     # -- item 19.5: an expired holder starts over ---------------------------------------
     def test_expired_holder_takes_the_lock_again(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_ttl=0.6, lock_timeout=10)
+        tree = self._seeded(storage, lock_ttl=0.6, lock_timeout=10)
         lock = self._lease_lock(tree)
 
         def failing(*args: Any, **kwargs: Any) -> Any:
@@ -272,7 +251,7 @@ class LockHardeningTests:
 
     # -- item 19.6: release is conditional ----------------------------------------------
     def test_release_after_force_break_keeps_the_next_holders_lease(self, storage: Storage) -> None:
-        tree = self._tree(storage)
+        tree = self._seeded(storage)
         self._lease_lock(tree)
         nxt = Metatree(storage)
         holding, done = threading.Event(), threading.Event()
@@ -301,7 +280,7 @@ class LockHardeningTests:
 
     # -- item 19.7: check does not race the renewal -------------------------------------
     def test_slow_lease_reads_do_not_fail_a_healthy_writer(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_ttl=self.lease_ttl)
+        tree = self._seeded(storage, lock_ttl=self.lease_ttl)
         lock = self._lease_lock(tree)
         original = lock.store.read
 
@@ -321,7 +300,7 @@ class LockHardeningTests:
     def test_empty_foreign_lock_is_taken_over_within_the_default_timeout(
         self, storage: Storage
     ) -> None:
-        tree = self._tree(storage)
+        tree = self._seeded(storage)
         lock: Any = tree._db.lock
         assert lock.foreign_ttl < lock.timeout  # with defaults, one waiting writer gets there
         storage.write_atomic(LOCK, b"")  # what metatreedb 0.2.3 touches
@@ -337,8 +316,8 @@ class LockHardeningTests:
 
     # -- item 19.10: clock skew ---------------------------------------------------------
     def test_waiter_with_fast_clock_does_not_take_a_live_lease(self, storage: Storage) -> None:
-        self._processes(storage)
-        tree = self._tree(storage, lock_ttl=self.lease_ttl, lock_timeout=30)
+        self._require_processes(storage)
+        tree = self._seeded(storage, lock_ttl=self.lease_ttl, lock_timeout=30)
         self._lease_lock(tree)
         parent, child = SPAWN.Pipe()
         holder = SPAWN.Process(target=_workers.hold_with_skew, args=(tree, child, -30.0))
@@ -359,8 +338,8 @@ class LockHardeningTests:
         assert (metadata["skewed"], "waiter" in metadata) == (True, False)
 
     def test_waiter_with_slow_clock_takes_a_dead_lease(self, storage: Storage) -> None:
-        self._processes(storage)
-        tree = self._tree(storage, lock_ttl=self.lease_ttl, lock_timeout=30)
+        self._require_processes(storage)
+        tree = self._seeded(storage, lock_ttl=self.lease_ttl, lock_timeout=30)
         self._lease_lock(tree)
         parent, child = SPAWN.Pipe()
         holder = SPAWN.Process(target=_workers.hold_with_skew, args=(tree, child, 30.0))
@@ -383,7 +362,7 @@ class LockHardeningTests:
 
     # -- item 19 smaller: lost replies --------------------------------------------------
     def test_lost_create_reply_is_adopted_only_with_proof(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=2)
+        tree = self._seeded(storage, lock_timeout=2)
         self._lease_lock(tree)
         lost = StorageError("lock", "injected: the reply was lost")
         with self._failing_lock_write(tree, lost, lands=True):
@@ -398,7 +377,7 @@ class LockHardeningTests:
         assert "never" not in tree.find("m/v1").metadata
 
     def test_lost_renewal_reply_is_recovered(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_ttl=self.lease_ttl, lock_timeout=5)
+        tree = self._seeded(storage, lock_ttl=self.lease_ttl, lock_timeout=5)
         lock = self._lease_lock(tree)
         original = lock.store.replace
         calls: list[bool] = []
@@ -422,7 +401,7 @@ class LockHardeningTests:
     # -- item 19 smaller: planted lease bodies ------------------------------------------
     @pytest.mark.parametrize("case", sorted(CORRUPT_BODIES))
     def test_corrupt_lease_is_foreign_with_a_reason(self, storage: Storage, case: str) -> None:
-        tree = self._tree(storage, lock_timeout=0.3)
+        tree = self._seeded(storage, lock_timeout=0.3)
         storage.write_atomic(LOCK, CORRUPT_BODIES[case])
         status = tree.lock_status()
         assert status is not None
@@ -437,7 +416,7 @@ class LockHardeningTests:
         assert (metadata["taken"], "early" in metadata) == (True, False)
 
     def test_lease_without_expiry_is_taken_over(self, storage: Storage) -> None:
-        tree = self._tree(storage)
+        tree = self._seeded(storage)
         body = orjson.loads(_lease(expires=0, pid=os.getpid()))  # alive: only expiry at stake
         del body["ttl"]  # as an older writer stored it
         storage.write_atomic(LOCK, orjson.dumps(body))
@@ -447,7 +426,7 @@ class LockHardeningTests:
         assert tree.find("m/v1").metadata["taken"] is True
 
     def test_fencing_token_grows_over_take_overs(self, storage: Storage) -> None:
-        tree = self._tree(storage)
+        tree = self._seeded(storage)
         ahead = time.time_ns() + 10**15  # written by a holder whose clock runs days ahead
         storage.write_atomic(LOCK, _lease(token=ahead))  # and whose pid is gone
         tokens = []
@@ -481,12 +460,12 @@ class LockHardeningTests:
         assert snapshot(storage) == {}
 
     def test_infinite_lock_timeout_waits_forever(self, storage: Storage) -> None:
-        tree = self._tree(storage, lock_timeout=math.inf)
+        tree = self._seeded(storage, lock_timeout=math.inf)
         assert tree._db.lock.timeout < 0
         tree.find("m/v1").update(ok=True)
 
     def test_timeout_advice_matches_what_break_lock_can_do(self, storage: Storage) -> None:
-        self._tree(storage)
+        self._seeded(storage)
         with held_elsewhere(storage):
             waiter = Metatree(storage, lock_timeout=0.2)
             with pytest.raises(LockTimeout) as info:

@@ -27,22 +27,17 @@ from metatree.testing._helpers import held_elsewhere
 if TYPE_CHECKING:
     from metatree._storage import Storage
 
-__all__ = ["LockTests"]
+__all__ = ["LockTestBase", "LockTests"]
 
 KEYS = ("model", "version", "stage")
 SPAWN = mp.get_context("spawn")
 
 
-class LockTests:
-    """The DB lock excludes, survives crashes, expires, and batches (DESIGN.md "The DB lock")."""
+class LockTestBase:
+    """What the lock suites share: their settings, and the skips and seed their tests need."""
 
     concurrency_safe: ClassVar[bool] = True
     """Whether the server's conditional writes are atomic under contention."""
-    writers: ClassVar[int] = 8
-    updates_per_writer: ClassVar[int] = 200
-    puts_per_writer: ClassVar[int] = 100
-    torn_write_trials: ClassVar[int] = 200
-    bulk_puts: ClassVar[int] = 1000
     lease_ttl: ClassVar[float] = 1.5
 
     def _require_processes(self, storage: Storage) -> None:
@@ -52,15 +47,27 @@ class LockTests:
             pytest.skip("this server's conditional writes are not atomic under contention")
 
     @staticmethod
-    def _require_lease(tree: Metatree) -> None:
-        if not isinstance(tree._db.lock, LeaseLock):
+    def _lease_lock(tree: Metatree) -> LeaseLock:
+        lock = tree._db.lock
+        if not isinstance(lock, LeaseLock):
             pytest.skip("this backend's lock does not expire (local disk: the kernel's flock)")
+        return lock
 
-    def _seeded(self, storage: Storage, **options: float) -> Metatree:
-        tree = Metatree(storage, KEYS, **options)  # type: ignore[arg-type]
+    def _seeded(self, storage: Storage, **options: Any) -> Metatree:
+        tree = Metatree(storage, KEYS, **options)
         if not tree.exists("m/v1"):
             tree.put("m/v1", b"x", name="f")
         return tree
+
+
+class LockTests(LockTestBase):
+    """The DB lock excludes, survives crashes, expires, and batches (DESIGN.md "The DB lock")."""
+
+    writers: ClassVar[int] = 8
+    updates_per_writer: ClassVar[int] = 200
+    puts_per_writer: ClassVar[int] = 100
+    torn_write_trials: ClassVar[int] = 200
+    bulk_puts: ClassVar[int] = 1000
 
     # -- exclusion ----------------------------------------------------------------------
     def test_concurrent_updates_of_one_node(self, storage: Storage) -> None:
@@ -157,7 +164,7 @@ class LockTests:
     def test_expired_holder_cannot_commit(self, storage: Storage) -> None:
         self._require_processes(storage)
         tree = self._seeded(storage, lock_ttl=self.lease_ttl, lock_timeout=30)
-        self._require_lease(tree)
+        self._lease_lock(tree)
         parent, child = SPAWN.Pipe()
         stalled = SPAWN.Process(target=_workers.stall_then_commit, args=(tree, child))
         stalled.start()
