@@ -16,7 +16,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
-from metatree._core.read import exists, get, is_orphan, readable, walk
+from metatree._core.read import exists, get, holds, readable, walk
 from metatree._core.remove import remove
 from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
 from metatree._localfiles import (
@@ -199,21 +199,22 @@ class Metatree:
         if not location.strip("/"):
             return self.root
         where, last = Target.file(location, self.keys)
-        if where.segments:
-            node = resolve(self._db, where)
-        else:  # a bare file name is in the node under the cursor, as for `get`
-            node = Resolved(self._db, self._cursor.path, where.shown)
+        node = self._node_of(where)
         name = node.name(last)
         url = self._db.url(node.path, name)
         if name in children_of(node.metadata) and not node.is_leaf:
             return url  # a child node
-        rel = rel_path(node.path, name)
-        if readable(self._db, node.path, name) != rel:
+        if readable(self._db, node.path, name) != rel_path(node.path, name):
             raise NotFoundError(url, "committed file (this transaction stores it at commit)")
-        kind = self._db.storage.kind(rel)
-        if kind is None or (kind == "directory" and is_orphan(self._db, node.path, name)):
+        if not holds(node, name):
             raise NotFoundError(url, "node or file")
         return url
+
+    def _node_of(self, where: Target) -> Resolved:
+        """Resolve the node part of a file location; none means the node under the cursor."""
+        if where.segments:
+            return resolve(self._db, where)
+        return Resolved(self._db, self._cursor.path, where.shown)
 
     def put(
         self,
@@ -331,11 +332,9 @@ class Metatree:
         except PathError:
             self._find_node_of(location)  # metatreedb walks to the node before the file name
             raise
+        node = self._node_of(where)
         if where.segments:
-            node = resolve(self._db, where)
             self._cursor = Node(self._db, node.path)  # on the node even if its file is missing
-        else:
-            node = Resolved(self._db, self._cursor.path, where.shown)
         return get(
             node,
             node.name(last),

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from metatree._paths import Segment
     from metatree._types import NodePath
 
-__all__ = ["entries", "exists", "get", "is_orphan", "is_orphan_listing", "readable", "walk"]
+__all__ = [
+    "entries",
+    "exists",
+    "get",
+    "holds",
+    "is_orphan",
+    "is_orphan_listing",
+    "readable",
+    "walk",
+]
 
 
 def readable(db: Database, path: NodePath, name: str) -> str:
@@ -99,12 +108,17 @@ def exists(db: Database, target: Target, last: Segment) -> bool:
     """Whether `last` (a node or file name) names something in the node `target` names."""
     try:
         node = resolve(db, target)
-        metadata = node.metadata  # the index of the node: is `last` a child?
         name = node.name(last)
     except (NotFoundError, UnresolvedPathError):
         return False
-    if name in children_of(metadata) and not node.is_leaf:
+    return holds(node, name)
+
+
+def holds(node: Resolved, name: str) -> bool:
+    """Whether `name` is a child, a file or a directory of `node`, as this task sees it."""
+    if name in children_of(node.metadata) and not node.is_leaf:
         return True
+    db = node.db
     try:
         rel = readable(db, node.path, name)
     except NotFoundError:
