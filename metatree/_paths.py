@@ -19,6 +19,7 @@ from metatree._names import RESERVED_NAMES, SYSTEM_PREFIX, is_reserved
 from metatree.errors import PathError, TemplateSyntaxError, UnresolvedPathError
 
 __all__ = [
+    "GLOB",
     "MAX_NAME_BYTES",
     "Literal",
     "Location",
@@ -38,6 +39,8 @@ __all__ = [
 MAX_NAME_BYTES: Final = 255  # NAME_MAX of ext4/xfs/apfs; longer names fail on local disk
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 """Characters that would change what a name means as a path, stored or new."""
+GLOB = re.compile(r"[\[\]*?]")
+"""The characters fsspec expands as patterns in ``rm``, ``find``, ``mv`` and friends."""
 _SYNTAX = re.compile(r"[/\\<>*?\[\]\x00-\x1f\x7f]")
 """What a location may never hold: separators, template and glob syntax, C0 controls."""
 _FORBIDDEN = re.compile(

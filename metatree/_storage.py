@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._names import reserved_beside
+from metatree._paths import GLOB
 from metatree._transfer import Transfer
 from metatree.backends import Backend, backend_for, translate_errors
 from metatree.errors import (
@@ -334,7 +334,7 @@ def as_storage(
     on the root might not be).
     """
     storage = root if isinstance(root, Storage) else _open_root(root, fs, storage_options)
-    bad = _GLOB.search(storage.root)
+    bad = GLOB.search(storage.root)
     if bad:
         raise DatabaseError(
             storage.url,
@@ -342,9 +342,6 @@ def as_storage(
             "paths, so calls could reach other databases; use a root without them",
         )
     return storage
-
-
-_GLOB = re.compile(r"[\[\]*?]")
 
 
 def _open_root(root: str, fs: AbstractFileSystem | None, options: dict[str, Any]) -> Storage:

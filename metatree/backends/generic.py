@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from fsspec.implementations.local import LocalFileSystem
@@ -45,6 +44,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from metatree._names import METADATA_FILE
+from metatree._paths import GLOB
 from metatree.backends.base import Backend, Capabilities
 from metatree.backends.local import check_regular, confine_local
 
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["GenericBackend"]
 
 _T = TypeVar("_T")
-_GLOB = re.compile(r"[\[\]*?]")
 _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the filesystem below
 
 
@@ -122,7 +121,7 @@ class GenericBackend(Backend):
         fsspec's default ``mv`` copies and removes through ``expand_path``, which expands
         ``[]*?``; such names are copied and removed by their exact names instead.
         """
-        if _GLOB.search(src) or _GLOB.search(dst):
+        if GLOB.search(src) or GLOB.search(dst):
             self.fs.cp_file(src, dst)
             self.fs.rm_file(src)
         else:
