@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
+from metatree._transfer import COPY_CHUNK
 from metatree.backends.aio import run
 from metatree.backends.base import MISSING, Backend, Capabilities, Changed, translate_errors
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["S3Backend", "S3LeaseStore"]
 
 _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflict")
-_GET_CHUNK = 8 * 2**20
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1 000 keys
 
 
@@ -265,7 +265,7 @@ class S3Backend(Backend):
 
     def get(self, path: str, out: Download) -> None:
         """Download with the pinned ranged GETs of `iter_chunks`."""
-        for chunk in self._pinned(path, _GET_CHUNK, out.set_size):
+        for chunk in self._pinned(path, COPY_CHUNK, out.set_size):
             out.write(chunk)
 
     def kind(self, path: str) -> str | None:
