@@ -13,9 +13,11 @@ from metatree._tree import Metatree
 from metatree.backends import Backend, Capabilities, register_backend
 from metatree.errors import (
     AlreadyExistsError,
+    ArchiveError,
     ConflictError,
     CorruptMetadataError,
     DatabaseError,
+    IntegrityError,
     LockError,
     LockLostError,
     LockTimeout,
@@ -34,11 +36,13 @@ __version__ = "0.3.0"
 
 __all__ = [
     "AlreadyExistsError",
+    "ArchiveError",
     "Backend",
     "Capabilities",
     "ConflictError",
     "CorruptMetadataError",
     "DatabaseError",
+    "IntegrityError",
     "LockError",
     "LockLostError",
     "LockTimeout",

@@ -292,3 +292,40 @@ class StorageError(MetatreeError, OSError):
         super().__init__(f"storage failure at {path!r}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class IntegrityError(MetatreeError):
+    """What was read is not what was recorded: the sha256 (or size) differs from the file record.
+
+    The file was changed, truncated or replaced on the storage after metatree recorded it (a
+    failing disk, an interrupted copy, another client, an attacker). A download to a local
+    file never appears under its final name; a streamed read raises at the end of the stream.
+    """
+
+    exit_code = 5
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"integrity check failed for {path!r}: recorded sha256 {expected}, read {actual}; "
+            "the stored file was changed after it was recorded (pass verify=False to read it "
+            "anyway)"
+        )
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class ArchiveError(MetatreeError):
+    """An archive that cannot be made or extracted safely; nothing was written outside its target.
+
+    Raised for hostile or broken archives (absolute or ``..`` names, links out of the target,
+    devices, duplicate entries, a truncated stream) and for local files an extraction would
+    overwrite without ``overwrite=True``.
+    """
+
+    exit_code = 5
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"archive {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
