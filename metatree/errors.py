@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyExistsError",
+    "ArchiveError",
     "ConflictError",
     "CorruptMetadataError",
     "DatabaseError",
+    "IntegrityError",
     "LockError",
     "LockLostError",
     "LockTimeout",
