@@ -7,7 +7,9 @@ filesystem. See `Metatree`.
 
 from __future__ import annotations
 
+from metatree._core.verify import VerifyReport
 from metatree._node import Node
+from metatree._records import FileRecord, Provenance
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
 from metatree.backends import Backend, Capabilities, register_backend
@@ -42,6 +44,7 @@ __all__ = [
     "ConflictError",
     "CorruptMetadataError",
     "DatabaseError",
+    "FileRecord",
     "IntegrityError",
     "LockError",
     "LockLostError",
@@ -53,11 +56,13 @@ __all__ = [
     "Node",
     "NotFoundError",
     "PathError",
+    "Provenance",
     "Storage",
     "StorageError",
     "TemplateSyntaxError",
     "TransactionAbortedError",
     "UnresolvedPathError",
+    "VerifyReport",
     "__version__",
     "as_storage",
     "register_backend",

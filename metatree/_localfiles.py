@@ -22,7 +22,7 @@ from fsspec.callbacks import Callback
 
 from metatree._names import SYSTEM_PREFIX
 from metatree._paths import MAX_NAME_BYTES, check_name
-from metatree._transfer import TreeCallback
+from metatree._transfer import Moved, TreeCallback
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -33,13 +33,15 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
+    from metatree._core.integrity import Check
     from metatree._storage import Storage
     from metatree._types import Source
 
 __all__ = [
     "check_chunk_size",
+    "check_flag",
     "check_local_outfile",
     "check_source",
     "download_tree",
@@ -63,6 +65,13 @@ def check_chunk_size(chunk_size: object, shown: str) -> int:
     if chunk_size > MAX_CHUNK:
         raise PathError(shown, f"chunk_size must be at most {MAX_CHUNK} (1 GiB)")
     return chunk_size
+
+
+def check_flag(value: object, name: str, shown: str) -> bool:
+    """Refuse a switch that is not a bool (``verify="no"`` is truthy), before any I/O."""
+    if not isinstance(value, bool):
+        raise PathError(shown, f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def check_callback(callback: object, shown: str) -> None:
@@ -225,18 +234,22 @@ def upload(
     rel: str,
     callback: Callback,
     unsynced: list[str] | None,
-) -> None:
+) -> list[tuple[str, Moved]]:
     """Put `source` (`files` None) or a scanned directory's `files` below `rel`.
 
-    With `unsynced`, flushes are skipped and the written paths listed for a later sync. A
-    failure whose cause is a local file (gone or unreadable midway) names that file. The
-    files of a directory report progress as one transfer (`TreeCallback`).
+    Returns each stored file's path below `rel` (``""`` for `source` itself) with its size
+    and sha256, hashed as the bytes passed (the file records). With `unsynced`, flushes are
+    skipped and the written paths listed for a later sync. A failure whose cause is a local
+    file (gone or unreadable midway) names that file. The files of a directory report
+    progress as one transfer (`TreeCallback`).
     """
-    targets = [(source, rel)] if files is None else [(f, f"{rel}/{s}") for f, s in files]
+    targets = [(source, "")] if files is None else [(f, f"/{s}") for f, s in files]
     progress = TreeCallback(callback)
-    for one, target in targets:
+    stored: list[tuple[str, Moved]] = []
+    for one, sub in targets:
+        target = f"{rel}{sub}"
         try:
-            storage.put(one, target, progress, durable=unsynced is None)
+            moved = storage.put(one, target, progress, durable=unsynced is None, digest="sha256")
         except MetatreeError as exc:
             local = os.fspath(one) if isinstance(one, str | os.PathLike) else None
             problem = None if local is None else local_read_error(local)
@@ -245,7 +258,9 @@ def upload(
             raise
         if unsynced is not None:
             unsynced.append(target)
+        stored.append((sub.lstrip("/"), moved))
         progress.next_file()
+    return stored
 
 
 # -- get: a stored directory tree ---------------------------------------------------------
@@ -261,7 +276,13 @@ def unsafe_local_segment(segment: str) -> str | None:
     return None
 
 
-def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) -> None:
+def download_tree(
+    storage: Storage,
+    rel: str,
+    outfile: str,
+    callback: Callback,
+    checks: Mapping[str, Check] | None = None,
+) -> None:
     """Download the stored directory `rel` to the new local directory `outfile`.
 
     The whole listing is checked first: one name that could leave `outfile` (``..``, an
@@ -269,7 +290,8 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
     `PathError` naming the stored key, before anything is written. Names starting with
     ``.metatree`` are metatree's own leftovers (a killed put's temp file) and are skipped.
     Files land in a fresh directory beside `outfile`, renamed into place once complete, so
-    a failure leaves no partial directory.
+    a failure leaves no partial directory. A file with a record in `checks` (by its path
+    below `rel`) is hashed as it downloads and checked against it (`IntegrityError`).
     """
     version = storage.tree_version(rel)
     plan: list[list[str]] = []
@@ -294,7 +316,14 @@ def download_tree(storage: Storage, rel: str, outfile: str, callback: Callback) 
             for parts in plan:
                 local = os.path.join(partial, *parts)
                 _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
-                storage.get(f"{rel}/{'/'.join(parts)}", local, progress)
+                check = (checks or {}).get("/".join(parts))
+                storage.get(
+                    f"{rel}/{'/'.join(parts)}",
+                    local,
+                    progress,
+                    digest=None if check is None else "sha256",
+                    check=None if check is None else check.moved,
+                )
                 progress.next_file()
         except NotFoundError:
             _check_same_tree(storage, rel, version)

@@ -25,18 +25,21 @@ __all__ = [
     "FORMAT_VERSION",
     "Config",
     "check_metadata_update",
+    "check_value",
     "dump_metadata",
     "load_metadata",
 ]
 
 CHILDREN: Final = "children"
+RESERVED_KEY_PREFIX: Final = ".metatree"
+"""Metadata keys of metatree's own (file records: ``.metatree.records``), refused in updates."""
 FORMAT_VERSION: Final = 1
 MAX_DEPTH: Final = 100
 """Nesting limit of metadata, written (`check_metadata_update`) or stored (`load_metadata`)."""
 _MAX_INT: Final = 2**63  # orjson stores 64-bit integers; larger ones would not round-trip
 
 
-def _check_value(value: object, where: str, depth: int = 0) -> None:
+def check_value(value: object, where: str, depth: int = 0) -> None:
     """Refuse what would not round-trip through JSON with the same type and value."""
     if depth > MAX_DEPTH:
         raise MetadataError(where, f"nested deeper than {MAX_DEPTH} levels")
@@ -54,13 +57,13 @@ def _check_value(value: object, where: str, depth: int = 0) -> None:
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_value(item, f"{where}[{index}]", depth + 1)
+            check_value(item, f"{where}[{index}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or not is_utf8(key):
                 raise MetadataError(where, f"dict key {key!r} is not a valid str")
-            _check_value(item, f"{where}.{key}", depth + 1)
+            check_value(item, f"{where}.{key}", depth + 1)
         return
     hint = " (use a list)" if isinstance(value, tuple) else ""
     raise MetadataError(where, f"{type(value).__name__} is not a JSON type{hint}")
@@ -86,7 +89,9 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
             raise MetadataError(str(key), "keys are non-empty, valid UTF-8 str")
         if key == CHILDREN:
             raise MetadataError(key, "the children index is maintained by metatree")
-        _check_value(value, key)
+        if key.startswith(RESERVED_KEY_PREFIX):
+            raise MetadataError(key, "keys starting with '.metatree' are metatree's own")
+        check_value(value, key)
     return dict(metadata)
 
 

@@ -19,10 +19,12 @@ from metatree._core.resolve import Resolved, Target
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
+    check_flag,
     check_local_outfile,
     check_source,
 )
 from metatree._paths import Literal, parse_file_location
+from metatree._records import FileRecord, check_info, records_of, user_metadata
 from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
@@ -72,8 +74,20 @@ class Node:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The node's metadata.json as it is now, ``children`` included (as metatreedb)."""
-        return self.db.read_metadata(self.path)
+        """The node's metadata.json as it is now, ``children`` included (as metatreedb).
+
+        The file records (`files`) are left out: they are metatree's, not the user's.
+        """
+        return user_metadata(self.db.read_metadata(self.path))
+
+    @property
+    def files(self) -> dict[str, FileRecord]:
+        """The node's file records: name -> size, sha256, created, provenance (one request).
+
+        Files inside a stored directory are named by their path (``"ckpt/weights.bin"``).
+        Files stored without a record (by metatreedb) are not listed; `list` lists them.
+        """
+        return records_of(self.metadata, self.location)
 
     @property
     def children(self) -> list[str]:
@@ -118,13 +132,24 @@ class Node:
         force: bool = False,
         recursive: bool = False,
         callback: Callback = DEFAULT_CALLBACK,
+        info: dict[str, Any] | None = None,
     ) -> bool:
         """Store a file in this node; return True as `Metatree.put` (`Metatree.url` has the URL)."""
         shown = "/".join(self.path)
         check_callback(callback, shown)
         name = check_source(source, name, shown, recursive)
+        extra = check_info(info, shown)
         target = Target(tuple(Literal(n) for n in self.path), shown)
-        put(self.db, target, source, name, force=force, recursive=recursive, callback=callback)
+        put(
+            self.db,
+            target,
+            source,
+            name,
+            force=force,
+            recursive=recursive,
+            callback=callback,
+            info=extra,
+        )
         return True
 
     def get(
@@ -135,10 +160,12 @@ class Node:
         *,
         chunk_size: int = CHUNK_SIZE,
         callback: Callback = DEFAULT_CALLBACK,
+        verify: bool = True,
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
         check_chunk_size(chunk_size, str(file))
         check_callback(callback, str(file))
+        check_flag(verify, "verify", str(file))
         raw: object = file  # callers without type checking may pass anything
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
@@ -152,4 +179,5 @@ class Node:
             recursive=recursive,
             chunk_size=chunk_size,
             callback=callback,
+            verify=verify,
         )

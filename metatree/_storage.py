@@ -21,7 +21,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._names import reserved_beside
 from metatree._paths import GLOB
-from metatree._transfer import Transfer
+from metatree._transfer import Moved, Transfer
 from metatree.backends import Backend, backend_for, translate_errors
 from metatree.errors import (
     AlreadyExistsError,
@@ -32,7 +32,7 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from fsspec.spec import AbstractFileSystem
 
@@ -174,11 +174,12 @@ class Storage:
         *,
         durable: bool = True,
         digest: str | None = None,
-    ) -> str | None:
+    ) -> Moved:
         """Stream `source` (local path, bytes or binary file object) into the file `rel`.
 
         Every byte passes through one `Transfer` (progress on `callback`; with `digest`, a
-        hashlib algorithm such as ``"sha256"``, its hex digest of the bytes is returned).
+        hashlib algorithm such as ``"sha256"``, the bytes are hashed as they pass). Returns
+        the size and digest of what was stored.
         """
         with (
             Transfer(callback, digest) as transfer,
@@ -186,7 +187,7 @@ class Storage:
             transfer.source(source) as upload,
         ):
             self.backend.put(upload, self.abs(rel), durable=durable)
-        return transfer.hexdigest()
+        return transfer.result()
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""
@@ -201,7 +202,8 @@ class Storage:
         callback: Callback = DEFAULT_CALLBACK,
         *,
         digest: str | None = None,
-    ) -> str | None:
+        check: Callable[[Moved], object] | None = None,
+    ) -> Moved:
         """Download the file `rel` to `local_path` (a partial download never shows there).
 
         The bytes go to a temp file created exclusively (``O_EXCL``, a fresh random name)
@@ -209,7 +211,8 @@ class Storage:
         let a planted symlink redirect the download, and deleted a user's file of that name.
         The move never replaces something that appeared at `local_path` meanwhile
         (`AlreadyExistsError`). A failure to write the local file (a full disk) names it.
-        Progress and `digest` as in `put`.
+        Progress and `digest` as in `put`; `check` is given what was downloaded before the
+        move, and an exception it raises (`IntegrityError`) leaves nothing at `local_path`.
         """
         fd, tmp = _exclusive_temp(local_path)
         try:
@@ -221,12 +224,14 @@ class Storage:
                 download = transfer.sink(raw, local_path)
                 self.backend.get(self.abs(rel), download)
                 download.finish()
+            if check is not None:
+                check(transfer.result())
             _move_new(tmp, local_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        return transfer.hexdigest()
+        return transfer.result()
 
     def kind(self, rel: str) -> str | None:
         """Return ``"file"``, ``"directory"`` or None when nothing is at `rel` (no cache)."""

@@ -21,7 +21,7 @@ import hashlib
 import io
 import os
 import stat
-from typing import IO, TYPE_CHECKING, Any, Self, cast
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
@@ -32,10 +32,25 @@ if TYPE_CHECKING:
     from metatree._types import Source
     from metatree.errors import StorageError
 
-__all__ = ["COPY_CHUNK", "Download", "Transfer", "TreeCallback", "Upload", "copy_file"]
+__all__ = [
+    "COPY_CHUNK",
+    "Download",
+    "Moved",
+    "Transfer",
+    "TreeCallback",
+    "Upload",
+    "copy_file",
+]
 
 COPY_CHUNK = 8 * 2**20
 """Bytes per read of a copy: large enough for disk and network, small enough for memory."""
+
+
+class Moved(NamedTuple):
+    """What one transfer moved: its size in bytes and, when asked for, its hex digest."""
+
+    size: int
+    digest: str | None
 
 
 class _SourceFailed(Exception):
@@ -102,6 +117,10 @@ class Transfer:
     def hexdigest(self) -> str | None:
         """Return the hex digest of the bytes moved, or None when none was asked for."""
         return self._hashers[0].hexdigest() if self._hashers else None
+
+    def result(self) -> Moved:
+        """Return the bytes moved and their digest."""
+        return Moved(self.moved, self.hexdigest())
 
     @contextlib.contextmanager
     def source(self, source: Source) -> Iterator[Upload]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
@@ -19,14 +19,17 @@ from metatree._core.put import put
 from metatree._core.read import exists, get, holds, readable, walk
 from metatree._core.remove import remove
 from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
+from metatree._core.verify import VerifyReport, verify_node
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
+    check_flag,
     check_local_outfile,
     check_source,
 )
 from metatree._node import Node
 from metatree._paths import LocationLike, Placeholder, parse_location
+from metatree._records import FileRecord, check_info, record_of, records_of, user_metadata
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.errors import MetatreeError, NotFoundError, PathError
 
@@ -225,8 +228,12 @@ class Metatree:
         *,
         name: str | None = None,
         callback: Callback = DEFAULT_CALLBACK,
+        info: dict[str, Any] | None = None,
     ) -> bool:
         """Store a file in the node at `location`, creating the nodes on the way.
+
+        Each stored file is recorded in the node's metadata (size, sha256, time and
+        provenance: `stat`, `Node.files`), and `get` checks it against that record.
 
         Parameters
         ----------
@@ -243,6 +250,9 @@ class Metatree:
             The stored name: required for bytes and file objects, the local name otherwise.
         callback
             An fsspec callback, told the size and the progress of the upload.
+        info
+            More provenance for the file records (JSON values, at most 64 KiB), such as
+            ``{"run": "r42", "commit": "abc123"}``.
 
         Returns
         -------
@@ -255,6 +265,7 @@ class Metatree:
         target = Target.node(location, self.keys)
         try:
             stored = check_source(filepath, name, target.shown, recursive)
+            extra = check_info(info, target.shown)
             path = put(
                 self._db,
                 target,
@@ -263,6 +274,7 @@ class Metatree:
                 force=force,
                 recursive=recursive,
                 callback=callback,
+                info=extra,
             )
         except Exception:
             self._cursor = Node(self._db, self._put_target(target))
@@ -306,6 +318,7 @@ class Metatree:
         *,
         chunk_size: int = CHUNK_SIZE,
         callback: Callback = DEFAULT_CALLBACK,
+        verify: bool = True,
     ) -> Iterator[bytes]:
         """Stream the file at ``"node/location/file"``; ``<key>`` works in every segment.
 
@@ -314,14 +327,24 @@ class Metatree:
         first and the returned iterator reads the local copy. Moves the cursor to the node,
         also when the file is missing (as metatreedb; docs/differences.md has the rules).
 
+        A file with a record (`stat`) is checked against its sha256 while it streams: a
+        download is checked before it appears at `outfile`; a stream raises at its end, after
+        the last chunk, so a caller writing chunks somewhere must discard them on
+        `IntegrityError`. ``verify=False`` reads without the check (and without reading the
+        record: one request fewer). Files stored without a record (by metatreedb) are read
+        unchecked.
+
         Raises
         ------
         NotFoundError
             No such node or file (metatreedb returned None).
         AlreadyExistsError
             `outfile` exists already.
+        IntegrityError
+            The bytes read differ from the file's record.
         """
         check_chunk_size(chunk_size, str(location))
+        check_flag(verify, "verify", str(location))
         check_callback(callback, str(location))
         check_local_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
@@ -342,7 +365,66 @@ class Metatree:
             recursive=recursive,
             chunk_size=chunk_size,
             callback=callback,
+            verify=verify,
         )
+
+    def stat(self, location: str) -> FileRecord:
+        """Return the record of the file at `location`: size, sha256, created, provenance.
+
+        The location resolves as in `get`; the cursor stays. Reads the node's metadata.json
+        only (no request to the file).
+
+        Raises
+        ------
+        NotFoundError
+            No such node or file, or a file stored without a record (by metatreedb, or by
+            a version before records).
+        """
+        raw: object = location  # callers without type checking may pass anything
+        if not isinstance(raw, str) or not location.strip("/"):
+            raise PathError(repr(location), "stat takes the str location of a file")
+        where, last = Target.file(location, self.keys)
+        node = self._node_of(where)
+        name = node.name(last)
+        url = self._db.url(node.path, name)
+        record = record_of(node.metadata, name, self._db.url(node.path))
+        if record is not None:
+            return record
+        if holds(node, name) and not (name in children_of(node.metadata) and not node.is_leaf):
+            raise NotFoundError(url, "file record (the file was stored without one)")
+        raise NotFoundError(url, "file")
+
+    def verify(self, location: str = "", recursive: bool = True) -> VerifyReport:
+        """Check stored files against their records; return what is ok, mismatched, missing.
+
+        `location` is a node (its files; with `recursive`, those of every node below it too)
+        or a file. Each recorded file is read once and hashed (no download); files without a
+        record are listed as ``unrecorded``. Takes no lock: a file replaced meanwhile by a
+        concurrent put is checked against its new record. The cursor stays.
+        """
+        raw: object = location
+        if not isinstance(raw, str):
+            raise PathError(repr(location), "verify takes a str location")
+        check_flag(recursive, "recursive", location)
+        report = VerifyReport()
+        if not location.strip("/"):
+            nodes: list[NodePath] = [()]
+            only = None
+        else:
+            where, last = Target.file(location, self.keys)
+            node = self._node_of(where)
+            name = node.name(last)
+            if name in children_of(node.metadata) and not node.is_leaf:
+                nodes, only = [(*node.path, name)], None
+            elif holds(node, name):
+                nodes, only = [node.path], name
+            else:
+                raise NotFoundError(self._db.url(node.path, name), "node or file")
+        if only is None and recursive:
+            nodes = [path for path, _ in walk(self._db, nodes[0])]
+        for path in nodes:
+            verify_node(self._db, path, report, only)
+        return report
 
     def _find_node_of(self, location: object) -> None:
         """Move the cursor where metatreedb's get leaves it when the file name is refused.
@@ -405,11 +487,32 @@ class Metatree:
         """
         return self._db.break_lock(force=force)
 
-    def walk(self, location: LocationLike = "") -> Iterator[tuple[Node, dict[str, Any]]]:
-        """Yield each node at and below `location` with its metadata, depth first."""
+    @overload
+    def walk(
+        self, location: LocationLike = "", *, files: Literal[False] = False
+    ) -> Iterator[tuple[Node, dict[str, Any]]]: ...
+
+    @overload
+    def walk(
+        self, location: LocationLike = "", *, files: Literal[True]
+    ) -> Iterator[tuple[Node, dict[str, Any], dict[str, FileRecord]]]: ...
+
+    def walk(
+        self, location: LocationLike = "", *, files: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        """Yield each node at and below `location` with its metadata, depth first.
+
+        With ``files=True`` each node comes with its file records too (as `Node.files`,
+        from the same read: no request more).
+        """
+        check_flag(files, "files", shown_of(location))
         start = resolve(self._db, Target.node(location, self.keys))  # the cursor stays
         for path, metadata in walk(self._db, start.path):
-            yield Node(self._db, path), metadata
+            node = Node(self._db, path)
+            if files:
+                yield node, user_metadata(metadata), records_of(metadata, node.location)
+            else:
+                yield node, user_metadata(metadata)
 
     def remove(self, location: str, recursive: bool = False) -> None:
         """Remove the file or node at `location` (a node with content needs `recursive`).

@@ -72,14 +72,34 @@ class TestS3Requests:
             "GET metadata.json",
             "GET x/metadata.json",
             "GET x/y/metadata.json",
+            "GET x/y/z/metadata.json",  # the file's record, checked as the bytes stream
             "GET x/y/z/f",
+        ]
+
+    def test_get_unverified(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
+        assert record() == [
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET x/y/metadata.json",
+            "GET x/y/z/f",
+        ]
+
+    def test_stat(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        assert tree.stat("x/y/z/f").size == 4
+        assert record() == [
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET x/y/metadata.json",
+            "GET x/y/z/metadata.json",
         ]
 
     def test_get_through_placeholders(
         self, tree: Metatree, record: Callable[[], list[str]]
     ) -> None:
         assert b"".join(tree.get("x/<active>/z/<model_file>")) == b"data"
-        assert len(record()) == 5  # + the leaf's metadata.json, where <model_file> lives
+        # + the leaf's metadata.json, where <model_file> lives and the record too
+        assert len(record()) == 5
 
     def test_update(
         self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
@@ -102,9 +122,25 @@ class TestS3Requests:
             "GET x/metadata.json",
             "GET x/y/metadata.json",
             "GET (list)",  # x/y/w/: an orphan there would be cleared first (docs/format.md)
-            "PUT x/y/w/metadata.json",
+            "PUT x/y/w/metadata.json",  # marks what a crash leaves as an orphan
             "PUT x/y/w/f",
+            "PUT x/y/w/metadata.json",  # with the file's record (size, sha256, provenance)
             "PUT x/y/metadata.json",
+            "DELETE .lock",
+        ]
+
+    def test_put_new_model_and_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+        """Below a new top node, the leaf is written once, after the file, with its record."""
+        tree.put("x/n/w", b"new", name="f")
+        assert record() == [
+            "PUT .lock",
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET (list)",
+            "PUT x/n/metadata.json",
+            "PUT x/n/w/f",
+            "PUT x/n/w/metadata.json",
+            "PUT x/metadata.json",
             "DELETE .lock",
         ]
 
@@ -112,11 +148,18 @@ class TestS3Requests:
         self, tree: Metatree, record: Callable[[], list[str]]
     ) -> None:
         tree.put("x/y/z", b"more", name="g")
-        sent = record()
-        assert "PUT x/y/metadata.json" not in sent
-        assert "PUT x/y/z/metadata.json" not in sent
-        assert sent.count("GET x/y/metadata.json") == 1
-        assert len(sent) <= 8  # lock 2, index reads 3, existence check 2 (HEAD + list), PUT 1
+        assert record() == [
+            "PUT .lock",
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET x/y/metadata.json",
+            "GET x/y/z/metadata.json",  # read-modify-write of the node's records
+            "HEAD x/y/z/g",
+            "GET (list)",  # existence check: s3fs's HEAD, then a listing (a directory g?)
+            "PUT x/y/z/g",
+            "PUT x/y/z/metadata.json",  # the record, conditional on the version read
+            "DELETE .lock",
+        ]
 
 
 @pytest.mark.webhdfs
@@ -146,7 +189,7 @@ class TestWebHDFSRequests:
 
     def test_get_small_file(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
-        assert self.ops(webhdfs_server) == ["OPEN"] * 4
+        assert self.ops(webhdfs_server) == ["OPEN"] * 5  # 3 indexes, the record, the file
 
     def test_update(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         node = tree.find("x/y/z")
@@ -180,10 +223,12 @@ class TestWebHDFSRequests:
             "OPEN",  # root, x, x/y
             "LISTSTATUS",  # x/y/w: an orphan there would be cleared first (docs/format.md)
             "CREATE",
-            "RENAME",  # x/y/w/metadata.json
+            "RENAME",  # x/y/w/metadata.json, the orphan marker
             "OPEN",  # the lease, before the file goes into the new node (docs/locking.md)
             "CREATE",
             "RENAME",  # the file
+            "CREATE",
+            "RENAME",  # x/y/w/metadata.json, with the file's record
             "OPEN",  # verify the lease
             "CREATE",
             "OPEN",  # conditional commit: re-read x/y/metadata.json before the RENAME

@@ -310,7 +310,7 @@ class Database:
                 else:
                     existing.append((path, metadata))
             if tx.unsynced:  # every new node durable before an index lists it
-                self.storage.sync(tx.unsynced)
+                self.storage.sync(list(dict.fromkeys(tx.unsynced)))  # a node written twice
                 tx.unsynced = []
             for target, staged in list(tx.moves.items()):
                 if staged.old_kind != "directory" and not staged.tree:

@@ -33,7 +33,7 @@ class PutPlan:
     anchor: NodePath
     """The deepest node on the way that exists."""
     metadata: dict[str, Any]
-    """The anchor's metadata (``{}`` for a leaf, which has no index to read)."""
+    """The anchor's metadata (where the file's record goes, when the put creates no node)."""
     version: object
     """The version of the anchor's metadata.json that was read, for the conditional commit."""
     new: list[str]
@@ -65,7 +65,7 @@ def plan_put(db: Database, target: Target, name: str) -> PutPlan:
     """
     anchor, missing, later = descend(db, target)
     if missing is None:
-        metadata, version = ({}, None) if anchor.is_leaf else anchor.read()
+        metadata, version = anchor.read()  # the file's record goes into it
         return PutPlan(anchor.path, metadata, version, [], name)
     new = [missing]
     for segment in later:

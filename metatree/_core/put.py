@@ -1,9 +1,13 @@
 """Put: carry out a `PutPlan` in the order that keeps every crash harmless.
 
-The new nodes' metadata first (top down, so a crash leaves an orphan `claim` recognises),
-then the file, then the one index rewrite that makes it all visible (the commit point). In a
-transaction a file for a node that existed before is staged under a reserved name and moved
-into place at commit.
+The top new node's metadata first (so whatever a crash leaves is an orphan `claim`
+recognises), then the nodes below it, then the file, hashed as it streams, then the
+metadata.json of the node that receives it, with the file's record (size, sha256, time,
+provenance: `metatree._records`), then the one index rewrite that makes it all visible (the
+commit point). A new node receiving the file is written once, after the file, unless it is
+the top new node: then it is written twice (first as the orphan marker, then with the
+record). In a transaction a file for a node that existed before is staged under a reserved
+name and moved into place at commit, its record staged with the node's metadata.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from metatree._core.transaction import Staged, Transaction
 from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
+from metatree._records import records_of, set_records
 from metatree.errors import AlreadyExistsError, MetatreeError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from metatree._core.db import Database
     from metatree._core.resolve import Target
+    from metatree._transfer import Moved
     from metatree._types import NodePath, Source
 
 __all__ = ["put"]
@@ -39,11 +47,13 @@ def put(
     force: bool = False,
     recursive: bool = False,
     callback: Callback = DEFAULT_CALLBACK,
+    info: Mapping[str, Any] | None = None,
 ) -> NodePath:
     """Store `source` as `name` in the node `target` names, creating missing nodes.
 
     Returns the node's path. Everything that can be checked without storage is checked
-    by the caller; what needs the tree is checked by the plan before the first write.
+    by the caller (`info`, the caller's provenance, too); what needs the tree is checked by
+    the plan before the first write.
     """
     with db.write_lock():
         tx = db.active_tx()
@@ -62,8 +72,9 @@ def put(
             _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
         else:
             old_kind = check_target(db, plan, force=force, recursive=recursive)
+            records_of(plan.metadata, db.url(plan.node))  # malformed: refused before writing
         try:
-            _put_into(
+            stored = _put_into(
                 db,
                 plan,
                 source,
@@ -73,6 +84,7 @@ def put(
                 callback=callback,
                 old_kind=old_kind,
             )
+            _record(db, plan, stored, {} if info is None else info, tx)
         except BaseException:
             if plan.new and tx is None and db.holds():
                 # the top new node is ours and unlisted: take back what this put wrote
@@ -95,15 +107,19 @@ def _put_into(
     recursive: bool,
     callback: Callback,
     old_kind: str | None,
-) -> None:
-    """Write the new nodes below the top one (`put` wrote it) and store the file.
+) -> list[tuple[str, Moved]]:
+    """Write the new nodes between the top one (`put` wrote it) and the file's; store the file.
 
-    In a transaction, a file for a node that existed before is staged instead. Nodes are
-    written top down (deepest first left ``n/`` holding only ``v1/`` after a crash: a
-    "stored directory" to `claim`, blocking the name for good).
+    Returns what `upload` stored (each file's path below the target, size and sha256). In a
+    transaction, a file for a node that existed before is staged instead. Nodes are written
+    top down (deepest first left ``n/`` holding only ``v1/`` after a crash: a "stored
+    directory" to `claim`, blocking the name for good). Outside a transaction the node that
+    receives the file is written after it, by `_record`, with the file's record: the top
+    new node above it already marks a crash's leftovers as an orphan.
     """
     anchor, new, node, target = plan.anchor, plan.new, plan.node, plan.target
-    for depth in range(2, len(new) + 1):
+    last = len(new) if tx is not None else len(new) - 1
+    for depth in range(2, last + 1):
         below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
         _write_new_node(db, (*anchor, *new[:depth]), below, tx)
     if new and tx is None:
@@ -113,10 +129,9 @@ def _put_into(
     if tx is None or node in tx.created:
         # in a node this transaction created, files are flushed in one batch at its end
         unsynced = None if tx is None else tx.unsynced
-        _store(
+        return _store(
             db, source, target, recursive, callback, unsynced, new_node=bool(new), old_kind=old_kind
         )
-        return
     if tx.staged_for(target) is not None and not force:  # stored by this transaction
         raise AlreadyExistsError(db.url(node, plan.name))
     staged = Staged(
@@ -125,13 +140,43 @@ def _put_into(
         recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source),
     )
     try:
-        _store(db, source, staged.path, recursive, callback)
+        stored = _store(db, source, staged.path, recursive, callback)
     except BaseException:  # a partial staged copy is nobody's: delete it
         with contextlib.suppress(MetatreeError):
             db.delete(staged.path, tree=staged.tree)
         raise
     tx.unstage(target)  # only now: a failed replace keeps the earlier staged copy
     tx.moves[target] = staged
+    return stored
+
+
+def _record(
+    db: Database,
+    plan: PutPlan,
+    stored: list[tuple[str, Moved]],
+    info: Mapping[str, Any],
+    tx: Transaction | None,
+) -> None:
+    """Write the receiving node's metadata with the records of the files just stored.
+
+    A node this put created is unlisted and ours: written unconditionally (in a transaction,
+    staged with the node, written at its commit). An existing node's metadata is rewritten
+    conditionally on the version the plan read (a commit point: the file is in place).
+    """
+    node, name = plan.node, plan.name
+    files = [
+        (f"{name}/{sub}" if sub else name, moved.size, moved.digest or "") for sub, moved in stored
+    ]
+    if not plan.new:
+        set_records(plan.metadata, name, files, info, db.url(node))
+        db.write_metadata(node, plan.metadata, commit=True, expect=plan.version)
+        return
+    metadata: dict[str, Any] = {}
+    set_records(metadata, name, files, info, db.url(node))
+    if tx is None:
+        db.put_metadata(node, metadata, expect=None)
+    else:
+        tx.stage(node, metadata)
 
 
 def _write_new_node(
@@ -161,7 +206,7 @@ def _store(
     *,
     new_node: bool = True,
     old_kind: str | None = None,
-) -> None:
+) -> list[tuple[str, Moved]]:
     """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
 
     A directory (or a file replacing one) is uploaded under a reserved staging name in
@@ -172,15 +217,13 @@ def _store(
     local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
     is_dir = recursive and local is not None and os.path.isdir(local)
     if not is_dir and old_kind != "directory":
-        upload(db.storage, source, None, rel, callback, unsynced)
-        return
+        return upload(db.storage, source, None, rel, callback, unsynced)
     files = scan_source(local) if is_dir and local is not None else None
     if new_node and old_kind is None:
-        upload(db.storage, source, files, rel, callback, unsynced)
-        return
+        return upload(db.storage, source, files, rel, callback, unsynced)
     stage = reserved_beside(rel, "staging")
     try:
-        upload(db.storage, source, files, stage, callback, None)
+        stored = upload(db.storage, source, files, stage, callback, None)
         db.storage.replace_tree(stage, rel, old_kind)
     except BaseException:
         with contextlib.suppress(MetatreeError):
@@ -189,3 +232,4 @@ def _store(
             else:
                 db.storage.remove_tree(stage)
         raise
+    return stored

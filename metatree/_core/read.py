@@ -11,9 +11,11 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
+from metatree._core.integrity import Check, verified
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
+from metatree._records import records_of
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -137,18 +139,33 @@ def get(
     recursive: bool,
     chunk_size: int,
     callback: Callback,
+    verify: bool = True,
 ) -> Iterator[bytes]:
-    """Stream a file, or download it (or, with `recursive`, a directory) to `outfile`."""
+    """Stream a file, or download it (or, with `recursive`, a directory) to `outfile`.
+
+    With `verify`, a recorded file is checked against its record (`metatree._core.integrity`):
+    a download before it is moved to `outfile`, a stream at its end. Reading the record costs
+    one request (the node's metadata.json), none when the node's metadata was read already.
+    """
     db = node.db
     rel = readable(db, node.path, name)
+    records = records_of(node.metadata, db.url(node.path)) if verify else {}
+    record = records.get(name)
     if outfile is None:
-        return db.storage.iter_bytes(rel, chunk_size)
+        chunks = db.storage.iter_bytes(rel, chunk_size)
+        return chunks if record is None else verified(chunks, Check(db, node.path, name, record))
     if recursive and db.storage.kind(rel) == "directory":
         if name not in children_of(node.metadata) and is_orphan(db, node.path, name):
             raise NotFoundError(db.url(node.path, name), "file or directory")
-        download_tree(db.storage, rel, outfile, callback)
+        checks = {
+            sub[len(name) + 1 :]: Check(db, node.path, sub, found)
+            for sub, found in records.items()
+            if sub.startswith(f"{name}/")
+        }
+        download_tree(db.storage, rel, outfile, callback, checks)
         return iter(())
-    db.storage.get(rel, outfile, callback)
+    check = None if record is None else Check(db, node.path, name, record).moved
+    db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
     return _iter_local(outfile, chunk_size)
 
 

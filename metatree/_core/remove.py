@@ -1,5 +1,8 @@
 """Remove: a file, or a node with its subtree; the index first, then the data.
 
+A file's record (`metatree._records`) is dropped from its node's metadata before the file is
+deleted, as an index entry is.
+
 A crash between the two leaves unlisted data (an orphan), never an index that lists a node
 whose data is half gone. In a transaction the data is deleted after the commit, so a
 rollback keeps it.
@@ -7,12 +10,13 @@ rollback keeps it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import entries, is_orphan
 from metatree._core.resolve import resolve
 from metatree._metadata import CHILDREN
+from metatree._records import drop_records
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
@@ -44,12 +48,22 @@ def remove(db: Database, target: Target, last: Segment, *, recursive: bool) -> N
         staged = tx is not None and tx.unstage(rel)  # what this transaction stored
         kind = db.storage.kind(rel)
         if kind is None or (kind == "directory" and is_orphan(db, node.path, name)):
-            if staged:
-                return  # it only existed in this transaction, and is gone now
+            if staged:  # it only existed in this transaction, and is gone now
+                _drop_record(db, node.path, metadata, version, name)
+                return
             raise NotFoundError(db.url(node.path, name), "node or file")
         if kind == "directory" and not recursive:
             raise PathError(target.shown, "it is a directory: pass recursive=True")
+        _drop_record(db, node.path, metadata, version, name)  # first, as an index entry
         _after_commit(db, tx, None, rel, tree=kind == "directory")
+
+
+def _drop_record(
+    db: Database, path: NodePath, metadata: dict[str, Any], version: object, name: str
+) -> None:
+    """Rewrite the node's metadata without the record of `name`, if it had one."""
+    if drop_records(metadata, name, db.url(path)):
+        db.write_metadata(path, metadata, commit=True, expect=version)
 
 
 def _after_commit(

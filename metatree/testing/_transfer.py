@@ -99,7 +99,7 @@ class TransferAccountingTests:
         data = _payload(size)
         source, sized = _SOURCES[kind](data, tmp_path)
         progress = _Recorder()
-        digest = storage.put(source, "f", progress, digest="sha256")
+        digest = storage.put(source, "f", progress, digest="sha256").digest
         assert storage.read_bytes("f") == data
         progress.check(size, told_first=sized)
         assert digest == hashlib.sha256(data).hexdigest()
@@ -113,8 +113,8 @@ class TransferAccountingTests:
         out = tmp_path / "downloads"
         out.mkdir()
         plain, hashed = _Recorder(), _Recorder()
-        assert storage.get("f", str(out / "plain"), plain) is None
-        digest = storage.get("f", str(out / "hashed"), hashed, digest="sha256")
+        assert storage.get("f", str(out / "plain"), plain) == (size, None)
+        digest = storage.get("f", str(out / "hashed"), hashed, digest="sha256").digest
         assert (out / "plain").read_bytes() == (out / "hashed").read_bytes() == data
         plain.check(size, told_first=False)
         hashed.check(size, told_first=False)
@@ -123,7 +123,7 @@ class TransferAccountingTests:
     def test_put_without_digest_returns_none(self, storage: Storage, tmp_path: Path) -> None:
         """The fast path (a kernel copy on local disk) still reports progress, no digest."""
         progress = _Recorder()
-        assert storage.put(_write(tmp_path / "src.bin", b"abc"), "f", progress) is None
+        assert storage.put(_write(tmp_path / "src.bin", b"abc"), "f", progress) == (3, None)
         progress.check(3, told_first=True)
 
     def test_directory_put_and_get_report_one_exact_total(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hypothesis import strategies as st
 
 import metatree.errors
-from tests.differential import ref_runner
+from tests.differential import ref_runner, scenarios
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -291,23 +291,28 @@ def run_program(program: Program, worker: RefWorker) -> Run:
 
 # -- normalisation ----------------------------------------------------------------------------
 def norm_metadata(metadata: Any) -> Any:
-    """Children as a sorted set, other values as str (metatreedb stores ``str(value)``)."""
-    if not isinstance(metadata, dict):
-        return metadata
-    out: dict[str, Any] = {k: str(v) for k, v in metadata.items() if k != "children"}
-    if "children" in metadata:
-        out["children"] = sorted(set(metadata["children"]))
-    return out
+    """As `scenarios.norm_metadata`; anything but an object is kept as it is."""
+    return scenarios.norm_metadata(metadata) if isinstance(metadata, dict) else metadata
 
 
 def norm_tree(tree: dict[str, str | None]) -> dict[str, Any]:
-    """Each metadata.json parsed and normalised (a 0-byte root file is ``{}``)."""
+    """Each metadata.json parsed and normalised (a 0-byte root file is ``{}``).
+
+    Our file records must describe the bytes beside them (`scenarios.check_records`); a
+    record that does not shows as a difference.
+    """
     out: dict[str, Any] = {}
+    files = {rel: None if text is None else text.encode("latin-1") for rel, text in tree.items()}
     for rel, text in tree.items():
         if text is not None and os.path.basename(rel) == "metadata.json":
             try:
-                out[rel] = norm_metadata(json.loads(text.encode("latin-1")) if text else {})
-            except ValueError:
+                metadata = json.loads(text.encode("latin-1")) if text else {}
+                out[rel] = norm_metadata(metadata)
+                if isinstance(metadata, dict):
+                    out.update(
+                        {f"{rel}!": p for p in scenarios.check_records(metadata, rel, files)}
+                    )
+            except (ValueError, metatree.errors.CorruptMetadataError):
                 out[rel] = text
         else:
             out[rel] = text

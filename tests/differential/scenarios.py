@@ -7,6 +7,7 @@ the op code of ``ref_runner.py``, so the two sides are summarised identically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import metatree.errors
+from metatree._records import RECORDS, records_of
 from tests.differential import ref_runner
 
 if TYPE_CHECKING:
@@ -70,8 +72,11 @@ def is_system(name: str) -> bool:
 
 
 def norm_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Children as a sorted set ("children_order"), other values as str ("metadata_types")."""
-    out: dict[str, Any] = {k: str(v) for k, v in metadata.items() if k != "children"}
+    """Children as a sorted set ("children_order"), other values as str ("metadata_types").
+
+    Our file records ("file_records") are compared with the stored bytes by `check_records`.
+    """
+    out: dict[str, Any] = {k: str(v) for k, v in metadata.items() if k not in ("children", RECORDS)}
     if "children" in metadata:
         out["children"] = sorted(set(metadata["children"]))
     return out
@@ -146,6 +151,21 @@ def compare(
 
 
 # -- on disk -------------------------------------------------------------------------------
+def check_records(
+    metadata: Mapping[str, Any], rel: str, files: Mapping[str, bytes | None]
+) -> list[str]:
+    """Our file records must describe the bytes stored beside them (size and sha256)."""
+    node = os.path.dirname(rel)
+    problems = []
+    for name, record in records_of(metadata, rel).items():
+        data = files.get(os.path.normpath(os.path.join(node, name)))
+        if data is None:
+            problems.append(f"{rel}: a record for {name!r}, which is not stored")
+        elif (record.size, record.sha256) != (len(data), hashlib.sha256(data).hexdigest()):
+            problems.append(f"{rel}: the record of {name!r} does not describe its bytes")
+    return problems
+
+
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every entry below `root` (directories map to None), system entries excluded."""
     entries: dict[str, bytes | None] = {}
@@ -192,6 +212,7 @@ def compare_trees(ours: Path, theirs: Path) -> list[str]:
                 problems.append(f"{rel}: a directory on one side only")
             continue
         if os.path.basename(rel) == METADATA:
+            problems.extend(check_records(parse_metadata(a, rel), rel, mine))
             left = norm_metadata(parse_metadata(a, rel))
             right = norm_metadata(parse_metadata(b, rel))
             if left != right:
