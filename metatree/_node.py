@@ -87,7 +87,7 @@ class Node:
         Files inside a stored directory are named by their path (``"ckpt/weights.bin"``).
         Files stored without a record (by metatreedb) are not listed; `list` lists them.
         """
-        return records_of(self.metadata, self.location)
+        return records_of(self.db.read_metadata(self.path), self.location)
 
     @property
     def children(self) -> list[str]:

@@ -412,7 +412,7 @@ class Metatree:
             only = None
         else:
             where, last = Target.file(location, self.keys)
-            node = self._node_of(where)
+            node = resolve(self._db, where)  # from the root: never the cursor's node
             name = node.name(last)
             if name in children_of(node.metadata) and not node.is_leaf:
                 nodes, only = [(*node.path, name)], None

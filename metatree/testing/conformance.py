@@ -33,6 +33,7 @@ from metatree.testing._hardening_storage import StorageHardeningTests
 from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
+from metatree.testing._records import FileRecordTests
 from metatree.testing._stateful import StatefulTests
 from metatree.testing._transfer import TransferAccountingTests
 
@@ -57,6 +58,7 @@ class BackendConformance(
     TransferAccountingTests,
     LockHardeningTests,
     CursorTests,
+    FileRecordTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

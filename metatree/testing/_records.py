@@ -1,0 +1,345 @@
+"""File records and integrity on read (issue 11): recorded on every put, checked on every get.
+
+Part of the conformance suite (mixed into `BackendConformance`): every test runs on every
+backend. Tampering goes through `Storage` primitives, below metatree's records, as a failing
+disk, another client or an attacker with write access to the bucket would.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import platform
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+import metatree
+from metatree._core.integrity import Check
+from metatree._records import RECORDS
+from metatree.errors import (
+    AlreadyExistsError,
+    CorruptMetadataError,
+    IntegrityError,
+    MetadataError,
+    NotFoundError,
+    PathError,
+)
+from metatree.testing._helpers import unchanged
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from metatree._tree import Metatree
+
+__all__ = ["FileRecordTests"]
+
+LEAF = "m/v/s"
+BODY = b"weights-v1" * 1000
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tree_with_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "ckpt"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(b"a" * 100)
+    (src / "sub" / "b.bin").write_bytes(b"b" * 200)
+    return src
+
+
+class FileRecordTests:
+    """Every stored byte accounted for: records, verification, tampering, bad records."""
+
+    # -- records ---------------------------------------------------------------------------
+    def test_put_records_size_sha256_time_and_provenance(self, tree: Metatree) -> None:
+        before = datetime.datetime.now(datetime.UTC)
+        assert tree.put(LEAF, BODY, name="w.bin", info={"run": "r42", "epochs": 3}) is True
+        after = datetime.datetime.now(datetime.UTC)
+        record = tree.stat(f"{LEAF}/w.bin")
+        assert (record.name, record.size, record.sha256) == ("w.bin", len(BODY), _sha(BODY))
+        assert before <= record.created <= after
+        assert record.created.tzinfo == datetime.UTC
+        origin = record.provenance
+        assert len(origin.uuid) == 32
+        assert int(origin.uuid, 16) >= 0
+        assert origin.python == f"python:{platform.python_version()}"
+        assert origin.platform == platform.platform()
+        assert origin.host
+        assert isinstance(origin.user, str)
+        assert origin.versions["metatree"] == metatree.__version__
+        assert "fsspec" in origin.versions
+        assert origin.info == {"run": "r42", "epochs": 3}
+        assert tree.find(LEAF).files == {"w.bin": record}
+
+    @pytest.mark.parametrize("kind", ["path", "bytes", "stream"])
+    def test_every_source_kind_is_hashed_as_it_streams(
+        self, tree: Metatree, tmp_path: Path, kind: str
+    ) -> None:
+        local = tmp_path / "w.bin"
+        local.write_bytes(BODY)
+        source: Any = {"path": local, "bytes": BODY, "stream": io.BytesIO(BODY)}[kind]
+        tree.put(LEAF, source, name="w.bin")
+        assert tree.stat(f"{LEAF}/w.bin").sha256 == _sha(BODY)
+
+    def test_records_in_an_intermediate_node_and_new_nodes_below_a_new_top(
+        self, tree: Metatree
+    ) -> None:
+        tree.put("m", b"readme", name="README")  # a file in a node that is not a leaf
+        tree.put("n/v/s", b"x", name="f")  # three new nodes: the leaf written after the file
+        assert tree.stat("m/README").sha256 == _sha(b"readme")
+        assert tree.stat("n/v/s/f").size == 1
+        assert tree.find("n").files == {}
+        assert tree.find("n/v").files == {}
+
+    def test_recursive_put_records_every_file_under_one_put(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        files = tree.find(LEAF).files
+        assert sorted(files) == ["ckpt/a.bin", "ckpt/sub/b.bin"]
+        assert files["ckpt/a.bin"].sha256 == _sha(b"a" * 100)
+        assert files["ckpt/sub/b.bin"].size == 200
+        assert files["ckpt/a.bin"].provenance == files["ckpt/sub/b.bin"].provenance
+        out = tmp_path / "out"
+        list(tree.get(f"{LEAF}/ckpt", str(out), recursive=True))
+        assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
+
+    def test_a_replace_rewrites_the_record_and_drops_what_it_replaced(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.put(LEAF, b"v1", name="f")
+        first = tree.stat(f"{LEAF}/f")
+        tree.put(LEAF, b"version 2", name="f", force=True)
+        second = tree.stat(f"{LEAF}/f")
+        assert (second.size, second.sha256) == (9, _sha(b"version 2"))
+        assert second.provenance.uuid != first.provenance.uuid
+        tree.put(LEAF, b"now a file", name="ckpt", force=True, recursive=True)
+        assert sorted(tree.find(LEAF).files) == ["ckpt", "f"]
+        stored = tree.storage.read_bytes(f"{LEAF}/metadata.json")
+        assert first.provenance.uuid.encode() not in stored  # its put entry was pruned
+
+    def test_put_without_force_records_nothing_new(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"v1", name="f")
+        with unchanged(tree.storage), pytest.raises(AlreadyExistsError):
+            tree.put(LEAF, b"v2", name="f")
+
+    def test_transaction_records_at_commit_and_not_after_a_rollback(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"old", name="f")
+        with tree.transaction():
+            tree.put(LEAF, b"new", name="f", force=True)
+            tree.put("m/v/t", b"fresh", name="g")
+            tree.put("m/v/t", b"second", name="h")
+            assert b"".join(tree.get(f"{LEAF}/f")) == b"new"  # staged copy, staged record
+        assert tree.stat(f"{LEAF}/f").sha256 == _sha(b"new")
+        assert sorted(tree.find("m/v/t").files) == ["g", "h"]
+
+        def rolled_back() -> None:
+            with tree.transaction():
+                tree.put(LEAF, b"rolled back", name="f", force=True)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            rolled_back()
+        assert tree.stat(f"{LEAF}/f").sha256 == _sha(b"new")
+        assert b"".join(tree.get(f"{LEAF}/f")) == b"new"
+
+    def test_remove_drops_the_record_first(self, tree: Metatree, tmp_path: Path) -> None:
+        tree.put(LEAF, b"x", name="f")
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.remove(f"{LEAF}/f")
+        tree.remove(f"{LEAF}/ckpt", recursive=True)
+        assert tree.find(LEAF).files == {}
+        assert RECORDS not in tree.storage.read_bytes(f"{LEAF}/metadata.json").decode()
+        with tree.transaction():
+            tree.put(LEAF, b"y", name="g")
+            tree.remove(f"{LEAF}/g")  # stored and removed in one transaction
+        assert tree.find(LEAF).files == {}
+
+    def test_metadata_hides_records_and_update_keeps_them(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"x", name="f")
+        node = tree.find(LEAF)
+        node.update(score=0.5)
+        assert node.metadata == {"score": 0.5}
+        assert tree.metadata == {"score": 0.5}
+        assert tree.stat(f"{LEAF}/f").size == 1
+        walked = {n.path: (m, f) for n, m, f in tree.walk(files=True)}
+        assert walked[("m", "v", "s")] == ({"score": 0.5}, node.files)
+        assert all(RECORDS not in m for _, m in tree.walk())
+
+    @pytest.mark.parametrize("key", [RECORDS, ".metatree", ".metatree.other"])
+    def test_update_cannot_write_records(self, tree: Metatree, key: str) -> None:
+        tree.put(LEAF, b"x", name="f")
+        node = tree.find(LEAF)
+        with unchanged(tree.storage), pytest.raises(MetadataError):
+            node.update(**{key: {"files": {}, "puts": {}}})
+
+    @pytest.mark.parametrize(
+        ("info", "error"),
+        [
+            ("run=1", PathError),
+            ([1, 2], PathError),
+            ({"x": float("nan")}, MetadataError),
+            ({"x": {1, 2}}, MetadataError),
+            ({"x": "y" * 70_000}, MetadataError),
+        ],
+    )
+    def test_bad_info_writes_nothing(self, tree: Metatree, info: object, error: type) -> None:
+        with unchanged(tree.storage), pytest.raises(error):
+            tree.put(LEAF, b"x", name="f", info=info)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("flag", ["no", 0, None])
+    def test_verify_flags_must_be_bool(self, tree: Metatree, flag: object) -> None:
+        tree.put(LEAF, b"x", name="f")
+        with pytest.raises(PathError):
+            tree.get(f"{LEAF}/f", verify=flag)  # type: ignore[arg-type]
+        with pytest.raises(PathError):
+            tree.verify(LEAF, recursive=flag)  # type: ignore[arg-type]
+
+    def test_stat_of_what_has_no_record(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"x", name="f")
+        tree.storage.put(b"metatreedb wrote me", f"{LEAF}/legacy")  # no record, as metatreedb
+        with pytest.raises(NotFoundError, match="without one"):
+            tree.stat(f"{LEAF}/legacy")
+        with pytest.raises(NotFoundError):
+            tree.stat(f"{LEAF}/absent")
+        with pytest.raises(NotFoundError):
+            tree.stat("m/v/t")  # a node that does not exist
+        assert b"".join(tree.get(f"{LEAF}/legacy")) == b"metatreedb wrote me"
+
+    # -- integrity on read -----------------------------------------------------------------
+    @pytest.mark.parametrize(
+        "tampered",
+        [
+            b"weights-v2" + BODY[10:],  # same size, other bytes
+            BODY[:-1],  # truncated
+            BODY + b"!",  # one byte more
+            b"",  # emptied
+            b"x" * (3 * len(BODY)),  # replaced by something larger
+        ],
+        ids=["changed", "truncated", "appended", "emptied", "replaced"],
+    )
+    def test_a_tampered_file_fails_every_read(
+        self, tree: Metatree, tmp_path: Path, tampered: bytes
+    ) -> None:
+        tree.put(LEAF, BODY, name="w.bin")
+        tree.storage.put(tampered, f"{LEAF}/w.bin")  # below metatree: no record update
+        with pytest.raises(IntegrityError) as caught:
+            b"".join(tree.get(f"{LEAF}/w.bin"))
+        assert caught.value.expected == _sha(BODY)
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        with pytest.raises(IntegrityError):
+            tree.get(f"{LEAF}/w.bin", str(downloads / "out.bin"))
+        assert list(downloads.iterdir()) == []  # nor a partial file beside it
+        assert b"".join(tree.get(f"{LEAF}/w.bin", verify=False)) == tampered
+        report = tree.verify()
+        assert report.mismatched == [f"{LEAF}/w.bin"]
+        assert not report.clean
+
+    def test_a_stream_with_too_many_bytes_fails_before_its_end(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"small", name="f")
+        tree.storage.put(b"y" * 100_000, f"{LEAF}/f")
+        got: list[bytes] = []
+        with pytest.raises(IntegrityError):
+            got.extend(tree.get(f"{LEAF}/f", chunk_size=1000))
+        assert got == []  # refused at the first chunk past the recorded size
+
+    def test_a_tampered_file_in_a_stored_directory_fails_the_download(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.storage.put(b"B" * 200, f"{LEAF}/ckpt/sub/b.bin")
+        out = tmp_path / "out"
+        with pytest.raises(IntegrityError):
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+        assert not out.exists()
+        assert tree.verify(LEAF).mismatched == [f"{LEAF}/ckpt/sub/b.bin"]
+
+    def test_verify_reports_ok_missing_and_unrecorded(self, tree: Metatree, tmp_path: Path) -> None:
+        tree.put(LEAF, b"x", name="f")
+        tree.put(LEAF, b"y", name="g")
+        tree.put("m/v/t", _tree_with_dir(tmp_path), recursive=True)
+        tree.storage.remove_file(f"{LEAF}/g")
+        tree.storage.put(b"planted", f"{LEAF}/extra")
+        report = tree.verify()
+        assert report.ok == [f"{LEAF}/f", "m/v/t/ckpt/a.bin", "m/v/t/ckpt/sub/b.bin"]
+        assert report.missing == [f"{LEAF}/g"]
+        assert report.unrecorded == [f"{LEAF}/extra"]
+        assert report.mismatched == []
+        assert tree.verify(f"{LEAF}/f").ok == [f"{LEAF}/f"]
+        assert tree.verify("m/v/t", recursive=False).ok == [
+            "m/v/t/ckpt/a.bin",
+            "m/v/t/ckpt/sub/b.bin",
+        ]
+        assert tree.verify("m", recursive=False).ok == []
+        with pytest.raises(NotFoundError):
+            tree.verify("m/v/nothing")
+
+    def test_a_read_racing_a_replace_checks_the_new_record(self, tree: Metatree) -> None:
+        """Readers take no lock: old record, new bytes is a race, not corruption."""
+        tree.put(LEAF, b"old", name="f")
+        old = tree.stat(f"{LEAF}/f")
+        tree.put(LEAF, b"new bytes", name="f", force=True)  # replaced after the record was read
+        check = Check(tree._db, ("m", "v", "s"), "f", old)
+        check.confirm(_sha(b"new bytes"), 9)  # the record, read again, matches
+        with pytest.raises(IntegrityError):
+            check.confirm(_sha(b"neither"), 7)
+
+    # -- records are stored data -----------------------------------------------------------
+    @pytest.mark.parametrize(
+        "planted",
+        [
+            "not an object",
+            {"files": {}},
+            {"files": [], "puts": {}},
+            {
+                "files": {"f": {"size": -1, "sha256": "0" * 64, "created": "x", "put": "p"}},
+                "puts": {},
+            },
+            {"files": {"f": {"size": 1, "sha256": "xyz", "created": "x", "put": "p"}}, "puts": {}},
+            {"files": {"../f": {"size": 1}}, "puts": {}},
+            {
+                "files": {
+                    "f": {
+                        "size": 1,
+                        "sha256": "0" * 64,
+                        "created": "2026-01-01T00:00:00+00:00",
+                        "put": "a" * 32,
+                    }
+                },
+                "puts": {},
+            },
+            {"files": {}, "puts": {"not-hex": {}}},
+        ],
+        ids=[
+            "not-object",
+            "no-puts",
+            "files-list",
+            "negative-size",
+            "bad-sha",
+            "traversal-name",
+            "dangling-put",
+            "bad-put-id",
+        ],
+    )
+    def test_a_malformed_record_is_corrupt_and_blocks_writes(
+        self, tree: Metatree, planted: object
+    ) -> None:
+        tree.put(LEAF, b"x", name="f")
+        rel = f"{LEAF}/metadata.json"
+        metadata = orjson.loads(tree.storage.read_bytes(rel))
+        metadata[RECORDS] = planted
+        tree.storage.write_atomic(rel, orjson.dumps(metadata))
+        with pytest.raises(CorruptMetadataError):
+            b"".join(tree.get(f"{LEAF}/f"))
+        with pytest.raises(CorruptMetadataError):
+            _ = tree.find(LEAF).files
+        with unchanged(tree.storage), pytest.raises(CorruptMetadataError):
+            tree.put(LEAF, b"y", name="g")
+        assert b"".join(tree.get(f"{LEAF}/f", verify=False)) == b"x"
