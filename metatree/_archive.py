@@ -499,7 +499,8 @@ def _unpack(source: _Inflater, temp: str, name: str) -> list[str]:
 
 
 def _refuse(name: str, member: str, reason: str) -> ArchiveError:
-    return ArchiveError(name, f"member {member!r} refused: {reason}; nothing was extracted")
+    shown = repr(member) if len(member) <= 200 else f"{member[:200]!r}..."
+    return ArchiveError(name, f"member {shown} refused: {reason}; nothing was extracted")
 
 
 def _member_name(raw: str, name: str) -> str | None:
@@ -549,9 +550,16 @@ def _kind(
         _check_symlink(rel, member.linkname, name)
         return "symlink", None
     if member.islnk():
-        link = _member_name(member.linkname, name) if member.linkname else None
+        try:
+            link = _member_name(member.linkname, name) if member.linkname else None
+        except ArchiveError:
+            link = None
         if link is None or kinds.get(link) != "file":
-            raise _refuse(name, member.name, "a hard link to no regular file extracted before it")
+            raise _refuse(
+                name,
+                member.name,
+                f"a hard link to {member.linkname!r}: no regular file extracted before it",
+            )
         return "file", link
     if member.ischr() or member.isblk():
         raise _refuse(name, member.name, "a device")
