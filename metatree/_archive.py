@@ -19,6 +19,7 @@ import struct
 import tarfile
 import uuid
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -219,26 +220,43 @@ class ArchiveReader(io.RawIOBase):
             members.append((PYTHON_INFO, info.encode()))
         members.sort(key=lambda pair: pair[0])
         self._pieces = _gzip(_tar(members), level)
-        self._buffer = bytearray()
+        self._held: deque[bytes] = deque()  # pieces made but not read yet, about 1 MiB each
+        self._held_size = 0
 
     def readable(self) -> bool:
         """Return True: the archive is read, never written or sought."""
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        """Return up to `size` bytes of the archive (all that is left if `size` is negative)."""
+        """Return up to `size` bytes of the archive (all that is left if `size` is negative).
+
+        Pieces are joined once into the result (no growing buffer), so a read of n bytes
+        holds about n bytes plus one piece.
+        """
         if self.closed:
             raise ValueError("read of a closed ArchiveReader")
         want = -1 if size is None else size
-        while want < 0 or len(self._buffer) < want:
+        while want < 0 or self._held_size < want:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer += piece
-        cut = len(self._buffer) if want < 0 else min(want, len(self._buffer))
-        out = bytes(self._buffer[:cut])
-        del self._buffer[:cut]
-        return out
+            self._held.append(piece)
+            self._held_size += len(piece)
+        if want < 0 or want >= self._held_size:
+            out = b"".join(self._held)
+            self._held.clear()
+            self._held_size = 0
+            return out
+        parts, need = [], want
+        while need:
+            piece = self._held.popleft()
+            if len(piece) > need:
+                self._held.appendleft(piece[need:])
+                piece = piece[:need]
+            parts.append(piece)
+            need -= len(piece)
+        self._held_size -= want
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         """Return the rest of the archive (in memory: for small trees and tests)."""
