@@ -360,10 +360,11 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "control": lambda: _tar_gz(OK, _member("a\nb", data=b"x")),
     "symlink-absolute": lambda: _tar_gz(OK, _member("l", tarfile.SYMTYPE, linkname="/etc")),
     "symlink-out": lambda: _tar_gz(OK, _member("d/l", tarfile.SYMTYPE, linkname="../../x")),
+    # by names "a/b/d/../sentinel/s" is "a/b/sentinel/s"; through d (the root) it is outside
     "symlink-through-link": lambda: _tar_gz(
         OK,
-        _member("l", tarfile.SYMTYPE, linkname="d/../sentinel/s"),  # "sentinel/s" by name
-        _member("d", tarfile.SYMTYPE, linkname="."),
+        _member("a/b/l", tarfile.SYMTYPE, linkname="d/../sentinel/s"),
+        _member("a/b/d", tarfile.SYMTYPE, linkname="../.."),
     ),
     "hardlink-out": lambda: _tar_gz(OK, _member("h", tarfile.LNKTYPE, linkname="../sentinel/s")),
     "hardlink-absolute": lambda: _tar_gz(OK, _member("h", tarfile.LNKTYPE, linkname="/etc/hosts")),
@@ -375,6 +376,8 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "fifo": lambda: _tar_gz(OK, _member("pipe", tarfile.FIFOTYPE)),
     "long-segment": lambda: _tar_gz(OK, _member("x" * 256, data=b"x")),
     "long-path": lambda: _tar_gz(OK, _member("/".join(["d" * 200] * 21), data=b"x")),
+    "empty-segment": lambda: _tar_gz(OK, _member("a//b", data=b"x")),
+    "unknown-type": lambda: _tar_gz(OK, _member("odd", b"9")),
     "duplicate": lambda: _tar_gz(OK, _member("ok.txt", data=b"again")),
     "file-and-dir": lambda: _tar_gz(OK, _member("a", data=b"x"), _member("a/b", data=b"y")),
     "dir-after-file": lambda: _tar_gz(OK, _member("a/b", data=b"y"), _member("a", data=b"x")),
