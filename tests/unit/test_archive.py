@@ -297,6 +297,11 @@ def test_scan_bad_trees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     (control / "bad\nname").write_text("x")
     with pytest.raises(PathError, match="control"):
         scan_archive(str(control))
+    latin1 = tree("latin1")
+    with open(os.path.join(os.fsencode(latin1), b"caf\xe9"), "wb") as f:  # not UTF-8
+        f.write(b"x")
+    with pytest.raises(PathError, match="UTF-8"):
+        scan_archive(str(latin1))
     reserved = tree("reserved")
     (reserved / ".metatree-x").write_text("x")
     assert [e.name for e in scan_archive(str(reserved))] == ["ok.txt"]  # hidden: skipped
