@@ -107,7 +107,9 @@ def scan_archive(
         raise NotFoundError(base, "local directory to archive")
     if not os.path.isdir(base):
         raise PathError(base, "only a directory can be archived")
-    top = os.stat(base)
+    top = _stat_inside(base)
+    if top is None:  # pragma: no cover - removed since the line above
+        raise NotFoundError(base, "local directory to archive")
     found: list[ArchiveEntry] = []
     chosen: set[str] = set()  # matched files and directories (before adding their parents)
     stack = [(base, "", frozenset({(top.st_dev, top.st_ino)}), not inc)]
@@ -124,6 +126,10 @@ def scan_archive(
                 continue
             info = _stat_inside(local)
             kept = all_in or _matches(inc, rel, name)
+            if info is None:
+                if not kept:
+                    continue  # a broken link that the filters leave out does not matter
+                raise PathError(local, "a broken symbolic link (its target does not exist)")
             if stat.S_ISDIR(info.st_mode):
                 if (info.st_dev, info.st_ino) in ancestors:
                     raise PathError(local, "a symbolic link loops back to a directory above it")
@@ -159,11 +165,12 @@ def scan_archive(
     return entries
 
 
-def _stat_inside(local: str) -> os.stat_result:
+def _stat_inside(local: str) -> os.stat_result | None:
+    """Stat `local` following links (a link stores what it points to); None if it is broken."""
     try:
-        return os.stat(local)  # follows links: a link stores what it points to
+        return os.stat(local)
     except FileNotFoundError:
-        raise PathError(local, "a broken symbolic link (its target does not exist)") from None
+        return None
     except OSError as err:
         raise PathError(local, f"cannot read the local file: {err}") from None
 

@@ -293,6 +293,7 @@ def test_scan_bad_trees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     (broken / "dangling").symlink_to("nowhere")
     with pytest.raises(PathError, match="broken symbolic link"):
         scan_archive(str(broken))
+    assert [e.name for e in scan_archive(str(broken), include=["*.txt"])] == ["ok.txt"]
     control = tree("control")
     (control / "bad\nname").write_text("x")
     with pytest.raises(PathError, match="control"):
