@@ -21,7 +21,7 @@ import uuid
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast, overload
 
 from metatree._localfiles import unsafe_local_segment
 from metatree._names import SYSTEM_PREFIX
@@ -33,7 +33,19 @@ if TYPE_CHECKING:
 
     from _typeshed import WriteableBuffer
 
-__all__ = ["MAX_BYTES", "PYTHON_INFO", "ArchiveEntry", "ArchiveReader", "extract", "scan_archive"]
+    from metatree._types import Source
+
+__all__ = [
+    "MAX_BYTES",
+    "PYTHON_INFO",
+    "ArchiveEntry",
+    "ArchiveReader",
+    "archive_source",
+    "check_extract_target",
+    "extract",
+    "scan_archive",
+    "source_of",
+]
 
 PYTHON_INFO = "python-info.json"
 MAX_BYTES = 2**40
@@ -68,6 +80,54 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise PathError(what, f"{what} must be an int from {low} to {high}, not {value!r}")
     return value
+
+
+def archive_source(
+    directory: object,
+    name: str | None,
+    *,
+    include: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+    hidden: bool,
+) -> tuple[ArchiveReader, str]:
+    """Return what ``put(..., archive=True)`` uploads: the streamed archive and its name.
+
+    The directory is scanned whole here, before the DB lock (bad input writes nothing). The
+    stored name defaults to the directory's name plus ``.tar.gz``. The archive holds a
+    ``python-info.json`` with this process's Python, platform and library versions (as the
+    file records name them), as modelstore's archives do.
+    """
+    from metatree._records import runtime
+
+    base = _local_path(directory, "the directory to archive")
+    entries = scan_archive(base, include=include, exclude=exclude, hidden=hidden)
+    info = {k: runtime()[k] for k in ("python", "platform", "versions")}
+    chosen = name if name is not None else f"{os.path.basename(os.path.normpath(base))}.tar.gz"
+    return ArchiveReader(entries, info), chosen
+
+
+def source_of(
+    source: Source,
+    name: str | None,
+    archive: object,
+    include: Any,
+    exclude: Any,
+    hidden: Any,
+) -> tuple[Source, str | None]:
+    """Return the source and name a put stores: with `archive`, the directory's archive.
+
+    The archive's options without ``archive=True`` are refused (they would be ignored).
+    """
+    if not isinstance(archive, bool):
+        raise PathError(repr(source), f"archive must be True or False, not {archive!r}")
+    if archive:
+        reader, chosen = archive_source(
+            source, name, include=include, exclude=exclude, hidden=hidden
+        )
+        return cast("IO[bytes]", reader), chosen
+    if include is not None or exclude is not None or hidden is not False:
+        raise PathError(repr(source), "include, exclude and hidden need archive=True")
+    return source, name
 
 
 # -- scan ----------------------------------------------------------------------------------
@@ -427,6 +487,31 @@ class _Inflater:
             self._raw()
 
 
+@overload
+def check_extract_target(target: None) -> None: ...
+
+
+@overload
+def check_extract_target(target: object) -> str: ...
+
+
+def check_extract_target(target: object) -> str | None:
+    """Return `target` as an absolute path if an archive can be extracted there (None: none).
+
+    Checked before any request: a str or os.PathLike, in an existing directory, and not a
+    file (a missing target is created by `extract`).
+    """
+    if target is None:
+        return None
+    path = os.path.abspath(_local_path(target, "extract_to"))
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise NotFoundError(parent, "local directory to extract into")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise PathError(path, "extract_to exists and is not a directory")
+    return path
+
+
 def extract(
     chunks: Iterable[bytes],
     target: str,
@@ -446,13 +531,8 @@ def extract(
     directories; without it any existing file at a final name refuses the whole extraction.
     """
     max_bytes = _int_in(max_bytes, "max_bytes", 1, MAX_BYTES * 2**20)
-    target = os.path.abspath(_local_path(target, "extract_to"))
-    parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise NotFoundError(parent, "local directory to extract into")
+    target = check_extract_target(target)
     created = not os.path.lexists(target)
-    if not created and not os.path.isdir(target):
-        raise PathError(target, "extract_to exists and is not a directory")
     if created:
         _local(target, os.mkdir, target)
     temp = os.path.join(target, f"{SYSTEM_PREFIX}-extract-{uuid.uuid4().hex}")

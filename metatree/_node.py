@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from metatree._archive import check_extract_target, extract, source_of
 from metatree._core.db import children_of
 from metatree._core.put import put
 from metatree._core.read import entries, get
@@ -29,7 +30,7 @@ from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from metatree._core.db import Database
     from metatree._types import NodePath, Source
@@ -133,10 +134,15 @@ class Node:
         recursive: bool = False,
         callback: Callback = DEFAULT_CALLBACK,
         info: dict[str, Any] | None = None,
+        archive: bool = False,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        hidden: bool = False,
     ) -> bool:
         """Store a file in this node; return True as `Metatree.put` (`Metatree.url` has the URL)."""
         shown = "/".join(self.path)
         check_callback(callback, shown)
+        source, name = source_of(source, name, archive, include, exclude, hidden)
         name = check_source(source, name, shown, recursive)
         extra = check_info(info, shown)
         target = Target(tuple(Literal(n) for n in self.path), shown)
@@ -161,18 +167,24 @@ class Node:
         chunk_size: int = CHUNK_SIZE,
         callback: Callback = DEFAULT_CALLBACK,
         verify: bool = True,
+        extract_to: str | None = None,
+        overwrite: bool = False,
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
         check_chunk_size(chunk_size, str(file))
         check_callback(callback, str(file))
         check_flag(verify, "verify", str(file))
+        check_flag(overwrite, "overwrite", str(file))
+        if extract_to is not None and (outfile is not None or recursive):
+            raise PathError(str(file), "extract_to excludes outfile and recursive")
+        check_extract_target(extract_to)
         raw: object = file  # callers without type checking may pass anything
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
         _, segment = parse_file_location(file, ())
         check_local_outfile(outfile)
         node = Resolved(self.db, self.path, file)
-        return get(
+        chunks = get(
             node,
             node.name(segment),
             outfile,
@@ -181,3 +193,7 @@ class Node:
             callback=callback,
             verify=verify,
         )
+        if extract_to is None:
+            return chunks
+        extract(chunks, extract_to, overwrite=overwrite, name=file)
+        return iter(())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from metatree._archive import check_extract_target, extract, source_of
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
 from metatree._core.read import exists, get, holds, readable, walk
@@ -229,6 +230,10 @@ class Metatree:
         name: str | None = None,
         callback: Callback = DEFAULT_CALLBACK,
         info: dict[str, Any] | None = None,
+        archive: bool = False,
+        include: list[str] | tuple[str, ...] | None = None,
+        exclude: list[str] | tuple[str, ...] | None = None,
+        hidden: bool = False,
     ) -> bool:
         """Store a file in the node at `location`, creating the nodes on the way.
 
@@ -253,6 +258,12 @@ class Metatree:
         info
             More provenance for the file records (JSON values, at most 64 KiB), such as
             ``{"run": "r42", "commit": "abc123"}``.
+        archive
+            Store the local directory `filepath` as one ``<name>.tar.gz`` (streamed, never
+            held whole; the same directory gives the same bytes: docs/archives.md), with a
+            ``python-info.json`` inside. `include` and `exclude` are glob patterns on the
+            relative paths and names; hidden files only with `hidden`. `get` with
+            ``extract_to=`` unpacks it safely.
 
         Returns
         -------
@@ -264,6 +275,7 @@ class Metatree:
         self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
         target = Target.node(location, self.keys)
         try:
+            filepath, name = source_of(filepath, name, archive, include, exclude, hidden)
             stored = check_source(filepath, name, target.shown, recursive)
             extra = check_info(info, target.shown)
             path = put(
@@ -319,6 +331,8 @@ class Metatree:
         chunk_size: int = CHUNK_SIZE,
         callback: Callback = DEFAULT_CALLBACK,
         verify: bool = True,
+        extract_to: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
     ) -> Iterator[bytes]:
         """Stream the file at ``"node/location/file"``; ``<key>`` works in every segment.
 
@@ -334,6 +348,12 @@ class Metatree:
         record: one request fewer). Files stored without a record (by metatreedb) are read
         unchecked.
 
+        With `extract_to`, a stored ``.tar.gz`` (``put(..., archive=True)``) is unpacked into
+        that local directory (created if missing) and an empty iterator is returned. Every
+        member is checked (no absolute or ``..`` names, no links out, no devices: `ArchiveError`)
+        and nothing appears before the whole archive was read and verified; existing files
+        are refused unless `overwrite`.
+
         Raises
         ------
         NotFoundError
@@ -345,6 +365,10 @@ class Metatree:
         """
         check_chunk_size(chunk_size, str(location))
         check_flag(verify, "verify", str(location))
+        check_flag(overwrite, "overwrite", str(location))
+        if extract_to is not None and (outfile is not None or recursive):
+            raise PathError(str(location), "extract_to excludes outfile and recursive")
+        check_extract_target(extract_to)
         check_callback(callback, str(location))
         check_local_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
@@ -358,7 +382,7 @@ class Metatree:
         node = self._node_of(where)
         if where.segments:
             self._cursor = Node(self._db, node.path)  # on the node even if its file is missing
-        return get(
+        chunks = get(
             node,
             node.name(last),
             target,
@@ -367,6 +391,10 @@ class Metatree:
             callback=callback,
             verify=verify,
         )
+        if extract_to is None:
+            return chunks
+        extract(chunks, os.fspath(extract_to), overwrite=overwrite, name=str(location))
+        return iter(())
 
     def stat(self, location: str) -> FileRecord:
         """Return the record of the file at `location`: size, sha256, created, provenance.

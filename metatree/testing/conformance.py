@@ -25,6 +25,7 @@ from metatree.errors import (
     PathError,
     UnresolvedPathError,
 )
+from metatree.testing._archives import ArchiveTests
 from metatree.testing._bad_input import BadInputTests
 from metatree.testing._cursor import CursorTests
 from metatree.testing._hardening_index import IndexHardeningTests
@@ -59,6 +60,7 @@ class BackendConformance(
     LockHardeningTests,
     CursorTests,
     FileRecordTests,
+    ArchiveTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

@@ -17,12 +17,15 @@ import pytest
 from metatree import _archive
 from metatree._archive import ArchiveReader, extract, scan_archive
 from metatree.errors import ArchiveError, IntegrityError, NotFoundError, PathError, StorageError
+from metatree.testing.hostile_archives import HOSTILE, OK, Member, bomb
+from metatree.testing.hostile_archives import local_tree as _tree
+from metatree.testing.hostile_archives import member as _member
+from metatree.testing.hostile_archives import tar_gz as _tar_gz
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
-Member = tuple[tarfile.TarInfo, bytes]
 INFO = {"python": "3.11.7", "versions": {"metatree": "0.1"}}
 
 
@@ -34,23 +37,6 @@ def _archive_bytes(directory: Path, **scan: object) -> bytes:
 def _chunks(data: bytes, size: int = 1000) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
-
-
-def _tree(root: Path) -> dict[str, bytes | str | None]:
-    """Every path below `root` (files: content, links: target, dirs: None), for comparisons."""
-    out: dict[str, bytes | str | None] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                out[rel] = os.readlink(path)
-            elif os.path.isdir(path):
-                out[rel] = None
-            else:
-                with open(path, "rb") as f:
-                    out[rel] = f.read()
-    return out
 
 
 def _make_source(root: Path) -> Path:
@@ -333,73 +319,6 @@ def test_extract_bad_parameters(tmp_path: Path) -> None:
 
 
 # -- hostile archives ------------------------------------------------------------------------
-def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object) -> Member:
-    info = tarfile.TarInfo(name)
-    info.type, info.size = kind, len(data)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
-
-
-def _tar_gz(*members: Member) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-OK = _member("ok.txt", data=b"fine")  # a harmless member first: the refusal must undo it
-
-
-def _bomb() -> bytes:
-    return _tar_gz(OK, _member("zeros", data=bytes(8 * 2**20)))
-
-
-HOSTILE: dict[str, Callable[[], bytes]] = {
-    "absolute": lambda: _tar_gz(OK, _member("/tmp/escape", data=b"x")),
-    "dotdot": lambda: _tar_gz(OK, _member("../escape", data=b"x")),
-    "dotdot-inside": lambda: _tar_gz(OK, _member("a/../../escape", data=b"x")),
-    "backslash": lambda: _tar_gz(OK, _member("..\\escape", data=b"x")),
-    # a NUL ends a ustar name field: only a PAX record can carry one
-    "nul": lambda: _tar_gz(OK, _member("ab", data=b"x", pax_headers={"path": "a\x00b"})),
-    "control": lambda: _tar_gz(OK, _member("a\nb", data=b"x")),
-    "symlink-absolute": lambda: _tar_gz(OK, _member("l", tarfile.SYMTYPE, linkname="/etc")),
-    "symlink-out": lambda: _tar_gz(OK, _member("d/l", tarfile.SYMTYPE, linkname="../../x")),
-    # by names "a/b/d/../sentinel/s" is "a/b/sentinel/s"; through d (the root) it is outside
-    "symlink-through-link": lambda: _tar_gz(
-        OK,
-        _member("a/b/l", tarfile.SYMTYPE, linkname="d/../sentinel/s"),
-        _member("a/b/d", tarfile.SYMTYPE, linkname="../.."),
-    ),
-    "hardlink-out": lambda: _tar_gz(OK, _member("h", tarfile.LNKTYPE, linkname="../sentinel/s")),
-    "hardlink-absolute": lambda: _tar_gz(OK, _member("h", tarfile.LNKTYPE, linkname="/etc/hosts")),
-    "hardlink-forward": lambda: _tar_gz(
-        OK, _member("h", tarfile.LNKTYPE, linkname="later"), _member("later", data=b"x")
-    ),
-    "chardev": lambda: _tar_gz(OK, _member("tty", tarfile.CHRTYPE, devmajor=5, devminor=0)),
-    "blockdev": lambda: _tar_gz(OK, _member("sda", tarfile.BLKTYPE, devmajor=8, devminor=0)),
-    "fifo": lambda: _tar_gz(OK, _member("pipe", tarfile.FIFOTYPE)),
-    "long-segment": lambda: _tar_gz(OK, _member("x" * 256, data=b"x")),
-    "long-path": lambda: _tar_gz(OK, _member("/".join(["d" * 200] * 21), data=b"x")),
-    "empty-segment": lambda: _tar_gz(OK, _member("a//b", data=b"x")),
-    "unknown-type": lambda: _tar_gz(OK, _member("odd", b"9")),
-    "duplicate": lambda: _tar_gz(OK, _member("ok.txt", data=b"again")),
-    "file-and-dir": lambda: _tar_gz(OK, _member("a", data=b"x"), _member("a/b", data=b"y")),
-    "dir-after-file": lambda: _tar_gz(OK, _member("a/b", data=b"y"), _member("a", data=b"x")),
-    "through-symlink": lambda: _tar_gz(
-        OK, _member("a", tarfile.SYMTYPE, linkname="sub"), _member("a/x", data=b"x")
-    ),
-    "reserved": lambda: _tar_gz(OK, _member(".metatree.lock", data=b"x")),
-    "reserved-dir": lambda: _tar_gz(OK, _member("d/.MetaTree-extract-1/x", data=b"x")),
-    "truncated": lambda: _tar_gz(OK, _member("big", data=os.urandom(50_000)))[:-20_000],
-    "truncated-gzip-trailer": lambda: _tar_gz(OK)[:-4],
-    "not-gzip": lambda: b"this is not a gzip stream at all" * 100,
-    "plain-tar": lambda: gzip.decompress(_tar_gz(OK)),
-    "bomb": _bomb,
-}
-
-
 @pytest.fixture
 def places(tmp_path: Path) -> tuple[Path, Path]:
     """A target holding one file, and a sentinel directory beside it."""
@@ -429,7 +348,7 @@ def test_hostile_archive_into_a_new_target_leaves_no_target(tmp_path: Path) -> N
 
 
 def test_bomb_within_the_limit_extracts(tmp_path: Path) -> None:
-    names = extract(_chunks(_bomb()), str(tmp_path / "t"), max_bytes=16 * 2**20)
+    names = extract(_chunks(bomb()), str(tmp_path / "t"), max_bytes=16 * 2**20)
     assert names == ["ok.txt", "zeros"]
 
 
