@@ -11,12 +11,15 @@ import datetime
 import hashlib
 import io
 import platform
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
 
 import metatree
+from metatree import Metatree
 from metatree._core.integrity import Check
 from metatree._records import RECORDS
 from metatree.errors import (
@@ -32,7 +35,6 @@ from metatree.testing._helpers import unchanged
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from metatree._tree import Metatree
 
 __all__ = ["FileRecordTests"]
 
@@ -290,6 +292,33 @@ class FileRecordTests:
         check.confirm(_sha(b"new bytes"), 9)  # the record, read again, matches
         with pytest.raises(IntegrityError):
             check.confirm(_sha(b"neither"), 7)
+
+    def test_a_mismatch_waits_for_the_writer_holding_the_lock(self, tree: Metatree) -> None:
+        """A writer between its file and its record holds the lock: the check waits for it."""
+        tree.put(LEAF, b"old", name="f")
+        old = tree.stat(f"{LEAF}/f")
+        other = Metatree(tree.storage)
+        staged, failures = threading.Event(), []
+
+        def writer() -> None:
+            try:
+                with other.transaction():
+                    other.put(LEAF, b"new bytes", name="f", force=True)
+                    staged.set()
+                    time.sleep(0.3)  # the record is written at the commit, after this
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                failures.append(exc)
+                staged.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert staged.wait(30)
+            Check(tree._db, ("m", "v", "s"), "f", old).confirm(_sha(b"new bytes"), 9)
+        finally:
+            thread.join(60)
+        assert failures == []
+        assert tree.stat(f"{LEAF}/f").sha256 == _sha(b"new bytes")
 
     # -- records are stored data -----------------------------------------------------------
     @pytest.mark.parametrize(
