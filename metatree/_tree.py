@@ -435,23 +435,21 @@ class Metatree:
             raise PathError(repr(location), "verify takes a str location")
         check_flag(recursive, "recursive", location)
         report = VerifyReport()
-        if not location.strip("/"):
-            nodes: list[NodePath] = [()]
-            only = None
-        else:
+        nodes: list[NodePath] = [()]
+        if location.strip("/"):
             where, last = Target.file(location, self.keys)
             node = resolve(self._db, where)  # from the root: never the cursor's node
             name = node.name(last)
-            if name in children_of(node.metadata) and not node.is_leaf:
-                nodes, only = [(*node.path, name)], None
-            elif holds(node, name):
-                nodes, only = [node.path], name
-            else:
-                raise NotFoundError(self._db.url(node.path, name), "node or file")
-        if only is None and recursive:
+            if name not in children_of(node.metadata) or node.is_leaf:
+                verify_node(self._db, node.path, report, name)  # a file or stored directory
+                if report == VerifyReport():
+                    raise NotFoundError(self._db.url(node.path, name), "node or file")
+                return report
+            nodes = [(*node.path, name)]
+        if recursive:
             nodes = [path for path, _ in walk(self._db, nodes[0])]
         for path in nodes:
-            verify_node(self._db, path, report, only)
+            verify_node(self._db, path, report, None)
         return report
 
     def _find_node_of(self, location: object) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
-from metatree._core.read import is_orphan_listing
+from metatree._core.read import is_orphan_listing, readable
 from metatree._names import is_reserved
 from metatree._records import records_of
 from metatree.errors import IntegrityError, NotFoundError
@@ -48,15 +48,21 @@ class VerifyReport:
 
 
 def verify_node(db: Database, path: NodePath, report: VerifyReport, only: str | None) -> None:
-    """Check the files of one node (or only the file `only`) against their records."""
+    """Check the files of one node (or only `only`: a file or stored directory) against records.
+
+    Inside a transaction the files it staged are read, checked against its staged records.
+    """
     metadata = db.read_metadata(path)
     records = records_of(metadata, db.url(path))
-    stored = set(_stored_files(db, path, metadata)) if only is None else set()
-    wanted = records if only is None else {k: v for k, v in records.items() if k == only}
-    for name, record in sorted(wanted.items()):
+    if only is None:
+        stored = set(_stored_files(db, path, metadata))
+    else:
+        records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
+        stored = set(_stored_below(db, path, only))
+    for name, record in sorted(records.items()):
         location = rel_path(path, name)
         try:
-            digest, size = _hash(db, rel_path(path, name))
+            digest, size = _hash(db, readable(db, path, name))
         except NotFoundError:
             report.missing.append(location)
             continue
@@ -66,8 +72,6 @@ def verify_node(db: Database, path: NodePath, report: VerifyReport, only: str | 
             report.mismatched.append(location)
         else:
             report.ok.append(location)
-    if only is not None and not wanted:
-        report.unrecorded.append(rel_path(path, only))
     report.unrecorded.extend(rel_path(path, n) for n in sorted(stored - set(records)))
 
 
@@ -88,9 +92,19 @@ def _stored_files(db: Database, path: NodePath, metadata: dict[str, Any]) -> Ite
             continue
         if kind != "directory":
             yield name
-            continue
-        if is_orphan_listing(db.storage.listdir(rel_path(path, name))):
-            continue
+        else:
+            yield from _stored_below(db, path, name, kind)
+
+
+def _stored_below(
+    db: Database, path: NodePath, name: str, kind: str | None = "unknown"
+) -> Iterator[str]:
+    """Yield `name` if it is a stored file, or the files of the stored directory `name`."""
+    if kind == "unknown":
+        kind = db.storage.kind(rel_path(path, name))
+    if kind == "file":
+        yield name
+    elif kind == "directory" and not is_orphan_listing(db.storage.listdir(rel_path(path, name))):
         for sub in db.storage.walk_files(rel_path(path, name)):
             if not any(is_reserved(part) for part in sub.split("/")):
                 yield f"{name}/{sub}"

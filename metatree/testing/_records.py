@@ -280,8 +280,13 @@ class FileRecordTests:
             "m/v/t/ckpt/sub/b.bin",
         ]
         assert tree.verify("m", recursive=False).ok == []
+        assert tree.verify(f"{LEAF}/g").missing == [f"{LEAF}/g"]  # recorded, not stored
+        assert tree.verify(f"{LEAF}/extra").unrecorded == [f"{LEAF}/extra"]
+        assert tree.verify("m/v/t/ckpt").ok == ["m/v/t/ckpt/a.bin", "m/v/t/ckpt/sub/b.bin"]
         with pytest.raises(NotFoundError):
             tree.verify("m/v/nothing")
+        with pytest.raises(NotFoundError):
+            tree.verify(f"{LEAF}/nothing")
 
     def test_a_read_racing_a_replace_checks_the_new_record(self, tree: Metatree) -> None:
         """Readers take no lock: old record, new bytes is a race, not corruption."""
