@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._archive import check_extract_target, extract, source_of
+from metatree._archive import source_of
 from metatree._core.db import children_of
 from metatree._core.put import put
 from metatree._core.read import entries, get
 from metatree._core.resolve import Resolved, Target
+from metatree._extract import check_extract_target, extract
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,

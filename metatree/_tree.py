@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._archive import check_extract_target, extract, source_of
+from metatree._archive import source_of
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
 from metatree._core.read import exists, get, holds, readable, walk
 from metatree._core.remove import remove
 from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
 from metatree._core.verify import VerifyReport, verify_node
+from metatree._extract import check_extract_target, extract
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
