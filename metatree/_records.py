@@ -146,16 +146,19 @@ def set_records(
     files: Iterable[tuple[str, int, str]],
     info: Mapping[str, Any],
     where: str,
+    *,
+    fold: bool = False,
 ) -> None:
     """Record the files one put stored as `name` (replacing what `name` held before).
 
     `files` are (name relative to the node, size, sha256). The put gets a new uuid4 and
-    this process's provenance plus `info`.
+    this process's provenance plus `info`. With `fold` (a case-insensitive filesystem), the
+    records of a name differing only in case go too: it was the same file.
     """
     put_id = uuid.uuid4().hex
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     files_map, puts = _stored(metadata, where)
-    for old in [f for f in files_map if f == name or f.startswith(f"{name}/")]:
+    for old in _under(files_map, name, fold):
         del files_map[old]
     for file, size, sha256 in files:
         files_map[file] = {"size": size, "sha256": sha256, "created": created, "put": put_id}
@@ -163,19 +166,28 @@ def set_records(
     _prune(metadata, files_map, puts)
 
 
-def drop_records(metadata: dict[str, Any], name: str, where: str) -> bool:
+def drop_records(metadata: dict[str, Any], name: str, where: str, *, fold: bool = False) -> bool:
     """Forget the records of `name` (a file, or every file of a stored directory).
 
-    Returns whether there was any (then `metadata` changed and must be written).
+    Returns whether there was any (then `metadata` changed and must be written). `fold` as in
+    `set_records`.
     """
     if RECORDS not in metadata:
         return False
     files_map, puts = _stored(metadata, where)
-    gone = [f for f in files_map if f == name or f.startswith(f"{name}/")]
+    gone = _under(files_map, name, fold)
     for old in gone:
         del files_map[old]
     _prune(metadata, files_map, puts)
     return bool(gone)
+
+
+def _under(files_map: Mapping[str, Any], name: str, fold: bool) -> list[str]:
+    """Return the recorded names that are `name` or below it (in any case, with `fold`)."""
+    if fold:
+        key = name.casefold()
+        return [f for f in files_map if f.split("/", 1)[0].casefold() == key]
+    return [f for f in files_map if f == name or f.startswith(f"{name}/")]
 
 
 def _prune(metadata: dict[str, Any], files_map: dict[str, Any], puts: dict[str, Any]) -> None:

@@ -168,11 +168,11 @@ def _record(
         (f"{name}/{sub}" if sub else name, moved.size, moved.digest or "") for sub, moved in stored
     ]
     if not plan.new:
-        set_records(plan.metadata, name, files, info, db.url(node))
+        set_records(plan.metadata, name, files, info, db.url(node), fold=db.case_insensitive)
         db.write_metadata(node, plan.metadata, commit=True, expect=plan.version)
         return
     metadata: dict[str, Any] = {}
-    set_records(metadata, name, files, info, db.url(node))
+    set_records(metadata, name, files, info, db.url(node), fold=db.case_insensitive)
     if tx is None:
         db.put_metadata(node, metadata, expect=None)
     else:

@@ -57,6 +57,16 @@ def test_a_directory_replaced_by_a_file_drops_its_files_only() -> None:
     assert sorted(records_of(metadata, "n")) == ["d", "dx"]
 
 
+def test_a_case_insensitive_filesystem_folds_names() -> None:
+    metadata: dict[str, Any] = {}
+    set_records(metadata, "Model.bin", [("Model.bin", 1, SHA)], {}, "n")
+    set_records(metadata, "ckpt", [("ckpt/a", 1, SHA)], {}, "n")
+    set_records(metadata, "model.BIN", [("model.BIN", 2, SHA)], {}, "n", fold=True)
+    assert sorted(records_of(metadata, "n")) == ["ckpt/a", "model.BIN"]  # one file, one record
+    assert drop_records(metadata, "CKPT", "n", fold=True) is True
+    assert sorted(records_of(metadata, "n")) == ["model.BIN"]
+
+
 def _valid() -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     set_records(metadata, "f", [("f", 1, SHA)], {}, "n")
