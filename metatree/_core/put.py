@@ -73,6 +73,7 @@ def put(
         else:
             old_kind = check_target(db, plan, force=force, recursive=recursive)
             records_of(plan.metadata, db.url(plan.node))  # malformed: refused before writing
+        stored: list[tuple[str, Moved]] = []
         try:
             stored = _put_into(
                 db,
@@ -86,15 +87,29 @@ def put(
             )
             _record(db, plan, stored, {} if info is None else info, tx)
         except BaseException:
-            if plan.new and tx is None and db.holds():
-                # the top new node is ours and unlisted: take back what this put wrote
-                with contextlib.suppress(MetatreeError):
-                    db.storage.remove_tree(plan.claimed)
+            if tx is None and db.holds():
+                _take_back(db, plan, stored, old_kind)
             raise
         if plan.new:
             plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
             db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
     return plan.node
+
+
+def _take_back(
+    db: Database, plan: PutPlan, stored: list[tuple[str, Moved]], old_kind: str | None
+) -> None:
+    """Delete what a failed put wrote, where that restores the tree as it was.
+
+    The top new node is ours and unlisted; a new file in an existing node (stored, but its
+    record could not be written) is ours too. A file that replaced another cannot be taken
+    back: its old bytes are gone, and its stale record fails verification (docs/format.md).
+    """
+    with contextlib.suppress(MetatreeError):
+        if plan.new:
+            db.storage.remove_tree(plan.claimed)
+        elif stored and old_kind is None:
+            db.delete(plan.target, tree=any(sub for sub, _ in stored))
 
 
 def _put_into(

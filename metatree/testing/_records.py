@@ -29,6 +29,7 @@ from metatree.errors import (
     MetadataError,
     NotFoundError,
     PathError,
+    StorageError,
 )
 from metatree.testing._helpers import unchanged
 
@@ -162,6 +163,29 @@ class FileRecordTests:
             tree.put(LEAF, b"y", name="g")
             tree.remove(f"{LEAF}/g")  # stored and removed in one transaction
         assert tree.find(LEAF).files == {}
+
+    @pytest.mark.parametrize("where", ["m/v/s", "m/v/t", "n/v/s"])
+    def test_a_put_whose_record_cannot_be_written_takes_its_file_back(
+        self, tree: Metatree, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        """A failing disk at the record: a new file or node is taken back, nothing is left."""
+        tree.put(LEAF, b"x", name="f")
+        write = tree._db.put_metadata
+        calls: list[object] = []
+
+        def failing(path: Any, metadata: Any, **options: Any) -> None:
+            calls.append(path)
+            if RECORDS in metadata:  # the write of the record, after the file
+                raise StorageError(repr(path), "the disk is full")
+            write(path, metadata, **options)
+
+        with unchanged(tree.storage):
+            monkeypatch.setattr(tree._db, "put_metadata", failing)
+            with pytest.raises(StorageError):
+                tree.put(where, b"y", name="g")
+            monkeypatch.undo()
+        assert calls  # the failure was met
+        assert tree.find(LEAF).list() == ["f"]
 
     def test_metadata_hides_records_and_update_keeps_them(self, tree: Metatree) -> None:
         tree.put(LEAF, b"x", name="f")
