@@ -50,6 +50,7 @@ __all__ = [
     "records_of",
     "runtime",
     "set_records",
+    "spelled",
     "user_metadata",
 ]
 
@@ -180,6 +181,22 @@ def drop_records(metadata: dict[str, Any], name: str, where: str, *, fold: bool 
         del files_map[old]
     _prune(metadata, files_map, puts)
     return bool(gone)
+
+
+def spelled(records: Mapping[str, Any], name: str, fold: bool) -> str:
+    """Return the name under which `name`'s records are kept.
+
+    That is `name` itself, except on a case-insensitive filesystem (`fold`), where the file
+    ``Model.bin`` is also read as ``model.bin``: its record keeps the spelling it was put with.
+    """
+    if not fold or name in records or any(k.startswith(f"{name}/") for k in records):
+        return name
+    key = name.casefold()
+    for recorded in records:
+        top = recorded.split("/", 1)[0]
+        if top.casefold() == key:
+            return top
+    return name
 
 
 def _under(files_map: Mapping[str, Any], name: str, fold: bool) -> list[str]:

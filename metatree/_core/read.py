@@ -15,7 +15,7 @@ from metatree._core.integrity import Check, verified
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
-from metatree._records import records_of
+from metatree._records import records_of, spelled
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -150,21 +150,24 @@ def get(
     db = node.db
     rel = readable(db, node.path, name)
     records = records_of(node.metadata, db.url(node.path)) if verify else {}
-    record = records.get(name)
+    recorded = spelled(records, name, db.case_insensitive)
+    record = records.get(recorded)
     if outfile is None:
         chunks = db.storage.iter_bytes(rel, chunk_size)
-        return chunks if record is None else verified(chunks, Check(db, node.path, name, record))
+        if record is None:
+            return chunks
+        return verified(chunks, Check(db, node.path, recorded, record))
     if recursive and db.storage.kind(rel) == "directory":
         if name not in children_of(node.metadata) and is_orphan(db, node.path, name):
             raise NotFoundError(db.url(node.path, name), "file or directory")
         checks = {
-            sub[len(name) + 1 :]: Check(db, node.path, sub, found)
+            sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)
             for sub, found in records.items()
-            if sub.startswith(f"{name}/")
+            if sub.startswith(f"{recorded}/")
         }
         download_tree(db.storage, rel, outfile, callback, checks)
         return iter(())
-    check = None if record is None else Check(db, node.path, name, record).moved
+    check = None if record is None else Check(db, node.path, recorded, record).moved
     db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
     return _iter_local(outfile, chunk_size)
 

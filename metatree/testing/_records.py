@@ -238,6 +238,21 @@ class FileRecordTests:
             tree.stat("m/v/t")  # a node that does not exist
         assert b"".join(tree.get(f"{LEAF}/legacy")) == b"metatreedb wrote me"
 
+    def test_a_name_differing_in_case_is_one_record_where_it_is_one_file(
+        self, tree: Metatree
+    ) -> None:
+        tree.put(LEAF, b"one", name="Model.bin")
+        tree.put(LEAF, b"two!", name="model.BIN", force=True)
+        files = tree.find(LEAF).files
+        if not tree._db.case_insensitive:
+            assert sorted(files) == ["Model.bin", "model.BIN"]
+            return
+        assert list(files) == ["model.BIN"]  # a case-insensitive disk (macOS, Windows)
+        assert b"".join(tree.get(f"{LEAF}/MODEL.bin")) == b"two!"
+        tree.storage.put(b"evil", f"{LEAF}/model.bin")
+        with pytest.raises(IntegrityError):
+            b"".join(tree.get(f"{LEAF}/Model.BIN"))
+
     # -- integrity on read -----------------------------------------------------------------
     @pytest.mark.parametrize(
         "tampered",

@@ -16,6 +16,7 @@ from metatree._records import (
     records_of,
     runtime,
     set_records,
+    spelled,
     user_metadata,
 )
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
@@ -63,6 +64,9 @@ def test_a_case_insensitive_filesystem_folds_names() -> None:
     set_records(metadata, "ckpt", [("ckpt/a", 1, SHA)], {}, "n")
     set_records(metadata, "model.BIN", [("model.BIN", 2, SHA)], {}, "n", fold=True)
     assert sorted(records_of(metadata, "n")) == ["ckpt/a", "model.BIN"]  # one file, one record
+    assert spelled(records_of(metadata, "n"), "MODEL.bin", True) == "model.BIN"
+    assert spelled(records_of(metadata, "n"), "MODEL.bin", False) == "MODEL.bin"
+    assert spelled(records_of(metadata, "n"), "Ckpt", True) == "ckpt"
     assert drop_records(metadata, "CKPT", "n", fold=True) is True
     assert sorted(records_of(metadata, "n")) == ["model.BIN"]
 
