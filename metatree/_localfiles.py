@@ -291,7 +291,8 @@ def download_tree(
     ``.metatree`` are metatree's own leftovers (a killed put's temp file) and are skipped.
     Files land in a fresh directory beside `outfile`, renamed into place once complete, so
     a failure leaves no partial directory. A file with a record in `checks` (by its path
-    below `rel`) is hashed as it downloads and checked against it (`IntegrityError`).
+    below `rel`) is hashed as it downloads and checked against it (`IntegrityError`); a
+    recorded file the listing lacks fails the download before anything is written.
     """
     version = storage.tree_version(rel)
     plan: list[list[str]] = []
@@ -307,6 +308,10 @@ def download_tree(
         if not any(part.startswith(SYSTEM_PREFIX) for part in parts):
             plan.append(parts)
     _refuse_file_and_directory(storage, rel, plan)
+    listed = {"/".join(parts) for parts in plan}
+    for sub, recorded in sorted((checks or {}).items()):
+        if sub not in listed:
+            recorded.missing()  # recorded, not stored: never a directory with a file left out
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)

@@ -2,9 +2,10 @@
 
 Readers take no lock, so a get can read a file's record, then the bytes of a replacement
 that a forced put stored after it (the writer rewrites the record right after the file). A
-mismatch is therefore confirmed before it is reported: the record is read again and, while
-another writer holds the DB lock, again until it is released (at most the lease time).
-Only bytes that match no record the writer ever committed raise `IntegrityError`.
+mismatch is therefore confirmed before it is reported (`Check._confirm`): bytes that match a
+record committed meanwhile are accepted, a record that changed to something else makes the
+read a `ConflictError` (retry it), and only bytes that differ from a record nobody changed
+raise `IntegrityError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from metatree._records import FileRecord, record_of
-from metatree.errors import IntegrityError, NotFoundError
+from metatree.errors import ConflictError, IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -58,31 +59,47 @@ class Check:
         """Raise `IntegrityError` if `size` bytes already exceed the record (read or re-read)."""
         self._confirm(lambda r: r.size >= size, f"more than {self.record.size} bytes")
 
-    def _confirm(self, fits: Callable[[FileRecord], bool], read: str) -> None:
-        """Accept if the record fits; else re-read it while a writer holds the lock.
+    def missing(self) -> None:
+        """Raise for a recorded file that is not stored: `IntegrityError`, or `ConflictError`."""
+        self._confirm(lambda _: False, "nothing (the file is missing)")
 
-        In a transaction our own lock excludes every writer, so the first answer is final.
-        A node or record gone meanwhile leaves nothing to check against.
+    def _confirm(self, fits: Callable[[FileRecord], bool], read: str) -> None:
+        """Accept if the record fits; else tell a corrupt file from a concurrent replace.
+
+        The record is read again. Changed since (a forced put or a remove committed
+        meanwhile): if the new record fits, the bytes were the new file's; if not, they may
+        be those of a version in between whose record is gone, so the read is
+        `ConflictError` (retry it), never `IntegrityError`. Unchanged while another writer
+        holds the lock: it may be between the file and its record, so wait for it (at most
+        the lease time). Unchanged with the lock free: the file was changed behind
+        metatree's back. In a transaction our own lock excludes every writer: the first
+        answer is final.
         """
-        record = self.record
-        if fits(record):
+        first = self.record
+        if fits(first):
             return
         if self.db.active_tx() is not None:
-            raise IntegrityError(self.url, record.sha256, read)
+            raise IntegrityError(self.url, first.sha256, read)
         deadline = time.monotonic() + self.db.lock_options["lock_ttl"]
         pause = _POLL
         while True:
+            # the lock is looked at before the record is read: a writer that replaced the
+            # file held it from the file to the record, so a free lock, then an unchanged
+            # record, means no writer replaced it (the other order races with the release)
+            held = self.db.lock_status() is not None
             try:
                 again = record_of(self.db.read_metadata(self.path), self.name, self.url)
             except NotFoundError:
-                return
-            if again is None:
-                return
-            if fits(again):
+                again = None
+            if again is not None and fits(again):
                 self.record = again  # later checks of this read compare with the new record
                 return
-            if time.monotonic() > deadline or self.db.lock_status() is None:
-                raise IntegrityError(self.url, again.sha256, read)
+            if again != first:
+                raise ConflictError(
+                    self.url, "the file was replaced or removed while it was read; read it again"
+                )
+            if not held or time.monotonic() > deadline:
+                raise IntegrityError(self.url, first.sha256, read)
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 

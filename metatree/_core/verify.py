@@ -16,8 +16,8 @@ from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
 from metatree._core.read import is_orphan_listing, readable
 from metatree._names import is_reserved
-from metatree._records import records_of
-from metatree.errors import IntegrityError, NotFoundError
+from metatree._records import record_of, records_of
+from metatree.errors import ConflictError, IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from metatree._types import NodePath
 
 __all__ = ["VerifyReport", "verify_node"]
+
+_ATTEMPTS = 3
+"""Reads of one file while concurrent puts keep replacing it, before verify gives up."""
 
 
 @dataclass
@@ -60,19 +63,42 @@ def verify_node(db: Database, path: NodePath, report: VerifyReport, only: str | 
         records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
         stored = set(_stored_below(db, path, only))
     for name, record in sorted(records.items()):
-        location = rel_path(path, name)
-        try:
-            digest, size = _hash(db, readable(db, path, name))
-        except NotFoundError:
-            report.missing.append(location)
-            continue
-        try:
-            Check(db, path, name, record).confirm(digest, size)
-        except IntegrityError:
-            report.mismatched.append(location)
-        else:
-            report.ok.append(location)
+        verdict = _verify_file(Check(db, path, name, record))
+        if verdict is not None:
+            getattr(report, verdict).append(rel_path(path, name))
     report.unrecorded.extend(rel_path(path, n) for n in sorted(stored - set(records)))
+
+
+def _verify_file(check: Check) -> str | None:
+    """Return "ok", "mismatched" or "missing" for one recorded file (None: no longer recorded).
+
+    A file replaced or removed by a concurrent put while it was hashed (`ConflictError`) is
+    checked again against its new record, a few times; a tree rewritten faster than that
+    raises the `ConflictError` (retry the verify).
+    """
+    for attempt in range(_ATTEMPTS):
+        try:
+            try:
+                digest, size = _hash(check.db, readable(check.db, check.path, check.name))
+            except NotFoundError:
+                check.missing()
+            else:
+                check.confirm(digest, size)
+        except IntegrityError as exc:
+            return "missing" if exc.actual.startswith("nothing") else "mismatched"
+        except ConflictError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            try:
+                record = record_of(check.db.read_metadata(check.path), check.name, check.url)
+            except NotFoundError:
+                return None  # the node was removed meanwhile
+            if record is None:
+                return None  # the file was removed meanwhile
+            check = Check(check.db, check.path, check.name, record)
+        else:
+            return "ok"
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def _hash(db: Database, rel: str) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from metatree._core.integrity import Check
 from metatree._records import RECORDS
 from metatree.errors import (
     AlreadyExistsError,
+    ConflictError,
     CorruptMetadataError,
     IntegrityError,
     MetadataError,
@@ -301,6 +302,11 @@ class FileRecordTests:
             tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
         assert not out.exists()
         assert tree.verify(LEAF).mismatched == [f"{LEAF}/ckpt/sub/b.bin"]
+        tree.storage.remove_file(f"{LEAF}/ckpt/sub/b.bin")  # recorded, no longer stored
+        with pytest.raises(IntegrityError):
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+        assert not out.exists()
+        assert tree.verify(LEAF).missing == [f"{LEAF}/ckpt/sub/b.bin"]
 
     def test_verify_reports_ok_missing_and_unrecorded(self, tree: Metatree, tmp_path: Path) -> None:
         tree.put(LEAF, b"x", name="f")
@@ -336,6 +342,39 @@ class FileRecordTests:
         check.confirm(_sha(b"new bytes"), 9)  # the record, read again, matches
         with pytest.raises(IntegrityError):
             check.confirm(_sha(b"neither"), 7)
+
+    def test_bytes_of_a_version_whose_record_is_gone_are_a_conflict(self, tree: Metatree) -> None:
+        """Two forced puts during one read: the bytes read may have had a record, now gone."""
+        tree.put(LEAF, b"v1", name="f")
+        first = tree.stat(f"{LEAF}/f")
+        tree.put(LEAF, b"v2!", name="f", force=True)
+        tree.put(LEAF, b"v3!!", name="f", force=True)
+        with pytest.raises(ConflictError):
+            Check(tree._db, ("m", "v", "s"), "f", first).confirm(_sha(b"v2!"), 3)
+        tree.remove(f"{LEAF}/f")  # a removed file's record is gone too: a conflict, not corruption
+        with pytest.raises(ConflictError):
+            Check(tree._db, ("m", "v", "s"), "f", first).confirm(_sha(b"v2!"), 3)
+
+    def test_verify_rechecks_what_a_concurrent_put_replaced_or_removed(
+        self, tree: Metatree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from metatree._core import verify as verify_module
+
+        tree.put(LEAF, b"gone", name="a")
+        tree.put(LEAF, b"old", name="b")
+        hash_file = verify_module._hash
+        done: list[str] = []
+
+        def racing(db: Any, rel: str) -> tuple[str, int]:
+            if not done:  # a concurrent writer commits right before the first file is read
+                done.append(rel)
+                tree.remove(f"{LEAF}/a")
+                tree.put(LEAF, b"new!", name="b", force=True)
+            return hash_file(db, rel)
+
+        monkeypatch.setattr(verify_module, "_hash", racing)
+        report = tree.verify(LEAF)
+        assert (report.ok, report.missing, report.mismatched) == ([f"{LEAF}/b"], [], [])
 
     def test_a_mismatch_waits_for_the_writer_holding_the_lock(self, tree: Metatree) -> None:
         """A writer between its file and its record holds the lock: the check waits for it."""
