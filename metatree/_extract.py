@@ -9,6 +9,7 @@ members into place.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -197,6 +198,17 @@ def _unpack_all(source: _Inflater, temp: str, name: str) -> list[str]:
 
 
 _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f]")
+_MTIMES = (-(2**40), 2**40)
+"""Modification times a member may carry (a PAX mtime can be NaN or 1e300: os.utime refuses)."""
+
+
+def _finite(value: object) -> float:
+    """Return `value` as a float, or NaN when it is not a finite number (refused as a time)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _unpack(source: _Inflater, temp: str, name: str) -> list[str]:
@@ -213,6 +225,10 @@ def _unpack(source: _Inflater, temp: str, name: str) -> list[str]:
                     continue
                 raise ArchiveError(name, f"member {member.name!r} is not a file name")
             kind, link = _kind(member, rel, kinds, parents, name)
+            if not _MTIMES[0] <= _finite(member.mtime) <= _MTIMES[1]:
+                raise _refuse(
+                    name, member.name, f"an impossible modification time {member.mtime!r}"
+                )
             try:
                 safe = tarfile.data_filter(member, temp)
             except tarfile.FilterError as err:
@@ -278,6 +294,10 @@ def _kind(
         return "dir", None
     if rel in parents:
         raise _refuse(name, member.name, "a name that is both a file and a directory")
+    if member.issparse() or getattr(member, "sparse", None) is not None:
+        # tarfile expands a sparse map itself: its expanded size escapes `max_bytes`, and
+        # 300 bytes of archive can declare a terabyte of holes (ArchiveReader never writes one)
+        raise _refuse(name, member.name, "a sparse file")
     if member.isreg():
         return "file", None
     if member.issym():
