@@ -15,7 +15,7 @@ from metatree._core.integrity import Check, verified
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
-from metatree._records import records_of, spelled
+from metatree._records import recorded_names, records_of, spelled
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -149,8 +149,11 @@ def get(
     """
     db = node.db
     rel = readable(db, node.path, name)
-    records = records_of(node.metadata, db.url(node.path)) if verify else {}
-    recorded = spelled(records, name, db.case_insensitive)
+    recorded, records = name, {}
+    if verify:
+        where = db.url(node.path)
+        recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
+        records = records_of(node.metadata, where, under=recorded)
     record = records.get(recorded)
     if outfile is None:
         chunks = db.storage.iter_bytes(rel, chunk_size)
