@@ -89,13 +89,17 @@ def source_of(
     include: Any,
     exclude: Any,
     hidden: Any,
+    recursive: object = False,
 ) -> tuple[Source, str | None]:
     """Return the source and name a put stores: with `archive`, the directory's archive.
 
-    The archive's options without ``archive=True`` are refused (they would be ignored).
+    The archive's options without ``archive=True`` are refused (they would be ignored), and
+    so is ``recursive=True`` with it (an archive is one file: the choice would be ignored).
     """
     if not isinstance(archive, bool):
         raise PathError(repr(source), f"archive must be True or False, not {archive!r}")
+    if archive and recursive:
+        raise PathError(repr(source), "archive=True stores one file: drop recursive=True")
     if archive:
         reader, chosen = archive_source(
             source, name, include=include, exclude=exclude, hidden=hidden

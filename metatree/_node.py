@@ -143,7 +143,7 @@ class Node:
         """Store a file in this node; return True as `Metatree.put` (`Metatree.url` has the URL)."""
         shown = "/".join(self.path)
         check_callback(callback, shown)
-        source, name = source_of(source, name, archive, include, exclude, hidden)
+        source, name = source_of(source, name, archive, include, exclude, hidden, recursive)
         name = check_source(source, name, shown, recursive)
         extra = check_info(info, shown)
         target = Target(tuple(Literal(n) for n in self.path), shown)

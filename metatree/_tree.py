@@ -276,7 +276,7 @@ class Metatree:
         self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
         target = Target.node(location, self.keys)
         try:
-            filepath, name = source_of(filepath, name, archive, include, exclude, hidden)
+            filepath, name = source_of(filepath, name, archive, include, exclude, hidden, recursive)
             stored = check_source(filepath, name, target.shown, recursive)
             extra = check_info(info, target.shown)
             path = put(

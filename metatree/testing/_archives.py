@@ -96,6 +96,7 @@ class ArchiveTests:
             ({"include": ["*.txt"]}, PathError),  # without archive=True
             ({"hidden": True}, PathError),
             ({"archive": True, "exclude": [""]}, PathError),
+            ({"archive": True, "recursive": True}, PathError),
         ],
     )
     def test_archive_bad_input_writes_nothing(

@@ -31,6 +31,7 @@ from metatree.errors import (
     NotFoundError,
     PathError,
     StorageError,
+    UnresolvedPathError,
 )
 from metatree.testing._helpers import unchanged
 
@@ -198,6 +199,17 @@ class FileRecordTests:
         walked = {n.path: (m, f) for n, m, f in tree.walk(files=True)}
         assert walked[("m", "v", "s")] == ({"score": 0.5}, node.files)
         assert all(RECORDS not in m for _, m in tree.walk())
+
+    def test_records_never_name_a_node_nor_leak_into_messages(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"x", name="f")
+        tree.find(LEAF).update(big=["y" * 1000])
+        with pytest.raises(UnresolvedPathError) as caught:
+            tree.get(f"{LEAF}/<{RECORDS}>")
+        assert "sha256" not in str(caught.value)
+        assert RECORDS not in str(caught.value).split("its keys:")[1]
+        with pytest.raises(UnresolvedPathError) as caught:
+            tree.get(f"{LEAF}/<big>")
+        assert len(str(caught.value)) < 400  # a stored value is cut in messages
 
     @pytest.mark.parametrize("key", [RECORDS, ".metatree", ".metatree.other"])
     def test_update_cannot_write_records(self, tree: Metatree, key: str) -> None:
