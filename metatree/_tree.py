@@ -362,7 +362,10 @@ class Metatree:
         AlreadyExistsError
             `outfile` exists already.
         IntegrityError
-            The bytes read differ from the file's record.
+            The bytes read differ from the file's record, and no concurrent put explains it.
+        ConflictError
+            The file was replaced (twice) or removed by concurrent puts while it was read:
+            read it again.
         """
         check_chunk_size(chunk_size, str(location))
         check_flag(verify, "verify", str(location))
