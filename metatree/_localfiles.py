@@ -334,11 +334,25 @@ def download_tree(
             _check_same_tree(storage, rel, version)
             raise
         _check_same_tree(storage, rel, version)
+        _check_one_put(storage, rel, checks or {})
         _local(outfile, lambda p: _rename_new(partial, p))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(partial)
         raise
+
+
+def _check_one_put(storage: Storage, rel: str, checks: Mapping[str, Check]) -> None:
+    """Raise `ConflictError` if the recorded files came from more than one put.
+
+    A recursive put records all its files under one put; each file is checked against the
+    record current when it was read, so a directory replaced midway on an object store
+    (where `_check_same_tree` cannot see it) would pass file by file with a mix of versions.
+    """
+    if len({check.record.provenance.uuid for check in checks.values()}) > 1:
+        raise ConflictError(
+            storage.url_of(rel), "the directory was replaced while it was downloaded; retry"
+        )
 
 
 def _check_same_tree(storage: Storage, rel: str, version: object) -> None:

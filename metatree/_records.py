@@ -287,7 +287,9 @@ def _record(
     where: str,
 ) -> FileRecord:
     _check_file_name(name, where)
-    if name.split("/", 1)[0] in children:
+    if "/" in name and name.split("/", 1)[0] in children:
+        # a path into a child node would claim its files (a single name may be a file beside
+        # a child of that name: object stores hold a key and a prefix alike, docs/requests.md)
         raise _corrupt(where, f"recorded file name {name!r} is inside a child node")
     if not isinstance(entry, dict) or set(entry) != {"size", "sha256", "created", "put"}:
         raise _corrupt(where, f"the record of {name!r} must hold size, sha256, created and put")

@@ -69,11 +69,11 @@ class Check:
         The record is read again. Changed since (a forced put or a remove committed
         meanwhile): if the new record fits, the bytes were the new file's; if not, they may
         be those of a version in between whose record is gone, so the read is
-        `ConflictError` (retry it), never `IntegrityError`. Unchanged while another writer
-        holds the lock: it may be between the file and its record, so wait for it (at most
-        the lease time). Unchanged with the lock free: the file was changed behind
-        metatree's back. In a transaction our own lock excludes every writer: the first
-        answer is final.
+        `ConflictError` (retry it), never `IntegrityError`. Unchanged while a writer holds
+        the lock: it may be between the file and its record, so wait for the end of that
+        one hold (a new holder, a free or dead lock, or the lease time, whichever first).
+        Unchanged after that: the file was changed behind metatree's back. In a transaction
+        our own lock excludes every writer: the first answer is final.
         """
         first = self.record
         if fits(first):
@@ -82,11 +82,12 @@ class Check:
             raise IntegrityError(self.url, first.sha256, read)
         deadline = time.monotonic() + self.db.lock_options["lock_ttl"]
         pause = _POLL
+        waited_for: tuple[object, ...] | None = None
         while True:
             # the lock is looked at before the record is read: a writer that replaced the
-            # file held it from the file to the record, so a free lock, then an unchanged
-            # record, means no writer replaced it (the other order races with the release)
-            held = self.db.lock_status() is not None
+            # file held it from the file to the record, so a hold that ended (or none), then
+            # an unchanged record, means no writer replaced it (the other order races)
+            holder = _holder(self.db)
             try:
                 again = record_of(self.db.read_metadata(self.path), self.name, self.url)
             except NotFoundError:
@@ -98,10 +99,23 @@ class Check:
                 raise ConflictError(
                     self.url, "the file was replaced or removed while it was read; read it again"
                 )
-            if not held or time.monotonic() > deadline:
+            if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
                 raise IntegrityError(self.url, first.sha256, read)
+            waited_for = holder
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+
+
+def _holder(db: Database) -> tuple[object, ...] | None:
+    """Identify the lock's current hold (None: free, dead, or not metatree's).
+
+    A foreign lock (metatreedb's empty ``.lock``) writes no records, and a dead or expired
+    lease finishes nothing: neither is waited for. Renewals keep the identity.
+    """
+    info = db.lock_status()
+    if info is None or info.owner == "foreign" or info.is_dead():
+        return None
+    return (info.host, info.pid, info.acquired, info.token)
 
 
 def verified(chunks: Iterator[bytes], check: Check) -> Iterator[bytes]:

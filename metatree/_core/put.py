@@ -25,7 +25,7 @@ from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
 from metatree._records import records_of, set_records
-from metatree.errors import AlreadyExistsError, MetatreeError
+from metatree.errors import AlreadyExistsError, LockLostError, MetatreeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -86,8 +86,8 @@ def put(
                 old_kind=old_kind,
             )
             _record(db, plan, stored, {} if info is None else info, tx)
-        except BaseException:
-            if tx is None and db.holds():
+        except BaseException as exc:
+            if tx is None and db.owns_writes() and not isinstance(exc, LockLostError):
                 _take_back(db, plan, stored, old_kind)
             raise
         if plan.new:
@@ -101,6 +101,8 @@ def _take_back(
 ) -> None:
     """Delete what a failed put wrote, where that restores the tree as it was.
 
+    Only while our lease holds and locking is on (`Database.owns_writes`), and never after a
+    lost conditional write: then another writer changed the node, and the path may be theirs.
     The top new node is ours and unlisted; a new file in an existing node (stored, but its
     record could not be written) is ours too. A file that replaced another cannot be taken
     back: its old bytes are gone, and its stale record fails verification (docs/format.md).

@@ -161,7 +161,8 @@ def get(
             return chunks
         return verified(chunks, Check(db, node.path, recorded, record))
     if recursive and db.storage.kind(rel) == "directory":
-        if name not in children_of(node.metadata) and is_orphan(db, node.path, name):
+        staged = rel != rel_path(node.path, name)  # this transaction's copy: never an orphan
+        if not staged and name not in children_of(node.metadata) and is_orphan(db, node.path, name):
             raise NotFoundError(db.url(node.path, name), "file or directory")
         checks = {
             sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)

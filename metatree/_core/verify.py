@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
-from metatree._core.read import is_orphan_listing, readable
+from metatree._core.read import entries, is_orphan_listing, readable
 from metatree._names import is_reserved
 from metatree._records import record_of, records_of
 from metatree.errors import ConflictError, IntegrityError, NotFoundError
@@ -79,7 +79,7 @@ def _verify_file(check: Check) -> str | None:
     for attempt in range(_ATTEMPTS):
         try:
             try:
-                digest, size = _hash(check.db, readable(check.db, check.path, check.name))
+                digest, size = _hash(check.db, _where(check.db, check.path, check.name))
             except NotFoundError:
                 check.missing()
             else:
@@ -111,26 +111,41 @@ def _hash(db: Database, rel: str) -> tuple[str, int]:
 
 
 def _stored_files(db: Database, path: NodePath, metadata: dict[str, Any]) -> Iterator[str]:
-    """Yield the names of the node's stored files, those inside stored directories too."""
+    """Yield the names of the node's stored files, those inside stored directories too.
+
+    As this task sees the node (`entries`): in a transaction, with the files it staged.
+    """
     children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
-    for name, kind in db.storage.listdir(rel_path(path)).items():
-        if is_reserved(name) or name in children:
-            continue
-        if kind != "directory":
-            yield name
-        else:
-            yield from _stored_below(db, path, name, kind)
+    listed = db.storage.listdir(rel_path(path))  # kinds, without a request per entry
+    for name in entries(db, path):
+        if name not in children:
+            yield from _stored_below(db, path, name, listed.get(name))
 
 
 def _stored_below(
-    db: Database, path: NodePath, name: str, kind: str | None = "unknown"
+    db: Database, path: NodePath, name: str, listed: str | None = None
 ) -> Iterator[str]:
-    """Yield `name` if it is a stored file, or the files of the stored directory `name`."""
-    if kind == "unknown":
-        kind = db.storage.kind(rel_path(path, name))
+    """Yield `name` if it is a stored file, or the files of the stored directory `name`.
+
+    `listed` is its kind in the node's listing, if known (a staged copy is looked up).
+    """
+    try:
+        rel = readable(db, path, name)
+    except NotFoundError:
+        return  # removed in this transaction
+    kind = listed if listed is not None and rel == rel_path(path, name) else db.storage.kind(rel)
     if kind == "file":
         yield name
-    elif kind == "directory" and not is_orphan_listing(db.storage.listdir(rel_path(path, name))):
-        for sub in db.storage.walk_files(rel_path(path, name)):
+    elif kind == "directory" and (
+        rel != rel_path(path, name) or not is_orphan_listing(db.storage.listdir(rel))
+    ):
+        for sub in db.storage.walk_files(rel):
             if not any(is_reserved(part) for part in sub.split("/")):
                 yield f"{name}/{sub}"
+
+
+def _where(db: Database, path: NodePath, name: str) -> str:
+    """Return where the recorded file `name` is read from (inside a staged directory too)."""
+    top, _, below = name.partition("/")
+    base = readable(db, path, top)
+    return f"{base}/{below}" if below else base

@@ -17,16 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from fsspec.callbacks import Callback
 
 import metatree
 from metatree import Metatree
 from metatree._core.integrity import Check
+from metatree._names import LOCK_FILE
 from metatree._records import RECORDS
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
     CorruptMetadataError,
     IntegrityError,
+    LockLostError,
     MetadataError,
     NotFoundError,
     PathError,
@@ -38,10 +41,13 @@ from metatree.testing._helpers import unchanged
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from metatree._storage import Storage
+
 
 __all__ = ["FileRecordTests"]
 
 LEAF = "m/v/s"
+KEYS_OF_RECORDS = ("model", "version", "stage")  # the conformance suite's KEYS
 BODY = b"weights-v1" * 1000
 
 
@@ -55,6 +61,16 @@ def _tree_with_dir(tmp_path: Path) -> Path:
     (src / "a.bin").write_bytes(b"a" * 100)
     (src / "sub" / "b.bin").write_bytes(b"b" * 200)
     return src
+
+
+class _NoSleep:
+    """Stands for the time module in `metatree._core.integrity`: waiting is a failure."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        raise AssertionError("waited for a lock that writes no records")
 
 
 class FileRecordTests:
@@ -189,6 +205,71 @@ class FileRecordTests:
         assert calls  # the failure was met
         assert tree.find(LEAF).list() == ["f"]
 
+    def test_without_locking_a_failed_put_leaves_what_it_cannot_prove_its_own(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the lock another writer may have stored the same name: never delete it."""
+        tree = Metatree(storage, KEYS_OF_RECORDS, locking_enabled=False)
+        tree.put(LEAF, b"x", name="f")
+        write = tree._db.put_metadata
+
+        def failing(path: Any, metadata: Any, **options: Any) -> None:
+            if RECORDS in metadata and "g" in metadata[RECORDS]["files"]:
+                raise StorageError(repr(path), "the disk is full")
+            write(path, metadata, **options)
+
+        monkeypatch.setattr(tree._db, "put_metadata", failing)
+        with pytest.raises(StorageError):
+            tree.put(LEAF, b"y", name="g")
+        monkeypatch.undo()
+        assert tree.find(LEAF).list() == ["f", "g"]  # left, unrecorded: maybe not ours
+        assert tree.verify(LEAF).unrecorded == [f"{LEAF}/g"]
+
+    def test_a_lost_record_write_takes_nothing_back(
+        self, tree: Metatree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tree.put(LEAF, b"x", name="f")
+        write = tree._db.put_metadata
+
+        def lost(path: Any, metadata: Any, **options: Any) -> None:
+            if RECORDS in metadata and "g" in metadata[RECORDS]["files"]:
+                raise LockLostError(".lock", "another writer rewrote the node")
+            write(path, metadata, **options)
+
+        monkeypatch.setattr(tree._db, "put_metadata", lost)
+        with pytest.raises(LockLostError):
+            tree.put(LEAF, b"y", name="g")
+        monkeypatch.undo()
+        assert tree.find(LEAF).list() == ["f", "g"]  # the path may be the other writer's now
+
+    def test_metadata_too_large_to_read_back_is_never_written(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        src = tmp_path / "many"
+        src.mkdir()
+        for i in range(40):
+            (src / f"file-{i:03}.bin").write_bytes(b"x")
+        tree.put(LEAF, b"x", name="f")
+        tree._db.max_metadata_bytes = 3000  # stands for the real 256 MiB
+        with unchanged(tree.storage), pytest.raises(MetadataError, match="over the"):
+            tree.put(LEAF, src, recursive=True)
+        with unchanged(tree.storage), pytest.raises(MetadataError, match="over the"):
+            tree.put("m/v/t", src, recursive=True)  # a new node: taken back whole
+        with unchanged(tree.storage), pytest.raises(MetadataError, match="over the"):
+            tree.find(LEAF).update(notes="n" * 4000)
+        assert b"".join(tree.get(f"{LEAF}/f")) == b"x"
+
+    def test_a_file_beside_a_child_of_the_same_name_is_not_corrupt(self, tree: Metatree) -> None:
+        """Object stores hold a key and a prefix of one name: a file m/v and a node m/v."""
+        tree.put("m", b"a file", name="v")
+        try:
+            tree.put("m/v/s", b"x", name="f")
+        except AlreadyExistsError:
+            assert tree.storage.capabilities.exclusive_names
+            return
+        assert list(tree.find("m").files) == ["v"]
+        assert tree.verify("").clean
+
     def test_metadata_hides_records_and_update_keeps_them(self, tree: Metatree) -> None:
         tree.put(LEAF, b"x", name="f")
         node = tree.find(LEAF)
@@ -303,6 +384,62 @@ class FileRecordTests:
         with pytest.raises(IntegrityError):
             got.extend(tree.get(f"{LEAF}/f", chunk_size=1000))
         assert got == []  # refused at the first chunk past the recorded size
+
+    def test_a_directory_replaced_during_its_download_is_never_a_mix(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        """Each file matches some record; all of them must come from one put."""
+        versions = []
+        for v in (1, 2):
+            src = tmp_path / f"src{v}" / "ckpt"
+            src.mkdir(parents=True)
+            for name in "abcd":
+                (src / name).write_bytes(f"v{v}-{name}".encode() * 100)
+            versions.append(src)
+        tree.put(LEAF, versions[0], recursive=True)
+        out = tmp_path / "out"
+
+        class Replace(Callback):  # type: ignore[misc]
+            def call(self, *args: Any, **kwargs: Any) -> None:
+                if self.value and not getattr(self, "done", False):
+                    self.done = True
+                    tree.put(LEAF, versions[1], recursive=True, force=True)
+
+        try:
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True, callback=Replace())
+        except ConflictError:
+            assert not out.exists()
+            return
+        got = {p.read_bytes()[:2] for p in out.iterdir()}
+        assert len(got) == 1, got  # one version, whichever
+
+    def test_a_transaction_reads_and_verifies_the_directory_it_staged(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        tree.put(LEAF, b"x", name="f")
+        with tree.transaction():
+            tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+            out = tmp_path / "out"
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+            assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
+            report = tree.verify(LEAF)
+            assert report.ok == [f"{LEAF}/ckpt/a.bin", f"{LEAF}/ckpt/sub/b.bin", f"{LEAF}/f"]
+            assert (report.missing, report.unrecorded) == ([], [])
+        assert tree.verify(LEAF).ok == report.ok
+
+    def test_a_foreign_lock_is_not_waited_for(
+        self, tree: Metatree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Metatreedb's empty .lock writes no records: a mismatch is reported at once."""
+        from metatree._core import integrity
+
+        tree.put(LEAF, b"x", name="f")
+        tree.storage.put(b"y", f"{LEAF}/f")
+        tree.storage.write_atomic(LOCK_FILE, b"")  # what metatreedb leaves while it writes
+
+        monkeypatch.setattr(integrity, "time", _NoSleep())
+        with pytest.raises(IntegrityError):
+            b"".join(tree.get(f"{LEAF}/f"))
 
     def test_a_tampered_file_in_a_stored_directory_fails_the_download(
         self, tree: Metatree, tmp_path: Path
