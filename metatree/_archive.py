@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 PYTHON_INFO = "python-info.json"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+"""What an archive's stored name ends with: tools (and `get(extract_to=)` users) go by it."""
 _CHUNK = 2**20  # bytes read from a local file or written to one at a time
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
@@ -78,8 +80,14 @@ def archive_source(
     base = local_path(directory, "the directory to archive")
     entries = scan_archive(base, include=include, exclude=exclude, hidden=hidden)
     info = {k: runtime()[k] for k in ("python", "platform", "versions")}
-    chosen = name if name is not None else f"{os.path.basename(os.path.normpath(base))}.tar.gz"
-    return ArchiveReader(entries, info), chosen
+    if name is None:
+        stem = os.path.basename(os.path.abspath(base))  # "." is the working directory's name
+        if not stem:
+            raise PathError(base, "the root directory has no name: pass name=")
+        name = f"{stem}.tar.gz"
+    elif not str(name).endswith(ARCHIVE_SUFFIXES):  # a non-str name is refused by check_name
+        raise PathError(repr(name), f"an archive's name ends with {' or '.join(ARCHIVE_SUFFIXES)}")
+    return ArchiveReader(entries, info), name
 
 
 def source_of(

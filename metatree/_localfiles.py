@@ -282,6 +282,7 @@ def download_tree(
     outfile: str,
     callback: Callback,
     checks: Mapping[str, Check] | None = None,
+    unrecorded: Callable[[str], Check] | None = None,
 ) -> None:
     """Download the stored directory `rel` to the new local directory `outfile`.
 
@@ -292,7 +293,8 @@ def download_tree(
     Files land in a fresh directory beside `outfile`, renamed into place once complete, so
     a failure leaves no partial directory. A file with a record in `checks` (by its path
     below `rel`) is hashed as it downloads and checked against it (`IntegrityError`); a
-    recorded file the listing lacks fails the download before anything is written.
+    recorded file the listing lacks, or a listed file without a record in a recorded
+    directory (`unrecorded` makes its check), fails the download before anything is written.
     """
     version = storage.tree_version(rel)
     plan: list[list[str]] = []
@@ -309,9 +311,13 @@ def download_tree(
             plan.append(parts)
     _refuse_file_and_directory(storage, rel, plan)
     listed = {"/".join(parts) for parts in plan}
-    for sub, recorded in sorted((checks or {}).items()):
+    checks = dict(checks or {})
+    for sub, recorded in sorted(checks.items()):
         if sub not in listed:
             recorded.missing()  # recorded, not stored: never a directory with a file left out
+    if checks and unrecorded is not None:  # a recorded directory: its put stored every file
+        for sub in sorted(listed - set(checks)):
+            checks[sub] = unrecorded(sub)  # planted: IntegrityError, unless a put records it
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
@@ -334,7 +340,7 @@ def download_tree(
             _check_same_tree(storage, rel, version)
             raise
         _check_same_tree(storage, rel, version)
-        _check_one_put(storage, rel, checks or {})
+        _check_one_put(storage, rel, checks)
         _local(outfile, lambda p: _rename_new(partial, p))
     except BaseException:
         with contextlib.suppress(OSError):

@@ -450,10 +450,11 @@ class Metatree:
                     raise NotFoundError(self._db.url(node.path, name), "node or file")
                 return report
             nodes = [(*node.path, name)]
-        if recursive:
-            nodes = [path for path, _ in walk(self._db, nodes[0])]
-        for path in nodes:
-            verify_node(self._db, path, report, None)
+        if not recursive:
+            verify_node(self._db, nodes[0], report, None)
+            return report
+        for path, metadata in walk(self._db, nodes[0]):
+            verify_node(self._db, path, report, None, metadata)
         return report
 
     def _find_node_of(self, location: object) -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from metatree._transfer import Moved
     from metatree._types import NodePath
 
-__all__ = ["Check", "verified"]
+__all__ = ["Check", "settle", "verified"]
 
 _POLL = 0.05
 """First pause between re-reads of a record while a writer holds the lock (doubles to 1 s)."""
@@ -61,49 +61,67 @@ class Check:
 
     def missing(self) -> None:
         """Raise for a recorded file that is not stored: `IntegrityError`, or `ConflictError`."""
-        self._confirm(lambda _: False, "nothing (the file is missing)")
+        self._confirm(lambda _: False, "")
 
     def _confirm(self, fits: Callable[[FileRecord], bool], read: str) -> None:
-        """Accept if the record fits; else tell a corrupt file from a concurrent replace.
+        """Accept if the record fits, now or once confirmed (`settle`); keep the one that fits."""
+        if not fits(self.record):
+            self.record = settle(self.db, self.path, self.name, self.record, fits, read)
 
-        The record is read again. Changed since (a forced put or a remove committed
-        meanwhile): if the new record fits, the bytes were the new file's; if not, they may
-        be those of a version in between whose record is gone, so the read is
-        `ConflictError` (retry it), never `IntegrityError`. Unchanged while a writer holds
-        the lock: it may be between the file and its record, so wait for the end of that
-        one hold (a new holder, a free or dead lock, or the lease time, whichever first).
-        Unchanged after that: the file was changed behind metatree's back. In a transaction
-        our own lock excludes every writer: the first answer is final.
+    @classmethod
+    def unrecorded(cls, db: Database, path: NodePath, name: str) -> Check:
+        """Return the check of a file found in a recorded directory without a record of its own.
+
+        Its directory's put did not store it (`IntegrityError`, kind ``"unexpected"``) unless
+        a concurrent put records it meanwhile: then it is checked against that record.
         """
-        first = self.record
-        if fits(first):
-            return
-        if self.db.active_tx() is not None:
-            raise IntegrityError(self.url, first.sha256, read)
-        deadline = time.monotonic() + self.db.lock_options["lock_ttl"]
-        pause = _POLL
-        waited_for: tuple[object, ...] | None = None
-        while True:
-            # the lock is looked at before the record is read: a writer that replaced the
-            # file held it from the file to the record, so a hold that ended (or none), then
-            # an unchanged record, means no writer replaced it (the other order races)
-            holder = _holder(self.db)
-            try:
-                again = record_of(self.db.read_metadata(self.path), self.name, self.url)
-            except NotFoundError:
-                again = None
-            if again is not None and fits(again):
-                self.record = again  # later checks of this read compare with the new record
-                return
-            if again != first:
-                raise ConflictError(
-                    self.url, "the file was replaced or removed while it was read; read it again"
-                )
-            if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
-                raise IntegrityError(self.url, first.sha256, read)
-            waited_for = holder
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+        return cls(db, path, name, settle(db, path, name, None, lambda _: True, "a file"))
+
+
+def settle(
+    db: Database,
+    path: NodePath,
+    name: str,
+    first: FileRecord | None,
+    fits: Callable[[FileRecord], bool],
+    read: str,
+) -> FileRecord:
+    """Return a record of `name` that `fits` what was read, or raise: corruption or a race.
+
+    `first` (the record the read began with, or None) did not fit. The record is read again.
+    Changed since (a forced put or a remove committed meanwhile): if the new record fits, the
+    bytes were the new file's; if not, they may be those of a version in between whose
+    record is gone, so the read is `ConflictError` (retry it), never `IntegrityError`.
+    Unchanged while a writer holds the lock: it may be between the file and its record, so
+    wait for the end of that one hold (a new holder, a free or dead lock, or the lease time,
+    whichever first). Unchanged after that: the data was changed behind metatree's back,
+    `IntegrityError`. In a transaction our own lock excludes every writer: no waiting.
+    """
+    url = db.url(path, name)
+    expected = "" if first is None else first.sha256
+    if db.active_tx() is not None:
+        raise IntegrityError(url, expected, read)
+    deadline = time.monotonic() + db.lock_options["lock_ttl"]
+    pause = _POLL
+    waited_for: tuple[object, ...] | None = None
+    while True:
+        # the lock is looked at before the record is read: a writer that replaced the file
+        # held it from the file to the record, so a hold that ended (or none), then an
+        # unchanged record, means no writer replaced it (the other order races)
+        holder = _holder(db)
+        try:
+            again = record_of(db.read_metadata(path), name, url)
+        except NotFoundError:
+            again = None
+        if again is not None and fits(again):
+            return again
+        if again != first:
+            raise ConflictError(url, "the file was replaced or removed while it was read; retry")
+        if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
+            raise IntegrityError(url, expected, read)
+        waited_for = holder
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _holder(db: Database) -> tuple[object, ...] | None:

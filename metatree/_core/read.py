@@ -169,7 +169,14 @@ def get(
             for sub, found in records.items()
             if sub.startswith(f"{recorded}/")
         }
-        download_tree(db.storage, rel, outfile, callback, checks)
+        download_tree(
+            db.storage,
+            rel,
+            outfile,
+            callback,
+            checks,
+            lambda sub: Check.unrecorded(db, node.path, f"{recorded}/{sub}"),
+        )
         return iter(())
     check = None if record is None else Check(db, node.path, recorded, record).moved
     db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)

@@ -41,32 +41,56 @@ class VerifyReport:
     """Files whose size or sha256 differs from their record (changed after the put)."""
     missing: list[str] = field(default_factory=list)
     """Recorded files that are not stored any more."""
+    unexpected: list[str] = field(default_factory=list)
+    """Files inside a recorded directory that its put did not store (planted, copied in)."""
     unrecorded: list[str] = field(default_factory=list)
     """Stored files without a record (written by metatreedb, an older version, or by hand)."""
 
     @property
     def clean(self) -> bool:
-        """Whether every recorded file is present and intact (unrecorded files are allowed)."""
-        return not self.mismatched and not self.missing
+        """Whether every recorded file is present and intact, and no directory gained files.
+
+        Unrecorded files outside recorded directories are allowed: metatreedb writes them.
+        """
+        return not self.mismatched and not self.missing and not self.unexpected
 
 
-def verify_node(db: Database, path: NodePath, report: VerifyReport, only: str | None) -> None:
+def verify_node(
+    db: Database,
+    path: NodePath,
+    report: VerifyReport,
+    only: str | None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Check the files of one node (or only `only`: a file or stored directory) against records.
 
-    Inside a transaction the files it staged are read, checked against its staged records.
+    `metadata` is the node's, when the caller has read it. Inside a transaction the files it
+    staged are read, checked against its staged records.
     """
-    metadata = db.read_metadata(path)
+    if metadata is None:
+        metadata = db.read_metadata(path)
     records = records_of(metadata, db.url(path))
     if only is None:
         stored = set(_stored_files(db, path, metadata))
     else:
         records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
         stored = set(_stored_below(db, path, only))
-    for name, record in sorted(records.items()):
-        verdict = _verify_file(Check(db, path, name, record))
+    checks = {name: Check(db, path, name, record) for name, record in records.items()}
+    recorded_dirs = {name.split("/", 1)[0] for name in records if "/" in name}
+    for name in sorted(stored - set(records)):
+        if name.split("/", 1)[0] not in recorded_dirs:
+            report.unrecorded.append(rel_path(path, name))
+            continue
+        try:
+            checks[name] = Check.unrecorded(db, path, name)  # unless a put records it now
+        except IntegrityError:
+            report.unexpected.append(rel_path(path, name))
+        except ConflictError:
+            continue  # its directory was replaced meanwhile: checked by the next verify
+    for name, check in sorted(checks.items()):
+        verdict = _verify_file(check)
         if verdict is not None:
             getattr(report, verdict).append(rel_path(path, name))
-    report.unrecorded.extend(rel_path(path, n) for n in sorted(stored - set(records)))
 
 
 def _verify_file(check: Check) -> str | None:
@@ -85,7 +109,7 @@ def _verify_file(check: Check) -> str | None:
             else:
                 check.confirm(digest, size)
         except IntegrityError as exc:
-            return "missing" if exc.actual.startswith("nothing") else "mismatched"
+            return exc.kind
         except ConflictError:
             if attempt == _ATTEMPTS - 1:
                 raise

@@ -399,19 +399,22 @@ class FileRecordTests:
         tree.put(LEAF, versions[0], recursive=True)
         out = tmp_path / "out"
 
+        replaced: list[bool] = []  # not an attribute: fsspec's Callback answers any name
+
         class Replace(Callback):  # type: ignore[misc]
             def call(self, *args: Any, **kwargs: Any) -> None:
-                if self.value and not getattr(self, "done", False):
-                    self.done = True
+                if self.value and not replaced:
+                    replaced.append(True)
                     tree.put(LEAF, versions[1], recursive=True, force=True)
 
         try:
             tree.get(f"{LEAF}/ckpt", str(out), recursive=True, callback=Replace())
         except ConflictError:
             assert not out.exists()
-            return
-        got = {p.read_bytes()[:2] for p in out.iterdir()}
-        assert len(got) == 1, got  # one version, whichever
+        else:
+            got = {p.read_bytes()[:2] for p in out.iterdir()}
+            assert len(got) == 1, got  # one version, whichever
+        assert replaced  # the replace did run during the download
 
     def test_a_transaction_reads_and_verifies_the_directory_it_staged(
         self, tree: Metatree, tmp_path: Path
@@ -452,10 +455,28 @@ class FileRecordTests:
         assert not out.exists()
         assert tree.verify(LEAF).mismatched == [f"{LEAF}/ckpt/sub/b.bin"]
         tree.storage.remove_file(f"{LEAF}/ckpt/sub/b.bin")  # recorded, no longer stored
-        with pytest.raises(IntegrityError):
+        with pytest.raises(IntegrityError) as caught:
             tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+        assert caught.value.kind == "missing"
         assert not out.exists()
         assert tree.verify(LEAF).missing == [f"{LEAF}/ckpt/sub/b.bin"]
+
+    def test_a_file_planted_in_a_recorded_directory_fails_the_download(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.storage.put(b"import os", f"{LEAF}/ckpt/sub/evil.py")
+        out = tmp_path / "out"
+        with pytest.raises(IntegrityError) as caught:
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+        assert caught.value.kind == "unexpected"
+        assert not out.exists()
+        report = tree.verify()
+        assert report.unexpected == [f"{LEAF}/ckpt/sub/evil.py"]
+        assert report.ok == [f"{LEAF}/ckpt/a.bin", f"{LEAF}/ckpt/sub/b.bin"]
+        assert not report.clean
+        list(tree.get(f"{LEAF}/ckpt", str(out), recursive=True, verify=False))
+        assert (out / "sub" / "evil.py").exists()  # what verify=False is for
 
     def test_verify_reports_ok_missing_and_unrecorded(self, tree: Metatree, tmp_path: Path) -> None:
         tree.put(LEAF, b"x", name="f")
