@@ -16,6 +16,7 @@ import struct
 import tarfile
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -25,7 +26,7 @@ from metatree._names import SYSTEM_PREFIX
 from metatree.errors import NotFoundError, PathError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator, Mapping, Sequence
+    from collections.abc import Generator, Iterator, Mapping
 
     from _typeshed import WriteableBuffer
 
@@ -119,12 +120,16 @@ def source_of(
 
 
 # -- scan ----------------------------------------------------------------------------------
-def _patterns(value: object, what: str) -> tuple[str, ...]:
+def _patterns(value: object, what: str, base: str) -> tuple[str, ...]:
     if value is None:
         return ()
     # a bare str would be iterated as one-character patterns: the most common mistake
-    if not isinstance(value, list | tuple) or not all(isinstance(p, str) and p for p in value):
-        raise PathError(what, f"{what} must be a list or tuple of non-empty glob strings")
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str | bytes)
+        or not all(isinstance(p, str) and p for p in value)
+    ):
+        raise PathError(base, f"{what} must be a list or tuple of non-empty glob strings")
     return tuple(value)
 
 
@@ -147,10 +152,10 @@ def scan_archive(
     starting with ``.``) are skipped unless `hidden`. Symbolic links are followed, with loop
     protection. Every kept name must be extractable again (`extract` refuses the rest).
     """
-    inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
-    if not isinstance(hidden, bool):
-        raise PathError("hidden", f"hidden must be a bool, not {hidden!r}")
     base = local_path(directory, "the directory to archive")
+    inc, exc = _patterns(include, "include", base), _patterns(exclude, "exclude", base)
+    if not isinstance(hidden, bool):
+        raise PathError(base, f"hidden must be a bool, not {hidden!r}")
     if not os.path.exists(base):
         raise NotFoundError(base, "local directory to archive")
     if not os.path.isdir(base):

@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import tarfile
 import uuid
 import zlib
 from typing import TYPE_CHECKING, overload
 
+from metatree._localfiles import UNSAFE_LOCAL
 from metatree._names import SYSTEM_PREFIX
 from metatree._paths import MAX_NAME_BYTES
 from metatree.errors import ArchiveError, MetatreeError, NotFoundError, PathError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
     "MAX_BYTES",
     "MAX_PATH_BYTES",
+    "check_extract_options",
     "check_extract_target",
     "extract",
+    "extracted",
     "int_in",
     "local_path",
 ]
@@ -117,6 +119,27 @@ class _Inflater:
             self._raw()
 
 
+def check_extract_options(
+    extract_to: object, overwrite: object, outfile: object, recursive: object, shown: str
+) -> str | None:
+    """Check `get`'s extraction options before any request; return the target (or None)."""
+    if not isinstance(overwrite, bool):
+        raise PathError(shown, f"overwrite must be True or False, not {overwrite!r}")
+    if extract_to is not None and (outfile is not None or recursive):
+        raise PathError(shown, "extract_to excludes outfile and recursive")
+    return check_extract_target(extract_to)
+
+
+def extracted(
+    chunks: Iterator[bytes], target: str | None, *, overwrite: bool, name: str
+) -> Iterator[bytes]:
+    """Return `chunks`, or with a `target`, extract them there and return an empty iterator."""
+    if target is None:
+        return chunks
+    extract(chunks, target, overwrite=overwrite, name=name)
+    return iter(())
+
+
 @overload
 def check_extract_target(target: None) -> None: ...
 
@@ -197,7 +220,6 @@ def _unpack_all(source: _Inflater, temp: str, name: str) -> list[str]:
     return names
 
 
-_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f]")
 _MTIMES = (-(2**40), 2**40)
 """Modification times a member may carry (a PAX mtime can be NaN or 1e300: os.utime refuses)."""
 
@@ -257,7 +279,7 @@ def _member_name(raw: str, name: str) -> str | None:
     """Return a member's name normalized (``a/b``), None for the root, or refuse it."""
     if not raw or raw.startswith("/"):
         raise _refuse(name, raw, "an absolute or empty name")
-    if _UNSAFE.search(raw):
+    if UNSAFE_LOCAL.search(raw):
         raise _refuse(name, raw, "a backslash, NUL or control character in the name")
     try:
         raw.encode("utf-8")
@@ -329,7 +351,7 @@ def _check_symlink(rel: str, linkname: str, name: str) -> None:
     in: after a name it could climb out of a directory that is itself a link (``d -> .``,
     then ``x -> d/../..``), which no check of the names alone can see.
     """
-    if not linkname or linkname.startswith("/") or _UNSAFE.search(linkname):
+    if not linkname or linkname.startswith("/") or UNSAFE_LOCAL.search(linkname):
         raise _refuse(name, rel, f"a link to {linkname!r} (empty, absolute or unsafe)")
     ups, named = 0, False
     for part in linkname.split("/"):

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from metatree._types import Source
 
 __all__ = [
+    "UNSAFE_LOCAL",
     "check_chunk_size",
     "check_flag",
     "check_local_outfile",
@@ -51,7 +52,8 @@ __all__ = [
     "upload",
 ]
 
-_UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
+UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
+"""What a stored name may not hold to become a local path component (a separator, controls)."""
 
 
 MAX_CHUNK = 2**30
@@ -268,7 +270,7 @@ def unsafe_local_segment(segment: str) -> str | None:
     """Why the stored name `segment` cannot become one local path component, or None."""
     if segment in ("", ".", ".."):
         return f"{segment!r} would leave the download directory"
-    bad = _UNSAFE_LOCAL.search(segment)
+    bad = UNSAFE_LOCAL.search(segment)
     if bad:
         return f"it contains {bad.group()!r} (a separator or a control character)"
     if len(segment.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:

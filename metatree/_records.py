@@ -134,7 +134,7 @@ def check_info(info: object, shown: str) -> dict[str, Any]:
     if info is None:
         return {}
     if not isinstance(info, dict):
-        raise PathError(shown, f"info must be a dict of JSON values, not {type(info).__name__}")
+        raise MetadataError("info", f"a dict of JSON values, not {type(info).__name__}")
     check_value(info, "info")
     checked = dict(info)
     if len(dump_metadata(checked)) > MAX_INFO_BYTES:

@@ -15,7 +15,7 @@ from metatree._core.integrity import Check, verified
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
-from metatree._records import recorded_names, records_of, spelled
+from metatree._records import FileRecord, recorded_names, records_of, spelled
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "is_orphan",
     "is_orphan_listing",
     "readable",
+    "record_at",
     "walk",
 ]
 
@@ -129,6 +130,28 @@ def holds(node: Resolved, name: str) -> bool:
     if kind == "directory":
         return not is_orphan(db, node.path, name)
     return kind is not None
+
+
+def record_at(node: Resolved, name: str) -> FileRecord:
+    """Return the record of the file `name` of `node` (`Metatree.stat`).
+
+    `NotFoundError` says which is missing: the file, or only its record (stored by
+    metatreedb or an older version), or it names a stored directory, whose files have one
+    record each (`Node.files`).
+    """
+    db = node.db
+    url, where = db.url(node.path, name), db.url(node.path)
+    recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
+    records = records_of(node.metadata, where, under=recorded)
+    if recorded in records:
+        return records[recorded]
+    if records:
+        raise NotFoundError(url, "file record: it is a directory, whose files have records")
+    if name in children_of(node.metadata) and not node.is_leaf:
+        raise NotFoundError(url, "file (it is a node)")
+    if holds(node, name):
+        raise NotFoundError(url, "file record (the file was stored without one)")
+    raise NotFoundError(url, "file")
 
 
 def get(

@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
-from metatree._core.read import entries, is_orphan_listing, readable
+from metatree._core.read import entries, is_orphan_listing, readable, walk
 from metatree._names import is_reserved
-from metatree._records import record_of, records_of
+from metatree._records import record_of, records_of, spelled
 from metatree.errors import ConflictError, IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from metatree._core.db import Database
+    from metatree._core.resolve import Resolved
     from metatree._types import NodePath
 
-__all__ = ["VerifyReport", "verify_node"]
+__all__ = ["VerifyReport", "verify", "verify_node"]
 
 _ATTEMPTS = 3
 """Reads of one file while concurrent puts keep replacing it, before verify gives up."""
@@ -55,6 +56,26 @@ class VerifyReport:
         return not self.mismatched and not self.missing and not self.unexpected
 
 
+def verify(node: Resolved, name: str | None, *, recursive: bool) -> VerifyReport:
+    """Verify what `name` names in `node`: a child node, a file or a stored directory.
+
+    None (or a child node) verifies the node's files, with `recursive` every node's below.
+    """
+    db, report = node.db, VerifyReport()
+    if name is not None and (name not in children_of(node.metadata) or node.is_leaf):
+        verify_node(db, node.path, report, name)  # a file or stored directory
+        if report == VerifyReport():
+            raise NotFoundError(db.url(node.path, name), "node or file")
+        return report
+    start = node.path if name is None else (*node.path, name)
+    if not recursive:
+        verify_node(db, start, report, None)
+        return report
+    for path, metadata in walk(db, start):
+        verify_node(db, path, report, None, metadata)
+    return report
+
+
 def verify_node(
     db: Database,
     path: NodePath,
@@ -73,8 +94,9 @@ def verify_node(
     if only is None:
         stored = set(_stored_files(db, path, metadata))
     else:
-        records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
         stored = set(_stored_below(db, path, only))
+        only = spelled(records, only, db.case_insensitive)  # as get finds its record
+        records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
     checks = {name: Check(db, path, name, record) for name, record in records.items()}
     recorded_dirs = {name.split("/", 1)[0] for name in records if "/" in name}
     for name in sorted(stored - set(records)):

@@ -126,6 +126,8 @@ class FileRecordTests:
         assert files["ckpt/a.bin"].sha256 == _sha(b"a" * 100)
         assert files["ckpt/sub/b.bin"].size == 200
         assert files["ckpt/a.bin"].provenance == files["ckpt/sub/b.bin"].provenance
+        with pytest.raises(NotFoundError, match="directory, whose files have records"):
+            tree.stat(f"{LEAF}/ckpt")
         out = tmp_path / "out"
         list(tree.get(f"{LEAF}/ckpt", str(out), recursive=True))
         assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
@@ -302,8 +304,8 @@ class FileRecordTests:
     @pytest.mark.parametrize(
         ("info", "error"),
         [
-            ("run=1", PathError),
-            ([1, 2], PathError),
+            ("run=1", MetadataError),
+            ([1, 2], MetadataError),
             ({"x": float("nan")}, MetadataError),
             ({"x": {1, 2}}, MetadataError),
             ({"x": "y" * 70_000}, MetadataError),

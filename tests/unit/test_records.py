@@ -19,7 +19,7 @@ from metatree._records import (
     spelled,
     user_metadata,
 )
-from metatree.errors import CorruptMetadataError, MetadataError, PathError
+from metatree.errors import CorruptMetadataError, MetadataError
 
 SHA = "ab" * 32
 
@@ -125,7 +125,7 @@ def test_check_info() -> None:
         "children": [1],
         "nested": {"a": None},
     }
-    with pytest.raises(PathError):
+    with pytest.raises(MetadataError):
         check_info("run=1", "x")
     with pytest.raises(MetadataError):
         check_info({"t": (1, 2)}, "x")
