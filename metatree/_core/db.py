@@ -211,13 +211,7 @@ class Database:
     ) -> None:
         """Write metadata.json now, conditional on `expect` (a lost race is `LockLostError`)."""
         rel = rel_path(path, METADATA_FILE)
-        data = dump_metadata(metadata)
-        if len(data) > self.max_metadata_bytes:  # it could never be read back
-            raise MetadataError(
-                self.storage.url_of(rel),
-                f"the node's metadata.json would be {len(data)} bytes, over the "
-                f"{self.max_metadata_bytes} this database reads; nothing was written",
-            )
+        data = self.dump_checked(path, metadata)
         try:
             self.storage.write_atomic(rel, data, durable=durable, expect=expect)
         except ConflictError:
@@ -226,6 +220,17 @@ class Database:
                 f"{self.storage.url_of(rel)} was rewritten by another writer after it was read "
                 "(our lease must have expired meanwhile)",
             ) from None
+
+    def dump_checked(self, path: NodePath, metadata: Mapping[str, Any]) -> bytes:
+        """Serialise a node's metadata, refusing what could never be read back (too large)."""
+        data = dump_metadata(metadata)
+        if len(data) > self.max_metadata_bytes:
+            raise MetadataError(
+                self.url(path, METADATA_FILE),
+                f"the node's metadata.json would be {len(data)} bytes, over the "
+                f"{self.max_metadata_bytes} this database reads; nothing was written",
+            )
+        return data
 
     def delete(self, rel: str, *, tree: bool) -> None:
         """Remove a file, or with `tree` a directory, at the storage path `rel`."""
@@ -260,25 +265,20 @@ class Database:
         with self.lock:
             yield
 
-    def holds(self) -> bool:
-        """Whether our lease still holds: a writer that lost it must not clean up either.
-
-        Its unlisted node may meanwhile have been cleared as an orphan and re-created, and
-        committed, by the next holder: deleting it would delete their work.
-        """
-        try:
-            self.lock.check()
-        except LockLostError:
-            return False
-        return True
-
     def owns_writes(self) -> bool:
         """Whether what this task wrote is provably its own: locking is on and our lease holds.
 
-        Without locking, another writer may have written the same path meanwhile: a failed
-        write must not clean up there.
+        Asked before a failed put deletes what it wrote: without locking, or with a lease
+        broken meanwhile, another writer may own the same path now. The stored lease is read
+        (`BaseLock.confirm`): a lease broken with ``break_lock(force=True)`` is seen only there.
         """
-        return self.config.locking_enabled and self.holds()
+        if not self.config.locking_enabled:
+            return False
+        try:
+            self.lock.confirm()  # one request: a lease broken by force is seen only there
+        except LockLostError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

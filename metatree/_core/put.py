@@ -24,7 +24,7 @@ from metatree._core.transaction import Staged, Transaction
 from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
-from metatree._records import records_of, set_records
+from metatree._records import set_records
 from metatree.errors import AlreadyExistsError, LockLostError, MetatreeError
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ def put(
             # re-creating what this transaction removed: commit it up to here first
             db.commit(tx)
             plan = plan_put(db, target, name)
+        _check_room(db, plan, source, recursive, {} if info is None else info)
         old_kind = None
         if plan.new:
             claim(db, plan)
@@ -72,7 +73,6 @@ def put(
             _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
         else:
             old_kind = check_target(db, plan, force=force, recursive=recursive)
-            records_of(plan.metadata, db.url(plan.node))  # malformed: refused before writing
         stored: list[tuple[str, Moved]] = []
         try:
             stored = _put_into(
@@ -94,6 +94,26 @@ def put(
             plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
             db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
     return plan.node
+
+
+def _check_room(
+    db: Database, plan: PutPlan, source: Source, recursive: bool, info: Mapping[str, Any]
+) -> None:
+    """Refuse, before the first write, a put whose records could not be stored or read back.
+
+    The node's metadata with this put's records (placeholder sizes and hashes of full
+    width) must parse (a malformed record is `CorruptMetadataError`) and stay within the
+    size the database reads (`MetadataError`): found after the upload, a forced put would
+    already have replaced the data.
+    """
+    local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+    names = [plan.name]
+    if recursive and local is not None and os.path.isdir(local):
+        names = [f"{plan.name}/{stored}" for _, stored in scan_source(local)]
+    metadata = {} if plan.new else dict(plan.metadata)
+    placeholders = [(name, 10**15, "0" * 64) for name in names]
+    set_records(metadata, plan.name, placeholders, info, db.url(plan.node))
+    db.dump_checked(plan.node, metadata)
 
 
 def _take_back(

@@ -184,14 +184,21 @@ def get(
             return chunks
         return verified(chunks, Check(db, node.path, recorded, record))
     if recursive and db.storage.kind(rel) == "directory":
-        staged = rel != rel_path(node.path, name)  # this transaction's copy: never an orphan
-        if not staged and name not in children_of(node.metadata) and is_orphan(db, node.path, name):
-            raise NotFoundError(db.url(node.path, name), "file or directory")
         checks = {
             sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)
             for sub, found in records.items()
             if sub.startswith(f"{recorded}/")
         }
+        # a transaction's staged copy, or a directory with records, is never an orphan (a
+        # file planted in it, a metadata.json too, is refused as unexpected instead)
+        staged = rel != rel_path(node.path, name)
+        if (
+            not staged
+            and not checks
+            and name not in children_of(node.metadata)
+            and is_orphan(db, node.path, name)
+        ):
+            raise NotFoundError(db.url(node.path, name), "file or directory")
         download_tree(
             db.storage,
             rel,

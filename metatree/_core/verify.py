@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
 from metatree._core.read import entries, is_orphan_listing, readable, walk
-from metatree._names import is_reserved
+from metatree._names import SYSTEM_PREFIX
 from metatree._records import record_of, records_of, spelled
 from metatree.errors import ConflictError, IntegrityError, NotFoundError
 
@@ -94,7 +94,8 @@ def verify_node(
     if only is None:
         stored = set(_stored_files(db, path, metadata))
     else:
-        stored = set(_stored_below(db, path, only))
+        recorded = any(k.startswith(f"{only}/") for k in records)
+        stored = set(_stored_below(db, path, only, recorded=recorded))
         only = spelled(records, only, db.case_insensitive)  # as get finds its record
         records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
     checks = {name: Check(db, path, name, record) for name, record in records.items()}
@@ -163,17 +164,22 @@ def _stored_files(db: Database, path: NodePath, metadata: dict[str, Any]) -> Ite
     """
     children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
     listed = db.storage.listdir(rel_path(path))  # kinds, without a request per entry
-    for name in entries(db, path):
+    recorded = {k.split("/", 1)[0] for k in records_of(metadata, db.url(path)) if "/" in k}
+    # entries() hides a directory that looks like an orphan; a recorded one is listed anyway
+    for name in sorted(set(entries(db, path)) | recorded):
         if name not in children:
-            yield from _stored_below(db, path, name, listed.get(name))
+            yield from _stored_below(db, path, name, listed.get(name), recorded=name in recorded)
 
 
 def _stored_below(
-    db: Database, path: NodePath, name: str, listed: str | None = None
+    db: Database, path: NodePath, name: str, listed: str | None = None, *, recorded: bool = False
 ) -> Iterator[str]:
     """Yield `name` if it is a stored file, or the files of the stored directory `name`.
 
-    `listed` is its kind in the node's listing, if known (a staged copy is looked up).
+    `listed` is its kind in the node's listing, if known (a staged copy is looked up). A
+    directory with records (`recorded`) is never taken for an orphan, and everything in it
+    but metatree's own temp names (``.metatree*``, as a download skips them) is listed: a
+    planted ``metadata.json`` or ``.lock`` there is unexpected, not invisible.
     """
     try:
         rel = readable(db, path, name)
@@ -183,10 +189,10 @@ def _stored_below(
     if kind == "file":
         yield name
     elif kind == "directory" and (
-        rel != rel_path(path, name) or not is_orphan_listing(db.storage.listdir(rel))
+        recorded or rel != rel_path(path, name) or not is_orphan_listing(db.storage.listdir(rel))
     ):
         for sub in db.storage.walk_files(rel):
-            if not any(is_reserved(part) for part in sub.split("/")):
+            if not any(part.startswith(SYSTEM_PREFIX) for part in sub.split("/")):
                 yield f"{name}/{sub}"
 
 

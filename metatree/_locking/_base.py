@@ -105,6 +105,14 @@ class BaseLock(ABC):
     def check(self) -> None:  # noqa: B027 - most strategies cannot lose a held lock
         """Raise `LockLostError` unless we hold the lock and may commit (before a commit)."""
 
+    def confirm(self) -> None:
+        """Like `check`, but ask the store (a request) where a held lock can be broken.
+
+        For destructive cleanups after a failure: `check` trusts what the renewer last saw,
+        and a lease broken with ``break_lock(force=True)`` goes unnoticed until it renews.
+        """
+        self.check()
+
     def status(self) -> LeaseInfo | None:
         """Return the lease as stored (who holds the lock), or None when the lock is free."""
         return None

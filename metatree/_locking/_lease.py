@@ -335,6 +335,15 @@ class LeaseLock(BaseLock):
         if lost is not None:
             raise LockLostError(self.name, lost)
 
+    def confirm(self) -> None:
+        """`check`, then read the stored lease: it must still be the body we last wrote."""
+        self.check()
+        with self._state:
+            current = self.store.read()
+            if current is None or (current[0] != self._body and not self._recover_pending(current)):
+                self._lost = "the lock object is no longer our lease (broken or taken over)"
+                raise LockLostError(self.name, self._lost)
+
     # -- inspection ---------------------------------------------------------------------
     def status(self) -> LeaseInfo | None:
         """Return the stored lease; None when free or when its holder is provably dead."""

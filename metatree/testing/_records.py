@@ -22,6 +22,7 @@ from fsspec.callbacks import Callback
 import metatree
 from metatree import Metatree
 from metatree._core.integrity import Check
+from metatree._locking import LeaseLock
 from metatree._names import LOCK_FILE
 from metatree._records import RECORDS
 from metatree.errors import (
@@ -227,6 +228,19 @@ class FileRecordTests:
         assert tree.find(LEAF).list() == ["f", "g"]  # left, unrecorded: maybe not ours
         assert tree.verify(LEAF).unrecorded == [f"{LEAF}/g"]
 
+    def test_a_writer_whose_lease_was_broken_owns_nothing(self, storage: Storage) -> None:
+        """A failed put cleans up only what it provably owns: a forced break is seen at once."""
+        mine = Metatree(storage, KEYS_OF_RECORDS)
+        if not isinstance(mine._db.lock, LeaseLock):
+            pytest.skip("this backend's lock cannot be broken by another writer (an OS lock)")
+        other = Metatree(storage)
+        with mine._db.write_lock():
+            assert mine._db.owns_writes()
+            assert other.break_lock(force=True)
+            other.put(LEAF, b"theirs", name="f")
+            assert not mine._db.owns_writes()  # the renewer has not noticed yet; the store has
+        assert b"".join(other.get(f"{LEAF}/f")) == b"theirs"
+
     def test_a_lost_record_write_takes_nothing_back(
         self, tree: Metatree, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -259,7 +273,9 @@ class FileRecordTests:
             tree.put("m/v/t", src, recursive=True)  # a new node: taken back whole
         with unchanged(tree.storage), pytest.raises(MetadataError, match="over the"):
             tree.find(LEAF).update(notes="n" * 4000)
-        assert b"".join(tree.get(f"{LEAF}/f")) == b"x"
+        with unchanged(tree.storage), pytest.raises(MetadataError, match="over the"):
+            tree.put(LEAF, b"new", name="f", force=True, info={"notes": "n" * 4000})
+        assert b"".join(tree.get(f"{LEAF}/f")) == b"x"  # refused before the replace
 
     def test_a_file_beside_a_child_of_the_same_name_is_not_corrupt(self, tree: Metatree) -> None:
         """Object stores hold a key and a prefix of one name: a file m/v and a node m/v."""
@@ -479,6 +495,18 @@ class FileRecordTests:
         assert not report.clean
         list(tree.get(f"{LEAF}/ckpt", str(out), recursive=True, verify=False))
         assert (out / "sub" / "evil.py").exists()  # what verify=False is for
+
+    @pytest.mark.parametrize("planted", ["metadata.json", ".lock", "sub/metadata.json", ".LOCK"])
+    def test_a_reserved_looking_name_planted_in_a_recorded_directory_is_unexpected(
+        self, tree: Metatree, tmp_path: Path, planted: str
+    ) -> None:
+        """get and verify judge alike: only metatree's own temp names are skipped."""
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.storage.put(b"{}", f"{LEAF}/ckpt/{planted}")
+        with pytest.raises(IntegrityError) as caught:
+            tree.get(f"{LEAF}/ckpt", str(tmp_path / "out"), recursive=True)
+        assert caught.value.kind == "unexpected"
+        assert tree.verify(LEAF).unexpected == [f"{LEAF}/ckpt/{planted}"]
 
     def test_verify_reports_ok_missing_and_unrecorded(self, tree: Metatree, tmp_path: Path) -> None:
         tree.put(LEAF, b"x", name="f")
