@@ -500,7 +500,7 @@ class FileRecordTests:
     def test_a_reserved_looking_name_planted_in_a_recorded_directory_is_unexpected(
         self, tree: Metatree, tmp_path: Path, planted: str
     ) -> None:
-        """get and verify judge alike: only metatree's own temp names are skipped."""
+        """Get and verify judge alike: only metatree's own temp names are skipped."""
         tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
         tree.storage.put(b"{}", f"{LEAF}/ckpt/{planted}")
         with pytest.raises(IntegrityError) as caught:
