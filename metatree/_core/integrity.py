@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from metatree._transfer import Moved
     from metatree._types import NodePath
 
-__all__ = ["Check", "settle", "verified"]
+__all__ = ["Check", "settle", "verified", "wait_for_writer"]
 
 _POLL = 0.05
 """First pause between re-reads of a record while a writer holds the lock (doubles to 1 s)."""
@@ -120,6 +120,19 @@ def settle(
         if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
             raise IntegrityError(url, expected, read)
         waited_for = holder
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+def wait_for_writer(db: Database) -> None:
+    """Wait until the lock's current hold ends (at most the lease time); at once if free.
+
+    For a reader that found a state only a writer's unfinished step explains.
+    """
+    first = _holder(db)
+    deadline = time.monotonic() + db.lock_options["lock_ttl"]
+    pause = _POLL
+    while first is not None and _holder(db) == first and time.monotonic() < deadline:
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
 

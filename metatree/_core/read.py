@@ -11,7 +11,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
-from metatree._core.integrity import Check, verified
+from metatree._core.integrity import Check, verified, wait_for_writer
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
@@ -172,45 +172,81 @@ def get(
     """
     db = node.db
     rel = readable(db, node.path, name)
-    recorded, records = name, {}
-    if verify:
-        where = db.url(node.path)
-        recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
-        records = records_of(node.metadata, where, under=recorded)
+    recorded, records = _records_for(node, name, node.metadata, verify)
     record = records.get(recorded)
     if outfile is None:
         chunks = db.storage.iter_bytes(rel, chunk_size)
         if record is None:
             return chunks
         return verified(chunks, Check(db, node.path, recorded, record))
-    if recursive and db.storage.kind(rel) == "directory":
-        checks = {
-            sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)
-            for sub, found in records.items()
-            if sub.startswith(f"{recorded}/")
-        }
-        # a transaction's staged copy, or a directory with records, is never an orphan (a
-        # file planted in it, a metadata.json too, is refused as unexpected instead)
-        staged = rel != rel_path(node.path, name)
-        if (
-            not staged
-            and not checks
-            and name not in children_of(node.metadata)
-            and is_orphan(db, node.path, name)
-        ):
-            raise NotFoundError(db.url(node.path, name), "file or directory")
-        download_tree(
-            db.storage,
-            rel,
-            outfile,
-            callback,
-            checks,
-            lambda sub: Check.unrecorded(db, node.path, f"{recorded}/{sub}"),
-        )
-        return iter(())
+    if recursive and (record is None or len(records) > 1):  # maybe a directory
+        try:
+            if _get_tree(node, name, rel, outfile, callback, recorded, records):
+                return iter(())
+        except NotFoundError:
+            if record is not None or not records:  # not recorded as a directory
+                raise
+            # recorded as a directory, yet gone: a forced put replacing it renames the old
+            # one away before the new one in (WebHDFS has no atomic swap). Once the writer
+            # holding the lock is done, look again, once, with the records as they are then.
+            wait_for_writer(db)
+            metadata = db.read_metadata(node.path)
+            recorded, records = _records_for(node, name, metadata, verify)
+            if _get_tree(node, name, rel, outfile, callback, recorded, records, metadata):
+                return iter(())
     check = None if record is None else Check(db, node.path, recorded, record).moved
     db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
     return _iter_local(outfile, chunk_size)
+
+
+def _records_for(
+    node: Resolved, name: str, metadata: dict[str, Any], verify: bool
+) -> tuple[str, dict[str, FileRecord]]:
+    """Return the name `name`'s records are kept under, and them (none without `verify`)."""
+    if not verify:
+        return name, {}
+    db, where = node.db, node.db.url(node.path)
+    recorded = spelled(recorded_names(metadata, where), name, db.case_insensitive)
+    return recorded, records_of(metadata, where, under=recorded)
+
+
+def _get_tree(
+    node: Resolved,
+    name: str,
+    rel: str,
+    outfile: str,
+    callback: Callback,
+    recorded: str,
+    records: dict[str, FileRecord],
+    metadata: dict[str, Any] | None = None,
+) -> bool:
+    """Download `name` if it is a stored directory (each file checked); False if it is not."""
+    db = node.db
+    checks = {
+        sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)
+        for sub, found in records.items()
+        if sub.startswith(f"{recorded}/")
+    }
+    kind = db.storage.kind(rel)
+    if kind is None and checks:
+        raise NotFoundError(db.url(node.path, name), "directory")
+    if kind != "directory":
+        return False
+    # a transaction's staged copy, or a directory with records, is never an orphan (a file
+    # planted in it, a metadata.json too, is refused as unexpected instead)
+    staged = rel != rel_path(node.path, name)
+    children = children_of(node.metadata if metadata is None else metadata)
+    if not staged and not checks and name not in children and is_orphan(db, node.path, name):
+        raise NotFoundError(db.url(node.path, name), "file or directory")
+    download_tree(
+        db.storage,
+        rel,
+        outfile,
+        callback,
+        checks,
+        lambda sub: Check.unrecorded(db, node.path, f"{recorded}/{sub}"),
+    )
+    return True
 
 
 def _iter_local(path: str, chunk_size: int) -> Iterator[bytes]:
