@@ -434,6 +434,38 @@ class FileRecordTests:
             assert len(got) == 1, got  # one version, whichever
         assert replaced  # the replace did run during the download
 
+    def test_a_directory_briefly_gone_under_a_writer_is_waited_for(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        """Where directories cannot be swapped atomically (WebHDFS), a replace leaves a gap."""
+        src = _tree_with_dir(tmp_path)
+        tree.put(LEAF, src, recursive=True)
+        other = Metatree(tree.storage)
+        gone, failures = threading.Event(), []
+
+        def writer() -> None:
+            try:
+                with other._db.write_lock():
+                    tree.storage.remove_tree(f"{LEAF}/ckpt")  # the old one renamed away ...
+                    gone.set()
+                    time.sleep(0.3)
+                    for local in sorted(src.rglob("*.bin")):  # ... the new one renamed in
+                        tree.storage.put(local, f"{LEAF}/ckpt/{local.relative_to(src)}")
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                failures.append(exc)
+                gone.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert gone.wait(30)
+            out = tmp_path / "out"
+            tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
+        finally:
+            thread.join(60)
+        assert failures == []
+        assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
+
     def test_a_transaction_reads_and_verifies_the_directory_it_staged(
         self, tree: Metatree, tmp_path: Path
     ) -> None:
