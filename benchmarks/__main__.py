@@ -2,6 +2,7 @@
 
     python -m benchmarks            # the published figures: docs/benchmarks.md and its PNGs
     python -m benchmarks --quick    # a smoke run (under a minute), written to a temp dir
+    python -m benchmarks --sections large --metatree ../old --out /tmp/old   # a "before" run
 
 Run from the repository root (``bash scripts/bench`` sets up the virtualenv first). metatreedb
 0.2.3 is installed from PyPI into a cached virtualenv of its own; without it, its columns stay
