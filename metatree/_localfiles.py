@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from metatree._types import Source
 
 __all__ = [
+    "UNSAFE_LOCAL",
     "check_chunk_size",
     "check_flag",
     "check_local_outfile",
@@ -51,7 +52,8 @@ __all__ = [
     "upload",
 ]
 
-_UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
+UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
+"""What a stored name may not hold to become a local path component (a separator, controls)."""
 
 
 MAX_CHUNK = 2**30
@@ -268,7 +270,7 @@ def unsafe_local_segment(segment: str) -> str | None:
     """Why the stored name `segment` cannot become one local path component, or None."""
     if segment in ("", ".", ".."):
         return f"{segment!r} would leave the download directory"
-    bad = _UNSAFE_LOCAL.search(segment)
+    bad = UNSAFE_LOCAL.search(segment)
     if bad:
         return f"it contains {bad.group()!r} (a separator or a control character)"
     if len(segment.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
@@ -282,6 +284,7 @@ def download_tree(
     outfile: str,
     callback: Callback,
     checks: Mapping[str, Check] | None = None,
+    unrecorded: Callable[[str], Check] | None = None,
 ) -> None:
     """Download the stored directory `rel` to the new local directory `outfile`.
 
@@ -291,7 +294,9 @@ def download_tree(
     ``.metatree`` are metatree's own leftovers (a killed put's temp file) and are skipped.
     Files land in a fresh directory beside `outfile`, renamed into place once complete, so
     a failure leaves no partial directory. A file with a record in `checks` (by its path
-    below `rel`) is hashed as it downloads and checked against it (`IntegrityError`).
+    below `rel`) is hashed as it downloads and checked against it (`IntegrityError`); a
+    recorded file the listing lacks, or a listed file without a record in a recorded
+    directory (`unrecorded` makes its check), fails the download before anything is written.
     """
     version = storage.tree_version(rel)
     plan: list[list[str]] = []
@@ -307,6 +312,14 @@ def download_tree(
         if not any(part.startswith(SYSTEM_PREFIX) for part in parts):
             plan.append(parts)
     _refuse_file_and_directory(storage, rel, plan)
+    listed = {"/".join(parts) for parts in plan}
+    checks = dict(checks or {})
+    for sub, recorded in sorted(checks.items()):
+        if sub not in listed:
+            recorded.missing()  # recorded, not stored: never a directory with a file left out
+    if checks and unrecorded is not None:  # a recorded directory: its put stored every file
+        for sub in sorted(listed - set(checks)):
+            checks[sub] = unrecorded(sub)  # planted: IntegrityError, unless a put records it
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
     _local(partial, os.mkdir)
@@ -329,11 +342,25 @@ def download_tree(
             _check_same_tree(storage, rel, version)
             raise
         _check_same_tree(storage, rel, version)
+        _check_one_put(storage, rel, checks)
         _local(outfile, lambda p: _rename_new(partial, p))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(partial)
         raise
+
+
+def _check_one_put(storage: Storage, rel: str, checks: Mapping[str, Check]) -> None:
+    """Raise `ConflictError` if the recorded files came from more than one put.
+
+    A recursive put records all its files under one put; each file is checked against the
+    record current when it was read, so a directory replaced midway on an object store
+    (where `_check_same_tree` cannot see it) would pass file by file with a mix of versions.
+    """
+    if len({check.record.provenance.uuid for check in checks.values()}) > 1:
+        raise ConflictError(
+            storage.url_of(rel), "the directory was replaced while it was downloaded; retry"
+        )
 
 
 def _check_same_tree(storage: Storage, rel: str, version: object) -> None:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._archive import check_extract_target, extract, source_of
+from metatree._archive import source_of
 from metatree._core.db import children_of
 from metatree._core.put import put
 from metatree._core.read import entries, get
 from metatree._core.resolve import Resolved, Target
+from metatree._extract import check_extract_options, extracted
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
@@ -30,6 +31,7 @@ from metatree._storage import CHUNK_SIZE
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Iterator, Sequence
 
     from metatree._core.db import Database
@@ -142,7 +144,7 @@ class Node:
         """Store a file in this node; return True as `Metatree.put` (`Metatree.url` has the URL)."""
         shown = "/".join(self.path)
         check_callback(callback, shown)
-        source, name = source_of(source, name, archive, include, exclude, hidden)
+        source, name = source_of(source, name, archive, include, exclude, hidden, recursive)
         name = check_source(source, name, shown, recursive)
         extra = check_info(info, shown)
         target = Target(tuple(Literal(n) for n in self.path), shown)
@@ -167,17 +169,14 @@ class Node:
         chunk_size: int = CHUNK_SIZE,
         callback: Callback = DEFAULT_CALLBACK,
         verify: bool = True,
-        extract_to: str | None = None,
+        extract_to: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
     ) -> Iterator[bytes]:
         """Stream the file `file` of this node (a name or ``<key>``); see `Metatree.get`."""
         check_chunk_size(chunk_size, str(file))
         check_callback(callback, str(file))
         check_flag(verify, "verify", str(file))
-        check_flag(overwrite, "overwrite", str(file))
-        if extract_to is not None and (outfile is not None or recursive):
-            raise PathError(str(file), "extract_to excludes outfile and recursive")
-        check_extract_target(extract_to)
+        into = check_extract_options(extract_to, overwrite, outfile, recursive, str(file))
         raw: object = file  # callers without type checking may pass anything
         if not isinstance(raw, str) or "/" in file.strip("/"):
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
@@ -193,7 +192,4 @@ class Node:
             callback=callback,
             verify=verify,
         )
-        if extract_to is None:
-            return chunks
-        extract(chunks, extract_to, overwrite=overwrite, name=file)
-        return iter(())
+        return extracted(chunks, into, overwrite=overwrite, name=file)

@@ -303,19 +303,27 @@ def resolve_segment(
     """
     if isinstance(segment, Literal):
         return segment.name
-    if segment.key not in metadata:
-        keys = sorted(k for k in metadata if k != "children")
+    if segment.key not in metadata or segment.key.startswith(SYSTEM_PREFIX):
+        # metatree's own keys (the file records) are not the user's to name a node with
+        keys = sorted(k for k in metadata if k != "children" and not k.startswith(SYSTEM_PREFIX))
         raise UnresolvedPathError(
             location, f"{segment} is not a key of the metadata of {owner} (its keys: {keys})"
         )
     value = metadata[segment.key]
     if not isinstance(value, str):
         raise UnresolvedPathError(
-            location, f"{segment} is {value!r} in the metadata of {owner}, not a name (str)"
+            location,
+            f"{segment} is {_short(value)} in the metadata of {owner}, not a name (str)",
         )
     try:
         return check_location_name(value, location)
     except PathError as exc:
         raise UnresolvedPathError(
-            location, f"{segment} resolves to {value!r} in {owner}: {exc.reason}"
+            location, f"{segment} resolves to {_short(value)} in {owner}: {exc.reason}"
         ) from None
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """Return the repr of a stored value for a message, cut to `limit` characters."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."

@@ -33,12 +33,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from metatree._metadata import check_value, dump_metadata
+from metatree._metadata import CHILDREN, check_value, dump_metadata
 from metatree._paths import check_stored_name
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Collection, Iterable, Mapping
 
 __all__ = [
     "RECORDS",
@@ -47,9 +47,11 @@ __all__ = [
     "check_info",
     "drop_records",
     "record_of",
+    "recorded_names",
     "records_of",
     "runtime",
     "set_records",
+    "spelled",
     "user_metadata",
 ]
 
@@ -132,7 +134,7 @@ def check_info(info: object, shown: str) -> dict[str, Any]:
     if info is None:
         return {}
     if not isinstance(info, dict):
-        raise PathError(shown, f"info must be a dict of JSON values, not {type(info).__name__}")
+        raise MetadataError("info", f"a dict of JSON values, not {type(info).__name__}")
     check_value(info, "info")
     checked = dict(info)
     if len(dump_metadata(checked)) > MAX_INFO_BYTES:
@@ -146,16 +148,19 @@ def set_records(
     files: Iterable[tuple[str, int, str]],
     info: Mapping[str, Any],
     where: str,
+    *,
+    fold: bool = False,
 ) -> None:
     """Record the files one put stored as `name` (replacing what `name` held before).
 
     `files` are (name relative to the node, size, sha256). The put gets a new uuid4 and
-    this process's provenance plus `info`.
+    this process's provenance plus `info`. With `fold` (a case-insensitive filesystem), the
+    records of a name differing only in case go too: it was the same file.
     """
     put_id = uuid.uuid4().hex
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     files_map, puts = _stored(metadata, where)
-    for old in [f for f in files_map if f == name or f.startswith(f"{name}/")]:
+    for old in _under(files_map, name, fold):
         del files_map[old]
     for file, size, sha256 in files:
         files_map[file] = {"size": size, "sha256": sha256, "created": created, "put": put_id}
@@ -163,19 +168,44 @@ def set_records(
     _prune(metadata, files_map, puts)
 
 
-def drop_records(metadata: dict[str, Any], name: str, where: str) -> bool:
+def drop_records(metadata: dict[str, Any], name: str, where: str, *, fold: bool = False) -> bool:
     """Forget the records of `name` (a file, or every file of a stored directory).
 
-    Returns whether there was any (then `metadata` changed and must be written).
+    Returns whether there was any (then `metadata` changed and must be written). `fold` as in
+    `set_records`.
     """
     if RECORDS not in metadata:
         return False
     files_map, puts = _stored(metadata, where)
-    gone = [f for f in files_map if f == name or f.startswith(f"{name}/")]
+    gone = _under(files_map, name, fold)
     for old in gone:
         del files_map[old]
     _prune(metadata, files_map, puts)
     return bool(gone)
+
+
+def spelled(records: Collection[str], name: str, fold: bool) -> str:
+    """Return the name under which `name`'s records are kept.
+
+    That is `name` itself, except on a case-insensitive filesystem (`fold`), where the file
+    ``Model.bin`` is also read as ``model.bin``: its record keeps the spelling it was put with.
+    """
+    if not fold or name in records or any(k.startswith(f"{name}/") for k in records):
+        return name
+    key = name.casefold()
+    for recorded in records:
+        top = recorded.split("/", 1)[0]
+        if top.casefold() == key:
+            return top
+    return name
+
+
+def _under(files_map: Mapping[str, Any], name: str, fold: bool) -> list[str]:
+    """Return the recorded names that are `name` or below it (in any case, with `fold`)."""
+    if fold:
+        key = name.casefold()
+        return [f for f in files_map if f.split("/", 1)[0].casefold() == key]
+    return [f for f in files_map if f == name or f.startswith(f"{name}/")]
 
 
 def _prune(metadata: dict[str, Any], files_map: dict[str, Any], puts: dict[str, Any]) -> None:
@@ -206,33 +236,61 @@ def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def record_of(metadata: Mapping[str, Any], name: str, where: str) -> FileRecord | None:
     """Return the record of the file `name`, or None when it has none (metatreedb wrote it)."""
-    return records_of(metadata, where).get(name)
+    return records_of(metadata, where, under=name).get(name)
 
 
-def records_of(metadata: Mapping[str, Any], where: str) -> dict[str, FileRecord]:
+def records_of(
+    metadata: Mapping[str, Any], where: str, under: str | None = None
+) -> dict[str, FileRecord]:
     """Return the node's file records, every field checked (`where` names the node in errors).
 
+    With `under`, only the records of that file or stored directory (and only those are
+    checked: a verified get of one file in a node of 100 000 records checks one, not all).
     A node without the key (written by metatreedb or before records existed) has none.
     """
+    files, puts = _shape(metadata, where)
+    if under is None:
+        names: Iterable[str] = files
+        for put_id, entry in puts.items():  # every put, even one no record names
+            _provenance(put_id, entry, where)
+    else:
+        names = [k for k in files if k == under or k.startswith(f"{under}/")]
+    children = set(metadata.get(CHILDREN, ()))
+    provenances: dict[str, Provenance] = {}
+    return {name: _record(name, files[name], puts, provenances, children, where) for name in names}
+
+
+def recorded_names(metadata: Mapping[str, Any], where: str) -> Collection[str]:
+    """Return the names the node has records for, unchecked but for the shape (`spelled`)."""
+    return _shape(metadata, where)[0].keys()
+
+
+def _shape(metadata: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the raw files and puts maps of the records (empty without any), shape checked."""
     raw = metadata.get(RECORDS)
     if raw is None:
-        return {}
+        return {}, {}
     if not isinstance(raw, dict) or set(raw) != {"files", "puts"}:
         raise _corrupt(where, "it must be an object with 'files' and 'puts'")
     files, puts = raw["files"], raw["puts"]
     if not isinstance(files, dict) or not isinstance(puts, dict):
         raise _corrupt(where, "'files' and 'puts' must be objects")
-    provenances = {put_id: _provenance(put_id, entry, where) for put_id, entry in puts.items()}
-    out: dict[str, FileRecord] = {}
-    for name, entry in files.items():
-        out[name] = _record(name, entry, provenances, where)
-    return out
+    return files, puts
 
 
 def _record(
-    name: str, entry: object, provenances: Mapping[str, Provenance], where: str
+    name: str,
+    entry: object,
+    puts: Mapping[str, Any],
+    provenances: dict[str, Provenance],
+    children: set[str],
+    where: str,
 ) -> FileRecord:
     _check_file_name(name, where)
+    if "/" in name and name.split("/", 1)[0] in children:
+        # a path into a child node would claim its files (a single name may be a file beside
+        # a child of that name: object stores hold a key and a prefix alike, docs/requests.md)
+        raise _corrupt(where, f"recorded file name {name!r} is inside a child node")
     if not isinstance(entry, dict) or set(entry) != {"size", "sha256", "created", "put"}:
         raise _corrupt(where, f"the record of {name!r} must hold size, sha256, created and put")
     size, sha256, created, put_id = entry["size"], entry["sha256"], entry["created"], entry["put"]
@@ -243,10 +301,11 @@ def _record(
     when = _timestamp(created)
     if when is None:
         raise _corrupt(where, f"the created time of {name!r} is not an ISO 8601 UTC time")
-    provenance = provenances.get(put_id) if isinstance(put_id, str) else None
-    if provenance is None:
+    if not isinstance(put_id, str) or put_id not in puts:
         raise _corrupt(where, f"the record of {name!r} names no stored put")
-    return FileRecord(name, size, sha256, when, provenance)
+    if put_id not in provenances:
+        provenances[put_id] = _provenance(put_id, puts[put_id], where)
+    return FileRecord(name, size, sha256, when, provenances[put_id])
 
 
 def _check_file_name(name: str, where: str) -> None:

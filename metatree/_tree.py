@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._archive import check_extract_target, extract, source_of
+from metatree._archive import source_of
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
-from metatree._core.read import exists, get, holds, readable, walk
+from metatree._core.read import exists, get, holds, readable, record_at, walk
 from metatree._core.remove import remove
 from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
-from metatree._core.verify import VerifyReport, verify_node
+from metatree._core.verify import VerifyReport, verify
+from metatree._extract import check_extract_options, extracted
 from metatree._localfiles import (
     check_callback,
     check_chunk_size,
@@ -30,7 +31,7 @@ from metatree._localfiles import (
 )
 from metatree._node import Node
 from metatree._paths import LocationLike, Placeholder, parse_location
-from metatree._records import FileRecord, check_info, record_of, records_of, user_metadata
+from metatree._records import FileRecord, check_info, records_of, user_metadata
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.errors import MetatreeError, NotFoundError, PathError
 
@@ -275,7 +276,7 @@ class Metatree:
         self._cursor = Node(self._db, ())  # metatreedb walks from the root (see _put_target)
         target = Target.node(location, self.keys)
         try:
-            filepath, name = source_of(filepath, name, archive, include, exclude, hidden)
+            filepath, name = source_of(filepath, name, archive, include, exclude, hidden, recursive)
             stored = check_source(filepath, name, target.shown, recursive)
             extra = check_info(info, target.shown)
             path = put(
@@ -361,14 +362,14 @@ class Metatree:
         AlreadyExistsError
             `outfile` exists already.
         IntegrityError
-            The bytes read differ from the file's record.
+            The bytes read differ from the file's record, and no concurrent put explains it.
+        ConflictError
+            The file was replaced (twice) or removed by concurrent puts while it was read:
+            read it again.
         """
         check_chunk_size(chunk_size, str(location))
         check_flag(verify, "verify", str(location))
-        check_flag(overwrite, "overwrite", str(location))
-        if extract_to is not None and (outfile is not None or recursive):
-            raise PathError(str(location), "extract_to excludes outfile and recursive")
-        check_extract_target(extract_to)
+        into = check_extract_options(extract_to, overwrite, outfile, recursive, str(location))
         check_callback(callback, str(location))
         check_local_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
         target = None if outfile is None else os.fspath(outfile)
@@ -391,10 +392,7 @@ class Metatree:
             callback=callback,
             verify=verify,
         )
-        if extract_to is None:
-            return chunks
-        extract(chunks, os.fspath(extract_to), overwrite=overwrite, name=str(location))
-        return iter(())
+        return extracted(chunks, into, overwrite=overwrite, name=str(location))
 
     def stat(self, location: str) -> FileRecord:
         """Return the record of the file at `location`: size, sha256, created, provenance.
@@ -413,14 +411,7 @@ class Metatree:
             raise PathError(repr(location), "stat takes the str location of a file")
         where, last = Target.file(location, self.keys)
         node = self._node_of(where)
-        name = node.name(last)
-        url = self._db.url(node.path, name)
-        record = record_of(node.metadata, name, self._db.url(node.path))
-        if record is not None:
-            return record
-        if holds(node, name) and not (name in children_of(node.metadata) and not node.is_leaf):
-            raise NotFoundError(url, "file record (the file was stored without one)")
-        raise NotFoundError(url, "file")
+        return record_at(node, node.name(last))
 
     def verify(self, location: str = "", recursive: bool = True) -> VerifyReport:
         """Check stored files against their records; return what is ok, mismatched, missing.
@@ -434,25 +425,11 @@ class Metatree:
         if not isinstance(raw, str):
             raise PathError(repr(location), "verify takes a str location")
         check_flag(recursive, "recursive", location)
-        report = VerifyReport()
         if not location.strip("/"):
-            nodes: list[NodePath] = [()]
-            only = None
-        else:
-            where, last = Target.file(location, self.keys)
-            node = resolve(self._db, where)  # from the root: never the cursor's node
-            name = node.name(last)
-            if name in children_of(node.metadata) and not node.is_leaf:
-                nodes, only = [(*node.path, name)], None
-            elif holds(node, name):
-                nodes, only = [node.path], name
-            else:
-                raise NotFoundError(self._db.url(node.path, name), "node or file")
-        if only is None and recursive:
-            nodes = [path for path, _ in walk(self._db, nodes[0])]
-        for path in nodes:
-            verify_node(self._db, path, report, only)
-        return report
+            return verify(Resolved(self._db, (), location), None, recursive=recursive)
+        where, last = Target.file(location, self.keys)
+        node = resolve(self._db, where)  # from the root: never the cursor's node
+        return verify(node, node.name(last), recursive=recursive)
 
     def _find_node_of(self, location: object) -> None:
         """Move the cursor where metatreedb's get leaves it when the file name is refused.

@@ -64,10 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     for line in render_tree(metatree.storage.root):
         print(line)
     print()
-    for node, metadata in metatree.walk():
+    for node, metadata, files in metatree.walk(files=True):
         shown = "/".join(node.path) or "(root)"
-        print(f"{shown}/metadata.json: {json.dumps(metadata)}")
+        print(f"{shown}: metadata {json.dumps(metadata)}")
+        for name, record in files.items():
+            origin = record.provenance
+            print(
+                f"    {name}: {record.size} bytes, sha256 {record.sha256[:12]}..., "
+                f"put {record.created:%Y-%m-%d %H:%M:%S} UTC by {origin.user}@{origin.host} "
+                f"({origin.python})"
+            )
     print()
+    report = metatree.verify()
+    print(
+        f"verify: {len(report.ok)} files intact, {len(report.mismatched)} changed, "
+        f"{len(report.missing)} missing"
+    )
     metatree.find("my-awful-model/<active>")
     print(f"my-awful-model/<active> -> {metatree.location}")
     chunks = metatree.get("my-awful-model/<active>/<model_file>")

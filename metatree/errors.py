@@ -12,6 +12,8 @@ Every error is a `MetatreeError` and also the builtin that callers already catch
     ├── MetadataError (ValueError)               metadata a caller tried to write is invalid
     ├── CorruptMetadataError (ValueError)        a stored metadata.json does not parse
     ├── DatabaseError (ValueError)               the root is not (or not this) metatree database
+    ├── IntegrityError (ValueError)              what was read differs from its file record
+    ├── ArchiveError (ValueError)                a stored archive that cannot be extracted safely
     ├── ConflictError                            an object changed under a conditional write or a read
     ├── TransactionAbortedError                  a nested block raised: the transaction was undone
     ├── LockError
@@ -296,29 +298,46 @@ class StorageError(MetatreeError, OSError):
         self.reason = reason
 
 
-class IntegrityError(MetatreeError):
-    """What was read is not what was recorded: the sha256 (or size) differs from the file record.
+class IntegrityError(MetatreeError, ValueError):
+    """What was read is not what was recorded (the file records of `put`).
 
-    The file was changed, truncated or replaced on the storage after metatree recorded it (a
-    failing disk, an interrupted copy, another client, an attacker). A download to a local
-    file never appears under its final name; a streamed read raises at the end of the stream.
+    The stored data was changed after metatree recorded it (a failing disk, an interrupted
+    copy, another client, an attacker): `kind` says how. ``"mismatched"``: the bytes'
+    sha256 or size differ from the record (`expected` is the recorded sha256, `actual` what
+    was read); ``"missing"``: a recorded file of a directory is gone (`actual` is empty);
+    ``"unexpected"``: a file inside a recorded directory that its put did not store
+    (`expected` is empty). A download to a local file never appears under its final name; a
+    streamed read raises after its last chunk, or as soon as more bytes than recorded
+    arrived (a stream not read to its end is not checked).
     """
 
     exit_code = 5
 
     def __init__(self, path: str, expected: str, actual: str) -> None:
+        if not actual:
+            what = f"recorded sha256 {expected}, but the file is missing"
+        elif not expected:
+            what = "a file its directory's put did not store (planted, or copied in by hand)"
+        else:
+            what = f"recorded sha256 {expected}, read {actual}"
         super().__init__(
-            f"integrity check failed for {path!r}: recorded sha256 {expected}, read {actual}; "
-            "the stored file was changed after it was recorded (pass verify=False to read it "
-            "anyway)"
+            f"integrity check failed for {path!r}: {what}; the stored data was changed after "
+            "it was recorded (pass verify=False to read it anyway)"
         )
         self.path = path
         self.expected = expected
         self.actual = actual
 
+    @property
+    def kind(self) -> str:
+        """``"mismatched"``, ``"missing"`` or ``"unexpected"`` (see the class docstring)."""
+        if not self.actual:
+            return "missing"
+        return "mismatched" if self.expected else "unexpected"
 
-class ArchiveError(MetatreeError):
-    """An archive that cannot be made or extracted safely; nothing was written outside its target.
+
+class ArchiveError(MetatreeError, ValueError):
+    """A stored archive that cannot be extracted safely; nothing was written outside its target.
 
     Raised for hostile or broken archives (absolute or ``..`` names, links out of the target,
     devices, duplicate entries, a truncated stream) and for local files an extraction would

@@ -190,6 +190,37 @@ class TestWebHDFSRequests:
     def test_get_small_file(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
         assert self.ops(webhdfs_server) == ["OPEN"] * 5  # 3 indexes, the record, the file
+        assert len(webhdfs_server.requests) == 10
+
+    def test_get_unverified_and_stat(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
+        assert self.ops(webhdfs_server) == ["OPEN"] * 4
+        webhdfs_server.reset_counters()
+        assert tree.stat("x/y/z/f").size == 4
+        assert self.ops(webhdfs_server) == ["OPEN"] * 4
+        assert len(webhdfs_server.requests) == 8
+
+    def test_put_into_existing_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
+        tree.put("x/y/z", b"more", name="g")
+        assert self.ops(webhdfs_server) == [
+            "CREATE",
+            "RENAME",  # lock
+            "OPEN",
+            "OPEN",
+            "OPEN",  # root, x, x/y
+            "OPEN",  # x/y/z/metadata.json: read-modify-write of its records
+            "GETFILESTATUS",  # is g there already?
+            "CREATE",
+            "RENAME",  # the file
+            "OPEN",  # verify the lease
+            "CREATE",
+            "OPEN",  # conditional: x/y/z/metadata.json re-read just before the RENAME
+            "RENAME",  # x/y/z/metadata.json with g's record: the commit point
+            "RENAME",
+            "OPEN",
+            "DELETE",  # unlock
+        ]
+        assert len(webhdfs_server.requests) == 26
 
     def test_update(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         node = tree.find("x/y/z")

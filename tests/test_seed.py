@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from metatree._records import records_of, user_metadata
 from metatree.testing.servers import MotoS3Server
 from metatree.testing.webhdfs import WebHDFSServer
 
@@ -157,7 +158,9 @@ def test_local_snippets(fixed_repository: Path) -> None:
     for i in range(1, 4):
         version = model / f"v{i}"
         assert sorted(os.listdir(version)) == ["metadata.json", "trained.pkl"]
-        assert json.loads((version / "metadata.json").read_bytes()) == {"model_file": "trained.pkl"}
+        stored = json.loads((version / "metadata.json").read_bytes())
+        assert list(records_of(stored, str(version))) == ["trained.pkl"]  # the file's record
+        assert user_metadata(stored) == {"model_file": "trained.pkl"}
     assert json.loads((fixed_repository / "metadata.json").read_bytes()) == {
         "children": ["my-awful-model"]
     }

@@ -33,6 +33,7 @@ from metatree.errors import (
     CorruptMetadataError,
     LockError,
     LockLostError,
+    MetadataError,
     MetatreeError,
     NotFoundError,
     TransactionAbortedError,
@@ -210,8 +211,15 @@ class Database:
     ) -> None:
         """Write metadata.json now, conditional on `expect` (a lost race is `LockLostError`)."""
         rel = rel_path(path, METADATA_FILE)
+        data = dump_metadata(metadata)
+        if len(data) > self.max_metadata_bytes:  # it could never be read back
+            raise MetadataError(
+                self.storage.url_of(rel),
+                f"the node's metadata.json would be {len(data)} bytes, over the "
+                f"{self.max_metadata_bytes} this database reads; nothing was written",
+            )
         try:
-            self.storage.write_atomic(rel, dump_metadata(metadata), durable=durable, expect=expect)
+            self.storage.write_atomic(rel, data, durable=durable, expect=expect)
         except ConflictError:
             raise LockLostError(
                 self.lock.name,
@@ -263,6 +271,14 @@ class Database:
         except LockLostError:
             return False
         return True
+
+    def owns_writes(self) -> bool:
+        """Whether what this task wrote is provably its own: locking is on and our lease holds.
+
+        Without locking, another writer may have written the same path meanwhile: a failed
+        write must not clean up there.
+        """
+        return self.config.locking_enabled and self.holds()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

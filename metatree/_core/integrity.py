@@ -2,9 +2,10 @@
 
 Readers take no lock, so a get can read a file's record, then the bytes of a replacement
 that a forced put stored after it (the writer rewrites the record right after the file). A
-mismatch is therefore confirmed before it is reported: the record is read again and, while
-another writer holds the DB lock, again until it is released (at most the lease time).
-Only bytes that match no record the writer ever committed raise `IntegrityError`.
+mismatch is therefore confirmed before it is reported (`Check._confirm`): bytes that match a
+record committed meanwhile are accepted, a record that changed to something else makes the
+read a `ConflictError` (retry it), and only bytes that differ from a record nobody changed
+raise `IntegrityError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from metatree._records import FileRecord, record_of
-from metatree.errors import IntegrityError, NotFoundError
+from metatree.errors import ConflictError, IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from metatree._transfer import Moved
     from metatree._types import NodePath
 
-__all__ = ["Check", "verified"]
+__all__ = ["Check", "settle", "verified"]
 
 _POLL = 0.05
 """First pause between re-reads of a record while a writer holds the lock (doubles to 1 s)."""
@@ -58,33 +59,81 @@ class Check:
         """Raise `IntegrityError` if `size` bytes already exceed the record (read or re-read)."""
         self._confirm(lambda r: r.size >= size, f"more than {self.record.size} bytes")
 
-    def _confirm(self, fits: Callable[[FileRecord], bool], read: str) -> None:
-        """Accept if the record fits; else re-read it while a writer holds the lock.
+    def missing(self) -> None:
+        """Raise for a recorded file that is not stored: `IntegrityError`, or `ConflictError`."""
+        self._confirm(lambda _: False, "")
 
-        In a transaction our own lock excludes every writer, so the first answer is final.
-        A node or record gone meanwhile leaves nothing to check against.
+    def _confirm(self, fits: Callable[[FileRecord], bool], read: str) -> None:
+        """Accept if the record fits, now or once confirmed (`settle`); keep the one that fits."""
+        if not fits(self.record):
+            self.record = settle(self.db, self.path, self.name, self.record, fits, read)
+
+    @classmethod
+    def unrecorded(cls, db: Database, path: NodePath, name: str) -> Check:
+        """Return the check of a file found in a recorded directory without a record of its own.
+
+        Its directory's put did not store it (`IntegrityError`, kind ``"unexpected"``) unless
+        a concurrent put records it meanwhile: then it is checked against that record.
         """
-        record = self.record
-        if fits(record):
-            return
-        if self.db.active_tx() is not None:
-            raise IntegrityError(self.url, record.sha256, read)
-        deadline = time.monotonic() + self.db.lock_options["lock_ttl"]
-        pause = _POLL
-        while True:
-            try:
-                again = record_of(self.db.read_metadata(self.path), self.name, self.url)
-            except NotFoundError:
-                return
-            if again is None:
-                return
-            if fits(again):
-                self.record = again  # later checks of this read compare with the new record
-                return
-            if time.monotonic() > deadline or self.db.lock_status() is None:
-                raise IntegrityError(self.url, again.sha256, read)
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+        return cls(db, path, name, settle(db, path, name, None, lambda _: True, "a file"))
+
+
+def settle(
+    db: Database,
+    path: NodePath,
+    name: str,
+    first: FileRecord | None,
+    fits: Callable[[FileRecord], bool],
+    read: str,
+) -> FileRecord:
+    """Return a record of `name` that `fits` what was read, or raise: corruption or a race.
+
+    `first` (the record the read began with, or None) did not fit. The record is read again.
+    Changed since (a forced put or a remove committed meanwhile): if the new record fits, the
+    bytes were the new file's; if not, they may be those of a version in between whose
+    record is gone, so the read is `ConflictError` (retry it), never `IntegrityError`.
+    Unchanged while a writer holds the lock: it may be between the file and its record, so
+    wait for the end of that one hold (a new holder, a free or dead lock, or the lease time,
+    whichever first). Unchanged after that: the data was changed behind metatree's back,
+    `IntegrityError`. In a transaction our own lock excludes every writer: no waiting.
+    """
+    url = db.url(path, name)
+    expected = "" if first is None else first.sha256
+    if db.active_tx() is not None:
+        raise IntegrityError(url, expected, read)
+    deadline = time.monotonic() + db.lock_options["lock_ttl"]
+    pause = _POLL
+    waited_for: tuple[object, ...] | None = None
+    while True:
+        # the lock is looked at before the record is read: a writer that replaced the file
+        # held it from the file to the record, so a hold that ended (or none), then an
+        # unchanged record, means no writer replaced it (the other order races)
+        holder = _holder(db)
+        try:
+            again = record_of(db.read_metadata(path), name, url)
+        except NotFoundError:
+            again = None
+        if again is not None and fits(again):
+            return again
+        if again != first:
+            raise ConflictError(url, "the file was replaced or removed while it was read; retry")
+        if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
+            raise IntegrityError(url, expected, read)
+        waited_for = holder
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+def _holder(db: Database) -> tuple[object, ...] | None:
+    """Identify the lock's current hold (None: free, dead, or not metatree's).
+
+    A foreign lock (metatreedb's empty ``.lock``) writes no records, and a dead or expired
+    lease finishes nothing: neither is waited for. Renewals keep the identity.
+    """
+    info = db.lock_status()
+    if info is None or info.owner == "foreign" or info.is_dead():
+        return None
+    return (info.host, info.pid, info.acquired, info.token)
 
 
 def verified(chunks: Iterator[bytes], check: Check) -> Iterator[bytes]:

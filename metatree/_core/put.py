@@ -25,7 +25,7 @@ from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
 from metatree._records import records_of, set_records
-from metatree.errors import AlreadyExistsError, MetatreeError
+from metatree.errors import AlreadyExistsError, LockLostError, MetatreeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,6 +73,7 @@ def put(
         else:
             old_kind = check_target(db, plan, force=force, recursive=recursive)
             records_of(plan.metadata, db.url(plan.node))  # malformed: refused before writing
+        stored: list[tuple[str, Moved]] = []
         try:
             stored = _put_into(
                 db,
@@ -85,16 +86,32 @@ def put(
                 old_kind=old_kind,
             )
             _record(db, plan, stored, {} if info is None else info, tx)
-        except BaseException:
-            if plan.new and tx is None and db.holds():
-                # the top new node is ours and unlisted: take back what this put wrote
-                with contextlib.suppress(MetatreeError):
-                    db.storage.remove_tree(plan.claimed)
+        except BaseException as exc:
+            if tx is None and db.owns_writes() and not isinstance(exc, LockLostError):
+                _take_back(db, plan, stored, old_kind)
             raise
         if plan.new:
             plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
             db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
     return plan.node
+
+
+def _take_back(
+    db: Database, plan: PutPlan, stored: list[tuple[str, Moved]], old_kind: str | None
+) -> None:
+    """Delete what a failed put wrote, where that restores the tree as it was.
+
+    Only while our lease holds and locking is on (`Database.owns_writes`), and never after a
+    lost conditional write: then another writer changed the node, and the path may be theirs.
+    The top new node is ours and unlisted; a new file in an existing node (stored, but its
+    record could not be written) is ours too. A file that replaced another cannot be taken
+    back: its old bytes are gone, and its stale record fails verification (docs/format.md).
+    """
+    with contextlib.suppress(MetatreeError):
+        if plan.new:
+            db.storage.remove_tree(plan.claimed)
+        elif stored and old_kind is None:
+            db.delete(plan.target, tree=any(sub for sub, _ in stored))
 
 
 def _put_into(
@@ -168,11 +185,11 @@ def _record(
         (f"{name}/{sub}" if sub else name, moved.size, moved.digest or "") for sub, moved in stored
     ]
     if not plan.new:
-        set_records(plan.metadata, name, files, info, db.url(node))
+        set_records(plan.metadata, name, files, info, db.url(node), fold=db.case_insensitive)
         db.write_metadata(node, plan.metadata, commit=True, expect=plan.version)
         return
     metadata: dict[str, Any] = {}
-    set_records(metadata, name, files, info, db.url(node))
+    set_records(metadata, name, files, info, db.url(node), fold=db.case_insensitive)
     if tx is None:
         db.put_metadata(node, metadata, expect=None)
     else:

@@ -15,7 +15,7 @@ from metatree._core.integrity import Check, verified
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
-from metatree._records import records_of
+from metatree._records import FileRecord, recorded_names, records_of, spelled
 from metatree.errors import NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "is_orphan",
     "is_orphan_listing",
     "readable",
+    "record_at",
     "walk",
 ]
 
@@ -131,6 +132,28 @@ def holds(node: Resolved, name: str) -> bool:
     return kind is not None
 
 
+def record_at(node: Resolved, name: str) -> FileRecord:
+    """Return the record of the file `name` of `node` (`Metatree.stat`).
+
+    `NotFoundError` says which is missing: the file, or only its record (stored by
+    metatreedb or an older version), or it names a stored directory, whose files have one
+    record each (`Node.files`).
+    """
+    db = node.db
+    url, where = db.url(node.path, name), db.url(node.path)
+    recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
+    records = records_of(node.metadata, where, under=recorded)
+    if recorded in records:
+        return records[recorded]
+    if records:
+        raise NotFoundError(url, "file record: it is a directory, whose files have records")
+    if name in children_of(node.metadata) and not node.is_leaf:
+        raise NotFoundError(url, "file (it is a node)")
+    if holds(node, name):
+        raise NotFoundError(url, "file record (the file was stored without one)")
+    raise NotFoundError(url, "file")
+
+
 def get(
     node: Resolved,
     name: str,
@@ -149,22 +172,36 @@ def get(
     """
     db = node.db
     rel = readable(db, node.path, name)
-    records = records_of(node.metadata, db.url(node.path)) if verify else {}
-    record = records.get(name)
+    recorded, records = name, {}
+    if verify:
+        where = db.url(node.path)
+        recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
+        records = records_of(node.metadata, where, under=recorded)
+    record = records.get(recorded)
     if outfile is None:
         chunks = db.storage.iter_bytes(rel, chunk_size)
-        return chunks if record is None else verified(chunks, Check(db, node.path, name, record))
+        if record is None:
+            return chunks
+        return verified(chunks, Check(db, node.path, recorded, record))
     if recursive and db.storage.kind(rel) == "directory":
-        if name not in children_of(node.metadata) and is_orphan(db, node.path, name):
+        staged = rel != rel_path(node.path, name)  # this transaction's copy: never an orphan
+        if not staged and name not in children_of(node.metadata) and is_orphan(db, node.path, name):
             raise NotFoundError(db.url(node.path, name), "file or directory")
         checks = {
-            sub[len(name) + 1 :]: Check(db, node.path, sub, found)
+            sub[len(recorded) + 1 :]: Check(db, node.path, sub, found)
             for sub, found in records.items()
-            if sub.startswith(f"{name}/")
+            if sub.startswith(f"{recorded}/")
         }
-        download_tree(db.storage, rel, outfile, callback, checks)
+        download_tree(
+            db.storage,
+            rel,
+            outfile,
+            callback,
+            checks,
+            lambda sub: Check.unrecorded(db, node.path, f"{recorded}/{sub}"),
+        )
         return iter(())
-    check = None if record is None else Check(db, node.path, name, record).moved
+    check = None if record is None else Check(db, node.path, recorded, record).moved
     db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
     return _iter_local(outfile, chunk_size)
 

@@ -62,7 +62,7 @@ def _drop_record(
     db: Database, path: NodePath, metadata: dict[str, Any], version: object, name: str
 ) -> None:
     """Rewrite the node's metadata without the record of `name`, if it had one."""
-    if drop_records(metadata, name, db.url(path)):
+    if drop_records(metadata, name, db.url(path), fold=db.case_insensitive):
         db.write_metadata(path, metadata, commit=True, expect=version)
 
 

@@ -96,6 +96,8 @@ class ArchiveTests:
             ({"include": ["*.txt"]}, PathError),  # without archive=True
             ({"hidden": True}, PathError),
             ({"archive": True, "exclude": [""]}, PathError),
+            ({"archive": True, "recursive": True}, PathError),
+            ({"archive": True, "name": "model.zip"}, PathError),  # it is a tar.gz
         ],
     )
     def test_archive_bad_input_writes_nothing(
@@ -104,6 +106,13 @@ class ArchiveTests:
         src = _source(tmp_path)
         with unchanged(tree.storage), pytest.raises(error):
             tree.put(LEAF, src, **options)  # type: ignore[arg-type]
+
+    def test_archive_of_the_working_directory_is_named_after_it(
+        self, tree: Metatree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(_source(tmp_path))
+        tree.put(LEAF, ".", archive=True)
+        assert tree.find(LEAF).list() == ["model.tar.gz"]
 
     def test_archive_of_what_is_not_a_directory(self, tree: Metatree, tmp_path: Path) -> None:
         file = tmp_path / "f.bin"

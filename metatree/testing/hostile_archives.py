@@ -106,4 +106,18 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "not-gzip": lambda: b"this is not a gzip stream at all" * 100,
     "plain-tar": lambda: gzip.decompress(tar_gz(OK)),
     "bomb": bomb,
+    # 177 bytes declaring 64 MiB of holes: tarfile would expand them past max_bytes
+    "sparse": lambda: tar_gz(
+        OK,
+        member(
+            "holes",
+            data=b"x",
+            pax_headers={"GNU.sparse.map": "67108863,1", "GNU.sparse.size": "67108864"},
+        ),
+    ),
+    "mtime-nan": lambda: tar_gz(OK, member("t", data=b"x", pax_headers={"mtime": "nan"})),
+    "mtime-huge": lambda: tar_gz(OK, member("t", data=b"x", pax_headers={"mtime": "1e300"})),
+    "dir-mtime-huge": lambda: tar_gz(
+        OK, member("d", tarfile.DIRTYPE, pax_headers={"mtime": "-1e19"})
+    ),
 }

@@ -551,6 +551,7 @@ def test_our_tree_opens_in_metatreedb(metatreedb_python: Path, tmp_path: Path) -
                     find({"model": model, "version": {"metadata": "active"}}),
                     put(f"{model}/v4", "db/trained.pkl"),
                     node_update(f"{model}/v4", model_file="trained.pkl"),
+                    node_update(f"{model}/v2", note="updated by metatreedb"),
                 ],
             ),
         )
@@ -565,6 +566,13 @@ def test_our_tree_opens_in_metatreedb(metatreedb_python: Path, tmp_path: Path) -
     assert sorted(tree.find(model).children) == ["v1", "v2", "v3", "v4"]
     assert b"".join(tree.get(f"{model}/<active>/<model_file>")) == b"pickle of v1"
     assert b"".join(tree.get(f"{model}/v4/<model_file>")) == b"pickle of v3"
+    # metatreedb keeps our file records when it updates a node; its own put records nothing
+    assert tree.find(f"{model}/v2").metadata["note"] == "updated by metatreedb"
+    assert tree.stat(f"{model}/v2/trained.pkl").size == len(b"pickle of v2")
+    report = tree.verify()
+    assert report.clean
+    assert f"{model}/v4/trained.pkl" in report.unrecorded
+    assert b"".join(tree.get(f"{model}/v2/trained.pkl")) == b"pickle of v2"
 
 
 # -- demonstrations of why we differ -------------------------------------------------------

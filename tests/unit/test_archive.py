@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from metatree import _archive
-from metatree._archive import ArchiveReader, extract, scan_archive
+from metatree._archive import ArchiveReader, scan_archive
+from metatree._extract import extract
 from metatree.errors import ArchiveError, IntegrityError, NotFoundError, PathError, StorageError
 from metatree.testing.hostile_archives import HOSTILE, OK, Member, bomb
 from metatree.testing.hostile_archives import local_tree as _tree
