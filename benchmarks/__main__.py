@@ -2,6 +2,7 @@
 
     python -m benchmarks            # the published figures: docs/benchmarks.md and its PNGs
     python -m benchmarks --quick    # a smoke run (under a minute), written to a temp dir
+    python -m benchmarks --sections large --metatree ../old --out /tmp/old   # a "before" run
 
 Run from the repository root (``bash scripts/bench`` sets up the virtualenv first). metatreedb
 0.2.3 is installed from PyPI into a cached virtualenv of its own; without it, its columns stay
@@ -31,6 +32,7 @@ from benchmarks._sections import (
     PLAN,
     Context,
     Settings,
+    run_archive,
     run_build,
     run_bulk,
     run_concurrency,
@@ -47,6 +49,7 @@ RUNNERS = {
     "scale": run_scale,
     "concurrency": run_concurrency,
     "large": run_large,
+    "archive": run_archive,
     "bulk": run_bulk,
     "build": run_build,
 }
@@ -58,6 +61,7 @@ def _versions(pythons: Pythons) -> dict[str, str]:
         f"{platform.release()}",
         "python": platform.python_version(),
     }
+    env["metatree source"] = _source_of(pythons.source)
     for dist in ("metatree", "fsspec", "s3fs", "moto", "orjson"):
         try:
             env[dist] = importlib.metadata.version(dist)
@@ -74,6 +78,24 @@ def _versions(pythons: Pythons) -> dict[str, str]:
     return env
 
 
+def _source_of(folder: str) -> str:
+    """The measured checkout and its commit (a dirty tree says so): runs stay comparable."""
+    git = ["git", "-C", folder]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "metatree"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return folder
+    return f"{os.path.basename(folder)} at {commit}" + (" (modified)" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,6 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default: docs/, or a temp dir if quick)")
     parser.add_argument("--backends", nargs="+", choices=list(PLAN), default=list(PLAN))
     parser.add_argument("--sections", nargs="+", choices=list(RUNNERS), default=list(RUNNERS))
+    parser.add_argument(
+        "--metatree",
+        default=str(ROOT),
+        metavar="DIR",
+        help="measure the metatree package of this checkout (default: this one), e.g. an old "
+        "commit's worktree for a before/after run",
+    )
+    parser.add_argument(
+        "--without-metatreedb",
+        action="store_true",
+        help="leave metatreedb out (its columns stay empty): faster before/after runs",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -114,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace, settings: Settings) -> tuple[dict[str, Any], Results]:
     """Run every planned section on every backend; return the run's facts and the rows."""
     began = time.perf_counter()
-    pythons = Pythons.find()
+    source = os.path.abspath(args.metatree)
+    if not os.path.isfile(os.path.join(source, "metatree", "__init__.py")):
+        raise SystemExit(f"--metatree {source}: no metatree package there")
+    pythons = Pythons.find(source, reference=not args.without_metatreedb)
     if pythons.reference is None:
         print(f"metatreedb unavailable, its columns stay empty: {pythons.why_no_reference}")
     results: Results = {key: [] for key in RUNNERS}

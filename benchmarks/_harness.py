@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 WORKER = Path(__file__).with_name("worker.py")
+ROOT = WORKER.parent.parent
+"""This checkout: the metatree its workers measure unless told otherwise (`Pythons.source`)."""
 KEYS = ["a", "b", "c"]
 IMPLS = ("metatree", "metatreedb", "floor")
 
@@ -29,12 +31,18 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    """One client process speaking the JSON-line protocol of ``worker.py``."""
+    """One client process speaking the JSON-line protocol of ``worker.py``.
 
-    def __init__(self, python: str, cwd: str, log: IO[str]) -> None:
+    Workers run isolated (``-I``: no PYTHONPATH, no user site), so `source`, when given, is
+    the one directory put first on their ``sys.path``: the checkout whose metatree they
+    measure. Without it an editable install in the virtualenv decides, which may be another
+    checkout than the one being benchmarked.
+    """
+
+    def __init__(self, python: str, cwd: str, log: IO[str], source: str | None = None) -> None:
         env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
         self.proc = subprocess.Popen(
-            [python, "-I", str(WORKER)],
+            [python, "-I", str(WORKER), *([source] if source else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -165,18 +173,25 @@ def backend(name: str, tmp: str) -> Any:
 
 @dataclass
 class Pythons:
-    """The interpreter that runs each implementation's workers."""
+    """The interpreter that runs each implementation's workers, and where ours imports from."""
 
     ours: str = sys.executable
     reference: str | None = None
     why_no_reference: str = ""
+    source: str = str(ROOT)
+    """The checkout whose ``metatree`` package our workers import (before/after runs point
+    it at an old commit's worktree); metatreedb's workers import their own virtualenv's."""
 
     def of(self, impl: str) -> str | None:
         """Return the interpreter for `impl`, None when metatreedb is unavailable."""
         return self.reference if impl == "metatreedb" else self.ours
 
+    def source_of(self, impl: str) -> str | None:
+        """Return the directory `impl`'s workers put first on ``sys.path`` (None: none)."""
+        return None if impl == "metatreedb" else self.source
+
     @classmethod
-    def find(cls) -> Pythons:
+    def find(cls, source: str = str(ROOT), reference: bool = True) -> Pythons:
         """Ours is this interpreter; metatreedb's is built (or reused) from PyPI."""
         from metatree.testing.reference import (
             ReferenceUnavailable,
@@ -184,10 +199,12 @@ class Pythons:
             venv_python,
         )
 
+        if not reference:
+            return cls(why_no_reference="left out (--without-metatreedb)", source=source)
         try:
-            return cls(reference=str(venv_python(ensure_reference_venv())))
+            return cls(reference=str(venv_python(ensure_reference_venv())), source=source)
         except ReferenceUnavailable as exc:
-            return cls(why_no_reference=str(exc))
+            return cls(why_no_reference=str(exc), source=source)
 
 
 def median(values: list[float]) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import IO, Any
@@ -33,8 +34,8 @@ UNCAPPED = 3600.0
 """Seconds: a run that should never be cut short."""
 
 PLAN = {
-    "local": ("ops", "scale", "concurrency", "large", "bulk", "build"),
-    "s3": ("ops", "scale", "large", "bulk"),
+    "local": ("ops", "scale", "concurrency", "large", "archive", "bulk", "build"),
+    "s3": ("ops", "scale", "large", "archive", "bulk"),
     "webhdfs": ("ops", "concurrency"),
     "seaweedfs": ("concurrency",),
 }
@@ -57,6 +58,9 @@ class Settings:
     writers: tuple[int, ...]
     hammer_seconds: float
     large_mib: int
+    archive_files: int
+    archive_mib: int
+    """The archived directory: `archive_files` random files, `archive_mib` MiB in all."""
     bulk_puts: int
     bulk_budget: float
     build_children: int
@@ -77,6 +81,8 @@ class Settings:
             writers=(1, 2, 4, 8),
             hammer_seconds=5.0,
             large_mib=1024,
+            archive_files=1000,
+            archive_mib=1024,
             bulk_puts=1000,
             bulk_budget=120.0,
             build_children=10_000,
@@ -94,6 +100,8 @@ class Settings:
             writers=(1, 2),
             hammer_seconds=0.3,
             large_mib=32,  # big enough that reading the file whole would show in peak RSS
+            archive_files=20,
+            archive_mib=4,
             bulk_puts=10,
             bulk_budget=3.0,
             build_children=100,
@@ -130,7 +138,7 @@ class Context:
     def worker(self, impl: str) -> Worker:
         python = self.pythons.of(impl)
         assert python is not None
-        return Worker(python, self.tmp, self.log)
+        return Worker(python, self.tmp, self.log, self.pythons.source_of(impl))
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -315,6 +323,85 @@ def run_large(ctx: Context, backend: Backend, settings: Settings) -> list[dict[s
                     "impl": impl,
                     "kind": kind,
                     "mib": size / 2**20,
+                    "seconds": done["seconds"],
+                    "mib_per_s": size / 2**20 / done["seconds"],
+                    "rss_growth_mib": done["rss_growth"] / 2**20,
+                }
+            )
+    return rows
+
+
+# -- archives -----------------------------------------------------------------------------
+ARCHIVE_IMPLS = ("metatree", "floor")
+"""metatreedb 0.2.3 has no archives; the floor streams Python's tarfile through fsspec."""
+
+
+def _archive_dir(ctx: Context, files: int, mib: int) -> str:
+    """A directory of `files` random files, `mib` MiB in all, in ten folders; built once a run.
+
+    Random bytes do not compress, so gzip does its full work and the archive is as large as
+    the directory: the throughput is the worst case, not a lucky one.
+    """
+    path = os.path.join(ctx.tmp, f"tree-{files}x{mib}MiB")
+    if os.path.isdir(path):
+        return path
+    building = f"{path}.part"
+    shutil.rmtree(building, ignore_errors=True)
+    each, extra = divmod(mib * 2**20, files)
+    for n in range(files):
+        folder = os.path.join(building, f"d{n % 10}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"f{n:05d}.bin"), "wb") as out:
+            out.write(os.urandom(each + (n < extra)))
+    os.rename(building, path)
+    return path
+
+
+def _tree_size(folder: str) -> tuple[int, int]:
+    """(regular files, bytes) below `folder`."""
+    files = total = 0
+    for base, _, names in os.walk(folder):
+        for name in names:
+            files += 1
+            total += os.path.getsize(os.path.join(base, name))
+    return files, total
+
+
+def run_archive(ctx: Context, backend: Backend, settings: Settings) -> list[dict[str, Any]]:
+    """Put a directory as one streamed .tar.gz, then get it back extracted into a fresh dir.
+
+    Each step runs in a fresh worker, so peak RSS growth is its own. MiB/s is of the source
+    directory's size. The floor is Python's tarfile streamed through fsspec's ``open`` (gzip
+    level 6, as metatree's): no scan, no checks, no sha256, no temp dir, nothing deterministic.
+    """
+    source = _archive_dir(ctx, settings.archive_files, settings.archive_mib)
+    files, size = _tree_size(source)
+    name = f"{os.path.basename(source)}.tar.gz"
+    rows = []
+    for impl in ARCHIVE_IMPLS:
+        if not ctx.runs(impl, backend):
+            continue
+        spec = backend.spec(impl, "archive")
+        out = os.path.join(ctx.tmp, f"extracted-{impl}")
+        for kind in ("put", "get"):
+            with ctx.worker(impl) as worker:
+                worker.call("open", impl=impl, spec=spec)
+                done = worker.call(
+                    "archive", kind=kind, location="arc/y/z", name=name, path=source, out=out
+                )
+            if kind == "get":
+                got = _tree_size(out)
+                shutil.rmtree(out)
+                if got[0] < files or got[1] < size:  # metatree adds its python-info.json
+                    raise RuntimeError(f"{impl} extracted {got} of ({files}, {size})")
+            rows.append(
+                {
+                    "backend": backend.name,
+                    "impl": impl,
+                    "kind": kind,
+                    "files": files,
+                    "mib": size / 2**20,
+                    "stored_mib": done["stored"] / 2**20,
                     "seconds": done["seconds"],
                     "mib_per_s": size / 2**20 / done["seconds"],
                     "rss_growth_mib": done["rss_growth"] / 2**20,

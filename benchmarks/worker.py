@@ -24,6 +24,7 @@ nothing else of ours. Commands are JSON lines; each gets one JSON line back (see
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -130,6 +131,16 @@ class TreeClient:
 
     def get_file(self, location: str, out: str) -> None:
         self.tree.get(location, outfile=out)
+
+    def archive_put(self, location: str, folder: str, name: str) -> None:
+        self.tree.put(location, folder, archive=True, name=name)
+
+    def archive_get(self, location: str, name: str, out: str) -> None:
+        self.tree.get(f"{location}/{name}", extract_to=out)
+
+    def stored_size(self, location: str, name: str) -> int:
+        size: int = self.tree.stat(f"{location}/{name}").size
+        return size
 
 
 def _metatreedb_class() -> Any:
@@ -277,6 +288,32 @@ class FloorClient:
         node, name = location.rsplit("/", 1)
         self.fs.get_file(self._path(node, name), out)
 
+    def archive_put(self, location: str, folder: str, name: str) -> None:
+        """``tar czf`` streamed into the store (tarfile's own gzip is level 9 on 3.11: ours)."""
+        import tarfile
+
+        with (
+            self.fs.open(self._path(location, name), "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as packed,
+            tarfile.open(fileobj=packed, mode="w|") as tar,
+        ):
+            tar.add(folder, arcname=".")
+
+    def archive_get(self, location: str, name: str, out: str) -> None:
+        """Stream the archive back and extract it with tarfile's "data" filter."""
+        import tarfile
+
+        with (
+            self.fs.open(self._path(location, name), "rb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="rb") as packed,
+            tarfile.open(fileobj=packed, mode="r|") as tar,
+        ):
+            tar.extractall(out, filter="data")
+
+    def stored_size(self, location: str, name: str) -> int:
+        size: int = self.fs.size(self._path(location, name))
+        return size
+
 
 def _hammer(
     client: Any, location: str, worker: int, start_at: float, duration: float
@@ -308,6 +345,23 @@ def _transfer(client: Any, kind: str, location: str, path: str) -> dict[str, Any
     else:
         client.get_file(location, path)
     return {"seconds": time.perf_counter() - began, "rss_growth": _peak_rss() - before}
+
+
+def _archive(client: Any, kind: str, location: str, name: str, path: str, out: str) -> Any:
+    """Put the directory `path` as the archive `name`, or get it extracted into `out`."""
+    before = _peak_rss()
+    began = time.perf_counter()
+    if kind == "put":
+        client.archive_put(location, path, name)
+    else:
+        client.archive_get(location, name, out)
+    seconds = time.perf_counter() - began
+    rss_growth = _peak_rss() - before
+    return {
+        "seconds": seconds,
+        "rss_growth": rss_growth,
+        "stored": client.stored_size(location, name),
+    }
 
 
 def _grow(client: Any, start: int, stop: int, batch: int, budget: float) -> dict[str, Any]:
@@ -351,11 +405,16 @@ def handle(state: dict[str, Any], msg: dict[str, Any]) -> Any:
         return client.metadata_keys(msg["location"])
     if cmd == "transfer":
         return _transfer(client, msg["kind"], msg["location"], msg["path"])
+    if cmd == "archive":
+        args = (msg["kind"], msg["location"], msg["name"], msg["path"], msg["out"])
+        return _archive(client, *args)
     raise ValueError(f"unknown command {cmd!r}")
 
 
 def main() -> None:
     """Serve JSON-line commands: ``{"cmd": ...}`` in, ``{"ok": value}`` or ``{"error": tb}`` out."""
+    if len(sys.argv) > 1:  # the checkout to measure (run with -I: nothing else is on the path)
+        sys.path.insert(0, sys.argv[1])
     state: dict[str, Any] = {}
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints of a library must not break the protocol
