@@ -140,62 +140,43 @@ def concurrency_tables(rows: Rows) -> str:
     )
 
 
-def large_tables(rows: Rows) -> str:
+def _transfer_tables(rows: Rows, columns: list[tuple[str, str]]) -> str:
+    """Transfers per backend: `columns` (key, header) around MiB/s, its share of the floor."""
+
     def body(mine: Rows) -> list[list[Any]]:
         out = []
         for r in mine:
             floor = _pick(mine, impl="floor", kind=r["kind"])
             share = _ratio(r["mib_per_s"], floor["mib_per_s"] if floor else None)
             out.append(
-                [
-                    r["impl"],
-                    r["kind"],
-                    r["mib"],
-                    r["seconds"],
-                    r["mib_per_s"],
-                    None if share is None else f"{share:.0%}",
-                    r["rss_growth_mib"],
-                ]
+                [r[key] for key, _ in columns]
+                + [r["mib_per_s"], None if share is None else f"{share:.0%}", r["rss_growth_mib"]]
             )
         return out
 
-    header = ["implementation", "op", "MiB", "seconds", "MiB/s", "of floor", "peak RSS growth MiB"]
+    header = [title for _, title in columns] + ["MiB/s", "of floor", "peak RSS growth MiB"]
     return _per_backend(rows, header, body)
+
+
+def large_tables(rows: Rows) -> str:
+    return _transfer_tables(
+        rows,
+        [("impl", "implementation"), ("kind", "op"), ("mib", "MiB"), ("seconds", "seconds")],
+    )
 
 
 def archive_tables(rows: Rows) -> str:
-    def body(mine: Rows) -> list[list[Any]]:
-        out = []
-        for r in mine:
-            floor = _pick(mine, impl="floor", kind=r["kind"])
-            share = _ratio(r["mib_per_s"], floor["mib_per_s"] if floor else None)
-            out.append(
-                [
-                    r["impl"],
-                    r["kind"],
-                    r["files"],
-                    r["mib"],
-                    r["stored_mib"],
-                    r["seconds"],
-                    r["mib_per_s"],
-                    None if share is None else f"{share:.0%}",
-                    r["rss_growth_mib"],
-                ]
-            )
-        return out
-
-    header = [
-        "implementation",
-        "op",
-        "files",
-        "MiB",
-        "stored MiB",
-        "seconds",
-        "MiB/s",
-        "of floor",
-        "peak RSS growth MiB",
-    ]
-    return _per_backend(rows, header, body)
+    return _transfer_tables(
+        rows,
+        [
+            ("impl", "implementation"),
+            ("kind", "op"),
+            ("files", "files"),
+            ("mib", "MiB"),
+            ("stored_mib", "stored MiB"),
+            ("seconds", "seconds"),
+        ],
+    )
 
 
 def bulk_tables(rows: Rows) -> str:

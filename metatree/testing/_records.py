@@ -7,6 +7,7 @@ disk, another client or an attacker with write access to the bucket would.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -40,6 +41,7 @@ from metatree.errors import (
 from metatree.testing._helpers import unchanged
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from metatree._storage import Storage
@@ -62,6 +64,32 @@ def _tree_with_dir(tmp_path: Path) -> Path:
     (src / "a.bin").write_bytes(b"a" * 100)
     (src / "sub" / "b.bin").write_bytes(b"b" * 200)
     return src
+
+
+@contextlib.contextmanager
+def _writer_thread(work: Callable[[threading.Event], object]) -> Iterator[None]:
+    """Run `work` in a thread; the block runs once it sets the event (or fails).
+
+    A failure of the thread is the test's failure, after the block.
+    """
+    ready, failures = threading.Event(), []
+
+    def run() -> None:
+        try:
+            work(ready)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert ready.wait(30)
+        yield
+    finally:
+        thread.join(60)
+    assert failures == []
 
 
 class _NoSleep:
@@ -441,29 +469,18 @@ class FileRecordTests:
         src = _tree_with_dir(tmp_path)
         tree.put(LEAF, src, recursive=True)
         other = Metatree(tree.storage)
-        gone, failures = threading.Event(), []
 
-        def writer() -> None:
-            try:
-                with other._db.write_lock():
-                    tree.storage.remove_tree(f"{LEAF}/ckpt")  # the old one renamed away ...
-                    gone.set()
-                    time.sleep(0.3)
-                    for local in sorted(src.rglob("*.bin")):  # ... the new one renamed in
-                        tree.storage.put(local, f"{LEAF}/ckpt/{local.relative_to(src)}")
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-                failures.append(exc)
+        def writer(gone: threading.Event) -> None:
+            with other._db.write_lock():
+                tree.storage.remove_tree(f"{LEAF}/ckpt")  # the old one renamed away ...
                 gone.set()
+                time.sleep(0.3)
+                for local in sorted(src.rglob("*.bin")):  # ... the new one renamed in
+                    tree.storage.put(local, f"{LEAF}/ckpt/{local.relative_to(src)}")
 
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
-            assert gone.wait(30)
-            out = tmp_path / "out"
+        out = tmp_path / "out"
+        with _writer_thread(writer):
             tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
-        finally:
-            thread.join(60)
-        assert failures == []
         assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
 
     def test_a_transaction_reads_and_verifies_the_directory_it_staged(
@@ -613,26 +630,15 @@ class FileRecordTests:
         tree.put(LEAF, b"old", name="f")
         old = tree.stat(f"{LEAF}/f")
         other = Metatree(tree.storage)
-        staged, failures = threading.Event(), []
 
-        def writer() -> None:
-            try:
-                with other.transaction():
-                    other.put(LEAF, b"new bytes", name="f", force=True)
-                    staged.set()
-                    time.sleep(0.3)  # the record is written at the commit, after this
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-                failures.append(exc)
+        def writer(staged: threading.Event) -> None:
+            with other.transaction():
+                other.put(LEAF, b"new bytes", name="f", force=True)
                 staged.set()
+                time.sleep(0.3)  # the record is written at the commit, after this
 
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
-            assert staged.wait(30)
+        with _writer_thread(writer):
             Check(tree._db, ("m", "v", "s"), "f", old).confirm(_sha(b"new bytes"), 9)
-        finally:
-            thread.join(60)
-        assert failures == []
         assert tree.stat(f"{LEAF}/f").sha256 == _sha(b"new bytes")
 
     # -- records are stored data -----------------------------------------------------------
