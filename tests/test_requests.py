@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from metatree.testing.webhdfs import WebHDFSServer
 
 KEYS = ("a", "b", "c")
+INDEXES = ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
+"""The index chain to the node x/y/z, root first: what every read of it starts with."""
 
 
 @pytest.mark.s3
@@ -69,30 +71,18 @@ class TestS3Requests:
     def test_get_small_file(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
         assert record() == [
-            "GET metadata.json",
-            "GET x/metadata.json",
-            "GET x/y/metadata.json",
+            *INDEXES,
             "GET x/y/z/metadata.json",  # the file's record, checked as the bytes stream
             "GET x/y/z/f",
         ]
 
     def test_get_unverified(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
-        assert record() == [
-            "GET metadata.json",
-            "GET x/metadata.json",
-            "GET x/y/metadata.json",
-            "GET x/y/z/f",
-        ]
+        assert record() == [*INDEXES, "GET x/y/z/f"]
 
     def test_stat(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         assert tree.stat("x/y/z/f").size == 4
-        assert record() == [
-            "GET metadata.json",
-            "GET x/metadata.json",
-            "GET x/y/metadata.json",
-            "GET x/y/z/metadata.json",
-        ]
+        assert record() == [*INDEXES, "GET x/y/z/metadata.json"]
 
     def test_get_through_placeholders(
         self, tree: Metatree, record: Callable[[], list[str]]

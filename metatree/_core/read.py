@@ -172,7 +172,7 @@ def get(
     """
     db = node.db
     rel = readable(db, node.path, name)
-    recorded, records = _records_for(node, name, node.metadata, verify)
+    recorded, records = _records_for(node, name, None, verify)
     record = records.get(recorded)
     if outfile is None:
         chunks = db.storage.iter_bytes(rel, chunk_size)
@@ -200,11 +200,17 @@ def get(
 
 
 def _records_for(
-    node: Resolved, name: str, metadata: dict[str, Any], verify: bool
+    node: Resolved, name: str, metadata: dict[str, Any] | None, verify: bool
 ) -> tuple[str, dict[str, FileRecord]]:
-    """Return the name `name`'s records are kept under, and them (none without `verify`)."""
+    """Return the name `name`'s records are kept under, and them (none without `verify`).
+
+    `metadata` is the node's (None: as `node` read it, or reads it now); without `verify`
+    nothing is read: that is the request `verify=False` saves.
+    """
     if not verify:
         return name, {}
+    if metadata is None:
+        metadata = node.metadata
     db, where = node.db, node.db.url(node.path)
     recorded = spelled(recorded_names(metadata, where), name, db.case_insensitive)
     return recorded, records_of(metadata, where, under=recorded)
