@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BYTES",
+    "MAX_MEMBERS",
     "MAX_PATH_BYTES",
     "check_extract_options",
     "check_extract_target",
@@ -38,6 +39,8 @@ __all__ = [
 
 MAX_BYTES = 2**40
 """Default cap on the decompressed size of an archive (1 TiB): a gzip bomb stops there."""
+MAX_MEMBERS = 1_000_000
+"""Default cap on an archive's members: a million tiny files exhaust inodes before bytes."""
 MAX_PATH_BYTES = 4096  # PATH_MAX of Linux: longer names cannot be created anyway
 _CHUNK = 2**20  # bytes written to a local file at a time
 _FEED = 2**16  # compressed bytes given to zlib at a time (see _Inflater.read)
@@ -178,6 +181,7 @@ def extract(
     overwrite: bool = False,
     name: str = "<archive>",
     max_bytes: int = MAX_BYTES,
+    max_members: int = MAX_MEMBERS,
 ) -> list[str]:
     """Extract the ``.tar.gz`` streamed by `chunks` into `target`; return the names extracted.
 
@@ -188,8 +192,10 @@ def extract(
     failure the temp directory (and `target`, if created here) is removed, so nothing is left.
     `overwrite` replaces existing files (never a directory by a file or back) and merges
     directories; without it any existing file at a final name refuses the whole extraction.
+    `max_bytes` and `max_members` bound what a hostile archive can make (disk, inodes).
     """
     max_bytes = int_in(max_bytes, "max_bytes", 1, MAX_BYTES * 2**20)
+    max_members = int_in(max_members, "max_members", 1, MAX_MEMBERS * 2**10)
     target = check_extract_target(target)
     created = not os.path.lexists(target)
     if created:
@@ -198,7 +204,7 @@ def extract(
     source = _Inflater(chunks, name, max_bytes)
     try:
         _local(temp, os.mkdir, temp, 0o700)
-        names = _unpack_all(source, temp, name)
+        names = _unpack_all(source, temp, name, max_members)
         for src, dst in _plan(temp, target, overwrite, name):
             _local(dst, os.replace, src, dst)
     except BaseException:
@@ -208,11 +214,11 @@ def extract(
     return sorted(names)
 
 
-def _unpack_all(source: _Inflater, temp: str, name: str) -> list[str]:
+def _unpack_all(source: _Inflater, temp: str, name: str, max_members: int) -> list[str]:
     """Unpack into `temp` and read the iterator to its end; the iterator's own error wins."""
     try:
         try:
-            names = _unpack(source, temp, name)
+            names = _unpack(source, temp, name, max_members)
             source.finish()
         except tarfile.TarError as err:
             raise ArchiveError(name, f"not a valid tar archive: {err}") from None
@@ -239,7 +245,7 @@ def _finite(value: object) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def _unpack(source: _Inflater, temp: str, name: str) -> list[str]:
+def _unpack(source: _Inflater, temp: str, name: str, max_members: int) -> list[str]:
     """Check and write each member in stream order; return the member names."""
     kinds: dict[str, str] = {}  # member name -> "dir", "file" or "symlink"
     parents: set[str] = set()  # directories implied by deeper names
@@ -252,6 +258,8 @@ def _unpack(source: _Inflater, temp: str, name: str) -> list[str]:
                 if member.isdir():
                     continue
                 raise ArchiveError(name, f"member {member.name!r} is not a file name")
+            if len(kinds) >= max_members:
+                raise _refuse(name, member.name, f"more than max_members={max_members} members")
             kind, link = _kind(member, rel, kinds, parents, name)
             if not _MTIMES[0] <= _finite(member.mtime) <= _MTIMES[1]:
                 raise _refuse(

@@ -126,6 +126,18 @@ class FileRecordTests:
         assert origin.info == {"run": "r42", "epochs": 3}
         assert tree.find(LEAF).files == {"w.bin": record}
 
+    def test_node_put_and_get_take_the_same_options(self, tree: Metatree) -> None:
+        tree.put(LEAF, b"x", name="seed")
+        node = tree.find(LEAF)
+        assert node.put(b"weights", name="w.bin", info={"run": 7}) is True
+        assert node.files["w.bin"].provenance.info == {"run": 7}
+        tree.storage.put(b"tampered", f"{LEAF}/w.bin")
+        with pytest.raises(IntegrityError):
+            b"".join(node.get("w.bin"))
+        assert b"".join(node.get("w.bin", verify=False)) == b"tampered"
+        with pytest.raises(PathError):
+            node.get("w.bin", verify="no")  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("kind", ["path", "bytes", "stream"])
     def test_every_source_kind_is_hashed_as_it_streams(
         self, tree: Metatree, tmp_path: Path, kind: str

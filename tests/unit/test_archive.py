@@ -348,6 +348,14 @@ def test_hostile_archive_into_a_new_target_leaves_no_target(tmp_path: Path) -> N
     assert os.listdir(tmp_path) == []
 
 
+def test_too_many_members_is_refused(tmp_path: Path) -> None:
+    data = _tar_gz(OK, _member("b", data=b"x"), _member("c", data=b"y"))
+    with pytest.raises(ArchiveError, match="max_members=2"):
+        extract(_chunks(data), str(tmp_path / "t"), max_members=2)
+    assert os.listdir(tmp_path) == []
+    assert extract(_chunks(data), str(tmp_path / "t"), max_members=3) == ["b", "c", "ok.txt"]
+
+
 def test_bomb_within_the_limit_extracts(tmp_path: Path) -> None:
     names = extract(_chunks(bomb()), str(tmp_path / "t"), max_bytes=16 * 2**20)
     assert names == ["ok.txt", "zeros"]
