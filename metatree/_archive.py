@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from metatree._extract import MAX_PATH_BYTES, int_in, local_path
-from metatree._localfiles import unsafe_local_segment
+from metatree._localfiles import MAX_DEPTH, unsafe_local_segment
 from metatree._names import SYSTEM_PREFIX
 from metatree.errors import NotFoundError, PathError, StorageError
 
@@ -240,6 +240,8 @@ def _check_archive_name(rel: str, local: str) -> None:
     """Refuse a name `extract` would refuse: archiving it would store an archive nobody can use."""
     segment = rel.rsplit("/", 1)[-1]
     reason = unsafe_local_segment(segment)
+    if reason is None and rel.count("/") >= MAX_DEPTH:
+        reason = f"a path deeper than {MAX_DEPTH} directories"
     if reason is None and segment.casefold().startswith(SYSTEM_PREFIX):
         reason = f"names starting with {SYSTEM_PREFIX!r} are reserved by metatree"
     try:

@@ -17,7 +17,7 @@ import uuid
 import zlib
 from typing import TYPE_CHECKING, overload
 
-from metatree._localfiles import UNSAFE_LOCAL
+from metatree._localfiles import MAX_DEPTH, UNSAFE_LOCAL
 from metatree._names import SYSTEM_PREFIX
 from metatree._paths import MAX_NAME_BYTES
 from metatree.errors import ArchiveError, MetatreeError, NotFoundError, PathError, StorageError
@@ -258,7 +258,7 @@ def _unpack(source: _Inflater, temp: str, name: str, max_members: int) -> list[s
                 if member.isdir():
                     continue
                 raise ArchiveError(name, f"member {member.name!r} is not a file name")
-            if len(kinds) >= max_members:
+            if len(kinds) + len(parents) >= max_members:  # implied directories are inodes too
                 raise _refuse(name, member.name, f"more than max_members={max_members} members")
             kind, link = _kind(member, rel, kinds, parents, name)
             if not _MTIMES[0] <= _finite(member.mtime) <= _MTIMES[1]:
@@ -310,6 +310,8 @@ def _member_name(raw: str, name: str) -> str | None:
     rel = "/".join(parts)
     if len(rel.encode()) > MAX_PATH_BYTES:
         raise _refuse(name, raw, f"a path longer than {MAX_PATH_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:
+        raise _refuse(name, raw, f"a path deeper than {MAX_DEPTH} directories")
     return rel or None
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from metatree._types import Source
 
 __all__ = [
+    "MAX_DEPTH",
     "UNSAFE_LOCAL",
     "check_chunk_size",
     "check_flag",
@@ -55,6 +56,9 @@ __all__ = [
 UNSAFE_LOCAL = re.compile(r"[\\\x00-\x1f\x7f]")
 """What a stored name may not hold to become a local path component (a separator, controls)."""
 
+
+MAX_DEPTH = 256
+"""Deepest local path a download or an extraction makes (os.makedirs recurses per level)."""
 
 MAX_CHUNK = 2**30
 """Largest `chunk_size` (1 GiB): larger reads only exhaust memory (or overflow ``read``)."""
@@ -302,6 +306,12 @@ def download_tree(
     plan: list[list[str]] = []
     for sub in storage.walk_files(rel):
         parts = sub.split("/")
+        if len(parts) > MAX_DEPTH:  # os.makedirs recurses once per level
+            raise PathError(
+                storage.url_of(rel),
+                f"a stored name {len(parts)} directories deep (at most {MAX_DEPTH}) cannot be "
+                "downloaded; nothing was written",
+            )
         for part in parts:
             reason = unsafe_local_segment(part)
             if reason is not None:

@@ -129,6 +129,8 @@ def wait_for_writer(db: Database) -> None:
 
     For a reader that found a state only a writer's unfinished step explains.
     """
+    if db.active_tx() is not None:
+        return  # the lock is ours: nobody else is writing
     first = _holder(db)
     deadline = time.monotonic() + db.lock_options["lock_ttl"]
     pause = _POLL

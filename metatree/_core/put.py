@@ -62,7 +62,10 @@ def put(
             # re-creating what this transaction removed: commit it up to here first
             db.commit(tx)
             plan = plan_put(db, target, name)
-        _check_room(db, plan, source, recursive, {} if info is None else info)
+        local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+        # scanned once, under the lock: what _check_room sizes is exactly what is stored
+        files = scan_source(local) if recursive and local and os.path.isdir(local) else None
+        _check_room(db, plan, files, {} if info is None else info)
         old_kind = None
         if plan.new:
             claim(db, plan)
@@ -81,7 +84,7 @@ def put(
                 source,
                 tx,
                 force=force,
-                recursive=recursive,
+                files=files,
                 callback=callback,
                 old_kind=old_kind,
             )
@@ -97,7 +100,7 @@ def put(
 
 
 def _check_room(
-    db: Database, plan: PutPlan, source: Source, recursive: bool, info: Mapping[str, Any]
+    db: Database, plan: PutPlan, files: list[tuple[str, str]] | None, info: Mapping[str, Any]
 ) -> None:
     """Refuse, before the first write, a put whose records could not be stored or read back.
 
@@ -106,10 +109,9 @@ def _check_room(
     size the database reads (`MetadataError`): found after the upload, a forced put would
     already have replaced the data.
     """
-    local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
     names = [plan.name]
-    if recursive and local is not None and os.path.isdir(local):
-        names = [f"{plan.name}/{stored}" for _, stored in scan_source(local)]
+    if files is not None:
+        names = [f"{plan.name}/{stored}" for _, stored in files]
     metadata = {} if plan.new else dict(plan.metadata)
     placeholders = [(name, 10**15, "0" * 64) for name in names]
     set_records(metadata, plan.name, placeholders, info, db.url(plan.node))
@@ -141,7 +143,7 @@ def _put_into(
     tx: Transaction | None,
     *,
     force: bool,
-    recursive: bool,
+    files: list[tuple[str, str]] | None,
     callback: Callback,
     old_kind: str | None,
 ) -> list[tuple[str, Moved]]:
@@ -167,17 +169,17 @@ def _put_into(
         # in a node this transaction created, files are flushed in one batch at its end
         unsynced = None if tx is None else tx.unsynced
         return _store(
-            db, source, target, recursive, callback, unsynced, new_node=bool(new), old_kind=old_kind
+            db, source, target, files, callback, unsynced, new_node=bool(new), old_kind=old_kind
         )
     if tx.staged_for(target) is not None and not force:  # stored by this transaction
         raise AlreadyExistsError(db.url(node, plan.name))
     staged = Staged(
         reserved_beside(target, "tx"),
         old_kind,
-        recursive and isinstance(source, str | os.PathLike) and os.path.isdir(source),
+        files is not None,
     )
     try:
-        stored = _store(db, source, staged.path, recursive, callback)
+        stored = _store(db, source, staged.path, files, callback)
     except BaseException:  # a partial staged copy is nobody's: delete it
         with contextlib.suppress(MetatreeError):
             db.delete(staged.path, tree=staged.tree)
@@ -237,25 +239,24 @@ def _store(
     db: Database,
     source: Source,
     rel: str,
-    recursive: bool,
+    files: list[tuple[str, str]] | None,
     callback: Callback,
     unsynced: list[str] | None = None,
     *,
     new_node: bool = True,
     old_kind: str | None = None,
 ) -> list[tuple[str, Moved]]:
-    """Store a file or a directory; with `unsynced`, skip flushes and list what to sync.
+    """Store a file, or the scanned directory `files`; with `unsynced`, skip flushes.
+
+    With `unsynced` the written paths are listed there for one sync at the end.
 
     A directory (or a file replacing one) is uploaded under a reserved staging name in
     the same node and put in place only when complete (`Storage.replace_tree`): a failure
     midway shows nothing and keeps the old data. In a node this put creates, nothing is
     visible before the index lists the node, so files go straight to their place.
     """
-    local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
-    is_dir = recursive and local is not None and os.path.isdir(local)
-    if not is_dir and old_kind != "directory":
+    if files is None and old_kind != "directory":
         return upload(db.storage, source, None, rel, callback, unsynced)
-    files = scan_source(local) if is_dir and local is not None else None
     if new_node and old_kind is None:
         return upload(db.storage, source, files, rel, callback, unsynced)
     stage = reserved_beside(rel, "staging")

@@ -7,16 +7,17 @@ orphan) is invisible: it is not an entry, does not exist and cannot be downloade
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from metatree._core.db import children_of, rel_path
-from metatree._core.integrity import Check, verified, wait_for_writer
+from metatree._core.integrity import Check, settle, verified, wait_for_writer
 from metatree._core.resolve import resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
 from metatree._records import FileRecord, recorded_names, records_of, spelled
-from metatree.errors import NotFoundError, UnresolvedPathError
+from metatree.errors import IntegrityError, NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -175,7 +176,10 @@ def get(
     recorded, records = _records_for(node, name, None, verify)
     record = records.get(recorded)
     if outfile is None:
-        chunks = db.storage.iter_bytes(rel, chunk_size)
+        try:
+            chunks = db.storage.iter_bytes(rel, chunk_size)
+        except NotFoundError as missing:
+            _gone(node, recorded, record, missing)
         if record is None:
             return chunks
         return verified(chunks, Check(db, node.path, recorded, record))
@@ -194,9 +198,27 @@ def get(
             recorded, records = _records_for(node, name, metadata, verify)
             if _get_tree(node, name, rel, outfile, callback, recorded, records, metadata):
                 return iter(())
+            record = records.get(recorded)  # it is a file now: check it against its record
     check = None if record is None else Check(db, node.path, recorded, record).moved
-    db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
+    try:
+        db.storage.get(rel, outfile, callback, digest="sha256" if check else None, check=check)
+    except NotFoundError as missing:
+        _gone(node, recorded, record, missing)
     return _iter_local(outfile, chunk_size)
+
+
+def _gone(
+    node: Resolved, recorded: str, record: FileRecord | None, missing: NotFoundError
+) -> NoReturn:
+    """Raise for a file that could not be read: `ConflictError` if a put changed it meanwhile.
+
+    A forced put can turn a recorded file into a directory (or remove it) between the record's
+    read and the file's: that is a race, not a missing file. Otherwise `missing` itself.
+    """
+    if record is not None:
+        with contextlib.suppress(IntegrityError):  # the record stands: simply not there
+            settle(node.db, node.path, recorded, record, lambda _: False, "")
+    raise missing
 
 
 def _records_for(

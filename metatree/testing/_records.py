@@ -495,6 +495,46 @@ class FileRecordTests:
             tree.get(f"{LEAF}/ckpt", str(out), recursive=True)
         assert (out / "sub" / "b.bin").read_bytes() == b"b" * 200
 
+    def test_a_file_turned_directory_under_a_stale_read_is_a_conflict(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        """Read its record, then a forced put made it a directory: a race, not 'not found'."""
+        from fsspec.callbacks import DEFAULT_CALLBACK
+
+        from metatree._core.read import get
+        from metatree._core.resolve import Resolved
+
+        tree.put(LEAF, b"a file", name="f")
+        stale = Resolved(tree._db, ("m", "v", "s"), LEAF)
+        _ = stale.metadata  # the read saw f as a recorded file
+        src = tmp_path / "f"
+        src.mkdir()
+        (src / "x").write_bytes(b"x")
+        tree.put(LEAF, src, recursive=True, force=True)
+        for outfile in (None, str(tmp_path / "out")):
+            with pytest.raises(ConflictError):
+                b"".join(
+                    get(
+                        stale,
+                        "f",
+                        outfile,
+                        recursive=False,
+                        chunk_size=2**20,
+                        callback=DEFAULT_CALLBACK,
+                    )
+                )
+
+    def test_a_transaction_does_not_wait_for_its_own_lock(
+        self, tree: Metatree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from metatree._core import integrity
+
+        tree.put(LEAF, _tree_with_dir(tmp_path), recursive=True)
+        tree.storage.remove_tree(f"{LEAF}/ckpt")  # recorded, gone
+        monkeypatch.setattr(integrity, "time", _NoSleep())
+        with pytest.raises(NotFoundError), tree.transaction():
+            tree.get(f"{LEAF}/ckpt", str(tmp_path / "out"), recursive=True)
+
     def test_a_transaction_reads_and_verifies_the_directory_it_staged(
         self, tree: Metatree, tmp_path: Path
     ) -> None:

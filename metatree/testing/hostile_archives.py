@@ -91,6 +91,12 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "fifo": lambda: tar_gz(OK, member("pipe", tarfile.FIFOTYPE)),
     "long-segment": lambda: tar_gz(OK, member("x" * 256, data=b"x")),
     "long-path": lambda: tar_gz(OK, member("/".join(["d" * 200] * 21), data=b"x")),
+    # 1 500 levels under the 4 096-byte path limit: os.makedirs recursed into RecursionError
+    "deep-path": lambda: tar_gz(OK, member("/".join(["d"] * 1500), data=b"x")),
+    # 10 members implying 9 000 directories: implied directories count as members
+    "implied-dirs": lambda: tar_gz(
+        OK, *(member(f"{i}/" + "/".join(["d"] * 900) + "/f", data=b"x") for i in range(10))
+    ),
     "empty-segment": lambda: tar_gz(OK, member("a//b", data=b"x")),
     "unknown-type": lambda: tar_gz(OK, member("odd", b"9")),
     "duplicate": lambda: tar_gz(OK, member("ok.txt", data=b"again")),
