@@ -17,13 +17,13 @@ import uuid
 import zlib
 from typing import TYPE_CHECKING, overload
 
-from metatree._localfiles import MAX_DEPTH, UNSAFE_LOCAL
+from metatree._localfiles import MAX_DEPTH, UNSAFE_LOCAL, local_call
 from metatree._names import SYSTEM_PREFIX
 from metatree._paths import MAX_NAME_BYTES
-from metatree.errors import ArchiveError, MetatreeError, NotFoundError, PathError, StorageError
+from metatree.errors import ArchiveError, NotFoundError, PathError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
 __all__ = [
     "MAX_BYTES",
@@ -199,14 +199,14 @@ def extract(
     target = check_extract_target(target)
     created = not os.path.lexists(target)
     if created:
-        _local(target, os.mkdir, target)
+        local_call(target, os.mkdir, target)
     temp = os.path.join(target, f"{SYSTEM_PREFIX}-extract-{uuid.uuid4().hex}")
     source = _Inflater(chunks, name, max_bytes)
     try:
-        _local(temp, os.mkdir, temp, 0o700)
+        local_call(temp, os.mkdir, temp, 0o700)
         names = _unpack_all(source, temp, name, max_members)
         for src, dst in _plan(temp, target, overwrite, name):
-            _local(dst, os.replace, src, dst)
+            local_call(dst, os.replace, src, dst)
     except BaseException:
         shutil.rmtree(target if created else temp, ignore_errors=True)
         raise
@@ -280,7 +280,7 @@ def _unpack(source: _Inflater, temp: str, name: str, max_members: int) -> list[s
             if kind == "dir" and safe.mtime is not None:
                 dir_times.append((path, safe.mtime))
     for path, mtime in reversed(dir_times):  # after their content, which changes them
-        _local(path, os.utime, path, (mtime, mtime))
+        local_call(path, os.utime, path, (mtime, mtime))
     return list(kinds)
 
 
@@ -441,13 +441,3 @@ def _plan(temp: str, target: str, overwrite: bool, name: str) -> list[tuple[str,
             f"{hint}; nothing was extracted",
         )
     return moves
-
-
-def _local(path: str, action: Callable[..., object], *args: object) -> None:
-    """Run a local filesystem action, mapping its OSError to a `StorageError` naming `path`."""
-    try:
-        action(*args)
-    except MetatreeError:
-        raise
-    except OSError as err:
-        raise StorageError(path, f"local filesystem: {err}") from None

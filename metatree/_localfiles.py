@@ -16,7 +16,7 @@ import re
 import shutil
 import stat
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import Callback
 
@@ -48,6 +48,7 @@ __all__ = [
     "check_source",
     "download_tree",
     "is_text_stream",
+    "local_call",
     "local_read_error",
     "scan_source",
     "upload",
@@ -332,13 +333,14 @@ def download_tree(
             checks[sub] = unrecorded(sub)  # planted: IntegrityError, unless a put records it
     parent, name = os.path.split(os.path.abspath(outfile))
     partial = os.path.join(parent, f".{name}.metatree-partial-{uuid.uuid4().hex}")
-    _local(partial, os.mkdir)
+    local_call(partial, os.mkdir, partial)
     progress = TreeCallback(callback)
     try:
         try:
             for parts in plan:
                 local = os.path.join(partial, *parts)
-                _local(os.path.dirname(local), lambda p: os.makedirs(p, exist_ok=True))
+                folder = os.path.dirname(local)
+                local_call(folder, os.makedirs, folder, exist_ok=True)
                 check = (checks or {}).get("/".join(parts))
                 storage.get(
                     f"{rel}/{'/'.join(parts)}",
@@ -353,7 +355,7 @@ def download_tree(
             raise
         _check_same_tree(storage, rel, version)
         _check_one_put(storage, rel, checks)
-        _local(outfile, lambda p: _rename_new(partial, p))
+        local_call(outfile, _rename_new, partial, outfile)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(partial)
@@ -416,10 +418,10 @@ def _rename_new(src: str, dst: str) -> None:
     os.rename(src, dst)
 
 
-def _local(path: str, action: Callable[[str], object]) -> None:
-    """Run a local filesystem action on `path`, mapping its OSError to one naming `path`."""
+def local_call(path: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Run ``action(*args, **kwargs)`` on the local disk; its OSError becomes one naming `path`."""
     try:
-        action(path)
+        action(*args, **kwargs)
     except MetatreeError:
         raise
     except OSError as exc:

@@ -101,10 +101,8 @@ def settle(
     expected = "" if first is None else first.sha256
     if db.active_tx() is not None:
         raise IntegrityError(url, expected, read)
-    deadline = time.monotonic() + db.lock_options["lock_ttl"]
-    pause = _POLL
     waited_for: tuple[object, ...] | None = None
-    while True:
+    for _ in _looks(db):
         # the lock is looked at before the record is read: a writer that replaced the file
         # held it from the file to the record, so a hold that ended (or none), then an
         # unchanged record, means no writer replaced it (the other order races)
@@ -117,11 +115,10 @@ def settle(
             return again
         if again != first:
             raise ConflictError(url, "the file was replaced or removed while it was read; retry")
-        if holder is None or holder != (waited_for or holder) or time.monotonic() > deadline:
-            raise IntegrityError(url, expected, read)
+        if holder is None or holder != (waited_for or holder):
+            break
         waited_for = holder
-        time.sleep(pause)
-        pause = min(pause * 2, 1.0)
+    raise IntegrityError(url, expected, read)
 
 
 def wait_for_writer(db: Database) -> None:
@@ -132,9 +129,19 @@ def wait_for_writer(db: Database) -> None:
     if db.active_tx() is not None:
         return  # the lock is ours: nobody else is writing
     first = _holder(db)
+    for _ in _looks(db):
+        if first is None or _holder(db) != first:
+            return
+
+
+def _looks(db: Database) -> Iterator[None]:
+    """Yield at once, then after pauses growing from `_POLL` to 1 s, for the lease time."""
     deadline = time.monotonic() + db.lock_options["lock_ttl"]
     pause = _POLL
-    while first is not None and _holder(db) == first and time.monotonic() < deadline:
+    while True:
+        yield
+        if time.monotonic() > deadline:
+            return
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
 

@@ -114,7 +114,9 @@ def _check_room(
         names = [f"{plan.name}/{stored}" for _, stored in files]
     metadata = {} if plan.new else dict(plan.metadata)
     placeholders = [(name, 10**15, "0" * 64) for name in names]
-    set_records(metadata, plan.name, placeholders, info, db.url(plan.node))
+    set_records(
+        metadata, plan.name, placeholders, info, db.url(plan.node), fold=db.case_insensitive
+    )
     db.dump_checked(plan.node, metadata)
 
 
@@ -207,7 +209,9 @@ def _record(
         (f"{name}/{sub}" if sub else name, moved.size, moved.digest or "") for sub, moved in stored
     ]
     if not plan.new:
-        set_records(plan.metadata, name, files, info, db.url(node), fold=db.case_insensitive)
+        set_records(  # _check_room checked the stored records
+            plan.metadata, name, files, info, db.url(node), fold=db.case_insensitive, checked=True
+        )
         db.write_metadata(node, plan.metadata, commit=True, expect=plan.version)
         return
     metadata: dict[str, Any] = {}

@@ -36,6 +36,7 @@ __all__ = [
     "holds",
     "is_orphan",
     "is_orphan_listing",
+    "orphan_to_hide",
     "readable",
     "record_at",
     "walk",
@@ -73,6 +74,15 @@ def is_orphan(db: Database, path: NodePath, name: str) -> bool:
     system files (the temp file of a put killed before its first rename) is one too.
     """
     return is_orphan_listing(db.storage.listdir(rel_path(path, name)))
+
+
+def orphan_to_hide(db: Database, path: NodePath, name: str, rel: str, *, recorded: bool) -> bool:
+    """Whether the unlisted directory `name` (read at `rel`) is an orphan, hidden from reads.
+
+    A transaction's staged copy (`rel` is not the name's own path) or a directory with
+    records never is: a file planted in it, a metadata.json too, is unexpected instead.
+    """
+    return not recorded and rel == rel_path(path, name) and is_orphan(db, path, name)
 
 
 def entries(db: Database, path: NodePath) -> list[str]:
@@ -140,10 +150,8 @@ def record_at(node: Resolved, name: str) -> FileRecord:
     metatreedb or an older version), or it names a stored directory, whose files have one
     record each (`Node.files`).
     """
-    db = node.db
-    url, where = db.url(node.path, name), db.url(node.path)
-    recorded = spelled(recorded_names(node.metadata, where), name, db.case_insensitive)
-    records = records_of(node.metadata, where, under=recorded)
+    url = node.db.url(node.path, name)
+    recorded, records = _records_for(node, name, None, verify=True)
     if recorded in records:
         return records[recorded]
     if records:
@@ -260,11 +268,8 @@ def _get_tree(
         raise NotFoundError(db.url(node.path, name), "directory")
     if kind != "directory":
         return False
-    # a transaction's staged copy, or a directory with records, is never an orphan (a file
-    # planted in it, a metadata.json too, is refused as unexpected instead)
-    staged = rel != rel_path(node.path, name)
     children = children_of(node.metadata if metadata is None else metadata)
-    if not staged and not checks and name not in children and is_orphan(db, node.path, name):
+    if name not in children and orphan_to_hide(db, node.path, name, rel, recorded=bool(checks)):
         raise NotFoundError(db.url(node.path, name), "file or directory")
     download_tree(
         db.storage,

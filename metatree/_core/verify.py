@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
-from metatree._core.read import entries, is_orphan_listing, readable, walk
+from metatree._core.read import entries, orphan_to_hide, readable, walk
 from metatree._names import SYSTEM_PREFIX
 from metatree._records import record_of, records_of, spelled
 from metatree.errors import ConflictError, IntegrityError, NotFoundError
@@ -91,15 +91,14 @@ def verify_node(
     if metadata is None:
         metadata = db.read_metadata(path)
     records = records_of(metadata, db.url(path))
+    recorded_dirs = {name.split("/", 1)[0] for name in records if "/" in name}
     if only is None:
-        stored = set(_stored_files(db, path, metadata))
+        stored = set(_stored_files(db, path, metadata, recorded_dirs))
     else:
-        recorded = any(k.startswith(f"{only}/") for k in records)
-        stored = set(_stored_below(db, path, only, recorded=recorded))
+        stored = set(_stored_below(db, path, only, recorded=only in recorded_dirs))
         only = spelled(records, only, db.case_insensitive)  # as get finds its record
         records = {k: v for k, v in records.items() if k == only or k.startswith(f"{only}/")}
     checks = {name: Check(db, path, name, record) for name, record in records.items()}
-    recorded_dirs = {name.split("/", 1)[0] for name in records if "/" in name}
     for name in sorted(stored - set(records)):
         if name.split("/", 1)[0] not in recorded_dirs:
             report.unrecorded.append(rel_path(path, name))
@@ -157,14 +156,16 @@ def _hash(db: Database, rel: str) -> tuple[str, int]:
     return hasher.hexdigest(), size
 
 
-def _stored_files(db: Database, path: NodePath, metadata: dict[str, Any]) -> Iterator[str]:
+def _stored_files(
+    db: Database, path: NodePath, metadata: dict[str, Any], recorded: set[str]
+) -> Iterator[str]:
     """Yield the names of the node's stored files, those inside stored directories too.
 
     As this task sees the node (`entries`): in a transaction, with the files it staged.
+    `recorded` names the node's stored directories that have records.
     """
     children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
     listed = db.storage.listdir(rel_path(path))  # kinds, without a request per entry
-    recorded = {k.split("/", 1)[0] for k in records_of(metadata, db.url(path)) if "/" in k}
     # entries() hides a directory that looks like an orphan; a recorded one is listed anyway
     for name in sorted(set(entries(db, path)) | recorded):
         if name not in children:
@@ -188,9 +189,7 @@ def _stored_below(
     kind = listed if listed is not None and rel == rel_path(path, name) else db.storage.kind(rel)
     if kind == "file":
         yield name
-    elif kind == "directory" and (
-        recorded or rel != rel_path(path, name) or not is_orphan_listing(db.storage.listdir(rel))
-    ):
+    elif kind == "directory" and not orphan_to_hide(db, path, name, rel, recorded=recorded):
         for sub in db.storage.walk_files(rel):
             if not any(part.startswith(SYSTEM_PREFIX) for part in sub.split("/")):
                 yield f"{name}/{sub}"
