@@ -32,6 +32,7 @@ from metatree.errors import (
     TransactionAbortedError,
     UnresolvedPathError,
 )
+from metatree.models import ModelStore
 from metatree.warnings import MetatreeWarning
 
 __version__ = "0.3.0"
@@ -53,6 +54,7 @@ __all__ = [
     "Metatree",
     "MetatreeError",
     "MetatreeWarning",
+    "ModelStore",
     "Node",
     "NotFoundError",
     "PathError",

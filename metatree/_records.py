@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from metatree._metadata import CHILDREN, check_value, dump_metadata
+from metatree._metadata import CHILDREN, RESERVED_KEY_PREFIX, check_value, dump_metadata
 from metatree._paths import check_stored_name
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
@@ -234,10 +234,14 @@ def _stored(
 
 
 def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Return the node's metadata as users see it: without the file records."""
-    if RECORDS not in metadata:
+    """Return the node's metadata as users see it: without metatree's own keys.
+
+    Those are the file records and the model store's state (``.metatree.models``): every
+    key with the reserved prefix, which user updates cannot write.
+    """
+    if not any(k.startswith(RESERVED_KEY_PREFIX) for k in metadata):
         return metadata
-    return {k: v for k, v in metadata.items() if k != RECORDS}
+    return {k: v for k, v in metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}
 
 
 def record_of(metadata: Mapping[str, Any], name: str, where: str) -> FileRecord | None:

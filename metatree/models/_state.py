@@ -1,0 +1,344 @@
+"""What a domain's metadata says about its models: pointers, states and their history.
+
+The model store keeps everything it knows about a domain in that domain node's metadata.json,
+so each change is one atomic write of one object (the commit point of docs/models.md):
+
+- plain keys, which ``find``/``get`` templates and metatreedb read: ``latest`` (the newest
+  model), each alias (``production`` -> a model id) and ``latest:<state>`` (the newest
+  model in a state);
+- the hidden key ``.metatree.models``: which plain keys are aliases, the models of each
+  state, the newest history entries and the names of the history segments (older entries,
+  moved out as files of the domain node when the inline list grows long).
+
+Everything here is read from storage, so it is input: every field is checked, and a malformed
+one is `CorruptMetadataError`, never a silent guess. These functions do no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from typing import TYPE_CHECKING, Any, Final
+
+from metatree._paths import check_name
+from metatree._records import runtime
+from metatree.errors import CorruptMetadataError, MetadataError, PathError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "HIDDEN",
+    "LATEST",
+    "Change",
+    "DomainState",
+    "check_id",
+    "check_label",
+    "parse_changes",
+    "segment_name",
+    "segment_span",
+    "state_pointer",
+]
+
+HIDDEN: Final = ".metatree.models"
+"""The hidden metadata key of the model store (in the root node and in each domain node)."""
+LATEST: Final = "latest"
+MAX_LABEL: Final = 64
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_DEVICE = re.compile(r"(?i)(con|prn|aux|nul|conin\$|conout\$|(com|lpt)[0-9\u00b9\u00b2\u00b3]) *")
+_SEGMENT = re.compile(r"history-([0-9]{10})-([0-9]{10})\.json")
+_KINDS: Final = frozenset({"latest", "alias", "state"})
+_RESERVED_LABELS: Final = frozenset({LATEST, "children"})
+
+
+def check_id(value: object, what: str) -> str:
+    """Return a domain or model id that is a portable node name (Windows too), else `PathError`.
+
+    On top of the rules of every new name (`check_name`), ids are held to what Windows can
+    store: no device names (``CON``, ``nul.txt``, ``COM1``...) and no trailing dot, which
+    Windows drops. A model id cannot be ``latest``: `download` reads that as the newest.
+    """
+    if not isinstance(value, str):
+        raise PathError(repr(value), f"a {what} must be a str, not {type(value).__name__}")
+    check_name(value, value)
+    if _DEVICE.fullmatch(value.split(".", 1)[0]):
+        raise PathError(value, f"{value!r} names a device on Windows")
+    if value.endswith("."):
+        raise PathError(value, "Windows drops a trailing '.' from names")
+    if what == "model id" and value.casefold() == LATEST:
+        raise PathError(value, f"{LATEST!r} means the newest model, it cannot be an id")
+    return value
+
+
+def check_label(value: object, what: str) -> str:
+    """Return an alias or state name: a letter, then letters, digits, ``_`` or ``-``.
+
+    Labels become metadata keys that templates name (``fraud/<production>``), so they are
+    held to what reads the same everywhere; ``latest`` and ``children`` are taken.
+    """
+    if not isinstance(value, str):
+        raise MetadataError(repr(value), f"a {what} must be a str, not {type(value).__name__}")
+    if not _LABEL.fullmatch(value) or len(value) > MAX_LABEL:
+        raise MetadataError(
+            value,
+            f"a {what} is a letter then letters, digits, '_' or '-' (at most {MAX_LABEL})",
+        )
+    if value.lower() in _RESERVED_LABELS:
+        raise MetadataError(value, f"{value!r} is reserved by the model store")
+    return value
+
+
+def segment_name(first: int, last: int) -> str:
+    """Return the file name of the history segment holding entries `first` to `last`."""
+    return f"history-{first:010d}-{last:010d}.json"
+
+
+def segment_span(name: str, where: str) -> tuple[int, int]:
+    """Return the entries a stored segment name says it holds, checking the name."""
+    match = _SEGMENT.fullmatch(name)
+    if match is None:
+        raise _corrupt(where, f"segment name {name[:80]!r} is not a history segment")
+    first, last = int(match[1]), int(match[2])
+    if last < first:
+        raise _corrupt(where, f"segment {name!r} ends before it starts")
+    return first, last
+
+
+def state_pointer(state: str) -> str:
+    """Return the plain key naming the newest model in `state` (``latest:production``)."""
+    return f"{LATEST}:{state}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a domain's pointers or states, as the history keeps it.
+
+    ``kind`` is ``"latest"`` (``name`` is ``latest`` or ``latest:<state>``), ``"alias"`` or
+    ``"state"`` (a model entered the state: ``old`` None, ``new`` the model; or left it:
+    ``old`` the model, ``new`` None).
+    """
+
+    seq: int
+    """The change's number in its domain (0, 1, 2, ...: a gap would be a lost entry)."""
+    at: datetime.datetime
+    """When the change was committed (UTC)."""
+    by: str
+    """Who made it: ``user@host``."""
+    kind: str
+    name: str
+    old: str | None
+    new: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the change as JSON values (``at`` in ISO 8601), as it is stored."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(timespec="microseconds"),
+            "by": self.by,
+            "kind": self.kind,
+            "name": self.name,
+            "old": self.old,
+            "new": self.new,
+        }
+
+
+def parse_changes(value: object, where: str, first: int) -> list[Change]:
+    """Parse stored history entries, numbered from `first` without gaps."""
+    if not isinstance(value, list):
+        raise _corrupt(where, "history is not a list")
+    return [_change(entry, where, first + i) for i, entry in enumerate(value)]
+
+
+def _change(entry: object, where: str, seq: int) -> Change:
+    if not isinstance(entry, dict) or set(entry) != {
+        "seq",
+        "at",
+        "by",
+        "kind",
+        "name",
+        "old",
+        "new",
+    }:
+        raise _corrupt(where, f"history entry {seq} is not an entry")
+    if entry["seq"] != seq or type(entry["seq"]) is not int:
+        raise _corrupt(where, f"history entry {seq} is numbered {entry['seq']!r}")
+    at = entry["at"]
+    try:
+        when = datetime.datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.utcoffset() != datetime.timedelta(0):
+        raise _corrupt(where, f"history entry {seq} has no UTC time")
+    if entry["kind"] not in _KINDS or not isinstance(entry["by"], str):
+        raise _corrupt(where, f"history entry {seq} has kind {entry['kind']!r}")
+    if not isinstance(entry["name"], str) or len(entry["name"]) > 2 * MAX_LABEL:
+        raise _corrupt(where, f"history entry {seq} names {entry['name']!r}")
+    for side in ("old", "new"):
+        if entry[side] is not None and not isinstance(entry[side], str):
+            raise _corrupt(where, f"history entry {seq}: {side} is not a model id")
+    return Change(seq, when, entry["by"], entry["kind"], entry["name"], entry["old"], entry["new"])
+
+
+def _corrupt(where: str, reason: str) -> CorruptMetadataError:
+    return CorruptMetadataError(where, f"model store: {reason}")
+
+
+class DomainState:
+    """A domain's model-store view, parsed and checked from its metadata, changed in memory.
+
+    `commit_into` writes the changes back into the metadata dict (plain pointers and the
+    hidden key), to be stored in one write; `pending` are the history entries that write adds.
+    """
+
+    def __init__(self, metadata: Mapping[str, Any], where: str) -> None:
+        self.where = where
+        self.metadata = metadata
+        self.models: list[str] = list(metadata.get("children", []))
+        hidden = metadata.get(HIDDEN, {})
+        if not isinstance(hidden, dict):
+            raise _corrupt(where, f"{HIDDEN} is not an object")
+        unknown = set(hidden) - {"aliases", "states", "history", "segments", "seq"}
+        if unknown:
+            raise _corrupt(where, f"unknown fields {sorted(unknown)}")
+        self.aliases: dict[str, str] = {}
+        for alias in _strings(hidden.get("aliases", []), where, "aliases"):
+            self.aliases[_stored_label(alias, where)] = _pointer(metadata, alias, where)
+        self.states: dict[str, list[str]] = {}
+        states = hidden.get("states", {})
+        if not isinstance(states, dict):
+            raise _corrupt(where, "states is not an object")
+        for state, members in states.items():
+            self.states[_stored_label(state, where)] = _strings(members, where, f"state {state}")
+        self.segments = _strings(hidden.get("segments", []), where, "segments")
+        seq = hidden.get("seq", 0)
+        if type(seq) is not int or seq < 0:
+            raise _corrupt(where, f"seq is {seq!r}")
+        inline = hidden.get("history", [])
+        self.history = parse_changes(
+            inline, where, seq - len(inline) if isinstance(inline, list) else 0
+        )
+        if seq < len(self.history):
+            raise _corrupt(where, f"seq {seq} is below the {len(self.history)} entries kept")
+        self.seq = seq
+        _check_segments(self.segments, seq - len(self.history), where)
+        latest = metadata.get(LATEST)
+        self.latest = latest if isinstance(latest, str) else None
+        self.pointers = {state_pointer(s): metadata.get(state_pointer(s)) for s in self.states}
+        self.pending: list[Change] = []
+        self._by = _who()
+        self._at = datetime.datetime.now(datetime.UTC)
+
+    # -- changes ---------------------------------------------------------------------------
+    def record(self, kind: str, name: str, old: str | None, new: str | None) -> None:
+        """Add a history entry for a change (nothing when nothing changed)."""
+        if old == new:
+            return
+        self.pending.append(Change(self.seq, self._at, self._by, kind, name, old, new))
+        self.seq += 1
+
+    def newest(self, among: set[str] | None = None) -> str | None:
+        """Return the newest model (last in the index), or the newest of `among`."""
+        for model in reversed(self.models):
+            if among is None or model in among:
+                return model
+        return None
+
+    def point(self) -> None:
+        """Move ``latest`` and each ``latest:<state>`` to the newest model they may name."""
+        newest = self.newest()
+        self.record("latest", LATEST, self.latest, newest)
+        self.latest = newest
+        for state, members in list(self.states.items()):
+            key = state_pointer(state)
+            old = self.pointers.get(key)
+            new = self.newest(set(members))
+            self.record("latest", key, old if isinstance(old, str) else None, new)
+            self.pointers[key] = new
+            if not members:  # an empty state leaves no trace but its history
+                del self.states[state]
+
+    def forget(self, model: str) -> None:
+        """Drop `model` from the index view, every alias and every state (it is deleted)."""
+        self.models = [m for m in self.models if m != model]
+        for alias, target in list(self.aliases.items()):
+            if target == model:
+                self.record("alias", alias, model, None)
+                del self.aliases[alias]
+        for state, members in self.states.items():
+            if model in members:
+                self.record("state", state, model, None)
+                members.remove(model)
+
+    def commit_into(self, metadata: dict[str, Any], inline: int) -> list[Change]:
+        """Write the state into `metadata`; return the history entries moved out of line.
+
+        When more than `inline` entries would stay in the metadata, all but the newest fifth
+        move to a new segment, named in ``segments`` here: the caller stores the segment
+        (`segment_name`) before this metadata is written, so the write that drops the
+        entries from line is the one that names where they went. A crash between the two
+        leaves an unnamed segment file and the history unchanged.
+        """
+        history = [*self.history, *self.pending]
+        moved: list[Change] = []
+        if len(history) > inline:
+            moved = history[: len(history) - inline // 5]
+            self.segments = [*self.segments, segment_name(moved[0].seq, moved[-1].seq)]
+        kept = history[len(moved) :]
+        for key in [k for k in metadata if k == LATEST or k.startswith(f"{LATEST}:")]:
+            del metadata[key]
+        for alias in self._stored_aliases(metadata):
+            metadata.pop(alias, None)
+        if self.latest is not None:
+            metadata[LATEST] = self.latest
+        metadata.update({k: m for k, m in self.pointers.items() if m is not None})
+        metadata.update(self.aliases)
+        metadata[HIDDEN] = {
+            "aliases": sorted(self.aliases),
+            "states": {s: list(m) for s, m in sorted(self.states.items())},
+            "history": [c.as_dict() for c in kept],
+            "segments": self.segments,
+            "seq": self.seq,
+        }
+        return moved
+
+    def _stored_aliases(self, metadata: Mapping[str, Any]) -> list[str]:
+        hidden = metadata.get(HIDDEN, {})
+        return list(hidden.get("aliases", [])) if isinstance(hidden, dict) else []
+
+
+def _check_segments(segments: list[str], end: int, where: str) -> None:
+    """Check that the segments hold entries 0 to `end` - 1, in order, without gaps."""
+    expected = 0
+    for segment in segments:
+        first, last = segment_span(segment, where)
+        if first != expected:
+            raise _corrupt(where, f"history segment {segment!r} does not follow its predecessor")
+        expected = last + 1
+    if expected != end:
+        raise _corrupt(where, f"the history segments end at {expected}, not {end}")
+
+
+def _who() -> str:
+    facts = runtime()
+    return f"{facts['user']}@{facts['host']}"
+
+
+def _strings(value: object, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _corrupt(where, f"{what} is not a list of names")
+    return list(value)
+
+
+def _stored_label(value: str, where: str) -> str:
+    try:
+        return check_label(value, "label")
+    except MetadataError:
+        raise _corrupt(where, f"stored label {value[:80]!r} is not a label") from None
+
+
+def _pointer(metadata: Mapping[str, Any], alias: str, where: str) -> str:
+    target = metadata.get(alias)
+    if not isinstance(target, str):
+        raise _corrupt(where, f"alias {alias!r} names {target!r}, not a model id")
+    return target
