@@ -52,6 +52,7 @@ from metatree.models._state import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from metatree._storage import Storage
     from metatree._types import NodePath
 
 __all__ = ["ModelStore"]
@@ -71,7 +72,7 @@ class ModelStore:
     Parameters
     ----------
     root
-        Where the store lives: a path or any URL `Metatree` opens (``s3://``, ``webhdfs://``,
+        Where the store lives: a path, a `Storage`, or any URL `Metatree` opens (``s3://``, ``webhdfs://``,
         ``memory://``, ...). A new root becomes a database with keys ``("domain",
         "model_id")``; an existing database must have those keys (`DatabaseError`).
     **options
@@ -95,10 +96,12 @@ class ModelStore:
     history_inline: int = 500
     """History entries kept in the domain's metadata; older ones move to segment files."""
 
-    def __init__(self, root: str | os.PathLike[str], **options: Any) -> None:
+    def __init__(self, root: str | os.PathLike[str] | Storage, **options: Any) -> None:
         if "keys" in options or "locking_enabled" in options:
             raise DatabaseError(str(root), "a model store sets its own keys and always locks")
-        self._attach(Metatree(os.fspath(root), KEYS, **options))
+        if isinstance(root, os.PathLike):
+            root = os.fspath(root)
+        self._attach(Metatree(root, KEYS, **options))
 
     @classmethod
     def open(cls, tree: Metatree) -> ModelStore:
