@@ -548,10 +548,12 @@ class ModelStore:
     def _model(self, domain: str, model_id: str) -> str:
         """Return the model id `model_id` names (``latest``: the newest), checked to exist."""
         if model_id == LATEST:
-            latest = self._state((domain,)).latest
-            if latest is None:
+            models = self._state((domain,))
+            if models.latest is None:
                 raise NotFoundError(self._db.url((domain,)), "model (the domain has none)")
-            return latest
+            if models.latest not in models.models:  # a hand edit, or a hand remove
+                raise NotFoundError(self._db.url((domain, models.latest)), "model ('latest')")
+            return models.latest
         model_id = check_id(model_id, "model id")
         self._existing((domain,), model_id)
         return model_id
@@ -575,8 +577,11 @@ class ModelStore:
         History entries moved out of line are stored first, as a file of the domain node
         (its record lands in the same metadata write that names the segment).
         """
+        inline = self.history_inline
+        if type(inline) is not int or inline < 5:
+            raise MetadataError("history_inline", f"an int of at least 5, not {inline!r}")
         metadata, _ = self._db.read_for_write(path)
-        moved = models.commit_into(metadata, self.history_inline)
+        moved = models.commit_into(metadata, inline)
         if moved:
             data = orjson.dumps([c.as_dict() for c in moved])
             self._tree.put(path[0], data, name=models.segments[-1], force=True)
