@@ -34,6 +34,7 @@ from metatree.testing._hardening_storage import StorageHardeningTests
 from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
+from metatree.testing._models import ModelStoreTests
 from metatree.testing._records import FileRecordTests
 from metatree.testing._stateful import StatefulTests
 from metatree.testing._transfer import TransferAccountingTests
@@ -61,6 +62,7 @@ class BackendConformance(
     CursorTests,
     FileRecordTests,
     ArchiveTests,
+    ModelStoreTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 
