@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
+import subprocess
 import tarfile
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,8 @@ from metatree.errors import (
     PathError,
 )
 from metatree.models import ModelStore
-from metatree.testing._helpers import unchanged
+from metatree.testing._helpers import snapshot, unchanged
+from metatree.testing.reference import ReferenceUnavailable, ensure_reference_venv, venv_python
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,7 +69,18 @@ def _hidden(storage: Storage, domain: str = "d") -> dict[str, Any]:
     return value
 
 
-_BAD_CALLS: dict[str, list[tuple[Callable[[ModelStore, Path], object], type[MetatreeError]]]] = {
+_REFERENCE_READ = """
+import json, sys
+from metatree import Metatree
+tree = Metatree(sys.argv[1])
+out = {t: tree.find(t).location.rsplit("/", 1)[1] for t in sys.argv[2:]}
+out["bytes"] = b"".join(tree.get("d/<production>/model.bin")).decode()
+out["metadata"] = tree.find("d/v1").metadata
+print(json.dumps(out))
+"""
+"""Run by metatreedb 0.2.3: resolve the store's templates and read a record and a model."""
+
+_BAD_CALLS: dict[str, list[tuple[Callable[[Any, Path], object], type[MetatreeError]]]] = {
     "unknown": [
         (lambda s, p: s.list_models("nope"), NotFoundError),
         (lambda s, p: s.download("nope", local_path=p), NotFoundError),
@@ -138,7 +151,11 @@ _BAD_CALLS: dict[str, list[tuple[Callable[[ModelStore, Path], object], type[Meta
         (lambda s, p: s.get_alias("d", "production", at="2026-01-01"), MetadataError),
     ],
 }
-"""Bad calls by group, each with the error it must raise (with the store of the test)."""
+"""Bad calls by group, each with the error it must raise.
+
+A call gets the test's store (typed `Any`: the calls pass what the type hints forbid, as an
+untyped caller would) and its local work directory.
+"""
 
 
 class ModelStoreTests:
@@ -151,8 +168,11 @@ class ModelStoreTests:
 
     @pytest.fixture
     def work(self, tmp_path: Path) -> Path:
-        """Return an empty local directory of the test's own (the local backend stores in
-        `tmp_path` too: the tests check that nothing else appears here)."""
+        """Return an empty local directory of the test's own.
+
+        The local backend stores in `tmp_path` too; the tests check that nothing but what
+        they expect appears here.
+        """
         path = tmp_path / "work"
         path.mkdir()
         return path
@@ -174,7 +194,8 @@ class ModelStoreTests:
         "Metatree accepts as root) raises TypeError",
     )
     def test_models_store_over_a_storage_object(self, storage: Storage) -> None:
-        store = ModelStore(storage)
+        root: Any = storage  # what Metatree takes as root
+        store = ModelStore(root)
         store.upload("d", b"x", model_id="v1")
         assert Metatree(storage).keys == MODEL_KEYS
 
@@ -195,7 +216,12 @@ class ModelStoreTests:
         extra = work / "metrics.json"
         extra.write_bytes(b'{"auc": 0.9}')
         record = store.upload("d", model, model_id="v1", extras=[extra])
-        assert record["model"] == {"domain": "d", "model_id": "v1", "type": "file", "file": "clf.pkl"}
+        assert record["model"] == {
+            "domain": "d",
+            "model_id": "v1",
+            "type": "file",
+            "file": "clf.pkl",
+        }
         assert record["extra"] == {"metrics.json": {"size": 12, "sha256": _sha(extra.read_bytes())}}
         out = work / "out"
         assert store.download("d", "v1", out) == str(out / "clf.pkl")
@@ -226,14 +252,29 @@ class ModelStoreTests:
 
     def test_models_bytes_round_trip(self, store: ModelStore, work: Path) -> None:
         assert store.upload("d", b"v1 bytes", model_id="v1")["model"]["file"] == "model.bin"
-        record = store.upload("d", bytearray(b"v2 bytes"), model_id="v2", name="w.pt")
+        data: Any = bytearray(b"v2 bytes")  # accepted, though the hint says bytes
+        record = store.upload("d", data, model_id="v2", name="w.pt")
         assert record["model"] == {"domain": "d", "model_id": "v2", "type": "bytes", "file": "w.pt"}
         assert store.download("d", "v1", work / "a") == str(work / "a" / "model.bin")
         assert (work / "a" / "model.bin").read_bytes() == b"v1 bytes"
         assert store.download("d", local_path=work / "b") == str(work / "b" / "w.pt")
         assert _files(work / "b") == {"w.pt": b"v2 bytes"}
 
-    @pytest.mark.parametrize("kind", ["bytes", "archive", "extra"])
+    @pytest.mark.parametrize(
+        "kind",
+        [
+            "bytes",
+            "archive",
+            pytest.param(
+                "extra",
+                marks=pytest.mark.xfail(
+                    strict=True,
+                    reason="BUG: download fetches the model, then the extras: a tampered extra "
+                    "leaves the model file behind, and the retry is refused (AlreadyExistsError)",
+                ),
+            ),
+        ],
+    )
     def test_models_download_verifies(
         self, store: ModelStore, storage: Storage, source_dir: Path, work: Path, kind: str
     ) -> None:
@@ -247,10 +288,7 @@ class ModelStoreTests:
         out = work / "out"
         with pytest.raises(IntegrityError):
             store.download("d", "v1", out)
-        if kind == "extra":  # the model itself was fine and may be there; the extra is not
-            assert "notes.txt" not in _files(out)
-        else:
-            assert _files(out) == {}
+        assert _files(out) == {}  # a failed download leaves nothing, so it can be retried
 
     # -- the record ------------------------------------------------------------------------
     def test_models_record_is_stored_and_checks_out(
@@ -357,7 +395,11 @@ class ModelStoreTests:
         assert store.get_alias("d", "production", at=first.at) == "v1"
         assert store.get_alias("d", "production", at=second.at) == "v2"
         with pytest.raises(NotFoundError):
-            store.get_alias("d", "production", at=first.at - (second.at - first.at) - datetime.timedelta(seconds=1))
+            store.get_alias(
+                "d",
+                "production",
+                at=first.at - (second.at - first.at) - datetime.timedelta(seconds=1),
+            )
         with pytest.raises(MetadataError):
             store.get_alias("d", "production", at=first.at.replace(tzinfo=None))
 
@@ -448,6 +490,42 @@ class ModelStoreTests:
             store.history("d")
         assert store.get_alias("d", "production") == "v1"  # the current state still reads
 
+    # -- metatreedb ------------------------------------------------------------------------
+    def test_models_reference_reads_the_store(
+        self, store: ModelStore, storage: Storage, work: Path
+    ) -> None:
+        """The reference, metatreedb 0.2.3, reads the store's tree: templates resolve, records read.
+
+        The reference reads local paths only, so the stored files are copied to local disk
+        first (on every backend alike): the bytes it reads are the ones this backend stored.
+        """
+        try:
+            python = venv_python(ensure_reference_venv())
+        except ReferenceUnavailable as exc:
+            pytest.skip(f"the reference cannot be installed here: {exc}")
+        record = store.upload("d", b"one", model_id="v1")
+        store.upload("d", b"two", model_id="v2")
+        store.set_alias("d", "production", "v1")
+        store.create_model_state("staging")
+        store.set_model_state("d", "v2", "staging")
+        copy = work / "copy" / "db"
+        for rel, data in snapshot(storage).items():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            (copy / rel).write_bytes(data)
+        templates = ["d/<latest>", "d/<production>", "d/<latest:staging>"]
+        done = subprocess.run(
+            [str(python), "-I", "-c", _REFERENCE_READ, str(copy), *templates],
+            cwd=work,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        read = orjson.loads(done.stdout)
+        assert [read[t] for t in templates] == ["v2", "v1", "v2"]
+        assert read["bytes"] == "one"
+        assert {k: read["metadata"][k] for k in RECORD_KEYS} == record
+
     # -- bad input -------------------------------------------------------------------------
     @pytest.mark.parametrize("group", sorted(_BAD_CALLS))
     def test_models_bad_input_is_typed_and_writes_nothing(
@@ -457,9 +535,12 @@ class ModelStoreTests:
         store.create_model_state("production")
         (work / "extra.txt").write_bytes(b"e")
         for number, (call, error) in enumerate(_BAD_CALLS[group]):
-            with unchanged(storage), pytest.raises(error):
-                call(store, work)
-                pytest.fail(f"{group} call {number} raised nothing")
+            try:
+                with unchanged(storage), pytest.raises(error):
+                    call(store, work)
+            except BaseException as exc:
+                exc.add_note(f"bad call {group}[{number}]")
+                raise
             assert _files(work) == {"extra.txt": b"e"}  # nor anything local
 
     # -- hostile stored data ---------------------------------------------------------------
