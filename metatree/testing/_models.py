@@ -80,6 +80,34 @@ print(json.dumps(out))
 """
 """Run by metatreedb 0.2.3: resolve the store's templates and read a record and a model."""
 
+_HOSTILE_DOMAIN: dict[str, Callable[[dict[str, Any]], object]] = {
+    "hidden-list": lambda m: m.update({HIDDEN: ["not", "an", "object"]}),
+    "aliases-str": lambda m: m[HIDDEN].update(aliases="production"),
+    "state-members-str": lambda m: m[HIDDEN].update(states={"production": "v1"}),
+    "unknown-field": lambda m: m[HIDDEN].update(extra_field=1),
+    "alias-not-str": lambda m: m.update(production=["v1"]),
+    "alias-label": lambda m: m[HIDDEN].update(aliases=["../x"]),
+    "history-gap": lambda m: m[HIDDEN]["history"][1].update(seq=5),
+    "history-lost-entry": lambda m: m[HIDDEN]["history"].pop(0),
+    "history-time": lambda m: m[HIDDEN]["history"][0].update(at="yesterday"),
+    "history-kind": lambda m: m[HIDDEN]["history"][0].update(kind="rm -rf"),
+    "negative-seq": lambda m: m[HIDDEN].update(seq=-1),
+    "segment-overlap": lambda m: m[HIDDEN].update(segments=["history-0000000000-0000000001.json"]),
+    "segment-name": lambda m: m[HIDDEN].update(segments=["../../metadata.json"]),
+}
+"""Another client's writes into a domain's metadata, each corrupting the model store's view."""
+
+_HOSTILE_RECORD: dict[str, Callable[[dict[str, Any]], object]] = {
+    "file-up": lambda m: m["model"].update(file="../../x"),
+    "file-abs": lambda m: m["model"].update(file="/etc/x"),
+    "extra-abs": lambda m: m.update(extra={"/etc/x": {"size": 1, "sha256": "0" * 64}}),
+    "extra-up": lambda m: m.update(extra={"../x": {"size": 1, "sha256": "0" * 64}}),
+    "other-id": lambda m: m["model"].update(model_id="v2"),
+    "type": lambda m: m["model"].update(type="symlink"),
+    "extra-list": lambda m: m.update(extra=["x"]),
+}
+"""Another client's writes into a version node's record, each one `download` must refuse."""
+
 _BAD_CALLS: dict[str, list[tuple[Callable[[Any, Path], object], type[MetatreeError]]]] = {
     "unknown": [
         (lambda s, p: s.list_models("nope"), NotFoundError),
@@ -454,41 +482,37 @@ class ModelStoreTests:
         ]
         assert all(c.at.utcoffset() is not None and c.by for c in changes)
 
-    def _segmented(self, store: ModelStore) -> list[str]:
-        """Make 30 history entries with 10 kept inline; return the segment files' names."""
+    def test_models_history_segments(self, store: ModelStore, storage: Storage) -> None:
+        """30 changes with 10 kept inline: segments hold the rest, checked when read back.
+
+        A rewritten segment is an `IntegrityError` (its file record); a segment the metadata
+        names but storage lost is a missing file, `NotFoundError`, as any recorded file gone.
+        """
         store.history_inline = 10
         store.upload("d", b"1", model_id="v1")
         store.upload("d", b"2", model_id="v2")
         for i in range(28):
             store.set_alias("d", "production", "v1" if i % 2 else "v2")
-        segments: list[str] = _hidden(store.tree.storage)["segments"]
-        return segments
-
-    def test_models_history_segments(self, store: ModelStore, storage: Storage) -> None:
-        segments = self._segmented(store)
+        segments = _hidden(storage)["segments"]
         assert segments
         assert all(storage.kind(f"d/{s}") is not None for s in segments)
         assert len(_hidden(storage)["history"]) <= 10
-        changes = store.history("d")
-        assert [c.seq for c in changes] == list(range(30))
+        assert [c.seq for c in store.history("d")] == list(range(30))
         assert [c.new for c in store.history("d", "production")] == ["v2", "v1"] * 14
-        assert store.history("d", "latest")[1].new == "v2"
-
-    def test_models_tampered_history_segment(self, store: ModelStore, storage: Storage) -> None:
-        segment = f"d/{self._segmented(store)[0]}"
-        entries = orjson.loads(storage.read_bytes(segment))
+        assert [c.new for c in store.history("d", "latest")] == ["v1", "v2"]
+        segment = f"d/{segments[0]}"
+        stored = storage.read_bytes(segment)
+        entries = orjson.loads(stored)
         entries[0]["new"] = "v9"  # a rewritten past
         storage.put(orjson.dumps(entries), segment)
         with pytest.raises(IntegrityError):
             store.history("d")
-
-    def test_models_missing_history_segment(self, store: ModelStore, storage: Storage) -> None:
-        """A segment the metadata names but storage lost: the file is missing, NotFoundError."""
-        segment = f"d/{self._segmented(store)[0]}"
         storage.remove_file(segment)
         with pytest.raises(NotFoundError):
             store.history("d")
         assert store.get_alias("d", "production") == "v1"  # the current state still reads
+        storage.put(stored, segment)
+        assert len(store.history("d")) == 30
 
     # -- metatreedb ------------------------------------------------------------------------
     def test_models_reference_reads_the_store(
@@ -544,56 +568,38 @@ class ModelStoreTests:
             assert _files(work) == {"extra.txt": b"e"}  # nor anything local
 
     # -- hostile stored data ---------------------------------------------------------------
-    @pytest.mark.parametrize(
-        "plant",
-        [
-            lambda m: m.update({HIDDEN: ["not", "an", "object"]}),
-            lambda m: m[HIDDEN].update(aliases="production"),
-            lambda m: m[HIDDEN].update(states={"production": "v1"}),
-            lambda m: m[HIDDEN].update(extra_field=1),
-            lambda m: m.update(production=["v1"]),  # the alias key's value is not a str
-            lambda m: m[HIDDEN]["history"][1].update(seq=5),  # a gap
-            lambda m: m[HIDDEN]["history"].pop(0),  # a lost first entry
-            lambda m: m[HIDDEN].update(seq=-1),
-            lambda m: m[HIDDEN].update(segments=["history-0000000000-0000000001.json"]),
-            lambda m: m[HIDDEN]["history"][0].update(at="yesterday"),
-        ],
-        ids=[
-            "hidden-list",
-            "aliases-str",
-            "state-members-str",
-            "unknown-field",
-            "alias-not-str",
-            "history-gap",
-            "history-lost-entry",
-            "negative-seq",
-            "segment-overlap",
-            "history-time",
-        ],
-    )
     def test_models_hostile_domain_metadata(
-        self,
-        store: ModelStore,
-        storage: Storage,
-        work: Path,
-        plant: Callable[[dict[str, Any]], object],
+        self, store: ModelStore, storage: Storage, work: Path
     ) -> None:
+        """Each plant in a domain's metadata is corrupt for every reader and writer.
+
+        `CorruptMetadataError`, and nothing written; one setup, the stored bytes restored
+        between plants.
+        """
         store.upload("d", b"1", model_id="v1")
         store.upload("d", b"2", model_id="v2")
         store.set_alias("d", "production", "v1")
-        _plant(storage, "d/metadata.json", plant)
-        with unchanged(storage):
-            with pytest.raises(CorruptMetadataError):
-                store.history("d")
-            with pytest.raises(CorruptMetadataError):
-                store.list_models("d")
-            with pytest.raises(CorruptMetadataError):
-                store.set_alias("d", "production", "v2")
-            with pytest.raises(CorruptMetadataError):
-                store.upload("d", b"3", model_id="v3")
-            with pytest.raises(CorruptMetadataError):
-                store.download("d", local_path=work / "out")
-        assert not (work / "out").exists() or _files(work / "out") == {}
+        original = storage.read_bytes("d/metadata.json")
+        for what, plant in _HOSTILE_DOMAIN.items():
+            _plant(storage, "d/metadata.json", plant)
+            try:
+                with unchanged(storage):
+                    with pytest.raises(CorruptMetadataError):
+                        store.history("d")
+                    with pytest.raises(CorruptMetadataError):
+                        store.list_models("d")
+                    with pytest.raises(CorruptMetadataError):
+                        store.set_alias("d", "production", "v2")
+                    with pytest.raises(CorruptMetadataError):
+                        store.upload("d", b"3", model_id="v3")
+                    with pytest.raises(CorruptMetadataError):
+                        store.download("d", local_path=work / "out")
+                assert _files(work) == {}
+            except BaseException as exc:
+                exc.add_note(f"planted: {what}")
+                raise
+            storage.write_atomic("d/metadata.json", original)
+        assert len(store.history("d")) == 3  # the plants, not the setup, were corrupt
 
     def test_models_hostile_root_states(self, store: ModelStore, storage: Storage) -> None:
         store.upload("d", b"1", model_id="v1")
@@ -604,35 +610,27 @@ class ModelStoreTests:
             with pytest.raises(CorruptMetadataError):
                 store.create_model_state("production")
 
-    @pytest.mark.parametrize(
-        "plant",
-        [
-            lambda m: m["model"].update(file="../../x"),
-            lambda m: m["model"].update(file="/etc/x"),
-            lambda m: m.update(extra={"/etc/x": {"size": 1, "sha256": "0" * 64}}),
-            lambda m: m.update(extra={"../x": {"size": 1, "sha256": "0" * 64}}),
-            lambda m: m["model"].update(model_id="v2"),
-            lambda m: m["model"].update(type="symlink"),
-            lambda m: m.update(extra=["x"]),
-        ],
-        ids=["file-up", "file-abs", "extra-abs", "extra-up", "other-id", "type", "extra-list"],
-    )
     def test_models_hostile_record_download_writes_nothing(
-        self,
-        store: ModelStore,
-        storage: Storage,
-        work: Path,
-        plant: Callable[[dict[str, Any]], object],
+        self, store: ModelStore, storage: Storage, work: Path
     ) -> None:
+        """A record naming files outside its node (or of another model) downloads nothing."""
         store.upload("d", b"1", model_id="v1")
-        _plant(storage, "d/v1/metadata.json", plant)
+        original = storage.read_bytes("d/v1/metadata.json")
         local = work / "a" / "b" / "out"
-        with unchanged(storage):
-            with pytest.raises(CorruptMetadataError):
-                store.download("d", "v1", local)
-            with pytest.raises(CorruptMetadataError):
-                store.get_model_info("d", "v1")
-        assert _files(work) == {}
+        for what, plant in _HOSTILE_RECORD.items():
+            _plant(storage, "d/v1/metadata.json", plant)
+            try:
+                with unchanged(storage):
+                    with pytest.raises(CorruptMetadataError):
+                        store.download("d", "v1", local)
+                    with pytest.raises(CorruptMetadataError):
+                        store.get_model_info("d", "v1")
+                assert _files(work) == {}
+            except BaseException as exc:
+                exc.add_note(f"planted: {what}")
+                raise
+            storage.write_atomic("d/v1/metadata.json", original)
+        assert store.get_model_info("d", "v1")["model"]["file"] == "model.bin"
 
     @pytest.mark.xfail(
         strict=True,
