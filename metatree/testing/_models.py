@@ -569,6 +569,20 @@ class ModelStoreTests:
                 raise
             assert _files(work) == {"extra.txt": b"e"}  # nor anything local
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="BUG: _extras calls os.fspath on each extra (and iterates extras) before any "
+        "check: extras=[3] or extras=5 is a bare TypeError, not a typed metatree error",
+    )
+    @pytest.mark.parametrize("extras", [[3], 5], ids=["int-item", "int"])
+    def test_models_extras_of_the_wrong_type_are_typed(
+        self, store: ModelStore, storage: Storage, extras: object
+    ) -> None:
+        store.upload("d", b"x", model_id="v1")
+        raw: Any = extras
+        with unchanged(storage), pytest.raises(MetatreeError):
+            store.upload("d", b"y", extras=raw)
+
     # -- hostile stored data ---------------------------------------------------------------
     def test_models_hostile_domain_metadata(
         self, store: ModelStore, storage: Storage, work: Path
