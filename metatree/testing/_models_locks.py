@@ -66,9 +66,10 @@ class ModelStoreLockTests(LockTestBase):
         self._require_processes(storage)
         store = self._store(storage)
         n, count = self.model_writers, self.uploads_per_writer
-        with ProcessPoolExecutor(n, mp_context=SPAWN) as pool:
+        with SPAWN.Manager() as manager, ProcessPoolExecutor(n, mp_context=SPAWN) as pool:
+            start = [manager.Barrier(n)] * n
             results = list(
-                pool.map(_workers.upload_models, [store.tree] * n, range(n), [count] * n)
+                pool.map(_workers.upload_models, [store.tree] * n, range(n), [count] * n, start)
             )
         assert [errors for _, errors in results] == [[]] * n
         uploaded = dict(item for done, _ in results for item in done)
@@ -108,9 +109,12 @@ class ModelStoreLockTests(LockTestBase):
         reader = threading.Thread(target=read)
         reader.start()
         try:
-            with ProcessPoolExecutor(n, mp_context=SPAWN) as pool:
+            with SPAWN.Manager() as manager, ProcessPoolExecutor(n, mp_context=SPAWN) as pool:
+                start = [manager.Barrier(n)] * n
                 results = list(
-                    pool.map(_workers.alias_switches, [store.tree] * n, models, [rounds] * n)
+                    pool.map(
+                        _workers.alias_switches, [store.tree] * n, models, [rounds] * n, start
+                    )
                 )
         finally:
             stop.set()

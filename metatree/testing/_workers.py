@@ -13,6 +13,7 @@ from metatree.errors import ConflictError, MetatreeError
 from metatree.models import ModelStore
 
 if TYPE_CHECKING:
+    from multiprocessing.managers import BarrierProxy as Barrier
     from multiprocessing.connection import Connection
 
     from metatree._tree import Metatree
@@ -153,13 +154,17 @@ def hold_with_skew(tree: Metatree, conn: Connection, skew: float) -> None:
 
 
 # -- the model store (metatree/testing/_models_locks.py) --------------------------------------
-def upload_models(tree: Metatree, worker: int, count: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+def upload_models(
+    tree: Metatree, worker: int, count: int, start: Barrier
+) -> tuple[list[tuple[str, bytes]], list[str]]:
     """Upload `count` bytes models into domain ``d``, back to back (several in one second).
 
     Even uploads name their id (``w<worker>-<i>``), odd ones take the default uuid4. Return
-    the (model id, bytes) uploaded and the errors (none expected).
+    the (model id, bytes) uploaded and the errors (none expected). All writers start together
+    at `start` (spawned processes come up one by one).
     """
     store = ModelStore.open(tree)
+    start.wait(60)
     uploaded: list[tuple[str, bytes]] = []
     errors: list[str] = []
     for i in range(count):
@@ -173,14 +178,18 @@ def upload_models(tree: Metatree, worker: int, count: int) -> tuple[list[tuple[s
     return uploaded, errors
 
 
-def alias_switches(tree: Metatree, model: str, rounds: int) -> tuple[int, list[str]]:
+def alias_switches(
+    tree: Metatree, model: str, rounds: int, start: Barrier
+) -> tuple[int, list[str]]:
     """Point two aliases of domain ``d`` at `model`, `rounds` times each.
 
     ``staging`` is switched plainly (last writer wins, each switch recorded); ``production``
     by compare-and-set from the value just read, so this writer knows which of its switches
     took effect. Return how many ``production`` switches changed the alias, and the errors.
+    All writers start together at `start`.
     """
     store = ModelStore.open(tree)
+    start.wait(60)
     switched = 0
     errors: list[str] = []
     for _ in range(rounds):
