@@ -62,7 +62,7 @@ class ModelStoreLockTests(LockTestBase):
         return ModelStore.open(Metatree(storage, KEYS, **options))
 
     def test_models_concurrent_uploads(self, storage: Storage, tmp_path: Path) -> None:
-        """modelstore's issue #197: two uploads in one second overwrote each other."""
+        """Two uploads in one second overwrote each other in modelstore (its issue #197)."""
         self._require_processes(storage)
         store = self._store(storage)
         n, count = self.model_writers, self.uploads_per_writer
@@ -84,7 +84,7 @@ class ModelStoreLockTests(LockTestBase):
         assert store.get_model_info("d")["model"]["model_id"] == listed[0] == latest[-1].new
 
     def test_models_concurrent_alias_switches(self, storage: Storage) -> None:
-        """MLflow's file registry: last writer wins, no history (its issue #2169)."""
+        """MLflow's file registry: last writer wins and no history is kept (its issue #2169)."""
         self._require_processes(storage)
         store = self._store(storage)
         n, rounds = self.model_writers, self.switches_per_writer
@@ -112,9 +112,7 @@ class ModelStoreLockTests(LockTestBase):
             with SPAWN.Manager() as manager, ProcessPoolExecutor(n, mp_context=SPAWN) as pool:
                 start = [manager.Barrier(n)] * n
                 results = list(
-                    pool.map(
-                        _workers.alias_switches, [store.tree] * n, models, [rounds] * n, start
-                    )
+                    pool.map(_workers.alias_switches, [store.tree] * n, models, [rounds] * n, start)
                 )
         finally:
             stop.set()
@@ -179,4 +177,3 @@ class ModelStoreLockTests(LockTestBase):
             store.set_alias("d", "production", following)  # the lock is free (or taken over)
             assert store.get_alias("d", "production") == following
         assert len(_chained(_numbered(store, "d"), "production", None)) > self.alias_kill_trials
-

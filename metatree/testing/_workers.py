@@ -13,8 +13,8 @@ from metatree.errors import ConflictError, MetatreeError
 from metatree.models import ModelStore
 
 if TYPE_CHECKING:
-    from multiprocessing.managers import BarrierProxy as Barrier
     from multiprocessing.connection import Connection
+    from threading import Barrier  # a manager's proxy of one, across processes
 
     from metatree._tree import Metatree
 
