@@ -40,6 +40,9 @@ class TestSeaweedFS(_Storage, LockTests, LockHardeningTests, ModelStoreLockTests
     puts_per_writer = 10
     torn_write_trials = 40
     bulk_puts = 200
+    uploads_per_writer = 2  # one named id and one uuid4 each; 3 on local disk
+    switches_per_writer = 2
+    alias_kill_trials = 4
 
 
 @pytest.mark.seaweedfs
