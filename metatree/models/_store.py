@@ -23,11 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from fsspec.callbacks import DEFAULT_CALLBACK
 
 from metatree._core.db import children_of
+from metatree._core.read import get
+from metatree._core.resolve import Resolved
+from metatree._extract import extracted
 from metatree._metadata import check_value
 from metatree._paths import check_name
 from metatree._records import RECORDS, records_of, runtime
+from metatree._storage import CHUNK_SIZE
 from metatree._tree import Metatree
 from metatree.errors import (
     AlreadyExistsError,
@@ -50,8 +55,7 @@ from metatree.models._state import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
+    from metatree._storage import Storage
     from metatree._types import NodePath
 
 __all__ = ["ModelStore"]
@@ -71,7 +75,7 @@ class ModelStore:
     Parameters
     ----------
     root
-        Where the store lives: a path or any URL `Metatree` opens (``s3://``, ``webhdfs://``,
+        Where the store lives: a path, a `Storage`, or any URL `Metatree` opens (``s3://``, ``webhdfs://``,
         ``memory://``, ...). A new root becomes a database with keys ``("domain",
         "model_id")``; an existing database must have those keys (`DatabaseError`).
     **options
@@ -95,10 +99,12 @@ class ModelStore:
     history_inline: int = 500
     """History entries kept in the domain's metadata; older ones move to segment files."""
 
-    def __init__(self, root: str | os.PathLike[str], **options: Any) -> None:
+    def __init__(self, root: str | os.PathLike[str] | Storage, **options: Any) -> None:
         if "keys" in options or "locking_enabled" in options:
             raise DatabaseError(str(root), "a model store sets its own keys and always locks")
-        self._attach(Metatree(os.fspath(root), KEYS, **options))
+        if isinstance(root, os.PathLike):
+            root = os.fspath(root)
+        self._attach(Metatree(root, KEYS, **options))
 
     @classmethod
     def open(cls, tree: Metatree) -> ModelStore:
@@ -137,7 +143,7 @@ class ModelStore:
         source: str | os.PathLike[str] | bytes,
         *,
         model_id: str | None = None,
-        extras: Iterable[str | os.PathLike[str]] | None = None,
+        extras: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] | None = None,
         metadata: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> dict[str, Any]:
@@ -301,34 +307,62 @@ class ModelStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _download(self, domain: str, model_id: str, local: Path, overwrite: bool) -> str:
-        record = self._info(domain, model_id)
-        stored = record["model"]["file"]
-        local.mkdir(parents=True, exist_ok=True)
-        where = f"{domain}/{model_id}"
-        if record["model"]["type"] == "archive":
-            list(self._tree.get(f"{where}/{stored}", extract_to=local, overwrite=overwrite))
-            result = str(local)
-        else:
-            result = self._fetch(f"{where}/{stored}", local / stored, overwrite)
-        for extra in record["extra"]:
-            self._fetch(f"{where}/{extra}", local / extra, overwrite)
-        return result
+        """Download a model whose domain index was just read: one more read, then its files.
 
-    def _fetch(self, location: str, target: Path, overwrite: bool) -> str:
-        """Download one verified file to `target` (replacing it only with `overwrite`)."""
-        if not overwrite:
-            self._tree.get(location, outfile=target)  # downloaded and checked before it returns
-            return str(target)
+        The version node's metadata (the record and the file records) is read once and the
+        files are fetched against it, so a small model costs four reads: the root's, the
+        domain's and the version's metadata, then the file.
+        """
+        path = (domain, model_id)
+        metadata, version = self._db.read_for_write(path)
+        record = _checked_record(metadata, domain, model_id, self._db.url(path))
+        node = Resolved(self._db, path, f"{domain}/{model_id}", (metadata, version))
+        stored = record["model"]["file"]
+        names = [
+            n
+            for n in [stored, *record["extra"]]
+            if record["model"]["type"] != "archive" or n != stored
+        ]
+        for name in names:  # refused before anything is downloaded
+            if not overwrite and os.path.lexists(local / name):
+                raise AlreadyExistsError(str(local / name), "pass overwrite=True to replace it")
+        local.mkdir(parents=True, exist_ok=True)
+        if record["model"]["type"] == "archive":
+            chunks = get(
+                node,
+                stored,
+                None,
+                recursive=False,
+                chunk_size=CHUNK_SIZE,
+                callback=DEFAULT_CALLBACK,
+            )
+            list(extracted(chunks, str(local), overwrite=overwrite, name=f"{node.shown}/{stored}"))
+        for name in names:
+            self._fetch(node, name, local / name, overwrite)
+        return str(local) if record["model"]["type"] == "archive" else str(local / stored)
+
+    def _fetch(self, node: Resolved, name: str, target: Path, overwrite: bool) -> None:
+        """Download one file, checked against its record, to `target` (replaced with `overwrite`).
+
+        The file arrives under a temporary name beside `target`, and is moved there only once
+        complete and verified; without `overwrite`, by a hard link, which fails rather than
+        replace a file that appeared meanwhile.
+        """
         handle, temp = tempfile.mkstemp(prefix=".metatree-", dir=target.parent)
         os.close(handle)
-        os.unlink(temp)
+        os.unlink(temp)  # the core's download creates it
         try:
-            self._tree.get(location, outfile=temp)
-            os.replace(temp, target)
+            get(node, name, temp, recursive=False, chunk_size=CHUNK_SIZE, callback=DEFAULT_CALLBACK)
+            if overwrite:
+                os.replace(temp, target)
+                return
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                raise AlreadyExistsError(str(target), "pass overwrite=True to replace it") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-        return str(target)
 
     # -- deleting --------------------------------------------------------------------------
     def delete_model(self, domain: str, model_id: str) -> None:
@@ -514,10 +548,12 @@ class ModelStore:
     def _model(self, domain: str, model_id: str) -> str:
         """Return the model id `model_id` names (``latest``: the newest), checked to exist."""
         if model_id == LATEST:
-            latest = self._state((domain,)).latest
-            if latest is None:
+            models = self._state((domain,))
+            if models.latest is None:
                 raise NotFoundError(self._db.url((domain,)), "model (the domain has none)")
-            return latest
+            if models.latest not in models.models:  # a hand edit, or a hand remove
+                raise NotFoundError(self._db.url((domain, models.latest)), "model ('latest')")
+            return models.latest
         model_id = check_id(model_id, "model id")
         self._existing((domain,), model_id)
         return model_id
@@ -541,8 +577,11 @@ class ModelStore:
         History entries moved out of line are stored first, as a file of the domain node
         (its record lands in the same metadata write that names the segment).
         """
+        inline = self.history_inline
+        if type(inline) is not int or inline < 5:
+            raise MetadataError("history_inline", f"an int of at least 5, not {inline!r}")
         metadata, _ = self._db.read_for_write(path)
-        moved = models.commit_into(metadata, self.history_inline)
+        moved = models.commit_into(metadata, inline)
         if moved:
             data = orjson.dumps([c.as_dict() for c in moved])
             self._tree.put(path[0], data, name=models.segments[-1], force=True)
@@ -572,17 +611,21 @@ def _extras(extras: object, stored: str) -> list[str]:
     """Return the extra files' paths, each an existing local file with a name of its own."""
     if extras is None:
         return []
-    if isinstance(extras, str | bytes | os.PathLike):
-        raise PathError(repr(extras)[:80], "extras is a list of local file paths")
-    paths = [os.fspath(p) for p in extras]  # type: ignore[attr-defined]
+    if not isinstance(extras, list | tuple):
+        raise PathError(repr(extras)[:80], "extras is a list or tuple of local file paths")
+    paths: list[str] = []
     seen = {stored.casefold()}
-    for path in paths:
+    for extra in extras:
+        if not isinstance(extra, str | os.PathLike):
+            raise PathError(repr(extra)[:80], "an extra is a local file path")
+        path = os.fspath(extra)
         if not isinstance(path, str) or not os.path.isfile(path):
             raise NotFoundError(str(path), "local extra file")
         base = check_name(os.path.basename(path), path)
         if base.casefold() in seen:
             raise AlreadyExistsError(path, "extra files need names of their own")
         seen.add(base.casefold())
+        paths.append(path)
     return paths
 
 
