@@ -262,8 +262,9 @@ class TestWebHDFSRequests:
 class TestS3ModelRequests:
     """The model store's requests on S3 (issue 12): each operation in an exact sequence.
 
-    The floor of an alias switch is the lock, the two indexes it checks, one write, the
-    unlock; of a download, the two indexes, the version's record and the file.
+    Each is at its floor: an alias switch is the lock, the two indexes it checks, one write,
+    the unlock; a download the two indexes, the version's metadata (record and file records)
+    and the file; `list_models` the two indexes, whatever the number of versions.
     """
 
     @pytest.fixture
@@ -312,12 +313,7 @@ class TestS3ModelRequests:
         assert record() == [
             "GET metadata.json",
             "GET d/metadata.json",  # latest: v2
-            "GET d/v2/metadata.json",  # v2's record: which file, which extras
-            # the verified get of the file walks the chain again and rereads the record that
-            # holds the file's sha256: three requests a download could do without
-            "GET metadata.json",
-            "GET d/metadata.json",
-            "GET d/v2/metadata.json",
+            "GET d/v2/metadata.json",  # v2's record and its file records, read once
             "GET d/v2/model.bin",
         ]
 
