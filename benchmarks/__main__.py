@@ -37,6 +37,7 @@ from benchmarks._sections import (
     run_bulk,
     run_concurrency,
     run_large,
+    run_models,
     run_ops,
     run_scale,
     timed,
@@ -52,6 +53,7 @@ RUNNERS = {
     "archive": run_archive,
     "bulk": run_bulk,
     "build": run_build,
+    "models": run_models,
 }
 
 

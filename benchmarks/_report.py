@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from benchmarks._sections import OPS
+from benchmarks._sections import MODEL_OPS, OPS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 Rows = list[dict[str, Any]]
-OP_NAMES = dict(OPS)
+OP_NAMES = dict(OPS) | dict(MODEL_OPS)
 BACKEND_NAMES = {
     "local": "local disk",
     "s3": "S3 (moto server)",
@@ -189,6 +189,24 @@ def bulk_tables(rows: Rows) -> str:
             for r in mine
         ],
     )
+
+
+def models_tables(rows: Rows) -> str:
+    ops = [r for r in rows if r["kind"] == "op"]
+    storms = [r for r in rows if r["kind"] == "storm"]
+    text = _per_backend(
+        ops,
+        ["operation", "requests", "median ms", "p90 ms"],
+        lambda mine: [
+            [OP_NAMES[r["op"]], r["requests"], r["median_ms"], r["p90_ms"]] for r in mine
+        ],
+    )
+    if storms:
+        header = ["backend", "writers", "ok switches", "ok switches/s", "lost", "failed"]
+        keys = ("writers", "ok", "ok_per_s", "lost", "errors")
+        body = [[BACKEND_NAMES[r["backend"]], *(r[k] for k in keys)] for r in storms]
+        text += "\n\n#### Writers switching one alias\n\n" + _table(header, body)
+    return text
 
 
 # -- targets ------------------------------------------------------------------------------
@@ -409,6 +427,17 @@ SECTIONS = {
         "Bulk: many puts",
         bulk_tables,
         "New children of one node; requests are all the run sent.",
+    ),
+    "models": (
+        "The model store",
+        models_tables,
+        (
+            "metatree's `ModelStore` alone (metatreedb has none): requests of one call, counted "
+            "at the server, and latencies, on a domain of a few versions. The alias storm: "
+            "writers switch one alias between models of their own for a fixed time; every "
+            "acked switch must be one history entry (lost: those missing). Not on moto, whose "
+            "conditional writes are not atomic."
+        ),
     ),
 }
 """Report sections: title, table maker, and what the figures mean."""

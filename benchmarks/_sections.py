@@ -29,19 +29,28 @@ OPS = (
 )
 """Operations of the side-by-side section, in the order they run (puts last: they grow x/y)."""
 
+MODEL_OPS = (
+    ("model_alias_switch", "set_alias (a switch)"),
+    ("model_download", "download latest (bytes)"),
+    ("model_list", "list_models"),
+    ("model_upload", "upload (bytes)"),
+)
+"""Operations of the model-store section, in the order they run (uploads last)."""
+
 
 UNCAPPED = 3600.0
 """Seconds: a run that should never be cut short."""
 
 PLAN = {
-    "local": ("ops", "scale", "concurrency", "large", "archive", "bulk", "build"),
-    "s3": ("ops", "scale", "large", "archive", "bulk"),
+    "local": ("ops", "scale", "concurrency", "large", "archive", "bulk", "build", "models"),
+    "s3": ("ops", "scale", "large", "archive", "bulk", "models"),
     "webhdfs": ("ops", "concurrency"),
     "seaweedfs": ("concurrency",),
 }
 """Sections per backend. moto's conditional writes are not atomic (the lock needs them), so
 concurrency on S3 runs on SeaweedFS; large files and scale skip WebHDFS, whose test server
-is a Python stand-in that says nothing about HDFS throughput."""
+is a Python stand-in that says nothing about HDFS throughput. The model store's writers'
+storm runs where the concurrency section does (not on moto)."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +290,70 @@ def run_concurrency(ctx: Context, backend: Backend, settings: Settings) -> list[
         finally:
             for w in workers:
                 w.close()
+    return rows
+
+
+# -- the model store (issue 12) -----------------------------------------------------------
+def run_models(ctx: Context, backend: Backend, settings: Settings) -> list[dict[str, Any]]:
+    """The model store: latency and requests of its operations; then N writers' alias storm.
+
+    The storm: each writer switches ``production`` between two models of its own for
+    ``hammer_seconds``; every acked switch changes the alias, so it must be one entry of the
+    alias's history (lost: acked switches the history lacks). Not on moto, whose conditional
+    writes are not atomic (the lock needs them).
+    """
+    rows: list[dict[str, Any]] = []
+    with ctx.worker("modelstore") as worker:
+        worker.call("open", impl="modelstore", spec=backend.spec("metatree", "models"))
+        worker.call("setup_ops")
+        i = 0
+        for op, _ in MODEL_OPS:
+            worker.call("time", op=op, start=i, n=1)  # warm-up: connections, caches
+            backend.reset()
+            worker.call("time", op=op, start=i + 1, n=1)
+            requests = backend.count()
+            times = worker.call("time", op=op, start=i + 2, n=settings.repeats)
+            i += 2 + settings.repeats
+            rows.append(
+                {"backend": backend.name, "kind": "op", "op": op, "requests": requests}
+                | _stats(times)
+            )
+    if backend.name == "s3":
+        return rows
+    count = max(settings.writers)
+    workers = [ctx.worker("modelstore") for _ in range(count)]
+    try:
+        spec = backend.spec("metatree", "models-storm")
+        for w in workers:
+            w.send("open", impl="modelstore", spec=spec)
+            w.reply()
+        workers[0].call("setup_ops")
+        workers[0].call("setup_storm", writers=count)
+        start_at = time.time() + 0.5
+        for n, w in enumerate(workers):
+            w.send("alias_storm", worker=n, start_at=start_at, duration=settings.hammer_seconds)
+        results = [w.reply() for w in workers]
+        elapsed = max(r["end"] for r in results) - start_at
+        recorded = [
+            workers[0].call("alias_switches", alias="production", worker=n)["recorded"]
+            for n in range(count)
+        ]
+        ok = sum(r["ok"] for r in results)
+        rows.append(
+            {
+                "backend": backend.name,
+                "kind": "storm",
+                "writers": count,
+                "ok": ok,
+                "errors": sum(r["errors"] for r in results),
+                "seconds": elapsed,
+                "ok_per_s": ok / elapsed,
+                "lost": sum(max(0, r["ok"] - k) for r, k in zip(results, recorded, strict=True)),
+            }
+        )
+    finally:
+        for w in workers:
+            w.close()
     return rows
 
 

@@ -143,6 +143,52 @@ class TreeClient:
         return size
 
 
+class ModelClient:
+    """metatree's model store (issue 12), on a store of its own: ours only, no counterpart.
+
+    Setup uploads ``d/v1`` and ``d/v2`` and points ``production`` at v1; for the writers'
+    storm, each writer's two models ``w<n>a``/``w<n>b`` (one transaction).
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from metatree import ModelStore
+
+        self.store = ModelStore(spec["root"], **spec["options"])
+        self.tmp = spec["tmp"]
+
+    def setup_ops(self) -> None:
+        self.store.upload("d", b"weights v1\n", model_id="v1")
+        self.store.upload("d", b"weights v2\n", model_id="v2")
+        self.store.set_alias("d", "production", "v1")
+
+    def setup_storm(self, writers: int) -> None:
+        with self.store.tree.transaction():
+            for w in range(writers):
+                for side in "ab":
+                    self.store.upload("d", f"writer {w}{side}".encode(), model_id=f"w{w}{side}")
+
+    def prepare(self, op: str) -> None:
+        """Nothing to prepare: every operation starts from the domain ``d``."""
+
+    def run(self, op: str, i: int) -> None:
+        if op == "model_alias_switch":
+            self.store.set_alias("d", "production", ("v1", "v2")[i % 2])
+        elif op == "model_download":
+            self.store.download("d", local_path=os.path.join(self.tmp, "dl"), overwrite=True)
+        elif op == "model_upload":
+            self.store.upload("d", b"weights\n", model_id=f"u{i}")
+        elif op == "model_list":
+            self.store.list_models("d")
+        else:
+            raise ValueError(f"unknown op {op!r}")
+
+    def alias_switches(self, alias: str, worker: int) -> dict[str, int]:
+        """How many switches of `alias` the history records to each of `worker`'s models."""
+        models = {f"w{worker}a", f"w{worker}b"}
+        recorded = [c for c in self.store.history("d", alias) if c.new in models]
+        return {"recorded": len(recorded)}
+
+
 def _metatreedb_class() -> Any:
     from metatree.metatree import (  # type: ignore[import-not-found]  # metatreedb 0.2.3's layout
         Metatree,
@@ -336,6 +382,25 @@ def _hammer(
     return {"acked": acked, "errors": errors, "end": time.time()}
 
 
+def _alias_storm(client: Any, worker: int, start_at: float, duration: float) -> dict[str, Any]:
+    """Switch ``production`` between this writer's two models from `start_at` for `duration`.
+
+    Each switch changes the alias (this writer set its other model last, or another writer
+    set one of theirs), so each acked switch must be one history entry.
+    """
+    ok, errors, i = 0, 0, 0
+    time.sleep(max(0.0, start_at - time.time()))
+    while time.time() < start_at + duration:
+        i += 1
+        try:
+            client.store.set_alias("d", "production", f"w{worker}{'ab'[i % 2]}")
+        except Exception:  # noqa: BLE001 (counted: the report says how many failed)
+            errors += 1
+            continue
+        ok += 1
+    return {"ok": ok, "errors": errors, "end": time.time()}
+
+
 def _transfer(client: Any, kind: str, location: str, path: str) -> dict[str, Any]:
     """Put or get one (large) file; seconds taken and peak RSS growth of this process."""
     before = _peak_rss()
@@ -381,7 +446,7 @@ def handle(state: dict[str, Any], msg: dict[str, Any]) -> Any:
     cmd = msg["cmd"]
     if cmd == "open":
         began = time.perf_counter()
-        impl = FloorClient if msg["impl"] == "floor" else TreeClient
+        impl = {"floor": FloorClient, "modelstore": ModelClient}.get(msg["impl"], TreeClient)
         state["client"] = impl(msg["spec"])
         return {"seconds": time.perf_counter() - began}
     client = state["client"]
@@ -401,6 +466,12 @@ def handle(state: dict[str, Any], msg: dict[str, Any]) -> Any:
         return _grow(client, msg["start"], msg["stop"], msg["batch"], msg["budget"])
     if cmd == "hammer":
         return _hammer(client, msg["location"], msg["worker"], msg["start_at"], msg["duration"])
+    if cmd == "setup_storm":
+        return client.setup_storm(msg["writers"])
+    if cmd == "alias_storm":
+        return _alias_storm(client, msg["worker"], msg["start_at"], msg["duration"])
+    if cmd == "alias_switches":
+        return client.alias_switches(msg["alias"], msg["worker"])
     if cmd == "metadata_keys":
         return client.metadata_keys(msg["location"])
     if cmd == "transfer":

@@ -9,11 +9,13 @@ assert the exact request sequence, which also proves that no object is read twic
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
-from metatree import Metatree
+from metatree import Metatree, ModelStore
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -254,3 +256,98 @@ class TestWebHDFSRequests:
             "OPEN",
             "DELETE",  # unlock: only if the lock object is still our lease (tomb)
         ]
+
+
+@pytest.mark.s3
+class TestS3ModelRequests:
+    """The model store's requests on S3 (issue 12): each operation in an exact sequence.
+
+    Each is at its floor: an alias switch is the lock, the two indexes it checks, one write,
+    the unlock; a download the two indexes, the version's metadata (record and file records)
+    and the file; `list_models` the two indexes, whatever the number of versions.
+    """
+
+    @pytest.fixture
+    def store(self, moto_server: MotoS3Server, s3_bucket: str) -> ModelStore:
+        store = ModelStore(
+            f"s3://{s3_bucket}/{uuid.uuid4().hex}", **s3_options(moto_server.endpoint_url)
+        )
+        store.upload("d", b"weights v1", model_id="v1")
+        store.upload("d", b"weights v2", model_id="v2")
+        store.set_alias("d", "production", "v1")
+        return store
+
+    @pytest.fixture
+    def record(self, moto_server: MotoS3Server, store: ModelStore) -> Callable[[], list[str]]:
+        prefix = store.tree.storage.root.split("/", 1)[1] + "/"
+        moto_server.reset_counters()
+
+        def requests() -> list[str]:
+            out = []
+            for r in moto_server.requests:
+                key = r.path.split("/", 2)[-1]
+                key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
+                out.append(f"{r.method} {key}")
+            moto_server.reset_counters()
+            return out
+
+        return requests
+
+    def test_set_alias(self, store: ModelStore, record: Callable[[], list[str]]) -> None:
+        store.set_alias("d", "production", "v2")
+        assert record() == [
+            "PUT .lock",
+            "GET metadata.json",  # the root's index: is there such a domain?
+            "GET d/metadata.json",  # the domain: its models, aliases and history
+            "PUT d/metadata.json",  # alias and history entry together: the commit point
+            "DELETE .lock",
+        ]
+        store.set_alias("d", "production", "v2")  # already so: nothing is written
+        assert record() == ["PUT .lock", "GET metadata.json", "GET d/metadata.json", "DELETE .lock"]
+
+    def test_download_latest(
+        self, store: ModelStore, record: Callable[[], list[str]], tmp_path: Path
+    ) -> None:
+        path = store.download("d", local_path=tmp_path)
+        assert Path(path).read_bytes() == b"weights v2"
+        assert record() == [
+            "GET metadata.json",
+            "GET d/metadata.json",  # latest: v2
+            "GET d/v2/metadata.json",  # v2's record and its file records, read once
+            "GET d/v2/model.bin",
+        ]
+
+    def test_list_models_of_1000_versions(
+        self, store: ModelStore, record: Callable[[], list[str]]
+    ) -> None:
+        """Two requests whatever the count: the domain's index lists its models in order.
+
+        The 1 000 versions are written straight into the domain's index (uploading them
+        would take minutes of moto): `list_models` reads the index, never a version node.
+        """
+        assert store.list_models("d") == ["v2", "v1"]
+        few = record()
+        storage = store.tree.storage
+        metadata = orjson.loads(storage.read_bytes("d/metadata.json"))
+        metadata["children"] = [f"v{i}" for i in range(1, 1001)]
+        metadata["latest"] = "v1000"
+        storage.write_atomic("d/metadata.json", orjson.dumps(metadata))
+        record()
+        listed = store.list_models("d")
+        assert listed == [f"v{i}" for i in range(1000, 0, -1)]
+        assert record() == few == ["GET metadata.json", "GET d/metadata.json"]
+
+    def test_upload_new_version(self, store: ModelStore, record: Callable[[], list[str]]) -> None:
+        store.upload("d", b"weights v3", model_id="v3")
+        assert record() == [
+            "PUT .lock",
+            "GET metadata.json",
+            "GET d/metadata.json",  # the ids taken (in any letter case)
+            "GET (list)",  # d/v3/: an orphan there would be cleared first
+            "PUT d/v3/metadata.json",  # marks what a crash leaves as an orphan
+            "PUT d/v3/model.bin",
+            "PUT d/v3/metadata.json",  # the file's record and the model's record, together
+            "PUT d/metadata.json",  # index entry, latest and its history entry: the commit
+            "DELETE .lock",
+        ]
+        assert store.list_models("d")[0] == "v3"

@@ -9,21 +9,27 @@ import multiprocessing as mp
 import time
 from typing import TYPE_CHECKING
 
-from metatree.errors import MetatreeError
+from metatree.errors import ConflictError, MetatreeError
+from metatree.models import ModelStore
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from threading import Barrier  # a manager's proxy of one, across processes
 
     from metatree._tree import Metatree
 
 __all__ = [
+    "alias_switches",
     "fork_pool_increments",
     "fork_pool_report",
     "hammer_puts",
     "hammer_updates",
     "hold_lock",
     "hold_with_skew",
+    "stage_alias_switch",
     "stall_then_commit",
+    "switch_alias_forever",
+    "upload_models",
     "write_forever",
 ]
 
@@ -145,3 +151,75 @@ def hold_with_skew(tree: Metatree, conn: Connection, skew: float) -> None:
     real = time.time
     time.time = lambda: real() + skew  # this whole process runs on the skewed clock
     _commit_on_go(tree, conn, "skewed", "holding")
+
+
+# -- the model store (metatree/testing/_models_locks.py) --------------------------------------
+def upload_models(
+    tree: Metatree, worker: int, count: int, start: Barrier
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Upload `count` bytes models into domain ``d``, back to back (several in one second).
+
+    Even uploads name their id (``w<worker>-<i>``), odd ones take the default uuid4. Return
+    the (model id, bytes) uploaded and the errors (none expected). All writers start together
+    at `start` (spawned processes come up one by one).
+    """
+    store = ModelStore.open(tree)
+    start.wait(60)
+    uploaded: list[tuple[str, bytes]] = []
+    errors: list[str] = []
+    for i in range(count):
+        data = f"model of writer {worker}, upload {i}".encode()
+        try:
+            record = store.upload("d", data, model_id=f"w{worker}-{i}" if i % 2 == 0 else None)
+        except MetatreeError as exc:
+            errors.append(repr(exc))
+        else:
+            uploaded.append((record["model"]["model_id"], data))
+    return uploaded, errors
+
+
+def alias_switches(
+    tree: Metatree, model: str, rounds: int, start: Barrier
+) -> tuple[int, list[str]]:
+    """Point two aliases of domain ``d`` at `model`, `rounds` times each.
+
+    ``staging`` is switched plainly (last writer wins, each switch recorded); ``production``
+    by compare-and-set from the value just read, so this writer knows which of its switches
+    took effect. Return how many ``production`` switches changed the alias, and the errors.
+    All writers start together at `start`.
+    """
+    store = ModelStore.open(tree)
+    start.wait(60)
+    switched = 0
+    errors: list[str] = []
+    for _ in range(rounds):
+        try:
+            store.set_alias("d", "staging", model)
+            current = store.get_alias("d", "production")
+            try:
+                store.set_alias("d", "production", model, expected=current)
+            except ConflictError:
+                continue  # another writer switched it in between: not ours to count
+            switched += current != model
+        except MetatreeError as exc:
+            errors.append(repr(exc))
+    return switched, errors
+
+
+def stage_alias_switch(tree: Metatree, model: str, conn: Connection) -> None:
+    """Stage a switch of ``d``'s ``production`` alias in a transaction, say so, wait (killed)."""
+    store = ModelStore.open(tree)
+    with store.tree.transaction():
+        store.set_alias("d", "production", model)
+        conn.send("staged")
+        conn.recv()
+
+
+def switch_alias_forever(tree: Metatree, models: list[str], conn: Connection) -> None:
+    """Switch ``d``'s ``production`` alias round `models` as fast as possible, until killed."""
+    store = ModelStore.open(tree)
+    conn.send("switching")
+    i = 0
+    while True:
+        i += 1
+        store.set_alias("d", "production", models[i % len(models)])

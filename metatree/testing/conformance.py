@@ -35,6 +35,7 @@ from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._locks import LockTests
 from metatree.testing._models import ModelStoreTests
+from metatree.testing._models_locks import ModelStoreLockTests
 from metatree.testing._records import FileRecordTests
 from metatree.testing._stateful import StatefulTests
 from metatree.testing._transfer import TransferAccountingTests
@@ -54,6 +55,7 @@ class BackendConformance(
     BadInputTests,
     StatefulTests,
     LockTests,
+    ModelStoreLockTests,
     IndexHardeningTests,
     StorageHardeningTests,
     TransferHardeningTests,

@@ -9,6 +9,7 @@ from metatree import Storage, as_storage
 from metatree.testing import BackendTests
 from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._locks import LockTests
+from metatree.testing._models_locks import ModelStoreLockTests
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class _Storage:
 
 
 @pytest.mark.seaweedfs
-class TestSeaweedFS(_Storage, LockTests, LockHardeningTests):
+class TestSeaweedFS(_Storage, LockTests, LockHardeningTests, ModelStoreLockTests):
     """The lock tests (and the lock hardening tests) on a real S3 server whose conditional
     writes are atomic.
 
@@ -39,6 +40,9 @@ class TestSeaweedFS(_Storage, LockTests, LockHardeningTests):
     puts_per_writer = 10
     torn_write_trials = 40
     bulk_puts = 200
+    uploads_per_writer = 2  # one named id and one uuid4 each; 3 on local disk
+    switches_per_writer = 2
+    alias_kill_trials = 4
 
 
 @pytest.mark.seaweedfs
