@@ -87,6 +87,9 @@ def check_name(name: object, location: str) -> str:
     """
     name = _check_safe(name, location)
     _refuse(_FORBIDDEN, name, location)
+    invisible = next((c for c in name if unicodedata.category(c) == "Cf"), None)
+    if invisible is not None:  # zero-width spaces and joiners, soft hyphens, ...: all of Cf
+        raise PathError(location, f"name {name!r} contains {invisible!r}: {_why(invisible)}")
     if name != name.strip():
         raise PathError(location, f"name {name!r} starts or ends with white space")
     return name

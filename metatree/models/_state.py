@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from metatree._paths import check_name
@@ -47,7 +48,7 @@ LATEST: Final = "latest"
 MAX_LABEL: Final = 64
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _DEVICE = re.compile(r"(?i)(con|prn|aux|nul|conin\$|conout\$|(com|lpt)[0-9\u00b9\u00b2\u00b3]) *")
-_SEGMENT = re.compile(r"history-([0-9]{10})-([0-9]{10})\.json")
+_SEGMENT = re.compile(r"history-([0-9]{10})-([0-9]{10})-[0-9a-f]{12}\.json")
 _KINDS: Final = frozenset({"latest", "alias", "state"})
 _RESERVED_LABELS: Final = frozenset({LATEST, "children"})
 
@@ -68,6 +69,8 @@ def check_id(value: object, what: str) -> str:
         raise PathError(value, "Windows drops a trailing '.' from names")
     if what == "model id" and value.casefold() == LATEST:
         raise PathError(value, f"{LATEST!r} means the newest model, it cannot be an id")
+    if _SEGMENT.fullmatch(value):
+        raise PathError(value, "names of this form are the store's history segments")
     return value
 
 
@@ -90,8 +93,12 @@ def check_label(value: object, what: str) -> str:
 
 
 def segment_name(first: int, last: int) -> str:
-    """Return the file name of the history segment holding entries `first` to `last`."""
-    return f"history-{first:010d}-{last:010d}.json"
+    """Return a new file name for the history segment holding entries `first` to `last`.
+
+    A random part makes each name new: a segment left unnamed by a crash, or a user's file,
+    is never overwritten, and no model id can be one (`check_id` refuses the pattern).
+    """
+    return f"history-{first:010d}-{last:010d}-{uuid.uuid4().hex[:12]}.json"
 
 
 def segment_span(name: str, where: str) -> tuple[int, int]:
@@ -170,8 +177,10 @@ def _change(entry: object, where: str, seq: int) -> Change:
         when = None
     if when is None or when.utcoffset() != datetime.timedelta(0):
         raise _corrupt(where, f"history entry {seq} has no UTC time")
-    if entry["kind"] not in _KINDS or not isinstance(entry["by"], str):
-        raise _corrupt(where, f"history entry {seq} has kind {entry['kind']!r}")
+    if not isinstance(entry["kind"], str) or entry["kind"] not in _KINDS:
+        raise _corrupt(where, f"history entry {seq} has kind {str(entry['kind'])[:80]!r}")
+    if not isinstance(entry["by"], str) or len(entry["by"]) > 1024:
+        raise _corrupt(where, f"history entry {seq} has no author")
     if not isinstance(entry["name"], str) or len(entry["name"]) > 2 * MAX_LABEL:
         raise _corrupt(where, f"history entry {seq} names {entry['name']!r}")
     for side in ("old", "new"):
@@ -191,19 +200,29 @@ class DomainState:
     hidden key), to be stored in one write; `pending` are the history entries that write adds.
     """
 
-    def __init__(self, metadata: Mapping[str, Any], where: str) -> None:
+    def __init__(self, metadata: dict[str, Any], where: str, version: object = None) -> None:
         self.where = where
         self.metadata = metadata
-        self.models: list[str] = list(metadata.get("children", []))
+        self.version = version
+        """The stored version of `metadata` (for reads of the domain's files against it)."""
         hidden = metadata.get(HIDDEN, {})
         if not isinstance(hidden, dict):
             raise _corrupt(where, f"{HIDDEN} is not an object")
-        unknown = set(hidden) - {"aliases", "states", "history", "segments", "seq"}
+        unknown = set(hidden) - {"models", "aliases", "states", "history", "segments", "seq"}
         if unknown:
             raise _corrupt(where, f"unknown fields {sorted(unknown)}")
+        # the models in upload order: the store's own list, not the index, whose order a
+        # metatreedb 0.2.3 writer scrambles (it rewrites it through a set) and which also
+        # lists nodes put by hand; a model the index lost (removed by hand) is gone
+        indexed = set(metadata.get("children", []))
+        listed = _strings(hidden.get("models", []), where, "models")
+        self.models: list[str] = [m for m in dict.fromkeys(listed) if m in indexed]
         self.aliases: dict[str, str] = {}
         for alias in _strings(hidden.get("aliases", []), where, "aliases"):
-            self.aliases[_stored_label(alias, where)] = _pointer(metadata, alias, where)
+            target = _pointer(metadata, _stored_label(alias, where), where)
+            if target is None:
+                raise _corrupt(where, f"alias {alias!r} has no key")
+            self.aliases[alias] = target
         self.states: dict[str, list[str]] = {}
         states = hidden.get("states", {})
         if not isinstance(states, dict):
@@ -222,9 +241,10 @@ class DomainState:
             raise _corrupt(where, f"seq {seq} is below the {len(self.history)} entries kept")
         self.seq = seq
         _check_segments(self.segments, seq - len(self.history), where)
-        latest = metadata.get(LATEST)
-        self.latest = latest if isinstance(latest, str) else None
-        self.pointers = {state_pointer(s): metadata.get(state_pointer(s)) for s in self.states}
+        self.latest = _pointer(metadata, LATEST, where)
+        self.pointers = {
+            state_pointer(s): _pointer(metadata, state_pointer(s), where) for s in self.states
+        }
         self.pending: list[Change] = []
         self._by = _who()
         self._at = datetime.datetime.now(datetime.UTC)
@@ -253,7 +273,7 @@ class DomainState:
             key = state_pointer(state)
             old = self.pointers.get(key)
             new = self.newest(set(members))
-            self.record("latest", key, old if isinstance(old, str) else None, new)
+            self.record("latest", key, old, new)
             self.pointers[key] = new
             if not members:  # an empty state leaves no trace but its history
                 del self.states[state]
@@ -285,8 +305,8 @@ class DomainState:
             moved = history[: len(history) - inline // 5]
             self.segments = [*self.segments, segment_name(moved[0].seq, moved[-1].seq)]
         kept = history[len(moved) :]
-        for key in [k for k in metadata if k == LATEST or k.startswith(f"{LATEST}:")]:
-            del metadata[key]
+        for key in [LATEST, *self.pointers]:  # a user's own "latest:x" key stays
+            metadata.pop(key, None)
         for alias in self._stored_aliases(metadata):
             metadata.pop(alias, None)
         if self.latest is not None:
@@ -294,6 +314,7 @@ class DomainState:
         metadata.update({k: m for k, m in self.pointers.items() if m is not None})
         metadata.update(self.aliases)
         metadata[HIDDEN] = {
+            "models": self.models,
             "aliases": sorted(self.aliases),
             "states": {s: list(m) for s, m in sorted(self.states.items())},
             "history": [c.as_dict() for c in kept],
@@ -337,8 +358,12 @@ def _stored_label(value: str, where: str) -> str:
         raise _corrupt(where, f"stored label {value[:80]!r} is not a label") from None
 
 
-def _pointer(metadata: Mapping[str, Any], alias: str, where: str) -> str:
-    target = metadata.get(alias)
-    if not isinstance(target, str):
-        raise _corrupt(where, f"alias {alias!r} names {target!r}, not a model id")
-    return target
+def _pointer(metadata: Mapping[str, Any], key: str, where: str) -> str | None:
+    """Return the model id a plain pointer key holds (None: no key), checked to be an id."""
+    target = metadata.get(key)
+    if target is None and key not in metadata:
+        return None
+    try:
+        return check_id(target, "model id")
+    except PathError:
+        raise _corrupt(where, f"{key!r} names {str(target)[:80]!r}, not a model id") from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import tempfile
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -29,6 +29,7 @@ from metatree._core.db import children_of
 from metatree._core.read import get
 from metatree._core.resolve import Resolved
 from metatree._extract import extracted
+from metatree._localfiles import local_call
 from metatree._metadata import check_value
 from metatree._paths import check_name
 from metatree._records import RECORDS, records_of, runtime
@@ -42,6 +43,7 @@ from metatree.errors import (
     MetadataError,
     NotFoundError,
     PathError,
+    StorageError,
 )
 from metatree.models._state import (
     HIDDEN,
@@ -67,6 +69,12 @@ RECORD_KEYS: Final = ("model", "storage", "code", "extra", "metadata")
 MAX_USER_METADATA: Final = 64 * 1024
 _ANY: Final[Any] = object()
 _DOWNLOAD_TRIES: Final = 3
+_VERIFIED: Final[dict[str, Any]] = {
+    "recursive": False,
+    "chunk_size": CHUNK_SIZE,
+    "callback": DEFAULT_CALLBACK,
+    "verify": True,
+}
 
 
 class ModelStore:
@@ -109,8 +117,9 @@ class ModelStore:
     @classmethod
     def open(cls, tree: Metatree) -> ModelStore:
         """Return the model store over an existing database with keys ``("domain", "model_id")``."""
-        if not isinstance(tree, Metatree):
-            raise TypeError(f"ModelStore.open needs a Metatree, not {type(tree).__name__}")
+        raw: object = tree  # callers without type checking may pass anything
+        if not isinstance(raw, Metatree):
+            raise DatabaseError(repr(raw)[:80], "ModelStore.open needs a Metatree")
         if tree.keys != KEYS:
             raise DatabaseError(tree.root, f"a model store has keys {KEYS}, not {tree.keys}")
         store = cls.__new__(cls)
@@ -140,7 +149,7 @@ class ModelStore:
     def upload(
         self,
         domain: str,
-        source: str | os.PathLike[str] | bytes,
+        source: str | os.PathLike[str] | bytes | bytearray | memoryview,
         *,
         model_id: str | None = None,
         extras: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] | None = None,
@@ -173,18 +182,20 @@ class ModelStore:
         if isinstance(source, bytearray | memoryview):
             source = bytes(source)
         kind, stored, archive = _source(source, name)
-        extra_files = _extras(extras, stored)
+        extra_files = _extras(extras, _taken_names(source, stored, archive))
         user = _user_metadata(metadata)
         location = f"{domain}/{model_id}"
         with self._db.transaction():
             if domain in children_of(self._db.read_for_write(())[0]):
-                taken = self._state((domain,)).models
-                folded = model_id.casefold()
-                if any(m.casefold() == folded for m in taken):
+                self._state((domain,))  # a corrupt domain is refused before any write
+                folded = _folded(model_id)
+                if any(
+                    _folded(m) == folded for m in children_of(self._db.read_metadata((domain,)))
+                ):
                     raise AlreadyExistsError(
                         self._db.url((domain, model_id)),
-                        "model ids are unique in a domain (in any letter case): "
-                        "upload with another model_id",
+                        "model ids are unique in a domain (in any letter case or "
+                        "compatibility form): upload with another model_id",
                     )
             info = {"model_store": {"domain": domain, "model_id": model_id}}
             self._tree.put(location, source, name=stored, archive=archive, info=info)
@@ -195,6 +206,7 @@ class ModelStore:
             node_metadata.update(record)
             self._db.write_metadata((domain, model_id), node_metadata)
             state = self._state((domain,))
+            state.models.append(model_id)
             state.point()
             self._commit((domain,), state)
         return record
@@ -274,8 +286,9 @@ class ModelStore:
     ) -> str:
         """Download a model (``latest``: the newest) into the local directory `local_path`.
 
-        Every file is checked against its sha256 before it appears; an archive is extracted
-        safely (nothing outside `local_path`). A model deleted while ``latest`` was being
+        Every file is checked against its sha256 before it appears, an archive is extracted
+        safely (nothing outside `local_path`), and nothing appears unless every file of the
+        model arrived intact. A model deleted or replaced while ``latest`` was being
         downloaded is followed to the new ``latest``.
 
         Returns
@@ -287,19 +300,18 @@ class ModelStore:
         Raises
         ------
         AlreadyExistsError
-            A file to download exists already, and `overwrite` is False.
+            A file to download exists already (or a directory has its name), and `overwrite`
+            is False.
         """
         domain = check_id(domain, "domain")
         if not isinstance(overwrite, bool):
-            raise PathError(str(local_path), f"overwrite must be True or False, not {overwrite!r}")
-        local = Path(os.fspath(local_path)).absolute()
-        if local.exists() and not local.is_dir():
-            raise AlreadyExistsError(str(local), "download into a directory")
+            raise PathError(repr(overwrite), f"overwrite must be True or False, not {overwrite!r}")
+        local = _local_directory(local_path)
         for attempt in range(_DOWNLOAD_TRIES):
             chosen = self._model(domain, model_id)
             try:
                 return self._download(domain, chosen, local, overwrite)
-            except NotFoundError:
+            except (NotFoundError, ConflictError):
                 if model_id != LATEST or attempt == _DOWNLOAD_TRIES - 1:
                     raise
                 if self._model(domain, LATEST) == chosen:
@@ -311,58 +323,37 @@ class ModelStore:
 
         The version node's metadata (the record and the file records) is read once and the
         files are fetched against it, so a small model costs four reads: the root's, the
-        domain's and the version's metadata, then the file.
+        domain's and the version's metadata, then the file. Files arrive under temporary
+        names and are moved into place only when all of them (and the archive's extraction)
+        succeeded: a failed download leaves nothing behind, so it can simply be retried.
         """
         path = (domain, model_id)
         metadata, version = self._db.read_for_write(path)
         record = _checked_record(metadata, domain, model_id, self._db.url(path))
         node = Resolved(self._db, path, f"{domain}/{model_id}", (metadata, version))
-        stored = record["model"]["file"]
-        names = [
-            n
-            for n in [stored, *record["extra"]]
-            if record["model"]["type"] != "archive" or n != stored
-        ]
-        for name in names:  # refused before anything is downloaded
-            if not overwrite and os.path.lexists(local / name):
-                raise AlreadyExistsError(str(local / name), "pass overwrite=True to replace it")
-        local.mkdir(parents=True, exist_ok=True)
-        if record["model"]["type"] == "archive":
-            chunks = get(
-                node,
-                stored,
-                None,
-                recursive=False,
-                chunk_size=CHUNK_SIZE,
-                callback=DEFAULT_CALLBACK,
-            )
-            list(extracted(chunks, str(local), overwrite=overwrite, name=f"{node.shown}/{stored}"))
-        for name in names:
-            self._fetch(node, name, local / name, overwrite)
-        return str(local) if record["model"]["type"] == "archive" else str(local / stored)
-
-    def _fetch(self, node: Resolved, name: str, target: Path, overwrite: bool) -> None:
-        """Download one file, checked against its record, to `target` (replaced with `overwrite`).
-
-        The file arrives under a temporary name beside `target`, and is moved there only once
-        complete and verified; without `overwrite`, by a hard link, which fails rather than
-        replace a file that appeared meanwhile.
-        """
-        handle, temp = tempfile.mkstemp(prefix=".metatree-", dir=target.parent)
-        os.close(handle)
-        os.unlink(temp)  # the core's download creates it
+        stored, archive = record["model"]["file"], record["model"]["type"] == "archive"
+        names = [*([] if archive else [stored]), *record["extra"]]
+        for name in names:  # refused before anything is read
+            _check_target(local / name, overwrite)
+        local_call(str(local), local.mkdir, parents=True, exist_ok=True)
+        temps: dict[str, str] = {}
         try:
-            get(node, name, temp, recursive=False, chunk_size=CHUNK_SIZE, callback=DEFAULT_CALLBACK)
-            if overwrite:
-                os.replace(temp, target)
-                return
-            try:
-                os.link(temp, target)
-            except FileExistsError:
-                raise AlreadyExistsError(str(target), "pass overwrite=True to replace it") from None
+            for name in names:
+                temps[name] = _temp_beside(local)
+                get(node, name, temps[name], **_VERIFIED)
+            if archive:
+                chunks = get(node, stored, None, **_VERIFIED)
+                list(
+                    extracted(
+                        chunks, str(local), overwrite=overwrite, name=f"{node.shown}/{stored}"
+                    )
+                )
+            _place(temps, local, overwrite)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+            for temp in temps.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+        return str(local) if archive else str(local / stored)
 
     # -- deleting --------------------------------------------------------------------------
     def delete_model(self, domain: str, model_id: str) -> None:
@@ -498,6 +489,8 @@ class ModelStore:
         if at is None:
             models = self._state((domain,))
             found = models.aliases.get(alias)
+            if found is not None and found not in models.models:  # removed by hand
+                raise NotFoundError(self._db.url((domain, found)), f"model (alias {alias!r})")
         else:
             raw: object = at  # callers without type checking may pass anything
             if not isinstance(raw, datetime.datetime) or at.utcoffset() is None:
@@ -514,21 +507,26 @@ class ModelStore:
     def history(self, domain: str, name: str | None = None) -> list[Change]:
         """Return the domain's changes, oldest first; with `name`, those of one name.
 
-        A name is an alias, a state, ``latest`` or ``latest:<state>``. Entries moved to segment files are read back too (each checked against its file
-        record), so the history is complete whatever its length.
+        A name is an alias, a state, ``latest`` or ``latest:<state>``. Entries moved to
+        segment files are read back too, each checked against its file record (a segment
+        without one is corrupt), so the history is complete whatever its length: one request
+        per segment beyond the domain's metadata.
         """
         domain = check_id(domain, "domain")
         if name is not None and not isinstance(name, str):
             raise MetadataError(repr(name), "a history name is a str")
         models = self._state((domain,))
+        node = Resolved(self._db, (domain,), domain, (models.metadata, models.version))
+        records = records_of(models.metadata, models.where) if models.segments else {}
         changes: list[Change] = []
         for segment in models.segments:
             first, last = segment_span(segment, models.where)
-            if first != len(changes):
+            record = records.get(segment)
+            if record is None or record.size > self._db.max_metadata_bytes:
                 raise CorruptMetadataError(
-                    models.where, f"history segment {segment!r} leaves a gap"
+                    models.where, f"history segment {segment!r} has no record, or a huge one"
                 )
-            data = b"".join(self._tree.get(f"{domain}/{segment}"))
+            data = b"".join(get(node, segment, None, **_VERIFIED))
             try:
                 entries = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -539,8 +537,6 @@ class ModelStore:
             if len(part) != last - first + 1:
                 raise CorruptMetadataError(models.where, f"segment {segment!r} is short")
             changes.extend(part)
-        if models.history and models.history[0].seq != len(changes):
-            raise CorruptMetadataError(models.where, "the history has a gap before its inline part")
         changes.extend(models.history)
         return [c for c in changes if name is None or c.name == name]
 
@@ -562,8 +558,8 @@ class ModelStore:
         """Read a domain's state (in a transaction: as the transaction sees it)."""
         if path[0] not in children_of(self._db.read_for_write(())[0]):
             raise NotFoundError(self._db.url(path), "domain")
-        metadata, _ = self._db.read_for_write(path)
-        return DomainState(metadata, self._db.url(path))
+        metadata, version = self._db.read_for_write(path)
+        return DomainState(metadata, self._db.url(path), version)
 
     def _existing(self, path: NodePath, model_id: str) -> DomainState:
         models = self._state(path)
@@ -584,7 +580,7 @@ class ModelStore:
         moved = models.commit_into(metadata, inline)
         if moved:
             data = orjson.dumps([c.as_dict() for c in moved])
-            self._tree.put(path[0], data, name=models.segments[-1], force=True)
+            self._tree.put(path[0], data, name=models.segments[-1])  # a new name: never force
             metadata[RECORDS] = self._db.read_for_write(path)[0][RECORDS]
         self._db.write_metadata(path, metadata, commit=True)
 
@@ -607,14 +603,25 @@ def _source(source: object, name: str | None) -> tuple[str, str, bool]:
     raise PathError(repr(source)[:80], "upload a local file or directory path, or bytes")
 
 
-def _extras(extras: object, stored: str) -> list[str]:
+def _taken_names(source: object, stored: str, archive: bool) -> set[str]:
+    """Return the (folded) names an extra file cannot have: those the download writes."""
+    taken = {stored}
+    if archive and isinstance(source, str | os.PathLike):
+        # the archive is extracted beside the extras: its top level is taken
+        taken.add("python-info.json")
+        with contextlib.suppress(OSError):
+            taken.update(os.listdir(os.fspath(source)))
+    return {_folded(name) for name in taken}
+
+
+def _extras(extras: object, taken: set[str]) -> list[str]:
     """Return the extra files' paths, each an existing local file with a name of its own."""
     if extras is None:
         return []
     if not isinstance(extras, list | tuple):
         raise PathError(repr(extras)[:80], "extras is a list or tuple of local file paths")
     paths: list[str] = []
-    seen = {stored.casefold()}
+    seen = set(taken)
     for extra in extras:
         if not isinstance(extra, str | os.PathLike):
             raise PathError(repr(extra)[:80], "an extra is a local file path")
@@ -622,11 +629,18 @@ def _extras(extras: object, stored: str) -> list[str]:
         if not isinstance(path, str) or not os.path.isfile(path):
             raise NotFoundError(str(path), "local extra file")
         base = check_name(os.path.basename(path), path)
-        if base.casefold() in seen:
-            raise AlreadyExistsError(path, "extra files need names of their own")
-        seen.add(base.casefold())
+        if _folded(base) in seen:
+            raise AlreadyExistsError(
+                path, "an extra file needs a name of its own (not the model's, nor one in it)"
+            )
+        seen.add(_folded(base))
         paths.append(path)
     return paths
+
+
+def _folded(name: str) -> str:
+    """Fold a name as case-insensitive disks and look-alike compatibility forms (full-width letters) do."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _user_metadata(metadata: object) -> dict[str, Any]:
@@ -663,6 +677,56 @@ def _checked_record(
         except PathError as exc:
             raise CorruptMetadataError(where, f"model store: file name {exc.reason}") from None
     return record
+
+
+def _local_directory(local_path: object) -> Path:
+    """Return the absolute local directory a download goes to, checked before any request."""
+    if not isinstance(local_path, str | os.PathLike):
+        raise PathError(repr(local_path)[:80], "local_path must be a local directory path")
+    path = os.fspath(local_path)
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise PathError(repr(local_path)[:80], "local_path must be a non-empty str path")
+    local = Path(path).absolute()
+    if os.path.lexists(local) and not local.is_dir():
+        raise AlreadyExistsError(str(local), "local_path is not a directory")
+    return local
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Refuse a download target that exists (without `overwrite`) or is a directory."""
+    if target.is_dir() and not target.is_symlink():
+        raise AlreadyExistsError(str(target), "a directory has the name of a file to download")
+    if not overwrite and os.path.lexists(target):
+        raise AlreadyExistsError(str(target), "pass overwrite=True to replace it")
+
+
+def _temp_beside(local: Path) -> str:
+    """Return an unused temporary name in `local` (the core's download creates the file)."""
+    return str(local / f".metatree-download-{uuid.uuid4().hex}")
+
+
+def _place(temps: dict[str, str], local: Path, overwrite: bool) -> None:
+    """Move the downloaded files into place: replacing them with `overwrite`.
+
+    Without it, by a hard link, which fails rather than replace a file that appeared
+    meanwhile (then the ones placed are taken back).
+    """
+    placed: list[Path] = []
+    for name, temp in temps.items():
+        target = local / name
+        if overwrite:
+            local_call(str(target), os.replace, temp, target)
+            continue
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            for done in placed:
+                with contextlib.suppress(OSError):
+                    done.unlink()
+            raise AlreadyExistsError(str(target), "pass overwrite=True to replace it") from None
+        except OSError as exc:
+            raise StorageError(str(target), f"local filesystem: {exc}") from None
+        placed.append(target)
 
 
 def _root_states(metadata: dict[str, Any], where: str) -> dict[str, Any]:

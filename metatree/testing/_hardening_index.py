@@ -192,7 +192,19 @@ class IndexHardeningTests:
     # -- names --------------------------------------------------------------------------
     @pytest.mark.parametrize(
         "name",
-        ["a:b", " lead", "trail ", "a\u202eb", "\ufeffbom", "c1\x85", "METADATA.JSON", ".Lock"],
+        [
+            "a:b",
+            " lead",
+            "trail ",
+            "a\u202eb",
+            "\ufeffbom",
+            "c1\x85",
+            "METADATA.JSON",
+            ".Lock",
+            "m0\u200b",  # zero-width space: every Cf character is refused, not a list of some
+            "soft\u00adhyphen",
+            "word\u2060joiner",
+        ],
     )
     def test_unportable_new_names_are_refused(self, storage: Storage, name: str) -> None:
         tree = Metatree(storage, KEYS)

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from metatree import Metatree
+from metatree._records import RECORDS
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -32,6 +33,7 @@ from metatree.errors import (
     PathError,
 )
 from metatree.models import ModelStore
+from metatree.models._state import segment_name
 from metatree.testing._helpers import snapshot, unchanged
 from metatree.testing.reference import ReferenceUnavailable, ensure_reference_venv, venv_python
 
@@ -94,6 +96,11 @@ _HOSTILE_DOMAIN: dict[str, Callable[[dict[str, Any]], object]] = {
     "negative-seq": lambda m: m[HIDDEN].update(seq=-1),
     "segment-overlap": lambda m: m[HIDDEN].update(segments=["history-0000000000-0000000001.json"]),
     "segment-name": lambda m: m[HIDDEN].update(segments=["../../metadata.json"]),
+    "history-kind-list": lambda m: m[HIDDEN]["history"][0].update(kind=["alias"]),
+    "history-kind-dict": lambda m: m[HIDDEN]["history"][0].update(kind={"a": 1}),
+    "alias-path": lambda m: m.update(production="../../etc"),
+    "latest-number": lambda m: m.update(latest=2),
+    "models-str": lambda m: m[HIDDEN].update(models="v1"),
 }
 """Another client's writes into a domain's metadata, each corrupting the model store's view."""
 
@@ -139,11 +146,18 @@ _BAD_CALLS: dict[str, list[tuple[Callable[[Any, Path], object], type[MetatreeErr
         (lambda s, p: s.upload("d", b"x", name="metadata.json"), PathError),
         (lambda s, p: s.get_model_info("d", "../d"), PathError),
         (lambda s, p: s.delete_model("d", ".."), PathError),
+        (lambda s, p: s.upload("d", b"x", model_id=segment_name(0, 4)), PathError),
+        (lambda s, p: s.download("d", "v1", local_path=None), PathError),
+        (lambda s, p: s.download("d", "v1", local_path=1), PathError),
+        (lambda s, p: s.download("d", "v1", local_path=b"out"), PathError),
+        (lambda s, p: s.download("d", "v1", local_path=""), PathError),
+        (lambda s, p: type(s).open("memory://x"), DatabaseError),
     ],
     "duplicates": [
         (lambda s, p: s.upload("d", b"x", model_id="v1"), AlreadyExistsError),
         (lambda s, p: s.upload("d", b"x", model_id="V1"), AlreadyExistsError),
         (lambda s, p: s.download("d", "v1", p / "extra.txt"), AlreadyExistsError),
+        (lambda s, p: s.upload("d", b"x", model_id="\uff561"), AlreadyExistsError),  # full-width v
     ],
     "sources": [
         (lambda s, p: s.upload("d", p / "missing"), NotFoundError),
@@ -292,14 +306,7 @@ class ModelStoreTests:
         [
             "bytes",
             "archive",
-            pytest.param(
-                "extra",
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: download fetches the model, then the extras: a tampered extra "
-                    "leaves the model file behind, and the retry is refused (AlreadyExistsError)",
-                ),
-            ),
+            "extra",
         ],
     )
     def test_models_download_verifies(
@@ -633,21 +640,143 @@ class ModelStoreTests:
             storage.write_atomic("d/v1/metadata.json", original)
         assert store.get_model_info("d", "v1")["model"]["file"] == "model.bin"
 
-    @pytest.mark.parametrize("latest", ["v9", "../../x"], ids=["missing", "traversal"])
+    @pytest.mark.parametrize(
+        ("latest", "error"),
+        [("v9", NotFoundError), ("../../x", CorruptMetadataError), (3, CorruptMetadataError)],
+        ids=["missing", "traversal", "not-a-str"],
+    )
     def test_models_hostile_latest_pointer(
-        self, store: ModelStore, storage: Storage, work: Path, latest: str
+        self,
+        store: ModelStore,
+        storage: Storage,
+        work: Path,
+        latest: object,
+        error: type[Exception],
     ) -> None:
-        """A ``latest`` naming no model of the domain's index (a hand edit) is not followed.
+        """A ``latest`` naming no model of the domain (a hand edit, a plant) is not followed.
 
-        `NotFoundError` (the store's choice: the model 'latest' names is not there), and
-        nothing written. The store checks the index before reading; this test pins the error
-        type only (a read of ``d/../../x`` would also be not-found on most backends).
+        A valid id the index lacks is `NotFoundError`; what is no model id at all (a path, a
+        number) is `CorruptMetadataError`. Nothing is written either way.
         """
         store.upload("d", b"1", model_id="v1")
         _plant(storage, "d/metadata.json", lambda m: m.update(latest=latest))
         with unchanged(storage):
-            with pytest.raises(NotFoundError):
+            with pytest.raises(error):
                 store.get_model_info("d")
-            with pytest.raises(NotFoundError):
+            with pytest.raises(error):
                 store.download("d", local_path=work / "out")
         assert _files(work) == {}
+
+    # -- found by the first attack round ----------------------------------------------------
+    def test_models_download_of_latest_follows_a_concurrent_delete(
+        self, store: ModelStore, work: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``latest`` deleted between its read and its files' reads: the next latest comes.
+
+        The delete lands inside the download (on its first file read), as a concurrent
+        process's would; the failed attempt leaves nothing, and the retry succeeds.
+        """
+        from metatree._core.read import get as real
+
+        store.upload("d", b"old", model_id="v1", extras=[_extra(work, "notes.txt", b"1")])
+        store.upload("d", b"new", model_id="v2", extras=[_extra(work, "notes.txt", b"2")])
+        other = ModelStore.open(Metatree(store.tree.storage))
+        raced: list[str] = []
+
+        def racing(node: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+            if not raced:
+                raced.append(name)
+                other.delete_model("d", "v2")
+            return real(node, name, *args, **kwargs)
+
+        monkeypatch.setattr("metatree.models._store.get", racing)
+        path = store.download("d", local_path=work / "out")
+        assert raced
+        assert _files(work / "out") == {"model.bin": b"old", "notes.txt": b"1"}
+        assert path == str(work / "out" / "model.bin")
+
+    def test_models_latest_never_names_a_node_put_by_hand(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """A node put into a domain by hand is no model: not listed, never ``latest``."""
+        store.upload("d", b"1", model_id="v1")
+        store.tree.put("d/by-hand", b"x", name="f.bin")
+        store.upload("d", b"2", model_id="v2")
+        assert store.list_models("d") == ["v2", "v1"]
+        store.delete_model("d", "v2")
+        assert store.tree.find("d").metadata["latest"] == "v1"
+        assert store.get_model_info("d")["model"]["model_id"] == "v1"
+        with pytest.raises(NotFoundError):
+            store.delete_model("d", "by-hand")
+        with pytest.raises(NotFoundError):
+            store.set_alias("d", "production", "by-hand")
+
+    def test_models_order_survives_a_reordered_index(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """Metatreedb 0.2.3 rewrites an index through a set: the upload order is the store's."""
+        for name in ("v1", "v2", "v3"):
+            store.upload("d", name.encode(), model_id=name)
+        _plant(storage, "d/metadata.json", lambda m: m.update(children=["v3", "v1", "v2"]))
+        assert store.list_models("d") == ["v3", "v2", "v1"]
+        store.delete_model("d", "v3")
+        assert store.get_model_info("d")["model"]["model_id"] == "v2"
+
+    def test_models_alias_of_a_model_removed_by_hand(self, store: ModelStore) -> None:
+        """An alias whose model left the index (a hand remove) is not returned as a model."""
+        store.upload("d", b"1", model_id="v1")
+        store.upload("d", b"2", model_id="v2")
+        store.set_alias("d", "production", "v1")
+        store.tree.remove("d/v1", recursive=True)
+        with pytest.raises(NotFoundError):
+            store.get_alias("d", "production")
+        assert store.list_models("d") == ["v2"]
+        store.set_alias("d", "production", "v2")  # the store repairs it by a switch
+        assert store.history("d", "production")[-1].old == "v1"
+
+    def test_models_extra_named_like_a_file_of_the_archive_is_refused(
+        self, store: ModelStore, storage: Storage, source_dir: Path, work: Path
+    ) -> None:
+        """The archive is extracted beside the extras: an extra cannot take one of its names."""
+        for name in ("weights.bin", "python-info.json", "SUB"):
+            extra = _extra(work / "extras", name, b"e")
+            with unchanged(storage), pytest.raises(AlreadyExistsError):
+                store.upload("d", source_dir, extras=[extra])
+
+    def test_models_download_targets_of_the_wrong_kind(self, store: ModelStore, work: Path) -> None:
+        """A local_path that is a file, a dangling link in the way, a directory in the way."""
+        store.upload("d", b"1", model_id="v1")
+        (work / "file").write_bytes(b"f")
+        with pytest.raises(AlreadyExistsError):
+            store.download("d", local_path=work / "file")
+        out = work / "out"
+        out.mkdir()
+        (out / "model.bin").symlink_to(work / "nowhere")
+        with pytest.raises(AlreadyExistsError):
+            store.download("d", local_path=out)
+        (out / "model.bin").unlink()
+        (out / "model.bin").mkdir()
+        with pytest.raises(AlreadyExistsError):
+            store.download("d", local_path=out, overwrite=True)
+        assert sorted(p.name for p in out.iterdir()) == ["model.bin"]  # no temporary left
+
+    def test_models_segment_without_record_is_corrupt(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """A segment is read only against its record: without one, it is not trusted."""
+        store.history_inline = 5
+        store.upload("d", b"1", model_id="v1")
+        for i in range(6):
+            store.upload("d", b"x", model_id=f"w{i}")
+        assert _hidden(storage)["segments"]
+        _plant(storage, "d/metadata.json", lambda m: m.pop(RECORDS))
+        with unchanged(storage), pytest.raises(CorruptMetadataError, match="record"):
+            store.history("d")
+
+
+def _extra(directory: Path, name: str, data: bytes) -> Path:
+    """Write a local extra file `name` in `directory` (created) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    return path

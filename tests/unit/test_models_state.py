@@ -25,7 +25,10 @@ WHERE = "memory:///store/fraud"
 
 
 def _domain(*models: str, **more: Any) -> dict[str, Any]:
-    return {"children": list(models), **more}
+    """A domain whose index and model list hold `models` (`HIDDEN` in `more` is merged)."""
+    planted = more.pop(HIDDEN, {})
+    hidden = {"models": list(models), **planted} if isinstance(planted, dict) else planted
+    return {"children": list(models), **more, HIDDEN: hidden}
 
 
 def _entry(seq: int, **more: Any) -> dict[str, Any]:
@@ -140,10 +143,15 @@ class TestParse:
             {"history": [_entry(0, old=3)], "seq": 1},
             {"history": [{**_entry(0), "extra": 1}], "seq": 1},
             {"history": [{**_entry(0), "seq": True}], "seq": 1},
-            {"segments": ["history-0000000000-0000000009.json"], "seq": 5},
+            {"segments": [segment_name(0, 9)], "seq": 5},
             {"segments": ["../x.json"], "seq": 10},
-            {"segments": ["history-0000000009-0000000000.json"], "seq": 10},
-            {"segments": ["history-0000000001-0000000009.json"], "seq": 10},
+            {"segments": ["history-0000000000-0000000009.json"], "seq": 10},
+            {"segments": ["history-0000000009-0000000000-0123456789ab.json"], "seq": 10},
+            {"segments": [segment_name(1, 9)], "seq": 10},
+            {"models": "v1"},
+            {"models": [1]},
+            {"history": [_entry(0, kind=["alias"])], "seq": 1},
+            {"history": [_entry(0, kind={"a": 1})], "seq": 1},
             {"seq": 3},
         ],
     )
@@ -151,10 +159,28 @@ class TestParse:
         with pytest.raises(CorruptMetadataError):
             DomainState(_domain("v1", **{HIDDEN: hidden}), WHERE)
 
-    def test_an_alias_whose_key_is_not_a_model_id_is_corrupt(self) -> None:
-        metadata = _domain("v1", production=3, **{HIDDEN: {"aliases": ["production"]}})
+    @pytest.mark.parametrize("value", [3, None, "../../etc", "CON", "latest"])
+    def test_an_alias_whose_key_is_not_a_model_id_is_corrupt(self, value: object) -> None:
+        metadata = _domain("v1", production=value, **{HIDDEN: {"aliases": ["production"]}})
         with pytest.raises(CorruptMetadataError, match="production"):
             DomainState(metadata, WHERE)
+
+    def test_an_alias_without_its_key_is_corrupt(self) -> None:
+        with pytest.raises(CorruptMetadataError, match="production"):
+            DomainState(_domain("v1", **{HIDDEN: {"aliases": ["production"]}}), WHERE)
+
+    @pytest.mark.parametrize("key", ["latest", "latest:production"])
+    def test_a_pointer_that_is_no_model_id_is_corrupt(self, key: str) -> None:
+        metadata = _domain("v1", **{key: ["v1"], HIDDEN: {"states": {"production": ["v1"]}}})
+        with pytest.raises(CorruptMetadataError):
+            DomainState(metadata, WHERE)
+
+    def test_the_model_list_keeps_upload_order_and_only_indexed_models(self) -> None:
+        metadata = {
+            "children": ["by-hand", "v2", "v1"],  # a metatreedb writer reordered the index
+            HIDDEN: {"models": ["v1", "v2", "removed", "v1"]},
+        }
+        assert DomainState(metadata, WHERE).models == ["v1", "v2"]
 
     def test_segments_then_inline_entries_continue_the_numbering(self) -> None:
         metadata = _domain(
@@ -173,7 +199,7 @@ class TestParse:
 
 class TestChanges:
     def test_upload_moves_latest_and_records_it(self) -> None:
-        after = _state_after(_domain("v1", "v2", latest="v1", **{HIDDEN: {"seq": 0}}))
+        after = _state_after(_domain("v1", "v2", latest="v1"))
         assert after["latest"] == "v2"
         (entry,) = after[HIDDEN]["history"]
         assert (entry["kind"], entry["name"], entry["old"], entry["new"]) == (
@@ -224,8 +250,9 @@ class TestChanges:
         assert after[HIDDEN]["seq"] == 0
 
     def test_user_keys_survive_a_commit(self) -> None:
-        after = _state_after(_domain("v1", owner="team-a"))
+        after = _state_after(_domain("v1", owner="team-a", **{"latest:nightly": "v1"}))
         assert after["owner"] == "team-a"
+        assert after["latest:nightly"] == "v1"  # not a state's pointer: the user's own key
 
     def test_long_history_moves_all_but_a_fifth_to_a_segment(self) -> None:
         entries = [_entry(i) for i in range(10)]
@@ -235,7 +262,8 @@ class TestChanges:
         out = dict(metadata)
         moved = state.commit_into(out, 10)
         assert [c.seq for c in moved] == list(range(9))
-        assert out[HIDDEN]["segments"] == [segment_name(0, 8)]
+        (segment,) = out[HIDDEN]["segments"]
+        assert segment_span(segment, WHERE) == (0, 8)
         assert [e["seq"] for e in out[HIDDEN]["history"]] == [9, 10]
         DomainState(out, WHERE)  # what was written reads back
 
@@ -248,5 +276,11 @@ class TestChanges:
         assert first.at.tzinfo == datetime.UTC
 
 
-def test_segment_names_round_trip() -> None:
+def test_segment_names_round_trip_and_are_new_each_time() -> None:
     assert segment_span(segment_name(12, 3456), WHERE) == (12, 3456)
+    assert segment_name(0, 1) != segment_name(0, 1)
+
+
+def test_segment_names_are_no_model_ids() -> None:
+    with pytest.raises(PathError, match="segments"):
+        check_id(segment_name(0, 9), "model id")
