@@ -320,7 +320,7 @@ class TestS3ModelRequests:
     def test_list_models_of_1000_versions(
         self, store: ModelStore, record: Callable[[], list[str]]
     ) -> None:
-        """Two requests whatever the count: the domain's index lists its models in order.
+        """Two requests whatever the count: the domain's metadata lists its models in order.
 
         The 1 000 versions are written straight into the domain's index (uploading them
         would take minutes of moto): `list_models` reads the index, never a version node.
@@ -330,6 +330,7 @@ class TestS3ModelRequests:
         storage = store.tree.storage
         metadata = orjson.loads(storage.read_bytes("d/metadata.json"))
         metadata["children"] = [f"v{i}" for i in range(1, 1001)]
+        metadata[".metatree.models"]["models"] = metadata["children"]  # the store's own list
         metadata["latest"] = "v1000"
         storage.write_atomic("d/metadata.json", orjson.dumps(metadata))
         record()
