@@ -69,11 +69,40 @@ def _refuse(characters: re.Pattern[str], name: str, location: str) -> None:
         raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
 
 
+def _invisible(char: str) -> bool:
+    """Whether `char` shows as nothing, so that a name holding it looks like one without.
+
+    That is a format character (Cf), another of Unicode's default-ignorable code points
+    (combining grapheme joiner, variation selectors, Hangul fillers), or the blank braille
+    pattern.
+    """
+    return unicodedata.category(char) == "Cf" or any(
+        low <= ord(char) <= high for low, high in _IGNORABLE
+    )
+
+
+_IGNORABLE: Final = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2800, 0x2800),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+"""Default-ignorable code points (Unicode DerivedCoreProperties) that are not Cf."""
+
+
 def _why(char: str) -> str:
     if char in _FORBIDDEN_WHY:
         return _FORBIDDEN_WHY[char]
-    if unicodedata.category(char) == "Cf":
-        return "invisible direction or format characters make look-alike names"
+    if _invisible(char):
+        return "invisible characters make look-alike names"
     return "control characters are not allowed"
 
 
@@ -87,8 +116,8 @@ def check_name(name: object, location: str) -> str:
     """
     name = _check_safe(name, location)
     _refuse(_FORBIDDEN, name, location)
-    invisible = next((c for c in name if unicodedata.category(c) == "Cf"), None)
-    if invisible is not None:  # zero-width spaces and joiners, soft hyphens, ...: all of Cf
+    invisible = next((c for c in name if _invisible(c)), None)
+    if invisible is not None:
         raise PathError(location, f"name {name!r} contains {invisible!r}: {_why(invisible)}")
     if name != name.strip():
         raise PathError(location, f"name {name!r} starts or ends with white space")

@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend", "LocalLock", "check_regular", "confine_local", "open_regular"]
 
+_READ_PIECE: Final = 1 << 20
+"""How much a bounded read asks for at a time (a read of n bytes allocates n up front)."""
+
 
 class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
@@ -129,7 +132,15 @@ class LocalBackend(Backend):
     def read_versioned(self, path: str, limit: int | None = None) -> tuple[bytes, Version]:
         # docstring inherited; the flock cannot expire, so no version is needed
         with open_regular(path) as stream:
-            return stream.read(-1 if limit is None else limit + 1), None
+            if limit is None:
+                return stream.read(), None
+            # read(limit + 1) would allocate the whole limit (256 MiB) up front for every
+            # metadata.json: read what is there, in pieces, up to one byte past the limit
+            pieces, size = [], 0
+            while size <= limit and (piece := stream.read(min(_READ_PIECE, limit + 1 - size))):
+                pieces.append(piece)
+                size += len(piece)
+            return b"".join(pieces), None
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """Write a temp file beside `path`, fsync it, then `os.replace` (atomic on POSIX).

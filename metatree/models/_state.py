@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-from metatree._paths import check_name
+from metatree._paths import check_name, check_stored_name
 from metatree._records import runtime
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
@@ -34,9 +35,12 @@ __all__ = [
     "LATEST",
     "Change",
     "DomainState",
+    "author",
     "check_id",
     "check_label",
+    "fold",
     "parse_changes",
+    "root_states",
     "segment_name",
     "segment_span",
     "state_pointer",
@@ -69,7 +73,7 @@ def check_id(value: object, what: str) -> str:
         raise PathError(value, "Windows drops a trailing '.' from names")
     if what == "model id" and value.casefold() == LATEST:
         raise PathError(value, f"{LATEST!r} means the newest model, it cannot be an id")
-    if _SEGMENT.fullmatch(value):
+    if _SEGMENT.fullmatch(value.lower()):
         raise PathError(value, "names of this form are the store's history segments")
     return value
 
@@ -184,8 +188,8 @@ def _change(entry: object, where: str, seq: int) -> Change:
     if not isinstance(entry["name"], str) or len(entry["name"]) > 2 * MAX_LABEL:
         raise _corrupt(where, f"history entry {seq} names {entry['name']!r}")
     for side in ("old", "new"):
-        if entry[side] is not None and not isinstance(entry[side], str):
-            raise _corrupt(where, f"history entry {seq}: {side} is not a model id")
+        if entry[side] is not None:
+            _stored_id(entry[side], where, f"history entry {seq}: {side}")
     return Change(seq, when, entry["by"], entry["kind"], entry["name"], entry["old"], entry["new"])
 
 
@@ -198,10 +202,21 @@ class DomainState:
 
     `commit_into` writes the changes back into the metadata dict (plain pointers and the
     hidden key), to be stored in one write; `pending` are the history entries that write adds.
+
+    Aliases and state members naming a model the index no longer lists (removed by hand) are
+    dropped when the state is read, as a delete would drop them (with their history entries,
+    written by the next change): a new model that reuses the id starts with none of them.
     """
 
-    def __init__(self, metadata: dict[str, Any], where: str, version: object = None) -> None:
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        where: str,
+        version: object = None,
+        path: tuple[str, ...] = (),
+    ) -> None:
         self.where = where
+        self.path = path
         self.metadata = metadata
         self.version = version
         """The stored version of `metadata` (for reads of the domain's files against it)."""
@@ -218,7 +233,9 @@ class DomainState:
         listed = _strings(hidden.get("models", []), where, "models")
         self.models: list[str] = [m for m in dict.fromkeys(listed) if m in indexed]
         self.aliases: dict[str, str] = {}
-        for alias in _strings(hidden.get("aliases", []), where, "aliases"):
+        self.alias_keys = set(_strings(hidden.get("aliases", []), where, "aliases"))
+        """The plain keys that hold aliases (others are the user's, never overwritten)."""
+        for alias in sorted(self.alias_keys):
             target = _pointer(metadata, _stored_label(alias, where), where)
             if target is None:
                 raise _corrupt(where, f"alias {alias!r} has no key")
@@ -246,8 +263,12 @@ class DomainState:
             state_pointer(s): _pointer(metadata, state_pointer(s), where) for s in self.states
         }
         self.pending: list[Change] = []
-        self._by = _who()
-        self._at = datetime.datetime.now(datetime.UTC)
+        self._by = author()
+        self._at = datetime.datetime.now(datetime.UTC)  # replaced by the commit's time
+        live = set(self.models)
+        named = {*self.aliases.values(), *(m for ms in self.states.values() for m in ms)}
+        for ghost in sorted(named - live):
+            self.forget(ghost)
 
     # -- changes ---------------------------------------------------------------------------
     def record(self, kind: str, name: str, old: str | None, new: str | None) -> None:
@@ -258,7 +279,7 @@ class DomainState:
         self.seq += 1
 
     def newest(self, among: set[str] | None = None) -> str | None:
-        """Return the newest model (last in the index), or the newest of `among`."""
+        """Return the newest model (the last uploaded), or the newest of `among`."""
         for model in reversed(self.models):
             if among is None or model in among:
                 return model
@@ -293,12 +314,20 @@ class DomainState:
     def commit_into(self, metadata: dict[str, Any], inline: int) -> list[Change]:
         """Write the state into `metadata`; return the history entries moved out of line.
 
-        When more than `inline` entries would stay in the metadata, all but the newest fifth
+        The change's entries get the commit's time. When more than `inline` entries would
+        stay in the metadata, all but the newest fifth
         move to a new segment, named in ``segments`` here: the caller stores the segment
         (`segment_name`) before this metadata is written, so the write that drops the
         entries from line is the one that names where they went. A crash between the two
         leaves an unnamed segment file and the history unchanged.
         """
+        self.point()  # latest follows the models whatever the change (a ghost was dropped)
+        # one time for the change, taken now, never before the last entry: clocks of other
+        # writers may run ahead, and `get_alias(at=)` reads the history in order
+        stamp = datetime.datetime.now(datetime.UTC)
+        if self.history:
+            stamp = max(stamp, self.history[-1].at)
+        self.pending = [dataclasses.replace(c, at=stamp) for c in self.pending]
         history = [*self.history, *self.pending]
         moved: list[Change] = []
         if len(history) > inline:
@@ -340,9 +369,30 @@ def _check_segments(segments: list[str], end: int, where: str) -> None:
         raise _corrupt(where, f"the history segments end at {expected}, not {end}")
 
 
-def _who() -> str:
+def author() -> str:
+    """Return who this process writes as: ``user@host``."""
     facts = runtime()
     return f"{facts['user']}@{facts['host']}"
+
+
+def fold(name: str) -> str:
+    """Fold a name as case-insensitive disks and compatibility look-alikes do (NFKC, casefold).
+
+    Domain and model ids that fold alike are one id: a full-width or differently cased copy
+    would be a second model on Linux and the same directory on Windows or macOS.
+    """
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def root_states(metadata: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Return the states created in the store (the root's hidden key), checked."""
+    hidden = metadata.get(HIDDEN, {})
+    states = hidden.get("states", {}) if isinstance(hidden, dict) else None
+    if not isinstance(states, dict) or set(hidden) - {"states"}:
+        raise _corrupt(where, "the states are malformed")
+    for state in states:
+        _stored_label(state, where)
+    return dict(states)
 
 
 def _strings(value: object, where: str, what: str) -> list[str]:
@@ -359,11 +409,19 @@ def _stored_label(value: str, where: str) -> str:
 
 
 def _pointer(metadata: Mapping[str, Any], key: str, where: str) -> str | None:
-    """Return the model id a plain pointer key holds (None: no key), checked to be an id."""
-    target = metadata.get(key)
-    if target is None and key not in metadata:
+    """Return the model id a plain pointer key holds (None: no key), checked to be a name."""
+    if key not in metadata:
         return None
+    return _stored_id(metadata[key], where, repr(key))
+
+
+def _stored_id(value: object, where: str, what: str) -> str:
+    """Check a model id read from storage: a stored name (one level, not reserved).
+
+    Stored ids get the rules of stored names, not the stricter ones of new names, so that a
+    rule added for new names later does not make an existing store corrupt.
+    """
     try:
-        return check_id(target, "model id")
+        return check_stored_name(value, where)
     except PathError:
-        raise _corrupt(where, f"{key!r} names {str(target)[:80]!r}, not a model id") from None
+        raise _corrupt(where, f"{what} names {str(value)[:80]!r}, not a model id") from None

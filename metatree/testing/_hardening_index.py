@@ -204,6 +204,10 @@ class IndexHardeningTests:
             "m0\u200b",  # zero-width space: every Cf character is refused, not a list of some
             "soft\u00adhyphen",
             "word\u2060joiner",
+            "v1\u034f",  # combining grapheme joiner: default-ignorable, not Cf
+            "v1\ufe0f",  # a variation selector
+            "\u3164",  # a Hangul filler: a name that shows as nothing
+            "\u2800",  # the blank braille pattern
         ],
     )
     def test_unportable_new_names_are_refused(self, storage: Storage, name: str) -> None:

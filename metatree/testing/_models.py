@@ -31,6 +31,7 @@ from metatree.errors import (
     MetatreeError,
     NotFoundError,
     PathError,
+    UnresolvedPathError,
 )
 from metatree.models import ModelStore
 from metatree.models._state import segment_name
@@ -94,7 +95,11 @@ _HOSTILE_DOMAIN: dict[str, Callable[[dict[str, Any]], object]] = {
     "history-time": lambda m: m[HIDDEN]["history"][0].update(at="yesterday"),
     "history-kind": lambda m: m[HIDDEN]["history"][0].update(kind="rm -rf"),
     "negative-seq": lambda m: m[HIDDEN].update(seq=-1),
-    "segment-overlap": lambda m: m[HIDDEN].update(segments=["history-0000000000-0000000001.json"]),
+    "segment-old-form": lambda m: m[HIDDEN].update(segments=["history-0000000000-0000000001.json"]),
+    "segment-overlap": lambda m: m[HIDDEN].update(
+        segments=[segment_name(0, 1), segment_name(1, 2)], seq=m[HIDDEN]["seq"] + 3
+    ),
+    "history-old-path": lambda m: m[HIDDEN]["history"][0].update(old="../../etc/passwd"),
     "segment-name": lambda m: m[HIDDEN].update(segments=["../../metadata.json"]),
     "history-kind-list": lambda m: m[HIDDEN]["history"][0].update(kind=["alias"]),
     "history-kind-dict": lambda m: m[HIDDEN]["history"][0].update(kind={"a": 1}),
@@ -163,7 +168,7 @@ _BAD_CALLS: dict[str, list[tuple[Callable[[Any, Path], object], type[MetatreeErr
         (lambda s, p: s.upload("d", p / "missing"), NotFoundError),
         (lambda s, p: s.upload("d", 42), PathError),
         (lambda s, p: s.upload("d", b"x", extras=[p / "missing"]), NotFoundError),
-        (lambda s, p: s.upload("d", b"x", extras=str(p / "extra.txt")), PathError),
+        (lambda s, p: s.upload("d", b"x", extras=b"extra.txt"), PathError),
         (lambda s, p: s.upload("d", b"x", extras=5), PathError),
         (lambda s, p: s.upload("d", b"x", extras=[3]), PathError),
         (lambda s, p: s.upload("d", b"x", extras={p / "extra.txt"}), PathError),
@@ -337,6 +342,13 @@ class ModelStoreTests:
         assert record["storage"]["size"] == 8
         assert record["storage"]["sha256"] == _sha(storage.read_bytes("d/v1/model.bin"))
         assert record["storage"]["path"] == "d/v1/model.bin"
+        assert record["storage"]["root"] == store.root
+        assert record["storage"]["url"] == store.tree.url("d/v1/model.bin")
+        assert record["storage"]["type"] == store.root.split("://", 1)[0]
+        on_object_store = record["storage"]["type"] in ("s3", "gs", "az", "abfs")
+        assert ("bucket" in record["storage"]) == on_object_store
+        if on_object_store:
+            assert store.root.split("://", 1)[1].startswith(record["storage"]["bucket"] + "/")
         assert set(record["code"]) >= {"runtime", "user", "created", "dependencies"}
         store.upload("d", b"model-v2", model_id="v2")
         assert store.tree.find("d/<latest>").name == "v2"
@@ -689,7 +701,7 @@ class ModelStoreTests:
                 other.delete_model("d", "v2")
             return real(node, name, *args, **kwargs)
 
-        monkeypatch.setattr("metatree.models._store.get", racing)
+        monkeypatch.setattr("metatree.models._download.get", racing)
         path = store.download("d", local_path=work / "out")
         assert raced
         assert _files(work / "out") == {"model.bin": b"old", "notes.txt": b"1"}
@@ -731,8 +743,9 @@ class ModelStoreTests:
         with pytest.raises(NotFoundError):
             store.get_alias("d", "production")
         assert store.list_models("d") == ["v2"]
-        store.set_alias("d", "production", "v2")  # the store repairs it by a switch
-        assert store.history("d", "production")[-1].old == "v1"
+        store.set_alias("d", "production", "v2")
+        switches = [(c.old, c.new) for c in store.history("d", "production")]
+        assert switches == [(None, "v1"), ("v1", None), (None, "v2")]  # dropped, as a delete does
 
     def test_models_extra_named_like_a_file_of_the_archive_is_refused(
         self, store: ModelStore, storage: Storage, source_dir: Path, work: Path
@@ -772,6 +785,97 @@ class ModelStoreTests:
         _plant(storage, "d/metadata.json", lambda m: m.pop(RECORDS))
         with unchanged(storage), pytest.raises(CorruptMetadataError, match="record"):
             store.history("d")
+
+    # -- found by the second attack round and the review ----------------------------------------
+    def test_models_a_reused_id_starts_without_the_old_aliases_and_states(
+        self, store: ModelStore
+    ) -> None:
+        """A model removed by hand takes its aliases and states with it, as a delete does."""
+        store.create_model_state("approved")
+        store.upload("d", b"reviewed", model_id="v1")
+        store.set_alias("d", "production", "v1")
+        store.set_model_state("d", "v1", "approved")
+        store.tree.remove("d/v1", recursive=True)
+        store.upload("d", b"unreviewed", model_id="v1")
+        with pytest.raises(NotFoundError):
+            store.get_alias("d", "production")
+        assert store.list_models("d", state="approved") == []
+        with pytest.raises(UnresolvedPathError):
+            store.tree.find("d/<production>")
+        assert [(c.old, c.new) for c in store.history("d", state="approved")] == [
+            (None, "v1"),
+            ("v1", None),
+        ]
+
+    def test_models_a_state_pointer_never_takes_a_user_key(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """A user's own ``latest:<name>`` key is refused as a state pointer, as alias keys are."""
+        store.upload("d", b"1", model_id="v1")
+        store.create_model_state("reviewed")
+        store.tree.find("d").update(**{"latest:reviewed": "my own value"})
+        with unchanged(storage), pytest.raises(MetadataError):
+            store.set_model_state("d", "v1", "reviewed")
+        store.upload("d", b"2", model_id="v2")
+        assert store.tree.find("d").metadata["latest:reviewed"] == "my own value"
+
+    def test_models_a_failed_check_does_not_abort_the_callers_transaction(
+        self, store: ModelStore
+    ) -> None:
+        """In the caller's transaction, a refused call wrote nothing: the rest still commits."""
+        with store.tree.transaction():
+            store.upload("d", b"1", model_id="v1")
+            with pytest.raises(NotFoundError):
+                store.set_alias("d", "production", "nope")
+            with pytest.raises(ConflictError):
+                store.set_alias("d", "production", "v1", expected="v1")
+            with pytest.raises(AlreadyExistsError):
+                store.upload("d", b"again", model_id="V1")
+            store.set_alias("d", "production", "v1")
+        assert store.get_alias("d", "production") == "v1"
+        assert store.list_models("d") == ["v1"]
+
+    def test_models_a_failed_download_leaves_nothing(
+        self, store: ModelStore, storage: Storage, source_dir: Path, work: Path
+    ) -> None:
+        """Files placed, directories made: all taken back when a later step fails."""
+        extra = _extra(work / "extras", "notes.txt", b"n")
+        store.upload("d", source_dir, model_id="v1", extras=[extra])
+        target = work / "out"
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "config.json").write_bytes(b"mine")  # the archive cannot land
+        with pytest.raises(MetatreeError):
+            store.download("d", "v1", target)
+        assert _files(target) == {"sub/config.json": b"mine"}  # notes.txt was taken back
+        storage.put(b"X", "d/v1/notes.txt")  # a tampered extra
+        deep = work / "new" / "deep" / "out"
+        with pytest.raises(IntegrityError):
+            store.download("d", "v1", deep)
+        assert not (work / "new").exists()  # the directories it made are gone too
+
+    def test_models_history_times_never_go_back(self, store: ModelStore, storage: Storage) -> None:
+        """A writer whose clock is behind stamps its change no earlier than the last one."""
+        store.upload("d", b"1", model_id="v1")
+        ahead = "2999-01-01T00:00:00.000000+00:00"  # a writer with a clock far ahead
+        _plant(storage, "d/metadata.json", lambda m: m[HIDDEN]["history"][-1].update(at=ahead))
+        store.set_alias("d", "production", "v1")
+        times = [c.at for c in store.history("d")]
+        assert times == sorted(times)
+        at = datetime.datetime(2998, 1, 1, tzinfo=datetime.UTC)
+        with pytest.raises(NotFoundError):
+            store.get_alias("d", "production", at=at)  # not before its switch, in order
+
+    def test_models_history_filters_by_kind(self, store: ModelStore) -> None:
+        """An alias and a state of one name: `alias=` and `state=` keep them apart."""
+        store.create_model_state("production")
+        store.upload("d", b"1", model_id="v1")
+        store.set_alias("d", "production", "v1")
+        store.set_model_state("d", "v1", "production")
+        assert [c.kind for c in store.history("d", alias="production")] == ["alias"]
+        assert [c.kind for c in store.history("d", state="production")] == ["state"]
+        assert [c.name for c in store.history("d", "latest:production")] == ["latest:production"]
+        with pytest.raises(MetadataError):
+            store.history("d", alias="production", state="production")
 
 
 def _extra(directory: Path, name: str, data: bytes) -> Path:
