@@ -293,8 +293,17 @@ class TestS3ModelRequests:
 
         return requests
 
-    def test_set_alias(self, store: ModelStore, record: Callable[[], list[str]]) -> None:
+    def test_set_alias(
+        self, store: ModelStore, record: Callable[[], list[str]], moto_server: MotoS3Server
+    ) -> None:
         store.set_alias("d", "production", "v2")
+        (commit,) = [
+            r
+            for r in moto_server.requests
+            if r.method == "PUT" and r.path.endswith("/d/metadata.json")
+        ]
+        headers = {k.lower() for k in commit.headers}
+        assert "if-match" in headers  # conditional on the version read: the lease's fence
         assert record() == [
             "PUT .lock",
             "GET metadata.json",  # the root's index: is there such a domain?
@@ -316,6 +325,15 @@ class TestS3ModelRequests:
             "GET d/v2/metadata.json",  # v2's record and its file records, read once
             "GET d/v2/model.bin",
         ]
+
+    def test_list_models_in_a_state(
+        self, store: ModelStore, record: Callable[[], list[str]]
+    ) -> None:
+        store.create_model_state("reviewed")
+        store.set_model_state("d", "v1", "reviewed")
+        record()
+        assert store.list_models("d", state="reviewed") == ["v1"]
+        assert record() == ["GET metadata.json", "GET d/metadata.json"]  # the root read once
 
     def test_list_models_of_1000_versions(
         self, store: ModelStore, record: Callable[[], list[str]]

@@ -531,6 +531,12 @@ class ModelStoreTests:
         assert store.get_alias("d", "production") == "v1"  # the current state still reads
         storage.put(stored, segment)
         assert len(store.history("d")) == 30
+        first = store.history("d", "production")[0]  # read back from the first segment
+        assert store.get_alias("d", "production", at=first.at) == first.new == "v2"
+        store.delete_model("d", "v1")  # alias, latest and their entries after the segments
+        changes = store.history("d")
+        assert [c.seq for c in changes] == list(range(len(changes)))
+        assert [(c.name, c.old, c.new) for c in changes[30:]] == [("production", "v1", None)]
 
     # -- metatreedb ------------------------------------------------------------------------
     def test_models_reference_reads_the_store(
