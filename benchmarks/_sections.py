@@ -162,25 +162,32 @@ def run_ops(ctx: Context, backend: Backend, settings: Settings) -> list[dict[str
         with ctx.worker(impl) as worker:
             worker.call("open", impl=impl, spec=backend.spec(impl, "ops"))
             worker.call("setup_ops")
-            i = 0
-            for op, _ in OPS:
-                worker.call("prepare", op=op)
-                worker.call("time", op=op, start=i, n=1)  # warm-up: connections, caches
-                backend.reset()
-                worker.call("time", op=op, start=i + 1, n=1)
-                requests = backend.count()
-                times = worker.call("time", op=op, start=i + 2, n=settings.repeats)
-                i += 2 + settings.repeats
-                rows.append(
-                    {
-                        "backend": backend.name,
-                        "impl": impl,
-                        "op": op,
-                        "requests": requests,
-                        **_stats(times),
-                    }
-                )
+            ops = [op for op, _ in OPS]
+            for op, measured in _time_ops(worker, backend, ops, settings, prepare=True):
+                rows.append({"backend": backend.name, "impl": impl, "op": op, **measured})
     return rows
+
+
+def _time_ops(
+    worker: Any, backend: Backend, ops: list[str], settings: Settings, *, prepare: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """Time each op: a warm-up run, one run counted at the server, then `repeats` timed.
+
+    With `prepare`, the worker prepares each op first (its fixtures), right before it runs.
+    """
+    measured = []
+    i = 0
+    for op in ops:
+        if prepare:
+            worker.call("prepare", op=op)
+        worker.call("time", op=op, start=i, n=1)  # warm-up: connections, caches
+        backend.reset()
+        worker.call("time", op=op, start=i + 1, n=1)
+        requests = backend.count()
+        times = worker.call("time", op=op, start=i + 2, n=settings.repeats)
+        i += 2 + settings.repeats
+        measured.append((op, {"requests": requests, **_stats(times)}))
+    return measured
 
 
 # -- scale --------------------------------------------------------------------------------
@@ -306,18 +313,8 @@ def run_models(ctx: Context, backend: Backend, settings: Settings) -> list[dict[
     with ctx.worker("modelstore") as worker:
         worker.call("open", impl="modelstore", spec=backend.spec("metatree", "models"))
         worker.call("setup_ops")
-        i = 0
-        for op, _ in MODEL_OPS:
-            worker.call("time", op=op, start=i, n=1)  # warm-up: connections, caches
-            backend.reset()
-            worker.call("time", op=op, start=i + 1, n=1)
-            requests = backend.count()
-            times = worker.call("time", op=op, start=i + 2, n=settings.repeats)
-            i += 2 + settings.repeats
-            rows.append(
-                {"backend": backend.name, "kind": "op", "op": op, "requests": requests}
-                | _stats(times)
-            )
+        for op, measured in _time_ops(worker, backend, [op for op, _ in MODEL_OPS], settings):
+            rows.append({"backend": backend.name, "kind": "op", "op": op, **measured})
     if backend.name == "s3":
         return rows
     count = max(settings.writers)

@@ -45,18 +45,7 @@ class TestS3Requests:
 
     @pytest.fixture
     def record(self, moto_server: MotoS3Server, tree: Metatree) -> Callable[[], list[str]]:
-        prefix = tree.storage.root.split("/", 1)[1] + "/"
-        moto_server.reset_counters()
-
-        def requests() -> list[str]:
-            out = []
-            for r in moto_server.requests:
-                key = r.path.split("/", 2)[-1]
-                key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
-                out.append(f"{r.method} {key}")
-            return out
-
-        return requests
+        return _recorder(moto_server, tree.storage.root, reset=False)
 
     def test_open(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         Metatree(tree.storage, KEYS)
@@ -279,19 +268,7 @@ class TestS3ModelRequests:
 
     @pytest.fixture
     def record(self, moto_server: MotoS3Server, store: ModelStore) -> Callable[[], list[str]]:
-        prefix = store.tree.storage.root.split("/", 1)[1] + "/"
-        moto_server.reset_counters()
-
-        def requests() -> list[str]:
-            out = []
-            for r in moto_server.requests:
-                key = r.path.split("/", 2)[-1]
-                key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
-                out.append(f"{r.method} {key}")
-            moto_server.reset_counters()
-            return out
-
-        return requests
+        return _recorder(moto_server, store.tree.storage.root, reset=True)
 
     def test_set_alias(
         self, store: ModelStore, record: Callable[[], list[str]], moto_server: MotoS3Server
@@ -370,3 +347,24 @@ class TestS3ModelRequests:
             "DELETE .lock",
         ]
         assert store.list_models("d")[0] == "v3"
+
+
+def _recorder(moto_server: MotoS3Server, root: str, *, reset: bool) -> Callable[[], list[str]]:
+    """Return a function listing the requests made since (``METHOD key``, keys under `root`).
+
+    With `reset`, each call starts the next count from zero; without, counts accumulate.
+    """
+    prefix = root.split("/", 1)[1] + "/"
+    moto_server.reset_counters()
+
+    def requests() -> list[str]:
+        out = []
+        for r in moto_server.requests:
+            key = r.path.split("/", 2)[-1]
+            key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
+            out.append(f"{r.method} {key}")
+        if reset:
+            moto_server.reset_counters()
+        return out
+
+    return requests
