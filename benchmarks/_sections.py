@@ -45,7 +45,7 @@ PLAN = {
     "local": ("ops", "scale", "concurrency", "large", "archive", "bulk", "build", "models"),
     "s3": ("ops", "scale", "large", "archive", "bulk", "models"),
     "webhdfs": ("ops", "concurrency"),
-    "seaweedfs": ("concurrency",),
+    "seaweedfs": ("concurrency", "models"),
 }
 """Sections per backend. moto's conditional writes are not atomic (the lock needs them), so
 concurrency on S3 runs on SeaweedFS; large files and scale skip WebHDFS, whose test server
