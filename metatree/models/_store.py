@@ -545,6 +545,8 @@ class ModelStore:
         models = self._state((domain,))
         if models.latest is None:
             raise NotFoundError(self._db.url((domain,)), "model (the domain has none)")
+        if models.latest not in models.models:  # a hand edit, or a model removed by hand
+            raise NotFoundError(self._db.url((domain, models.latest)), "model ('latest')")
         return models.latest
 
     def _state(self, path: NodePath, root: dict[str, Any] | None = None) -> DomainState:

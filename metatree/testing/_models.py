@@ -883,6 +883,22 @@ class ModelStoreTests:
         with pytest.raises(MetadataError):
             store.history("d", alias="production", state="production")
 
+    def test_models_latest_naming_an_orphan_is_not_followed(
+        self, store: ModelStore, storage: Storage, work: Path
+    ) -> None:
+        """``latest`` naming an unlisted directory (an orphan, a plant) never reads it."""
+        store.upload("d", b"1", model_id="v1")
+        record = storage.read_bytes("d/v1/metadata.json").replace(b'"v1"', b'"v9"')
+        storage.write_atomic("d/v9/metadata.json", record)  # not in the index: an orphan
+        storage.put(b"1", "d/v9/model.bin")
+        _plant(storage, "d/metadata.json", lambda m: m.update(latest="v9"))
+        with unchanged(storage):
+            with pytest.raises(NotFoundError):
+                store.get_model_info("d")
+            with pytest.raises(NotFoundError):
+                store.download("d", local_path=work / "out")
+        assert _files(work) == {}
+
 
 def _extra(directory: Path, name: str, data: bytes) -> Path:
     """Write a local extra file `name` in `directory` (created) and return its path."""
