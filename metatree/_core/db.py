@@ -245,8 +245,10 @@ class Database:
         tx = self._tx.get()
         # a child forked inside a transaction does not own it (nor the lock it holds), and a
         # context copied inside the block (a task, `copy_context().run`) outlives it: a write
-        # from there after the block ended must be a plain write, not staged into a dead one
-        if tx is None or tx.closed or tx.pid != os.getpid():
+        # from there after the block ended must be a plain write, not staged into a dead one.
+        # Another thread running a copy (`asyncio.to_thread`) does not hold the lock either:
+        # its writes wait for the lock, they never stage into the owner's transaction
+        if tx is None or tx.closed or tx.pid != os.getpid() or tx.thread != threading.get_ident():
             return None
         return tx
 

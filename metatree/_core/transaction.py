@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,9 @@ class Transaction:
 
     pid: int = field(default_factory=os.getpid)
     """The process that opened it: a forked child inherits the context, not the transaction."""
+    thread: int = field(default_factory=threading.get_ident)
+    """The thread that opened it: a thread running a copy of the context (``to_thread``)
+    does not hold the lock, and must not stage beside the owner."""
     cache: dict[NodePath, dict[str, Any]] = field(default_factory=dict)
     """Metadata as the transaction sees it (read or staged)."""
     versions: dict[NodePath, object] = field(default_factory=dict)

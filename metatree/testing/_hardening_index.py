@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
+import threading
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -467,6 +469,37 @@ class IndexHardeningTests:
         fresh = Metatree(storage)
         assert fresh.find("m/v1").metadata["note"] == "late"
         assert b"".join(fresh.get("m/v2/late.bin")) == b"late"
+
+    def test_a_thread_with_a_copied_context_does_not_join_the_transaction(
+        self, storage: Storage
+    ) -> None:
+        """``asyncio.to_thread`` copies the context: its writes wait for the lock instead.
+
+        The lock was always taken before staging here; the model store skipped it for a
+        caller's transaction and staged into the owner's (its third attack round), so that a
+        thread is not in the transaction is now `Database.active_tx`'s answer.
+        """
+        tree = Metatree(storage, KEYS, lock_timeout=10)
+        tree.put("m/v1", b"x", name="f")
+        done = threading.Event()
+
+        def write() -> None:
+            tree.find("m/v1").update(note="thread")
+            done.set()
+
+        thread = threading.Thread()  # replaced inside the block, with the block's context
+        with contextlib.suppress(RuntimeError), tree.transaction():
+            tree.find("m/v1").update(inside=True)
+            context = contextvars.copy_context()
+            thread = threading.Thread(target=context.run, args=(write,))
+            thread.start()
+            assert not done.wait(0.2)  # it waits for the lock the block holds
+            raise RuntimeError("the block aborts")
+        thread.join(10)
+        assert done.is_set()
+        metadata = Metatree(storage).find("m/v1").metadata
+        assert metadata.get("note") == "thread"  # written after the block, not lost with it
+        assert "inside" not in metadata
 
     def test_crash_after_the_first_new_node_leaves_a_recognised_orphan(
         self, storage: Storage

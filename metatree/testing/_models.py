@@ -9,11 +9,14 @@ Hostile data is planted through `Storage` primitives (a whole ``metadata.json`` 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import hashlib
 import io
 import subprocess
 import tarfile
+import threading
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -898,6 +901,35 @@ class ModelStoreTests:
             with pytest.raises(NotFoundError):
                 store.download("d", local_path=work / "out")
         assert _files(work) == {}
+
+    def test_models_a_thread_with_a_copied_context_waits_for_the_transaction(
+        self, store: ModelStore
+    ) -> None:
+        """A store call from ``asyncio.to_thread`` inside a transaction is not part of it.
+
+        It waits for the lock and lands after the block, even when the block aborts; it
+        used to stage into the owner's transaction without the lock, and vanish with it.
+        """
+        store.upload("d", b"1", model_id="v1")
+        done = threading.Event()
+
+        def upload() -> None:
+            store.upload("d", b"2", model_id="t1")
+            done.set()
+
+        thread = threading.Thread()
+        with contextlib.suppress(RuntimeError), store.tree.transaction():
+            store.set_alias("d", "production", "v1")
+            context = contextvars.copy_context()
+            thread = threading.Thread(target=context.run, args=(upload,))
+            thread.start()
+            assert not done.wait(0.2)
+            raise RuntimeError("the block aborts")
+        thread.join(30)
+        assert done.is_set()
+        assert store.list_models("d") == ["t1", "v1"]
+        with pytest.raises(NotFoundError):
+            store.get_alias("d", "production")
 
 
 def _extra(directory: Path, name: str, data: bytes) -> Path:
