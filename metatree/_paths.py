@@ -29,6 +29,7 @@ __all__ = [
     "check_location_name",
     "check_name",
     "check_stored_name",
+    "is_invisible",
     "is_utf8",
     "parse_file_location",
     "parse_location",
@@ -69,7 +70,7 @@ def _refuse(characters: re.Pattern[str], name: str, location: str) -> None:
         raise PathError(location, f"name {name!r} contains {char!r}: {_why(char)}")
 
 
-def _invisible(char: str) -> bool:
+def is_invisible(char: str) -> bool:
     """Whether `char` shows as nothing, so that a name holding it looks like one without.
 
     That is a format character (Cf), another of Unicode's default-ignorable code points
@@ -101,7 +102,7 @@ _IGNORABLE: Final = (
 def _why(char: str) -> str:
     if char in _FORBIDDEN_WHY:
         return _FORBIDDEN_WHY[char]
-    if _invisible(char):
+    if is_invisible(char):
         return "invisible characters make look-alike names"
     return "control characters are not allowed"
 
@@ -116,7 +117,7 @@ def check_name(name: object, location: str) -> str:
     """
     name = _check_safe(name, location)
     _refuse(_FORBIDDEN, name, location)
-    invisible = next((c for c in name if _invisible(c)), None)
+    invisible = next((c for c in name if is_invisible(c)), None)
     if invisible is not None:
         raise PathError(location, f"name {name!r} contains {invisible!r}: {_why(invisible)}")
     if name != name.strip():

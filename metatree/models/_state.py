@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-from metatree._paths import check_name, check_stored_name
+from metatree._paths import check_location_name, check_name, check_stored_name, is_invisible
 from metatree._records import runtime
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
@@ -50,6 +50,8 @@ HIDDEN: Final = ".metatree.models"
 """The hidden metadata key of the model store (in the root node and in each domain node)."""
 LATEST: Final = "latest"
 MAX_LABEL: Final = 64
+CLOCK_SKEW: Final = datetime.timedelta(minutes=10)
+"""How far ahead another writer's clock may run and still be followed (history times)."""
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _DEVICE = re.compile(r"(?i)(con|prn|aux|nul|conin\$|conout\$|(com|lpt)[0-9\u00b9\u00b2\u00b3]) *")
 _SEGMENT = re.compile(r"history-([0-9]{10})-([0-9]{10})-[0-9a-f]{12}\.json")
@@ -76,6 +78,18 @@ def check_id(value: object, what: str) -> str:
     if _SEGMENT.fullmatch(value.lower()):
         raise PathError(value, "names of this form are the store's history segments")
     return value
+
+
+def check_ref(value: object, what: str) -> str:
+    """Return the id of a domain or model that may exist, else `PathError`.
+
+    Held to the rules of locations (one level, no template or glob syntax), not to those of
+    new ids (`check_id`): a domain written by metatreedb 0.2.3, or before a rule for new
+    names was added, must stay readable and deletable.
+    """
+    if not isinstance(value, str):
+        raise PathError(repr(value), f"a {what} must be a str, not {type(value).__name__}")
+    return check_location_name(value, value)
 
 
 def check_label(value: object, what: str) -> str:
@@ -230,8 +244,8 @@ class DomainState:
         # metatreedb 0.2.3 writer scrambles (it rewrites it through a set) and which also
         # lists nodes put by hand; a model the index lost (removed by hand) is gone
         indexed = set(metadata.get("children", []))
-        listed = _strings(hidden.get("models", []), where, "models")
-        self.models: list[str] = [m for m in dict.fromkeys(listed) if m in indexed]
+        listed = _unique(hidden.get("models", []), where, "models")
+        self.models: list[str] = [m for m in listed if m in indexed]
         self.aliases: dict[str, str] = {}
         self.alias_keys = set(_strings(hidden.get("aliases", []), where, "aliases"))
         """The plain keys that hold aliases (others are the user's, never overwritten)."""
@@ -245,7 +259,7 @@ class DomainState:
         if not isinstance(states, dict):
             raise _corrupt(where, "states is not an object")
         for state, members in states.items():
-            self.states[_stored_label(state, where)] = _strings(members, where, f"state {state}")
+            self.states[_stored_label(state, where)] = _unique(members, where, f"state {state}")
         self.segments = _strings(hidden.get("segments", []), where, "segments")
         seq = hidden.get("seq", 0)
         if type(seq) is not int or seq < 0:
@@ -322,11 +336,13 @@ class DomainState:
         leaves an unnamed segment file and the history unchanged.
         """
         self.point()  # latest follows the models whatever the change (a ghost was dropped)
-        # one time for the change, taken now, never before the last entry: clocks of other
-        # writers may run ahead, and `get_alias(at=)` reads the history in order
+        # one time for the change, taken now, not before the last entry when the writer of
+        # that one ran ahead by less than CLOCK_SKEW (times stay in order for get_alias(at=));
+        # a last entry further ahead is a broken clock or a plant: it must not drag every
+        # later time into its future
         stamp = datetime.datetime.now(datetime.UTC)
-        if self.history:
-            stamp = max(stamp, self.history[-1].at)
+        if self.history and stamp < self.history[-1].at <= stamp + CLOCK_SKEW:
+            stamp = self.history[-1].at
         self.pending = [dataclasses.replace(c, at=stamp) for c in self.pending]
         history = [*self.history, *self.pending]
         moved: list[Change] = []
@@ -379,9 +395,11 @@ def fold(name: str) -> str:
     """Fold a name as case-insensitive disks and compatibility look-alikes do (NFKC, casefold).
 
     Domain and model ids that fold alike are one id: a full-width or differently cased copy
-    would be a second model on Linux and the same directory on Windows or macOS.
+    would be a second model on Linux and the same directory on Windows or macOS; characters
+    that show as nothing are left out (an id stored with one looks like one without).
     """
-    return unicodedata.normalize("NFKC", name).casefold()
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if not is_invisible(c))
 
 
 def root_states(metadata: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -399,6 +417,14 @@ def _strings(value: object, where: str, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _corrupt(where, f"{what} is not a list of names")
     return list(value)
+
+
+def _unique(value: object, where: str, what: str) -> list[str]:
+    """Return a stored list of names that the store never writes with a name twice."""
+    names = _strings(value, where, what)
+    if len(set(names)) != len(names):
+        raise _corrupt(where, f"{what} names a model twice")
+    return names
 
 
 def _stored_label(value: str, where: str) -> str:

@@ -52,6 +52,7 @@ from metatree.models._state import (
     author,
     check_id,
     check_label,
+    check_ref,
     fold,
     parse_changes,
     root_states,
@@ -212,7 +213,7 @@ class ModelStore:
         AlreadyExistsError
             The domain has a node with this id, in any letter case or compatibility form.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")  # a new domain is held to `check_id` below
         model_id = str(uuid.uuid4()) if model_id is None else check_id(model_id, "model id")
         if isinstance(source, bytearray | memoryview):
             source = bytes(source)
@@ -253,6 +254,7 @@ class ModelStore:
         domain, model_id = path
         siblings = children_of(self._db.read_for_write(())[0])
         if domain not in siblings:
+            check_id(domain, "domain")
             if any(fold(d) == fold(domain) for d in siblings):
                 raise AlreadyExistsError(
                     self._db.url((domain,)), "a domain differing only in letter case or form"
@@ -279,7 +281,7 @@ class ModelStore:
         Two requests whatever the number of models (the root's and the domain's metadata):
         the domain's metadata lists its models in upload order.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         if state is not None:
             state = check_label(state, "state")
         root, _ = self._db.read_for_write(())
@@ -293,7 +295,7 @@ class ModelStore:
 
     def get_model_info(self, domain: str, model_id: str = LATEST) -> dict[str, Any]:
         """Return a model's record (``latest``: the newest model's)."""
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         path = (domain, self._model(domain, model_id))
         return checked_record(self._db.read_metadata(path), path, self._db.url(path))
 
@@ -324,16 +326,16 @@ class ModelStore:
             A file to download exists already (or a directory has its name), and `overwrite`
             is False; `ArchiveError` for a file of the archive.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         if not isinstance(overwrite, bool):
             raise MetadataError("overwrite", f"True or False, not {overwrite!r}")
         local = local_directory(local_path)
         for attempt in range(_DOWNLOAD_TRIES):
-            path = (domain, self._model(domain, model_id))
-            metadata, version = self._db.read_for_write(path)
-            record = checked_record(metadata, path, self._db.url(path))
-            node = Resolved(self._db, path, "/".join(path), (metadata, version))
             try:
+                path = (domain, self._model(domain, model_id))
+                metadata, version = self._db.read_for_write(path)
+                record = checked_record(metadata, path, self._db.url(path))
+                node = Resolved(self._db, path, "/".join(path), (metadata, version))
                 return download_files(node, record, local, overwrite=overwrite)
             except (NotFoundError, ConflictError):
                 if model_id != LATEST or attempt == _DOWNLOAD_TRIES - 1:
@@ -346,8 +348,8 @@ class ModelStore:
 
         All in one locked write; the history records each of those changes.
         """
-        domain = check_id(domain, "domain")
-        model_id = check_id(model_id, "model id")
+        domain = check_ref(domain, "domain")
+        model_id = check_ref(model_id, "model id")
         with self._locked():
             self._existing((domain,), model_id)
             with self._writing():
@@ -390,8 +392,8 @@ class ModelStore:
         self._change_state(domain, model_id, state, add=False)
 
     def _change_state(self, domain: str, model_id: str, state: str, *, add: bool) -> None:
-        domain = check_id(domain, "domain")
-        model_id = check_id(model_id, "model id")
+        domain = check_ref(domain, "domain")
+        model_id = check_ref(model_id, "model id")
         state = check_label(state, "state")
         with self._locked():
             self._known_state(state, self._db.read_for_write(())[0])
@@ -432,9 +434,9 @@ class ModelStore:
         script cannot undo a concurrent one unknowingly. Readers see the old alias or the new
         one, never none; the history records the switch.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         alias = check_label(alias, "alias")
-        model_id = check_id(model_id, "model id")
+        model_id = check_ref(model_id, "model id")
         expected = _expected(expected)
         with self._locked():
             models = self._existing((domain,), model_id)
@@ -450,7 +452,7 @@ class ModelStore:
         self, domain: str, alias: str, *, expected: str | Unset | None = UNSET
     ) -> None:
         """Remove `alias` (`NotFoundError` when it is not set); `expected` as in `set_alias`."""
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         alias = check_label(alias, "alias")
         expected = _expected(expected)
         with self._locked():
@@ -471,7 +473,7 @@ class ModelStore:
         NotFoundError
             The alias is not set (was not set at `at`), or names a model no longer there.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         alias = check_label(alias, "alias")
         if at is None:
             found = self._state((domain,)).aliases.get(alias)
@@ -496,7 +498,7 @@ class ModelStore:
         files are read back too, each checked against its file record (a segment without
         one is corrupt): one request per segment beyond the domain's metadata.
         """
-        domain = check_id(domain, "domain")
+        domain = check_ref(domain, "domain")
         for given in (alias, state):
             if given is not None and not isinstance(given, str):
                 raise MetadataError(repr(given)[:80], "a history filter is a str")
@@ -539,7 +541,7 @@ class ModelStore:
     def _model(self, domain: str, model_id: str) -> str:
         """Return the model id `model_id` names (``latest``: the newest), checked to exist."""
         if model_id != LATEST:
-            model_id = check_id(model_id, "model id")
+            model_id = check_ref(model_id, "model id")
             self._existing((domain,), model_id)
             return model_id
         models = self._state((domain,))
@@ -556,7 +558,13 @@ class ModelStore:
         if path[0] not in children_of(root):
             raise NotFoundError(self._db.url(path), "domain")
         metadata, version = self._db.read_for_write(path)
-        return DomainState(metadata, self._db.url(path), version, path)
+        state = DomainState(metadata, self._db.url(path), version, path)
+        unknown = set(state.states) - set(root_states(root, self.root))
+        if unknown:  # the store creates states at the root first: a plant, or a lost write
+            raise CorruptMetadataError(
+                state.where, f"model store: states {sorted(unknown)} were never created"
+            )
+        return state
 
     def _existing(self, path: NodePath, model_id: str) -> DomainState:
         models = self._state(path)
@@ -583,7 +591,7 @@ def _expected(expected: object) -> str | Unset | None:
     """Check `expected` of an alias change: UNSET, None ("not set") or a model id."""
     if expected is UNSET or expected is None:
         return expected
-    return check_id(expected, "model id")
+    return check_ref(expected, "model id")
 
 
 def _alias(models: DomainState, alias: str, expected: str | Unset | None) -> str | None:

@@ -109,6 +109,9 @@ _HOSTILE_DOMAIN: dict[str, Callable[[dict[str, Any]], object]] = {
     "alias-path": lambda m: m.update(production="../../etc"),
     "latest-number": lambda m: m.update(latest=2),
     "models-str": lambda m: m[HIDDEN].update(models="v1"),
+    "models-twice": lambda m: m[HIDDEN].update(models=["v2", "v1", "v2"]),
+    "state-members-twice": lambda m: m[HIDDEN].update(states={"production": ["v1", "v1"]}),
+    "state-never-created": lambda m: m[HIDDEN].update(states={"nowhere": ["v1"]}),
 }
 """Another client's writes into a domain's metadata, each corrupting the model store's view."""
 
@@ -862,17 +865,30 @@ class ModelStoreTests:
             store.download("d", "v1", deep)
         assert not (work / "new").exists()  # the directories it made are gone too
 
-    def test_models_history_times_never_go_back(self, store: ModelStore, storage: Storage) -> None:
-        """A writer whose clock is behind stamps its change no earlier than the last one."""
+    def test_models_history_times_follow_a_clock_slightly_ahead_only(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """Times stay in order past a writer a few minutes ahead; a far future does not spread.
+
+        A last entry up to ten minutes ahead (another writer's clock) stamps the next change
+        too, so `get_alias(at=)` reads times in order; one years ahead (a broken clock, a
+        plant) is not followed: the next change gets this writer's time.
+        """
         store.upload("d", b"1", model_id="v1")
-        ahead = "2999-01-01T00:00:00.000000+00:00"  # a writer with a clock far ahead
-        _plant(storage, "d/metadata.json", lambda m: m[HIDDEN]["history"][-1].update(at=ahead))
+        soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+        _plant(
+            storage,
+            "d/metadata.json",
+            lambda m: m[HIDDEN]["history"][-1].update(at=soon.isoformat(timespec="microseconds")),
+        )
         store.set_alias("d", "production", "v1")
-        times = [c.at for c in store.history("d")]
-        assert times == sorted(times)
-        at = datetime.datetime(2998, 1, 1, tzinfo=datetime.UTC)
-        with pytest.raises(NotFoundError):
-            store.get_alias("d", "production", at=at)  # not before its switch, in order
+        assert store.history("d", "production")[-1].at == soon
+        far = "2999-01-01T00:00:00.000000+00:00"
+        _plant(storage, "d/metadata.json", lambda m: m[HIDDEN]["history"][-1].update(at=far))
+        store.set_alias("d", "staging", "v1")
+        now = datetime.datetime.now(datetime.UTC)
+        assert store.history("d", "staging")[-1].at <= now
+        assert store.get_alias("d", "staging", at=now) == "v1"  # not dragged into 2999
 
     def test_models_history_filters_by_kind(self, store: ModelStore) -> None:
         """An alias and a state of one name: `alias=` and `state=` keep them apart."""
@@ -930,6 +946,44 @@ class ModelStoreTests:
         assert store.list_models("d") == ["t1", "v1"]
         with pytest.raises(NotFoundError):
             store.get_alias("d", "production")
+
+    def test_models_download_of_latest_deleted_before_its_record_is_read(
+        self, store: ModelStore, work: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Deleted between the domain's read and the version's: the retry finds the new one."""
+        store.upload("d", b"old", model_id="v1")
+        store.upload("d", b"new", model_id="v2")
+        other = ModelStore.open(Metatree(store.tree.storage))
+        chosen = store._model
+        raced: list[str] = []
+
+        def racing(domain: str, model_id: str) -> str:
+            found = chosen(domain, model_id)
+            if not raced:
+                raced.append(found)
+                other.delete_model(domain, found)
+            return found
+
+        monkeypatch.setattr(store, "_model", racing)
+        path = store.download("d", local_path=work / "out")
+        assert raced == ["v2"]
+        assert _files(work / "out") == {"model.bin": b"old"}
+        assert path == str(work / "out" / "model.bin")
+
+    def test_models_a_domain_stored_under_an_old_rule_stays_readable(
+        self, store: ModelStore, storage: Storage
+    ) -> None:
+        """A domain name new ids may not take (metatreedb wrote it) is still read and listed."""
+        store.upload("d", b"1", model_id="v1")
+        old = "fraud\ufe0f"  # a variation selector: refused in new names since issue 12
+        _plant(storage, "metadata.json", lambda m: m["children"].append(old))
+        storage.write_atomic(f"{old}/metadata.json", b"{}")
+        assert store.list_domains() == ["d", old]
+        assert store.list_models(old) == []
+        with pytest.raises(NotFoundError):
+            store.download(old)
+        with pytest.raises(PathError):
+            store.upload("fraud\u034f", b"x")  # but no new domain of that kind
 
 
 def _extra(directory: Path, name: str, data: bytes) -> Path:

@@ -149,6 +149,8 @@ class TestParse:
             {"segments": ["history-0000000009-0000000000-0123456789ab.json"], "seq": 10},
             {"segments": [segment_name(1, 9)], "seq": 10},
             {"models": "v1"},
+            {"models": ["v1", "v1"]},
+            {"states": {"production": ["v1", "v1"]}},
             {"models": [1]},
             {"history": [_entry(0, kind=["alias"])], "seq": 1},
             {"history": [_entry(0, kind={"a": 1})], "seq": 1},
@@ -178,7 +180,7 @@ class TestParse:
     def test_the_model_list_keeps_upload_order_and_only_indexed_models(self) -> None:
         metadata = {
             "children": ["by-hand", "v2", "v1"],  # a metatreedb writer reordered the index
-            HIDDEN: {"models": ["v1", "v2", "removed", "v1"]},
+            HIDDEN: {"models": ["v1", "v2", "removed"]},
         }
         assert DomainState(metadata, WHERE).models == ["v1", "v2"]
 
