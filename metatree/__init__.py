@@ -13,6 +13,7 @@ from metatree._records import FileRecord, Provenance
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
 from metatree.backends import Backend, Capabilities, register_backend
+from metatree.datastore import ArchiveStore, DataStore
 from metatree.errors import (
     AlreadyExistsError,
     ArchiveError,
@@ -40,10 +41,12 @@ __version__ = "0.3.0"
 __all__ = [
     "AlreadyExistsError",
     "ArchiveError",
+    "ArchiveStore",
     "Backend",
     "Capabilities",
     "ConflictError",
     "CorruptMetadataError",
+    "DataStore",
     "DatabaseError",
     "FileRecord",
     "IntegrityError",

@@ -23,15 +23,19 @@ if TYPE_CHECKING:
 __all__ = [
     "CHILDREN",
     "FORMAT_VERSION",
+    "REF_KEY",
     "Config",
     "check_metadata_update",
     "check_value",
     "dump_metadata",
+    "is_reference",
     "load_metadata",
 ]
 
 CHILDREN: Final = "children"
 RESERVED_KEY_PREFIX: Final = ".metatree"
+REF_KEY: Final = ".metatree.ref"
+"""Marks a metadata value that references files of its node (metatree/datastore.py)."""
 """Metadata keys of metatree's own (file records: ``.metatree.records``), refused in updates."""
 FORMAT_VERSION: Final = 1
 MAX_DEPTH: Final = 100
@@ -69,6 +73,11 @@ def check_value(value: object, where: str, depth: int = 0) -> None:
     raise MetadataError(where, f"{type(value).__name__} is not a JSON type{hint}")
 
 
+def is_reference(value: object) -> bool:
+    """Whether a metadata value is a stored reference to files (a DataStore, an ArchiveStore)."""
+    return isinstance(value, dict) and REF_KEY in value
+
+
 def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
     """Validate user metadata for `update` and return it as a plain dict.
 
@@ -91,6 +100,8 @@ def check_metadata_update(metadata: Mapping[str, object]) -> dict[str, Any]:
             raise MetadataError(key, "the children index is maintained by metatree")
         if key.startswith(RESERVED_KEY_PREFIX):
             raise MetadataError(key, "keys starting with '.metatree' are metatree's own")
+        if is_reference(value):  # only metatree writes references: a forged one would read files
+            raise MetadataError(key, f"a dict with the key {REF_KEY!r} is metatree's own")
         check_value(value, key)
     return dict(metadata)
 

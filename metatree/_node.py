@@ -25,9 +25,11 @@ from metatree._localfiles import (
     check_local_outfile,
     check_source,
 )
+from metatree._metadata import check_metadata_update
 from metatree._paths import Literal, parse_file_location
 from metatree._records import FileRecord, check_info, records_of, user_metadata
 from metatree._storage import CHUNK_SIZE
+from metatree.datastore import ArchiveStore, DataStore, bind_references, plan_values, store_values
 from metatree.errors import NotFoundError, PathError
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ class Node:
 
         The file records (`files`) are left out: they are metatree's, not the user's.
         """
-        return user_metadata(self.db.read_metadata(self.path))
+        return bind_references(user_metadata(self.db.read_metadata(self.path)), self)
 
     @property
     def files(self) -> dict[str, FileRecord]:
@@ -120,8 +122,23 @@ class Node:
             yield Node(self.db, (*self.path, name))
 
     def update(self, **metadata: object) -> None:
-        """Merge `metadata` into the node's (values keep their JSON types)."""
-        self.db.update(self.path, metadata)
+        """Merge `metadata` into the node's (values keep their JSON types).
+
+        A `DataStore` or `ArchiveStore` value is stored by reference: its files are put into
+        this node and the metadata keeps a reference, in one locked transaction; the files a
+        replaced reference named go in it too (metatree/datastore.py).
+        """
+        stored = {k: v for k, v in metadata.items() if isinstance(v, DataStore | ArchiveStore)}
+        if not stored:
+            self.db.update(self.path, metadata)
+            return
+        values = check_metadata_update({k: v for k, v in metadata.items() if k not in stored})
+        check_metadata_update(dict.fromkeys(stored))  # the keys' own rules
+        plans = {field: plan_values(field, value) for field, value in stored.items()}
+        with self.db.transaction():
+            for field, value in stored.items():
+                values[field] = store_values(self, field, value, plans[field])
+            self.db.update_checked(self.path, values)
 
     def list(self) -> list[str]:
         """Names of the node's files and child nodes, sorted."""

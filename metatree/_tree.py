@@ -33,6 +33,7 @@ from metatree._node import Node
 from metatree._paths import LocationLike, Placeholder, parse_location
 from metatree._records import FileRecord, check_info, records_of, user_metadata
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
+from metatree.datastore import bind_references
 from metatree.errors import MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
@@ -514,10 +515,11 @@ class Metatree:
         start = resolve(self._db, Target.node(location, self.keys))  # the cursor stays
         for path, metadata in walk(self._db, start.path):
             node = Node(self._db, path)
+            shown = bind_references(user_metadata(metadata), node)
             if files:
-                yield node, user_metadata(metadata), records_of(metadata, node.location)
+                yield node, shown, records_of(metadata, node.location)
             else:
-                yield node, user_metadata(metadata)
+                yield node, shown
 
     def remove(self, location: str, recursive: bool = False) -> None:
         """Remove the file or node at `location` (a node with content needs `recursive`).

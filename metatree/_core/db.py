@@ -179,10 +179,13 @@ class Database:
         values = check_metadata_update(metadata)
         if not values:
             return  # metatreedb's update() without arguments is a no-op: no lock, no I/O
-        with self.write_lock():
-            current, version = self.read_for_write(path)
-            current.update(values)
-            self.write_metadata(path, current, commit=True, expect=version)
+        self.update_checked(path, values)
+
+    def update_checked(self, path: NodePath, values: Mapping[str, Any]) -> None:
+        """Merge checked values (references included: metatree/datastore.py) into the node's."""
+        from metatree._core.update import update
+
+        update(self, path, values)
 
     def write_metadata(
         self,

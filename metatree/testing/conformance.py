@@ -28,6 +28,7 @@ from metatree.errors import (
 from metatree.testing._archives import ArchiveTests
 from metatree.testing._bad_input import BadInputTests
 from metatree.testing._cursor import CursorTests
+from metatree.testing._datastore import DataStoreTests
 from metatree.testing._hardening_index import IndexHardeningTests
 from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._hardening_storage import StorageHardeningTests
@@ -65,6 +66,7 @@ class BackendConformance(
     FileRecordTests,
     ArchiveTests,
     ModelStoreTests,
+    DataStoreTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

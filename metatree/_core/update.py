@@ -1,0 +1,89 @@
+"""update: merge metadata into a node's, dropping the files of replaced references.
+
+A metadata value may be a reference to files of its node (a `DataStore` or an `ArchiveStore`,
+metatree/datastore.py). Replacing such a value, by another reference or by a plain value,
+leaves files nobody names: they go in the same locked write, as a remove does (their records
+leave the metadata at its commit point, the files are deleted after it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from metatree._core.db import rel_path
+from metatree._metadata import REF_KEY, is_reference
+from metatree._paths import check_stored_name
+from metatree._records import drop_records
+from metatree.errors import CorruptMetadataError, PathError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from metatree._core.db import Database
+    from metatree._types import NodePath
+
+__all__ = ["REF_KINDS", "parse_reference", "referenced", "update"]
+
+
+def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
+    """Merge checked `values` into the node's metadata, inside the lock (read-modify-write)."""
+    with db.write_lock():
+        current, version = db.read_for_write(path)
+        where = db.url(path)
+        dropped = set()
+        for key, value in values.items():
+            dropped |= referenced(current.get(key), path, where) - referenced(value, path, where)
+        current.update(values)
+        for name in dropped:
+            drop_records(current, name, where)
+        db.write_metadata(path, current, commit=True, expect=version)
+        tx = db.active_tx()
+        for name in sorted(dropped):
+            if tx is None:
+                db.delete(rel_path(path, name), tree=False)
+            else:
+                tx.unstage(rel_path(path, name))
+                tx.deletes.append((rel_path(path, name), False))
+
+
+def referenced(value: object, path: NodePath, where: str) -> set[str]:
+    """Return the names of the node's files a metadata value references (none: a plain value)."""
+    if not is_reference(value):
+        return set()
+    return {name for name, _ in parse_reference(value, path, where).values()}
+
+
+def parse_reference(value: object, path: NodePath, where: str) -> dict[str, tuple[str, str]]:
+    """Parse a stored reference: key -> (file name in the node, serializer name).
+
+    A reference is stored data: it must have the shape metatree writes, and each URL must name
+    a file of this very node, or it is `CorruptMetadataError` (a planted reference must make
+    neither a read nor an update's clean-up reach another node).
+    """
+    if not isinstance(value, dict) or set(value) != {REF_KEY, "values"}:
+        raise CorruptMetadataError(where, "a malformed reference")
+    values = value["values"]
+    if value[REF_KEY] not in REF_KINDS or not isinstance(values, dict):
+        raise CorruptMetadataError(where, "a malformed reference")
+    prefix = "/".join(path) + "/" if path else ""
+    out: dict[str, tuple[str, str]] = {}
+    for key, entry in values.items():
+        if not isinstance(entry, dict) or set(entry) != {"url", "serializer"}:
+            raise CorruptMetadataError(where, f"reference {key!r} is malformed")
+        url, serializer = entry["url"], entry["serializer"]
+        if (
+            not isinstance(url, str)
+            or not url.startswith(prefix)
+            or not isinstance(serializer, str)
+        ):
+            raise CorruptMetadataError(where, f"reference {key!r} names a file of another node")
+        try:
+            out[key] = (check_stored_name(url[len(prefix) :], where), serializer)
+        except PathError:
+            raise CorruptMetadataError(where, f"reference {key!r} names {url!r}") from None
+    if value[REF_KEY] == "archive" and set(out) != {""}:
+        raise CorruptMetadataError(where, "an archive reference names one file")
+    return out
+
+
+REF_KINDS = ("datastore", "archive")

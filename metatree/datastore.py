@@ -1,0 +1,243 @@
+"""Values kept by reference: a `DataStore` of serialized objects, an `ArchiveStore` of a directory.
+
+mltraq's DataStore and ArchiveStore (seeds 002 and 004), on every backend. Stored as a
+metadata value (``node.update(results=DataStore(weights=arr))``), each value becomes a file of
+that node, put like any other (recorded, checked when read), and the metadata keeps only a
+reference:
+
+``{".metatree.ref": "datastore", "values": {key: {"url": "m/v1/results.weights.npy",
+"serializer": "numpy"}}}``
+
+The URL is relative to the database, so a tree moved or copied elsewhere still resolves. The
+files, the metadata and the removal of files a replaced value no longer references are one
+locked transaction (`store_references`). Reading the field gives a `DataStore` whose values
+load on first access (`bind_references`); a reference is stored data, checked before use: its
+file must be a file of the node it is read in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from metatree._core.update import parse_reference
+from metatree._metadata import REF_KEY, is_reference
+from metatree._paths import check_name
+from metatree.errors import MetadataError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from metatree._node import Node
+
+__all__ = ["ArchiveStore", "DataStore", "bind_references", "plan_values", "store_values"]
+
+
+class DataStore(dict[str, Any]):
+    """A dict whose values are also attributes, stored by reference when it is a metadata value.
+
+    Keys are portable names (they become file names). A `DataStore` read back from a node
+    loads each value on first access; pickled values load only after ``allow_pickle = True``
+    (unpickling runs code: never for a tree you do not trust).
+
+    Examples
+    --------
+    >>> ds = DataStore(alpha=1, beta=[1, 2])
+    >>> ds.alpha, ds["beta"]
+    (1, [1, 2])
+    """
+
+    def __init__(self, *args: Any, allow_pickle: bool = False, **values: Any) -> None:
+        super().__init__(*args, **values)
+        object.__setattr__(self, "allow_pickle", allow_pickle)
+        object.__setattr__(self, "_source", None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "allow_pickle":
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, _Lazy):
+            value = value.load(self.allow_pickle)
+            super().__setitem__(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of `key` (loaded), or `default`."""
+        return self[key] if key in self else default  # noqa: SIM401 - self.get is this method
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        """Yield the values, loading each not loaded yet."""
+        return (self[k] for k in self)
+
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        """Yield (key, value) pairs, loading each value not loaded yet."""
+        return ((k, self[k]) for k in self)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}=<not loaded>" if isinstance(dict.__getitem__(self, k), _Lazy) else f"{k}={v!r}"
+            for k, v in dict.items(self)
+        )
+        return f"DataStore({shown})"
+
+
+class ArchiveStore:
+    """A local directory kept as one ``.tar.gz`` file of the node it is stored in.
+
+    As a metadata value it is archived when stored (`Metatree.put` with ``archive=True``);
+    read back, `extract(target)` unpacks it safely (nothing outside `target`) and
+    `get_target()` extracts into a new temporary directory and returns it.
+    """
+
+    def __init__(
+        self,
+        src_dir: str | os.PathLike[str] | None = None,
+        include: list[str] | tuple[str, ...] | None = None,
+        exclude: list[str] | tuple[str, ...] | None = None,
+        hidden: bool = False,
+    ) -> None:
+        self.src_dir = None if src_dir is None else os.fspath(src_dir)
+        self.include, self.exclude, self.hidden = include, exclude, hidden
+        self._source: tuple[Node, str] | None = None
+
+    def extract(self, target: str | os.PathLike[str], *, overwrite: bool = False) -> str:
+        """Extract the stored archive into `target` (created if missing); return its path."""
+        if self._source is None:
+            raise MetadataError("ArchiveStore", "only an ArchiveStore read from a node extracts")
+        node, name = self._source
+        list(node.get(name, extract_to=target, overwrite=overwrite))
+        return os.fspath(target)
+
+    def get_target(self) -> str:
+        """Extract into a new temporary directory and return it (the caller removes it)."""
+        return self.extract(tempfile.mkdtemp(prefix="metatree-archive-"))
+
+    def __repr__(self) -> str:
+        where = self.src_dir if self._source is None else self._source[1]
+        return f"ArchiveStore({where!r})"
+
+
+class _Lazy:
+    """A value of a read DataStore, loaded on first access: one verified get of its file."""
+
+    def __init__(self, node: Node, name: str, serializer: str) -> None:
+        self.node, self.name, self.serializer = node, name, serializer
+
+    def load(self, allow_pickle: bool) -> Any:
+        from metatree.serializers import serializer_named
+
+        chosen = serializer_named(self.serializer, allow_pickle=allow_pickle)
+        with tempfile.TemporaryFile() as local:
+            for chunk in self.node.get(self.name):  # checked against the file's record
+                local.write(chunk)
+            local.seek(0)
+            return chosen.load(local)
+
+
+def bind_references(metadata: dict[str, Any], node: Node) -> dict[str, Any]:
+    """Return `metadata` with each stored reference turned into a lazy `DataStore`/`ArchiveStore`.
+
+    Nothing is read: the values load on access. A malformed reference, or one naming a file
+    outside `node`, is `CorruptMetadataError` here, before anything could be read.
+    """
+    if not any(is_reference(v) for v in metadata.values()):
+        return metadata
+    bound = dict(metadata)
+    for key, value in metadata.items():
+        if is_reference(value):
+            bound[key] = _bind(value, node, key)
+    return bound
+
+
+def _bind(value: dict[str, Any], node: Node, field: str) -> DataStore | ArchiveStore:
+    entries = parse_reference(value, node.path, f"{node.location} ({field})")
+    if value[REF_KEY] == "archive":
+        archive = ArchiveStore()
+        archive._source = (node, entries[""][0])
+        return archive
+    store = DataStore()
+    for key, (name, serializer) in entries.items():
+        dict.__setitem__(store, key, _Lazy(node, name, serializer))
+    return store
+
+
+def plan_values(field: str, value: DataStore | ArchiveStore) -> list[tuple[str, Any, Any]]:
+    """Check a value before anything is written; return (key, value, serializer) per value.
+
+    The field and the keys must be file names, and each value must have a serializer.
+    """
+    check_name(field, field)
+    if isinstance(value, ArchiveStore):
+        if value.src_dir is None:
+            raise MetadataError(field, "an ArchiveStore read from a node is stored where it is")
+        return []
+    from metatree.serializers import serializer_for
+
+    planned = []
+    for key in dict.keys(value):
+        if not isinstance(key, str):
+            raise MetadataError(field, f"a DataStore key is a str, not {type(key).__name__}")
+        check_name(key, f"{field}.{key}")
+        item = value[key]  # a read DataStore's value loads here, before the lock
+        planned.append((key, item, serializer_for(item, allow_pickle=value.allow_pickle)))
+    return planned
+
+
+def store_values(
+    node: Node, field: str, value: DataStore | ArchiveStore, planned: list[tuple[str, Any, Any]]
+) -> dict[str, Any]:
+    """Put a value's files into `node` (in the caller's transaction); return its reference."""
+    prefix = "/".join(node.path) + "/" if node.path else ""
+    if isinstance(value, ArchiveStore):
+        name = f"{field}.tar.gz"
+        node.put(
+            os.fspath(value.src_dir or ""),
+            name=name,
+            archive=True,
+            include=value.include,
+            exclude=value.exclude,
+            hidden=value.hidden,
+            force=True,
+        )
+        return reference("archive", {"": (prefix + name, "archive")})
+    entries = {}
+    for key, item, chosen in planned:
+        name = file_name(field, key, chosen.suffix)
+        with tempfile.TemporaryFile() as local:  # serializers write streams; puts read them
+            chosen.dump(item, local)
+            local.seek(0)
+            node.put(local, name=name, force=True)
+        entries[key] = (prefix + name, chosen.name)
+    return reference("datastore", entries)
+
+
+def file_name(field: str, key: str, suffix: str) -> str:
+    """Return the file a DataStore value is stored in: ``<field>.<key><suffix>``."""
+    return f"{field}.{key}{suffix}" if key else f"{field}{suffix}"
+
+
+def reference(kind: str, values: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Return the stored reference of `kind` for ``{key: (url, serializer)}``."""
+    return {
+        REF_KEY: kind,
+        "values": {k: {"url": url, "serializer": s} for k, (url, s) in values.items()},
+    }

@@ -1,0 +1,178 @@
+"""Values kept by reference (issue 13): DataStore and ArchiveStore as metadata values.
+
+Part of the conformance suite: every test runs on every backend. Values of the core
+serializers (bytes, JSON) always; numpy, pandas and pyarrow ones where those are installed
+(they are optional extras of metatree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from metatree import Metatree
+from metatree._storage import as_storage
+from metatree.datastore import ArchiveStore, DataStore
+from metatree.errors import CorruptMetadataError, MetadataError, PathError
+from metatree.testing._helpers import snapshot, unchanged
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from metatree._storage import Storage
+
+__all__ = ["DataStoreTests"]
+
+KEYS = ("model", "version", "stage")
+NODE = "m/v1"
+
+
+class DataStoreTests:
+    """A DataStore's values are files of their node; the metadata keeps references."""
+
+    @pytest.fixture
+    def node_tree(self, storage: Storage) -> Metatree:
+        tree = Metatree(storage, KEYS)
+        tree.put(f"{NODE}/s", b"x", name="f")
+        return tree
+
+    def test_datastore_round_trip_is_lazy(
+        self, node_tree: Metatree, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(raw=b"\x00bytes", doc={"a": [1, 2.5, None]}), note="n")
+        stored = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))["results"]
+        assert stored[".metatree.ref"] == "datastore"
+        assert {v["url"] for v in stored["values"].values()} == {
+            f"{NODE}/results.raw.bin",
+            f"{NODE}/results.doc.json",
+        }
+        reads: list[str] = []
+        real = type(storage).get
+
+        def counted(self: Storage, rel: str, *args: Any, **kwargs: Any) -> Any:
+            reads.append(rel)
+            return real(self, rel, *args, **kwargs)
+
+        monkeypatch.setattr(type(storage), "get", counted)
+        results = node_tree.find(NODE).metadata["results"]
+        assert isinstance(results, DataStore)
+        assert reads == []  # nothing loaded yet
+        assert results.raw == b"\x00bytes"
+        assert [r.rsplit("/", 1)[-1] for r in reads] == ["results.raw.bin"]
+        assert results["doc"] == {"a": [1, 2.5, None]}
+        assert len(reads) == 2
+        assert node_tree.find(NODE).metadata["note"] == "n"
+
+    def test_datastore_numeric_values(self, node_tree: Metatree) -> None:
+        np = pytest.importorskip("numpy")
+        pa = pytest.importorskip("pyarrow")
+        table = pa.table({"a": [1, None, 3], "b": ["x", "y", None]})
+        weights = np.arange(12, dtype="float32").reshape(3, 4)
+        node_tree.find(NODE).update(results=DataStore(weights=weights, table=table))
+        results = node_tree.find(NODE).metadata["results"]
+        assert results.weights.dtype == weights.dtype
+        assert (results.weights == weights).all()
+        assert results.table.equals(table)
+
+    def test_references_survive_a_copy_to_another_backend(
+        self, node_tree: Metatree, storage: Storage
+    ) -> None:
+        node_tree.find(NODE).update(results=DataStore(raw=b"abc"))
+        copy = as_storage(f"memory://copy-{id(self)}-{id(storage)}")
+        for rel, data in snapshot(storage).items():
+            copy.put(data, rel)
+        assert Metatree(copy).find(NODE).metadata["results"].raw == b"abc"
+
+    def test_replacing_or_removing_leaves_no_orphan(
+        self, node_tree: Metatree, storage: Storage
+    ) -> None:
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(a=b"1", b=b"2"))
+        node.update(results=DataStore(a=b"one"))  # b is no longer referenced
+        assert node.list() == ["results.a.bin", "s"]
+        assert node.metadata["results"].a == b"one"
+        node.update(results=5)  # a plain value replaces the reference
+        assert node.list() == ["s"]
+        assert set(node.files) == set()
+        node.update(results=DataStore(a=b"again"))
+        node_tree.remove(NODE, recursive=True)
+        assert not any(rel.startswith(f"{NODE}/") for rel in snapshot(storage))
+
+    def test_a_transaction_commits_values_and_references_together(
+        self, node_tree: Metatree
+    ) -> None:
+        node = node_tree.find(NODE)
+        with contextlib.suppress(RuntimeError), node_tree.transaction():
+            node.update(results=DataStore(a=b"1"))
+            raise RuntimeError("abort")
+        assert "results" not in node.metadata
+        assert node.list() == ["s"]
+
+    def test_archive_store_round_trip(self, node_tree: Metatree, tmp_path: Path) -> None:
+        src = tmp_path / "src"
+        (src / "sub").mkdir(parents=True)
+        (src / "sub" / "a.txt").write_bytes(b"a")
+        (src / "b.bin").write_bytes(b"b" * 100)
+        node_tree.find(NODE).update(code=ArchiveStore(src))
+        read = node_tree.find(NODE).metadata["code"]
+        assert isinstance(read, ArchiveStore)
+        out = read.extract(tmp_path / "out")
+        assert (tmp_path / "out" / "sub" / "a.txt").read_bytes() == b"a"
+        assert out == str(tmp_path / "out")
+        with pytest.raises(MetadataError):
+            node_tree.find(NODE).update(again=read)  # stored where it is
+
+    def test_pickle_only_when_asked(self, node_tree: Metatree) -> None:
+        node = node_tree.find(NODE)
+        with unchanged(node_tree.storage), pytest.raises(MetadataError):
+            node.update(results=DataStore(obj={1, 2}))  # a set: no serializer but pickle
+        node.update(results=DataStore(obj={1, 2}, allow_pickle=True))
+        results = node.metadata["results"]
+        with pytest.raises(MetadataError):
+            _ = results.obj  # reading a pickle runs code: the reader opts in too
+        results.allow_pickle = True
+        assert results.obj == {1, 2}
+
+    @pytest.mark.parametrize(
+        ("value", "error"),
+        [
+            (DataStore(**{"a/b": b"x"}), PathError),
+            (DataStore(**{"..": b"x"}), PathError),
+            (DataStore(x=object()), MetadataError),
+        ],
+        ids=["slash-key", "dotdot-key", "no-serializer"],
+    )
+    def test_bad_values_write_nothing(
+        self, node_tree: Metatree, value: DataStore, error: type[Exception]
+    ) -> None:
+        with unchanged(node_tree.storage), pytest.raises(error):
+            node_tree.find(NODE).update(results=value)
+
+    def test_a_forged_reference_is_refused(self, node_tree: Metatree) -> None:
+        forged = {".metatree.ref": "datastore", "values": {}}
+        with unchanged(node_tree.storage), pytest.raises(MetadataError):
+            node_tree.find(NODE).update(results=forged)
+
+    @pytest.mark.parametrize(
+        "url", ["m/v2/x.bin", "m/v1/../v2/x.bin", "x.bin", "m/v1/", "m/v1/.metatree.lock"]
+    )
+    def test_a_planted_reference_outside_its_node_is_corrupt(
+        self, node_tree: Metatree, storage: Storage, url: str
+    ) -> None:
+        node_tree.put("m/v2/s", b"keep", name="x.bin")
+        metadata = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))
+        metadata["results"] = {
+            ".metatree.ref": "datastore",
+            "values": {"a": {"url": url, "serializer": "bytes"}},
+        }
+        storage.write_atomic(f"{NODE}/metadata.json", orjson.dumps(metadata))
+        with unchanged(storage):
+            with pytest.raises(CorruptMetadataError):
+                _ = node_tree.find(NODE).metadata
+            with pytest.raises(CorruptMetadataError):
+                node_tree.find(NODE).update(results=1)  # its clean-up must not reach m/v2
+        assert b"".join(node_tree.get("m/v2/s/x.bin")) == b"keep"
