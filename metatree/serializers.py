@@ -143,7 +143,11 @@ class _Json(Serializer):
     suffix = ".json"
 
     def accepts(self, value: object) -> bool:
-        return self.explain(value) is None
+        try:
+            check_value(value, "value")
+        except MetadataError:
+            return False
+        return True
 
     def explain(self, value: object) -> str | None:
         try:
@@ -161,6 +165,17 @@ class _Json(Serializer):
             return _parse_json(source.read())
         except ValueError as exc:  # orjson.JSONDecodeError, too deep
             raise CorruptMetadataError(_source_name(source), f"not JSON: {exc}") from None
+
+
+def _npy_header(np: Any, source: BinaryIO, version: tuple[int, int]) -> Any:
+    """Read a ``.npy`` header: (shape, fortran order, dtype); ValueError if malformed."""
+    fmt = np.lib.format
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(source)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(source)
+    # 3.0 (UTF-8 field names): numpy reads it only in a private function, so be it
+    return np.lib._format_impl._read_array_header(source, version)
 
 
 class _Numpy(Serializer):
@@ -198,7 +213,7 @@ class _Numpy(Serializer):
             if source.seekable():  # check the size before numpy allocates what the header says
                 start = source.tell()
                 version = fmt.read_magic(source)
-                shape, _, dtype = fmt._read_array_header(source, version)
+                shape, _, dtype = _npy_header(np, source, version)
                 expected = math.prod(shape) * dtype.itemsize  # exact: no wrap-around
                 data_start = source.tell()
                 size = source.seek(0, 2) - data_start
