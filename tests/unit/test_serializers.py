@@ -86,8 +86,10 @@ def test_json_refuses_what_does_not_round_trip(value: object, match: str) -> Non
     with pytest.raises(MetadataError, match=match) as info:
         serializer_for(value, where="results.x")
     assert info.value.key == "results.x"
+    out = io.BytesIO()
     with pytest.raises(MetadataError, match=match):
-        serializer_named("json").dump(value, io.BytesIO())
+        serializer_named("json").dump(value, out)
+    assert out.getvalue() == b""
 
 
 def test_json_corrupt_payload() -> None:
@@ -135,8 +137,10 @@ def test_numpy_object_dtype_needs_pickle() -> None:
     array = np.array([1, "a"], dtype=object)
     with pytest.raises(MetadataError, match="allow_pickle"):
         serializer_for(array)
+    out = io.BytesIO()
     with pytest.raises(MetadataError, match="Python objects"):
-        serializer_named("numpy").dump(array, io.BytesIO())
+        serializer_named("numpy").dump(array, out)
+    assert out.getvalue() == b""
     name, loaded = round_trip(array, allow_pickle=True)
     assert name == "pickle"
     np.testing.assert_array_equal(loaded, array)
@@ -284,6 +288,25 @@ def test_arrow_table_round_trip(pa: Any) -> None:
         assert loaded.to_pylist() == value.to_pylist()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {b"pandas": b"{bad"},
+        {b"pandas": b"[]"},
+        {b"pandas": b'{"index_columns": ["zz"], "columns": []}'},
+        {b"metatree.series": b'"no such column"'},
+        {b"metatree.series": b"{bad"},
+    ],
+)
+def test_pandas_hostile_metadata_is_corrupt(pd: Any, metadata: dict[bytes, bytes]) -> None:
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    stored = io.BytesIO()
+    pq.write_table(pa.table({"a": [1]}).replace_schema_metadata(metadata), stored)
+    stored.seek(0)
+    with pytest.raises(CorruptMetadataError, match="not a pandas frame"):
+        serializer_named("pandas").load(stored)
+
+
 @pytest.mark.parametrize("name", ["pandas", "arrow"])
 def test_parquet_corrupt_payload(pa: Any, name: str) -> None:
     with pytest.raises(CorruptMetadataError, match="not Parquet"):
@@ -359,6 +382,19 @@ def test_user_serializers_come_first(registry: None) -> None:
 
     register_serializer(Everything())
     assert serializer_for(b"bytes").name == "everything"
+
+
+def test_unsafe_user_serializer_needs_the_opt_in(registry: None) -> None:
+    class Unsafe(Complex):
+        name = "unsafe"
+        unsafe = True
+
+    register_serializer(Unsafe())
+    with pytest.raises(MetadataError, match="no serializer takes complex"):
+        serializer_for(1j)
+    with pytest.raises(MetadataError, match="allow_pickle=True"):
+        serializer_named("unsafe")
+    assert round_trip(1j, allow_pickle=True) == ("unsafe", 1j)
 
 
 @pytest.mark.parametrize(
