@@ -1,0 +1,114 @@
+"""pandas frames and Arrow tables as Parquet, through pyarrow; column types round-trip."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from metatree._metadata import _parse_json, check_value
+from metatree.errors import CorruptMetadataError, MetadataError
+from metatree.serializers._base import Serializer, _loaded, _require, _source_name
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+__all__ = ["ArrowSerializer", "PandasSerializer"]
+
+
+_SCHEMA_KEY: Final = b"ARROW:schema"
+_SERIES_KEY: Final = b"metatree.series"
+_SERIES_COLUMN: Final = "__metatree_series__"
+
+
+def _write_parquet(table: Any, out: BinaryIO, serializer: str) -> None:
+    pq = _require("pyarrow.parquet", serializer)
+    pq.write_table(table, out)
+
+
+def _read_parquet(source: BinaryIO, serializer: str) -> Any:
+    """Read a Parquet stream and cast it back to the Arrow schema that was written.
+
+    Parquet has no ``date64`` or second timestamps: pyarrow reads them as ``date32`` and
+    milliseconds, though it stores the original schema in the file. The cast restores it.
+    """
+    pa = _require("pyarrow", serializer)
+    pq = _require("pyarrow.parquet", serializer)
+    try:
+        file = pq.ParquetFile(source)
+        table = file.read()
+        stored = (file.metadata.metadata or {}).get(_SCHEMA_KEY)
+        if stored is not None:
+            schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+            if not table.schema.equals(schema):
+                table = table.cast(schema)
+    except (pa.ArrowException, ValueError) as exc:  # binascii.Error is a ValueError
+        raise CorruptMetadataError(_source_name(source), f"not Parquet: {exc}") from None
+    return table
+
+
+class PandasSerializer(Serializer):
+    """DataFrame and Series as Parquet, with pandas' own metadata (index, dtypes) in it.
+
+    A Series is written as a one-column frame, its name kept in the schema metadata.
+    """
+
+    name = "pandas"
+    suffix = ".parquet"
+
+    def accepts(self, value: object) -> bool:
+        pd = _loaded(value, "pandas")
+        return pd is not None and type(value) in (pd.DataFrame, pd.Series)
+
+    def dump(self, value: object, out: BinaryIO) -> None:
+        if not self.accepts(value):
+            raise MetadataError(self.name, f"{type(value).__name__} is not a DataFrame or Series")
+        pa = _require("pyarrow", self.name)
+        frame: Any = value
+        series_name = None
+        if frame.ndim == 1:  # a Series
+            check_value(frame.name, "Series.name")
+            series_name = orjson.dumps(frame.name)
+            frame = frame.to_frame(name=_SERIES_COLUMN)
+        try:  # before anything is written: a column Arrow cannot type fails here
+            table = pa.Table.from_pandas(frame)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise MetadataError(self.name, f"Arrow cannot store this frame: {exc}") from None
+        if series_name is not None:
+            table = table.replace_schema_metadata(
+                {**table.schema.metadata, _SERIES_KEY: series_name}
+            )
+        _write_parquet(table, out, self.name)
+
+    def load(self, source: BinaryIO) -> object:
+        table = _read_parquet(source, self.name)
+        pa = _require("pyarrow", self.name)
+        try:
+            frame = table.to_pandas()
+            stored_name = (table.schema.metadata or {}).get(_SERIES_KEY)
+            if stored_name is None:
+                return frame
+            series = frame[_SERIES_COLUMN]
+            series.name = _parse_json(stored_name)
+        except (pa.ArrowException, ValueError, LookupError, TypeError, AttributeError) as exc:
+            # pandas follows the metadata stored in the file: hostile metadata fails anywhere
+            raise CorruptMetadataError(_source_name(source), f"not a pandas frame: {exc}") from None
+        return series
+
+
+class ArrowSerializer(Serializer):
+    name = "arrow"
+    suffix = ".parquet"
+
+    def accepts(self, value: object) -> bool:
+        pa = _loaded(value, "pyarrow")
+        return pa is not None and type(value) is pa.Table
+
+    def dump(self, value: object, out: BinaryIO) -> None:
+        if not self.accepts(value):
+            raise MetadataError(self.name, f"{type(value).__name__} is not a pyarrow.Table")
+        _write_parquet(value, out, self.name)
+
+    def load(self, source: BinaryIO) -> object:
+        return _read_parquet(source, self.name)
