@@ -51,13 +51,13 @@ class DataStoreTests:
             f"{NODE}/results.doc.json",
         }
         reads: list[str] = []
-        real = type(storage).get
+        real = type(storage).iter_bytes
 
         def counted(self: Storage, rel: str, *args: Any, **kwargs: Any) -> Any:
             reads.append(rel)
             return real(self, rel, *args, **kwargs)
 
-        monkeypatch.setattr(type(storage), "get", counted)
+        monkeypatch.setattr(type(storage), "iter_bytes", counted)  # how files are read
         results = node_tree.find(NODE).metadata["results"]
         assert isinstance(results, DataStore)
         assert reads == []  # nothing loaded yet
@@ -140,8 +140,8 @@ class DataStoreTests:
     @pytest.mark.parametrize(
         ("value", "error"),
         [
-            (DataStore(**{"a/b": b"x"}), PathError),
-            (DataStore(**{"..": b"x"}), PathError),
+            (DataStore({"a/b": b"x"}), PathError),
+            (DataStore({"..": b"x"}), PathError),
             (DataStore(x=object()), MetadataError),
         ],
         ids=["slash-key", "dotdot-key", "no-serializer"],
