@@ -229,6 +229,10 @@ class _Writer:
             spool, self._spool = self._spool, None
             spool.close()
 
+    def __del__(self) -> None:
+        """A file dropped without being closed stores nothing (and leaks no spool)."""
+        self.discard()
+
     def __enter__(self) -> Self:
         return self
 
