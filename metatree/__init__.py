@@ -12,6 +12,7 @@ from metatree._node import Node
 from metatree._records import FileRecord, Provenance
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
+from metatree.artifacts import ArtifactStore
 from metatree.backends import Backend, Capabilities, register_backend
 from metatree.errors import (
     AlreadyExistsError,
@@ -40,6 +41,7 @@ __version__ = "0.3.0"
 __all__ = [
     "AlreadyExistsError",
     "ArchiveError",
+    "ArtifactStore",
     "Backend",
     "Capabilities",
     "ConflictError",

@@ -30,10 +30,10 @@ from metatree._names import is_reserved
 from metatree._paths import GLOB, is_invisible
 from metatree._storage import Storage, as_storage
 from metatree.backends import translate_errors
-from metatree.errors import AlreadyExistsError, NotFoundError, PathError
+from metatree.errors import AlreadyExistsError, MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
     from fsspec.spec import AbstractFileSystem
@@ -153,8 +153,10 @@ def _from_url(fs: AbstractFileSystem, root: str, text: str, shown: str) -> list[
     """Confine a URL: one of `fs`'s protocols, no other host, below `root` after ``..``."""
     scheme, rest = text.split("://", 1)
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if scheme.casefold() not in {p.casefold() for p in protocols}:
+    known = {p.casefold(): p for p in protocols}
+    if scheme.casefold() not in known:
         raise PathError(shown, f"protocol {scheme!r} is not the store's ({'/'.join(protocols)})")
+    scheme = known[scheme.casefold()]  # fsspec strips its protocols in their own letter case
     # the first segment may be a bucket or host: '..' may not remove it
     parts = _normalise(rest, shown, top=0 if rest.startswith("/") else 1)
     canonical = "/".join(parts)
@@ -230,7 +232,7 @@ class _Writer:
             spool.close()
 
     def __del__(self) -> None:
-        """A file dropped without being closed stores nothing (and leaks no spool)."""
+        """Discard a file dropped without being closed: nothing is stored, no spool leaks."""
         self.discard()
 
     def __enter__(self) -> Self:
@@ -311,9 +313,9 @@ class ArtifactStore:
         a temp name and a rename: readers see the old file or the new one, never half of it.
         Missing parent directories are created (as on object stores).
         """
+        rel = self._rel(path)
         if mode not in _MODES:
             raise PathError(os.fspath(path), f"mode {mode!r} is not one of {_MODES}")
-        rel = self._rel(path)
         if not rel:
             raise PathError(os.fspath(path), "the store's root is a directory")
         if mode.startswith("w"):
@@ -432,29 +434,44 @@ class ArtifactStore:
         return int(info["size"])
 
     def walk(
-        self, top: PathType, topdown: bool = True
+        self,
+        top: PathType,
+        topdown: bool = True,
+        onerror: Callable[[MetatreeError], object] | None = None,
     ) -> Iterator[tuple[str, list[str], list[str]]]:
         """Yield ``(directory, subdirectories, files)`` for `top` and each directory below.
 
         As ``os.walk``: a missing `top` yields nothing; with ``topdown=True`` the caller may
-        prune the subdirectory list in place. The database's own files are left out.
+        prune the subdirectory list in place. A directory that cannot be listed is given to
+        `onerror` and skipped; without `onerror` its error is raised (``os.walk`` would hide
+        it). The database's own files are left out.
         """
         where = self._confine(top)
         if self._kind(where.rel) != "directory":
             return
-        yield from self._walk(where.rel, where.absolute, topdown)
+        yield from self._walk(where.rel, where.absolute, topdown, onerror)
 
     def _walk(
-        self, rel: str, absolute: bool, topdown: bool
+        self,
+        rel: str,
+        absolute: bool,
+        topdown: bool,
+        onerror: Callable[[MetatreeError], object] | None,
     ) -> Iterator[tuple[str, list[str], list[str]]]:
-        entries = self.storage.listdir(rel)
+        try:
+            entries = self.storage.listdir(rel)
+        except MetatreeError as exc:
+            if onerror is None:
+                raise
+            onerror(exc)
+            return
         dirs = sorted(n for n, k in entries.items() if k == "directory" and not is_reserved(n))
         files = sorted(n for n, k in entries.items() if k == "file" and not is_reserved(n))
         here = self._show(rel, absolute)
         if topdown:
             yield here, dirs, files
         for name in list(dirs):
-            yield from self._walk(f"{rel}/{name}" if rel else name, absolute, topdown)
+            yield from self._walk(f"{rel}/{name}" if rel else name, absolute, topdown, onerror)
         if not topdown:
             yield here, dirs, files
 

@@ -94,6 +94,13 @@ def _attempts(store: ArtifactStore, path: object) -> list[tuple[str, Callable[[]
     return calls
 
 
+def _fail_while_writing(store: ArtifactStore, path: str) -> None:
+    """Write half a file, then fail inside the ``with`` block (a step that raises)."""
+    with store.open(path, "w") as f:
+        f.write("half")
+        raise RuntimeError("the step failed")
+
+
 class ArtifactStoreTests:
     """ZenML's artifact-store API on every backend, confined to its root."""
 
@@ -115,8 +122,12 @@ class ArtifactStoreTests:
             assert f.read() == "text"
         with store.open("a/c.bin", "rb") as f:
             assert f.read() == b"\x00bin"
-        assert store.exists("a/b.txt") and store.exists("a") and not store.exists("a/nope")
-        assert store.isdir("a") and not store.isdir("a/b.txt") and not store.isdir("nope")
+        assert store.exists("a/b.txt")
+        assert store.exists("a")
+        assert not store.exists("a/nope")
+        assert store.isdir("a")
+        assert not store.isdir("a/b.txt")
+        assert not store.isdir("nope")
         assert store.listdir("a") == ["b.txt", "c.bin"]
         assert store.size("a/c.bin") == 4
         assert store.stat("a/c.bin")["type"] == "file"
@@ -131,25 +142,39 @@ class ArtifactStoreTests:
             store.rename("a/b.txt", "d/moved.txt")
         store.rename("a/b.txt", "d/moved.txt", overwrite=True)
         assert storage.read_bytes("store/d/moved.txt") == b"text"
-        assert not store.exists("a/b.txt") and not store.exists("d/copy.txt")
+        assert not store.exists("a/b.txt")
+        assert not store.exists("d/copy.txt")
         store.rename("d", "e")
-        assert store.listdir("e") == ["moved.txt"] and not store.exists("d")
+        assert store.listdir("e") == ["moved.txt"]
+        assert not store.exists("d")
         assert store.glob("*/*.bin") == ["a/c.bin"]
         assert store.glob(f"{store.path}/e/m*") == [f"{store.path}/e/moved.txt"]
-        assert list(store.walk("")) == [("", ["a", "e"], []), ("a", [], ["c.bin"]), ("e", [], ["moved.txt"])]
-        assert list(store.walk(store.path))[0] == (store.path, ["a", "e"], [])
+        assert list(store.walk("")) == [
+            ("", ["a", "e"], []),
+            ("a", [], ["c.bin"]),
+            ("e", [], ["moved.txt"]),
+        ]
+        assert next(iter(store.walk(store.path))) == (store.path, ["a", "e"], [])
         assert list(store.walk("nope")) == []
+        assert [d for d, _, _ in store.walk("", topdown=False)] == ["a", "e", ""]
+        pruned = []
+        for here, dirs, _ in store.walk(""):
+            pruned.append(here)
+            dirs[:] = [d for d in dirs if d != "a"]  # os.walk's pruning, top-down
+        assert pruned == ["", "e"]
         store.makedirs("f/g/h")
         with store.open("f/g/h/x", "wb") as f:
             f.write(b"x")
-        assert store.isdir("f/g") and store.exists("f/g/h/x")
+        assert store.isdir("f/g")
+        assert store.exists("f/g/h/x")
         store.remove("a/c.bin")
         with pytest.raises(NotFoundError):
             store.remove("a/c.bin")
         with pytest.raises(NotFoundError):
             store.remove("f")  # a directory: rmtree
         store.rmtree("f")
-        assert not store.exists("f") and not store.exists("f/g/h/x")
+        assert not store.exists("f")
+        assert not store.exists("f/g/h/x")
         with pytest.raises(NotFoundError):
             store.rmtree("f")
         assert storage.read_bytes("store2/secret") == b"sibling"
@@ -159,7 +184,8 @@ class ArtifactStoreTests:
         if not store.storage.capabilities.real_directories:
             pytest.skip("directories are key prefixes here: nothing to create")
         store.makedirs("x/y")
-        assert store.isdir("x/y") and store.listdir("x/y") == []
+        assert store.isdir("x/y")
+        assert store.listdir("x/y") == []
         store.mkdir("x/z")
         with pytest.raises(AlreadyExistsError):
             store.mkdir("x/z")
@@ -179,9 +205,8 @@ class ArtifactStoreTests:
         assert reader.read() == b"old"
         reader.close()
         assert storage.read_bytes("store/f.txt") == b"new, longer"
-        with unchanged(storage), pytest.raises(RuntimeError), store.open("f.txt", "w") as f:
-            f.write("half")
-            raise RuntimeError("the step failed")
+        with unchanged(storage), pytest.raises(RuntimeError, match="the step failed"):
+            _fail_while_writing(store, "f.txt")
         unclosed = store.open("g.bin", "wb")
         unclosed.write(b"never stored")
         assert not store.exists("g.bin")
