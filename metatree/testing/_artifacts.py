@@ -105,100 +105,104 @@ class ArtifactStoreTests:
     """ZenML's artifact-store API on every backend, confined to its root."""
 
     @pytest.fixture
-    def store(self, storage: Storage) -> ArtifactStore:
+    def artifacts(self, storage: Storage) -> ArtifactStore:
         """Return a store at ``<db>/store``, beside ``<db>/store2/secret`` and ``<db>/outside``."""
         _below(storage, "store2").write_atomic("secret", b"sibling")
         storage.write_atomic("outside", b"beside")
         return ArtifactStore(_below(storage, "store"))
 
-    def test_artifacts_method_table(self, store: ArtifactStore, storage: Storage) -> None:
+    def test_artifacts_method_table(self, artifacts: ArtifactStore, storage: Storage) -> None:
         """Each of ZenML's methods does what its name says, by relative path and by URL."""
-        with store.open("a/b.txt", "w") as f:
+        with artifacts.open("a/b.txt", "w") as f:
             f.write("text")
-        with store.open(f"{store.path}/a/c.bin", "wb") as f:
+        with artifacts.open(f"{artifacts.path}/a/c.bin", "wb") as f:
             f.write(b"\x00bin")
         assert storage.read_bytes("store/a/b.txt") == b"text"
-        with store.open("a/b.txt") as f:
+        with artifacts.open("a/b.txt") as f:
             assert f.read() == "text"
-        with store.open("a/c.bin", "rb") as f:
+        with artifacts.open("a/c.bin", "rb") as f:
             assert f.read() == b"\x00bin"
-        assert store.exists("a/b.txt")
-        assert store.exists("a")
-        assert not store.exists("a/nope")
-        assert store.isdir("a")
-        assert not store.isdir("a/b.txt")
-        assert not store.isdir("nope")
-        assert store.listdir("a") == ["b.txt", "c.bin"]
-        assert store.size("a/c.bin") == 4
-        assert store.stat("a/c.bin")["type"] == "file"
-        assert store.stat("a")["type"] == "directory"
-        store.copyfile("a/b.txt", "d/copy.txt")
+        assert artifacts.exists("a/b.txt")
+        assert artifacts.exists("a")
+        assert not artifacts.exists("a/nope")
+        assert artifacts.isdir("a")
+        assert not artifacts.isdir("a/b.txt")
+        assert not artifacts.isdir("nope")
+        assert artifacts.listdir("a") == ["b.txt", "c.bin"]
+        assert artifacts.size("a/c.bin") == 4
+        assert artifacts.stat("a/c.bin")["type"] == "file"
+        assert artifacts.stat("a")["type"] == "directory"
+        artifacts.copyfile("a/b.txt", "d/copy.txt")
         with pytest.raises(AlreadyExistsError):
-            store.copyfile("a/c.bin", "d/copy.txt")
-        store.copyfile("a/c.bin", "d/copy.txt", overwrite=True)
+            artifacts.copyfile("a/c.bin", "d/copy.txt")
+        artifacts.copyfile("a/c.bin", "d/copy.txt", overwrite=True)
         assert storage.read_bytes("store/d/copy.txt") == b"\x00bin"
-        store.rename("d/copy.txt", "d/moved.txt")
+        artifacts.rename("d/copy.txt", "d/moved.txt")
         with pytest.raises(AlreadyExistsError):
-            store.rename("a/b.txt", "d/moved.txt")
-        store.rename("a/b.txt", "d/moved.txt", overwrite=True)
+            artifacts.rename("a/b.txt", "d/moved.txt")
+        artifacts.rename("a/b.txt", "d/moved.txt", overwrite=True)
         assert storage.read_bytes("store/d/moved.txt") == b"text"
-        assert not store.exists("a/b.txt")
-        assert not store.exists("d/copy.txt")
-        store.rename("d", "e")
-        assert store.listdir("e") == ["moved.txt"]
-        assert not store.exists("d")
-        assert store.glob("*/*.bin") == ["a/c.bin"]
-        assert store.glob(f"{store.path}/e/m*") == [f"{store.path}/e/moved.txt"]
-        assert list(store.walk("")) == [
+        assert not artifacts.exists("a/b.txt")
+        assert not artifacts.exists("d/copy.txt")
+        artifacts.rename("d", "e")
+        assert artifacts.listdir("e") == ["moved.txt"]
+        assert not artifacts.exists("d")
+        assert artifacts.glob("*/*.bin") == ["a/c.bin"]
+        assert artifacts.glob(f"{artifacts.path}/e/m*") == [f"{artifacts.path}/e/moved.txt"]
+        assert list(artifacts.walk("")) == [
             ("", ["a", "e"], []),
             ("a", [], ["c.bin"]),
             ("e", [], ["moved.txt"]),
         ]
-        assert next(iter(store.walk(store.path))) == (store.path, ["a", "e"], [])
-        assert list(store.walk("nope")) == []
-        assert [d for d, _, _ in store.walk("", topdown=False)] == ["a", "e", ""]
+        assert next(iter(artifacts.walk(artifacts.path))) == (artifacts.path, ["a", "e"], [])
+        assert list(artifacts.walk("nope")) == []
+        assert [d for d, _, _ in artifacts.walk("", topdown=False)] == ["a", "e", ""]
         pruned = []
-        for here, dirs, _ in store.walk(""):
+        for here, dirs, _ in artifacts.walk(""):
             pruned.append(here)
             dirs[:] = [d for d in dirs if d != "a"]  # os.walk's pruning, top-down
         assert pruned == ["", "e"]
-        store.makedirs("f/g/h")
-        with store.open("f/g/h/x", "wb") as f:
+        artifacts.makedirs("f/g/h")
+        with artifacts.open("f/g/h/x", "wb") as f:
             f.write(b"x")
-        assert store.isdir("f/g")
-        assert store.exists("f/g/h/x")
-        store.remove("a/c.bin")
+        assert artifacts.isdir("f/g")
+        assert artifacts.exists("f/g/h/x")
+        artifacts.remove("a/c.bin")
         with pytest.raises(NotFoundError):
-            store.remove("a/c.bin")
+            artifacts.remove("a/c.bin")
         with pytest.raises(NotFoundError):
-            store.remove("f")  # a directory: rmtree
-        store.rmtree("f")
-        assert not store.exists("f")
-        assert not store.exists("f/g/h/x")
+            artifacts.remove("f")  # a directory: rmtree
+        artifacts.rmtree("f")
+        assert not artifacts.exists("f")
+        assert not artifacts.exists("f/g/h/x")
         with pytest.raises(NotFoundError):
-            store.rmtree("f")
+            artifacts.rmtree("f")
         assert storage.read_bytes("store2/secret") == b"sibling"
 
-    def test_artifacts_directories_without_files(self, store: ArtifactStore) -> None:
+    def test_artifacts_directories_without_files(self, artifacts: ArtifactStore) -> None:
         """Where directories exist on their own, makedirs and mkdir create them (S3: prefixes)."""
-        if not store.storage.capabilities.real_directories:
+        if not artifacts.storage.capabilities.real_directories:
             pytest.skip("directories are key prefixes here: nothing to create")
-        store.makedirs("x/y")
-        assert store.isdir("x/y")
-        assert store.listdir("x/y") == []
-        store.mkdir("x/z")
+        artifacts.makedirs("x/y")
+        assert artifacts.isdir("x/y")
+        assert artifacts.listdir("x/y") == []
+        artifacts.mkdir("x/z")
         with pytest.raises(AlreadyExistsError):
-            store.mkdir("x/z")
+            artifacts.mkdir("x/z")
         with pytest.raises(NotFoundError):
-            store.mkdir("no/parent")
-        assert list(store.walk("x")) == [("x", ["y", "z"], []), ("x/y", [], []), ("x/z", [], [])]
+            artifacts.mkdir("no/parent")
+        assert list(artifacts.walk("x")) == [
+            ("x", ["y", "z"], []),
+            ("x/y", [], []),
+            ("x/z", [], []),
+        ]
 
-    def test_artifacts_writes_are_atomic(self, store: ArtifactStore, storage: Storage) -> None:
+    def test_artifacts_writes_are_atomic(self, artifacts: ArtifactStore, storage: Storage) -> None:
         """Readers see the old file until a clean close; a failed block stores nothing."""
-        with store.open("f.txt", "w") as f:
+        with artifacts.open("f.txt", "w") as f:
             f.write("old")
-        reader = store.open("f.txt", "rb")  # a snapshot of one version
-        with store.open("f.txt", "w") as f:
+        reader = artifacts.open("f.txt", "rb")  # a snapshot of one version
+        with artifacts.open("f.txt", "w") as f:
             f.write("new, ")
             assert storage.read_bytes("store/f.txt") == b"old"
             f.write("longer")
@@ -206,25 +210,25 @@ class ArtifactStoreTests:
         reader.close()
         assert storage.read_bytes("store/f.txt") == b"new, longer"
         with unchanged(storage), pytest.raises(RuntimeError, match="the step failed"):
-            _fail_while_writing(store, "f.txt")
-        unclosed = store.open("g.bin", "wb")
+            _fail_while_writing(artifacts, "f.txt")
+        unclosed = artifacts.open("g.bin", "wb")
         unclosed.write(b"never stored")
-        assert not store.exists("g.bin")
+        assert not artifacts.exists("g.bin")
         with pytest.raises(TypeError):
             unclosed.write("a str in mode wb")
         del unclosed
         assert sorted(storage.walk_files("store")) == ["f.txt"]  # no temp name left behind
 
-    def test_artifacts_refuse_escapes(self, store: ArtifactStore, storage: Storage) -> None:
+    def test_artifacts_refuse_escapes(self, artifacts: ArtifactStore, storage: Storage) -> None:
         """At least 30 escape attempts, each refused by every method, nothing read or written."""
-        with store.open("ok.txt", "wb") as f:
+        with artifacts.open("ok.txt", "wb") as f:
             f.write(b"ok")
-        catalogue = escapes(store)
+        catalogue = escapes(artifacts)
         assert len(catalogue) >= 30
         before = snapshot(storage)
         accepted = []
         for path in catalogue:
-            for method, call in _attempts(store, path):
+            for method, call in _attempts(artifacts, path):
                 try:
                     call()
                 except PathError:
@@ -237,13 +241,13 @@ class ArtifactStoreTests:
         assert snapshot(storage) == before
 
     def test_artifacts_refuse_planted_symlinks(
-        self, store: ArtifactStore, storage: Storage, tmp_path: Path
+        self, artifacts: ArtifactStore, storage: Storage, tmp_path: Path
     ) -> None:
         """Where the store is this host's disk, a link leading out of the root is refused."""
-        store.makedirs("d")
-        with store.open("d/f", "wb") as f:
+        artifacts.makedirs("d")
+        with artifacts.open("d/f", "wb") as f:
             f.write(b"f")
-        local = store.storage.abs("d")
+        local = artifacts.storage.abs("d")
         if not os.path.isdir(local):
             pytest.skip("stored data is not a directory of this host's filesystem")
         outside = tmp_path / "outside"
@@ -252,7 +256,7 @@ class ArtifactStoreTests:
         os.symlink(outside, os.path.join(local, "link"))
         os.symlink(outside / "key", os.path.join(local, "key-link"))
         for path in ("d/link/key", "d/key-link", "d/link", "d/link/new"):
-            for _, call in _attempts(store, path):
+            for _, call in _attempts(artifacts, path):
                 with pytest.raises(PathError, match="symbolic link"):
                     call()
         assert sorted(p.name for p in outside.iterdir()) == ["key"]
