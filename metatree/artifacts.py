@@ -175,7 +175,8 @@ def _check_segment(part: str, shown: str) -> None:
     folded = unicodedata.normalize("NFKC", decoded)
     if folded in (".", "..") or any(c in folded for c in "/\\"):
         raise PathError(shown, f"segment {part!r} decodes to a dot segment or a separator")
-    if is_reserved(part) or is_reserved(folded):
+    # Windows drops trailing dots and spaces: 'metadata.json.' is the node's index there
+    if any(is_reserved(name) for name in (part, folded, folded.rstrip(". "))):
         raise PathError(shown, f"{part!r} is a system file of the database, not an artifact")
 
 

@@ -89,6 +89,8 @@ REFUSED = [
     ("file", "Metadata.Json"),
     ("file", "a/.metatree.trash.1/x"),
     ("file", "a/.LOCK"),
+    ("file", "a/metadata.json. "),  # the same file on Windows
+    ("file", "a/\uff4detadata.json"),  # fullwidth 'm': NFKC folds it
     ("file", "a/b*"),
     ("file", "simplecache::file:///abc/store"),
 ]
