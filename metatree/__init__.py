@@ -12,6 +12,7 @@ from metatree._node import Node
 from metatree._records import FileRecord, Provenance
 from metatree._storage import Storage, as_storage
 from metatree._tree import Metatree
+from metatree.artifacts import ArtifactStore
 from metatree.backends import Backend, Capabilities, register_backend
 from metatree.datastore import ArchiveStore, DataStore
 from metatree.errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "AlreadyExistsError",
     "ArchiveError",
     "ArchiveStore",
+    "ArtifactStore",
     "Backend",
     "Capabilities",
     "ConflictError",

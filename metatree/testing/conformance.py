@@ -26,6 +26,7 @@ from metatree.errors import (
     UnresolvedPathError,
 )
 from metatree.testing._archives import ArchiveTests
+from metatree.testing._artifacts import ArtifactStoreTests
 from metatree.testing._bad_input import BadInputTests
 from metatree.testing._cursor import CursorTests
 from metatree.testing._datastore import DataStoreTests
@@ -65,6 +66,7 @@ class BackendConformance(
     CursorTests,
     FileRecordTests,
     ArchiveTests,
+    ArtifactStoreTests,
     ModelStoreTests,
     DataStoreTests,
 ):
