@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from metatree._locking import LeaseInfo
     from metatree._types import NodePath, Source
+    from metatree.artifacts import ArtifactStore
 
 __all__ = ["Metatree"]
 
@@ -150,6 +151,17 @@ class Metatree:
     def location(self) -> str:
         """URL of the node under the cursor."""
         return self._cursor.location
+
+    @property
+    def files(self) -> ArtifactStore:
+        """ZenML's artifact-store file API over this database's root (docs/artifacts.md).
+
+        Confined to the root; the database's own files (``metadata.json``, ``.metatree*``)
+        are neither listed nor written, and a directory holding a node is never removed.
+        """
+        from metatree.artifacts import ArtifactStore
+
+        return ArtifactStore.of(self)
 
     @property
     def metadata(self) -> dict[str, Any]:

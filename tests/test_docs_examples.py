@@ -1,4 +1,4 @@
-"""The examples of the docs run as written (docs/models.md's workflow, on a local tree)."""
+"""The examples of the docs run as written (```python blocks; ```py ones are not run)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _blocks(name: str) -> list[str]:
     return blocks
 
 
-@pytest.mark.parametrize("name", ["models.md"])
+@pytest.mark.parametrize("name", ["models.md", "datastore.md"])
 def test_examples_run(name: str, tmp_path: Path) -> None:
     namespace = {"ROOT": str(tmp_path / "store"), "WORK": str(tmp_path / "work")}
     (tmp_path / "work").mkdir()
