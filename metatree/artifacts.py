@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self
 
 from metatree._names import is_reserved
-from metatree._paths import GLOB, is_invisible
+from metatree._paths import GLOB, MAX_NAME_BYTES, is_invisible
 from metatree._storage import Storage, as_storage
 from metatree.backends import translate_errors
 from metatree.errors import AlreadyExistsError, MetatreeError, NotFoundError, PathError
@@ -171,6 +171,8 @@ def _from_url(fs: AbstractFileSystem, root: str, text: str, shown: str) -> list[
 
 
 def _check_segment(part: str, shown: str) -> None:
+    if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise PathError(shown, f"a segment longer than {MAX_NAME_BYTES} bytes")
     decoded = urllib.parse.unquote(part)
     folded = unicodedata.normalize("NFKC", decoded)
     if folded in (".", "..") or any(c in folded for c in "/\\"):

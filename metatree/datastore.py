@@ -18,13 +18,14 @@ file must be a file of the node it is read in.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.update import parse_reference
 from metatree._metadata import REF_KEY, is_reference
-from metatree._paths import check_name
-from metatree.errors import MetadataError
+from metatree.errors import CorruptMetadataError, MetadataError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -79,6 +80,38 @@ class DataStore(dict[str, Any]):
             value = value.load(self.allow_pickle)
             super().__setitem__(key, value)
         return value
+
+    def __iter__(self) -> Iterator[str]:
+        # not dict's own iterator: dict(ds) and {**ds} then go through __getitem__ (loaded)
+        return iter(list(dict.keys(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and dict(self.items()) == dict(other.items())
+
+    __hash__ = None
+
+    def copy(self) -> DataStore:
+        """Return a shallow copy with every value loaded."""
+        return DataStore(dict(self.items()), allow_pickle=self.allow_pickle)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove `key` and return its value (loaded)."""
+        if key not in self:
+            return dict.pop(self, key, *default)
+        value = self[key]
+        dict.pop(self, key)
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        """Remove and return the last (key, value) pair, the value loaded."""
+        key = next(reversed(list(dict.keys(self))))
+        return key, self.pop(key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """Return the value of `key` (loaded), setting it to `default` when missing."""
+        if key not in self:
+            dict.__setitem__(self, key, default)
+        return self[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value of `key` (loaded), or `default`."""
@@ -150,7 +183,11 @@ class _Lazy:
             for chunk in self.node.get(self.name):  # checked against the file's record
                 local.write(chunk)
             local.seek(0)
-            return chosen.load(local)
+            try:
+                return chosen.load(local)
+            except CorruptMetadataError as exc:  # name the stored file, not the temp stream
+                url = f"{self.node.location}/{self.name}"
+                raise CorruptMetadataError(url, exc.reason) from None
 
 
 def bind_references(metadata: dict[str, Any], node: Node) -> dict[str, Any]:
@@ -180,35 +217,62 @@ def _bind(value: dict[str, Any], node: Node, field: str) -> DataStore | ArchiveS
     return store
 
 
+_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a field or a key may be when it names a file: no dot, so that ``<field>.<key>`` can
+never be read two ways (``a.b`` + ``c`` against ``a`` + ``b.c``)."""
+
+
 def plan_values(field: str, value: DataStore | ArchiveStore) -> list[tuple[str, Any, Any]]:
     """Check a value before anything is written; return (key, value, serializer) per value.
 
-    The field and the keys must be file names, and each value must have a serializer.
+    The field and the keys must be letters, digits, ``_`` or ``-`` (they name files), keys
+    unique in any letter case, and each value must have a serializer.
     """
-    check_name(field, field)
+    _check_part(field, field, "field")
     if isinstance(value, ArchiveStore):
         if value.src_dir is None:
             raise MetadataError(field, "an ArchiveStore read from a node is stored where it is")
         return []
     from metatree.serializers import serializer_for
 
-    planned = []
+    planned, seen = [], set()
     for key in dict.keys(value):
-        if not isinstance(key, str):
-            raise MetadataError(field, f"a DataStore key is a str, not {type(key).__name__}")
-        check_name(key, f"{field}.{key}")
+        _check_part(key, field, "DataStore key")
+        if key.casefold() in seen:
+            raise MetadataError(field, f"DataStore keys differing only in case: {key!r}")
+        seen.add(key.casefold())
         item = value[key]  # a read DataStore's value loads here, before the lock
-        planned.append((key, item, serializer_for(item, allow_pickle=value.allow_pickle)))
+        planned.append(
+            (
+                key,
+                item,
+                serializer_for(item, allow_pickle=value.allow_pickle, where=f"{field}.{key}"),
+            )
+        )
     return planned
+
+
+def _check_part(part: object, field: str, what: str) -> None:
+    if not isinstance(part, str) or not _PART.fullmatch(part):
+        raise MetadataError(
+            field, f"a {what} kept as files is 1-64 letters, digits, '_' or '-', not {part!r}"
+        )
 
 
 def store_values(
     node: Node, field: str, value: DataStore | ArchiveStore, planned: list[tuple[str, Any, Any]]
 ) -> dict[str, Any]:
-    """Put a value's files into `node` (in the caller's transaction); return its reference."""
+    """Put a value's files into `node` (in the caller's transaction); return its reference.
+
+    Each update writes new files, named with a token of its own, never over the files of the
+    value it replaces: a failure before the metadata's commit leaves the old value whole (the
+    old files go only after the commit). A name some file of the node already has is refused
+    (`AlreadyExistsError`): a value never overwrites a file it does not own.
+    """
     prefix = "/".join(node.path) + "/" if node.path else ""
+    token = uuid.uuid4().hex[:8]
     if isinstance(value, ArchiveStore):
-        name = f"{field}.tar.gz"
+        name = f"{field}.{token}.tar.gz"
         node.put(
             os.fspath(value.src_dir or ""),
             name=name,
@@ -216,23 +280,17 @@ def store_values(
             include=value.include,
             exclude=value.exclude,
             hidden=value.hidden,
-            force=True,
         )
         return reference("archive", {"": (prefix + name, "archive")})
     entries = {}
     for key, item, chosen in planned:
-        name = file_name(field, key, chosen.suffix)
+        name = f"{field}.{key}.{token}{chosen.suffix}"
         with tempfile.TemporaryFile() as local:  # serializers write streams; puts read them
             chosen.dump(item, local)
             local.seek(0)
-            node.put(local, name=name, force=True)
+            node.put(local, name=name)
         entries[key] = (prefix + name, chosen.name)
     return reference("datastore", entries)
-
-
-def file_name(field: str, key: str, suffix: str) -> str:
-    """Return the file a DataStore value is stored in: ``<field>.<key><suffix>``."""
-    return f"{field}.{key}{suffix}" if key else f"{field}{suffix}"
 
 
 def reference(kind: str, values: Mapping[str, tuple[str, str]]) -> dict[str, Any]:

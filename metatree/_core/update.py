@@ -8,13 +8,14 @@ leave the metadata at its commit point, the files are deleted after it).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import rel_path
 from metatree._metadata import REF_KEY, is_reference
 from metatree._paths import check_stored_name
 from metatree._records import drop_records
-from metatree.errors import CorruptMetadataError, PathError
+from metatree.errors import CorruptMetadataError, MetatreeError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,8 +40,9 @@ def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
         db.write_metadata(path, current, commit=True, expect=version)
         tx = db.active_tx()
         for name in sorted(dropped):
-            if tx is None:
-                db.delete(rel_path(path, name), tree=False)
+            if tx is None:  # committed: a file that cannot go now is an orphan, not a failure
+                with contextlib.suppress(MetatreeError):
+                    db.delete(rel_path(path, name), tree=False)
             else:
                 tx.unstage(rel_path(path, name))
                 tx.deletes.append((rel_path(path, name), False))
@@ -71,11 +73,9 @@ def parse_reference(value: object, path: NodePath, where: str) -> dict[str, tupl
         if not isinstance(entry, dict) or set(entry) != {"url", "serializer"}:
             raise CorruptMetadataError(where, f"reference {key!r} is malformed")
         url, serializer = entry["url"], entry["serializer"]
-        if (
-            not isinstance(url, str)
-            or not url.startswith(prefix)
-            or not isinstance(serializer, str)
-        ):
+        if not isinstance(serializer, str):
+            raise CorruptMetadataError(where, f"reference {key!r} names no serializer")
+        if not isinstance(url, str) or not url.startswith(prefix):
             raise CorruptMetadataError(where, f"reference {key!r} names a file of another node")
         try:
             out[key] = (check_stored_name(url[len(prefix) :], where), serializer)

@@ -317,6 +317,10 @@ def confine_local(root: str, path: str) -> None:
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
             return
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise PathError(current, "a name longer than this filesystem allows") from None
+            raise
         if stat.S_ISLNK(mode):
             raise PathError(current, _PLANTED_LINK)
 

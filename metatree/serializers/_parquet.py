@@ -73,7 +73,7 @@ class PandasSerializer(Serializer):
             frame = frame.to_frame(name=_SERIES_COLUMN)
         try:  # before anything is written: a column Arrow cannot type fails here
             table = pa.Table.from_pandas(frame)
-        except (pa.ArrowException, ValueError, TypeError) as exc:
+        except (pa.ArrowException, ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise MetadataError(self.name, f"Arrow cannot store this frame: {exc}") from None
         if series_name is not None:
             table = table.replace_schema_metadata(
@@ -91,7 +91,15 @@ class PandasSerializer(Serializer):
                 return frame
             series = frame[_SERIES_COLUMN]
             series.name = _parse_json(stored_name)
-        except (pa.ArrowException, ValueError, LookupError, TypeError, AttributeError) as exc:
+        except (
+            pa.ArrowException,
+            ValueError,
+            LookupError,
+            TypeError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             # pandas follows the metadata stored in the file: hostile metadata fails anywhere
             raise CorruptMetadataError(_source_name(source), f"not a pandas frame: {exc}") from None
         return series

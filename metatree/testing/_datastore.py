@@ -8,6 +8,7 @@ serializers (bytes, JSON) always; numpy, pandas and pyarrow ones where those are
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,7 +17,7 @@ import pytest
 from metatree import Metatree
 from metatree._storage import as_storage
 from metatree.datastore import ArchiveStore, DataStore
-from metatree.errors import CorruptMetadataError, MetadataError, PathError
+from metatree.errors import CorruptMetadataError, MetadataError, StorageError
 from metatree.testing._helpers import snapshot, unchanged
 
 if TYPE_CHECKING:
@@ -46,10 +47,11 @@ class DataStoreTests:
         node.update(results=DataStore(raw=b"\x00bytes", doc={"a": [1, 2.5, None]}), note="n")
         stored = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))["results"]
         assert stored[".metatree.ref"] == "datastore"
-        assert {v["url"] for v in stored["values"].values()} == {
-            f"{NODE}/results.raw.bin",
-            f"{NODE}/results.doc.json",
-        }
+        urls = sorted(v["url"] for v in stored["values"].values())
+        assert [re.sub(r"\.[0-9a-f]{8}\.", ".<token>.", u) for u in urls] == [
+            f"{NODE}/results.doc.<token>.json",
+            f"{NODE}/results.raw.<token>.bin",
+        ]
         reads: list[str] = []
         real = type(storage).iter_bytes
 
@@ -62,7 +64,7 @@ class DataStoreTests:
         assert isinstance(results, DataStore)
         assert reads == []  # nothing loaded yet
         assert results.raw == b"\x00bytes"
-        assert [r.rsplit("/", 1)[-1] for r in reads] == ["results.raw.bin"]
+        assert [r.rsplit("/", 1)[-1].split(".")[:2] for r in reads] == [["results", "raw"]]
         assert results["doc"] == {"a": [1, 2.5, None]}
         assert len(reads) == 2
         assert node_tree.find(NODE).metadata["note"] == "n"
@@ -92,8 +94,9 @@ class DataStoreTests:
     ) -> None:
         node = node_tree.find(NODE)
         node.update(results=DataStore(a=b"1", b=b"2"))
-        node.update(results=DataStore(a=b"one"))  # b is no longer referenced
-        assert node.list() == ["results.a.bin", "s"]
+        node.update(results=DataStore(a=b"one"))  # new files; the old ones go
+        (file,) = [n for n in node.list() if n != "s"]
+        assert file.startswith("results.a.")
         assert node.metadata["results"].a == b"one"
         node.update(results=5)  # a plain value replaces the reference
         assert node.list() == ["s"]
@@ -140,11 +143,14 @@ class DataStoreTests:
     @pytest.mark.parametrize(
         ("value", "error"),
         [
-            (DataStore({"a/b": b"x"}), PathError),
-            (DataStore({"..": b"x"}), PathError),
+            (DataStore({"a/b": b"x"}), MetadataError),
+            (DataStore({"..": b"x"}), MetadataError),
+            (DataStore({"b.c": b"x"}), MetadataError),  # a.b + c would be the same file
+            (DataStore({"x": b"1", "X": b"2"}), MetadataError),  # one file on Windows
+            (DataStore({"": b"x"}), MetadataError),
             (DataStore(x=object()), MetadataError),
         ],
-        ids=["slash-key", "dotdot-key", "no-serializer"],
+        ids=["slash-key", "dotdot-key", "dotted-key", "case-twins", "empty-key", "no-serializer"],
     )
     def test_bad_values_write_nothing(
         self, node_tree: Metatree, value: DataStore, error: type[Exception]
@@ -176,3 +182,42 @@ class DataStoreTests:
             with pytest.raises(CorruptMetadataError):
                 node_tree.find(NODE).update(results=1)  # its clean-up must not reach m/v2
         assert b"".join(node_tree.get("m/v2/s/x.bin")) == b"keep"
+
+    def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
+        with unchanged(node_tree.storage), pytest.raises(MetadataError):
+            node_tree.find(NODE).update(**{"a.b": DataStore(c=[2])})
+
+    def test_a_users_own_file_is_never_overwritten_nor_removed(self, node_tree: Metatree) -> None:
+        node = node_tree.find(NODE)
+        node.put(b"USER DATA", name="results.x.bin")
+        node.update(results=DataStore(x=b"ds"))
+        node.update(results=None)
+        assert b"".join(node.get("results.x.bin")) == b"USER DATA"
+
+    def test_a_failed_update_keeps_the_old_value(
+        self, node_tree: Metatree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The metadata write fails after the new files are stored: the old value still reads."""
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(a=b"OLD"))
+        db_type = type(node_tree._db)
+        real = db_type.put_metadata
+
+        def failing(self: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+            if tuple(path) == tuple(NODE.split("/")):
+                raise StorageError("metadata.json", "a failing disk")
+            return real(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(db_type, "put_metadata", failing)
+        with pytest.raises(StorageError):
+            node.update(results=DataStore(a=b"NEW"))
+        monkeypatch.undo()
+        assert node_tree.find(NODE).metadata["results"].a == b"OLD"
+
+    def test_dict_operations_load_the_values(self, node_tree: Metatree) -> None:
+        node_tree.find(NODE).update(results=DataStore(a=b"1", b=[1, 2]))
+        read = node_tree.find(NODE).metadata["results"]
+        assert read == {"a": b"1", "b": [1, 2]}
+        assert dict(read) == {**read} == read.copy() == {"a": b"1", "b": [1, 2]}
+        assert read.pop("a") == b"1"
+        assert read.setdefault("b") == [1, 2]

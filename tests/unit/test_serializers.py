@@ -296,6 +296,11 @@ def test_arrow_table_round_trip(pa: Any) -> None:
         {b"pandas": b'{"index_columns": ["zz"], "columns": []}'},
         {b"metatree.series": b'"no such column"'},
         {b"metatree.series": b"{bad"},
+        {  # a RangeIndex past any integer: OverflowError inside pandas
+            b"pandas": b'{"index_columns": [{"kind": "range", "name": null, "start": 0,'
+            b' "stop": 1000000000000000000000000000000, "step": 1}], "columns": []}'
+        },
+        {b"pandas": b"[" * 200_000 + b"]" * 200_000},  # nested past the recursion limit
     ],
 )
 def test_pandas_hostile_metadata_is_corrupt(pd: Any, metadata: dict[bytes, bytes]) -> None:
