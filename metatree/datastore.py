@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from metatree._core.update import parse_reference
 from metatree._metadata import REF_KEY, is_reference
-from metatree.errors import CorruptMetadataError, MetadataError
+from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -148,6 +148,8 @@ class ArchiveStore:
         exclude: list[str] | tuple[str, ...] | None = None,
         hidden: bool = False,
     ) -> None:
+        if src_dir is not None and not isinstance(src_dir, str | os.PathLike):
+            raise PathError(repr(src_dir)[:80], "an ArchiveStore archives a local directory path")
         self.src_dir = None if src_dir is None else os.fspath(src_dir)
         self.include, self.exclude, self.hidden = include, exclude, hidden
         self._source: tuple[Node, str] | None = None
@@ -206,7 +208,7 @@ def bind_references(metadata: dict[str, Any], node: Node) -> dict[str, Any]:
 
 
 def _bind(value: dict[str, Any], node: Node, field: str) -> DataStore | ArchiveStore:
-    entries = parse_reference(value, node.path, f"{node.location} ({field})")
+    entries = parse_reference(value, node.path, f"{node.location} ({field})", field)
     if value[REF_KEY] == "archive":
         archive = ArchiveStore()
         archive._source = (node, entries[""][0])

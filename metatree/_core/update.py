@@ -9,6 +9,7 @@ leave the metadata at its commit point, the files are deleted after it).
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.db import rel_path
@@ -33,7 +34,8 @@ def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
         where = db.url(path)
         dropped = set()
         for key, value in values.items():
-            dropped |= referenced(current.get(key), path, where) - referenced(value, path, where)
+            old = referenced(current.get(key), path, where, key)
+            dropped |= old - referenced(value, path, where, key)
         current.update(values)
         for name in dropped:
             drop_records(current, name, where)
@@ -48,19 +50,23 @@ def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
                 tx.deletes.append((rel_path(path, name), False))
 
 
-def referenced(value: object, path: NodePath, where: str) -> set[str]:
+def referenced(value: object, path: NodePath, where: str, field: str) -> set[str]:
     """Return the names of the node's files a metadata value references (none: a plain value)."""
     if not is_reference(value):
         return set()
-    return {name for name, _ in parse_reference(value, path, where).values()}
+    return {name for name, _ in parse_reference(value, path, where, field).values()}
 
 
-def parse_reference(value: object, path: NodePath, where: str) -> dict[str, tuple[str, str]]:
-    """Parse a stored reference: key -> (file name in the node, serializer name).
+def parse_reference(
+    value: object, path: NodePath, where: str, field: str
+) -> dict[str, tuple[str, str]]:
+    """Parse a stored reference of the metadata key `field`: key -> (file name, serializer).
 
     A reference is stored data: it must have the shape metatree writes, and each URL must name
-    a file of this very node, or it is `CorruptMetadataError` (a planted reference must make
-    neither a read nor an update's clean-up reach another node).
+    a file of this very node with the name metatree gives that field's values
+    (``<field>.<key>.<token><suffix>``, ``<field>.<token>.tar.gz``), or it is
+    `CorruptMetadataError`: a planted reference must make neither a read nor an update's
+    clean-up reach another node, a user's own file, or another field's.
     """
     if not isinstance(value, dict) or set(value) != {REF_KEY, "values"}:
         raise CorruptMetadataError(where, "a malformed reference")
@@ -78,12 +84,23 @@ def parse_reference(value: object, path: NodePath, where: str) -> dict[str, tupl
         if not isinstance(url, str) or not url.startswith(prefix):
             raise CorruptMetadataError(where, f"reference {key!r} names a file of another node")
         try:
-            out[key] = (check_stored_name(url[len(prefix) :], where), serializer)
+            name = check_stored_name(url[len(prefix) :], where)
         except PathError:
             raise CorruptMetadataError(where, f"reference {key!r} names {url!r}") from None
+        if not _owned(name, field, key, value[REF_KEY]):
+            raise CorruptMetadataError(where, f"reference {key!r} names {name!r}, not its own file")
+        out[key] = (name, serializer)
     if value[REF_KEY] == "archive" and set(out) != {""}:
         raise CorruptMetadataError(where, "an archive reference names one file")
     return out
 
 
 REF_KINDS = ("datastore", "archive")
+
+
+def _owned(name: str, field: str, key: str, kind: str) -> bool:
+    """Whether `name` is a file metatree names for this field's value (and no other's)."""
+    if kind == "archive":
+        return re.fullmatch(rf"{re.escape(field)}\.[0-9a-f]{{8}}\.tar\.gz", name) is not None
+    pattern = rf"{re.escape(field)}\.{re.escape(key)}\.[0-9a-f]{{8}}(\.[A-Za-z0-9_-]+)*"
+    return re.fullmatch(pattern, name) is not None

@@ -17,7 +17,7 @@ import pytest
 from metatree import Metatree
 from metatree._storage import as_storage
 from metatree.datastore import ArchiveStore, DataStore
-from metatree.errors import CorruptMetadataError, MetadataError, StorageError
+from metatree.errors import CorruptMetadataError, MetadataError, PathError, StorageError
 from metatree.testing._helpers import snapshot, unchanged
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class DataStoreTests:
         assert out == str(tmp_path / "out")
         with pytest.raises(MetadataError):
             node_tree.find(NODE).update(again=read)  # stored where it is
+        with pytest.raises(PathError):
+            ArchiveStore(5)  # type: ignore[arg-type]
 
     def test_pickle_only_when_asked(self, node_tree: Metatree) -> None:
         node = node_tree.find(NODE)
@@ -164,12 +166,23 @@ class DataStoreTests:
             node_tree.find(NODE).update(results=forged)
 
     @pytest.mark.parametrize(
-        "url", ["m/v2/x.bin", "m/v1/../v2/x.bin", "x.bin", "m/v1/", "m/v1/.metatree.lock"]
+        "url",
+        [
+            "m/v2/x.bin",
+            "m/v1/../v2/x.bin",
+            "x.bin",
+            "m/v1/",
+            "m/v1/.metatree.lock",
+            "m/v1/user.bin",  # a file of the node no value wrote: the user's own
+            "m/v1/other.a.0123abcd.bin",  # another field's file
+            "m/v1/results.b.0123abcd.bin",  # another key's file
+        ],
     )
     def test_a_planted_reference_outside_its_node_is_corrupt(
         self, node_tree: Metatree, storage: Storage, url: str
     ) -> None:
         node_tree.put("m/v2/s", b"keep", name="x.bin")
+        node_tree.find(NODE).put(b"mine", name="user.bin")
         metadata = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))
         metadata["results"] = {
             ".metatree.ref": "datastore",
@@ -182,6 +195,7 @@ class DataStoreTests:
             with pytest.raises(CorruptMetadataError):
                 node_tree.find(NODE).update(results=1)  # its clean-up must not reach m/v2
         assert b"".join(node_tree.get("m/v2/s/x.bin")) == b"keep"
+        assert b"".join(node_tree.get(f"{NODE}/user.bin")) == b"mine"
 
     def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
         with unchanged(node_tree.storage), pytest.raises(MetadataError):
