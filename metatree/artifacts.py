@@ -307,6 +307,23 @@ class ArtifactStore:
         elif not rel:
             raise PathError(shown, "the store's root itself")
 
+    def _check_free(self, rel: str, shown: str, *, file: bool) -> None:
+        """Refuse a write that a filesystem with directories would refuse, on every backend.
+
+        Object stores would take a file key where a directory (a prefix) is, or a key below a
+        file: both names would then exist, and the tree's nodes would read as files. So a file
+        is not written where a directory is, and nothing is written below a file.
+        """
+        if file and self._kind(rel) == "directory":
+            raise AlreadyExistsError(shown, "a directory has this name")
+        if not file and self._kind(rel) == "file":
+            raise AlreadyExistsError(shown, "a file has this name")
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            above = "/".join(parts[:depth])
+            if self._kind(above) == "file":
+                raise AlreadyExistsError(shown, f"{above!r} is a file, not a directory")
+
     # -- the file API -------------------------------------------------------------------
     def open(self, path: PathType, mode: Mode = "r") -> IO[Any]:
         """Open a file: ``"r"``/``"rb"`` read one whole version of it, ``"w"``/``"wb"`` write.
@@ -322,6 +339,7 @@ class ArtifactStore:
         if not rel:
             raise PathError(os.fspath(path), "the store's root is a directory")
         if mode.startswith("w"):
+            self._check_free(rel, os.fspath(path), file=True)
             return _Writer(self, rel, text=mode == "w")  # type: ignore[return-value]
         spool = self._snapshot(rel)
         return io.TextIOWrapper(spool, encoding="utf-8") if mode == "r" else spool
@@ -342,6 +360,7 @@ class ArtifactStore:
         source, target = self._rel(src), self._rel(dst)
         if not overwrite and self._kind(target) is not None:
             raise AlreadyExistsError(os.fspath(dst), "pass overwrite=True to replace it")
+        self._check_free(target, os.fspath(dst), file=True)
         with self._snapshot(source) as spool:
             self.storage.put(spool, target)
 
@@ -364,6 +383,7 @@ class ArtifactStore:
         """Create the directory `path` and its parents (nothing to create on object stores)."""
         rel = self._rel(path)
         if rel and self._kind(rel) != "directory":
+            self._check_free(rel, os.fspath(path), file=False)
             with translate_errors(self.storage.url_of(rel)):
                 self.storage.fs.makedirs(self.storage.abs(rel), exist_ok=True)
 
@@ -372,6 +392,7 @@ class ArtifactStore:
         rel = self._rel(path)
         if self._kind(rel) is not None:
             raise AlreadyExistsError(os.fspath(path), "mkdir creates a new directory")
+        self._check_free(rel, os.fspath(path), file=False)
         parent = rel.rpartition("/")[0]
         if self.storage.capabilities.real_directories and self._kind(parent) != "directory":
             raise NotFoundError(self.storage.url_of(parent), "parent directory")
@@ -403,6 +424,7 @@ class ArtifactStore:
             raise AlreadyExistsError(os.fspath(dst), "rename does not replace a directory")
         if existing is not None and not overwrite:
             raise AlreadyExistsError(os.fspath(dst), "pass overwrite=True to replace it")
+        self._check_free(target, os.fspath(dst), file=kind == "file")
         if kind == "file":
             self.storage.rename(source, target)
             return

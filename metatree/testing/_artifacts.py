@@ -289,3 +289,31 @@ class ArtifactStoreTests:
             files.rmtree("")
         assert snapshot(storage) == before
         assert tree.find("m/v1/s").list() == ["model.bin", "notes.txt"]
+
+    def test_artifacts_keep_files_and_directories_apart(
+        self, tree: Metatree, storage: Storage
+    ) -> None:
+        """A file never lands where a directory is, nor below a file: on object stores too.
+
+        An object store would take both keys (``m/v1`` and ``m/v1/...``): the node would then
+        read as a file. Found by the second attack round on S3; local disk always refused.
+        """
+        tree.put("m/v1/s", b"weights", name="model.bin")
+        files = ArtifactStore.of(tree)
+        with files.open("notes.txt", "wb") as f:
+            f.write(b"n")
+        before = snapshot(storage)
+        attempts: list[Callable[[], object]] = [
+            lambda: files.open("m/v1", "wb"),
+            lambda: files.open("m/v1/s/model.bin/x", "wb"),
+            lambda: files.copyfile("notes.txt", "m", overwrite=True),
+            lambda: files.rename("notes.txt", "m/v1", overwrite=True),
+            lambda: files.makedirs("m/v1/s/model.bin/x"),
+            lambda: files.makedirs("notes.txt"),
+            lambda: files.mkdir("notes.txt/x"),
+        ]
+        for number, attempt in enumerate(attempts):
+            with pytest.raises((AlreadyExistsError, NotFoundError, PathError)):
+                attempt()
+            assert snapshot(storage) == before, f"attempt {number} wrote"
+        assert tree.find("m/v1/s").list() == ["model.bin"]
