@@ -262,7 +262,7 @@ class ModelStore:
             return None
         state = self._state((domain,))  # a corrupt domain is refused before any write
         folded = fold(model_id)
-        if any(fold(m) == folded for m in children_of(self._db.read_for_write((domain,))[0])):
+        if any(fold(m) == folded for m in children_of(state.metadata)):
             raise AlreadyExistsError(
                 self._db.url(path),
                 "model ids are unique in a domain (in any letter case or compatibility form): "
