@@ -27,7 +27,7 @@ from metatree._localfiles import (
 )
 from metatree._metadata import check_metadata_update
 from metatree._paths import Literal, parse_file_location
-from metatree._records import FileRecord, check_info, records_of, user_metadata
+from metatree._records import FileRecord, check_info, records_of
 from metatree._storage import CHUNK_SIZE
 from metatree.datastore import ArchiveStore, DataStore, bind_references, plan_values, store_values
 from metatree.errors import NotFoundError, PathError
@@ -83,7 +83,7 @@ class Node:
 
         The file records (`files`) are left out: they are metatree's, not the user's.
         """
-        return bind_references(user_metadata(self.db.read_metadata(self.path)), self)
+        return bind_references(self.db.read_metadata(self.path), self)
 
     @property
     def files(self) -> dict[str, FileRecord]:

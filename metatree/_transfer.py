@@ -25,6 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
+from metatree._streams import BufferReader
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import TracebackType
@@ -146,6 +148,8 @@ class Transfer:
             except OSError as exc:
                 raise _source_error(name, "opening", exc) from exc
             size = info.st_size if stat.S_ISREG(info.st_mode) else None  # a FIFO says 0
+        elif isinstance(source, BufferReader):  # metatree's own: readinto works, size known
+            name, stream, size = "<value>", cast("IO[bytes]", source), source.size - source.tell()
         else:
             name, stream, size, own = "<file object>", source, None, False
         try:

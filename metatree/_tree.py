@@ -31,7 +31,7 @@ from metatree._localfiles import (
 )
 from metatree._node import Node
 from metatree._paths import LocationLike, Placeholder, parse_location
-from metatree._records import FileRecord, check_info, records_of, user_metadata
+from metatree._records import FileRecord, check_info, records_of
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.datastore import bind_references
 from metatree.errors import MetatreeError, NotFoundError, PathError
@@ -527,7 +527,7 @@ class Metatree:
         start = resolve(self._db, Target.node(location, self.keys))  # the cursor stays
         for path, metadata in walk(self._db, start.path):
             node = Node(self._db, path)
-            shown = bind_references(user_metadata(metadata), node)
+            shown = bind_references(metadata, node)
             if files:
                 yield node, shown, records_of(metadata, node.location)
             else:

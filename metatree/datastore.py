@@ -21,10 +21,15 @@ import os
 import re
 import tempfile
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from fsspec.callbacks import NoOpCallback
 
 from metatree._core.update import parse_reference
 from metatree._metadata import REF_KEY, is_reference
+from metatree._records import records_of, user_metadata
+from metatree._streams import ChunkReader
+from metatree._transfer import COPY_CHUNK
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
 if TYPE_CHECKING:
@@ -172,42 +177,61 @@ class ArchiveStore:
 
 
 class _Lazy:
-    """A value of a read DataStore, loaded on first access: one verified get of its file."""
+    """A value of a read DataStore, loaded on first access: one verified read of its file.
 
-    def __init__(self, node: Node, name: str, serializer: str) -> None:
-        self.node, self.name, self.serializer = node, name, serializer
+    Verified against the file's record in the metadata the reference was read with: the
+    reference and the record are of one version of the node, and no request re-reads them.
+    """
+
+    def __init__(self, node: Node, name: str, serializer: str, stored: dict[str, Any]) -> None:
+        self.node, self.name, self.serializer, self.stored = node, name, serializer, stored
 
     def load(self, allow_pickle: bool) -> Any:
+        from metatree._core.read import get
+        from metatree._core.resolve import Resolved
         from metatree.serializers import serializer_named
 
         chosen = serializer_named(self.serializer, allow_pickle=allow_pickle)
-        with tempfile.TemporaryFile() as local:
-            for chunk in self.node.get(self.name):  # checked against the file's record
-                local.write(chunk)
-            local.seek(0)
+        url = f"{self.node.location}/{self.name}"
+        record = records_of(self.stored, self.node.location).get(self.name)
+        if record is None:  # metatree puts a value's file with a record: this one is not ours
+            raise CorruptMetadataError(url, "a DataStore value's file has no record")
+        node = Resolved(self.node.db, self.node.path, url, _read=(self.stored, None))
+        chunks = get(
+            node, self.name, None, recursive=False, chunk_size=COPY_CHUNK, callback=NoOpCallback()
+        )
+        with ChunkReader(chunks, record.size) as stream:
             try:
-                return chosen.load(local)
-            except CorruptMetadataError as exc:  # name the stored file, not the temp stream
-                url = f"{self.node.location}/{self.name}"
+                value = chosen.load(cast("BinaryIO", stream))
+            except CorruptMetadataError as exc:  # name the stored file, not the stream
+                stream.finish()  # a damaged file is IntegrityError: the bytes, not the format
                 raise CorruptMetadataError(url, exc.reason) from None
+            if not stream.finish():
+                raise CorruptMetadataError(url, f"bytes after the {self.serializer} value")
+        return value
 
 
-def bind_references(metadata: dict[str, Any], node: Node) -> dict[str, Any]:
-    """Return `metadata` with each stored reference turned into a lazy `DataStore`/`ArchiveStore`.
+def bind_references(stored: dict[str, Any], node: Node) -> dict[str, Any]:
+    """Return the user's metadata of `stored` (the node's metadata.json as read), references bound.
 
-    Nothing is read: the values load on access. A malformed reference, or one naming a file
-    outside `node`, is `CorruptMetadataError` here, before anything could be read.
+    Each stored reference becomes a lazy `DataStore`/`ArchiveStore`. Nothing is read: the
+    values load on access, checked against the file records of `stored`. A malformed
+    reference, or one naming a file outside `node`, is `CorruptMetadataError` here, before
+    anything could be read.
     """
+    metadata = user_metadata(stored)
     if not any(is_reference(v) for v in metadata.values()):
         return metadata
     bound = dict(metadata)
     for key, value in metadata.items():
         if is_reference(value):
-            bound[key] = _bind(value, node, key)
+            bound[key] = _bind(value, node, key, stored)
     return bound
 
 
-def _bind(value: dict[str, Any], node: Node, field: str) -> DataStore | ArchiveStore:
+def _bind(
+    value: dict[str, Any], node: Node, field: str, stored: dict[str, Any]
+) -> DataStore | ArchiveStore:
     entries = parse_reference(value, node.path, f"{node.location} ({field})", field)
     if value[REF_KEY] == "archive":
         archive = ArchiveStore()
@@ -215,7 +239,7 @@ def _bind(value: dict[str, Any], node: Node, field: str) -> DataStore | ArchiveS
         return archive
     store = DataStore()
     for key, (name, serializer) in entries.items():
-        dict.__setitem__(store, key, _Lazy(node, name, serializer))
+        dict.__setitem__(store, key, _Lazy(node, name, serializer, stored))
     return store
 
 
@@ -287,10 +311,15 @@ def store_values(
     entries = {}
     for key, item, chosen in planned:
         name = f"{field}.{key}.{token}{chosen.suffix}"
-        with tempfile.TemporaryFile() as local:  # serializers write streams; puts read them
-            chosen.dump(item, local)
-            local.seek(0)
-            node.put(local, name=name)
+        direct = chosen.source(item)  # the value's own memory, where it can be streamed
+        if direct is not None:
+            with direct:
+                node.put(direct, name=name)
+        else:
+            with tempfile.TemporaryFile() as local:  # serializers write streams; puts read them
+                chosen.dump(item, local)
+                local.seek(0)
+                node.put(local, name=name)
         entries[key] = (prefix + name, chosen.name)
     return reference("datastore", entries)
 

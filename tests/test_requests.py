@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from metatree import Metatree, ModelStore
+from metatree import DataStore, Metatree, ModelStore
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -94,6 +94,19 @@ class TestS3Requests:
             "PUT x/y/z/metadata.json",
             "DELETE .lock",
         ]
+
+    def test_datastore_values_load_lazily_one_get_each(
+        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
+    ) -> None:
+        node = tree.find("x/y/z")
+        node.update(results=DataStore(a=b"1", b={"k": 2}))
+        moto_server.reset_counters()
+        results = node.metadata["results"]
+        assert record() == ["GET x/y/z/metadata.json"]  # references and file records
+        assert (results.a, results.b) == (b"1", {"k": 2})
+        files = [r.split(".")[1] for r in record()[1:]]
+        assert files == ["a", "b"]  # one GET per value, checked against the records read
+        assert all(r.startswith("GET x/y/z/results.") for r in record()[1:])
 
     def test_put_new_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         tree.put("x/y/w", b"new", name="f")

@@ -33,13 +33,20 @@ import re
 import threading
 from typing import Final
 
+from metatree._streams import stream_size
 from metatree.errors import MetadataError
 from metatree.serializers._base import Serializer
 from metatree.serializers._builtins import BytesSerializer, JsonSerializer, PickleSerializer
 from metatree.serializers._numpy import NumpySerializer
 from metatree.serializers._parquet import ArrowSerializer, PandasSerializer
 
-__all__ = ["Serializer", "register_serializer", "serializer_for", "serializer_named"]
+__all__ = [
+    "Serializer",
+    "register_serializer",
+    "serializer_for",
+    "serializer_named",
+    "stream_size",
+]
 
 _NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SUFFIX: Final = re.compile(r"\.[a-z0-9]{1,16}")

@@ -47,7 +47,23 @@ class Serializer(ABC):
 
     @abstractmethod
     def load(self, source: BinaryIO) -> object:
-        """Read a value written by `dump`; `CorruptMetadataError` if the stream is not one."""
+        """Read a value written by `dump`; `CorruptMetadataError` if the stream is not one.
+
+        The data store gives a forward-only stream of the stored file as it downloads (not
+        seekable); `metatree.serializers.stream_size` tells its size in advance, which is
+        the file's recorded size. Its bytes are checked against the record as they pass, the
+        last check when its end is read: read no further than the value needs, the caller
+        reads the rest (bytes left after the value are `CorruptMetadataError`).
+        """
+
+    def source(self, value: object) -> BinaryIO | None:
+        """Return a readable, seekable stream of exactly what `dump` writes, or None.
+
+        For values whose serialized bytes already exist in memory (an array's buffer): the
+        put then streams them from the value itself, with no temporary copy. None (the
+        default) makes the caller `dump` into a temporary file first.
+        """
+        return None
 
     def explain(self, value: object) -> str | None:
         """Why `accepts` refuses a value of a kind this serializer handles, or None.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 import orjson
 
 from metatree._metadata import _parse_json, check_value
+from metatree._streams import BufferReader
 from metatree.errors import CorruptMetadataError, MetadataError
 from metatree.serializers._base import Serializer, _source_name
 
@@ -33,6 +34,11 @@ class BytesSerializer(Serializer):
         if not self.accepts(value):
             raise MetadataError(self.name, f"cannot write {type(value).__name__}")
         out.write(cast("bytes", value))  # accepts: a contiguous buffer
+
+    def source(self, value: object) -> BinaryIO | None:
+        return (
+            cast("BinaryIO", BufferReader([cast("bytes", value)])) if self.accepts(value) else None
+        )
 
     def load(self, source: BinaryIO) -> object:
         return source.read()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from metatree._streams import BufferReader, stream_size
 from metatree.errors import CorruptMetadataError, MetadataError
 from metatree.serializers._base import Serializer, _loaded, _require, _source_name
 
@@ -52,23 +54,79 @@ class NumpySerializer(Serializer):
         fmt = _require("numpy.lib.format", self.name)
         fmt.write_array(out, value, allow_pickle=False)  # in 16 MiB chunks to a non-file
 
+    def source(self, value: object) -> BinaryIO | None:
+        """Return the header, then the array's own memory: no copy (None for a strided array)."""
+        if not self.accepts(value):
+            return None
+        np = _require("numpy", self.name)
+        array: Any = value
+        if array.flags.c_contiguous:
+            data = array
+        elif array.flags.f_contiguous:  # stored as Fortran order: the transpose's C order
+            data = array.T
+        else:
+            return None  # dump gathers the strided elements in chunks
+        fields = np.lib.format.header_data_from_array_1_0(array)
+        header = io.BytesIO()
+        try:
+            np.lib.format.write_array_header_1_0(header, fields)
+        except ValueError:  # a header over 64 KiB (or field names beyond latin-1)
+            header = io.BytesIO()
+            try:
+                np.lib.format.write_array_header_2_0(header, fields)
+            except ValueError:
+                return None
+        try:
+            body = data.reshape(-1).view(np.uint8)
+        except (ValueError, TypeError):  # a dtype without bytes to view (itemsize 0)
+            return None
+        return cast("BinaryIO", BufferReader([header.getvalue(), body]))
+
     def load(self, source: BinaryIO) -> object:
         np = _require("numpy", self.name)
-        fmt = np.lib.format
         where = _source_name(source)
+        size = stream_size(source)
         try:
-            if source.seekable():  # check the size before numpy allocates what the header says
-                start = source.tell()
-                version = fmt.read_magic(source)
-                shape, _, dtype = _npy_header(np, source, version)
-                expected = math.prod(shape) * dtype.itemsize  # exact: no wrap-around
-                data_start = source.tell()
-                size = source.seek(0, 2) - data_start
-                if size != expected:
-                    raise CorruptMetadataError(where, f"{size} data bytes, header says {expected}")
-                source.seek(start)
-            return fmt.read_array(source, allow_pickle=False)
+            if size is None or not hasattr(source, "readinto"):
+                return np.lib.format.read_array(source, allow_pickle=False)
+            return _read_sized(np, source, size, where)
         except (ValueError, EOFError, OverflowError) as exc:
             if isinstance(exc, CorruptMetadataError):
                 raise
             raise CorruptMetadataError(where, f"not a .npy array: {exc}") from None
+
+
+def _read_sized(np: Any, source: BinaryIO, size: int, where: str) -> Any:
+    """Read a ``.npy`` stream of `size` bytes straight into the array it holds.
+
+    The header must account for every byte after it, checked before the array is allocated
+    (a forged shape allocates nothing); the data then goes into the array's own memory.
+    """
+    version = np.lib.format.read_magic(source)
+    shape, fortran, dtype = _npy_header(np, source, version)
+    if dtype.hasobject:
+        raise CorruptMetadataError(where, f"dtype {dtype} holds Python objects")
+    count = math.prod(shape)
+    expected = count * dtype.itemsize  # exact: no wrap-around
+    held = size - source.tell()
+    if held != expected:
+        raise CorruptMetadataError(where, f"{held} data bytes, header says {expected}")
+    array = np.empty(count, dtype=dtype)
+    if expected:
+        _fill(source, memoryview(array.reshape(-1).view(np.uint8)), where)
+    if fortran:  # shaped as numpy.lib.format.read_array does
+        array.shape = shape[::-1]
+        return array.transpose()
+    array.shape = shape
+    return array
+
+
+def _fill(source: BinaryIO, out: memoryview, where: str) -> None:
+    """Read exactly ``len(out)`` bytes of `source` into `out` (the array's own memory)."""
+    readinto: Any = getattr(source, "readinto")  # noqa: B009 - BinaryIO does not declare it
+    got = 0
+    while got < len(out):
+        n = readinto(out[got:])
+        if not n:
+            raise CorruptMetadataError(where, f"the data ends after {got} of {len(out)} bytes")
+        got += n

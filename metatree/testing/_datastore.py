@@ -17,7 +17,13 @@ import pytest
 from metatree import Metatree
 from metatree._storage import as_storage
 from metatree.datastore import ArchiveStore, DataStore
-from metatree.errors import CorruptMetadataError, MetadataError, PathError, StorageError
+from metatree.errors import (
+    CorruptMetadataError,
+    IntegrityError,
+    MetadataError,
+    PathError,
+    StorageError,
+)
 from metatree.testing._helpers import snapshot, unchanged
 
 if TYPE_CHECKING:
@@ -196,6 +202,51 @@ class DataStoreTests:
                 node_tree.find(NODE).update(results=1)  # its clean-up must not reach m/v2
         assert b"".join(node_tree.get("m/v2/s/x.bin")) == b"keep"
         assert b"".join(node_tree.get(f"{NODE}/user.bin")) == b"mine"
+
+    def _stored_value(self, node_tree: Metatree, storage: Storage) -> tuple[str, bytes]:
+        """Store ``results.a``; return its file's name and bytes."""
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(a=b"value"))
+        (name,) = [n for n in node.list() if n.startswith("results.a.")]
+        return name, storage.read_bytes(f"{NODE}/{name}")
+
+    def test_a_value_file_without_its_record_is_corrupt(
+        self, node_tree: Metatree, storage: Storage
+    ) -> None:
+        name, _ = self._stored_value(node_tree, storage)
+        metadata = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))
+        del metadata[".metatree.records"]["files"][name]  # as a hand edit or a planter leaves it
+        storage.write_atomic(f"{NODE}/metadata.json", orjson.dumps(metadata))
+        results = node_tree.find(NODE).metadata["results"]
+        with pytest.raises(CorruptMetadataError, match="no record"):
+            _ = results.a  # unchecked bytes are never loaded
+
+    def test_a_value_changed_behind_metatrees_back_is_an_integrity_error(
+        self, node_tree: Metatree, storage: Storage
+    ) -> None:
+        name, _ = self._stored_value(node_tree, storage)
+        results = node_tree.find(NODE).metadata["results"]
+        storage.write_atomic(f"{NODE}/{name}", b"VALUE")  # same size, not the recorded bytes
+        with pytest.raises(IntegrityError):
+            _ = results.a
+
+    def test_bytes_after_a_value_are_corrupt(self, node_tree: Metatree, storage: Storage) -> None:
+        np = pytest.importorskip("numpy")
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(w=np.arange(4.0)))
+        (name,) = [n for n in node.list() if n.startswith("results.w.")]
+        data = storage.read_bytes(f"{NODE}/{name}")
+        node.put(data + b"\x00" * 8, name=name, force=True)  # recorded: only the format can tell
+        with pytest.raises(CorruptMetadataError, match="data bytes"):
+            _ = node_tree.find(NODE).metadata["results"].w
+        node.update(results=DataStore(p={1}, allow_pickle=True))
+        (name,) = [n for n in node.list() if n.startswith("results.p.")]
+        data = storage.read_bytes(f"{NODE}/{name}")
+        node.put(data + b"junk", name=name, force=True)
+        results = node_tree.find(NODE).metadata["results"]
+        results.allow_pickle = True
+        with pytest.raises(CorruptMetadataError, match="bytes after"):
+            _ = results.p
 
     def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
         with unchanged(node_tree.storage), pytest.raises(MetadataError):

@@ -6,12 +6,13 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
 
 from metatree import serializers
+from metatree._streams import BufferReader, ChunkReader
 from metatree.errors import CorruptMetadataError, MetadataError
 from metatree.serializers import (
     Serializer,
@@ -21,16 +22,35 @@ from metatree.serializers import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import BinaryIO
 
 
+def forward_only(data: bytes, piece: int = 3) -> ChunkReader:
+    """The stream a DataStore load reads: the file's chunks as they arrive, size known."""
+    return ChunkReader(iter([data[i : i + piece] for i in range(0, len(data), piece)]), len(data))
+
+
 def round_trip(value: object, *, allow_pickle: bool = False) -> tuple[str, object]:
+    """Dump `value`, check `source` gives the same bytes, load it as a DataStore does.
+
+    Loaded from a seekable stream and from a forward-only one in 3-byte chunks; the second
+    is returned (the first must not fail), and it must end where the value ends.
+    """
     serializer = serializer_for(value, allow_pickle=allow_pickle)
     out = io.BytesIO()
     serializer.dump(value, out)
-    out.seek(0)
+    data = out.getvalue()
+    direct = serializer.source(value)
+    if direct is not None:  # the same bytes, streamed from the value itself
+        with direct:
+            assert direct.read() == data
     loader = serializer_named(serializer.name, allow_pickle=allow_pickle)
-    return serializer.name, loader.load(out)
+    loader.load(io.BytesIO(data))
+    stream = forward_only(data)
+    loaded = loader.load(cast("BinaryIO", stream))
+    assert stream.finish()  # nothing left after the value
+    return serializer.name, loaded
 
 
 def test_builtin_names_and_suffixes() -> None:
@@ -184,6 +204,57 @@ def hostile_npy() -> list[bytes]:
 def test_numpy_hostile_payload_is_corrupt(payload: bytes) -> None:
     with pytest.raises(CorruptMetadataError):
         serializer_named("numpy").load(io.BytesIO(payload))
+    with pytest.raises(CorruptMetadataError):  # as a DataStore reads it: never allocated
+        serializer_named("numpy").load(cast("BinaryIO", forward_only(payload)))
+
+
+def test_numpy_source_is_the_arrays_own_memory() -> None:
+    array = np.arange(1000.0)
+    direct: object = serializer_for(array).source(array)
+    assert isinstance(direct, BufferReader)
+    header = len(npy(np.arange(1000.0))) - array.nbytes
+    assert direct.size == header + array.nbytes
+    array[0] = 7.0  # read from the array itself, not a copy taken before
+    direct.seek(header)
+    assert direct.read(8) == np.float64(7.0).tobytes()
+    strided = np.arange(10.0)[::2]
+    assert serializer_for(strided).source(strided) is None  # dumped through a temp file
+
+
+def test_buffer_reader_reads_across_buffers_and_seeks() -> None:
+    reader = BufferReader([b"abc", memoryview(b"defgh"), bytearray(b""), b"ij"])
+    assert reader.size == 10
+    assert reader.read(2) == b"ab"
+    assert reader.read(4) == b"cdef"
+    assert reader.seek(-3, io.SEEK_END) == 7
+    assert reader.read() == b"hij"
+    assert reader.read(5) == b""
+    reader.seek(1)
+    assert reader.read() == b"bcdefghij"
+    with pytest.raises(ValueError, match="negative"):
+        reader.seek(-1)
+
+
+def test_chunk_reader_finish_reports_what_was_left() -> None:
+    reader = ChunkReader(iter([b"abc", b"", b"de"]), 5)
+    assert reader.read(4) == b"abcd"
+    assert reader.tell() == 4
+    assert not reader.finish()  # b"e" was left
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield b"xy"
+            yield b"z"
+        finally:
+            closed.append(True)
+
+    with ChunkReader(chunks(), 3) as reader:
+        assert reader.read() == b"xyz"
+        assert reader.finish()
+    with ChunkReader(chunks(), 3) as reader:
+        assert reader.read(1) == b"x"
+    assert closed == [True, True]  # closing the stream closes the download behind it
 
 
 class Unseekable(io.RawIOBase):
