@@ -27,6 +27,7 @@ from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseError,
+    MetatreeError,
     NotFoundError,
     StorageError,
 )
@@ -130,6 +131,29 @@ class Storage:
         """
         with translate_errors(self.url_of(rel)):
             return self.backend.read_versioned(self.abs(rel), limit)
+
+    def read_many(
+        self, rels: list[str], limit: int | None = None, concurrency: int | None = None
+    ) -> list[bytes | MetatreeError]:
+        """Read many small files concurrently (`Backend.read_many`); each a bytes or an error.
+
+        In the order of `rels`. A file that cannot be read gives its metatree error (a
+        missing one `NotFoundError`) in its place; one failure never hides the others'
+        results. `concurrency` defaults to the backend's `read_concurrency`.
+        """
+        paths = [self.abs(rel) for rel in rels]
+        width = self.backend.read_concurrency if concurrency is None else concurrency
+        out: list[bytes | MetatreeError] = []
+        for rel, got in zip(rels, self.backend.read_many(paths, limit, width), strict=True):
+            if not isinstance(got, Exception):
+                out.append(got)
+                continue
+            try:
+                with translate_errors(self.url_of(rel)):
+                    raise got
+            except MetatreeError as exc:
+                out.append(exc)
+        return out
 
     def write_atomic(
         self, rel: str, data: bytes, *, durable: bool = True, expect: Version = None

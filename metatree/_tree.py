@@ -37,13 +37,16 @@ from metatree.datastore import bind_references
 from metatree.errors import MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Iterator
 
+    import pyarrow as pa
     from fsspec.spec import AbstractFileSystem
 
     from metatree._locking import LeaseInfo
     from metatree._types import NodePath, Source
     from metatree.artifacts import ArtifactStore
+    from metatree.catalog import SearchResult
 
 __all__ = ["Metatree"]
 
@@ -532,6 +535,84 @@ class Metatree:
                 yield node, shown, records_of(metadata, node.location)
             else:
                 yield node, shown
+
+    def catalog(
+        self,
+        under: str = "",
+        depth: int | str | None = None,
+        columns: builtins.list[str] | None = None,
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+        concurrency: int | None = None,
+    ) -> pa.Table:
+        """Return one `pyarrow.Table` row per node under `under` (docs/catalog.md).
+
+        `under` narrows the scan before it reads: per level a name, a glob (``"fraud/*"``) or
+        a ``<key>`` placeholder (``"*/<production>"``); every node matching it and below it
+        is a row. `depth` keeps only one level (1 for the first key, or the key's name).
+        `columns` keeps only those metadata keys. Each level's metadata.json files are read
+        together (`concurrency` at a time; the backend's default when None): one read per
+        node. A node that cannot be read raises its error, or with ``on_error="skip"`` is left
+        out; `search` reports what it skipped.
+        """
+        from metatree.catalog import build_catalog
+
+        return build_catalog(
+            self._db, under, depth, columns, on_error=on_error, concurrency=concurrency
+        )
+
+    def search(
+        self,
+        filter: Any = None,
+        under: str = "",
+        depth: int | str | None = None,
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+        concurrency: int | None = None,
+    ) -> SearchResult:
+        """Return the nodes under `under` whose catalog row passes `filter` (docs/catalog.md).
+
+        `filter` is a `pyarrow.compute` expression (``pc.field("accuracy") > 0.9``) or a dict
+        of conditions, all of which must hold: ``{"framework": "torch", "accuracy": (">",
+        0.9)}`` (operators ``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=`` ``in`` ``not in``
+        ``is_null`` ``not_null`` ``starts_with``). The result gives `Node` handles, the
+        Arrow table and a pandas frame.
+        """
+        from metatree.catalog import search
+
+        return search(self._db, filter, under, depth, on_error=on_error, concurrency=concurrency)
+
+    def export_catalog(
+        self,
+        url: str,
+        partition_by: str | None = None,
+        *,
+        under: str = "",
+        depth: int | str | None = None,
+        columns: builtins.list[str] | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        concurrency: int | None = None,
+        **storage_options: Any,
+    ) -> str:
+        """Write the catalog as a Parquet dataset to `url` (any fsspec URL); return `url`.
+
+        For DuckDB, polars, Spark, Dask, Ray: ``SELECT * FROM read_parquet('url/**/*.parquet',
+        hive_partitioning=true)``. `partition_by` a key level partitions it Hive-style. The
+        target must be outside the database and absent or empty.
+        """
+        from metatree.catalog import export_catalog
+
+        return export_catalog(
+            self._db,
+            url,
+            partition_by,
+            under=under,
+            depth=depth,
+            columns=columns,
+            on_error=on_error,
+            concurrency=concurrency,
+            storage_options=storage_options,
+        )
 
     def remove(self, location: str, recursive: bool = False) -> None:
         """Remove the file or node at `location` (a node with content needs `recursive`).

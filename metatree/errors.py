@@ -53,6 +53,7 @@ __all__ = [
     "MetatreeError",
     "NotFoundError",
     "PathError",
+    "QueryError",
     "StorageError",
     "TemplateSyntaxError",
     "TransactionAbortedError",
@@ -191,6 +192,22 @@ class MetadataError(MetatreeError, ValueError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"cannot store metadata {key!r}: {reason}")
         self.key = key
+        self.reason = reason
+
+
+class QueryError(MetatreeError, ValueError):
+    """A catalog or search request that cannot be answered: a bad filter, column or option.
+
+    Raised before anything is read where the request itself is malformed (an unknown
+    operator, a column that is not a str), and for a filter Arrow cannot evaluate on the
+    catalog's columns (a number compared with a string column).
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"bad query {what}: {reason}")
+        self.what = what
         self.reason = reason
 
 

@@ -40,7 +40,7 @@ import stat
 import sys
 import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 from filelock import lock_descriptor, unlock_descriptor
 
@@ -72,6 +72,8 @@ _READ_PIECE: Final = 1 << 20
 
 class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
+
+    read_concurrency: ClassVar[int] = 1  # small reads in memory or the page cache: no gain
 
     capabilities = Capabilities(
         atomic_exclusive_create=True,

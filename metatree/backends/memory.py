@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from metatree._locking import LeaseStore
 from metatree._locking._fork import in_forked_child
@@ -88,6 +88,8 @@ class MemoryBackend(Backend):
     `_MEMORY_LOCK`, so that object is a version: readers take a snapshot of one, and
     `write_if` compares identities under the same lock.
     """
+
+    read_concurrency: ClassVar[int] = 1  # small reads in memory or the page cache: no gain
 
     capabilities = Capabilities(
         atomic_exclusive_create=True,
