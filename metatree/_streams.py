@@ -78,8 +78,9 @@ class ChunkReader(io.RawIOBase):
     """A forward-only stream of `chunks` (a stored file as it downloads), `size` bytes long.
 
     `size` is what the file's record says; the chunks are checked against the record by
-    whoever yields them, at the latest when their end is read (`finish`). Closing the stream
-    closes the iterator (and the download behind it).
+    whoever yields them, at the latest when their end is read (`finish`). After `finish`,
+    `tell` is the number of bytes the file held. Closing the stream closes the iterator (and
+    the download behind it).
     """
 
     def __init__(self, chunks: Iterator[bytes], size: int) -> None:
@@ -88,6 +89,8 @@ class ChunkReader(io.RawIOBase):
         self._chunk = memoryview(b"")
         self._pos = 0
         self.size = size
+        self.failed: Exception | None = None
+        """What the download raised, if it failed: the cause, whatever a loader made of it."""
 
     def readable(self) -> bool:
         return True
@@ -101,7 +104,7 @@ class ChunkReader(io.RawIOBase):
         done = 0
         while done < len(out):
             if not self._chunk:
-                chunk = next(self._chunks, None)
+                chunk = self._next()
                 if chunk is None:
                     break
                 self._chunk = memoryview(chunk).cast("B")
@@ -113,9 +116,19 @@ class ChunkReader(io.RawIOBase):
         self._pos += done
         return done
 
+    def _next(self) -> bytes | None:
+        """Return the next chunk (None at the end); a failure of the download is kept."""
+        try:
+            return next(self._chunks, None)
+        except Exception as exc:
+            self.failed = exc  # a loader may catch it for a format error: the caller may not
+            raise
+
     def readall(self) -> bytes:
         """Return the rest in one copy (the chunks joined, not re-read in small pieces)."""
-        parts = [bytes(self._chunk), *self._chunks]
+        parts = [bytes(self._chunk)]
+        while (chunk := self._next()) is not None:
+            parts.append(chunk)
         self._chunk = memoryview(b"")
         data = b"".join(parts)
         self._pos += len(data)
@@ -123,10 +136,11 @@ class ChunkReader(io.RawIOBase):
 
     def finish(self) -> bool:
         """Read to the end (where the download is checked); return whether nothing was left."""
-        left = bool(self._chunk)
+        left = len(self._chunk)
         self._chunk = memoryview(b"")
-        for chunk in self._chunks:
-            left = left or bool(chunk)
+        while (chunk := self._next()) is not None:
+            left += len(chunk)
+        self._pos += left
         return not left
 
     def close(self) -> None:

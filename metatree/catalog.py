@@ -161,8 +161,6 @@ def export_catalog(
     With `partition_by` (a key level), Hive partitioning by that level
     (``domain=fraud/part-0.parquet``); rows above that level go to its null partition.
     """
-    import fsspec
-
     pa = _arrow()
     import pyarrow.dataset as ds
     from pyarrow.fs import FSSpecHandler, PyFileSystem
@@ -173,8 +171,7 @@ def export_catalog(
         raise QueryError(
             f"partition_by={partition_by!r}", f"partition by a key level: one of {list(db.keys)}"
         )
-    fs, path = fsspec.url_to_fs(url, **dict(storage_options or {}))
-    path = path.rstrip("/")
+    fs, path = _target(db, url, dict(storage_options or {}))
     _check_outside(db, fs, path, url)
     if fs.exists(path) and (not fs.isdir(path) or fs.ls(path, detail=False)):
         from metatree.errors import AlreadyExistsError
@@ -237,6 +234,26 @@ def _check_concurrency(concurrency: object) -> int | None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise QueryError(f"concurrency={concurrency!r}", "a positive int")
     return concurrency
+
+
+def _target(db: Database, url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """Return the filesystem and path of an export's `url`.
+
+    A URL of the database's own protocol, given without storage options, uses the
+    database's filesystem (its credentials, its endpoint): an export beside the tree.
+    """
+    import fsspec
+
+    own = db.storage.fs
+    protocols = (own.protocol,) if isinstance(own.protocol, str) else tuple(own.protocol)
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if not options and protocol in protocols:
+        return own, str(own._strip_protocol(url)).rstrip("/")
+    try:
+        fs, path = fsspec.url_to_fs(url, **options)
+    except (ValueError, TypeError, ImportError, OSError) as exc:
+        raise PathError(url, f"cannot open the export's filesystem: {exc}") from None
+    return fs, str(path).rstrip("/")
 
 
 def _check_outside(db: Database, fs: Any, path: str, url: str) -> None:

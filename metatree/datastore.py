@@ -30,7 +30,7 @@ from metatree._metadata import REF_KEY, is_reference
 from metatree._records import records_of, user_metadata
 from metatree._streams import ChunkReader
 from metatree._transfer import COPY_CHUNK
-from metatree.errors import CorruptMetadataError, MetadataError, PathError
+from metatree.errors import ConflictError, CorruptMetadataError, MetadataError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -203,12 +203,43 @@ class _Lazy:
         with ChunkReader(chunks, record.size) as stream:
             try:
                 value = chosen.load(cast("BinaryIO", stream))
-            except CorruptMetadataError as exc:  # name the stored file, not the stream
-                stream.finish()  # a damaged file is IntegrityError: the bytes, not the format
-                raise CorruptMetadataError(url, exc.reason) from None
-            if not stream.finish():
+            except Exception as exc:  # noqa: BLE001 - any loader's failure: its cause first
+                raise _cause(stream, exc, url) from None
+            complete = stream.finish()  # where the sha256 is confirmed
+            _check_size(stream, url)
+            if not complete:
                 raise CorruptMetadataError(url, f"bytes after the {self.serializer} value")
         return value
+
+
+def _cause(stream: ChunkReader, exc: Exception, url: str) -> Exception:
+    """Return the error a failed load reports: the bytes' fault before the format's.
+
+    A failed download (`IntegrityError`, `StorageError`) is the cause, whatever the loader
+    made of it. Otherwise the rest is read: bytes that differ from their record are
+    `IntegrityError` (damage, not a format error); a file replaced since its record was read
+    is `ConflictError`; only then is it the format's own error, naming the stored file.
+    """
+    if stream.failed is not None:
+        return stream.failed
+    try:
+        stream.finish()
+        _check_size(stream, url)
+    except Exception as found:  # noqa: BLE001 - the stream's error is the better cause
+        return found
+    if isinstance(exc, CorruptMetadataError):
+        return CorruptMetadataError(url, exc.reason)
+    return exc
+
+
+def _check_size(stream: ChunkReader, url: str) -> None:
+    """Raise `ConflictError` if the file held other than the bytes its record said.
+
+    The stream passed its check, so a forced put replaced the file (and its record) after
+    the metadata was read: the value was read for a record that no longer holds.
+    """
+    if stream.tell() != stream.size:
+        raise ConflictError(url, "the value's file was replaced while it was read; read it again")
 
 
 def bind_references(stored: dict[str, Any], node: Node) -> dict[str, Any]:

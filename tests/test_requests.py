@@ -108,6 +108,28 @@ class TestS3Requests:
         assert files == ["a", "b"]  # one GET per value, checked against the records read
         assert all(r.startswith("GET x/y/z/results.") for r in record()[1:])
 
+    def test_catalog_reads_each_node_once(
+        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
+    ) -> None:
+        pytest.importorskip("pyarrow")
+        with tree.transaction():
+            for version in ("y", "w"):
+                for leaf in ("v", "u", "t"):
+                    tree.put(f"x/{version}/{leaf}", b"d", name="f")
+            tree.put("q/y/z", b"d", name="f")
+        moto_server.reset_counters()
+        assert tree.catalog().num_rows == 13
+        leaves = [f"x/y/{leaf}" for leaf in "zvut"] + [f"x/w/{leaf}" for leaf in "vut"]
+        assert sorted(record()) == sorted(
+            ["GET metadata.json", "GET x/metadata.json", "GET q/metadata.json"]
+            + [f"GET {p}/metadata.json" for p in ("x/y", "x/w", "q/y", "q/y/z", *leaves)]
+        )  # one GET per node and the root's: no HEAD, no LIST, nothing twice
+        moto_server.reset_counters()
+        assert tree.search({"score": 1}, under="x/<active>", depth=3).paths == []
+        requests = record()  # x's metadata names the active version: only its leaves are read
+        assert requests[:3] == ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
+        assert sorted(requests[3:]) == sorted(f"GET x/y/{leaf}/metadata.json" for leaf in "zvut")
+
     def test_put_new_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
         tree.put("x/y/w", b"new", name="f")
         assert record() == [

@@ -9,7 +9,7 @@ import orjson
 
 from metatree._metadata import _parse_json, check_value
 from metatree._streams import BufferReader
-from metatree.errors import CorruptMetadataError, MetadataError
+from metatree.errors import CorruptMetadataError, MetadataError, MetatreeError
 from metatree.serializers._base import Serializer, _source_name
 
 if TYPE_CHECKING:
@@ -67,8 +67,9 @@ class JsonSerializer(Serializer):
         out.write(orjson.dumps(value))
 
     def load(self, source: BinaryIO) -> object:
+        data = source.read()  # outside: the stream's own errors are not the format's
         try:
-            return _parse_json(source.read())
+            return _parse_json(data)
         except ValueError as exc:  # orjson.JSONDecodeError, too deep
             raise CorruptMetadataError(_source_name(source), f"not JSON: {exc}") from None
 
@@ -92,5 +93,7 @@ class PickleSerializer(Serializer):
     def load(self, source: BinaryIO) -> object:
         try:
             return pickle.load(source)  # opt-in, documented as unsafe
-        except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
+        except Exception as exc:
+            if isinstance(exc, MetatreeError):  # the stream's own (IntegrityError, StorageError)
+                raise
             raise CorruptMetadataError(_source_name(source), f"not a pickle: {exc}") from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from metatree._streams import BufferReader, stream_size
-from metatree.errors import CorruptMetadataError, MetadataError
+from metatree.errors import CorruptMetadataError, MetadataError, MetatreeError
 from metatree.serializers._base import Serializer, _loaded, _require, _source_name
 
 if TYPE_CHECKING:
@@ -42,17 +42,27 @@ class NumpySerializer(Serializer):
         return np is not None and type(value) in (np.ndarray, np.memmap) and not self.explain(value)
 
     def explain(self, value: object) -> str | None:
+        np = _loaded(value, "numpy")
         dtype = getattr(value, "dtype", None)
-        if _loaded(value, "numpy") is None or dtype is None or not dtype.hasobject:
+        if np is None or dtype is None or type(value) not in (np.ndarray, np.memmap):
             return None
-        return f"a numpy array of dtype {dtype} holds Python objects (pickle them: allow_pickle)"
+        if dtype.hasobject:
+            return (
+                f"a numpy array of dtype {dtype} holds Python objects (pickle them: allow_pickle)"
+            )
+        try:
+            _header(np, value)
+        except MetadataError as exc:
+            return exc.reason
+        return None
 
     def dump(self, value: object, out: BinaryIO) -> None:
         if not self.accepts(value):
             reason = self.explain(value) or f"{type(value).__name__} is not a numpy array"
             raise MetadataError(self.name, reason)
-        fmt = _require("numpy.lib.format", self.name)
-        fmt.write_array(out, value, allow_pickle=False)  # in 16 MiB chunks to a non-file
+        np = _require("numpy", self.name)
+        _header(np, value)  # refuses a header no loader would read, before a byte is written
+        np.lib.format.write_array(out, value, allow_pickle=False)  # 16 MiB chunks to a non-file
 
     def source(self, value: object) -> BinaryIO | None:
         """Return the header, then the array's own memory: no copy (None for a strided array)."""
@@ -66,21 +76,14 @@ class NumpySerializer(Serializer):
             data = array.T
         else:
             return None  # dump gathers the strided elements in chunks
-        fields = np.lib.format.header_data_from_array_1_0(array)
-        header = io.BytesIO()
-        try:
-            np.lib.format.write_array_header_1_0(header, fields)
-        except ValueError:  # a header over 64 KiB (or field names beyond latin-1)
-            header = io.BytesIO()
-            try:
-                np.lib.format.write_array_header_2_0(header, fields)
-            except ValueError:
-                return None
+        header = _header(np, array)
+        if header is None:
+            return None
         try:
             body = data.reshape(-1).view(np.uint8)
         except (ValueError, TypeError):  # a dtype without bytes to view (itemsize 0)
             return None
-        return cast("BinaryIO", BufferReader([header.getvalue(), body]))
+        return cast("BinaryIO", BufferReader([header, body]))
 
     def load(self, source: BinaryIO) -> object:
         np = _require("numpy", self.name)
@@ -90,10 +93,37 @@ class NumpySerializer(Serializer):
             if size is None or not hasattr(source, "readinto"):
                 return np.lib.format.read_array(source, allow_pickle=False)
             return _read_sized(np, source, size, where)
-        except (ValueError, EOFError, OverflowError) as exc:
-            if isinstance(exc, CorruptMetadataError):
+        except (ValueError, EOFError, OverflowError, TypeError) as exc:
+            if isinstance(exc, MetatreeError):  # the stream's own (IntegrityError), or ours
                 raise
             raise CorruptMetadataError(where, f"not a .npy array: {exc}") from None
+
+
+MAX_HEADER: Final = 10_000
+"""The largest ``.npy`` header `load` parses: numpy's own limit (``ast.literal_eval`` runs on it)."""
+
+
+def _header(np: Any, array: Any) -> bytes | None:
+    """Return the ``.npy`` header `dump` writes for `array` (None: only numpy writes it, 3.0).
+
+    A header over `MAX_HEADER` bytes (a structured dtype of a thousand fields) is refused with
+    `MetadataError`: it would store fine and then never load.
+    """
+    fields = np.lib.format.header_data_from_array_1_0(array)
+    for write in (np.lib.format.write_array_header_1_0, np.lib.format.write_array_header_2_0):
+        out = io.BytesIO()
+        try:
+            write(out, fields)
+        except ValueError:  # over 64 KiB for 1.0, or field names beyond latin-1
+            continue
+        header = out.getvalue()
+        if len(header) > MAX_HEADER:
+            raise MetadataError(
+                "numpy",
+                f"its .npy header is {len(header)} bytes, over the {MAX_HEADER} numpy loads",
+            )
+        return header
+    return None
 
 
 def _read_sized(np: Any, source: BinaryIO, size: int, where: str) -> Any:
@@ -111,6 +141,8 @@ def _read_sized(np: Any, source: BinaryIO, size: int, where: str) -> Any:
     held = size - source.tell()
     if held != expected:
         raise CorruptMetadataError(where, f"{held} data bytes, header says {expected}")
+    if np.empty(0, dtype=dtype).dtype != dtype:  # numpy makes U0/S0 one wide: memory unread
+        raise CorruptMetadataError(where, f"dtype {dtype} holds no bytes per element")
     array = np.empty(count, dtype=dtype)
     if expected:
         _fill(source, memoryview(array.reshape(-1).view(np.uint8)), where)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import orjson
 
 from metatree._metadata import _parse_json, check_value
-from metatree._streams import BufferReader, stream_size
-from metatree.errors import CorruptMetadataError, MetadataError
+from metatree._streams import BufferReader
+from metatree.errors import CorruptMetadataError, MetadataError, MetatreeError
 from metatree.serializers._base import Serializer, _loaded, _require, _source_name
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ def _read_parquet(source: BinaryIO, serializer: str) -> Any:
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
             if not table.schema.equals(schema):
                 table = table.cast(schema)
-    except (pa.ArrowException, ValueError) as exc:  # binascii.Error is a ValueError
+    except (pa.ArrowException, ValueError, OSError) as exc:  # thrift errors are OSErrors
+        if isinstance(exc, MetatreeError):  # the stream's own (IntegrityError, StorageError)
+            raise
         raise CorruptMetadataError(_source_name(source), f"not Parquet: {exc}") from None
     return table
 
@@ -65,18 +67,13 @@ def _read_parquet(source: BinaryIO, serializer: str) -> Any:
 def _random_access(pa: Any, source: BinaryIO) -> Any:
     """Return `source` as Parquet's reader wants it: seekable (its footer is at the end).
 
-    A forward-only stream (a download, `metatree._streams.ChunkReader`) is read once into one
-    buffer of its known size; a seekable one is read where it is.
+    A forward-only stream (a download, `metatree._streams.ChunkReader`) is read into memory:
+    as the chunks arrive, not into a buffer of the size its record claims (a forged record
+    must not allocate what the file does not hold). A seekable one is read where it is.
     """
-    size = stream_size(source)
-    if size is None or source.seekable():
+    if source.seekable():
         return source
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size and (n := source.readinto(view[got:])):  # type: ignore[attr-defined]
-        got += n
-    return pa.py_buffer(buffer if got == size else buffer[:got])
+    return pa.py_buffer(source.read())
 
 
 class PandasSerializer(Serializer):

@@ -8,6 +8,7 @@ serializers (bytes, JSON) always; numpy, pandas and pyarrow ones where those are
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from metatree import Metatree
 from metatree._storage import as_storage
 from metatree.datastore import ArchiveStore, DataStore
 from metatree.errors import (
+    ConflictError,
     CorruptMetadataError,
     IntegrityError,
     MetadataError,
@@ -247,6 +249,38 @@ class DataStoreTests:
         results.allow_pickle = True
         with pytest.raises(CorruptMetadataError, match="bytes after"):
             _ = results.p
+
+    def test_a_loads_failure_names_its_cause(self, node_tree: Metatree, storage: Storage) -> None:
+        """Damage is IntegrityError, a forged record allocates nothing, a race is a conflict."""
+        np = pytest.importorskip("numpy")
+        pa = pytest.importorskip("pyarrow")
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(w=np.arange(8.0), t=pa.table({"a": [1, 2]}), j={"k": 1}))
+        names = {n.split(".")[1]: n for n in node.list() if n.startswith("results.")}
+        metadata = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))
+        for key in ("w", "t"):
+            metadata[".metatree.records"]["files"][names[key]]["size"] = 2**50
+        storage.write_atomic(f"{NODE}/metadata.json", orjson.dumps(metadata))
+        results = node_tree.find(NODE).metadata["results"]
+        for key in ("w", "t"):  # the header or the buffer would claim a petabyte
+            with pytest.raises(IntegrityError):
+                results[key]
+        for key in ("t", "j"):  # flipped bytes: the data's damage, not the format's
+            data = bytearray(storage.read_bytes(f"{NODE}/{names[key]}"))
+            data[len(data) // 2] ^= 0xFF
+            storage.write_atomic(f"{NODE}/{names[key]}", bytes(data))
+        results = node_tree.find(NODE).metadata["results"]
+        for key in ("t", "j"):
+            with pytest.raises(IntegrityError):
+                results[key]
+        node.update(results=DataStore(w=np.arange(8.0)))
+        results = node_tree.find(NODE).metadata["results"]
+        (name,) = [n for n in node.list() if n.startswith("results.w.")]
+        larger = io.BytesIO()
+        np.save(larger, np.arange(100.0))
+        node.put(larger.getvalue(), name=name, force=True)  # a co-writer, after the read
+        with pytest.raises(ConflictError):
+            _ = results.w
 
     def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
         with unchanged(node_tree.storage), pytest.raises(MetadataError):

@@ -28,6 +28,7 @@ from metatree.errors import (
 from metatree.testing._archives import ArchiveTests
 from metatree.testing._artifacts import ArtifactStoreTests
 from metatree.testing._bad_input import BadInputTests
+from metatree.testing._catalog import CatalogTests
 from metatree.testing._cursor import CursorTests
 from metatree.testing._datastore import DataStoreTests
 from metatree.testing._hardening_index import IndexHardeningTests
@@ -55,6 +56,7 @@ KEYS = ("model", "version", "stage")
 
 class BackendConformance(
     BadInputTests,
+    CatalogTests,
     StatefulTests,
     LockTests,
     ModelStoreLockTests,

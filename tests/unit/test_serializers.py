@@ -189,7 +189,17 @@ def hostile_npy() -> list[bytes]:
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("a.npy", header)
+    zero_width = io.BytesIO()  # numpy widens U0 to U1: 10**8 elements from no bytes
+    np.lib.format.write_array_header_1_0(
+        zero_width, {"descr": "<U0", "fortran_order": False, "shape": (10**8,)}
+    )
+    flag_shape = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        flag_shape, {"descr": "<f8", "fortran_order": False, "shape": (True,)}
+    )
     return [
+        zero_width.getvalue(),
+        flag_shape.getvalue() + b"\x00" * 8,
         huge + b"\x00" * 8,  # the header's size, never allocated
         header[:-8],  # truncated
         header + b"\x00",  # trailing bytes
@@ -206,6 +216,16 @@ def test_numpy_hostile_payload_is_corrupt(payload: bytes) -> None:
         serializer_named("numpy").load(io.BytesIO(payload))
     with pytest.raises(CorruptMetadataError):  # as a DataStore reads it: never allocated
         serializer_named("numpy").load(cast("BinaryIO", forward_only(payload)))
+
+
+def test_numpy_header_numpy_would_not_load_is_refused_at_store() -> None:
+    fields = np.zeros(1, dtype=[(f"field_{i:04d}", "f8") for i in range(1200)])
+    with pytest.raises(MetadataError, match="header"):
+        serializer_for(fields)  # it would store, and never load
+    out = io.BytesIO()
+    with pytest.raises(MetadataError, match="header"):
+        serializer_named("numpy").dump(fields, out)
+    assert out.getvalue() == b""
 
 
 def test_numpy_source_is_the_arrays_own_memory() -> None:
