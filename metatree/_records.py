@@ -259,14 +259,14 @@ def records_of(
     A node without the key (written by metatreedb or before records existed) has none.
     """
     files, puts = _shape(metadata, where)
+    provenances: dict[str, Provenance] = {}
     if under is None:
         names: Iterable[str] = files
         for put_id, entry in puts.items():  # every put, even one no record names
-            _provenance(put_id, entry, where)
+            provenances[put_id] = _provenance(put_id, entry, where)
     else:
         names = [k for k in files if k == under or k.startswith(f"{under}/")]
     children = set(metadata.get(CHILDREN, ()))
-    provenances: dict[str, Provenance] = {}
     return {name: _record(name, files[name], puts, provenances, children, where) for name in names}
 
 

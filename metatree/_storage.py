@@ -88,8 +88,13 @@ class Storage:
         return self.url_of("")
 
     def url_of(self, rel: str) -> str:
-        """Return the URL of `rel`, for users (`Node.location`) and messages."""
-        return str(self.fs.unstrip_protocol(self.abs(rel)))
+        """Return the URL of `rel`, for users (`Node.location`) and messages.
+
+        Naming is not access: no confinement check here (`abs` makes it before any I/O), so
+        a catalog of 100 000 nodes does not ``lstat`` every path to print it.
+        """
+        path = f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+        return str(self.fs.unstrip_protocol(path))
 
     def abs(self, rel: str) -> str:
         """Return `rel` as a path of the filesystem."""
@@ -138,22 +143,34 @@ class Storage:
         """Read many small files concurrently (`Backend.read_many`); each a bytes or an error.
 
         In the order of `rels`. A file that cannot be read gives its metatree error (a
-        missing one `NotFoundError`) in its place; one failure never hides the others'
-        results. `concurrency` defaults to the backend's `read_concurrency`.
+        missing one `NotFoundError`, one behind a planted link `PathError`) in its place; one
+        failure never hides the others' results. `concurrency` defaults to the backend's
+        `read_concurrency`. Confinement is checked once per directory of the batch.
         """
-        paths = [self.abs(rel) for rel in rels]
         width = self.backend.read_concurrency if concurrency is None else concurrency
-        out: list[bytes | MetatreeError] = []
-        for rel, got in zip(rels, self.backend.read_many(paths, limit, width), strict=True):
-            if not isinstance(got, Exception):
-                out.append(got)
-                continue
+        out: dict[int, bytes | MetatreeError] = {}
+        todo: list[int] = []
+        checked: set[str] = set()
+        root = self.root.rstrip("/")
+        for i, rel in enumerate(rels):
             try:
-                with translate_errors(self.url_of(rel)):
-                    raise got
-            except MetatreeError as exc:
-                out.append(exc)
-        return out
+                self.backend.confine(self.root, f"{root}/{rel}", checked)
+            except Exception as exc:  # noqa: BLE001 - translated, or raised again
+                out[i] = self._error(rel, exc)
+            else:
+                todo.append(i)
+        paths = [f"{root}/{rels[i]}" for i in todo]
+        for i, got in zip(todo, self.backend.read_many(paths, limit, width), strict=True):
+            out[i] = self._error(rels[i], got) if isinstance(got, Exception) else got
+        return [out[i] for i in range(len(rels))]
+
+    def _error(self, rel: str, exc: Exception) -> MetatreeError:
+        """Return `exc` as the metatree error naming `rel`; raise what is not a storage error."""
+        try:
+            with translate_errors(self.url_of(rel)):
+                raise exc
+        except MetatreeError as error:
+            return error
 
     def write_atomic(
         self, rel: str, data: bytes, *, durable: bool = True, expect: Version = None

@@ -280,8 +280,9 @@ def _table(
     depths: list[int] = []
     files: list[list[dict[str, Any]]] = []
     values: dict[str, list[Any]] = {} if wanted is None else {k: [] for k in wanted}
+    base = db.storage.url.rstrip("/")
     for path, metadata in nodes:
-        location = db.url(path)
+        location = f"{base}/{'/'.join(path)}"
         try:
             records = records_of(metadata, location)
         except MetatreeError as exc:  # records are stored data too

@@ -156,11 +156,12 @@ def _read_level(
         return [_read_one(db, path) for path in paths]
     rels = [rel_path(path, METADATA_FILE) for path in paths]
     limit = db.max_metadata_bytes
+    base = db.storage.url.rstrip("/")  # a URL per node, for errors: by concatenation
     out: list[dict[str, Any] | MetatreeError] = []
     for path, rel, got in zip(
         paths, rels, db.storage.read_many(rels, limit, concurrency), strict=True
     ):
-        url = db.storage.url_of(rel)
+        url = f"{base}/{rel}"
         if isinstance(got, NotFoundError):
             out.append(NotFoundError(db.url(path), "node (listed by its parent's index)"))
         elif isinstance(got, MetatreeError):

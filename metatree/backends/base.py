@@ -205,8 +205,12 @@ class Backend:
         """
         self.fs.pipe_file(path, data)
 
-    def confine(self, root: str, path: str) -> None:
-        """Refuse `path` if it could lead outside `root` (local disk: through a planted link)."""
+    def confine(self, root: str, path: str, checked: set[str] | None = None) -> None:
+        """Refuse `path` if it could lead outside `root` (local disk: through a planted link).
+
+        `checked`, shared by the calls of one batch, holds what was already found safe, so a
+        directory is checked once for all the files read in it.
+        """
 
     def tree_version(self, path: str) -> object:
         """Identify the directory `path` itself, so a replacement (rename) shows; None: cannot.

@@ -117,9 +117,9 @@ class LocalBackend(Backend):
             raise
         return tmp
 
-    def confine(self, root: str, path: str) -> None:
+    def confine(self, root: str, path: str, checked: set[str] | None = None) -> None:
         """Refuse a path below `root` that passes through a symbolic link (`confine_local`)."""
-        confine_local(root, path)
+        confine_local(root, path, checked)
 
     def tree_version(self, path: str) -> object:
         """Return the device and inode: `replace_tree` renames a new directory in."""
@@ -301,7 +301,7 @@ class LocalBackend(Backend):
         return sorted(files)
 
 
-def confine_local(root: str, path: str) -> None:
+def confine_local(root: str, path: str, checked: set[str] | None = None) -> None:
     """Refuse a local path below `root` that passes through a symbolic link.
 
     metatree never stores a link, so one in the tree was planted; following it would read,
@@ -315,6 +315,8 @@ def confine_local(root: str, path: str) -> None:
     current = root.rstrip("/") or "/"
     for part in path[len(current) :].strip("/").split("/"):
         current = f"{current.rstrip('/')}/{part}"
+        if checked is not None and current in checked:
+            continue
         try:
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -325,6 +327,8 @@ def confine_local(root: str, path: str) -> None:
             raise
         if stat.S_ISLNK(mode):
             raise PathError(current, _PLANTED_LINK)
+        if checked is not None and stat.S_ISDIR(mode):
+            checked.add(current)  # a file is checked at each use: it may be replaced by a link
 
 
 _PLANTED_LINK = (
