@@ -17,7 +17,7 @@ def _blocks(name: str) -> list[str]:
     return blocks
 
 
-@pytest.mark.parametrize("name", ["models.md", "datastore.md"])
+@pytest.mark.parametrize("name", ["models.md", "datastore.md", "catalog.md"])
 def test_examples_run(name: str, tmp_path: Path) -> None:
     namespace = {"ROOT": str(tmp_path / "store"), "WORK": str(tmp_path / "work")}
     (tmp_path / "work").mkdir()
