@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
 from metatree._core.resolve import descend
+from metatree._core.update import check_unreferenced
 from metatree._paths import Placeholder, check_name
 from metatree.errors import AlreadyExistsError, PathError, UnresolvedPathError
 
@@ -136,6 +137,7 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
         return None
     if not force:
         raise AlreadyExistsError(url)
+    check_unreferenced(plan.metadata, plan.node, plan.name, url)
     if kind == "directory" and not recursive:
         raise AlreadyExistsError(url, "it is a directory: pass recursive=True to replace it")
     return kind

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import entries, is_orphan
 from metatree._core.resolve import resolve
+from metatree._core.update import check_unreferenced
 from metatree._metadata import CHILDREN
 from metatree._records import drop_records
 from metatree.errors import NotFoundError, PathError
@@ -45,6 +46,7 @@ def remove(db: Database, target: Target, last: Segment, *, recursive: bool) -> N
             db.write_metadata(node.path, metadata, commit=True, expect=version)
             _after_commit(db, tx, (*node.path, name), rel, tree=True)
             return
+        check_unreferenced(metadata, node.path, name, target.shown)
         staged = tx is not None and tx.unstage(rel)  # what this transaction stored
         kind = db.storage.kind(rel)
         if kind is None or (kind == "directory" and is_orphan(db, node.path, name)):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from metatree._core.db import Database
     from metatree._types import NodePath
 
-__all__ = ["REF_KINDS", "parse_reference", "referenced", "update"]
+__all__ = ["REF_KINDS", "check_unreferenced", "parse_reference", "referenced", "update"]
 
 
 def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
@@ -48,6 +48,29 @@ def update(db: Database, path: NodePath, values: Mapping[str, Any]) -> None:
             else:
                 tx.unstage(rel_path(path, name))
                 tx.deletes.append((rel_path(path, name), False))
+
+
+def check_unreferenced(metadata: Mapping[str, Any], path: NodePath, name: str, shown: str) -> None:
+    """Refuse to remove or replace `name` if a metadata field of the node keeps it as a value.
+
+    The file is the field's (a `DataStore` value, an `ArchiveStore`): removing it by hand
+    would leave the field naming a file that is gone. Update or remove the field instead (its
+    files go with it). Malformed references name nothing here: reading them reports them.
+    """
+    folded = name.casefold()
+    for field, value in metadata.items():
+        if not is_reference(value):
+            continue
+        try:
+            names = referenced(value, path, shown, field)
+        except CorruptMetadataError:
+            continue
+        if any(n.casefold() == folded for n in names):
+            raise PathError(
+                shown,
+                f"{name!r} holds the value of metadata field {field!r}: update or remove that "
+                "field instead (its files go with it)",
+            )
 
 
 def referenced(value: object, path: NodePath, where: str, field: str) -> set[str]:

@@ -8,6 +8,7 @@ serializers (bytes, JSON) always; numpy, pandas and pyarrow ones where those are
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import re
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from metatree import Metatree
 from metatree._storage import as_storage
 from metatree.datastore import ArchiveStore, DataStore
 from metatree.errors import (
+    AlreadyExistsError,
     ConflictError,
     CorruptMetadataError,
     IntegrityError,
@@ -37,6 +39,15 @@ __all__ = ["DataStoreTests"]
 
 KEYS = ("model", "version", "stage")
 NODE = "m/v1"
+
+
+def _rewrite(storage: Storage, name: str, data: bytes) -> None:
+    """Replace a value's file of `NODE` and its record, as another client can (metatree won't)."""
+    storage.write_atomic(f"{NODE}/{name}", data)
+    metadata = orjson.loads(storage.read_bytes(f"{NODE}/metadata.json"))
+    record = metadata[".metatree.records"]["files"][name]
+    record.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    storage.write_atomic(f"{NODE}/metadata.json", orjson.dumps(metadata))
 
 
 class DataStoreTests:
@@ -238,13 +249,13 @@ class DataStoreTests:
         node.update(results=DataStore(w=np.arange(4.0)))
         (name,) = [n for n in node.list() if n.startswith("results.w.")]
         data = storage.read_bytes(f"{NODE}/{name}")
-        node.put(data + b"\x00" * 8, name=name, force=True)  # recorded: only the format can tell
+        _rewrite(storage, name, data + b"\x00" * 8)  # recorded: only the format can tell
         with pytest.raises(CorruptMetadataError, match="data bytes"):
             _ = node_tree.find(NODE).metadata["results"].w
         node.update(results=DataStore(p={1}, allow_pickle=True))
         (name,) = [n for n in node.list() if n.startswith("results.p.")]
         data = storage.read_bytes(f"{NODE}/{name}")
-        node.put(data + b"junk", name=name, force=True)
+        _rewrite(storage, name, data + b"junk")
         results = node_tree.find(NODE).metadata["results"]
         results.allow_pickle = True
         with pytest.raises(CorruptMetadataError, match="bytes after"):
@@ -278,9 +289,28 @@ class DataStoreTests:
         (name,) = [n for n in node.list() if n.startswith("results.w.")]
         larger = io.BytesIO()
         np.save(larger, np.arange(100.0))
-        node.put(larger.getvalue(), name=name, force=True)  # a co-writer, after the read
+        _rewrite(storage, name, larger.getvalue())  # a co-writer, after the read
         with pytest.raises(ConflictError):
             _ = results.w
+
+    def test_a_values_file_is_neither_removed_nor_replaced_by_hand(
+        self, node_tree: Metatree, storage: Storage, tmp_path: Path
+    ) -> None:
+        name, _ = self._stored_value(node_tree, storage)
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "a.txt").write_bytes(b"a")
+        node_tree.find(NODE).update(code=ArchiveStore(tmp_path / "src"))
+        (archive,) = [n for n in node_tree.find(NODE).list() if n.startswith("code.")]
+        for file in (name, archive, name.upper()):  # case folds on Windows and macOS
+            with unchanged(storage), pytest.raises(PathError, match="update or remove that field"):
+                node_tree.remove(f"{NODE}/{file}")
+        with unchanged(storage), pytest.raises(PathError, match="holds the value"):
+            node_tree.find(NODE).put(b"other", name=name, force=True)
+        with pytest.raises(AlreadyExistsError):
+            node_tree.find(NODE).put(b"other", name=name)
+        assert node_tree.find(NODE).metadata["results"].a == b"value"
+        node_tree.find(NODE).update(results=None)  # the field's files go with it
+        assert name not in node_tree.find(NODE).list()
 
     def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
         with unchanged(node_tree.storage), pytest.raises(MetadataError):
