@@ -600,7 +600,7 @@ class Metatree:
         hive_partitioning=true)``. `partition_by` a key level partitions it Hive-style. The
         target must be outside the database and absent or empty.
         """
-        from metatree.catalog import export_catalog
+        from metatree._export import export_catalog
 
         return export_catalog(
             self._db,

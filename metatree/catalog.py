@@ -26,6 +26,7 @@ before a catalog is asked for.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,10 +37,10 @@ from metatree._metadata import CHILDREN
 from metatree._names import SYSTEM_PREFIX
 from metatree._node import Node
 from metatree._records import records_of
-from metatree.errors import MetatreeError, PathError, QueryError
+from metatree.errors import QueryError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     import pandas
     import pyarrow as pa
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from metatree._core.scan import OnError
     from metatree._types import NodePath
 
-__all__ = ["SearchResult", "build_catalog", "export_catalog", "search"]
+__all__ = ["SearchResult", "build_catalog", "search"]
 
 OPERATORS: Final = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "is_null", "not_null")
 """The dict form's operators, besides ``starts_with``: ``{"accuracy": (">", 0.9)}``."""
@@ -117,8 +118,26 @@ def build_catalog(
     wanted = _check_columns(columns)
     policy = _check_on_error(on_error)
     width = _check_concurrency(concurrency)
-    nodes = scan(db, pattern, depth=level, on_error=policy, concurrency=width, skipped=skipped)
-    return _table(pa, db, nodes, wanted, policy, skipped)
+    base = db.storage.url.rstrip("/")  # node URLs by concatenation: one per node, for errors
+
+    def records(path: NodePath, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+        # stored data too: malformed records skip the node and its subtree, as a bad read does
+        found = records_of(metadata, f"{base}/{'/'.join(path)}")
+        return [
+            {"name": r.name, "size": r.size, "sha256": r.sha256, "created": r.created}
+            for r in found.values()
+        ]
+
+    nodes = scan(
+        db,
+        pattern,
+        depth=level,
+        on_error=policy,
+        concurrency=width,
+        skipped=skipped,
+        check=records,
+    )
+    return _table(pa, db.keys, nodes, wanted)
 
 
 def search(
@@ -140,58 +159,6 @@ def search(
     if prepared is not None:
         table = _apply(pa, table, prepared)
     return SearchResult(db, table, skipped)
-
-
-def export_catalog(
-    db: Database,
-    url: object,
-    partition_by: object = None,
-    *,
-    under: object = "",
-    depth: object = None,
-    columns: object = None,
-    on_error: object = "raise",
-    concurrency: object = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> str:
-    """Write the catalog as a Parquet dataset at `url`; return the dataset's URL.
-
-    `url` is any fsspec URL or local path, outside the database, absent or an empty
-    directory (an export never deletes nor overwrites: export again to a new location).
-    With `partition_by` (a key level), Hive partitioning by that level
-    (``domain=fraud/part-0.parquet``); rows above that level go to its null partition.
-    """
-    pa = _arrow()
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    if not isinstance(url, str) or not url:
-        raise PathError(repr(url), "the export's URL must be a non-empty str")
-    if partition_by is not None and partition_by not in db.keys:
-        raise QueryError(
-            f"partition_by={partition_by!r}", f"partition by a key level: one of {list(db.keys)}"
-        )
-    fs, path = _target(db, url, dict(storage_options or {}))
-    _check_outside(db, fs, path, url)
-    if fs.exists(path) and (not fs.isdir(path) or fs.ls(path, detail=False)):
-        from metatree.errors import AlreadyExistsError
-
-        raise AlreadyExistsError(url, "an export goes to a new location or an empty directory")
-    table = build_catalog(db, under, depth, columns, on_error=on_error, concurrency=concurrency)
-    partitioning = None
-    if partition_by is not None:
-        schema = pa.schema([table.schema.field(str(partition_by))])
-        partitioning = ds.partitioning(schema, flavor="hive")
-    ds.write_dataset(
-        table,
-        path,
-        format="parquet",
-        filesystem=PyFileSystem(FSSpecHandler(fs)),
-        partitioning=partitioning,
-        basename_template="part-{i}.parquet",
-        existing_data_behavior="overwrite_or_ignore",  # checked empty above
-    )
-    return url
 
 
 # -- checks of the request (before anything is read) -------------------------------------
@@ -217,6 +184,8 @@ def _check_columns(columns: object) -> list[str] | None:
     for column in columns:
         if not isinstance(column, str) or not column:
             raise QueryError(f"columns={columns!r}", f"{column!r} is not a metadata key")
+        if column == CHILDREN or column.startswith(SYSTEM_PREFIX):
+            raise QueryError(f"columns={columns!r}", f"{column!r} is the tree's, never a column")
     return list(dict.fromkeys(columns))
 
 
@@ -236,70 +205,23 @@ def _check_concurrency(concurrency: object) -> int | None:
     return concurrency
 
 
-def _target(db: Database, url: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """Return the filesystem and path of an export's `url`.
-
-    A URL of the database's own protocol, given without storage options, uses the
-    database's filesystem (its credentials, its endpoint): an export beside the tree.
-    """
-    import fsspec
-
-    own = db.storage.fs
-    protocols = (own.protocol,) if isinstance(own.protocol, str) else tuple(own.protocol)
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    if not options and protocol in protocols:
-        return own, str(own._strip_protocol(url)).rstrip("/")
-    try:
-        fs, path = fsspec.url_to_fs(url, **options)
-    except (ValueError, TypeError, ImportError, OSError) as exc:
-        raise PathError(url, f"cannot open the export's filesystem: {exc}") from None
-    return fs, str(path).rstrip("/")
-
-
-def _check_outside(db: Database, fs: Any, path: str, url: str) -> None:
-    """Refuse an export into the database: its files would land in nodes' directories."""
-    if type(fs) is not type(db.storage.fs):
-        return
-    root = db.storage.root.rstrip("/")
-    if path == root or path.startswith(f"{root}/") or root.startswith(f"{path}/"):
-        raise PathError(url, f"an export must go outside the database ({db.storage.url})")
-
-
 # -- the table ---------------------------------------------------------------------------
 def _table(
     pa: Any,
-    db: Database,
-    nodes: Iterator[tuple[NodePath, dict[str, Any]]],
+    keys: tuple[str, ...],
+    nodes: Iterator[tuple[NodePath, dict[str, Any], list[dict[str, Any]]]],
     wanted: list[str] | None,
-    on_error: OnError,
-    skipped: list[Skipped] | None,
 ) -> Any:
     """Build the table column by column: one pass over the nodes, values padded with nulls."""
-    keys = db.keys
     paths: list[str] = []
     depths: list[int] = []
     files: list[list[dict[str, Any]]] = []
     values: dict[str, list[Any]] = {} if wanted is None else {k: [] for k in wanted}
-    base = db.storage.url.rstrip("/")
-    for path, metadata in nodes:
-        location = f"{base}/{'/'.join(path)}"
-        try:
-            records = records_of(metadata, location)
-        except MetatreeError as exc:  # records are stored data too
-            if on_error == "raise":
-                raise
-            if skipped is not None:
-                skipped.append(Skipped(location, exc))
-            continue
+    for path, metadata, records in nodes:
         row = len(paths)
         paths.append("/".join(path))
         depths.append(len(path))
-        files.append(
-            [
-                {"name": r.name, "size": r.size, "sha256": r.sha256, "created": r.created}
-                for r in records.values()
-            ]
-        )
+        files.append(records)
         for key, value in metadata.items():
             if key == CHILDREN or key.startswith(SYSTEM_PREFIX):
                 continue
@@ -324,17 +246,33 @@ def _table(
             for i in range(len(keys))
         ),
     ]
-    taken = {*names, "files"}
+    renamed = _column_names(names, list(values))
     for key, column in values.items():
-        name = key
-        while name in taken:
-            name = f"metadata.{name}"
-        taken.add(name)
-        names.append(name)
+        names.append(renamed[key])
         arrays.append(_typed(pa, column))
     names.append("files")
     arrays.append(pa.array(files, _files_type(pa)))
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _column_names(fixed: list[str], keys: list[str]) -> dict[str, str]:
+    """Name each metadata key's column: itself, or ``metadata.<key>`` where it would clash.
+
+    Clashes are case-insensitive (DuckDB and Spark match column names so), and the result does
+    not depend on the order the keys were found in: keys that clash with nothing keep their
+    names first, then each clashing one (in sorted order) takes the first free prefixed name.
+    """
+    taken = {name.casefold() for name in [*fixed, "files"]}
+    clashing = sorted(k for k in keys if k.casefold() in taken)
+    names = {k: k for k in keys if k.casefold() not in taken}
+    taken |= {k.casefold() for k in names}
+    for key in clashing:
+        name = f"metadata.{key}"
+        while name.casefold() in taken:
+            name = f"metadata.{name}"
+        taken.add(name.casefold())
+        names[key] = name
+    return names
 
 
 def _files_type(pa: Any) -> Any:
@@ -355,14 +293,10 @@ def _typed(pa: Any, column: list[Any]) -> Any:
     kinds = {type(v) for v in column if v is not None}
     if not kinds:
         return pa.nulls(len(column))
-    if kinds & {dict, list}:
-        return pa.array([_text(v) for v in column], pa.string())
-    if kinds == {int, float}:
-        return pa.array(column, pa.float64())
-    if len(kinds) == 1:
-        try:
-            return pa.array(column)
-        except (pa.ArrowException, OverflowError):  # an integer beyond 64 bits
+    if not kinds & {dict, list} and (kinds == {int, float} or len(kinds) == 1):
+        try:  # an integer beyond 64 bits fits neither int64 nor (exactly) float64
+            return pa.array(column, pa.float64() if kinds == {int, float} else None)
+        except (pa.ArrowException, OverflowError, TypeError):
             pass
     return pa.array([_text(v) for v in column], pa.string())
 
@@ -371,7 +305,10 @@ def _text(value: Any) -> str | None:
     """Return a value of a string column: a str as it is, anything else as its JSON text."""
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits, which metadata may hold exactly
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- filters -----------------------------------------------------------------------------
@@ -390,7 +327,14 @@ def _filter_of(pa: Any, filter: object) -> Any:
     for column, condition in filter.items():
         if not isinstance(column, str) or not column:
             raise QueryError(repr(column), "a filter's column is a non-empty str")
-        one = _condition(pc, column, condition)
+        try:
+            one = _condition(pc, column, condition)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            if isinstance(exc, QueryError):
+                raise
+            raise QueryError(
+                f"{column}: {condition!r}", f"Arrow cannot compare it: {exc}"
+            ) from None
         expression = one if expression is None else expression & one
     return expression
 

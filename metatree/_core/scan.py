@@ -32,7 +32,7 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from metatree._core.db import Database
     from metatree._paths import Segment
@@ -90,14 +90,16 @@ def scan(
     on_error: OnError = "raise",
     concurrency: int | None = None,
     skipped: list[Skipped] | None = None,
-) -> Iterator[tuple[NodePath, dict[str, Any]]]:
-    """Yield (path, metadata) of each node matching `pattern` and of every node below it.
+    check: Callable[[NodePath, dict[str, Any]], Any] | None = None,
+) -> Iterator[tuple[NodePath, dict[str, Any], Any]]:
+    """Yield (path, metadata, check's result) of each node matching `pattern` and below it.
 
     Level by level, each level in index order. With `depth` (a level, 1 for the first key),
     only nodes at that level are yielded, and nothing deeper is read. A node that cannot be
-    read (corrupt metadata.json, an index entry without its node) raises its error naming it,
-    or with ``on_error="skip"`` is left out (with what is below it) and listed in `skipped`.
-    A child removed by a writer between its parent's read and its own is left out silently.
+    read (corrupt metadata.json, an index entry without its node), or whose metadata `check`
+    refuses (a `MetatreeError`), raises that error naming it, or with ``on_error="skip"`` is
+    left out, with everything below it, and listed in `skipped`. A child removed by a writer
+    between its parent's read and its own is left out silently.
     """
     last = len(db.keys) if depth is None else depth
     root = db.read_metadata(())
@@ -109,17 +111,22 @@ def scan(
         level = []
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start : start + BATCH]
-            for path, got in zip(batch, _read_level(db, batch, concurrency), strict=True):
-                if isinstance(got, MetatreeError):
-                    if _removed_meanwhile(db, path, got):
-                        continue
-                    if on_error == "raise":
+            for path, read in zip(batch, _read_level(db, batch, concurrency), strict=True):
+                got = _settle(db, path, read)
+                if got is None:
+                    continue
+                try:
+                    if isinstance(got, MetatreeError):
                         raise got
+                    checked = None if check is None else check(path, got)
+                except MetatreeError as exc:
+                    if on_error == "raise":
+                        raise
                     if skipped is not None:
-                        skipped.append(Skipped(db.url(path), got))
+                        skipped.append(Skipped(db.url(path), exc))
                     continue
                 if index + 1 >= len(pattern) and (depth is None or index + 1 == depth):
-                    yield path, got
+                    yield path, got, checked
                 if index + 1 < last:
                     level.append((path, got))
 
@@ -183,16 +190,29 @@ def _read_one(db: Database, path: NodePath) -> dict[str, Any] | MetatreeError:
         return exc
 
 
-def _removed_meanwhile(db: Database, path: NodePath, error: MetatreeError) -> bool:
-    """Whether a missing node was removed after its parent was read (its index no longer lists it).
+def _settle(
+    db: Database, path: NodePath, got: dict[str, Any] | MetatreeError
+) -> dict[str, Any] | MetatreeError | None:
+    """Tell a missing node that a writer removed (None) from one re-created, or damage.
 
     A remove rewrites the parent's index before it deletes the node's directory, so a reader
-    that read the index first can find the directory gone: a race, not damage. An index that
-    still lists it has a dangling entry: that is damage, reported.
+    that read the index first can find the directory gone: a race, not damage. If the index
+    still lists it, the node is read again: a writer may have removed and re-created it since
+    (its metadata now), else the entry dangles and the error stands (one that says why: a
+    metadata.json that is a directory is corrupt, not missing).
     """
-    if not isinstance(error, NotFoundError):
-        return False
+    if not isinstance(got, NotFoundError):
+        return got
     try:
-        return path[-1] not in children_of(db.read_metadata(path[:-1]))
+        if path[-1] not in children_of(db.read_metadata(path[:-1])):
+            return None
+    except NotFoundError:
+        return None  # the parent went too: removed with it
     except MetatreeError:
-        return True  # the parent went too: removed with it
+        return got
+    try:
+        return db.read_metadata(path)
+    except NotFoundError:
+        return got
+    except MetatreeError as exc:
+        return exc

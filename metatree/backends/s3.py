@@ -47,6 +47,21 @@ _LOST_RACE = ("PreconditionFailed", "pre-conditions", "ConditionalRequestConflic
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1 000 keys
 
 
+def _client_failures() -> tuple[type[Exception], ...]:
+    """Return the HTTP client's own failures (a truncated body, no credentials), passed on raw.
+
+    They are storage failures like any `OSError`; left raw, they escaped `translate_errors`.
+    """
+    import aiohttp
+    import botocore.exceptions
+
+    return (aiohttp.ClientError, botocore.exceptions.BotoCoreError)
+
+
+def _as_os_error(exc: Exception) -> OSError:
+    return OSError(f"{type(exc).__name__}: {exc}")
+
+
 def _unsatisfiable(exc: OSError) -> bool:
     return "not satisfiable" in str(exc) or "InvalidRange" in str(exc)
 
@@ -167,7 +182,11 @@ class S3Backend(Backend):
 
     # -- requests -----------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return run(self.fs.loop, coro, self.timeout)
+        """Run one request (or a batch) on s3fs's loop; the HTTP client's failures as `OSError`."""
+        try:
+            return run(self.fs.loop, coro, self.timeout)
+        except _client_failures() as exc:
+            raise _as_os_error(exc) from exc
 
     def _bucket_key(self, path: str) -> tuple[str, str]:
         """Split a path into bucket and key, literally.
@@ -237,28 +256,27 @@ class S3Backend(Backend):
 
         async def one(path: str) -> bytes | Exception:
             bucket, key = self._bucket_key(path)
-            ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
             async with gate:
                 try:
-                    try:
-                        reply = await self.fs._call_s3(
-                            "get_object", Bucket=bucket, Key=key, **ranged
-                        )
-                    except OSError as exc:
-                        if (
-                            not ranged
-                            or isinstance(exc, FileNotFoundError)
-                            or not _unsatisfiable(exc)
-                        ):
-                            raise
-                        reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
-                    body = reply["Body"]
-                    try:
-                        return bytes(await body.read())
-                    finally:
-                        body.close()
+                    return await get(bucket, key)
+                except _client_failures() as exc:
+                    return _as_os_error(exc)
                 except Exception as exc:  # noqa: BLE001 - returned: the caller translates it
                     return exc
+
+        async def get(bucket: str, key: str) -> bytes:
+            ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
+            try:
+                reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **ranged)
+            except OSError as exc:
+                if not ranged or isinstance(exc, FileNotFoundError) or not _unsatisfiable(exc):
+                    raise
+                reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            body = reply["Body"]
+            try:
+                return bytes(await body.read())
+            finally:
+                body.close()
 
         async def every() -> list[bytes | Exception]:
             return list(await asyncio.gather(*(one(path) for path in paths)))

@@ -6,9 +6,11 @@ where it is not installed; DuckDB (a test dependency) cross-checks the export.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from metatree import Metatree
@@ -18,6 +20,7 @@ from metatree.errors import (
     NotFoundError,
     PathError,
     QueryError,
+    StorageError,
     TemplateSyntaxError,
 )
 from metatree.testing._helpers import unchanged
@@ -59,9 +62,12 @@ class CatalogTests:
             for location, metadata in rows:
                 tree.put(location, b"w", name="weights.bin")
                 tree.find(location).update(**metadata)
-            tree.find("fraud").update(production="xgb", owner="risk")
+            tree.find("fraud").update(production="xgb", owner="risk", Domain="d")
             tree.find("fraud/xgb").update(mixed="text")
             tree.find("fraud/net").update(mixed=1)
+        stored = json.loads(storage.read_bytes("fraud/metadata.json"))
+        stored["big"] = 2**70  # metatree refuses to write it; metatreedb and others do not
+        storage.write_atomic("fraud/metadata.json", json.dumps(stored).encode())
         return tree
 
     def test_catalog_columns_and_types(self, catalog_tree: Metatree) -> None:
@@ -91,6 +97,8 @@ class CatalogTests:
         assert rows["fraud"]["accuracy"] is None  # a key the node lacks
         assert (rows["fraud"]["depth"], rows["fraud"]["model"]) == (1, None)
         assert rows["fraud"]["production"] == "xgb"
+        assert rows["fraud"]["big"] == str(2**70)  # beyond 64 bits: exact, as text
+        assert rows["fraud"]["metadata.Domain"] == "d"  # "domain" in any case is the level's
         assert "children" not in table.column_names
         assert not any(c.startswith(".metatree") for c in table.column_names)
         (record,) = rows["fraud/xgb/v1"]["files"]
@@ -167,6 +175,8 @@ class CatalogTests:
             ({"filter": {"accuracy": [1]}}, QueryError),
             ({"filter": {"framework": ("starts_with", 1)}}, QueryError),
             ({"filter": {5: 1}}, QueryError),
+            ({"filter": {"n": 2**70}}, QueryError),
+            ({"filter": {"n": ("in", [1, "a"])}}, QueryError),
             ({"under": "a/../b"}, PathError),
             ({"under": "<unclosed"}, TemplateSyntaxError),
             ({"under": "a/b/c/d"}, PathError),
@@ -187,7 +197,7 @@ class CatalogTests:
     def test_bad_columns_and_filters_arrow_cannot_evaluate(
         self, catalog_tree: Metatree, pc: Any
     ) -> None:
-        for columns in ("accuracy", [5], [""]):
+        for columns in ("accuracy", [5], [""], ["children"], [".metatree.records"]):
             with pytest.raises(QueryError):
                 catalog_tree.catalog(columns=columns)  # type: ignore[arg-type]
         with pytest.raises(QueryError):
@@ -213,12 +223,36 @@ class CatalogTests:
         assert isinstance(found.skipped[0].error, CorruptMetadataError)
         assert "fraud/xgb/v1" not in found.paths  # below it: unreachable, not guessed
         assert "fraud/net/v1" in found.paths
+        metadata = orjson.loads(storage.read_bytes("fraud/net/metadata.json"))
+        metadata[".metatree.records"] = {"files": {"x": 1}, "puts": {}}  # malformed records
+        storage.write_atomic("fraud/net/metadata.json", orjson.dumps(metadata))
+        found = catalog_tree.search(under="fraud", on_error="skip")
+        assert sorted(found.paths) == ["fraud"]  # below a skipped node: nothing
         storage.remove_tree("churn/net/v2")  # listed by its parent, gone: a dangling entry
         with pytest.raises((CorruptMetadataError, NotFoundError)):
             catalog_tree.catalog(under="churn")
         found = catalog_tree.search(under="churn", on_error="skip")
         assert sorted(found.paths) == ["churn", "churn/net", "churn/net/v1"]
         assert isinstance(found.skipped[0].error, NotFoundError)
+
+    def test_a_node_removed_and_recreated_mid_scan_is_read_again(
+        self, catalog_tree: Metatree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = type(catalog_tree.storage).read_many
+        done: list[bool] = []
+
+        def racing(storage: Storage, rels: list[str], *args: Any) -> Any:
+            if "churn/net/metadata.json" not in rels or done:
+                return real(storage, rels, *args)
+            done.append(True)  # a writer removes the node, the read misses it, it comes back
+            catalog_tree.remove("churn/net", recursive=True)
+            got = real(storage, rels, *args)
+            catalog_tree.put("churn/net/v9", b"x", name="f")
+            return got
+
+        monkeypatch.setattr(type(catalog_tree.storage), "read_many", racing)
+        assert "churn/net/v9" in catalog_tree.search().paths  # not reported as damage
+        assert done
 
     def test_a_search_during_writes_sees_each_node_old_or_new(
         self, catalog_tree: Metatree, pc: Any
@@ -282,4 +316,33 @@ class CatalogTests:
         assert [p.name for p in used.iterdir()] == ["keep.txt"]
         with pytest.raises(QueryError):
             catalog_tree.export_catalog(str(tmp_path / "new"), partition_by="accuracy")
+        with pytest.raises(PathError):
+            catalog_tree.export_catalog(f"simplecache::{tmp_path}/new")
+        catalog_tree.put("__HIVE_DEFAULT_PARTITION__/m/v", b"x", name="f")
+        with pytest.raises(QueryError, match="null"):
+            catalog_tree.export_catalog(str(tmp_path / "new"), partition_by="domain")
         assert not (tmp_path / "new").exists()
+
+    def test_a_failed_export_leaves_nothing(
+        self, catalog_tree: Metatree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pc: Any
+    ) -> None:
+        import pyarrow.dataset as ds
+
+        real = ds.write_dataset
+
+        def full_disk(*args: Any, **kwargs: Any) -> None:
+            real(*args, **kwargs)  # every file written, then the failure
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(ds, "write_dataset", full_disk)
+        out = tmp_path / "catalog"
+        with pytest.raises(StorageError, match="nothing is left"):
+            catalog_tree.export_catalog(str(out), partition_by="domain")
+        assert not out.exists()
+        out.mkdir()  # an empty directory stays, empty
+        with pytest.raises(StorageError):
+            catalog_tree.export_catalog(str(out), partition_by="domain")
+        assert list(out.iterdir()) == []
+        monkeypatch.undo()
+        catalog_tree.export_catalog(str(out), partition_by="domain")  # a retry, same URL
+        assert len(list(out.iterdir())) == 2
