@@ -137,6 +137,8 @@ def _walk_shape(value: Any) -> bool:
     Iterative (no recursion limit); a container of scalars only (the children index above
     all) is passed over with one C-level pass over its item types, not a Python loop.
     """
+    if type(value) is float:  # a document that is one number
+        return abs(value) >= _MAX_INT
     big = False
     stack = [(value, 0)]
     while stack:

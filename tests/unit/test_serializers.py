@@ -548,3 +548,8 @@ def test_import_without_numpy_pandas_pyarrow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_json_value_that_is_one_large_integer_stays_exact() -> None:
+    # orjson reads an integer beyond 64 bits as a float; a document of one number was missed
+    assert serializer_named("json").load(io.BytesIO(b"1180591620717411303424")) == 2**70
