@@ -45,6 +45,8 @@ class _Counting:
         self._faults: list[tuple[int, Callable[[S3Request], bool]]] = []
         self._stalls: list[Callable[[S3Request], bool]] = []
         self._unstall = threading.Event()
+        self.delay = 0.0
+        """Seconds each request sleeps before it is served (0: none; see `set_delay`)."""
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         headers = {
@@ -64,6 +66,8 @@ class _Counting:
             stalled = any(match(request) for match in self._stalls)
         if stalled:
             self._unstall.wait(120)
+        if self.delay:  # outside the lock: delayed requests overlap, as a network's would
+            time.sleep(self.delay)
         if status:
             body = (
                 b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
@@ -138,6 +142,15 @@ class MotoS3Server:
         with self._app._lock:
             self._app._stalls.clear()
             self._app._unstall.set()
+
+    def set_delay(self, seconds: float) -> None:
+        """Make each request wait `seconds` before it is served (0, the default: none).
+
+        moto answers in a few milliseconds of Python; a real object store's round trip is
+        longer, and concurrent requests hide it. benchmarks/catalog.py measures with both.
+        """
+        assert self._app is not None, "start() the server first"
+        self._app.delay = seconds
 
     def start(self) -> Self:
         """Start serving; returns self."""
