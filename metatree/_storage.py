@@ -415,6 +415,10 @@ def _open_root(root: str, fs: AbstractFileSystem | None, options: dict[str, Any]
             # fsspec raises a bare ValueError for an unknown protocol, ImportError for a known
             # one whose package is not installed
             raise DatabaseError(root, f"unsupported protocol {protocol!r}: {exc}") from None
+    if root.split("://", 1)[0] in ("s3", "s3a"):  # not chained: the options are s3fs's
+        from metatree.backends.s3 import with_pool
+
+        options = with_pool(options)
     with translate_errors(root):
         filesystem, path = fsspec.url_to_fs(root, **options)
     return Storage(filesystem, path)
