@@ -150,15 +150,13 @@ class Storage:
         width = self.backend.read_concurrency if concurrency is None else concurrency
         out: dict[int, bytes | MetatreeError] = {}
         todo: list[int] = []
-        checked: set[str] = set()
         root = self.root.rstrip("/")
-        for i, rel in enumerate(rels):
-            try:
-                self.backend.confine(self.root, f"{root}/{rel}", checked)
-            except Exception as exc:  # noqa: BLE001 - translated, or raised again
-                out[i] = self._error(rel, exc)
-            else:
+        refused = self.backend.confine_many(self.root, [f"{root}/{rel}" for rel in rels])
+        for i, (rel, why) in enumerate(zip(rels, refused, strict=True)):
+            if why is None:
                 todo.append(i)
+            else:
+                out[i] = self._error(rel, why)
         paths = [f"{root}/{rels[i]}" for i in todo]
         for i, got in zip(todo, self.backend.read_many(paths, limit, width), strict=True):
             out[i] = self._error(rels[i], got) if isinstance(got, Exception) else got

@@ -205,12 +205,24 @@ class Backend:
         """
         self.fs.pipe_file(path, data)
 
-    def confine(self, root: str, path: str, checked: set[str] | None = None) -> None:
-        """Refuse `path` if it could lead outside `root` (local disk: through a planted link).
+    def confine(self, root: str, path: str) -> None:
+        """Refuse `path` if it could lead outside `root` (local disk: through a planted link)."""
 
-        `checked`, shared by the calls of one batch, holds what was already found safe, so a
-        directory is checked once for all the files read in it.
+    def confine_many(self, root: str, paths: list[str]) -> list[Exception | None]:
+        """`confine` each of `paths`; return, in order, what each raised (None: confined).
+
+        For a batch of reads (`read_many`): one refused path must not hide the others. A
+        backend can check what the paths share once (local disk: each directory once).
         """
+        out: list[Exception | None] = []
+        for path in paths:
+            try:
+                self.confine(root, path)
+            except Exception as exc:  # noqa: BLE001 - returned: the caller translates it
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     def tree_version(self, path: str) -> object:
         """Identify the directory `path` itself, so a replacement (rename) shows; None: cannot.

@@ -241,10 +241,10 @@ class _ExclusiveNames(GenericBackend):
 
     capabilities: ClassVar[Capabilities] = Capabilities(exclusive_names=True)
 
-    def confine(self, root: str, path: str, checked: set[str] | None = None) -> None:
+    def confine(self, root: str, path: str) -> None:
         local_root, local_path = _local_path(self.fs, root), _local_path(self.fs, path)
         if local_root is not None and local_path is not None:
-            confine_local(local_root, local_path, checked)
+            confine_local(local_root, local_path)
 
     def _regular(self, path: str) -> None:
         """Refuse a FIFO, socket or device where a file is read (`check_regular`)."""

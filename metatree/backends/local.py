@@ -117,9 +117,22 @@ class LocalBackend(Backend):
             raise
         return tmp
 
-    def confine(self, root: str, path: str, checked: set[str] | None = None) -> None:
+    def confine(self, root: str, path: str) -> None:
         """Refuse a path below `root` that passes through a symbolic link (`confine_local`)."""
-        confine_local(root, path, checked)
+        confine_local(root, path)
+
+    def confine_many(self, root: str, paths: list[str]) -> list[Exception | None]:
+        """`confine` each path, each directory they share checked once (one ``lstat``)."""
+        checked: set[str] = set()
+        out: list[Exception | None] = []
+        for path in paths:
+            try:
+                confine_local(root, path, checked)
+            except (PathError, OSError) as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     def tree_version(self, path: str) -> object:
         """Return the device and inode: `replace_tree` renames a new directory in."""

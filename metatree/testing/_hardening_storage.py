@@ -8,6 +8,7 @@ hostile names, when the backend cannot hold the name at all: then that attack ca
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import shutil
@@ -460,6 +461,12 @@ class StorageHardeningTests:
         for attempt in attempts:
             with pytest.raises(PathError, match="link"):
                 attempt()
+        if importlib.util.find_spec("pyarrow") is not None:  # the catalog's optional extra
+            with pytest.raises(PathError, match="link"):
+                tree.catalog()  # the batch read of a level: the link refused, named
+            found = tree.search(on_error="skip")
+            assert sorted(found.paths) == ["n", "n/v1"]  # the link, and nothing through it
+            assert [type(s.error) for s in found.skipped] == [PathError]
         assert sorted(p.name for p in outside.rglob("*")) == before
         assert (outside / "metadata.json").read_bytes() == b'{"children": ["victim"]}'
 

@@ -544,6 +544,20 @@ class BackendTests:
         for rel in ("d", "d/f", "d/new", "new/deeper/still"):
             backend.confine(root, f"{root}/{rel}")  # refuses only planted links (local)
 
+    def test_confine_many_and_read_many_answer_each_path(self, backend: Backend, root: str) -> None:
+        """A batch answers per path, in order: a missing file does not hide the others."""
+        backend.write_atomic(f"{root}/d/a", b"1")
+        backend.write_atomic(f"{root}/d/b", b"22")
+        paths = [f"{root}/d/a", f"{root}/d/missing", f"{root}/d/b"]
+        assert backend.confine_many(root, paths) == [None, None, None]
+        for width in (1, 4):
+            got = backend.read_many(paths, None, width)
+            assert got[0] == b"1"
+            assert isinstance(got[1], FileNotFoundError)
+            assert got[2] == b"22"
+        assert backend.read_many(paths[:1], 0, 1) == [b"1"]  # limit 0: one byte more at most
+        assert backend.read_many([], None, 4) == []
+
     # -- listing ------------------------------------------------------------------------
     def test_listing_kinds(self, backend: Backend, root: str) -> None:
         """`kind`, `listdir` and `find` agree on files and directories."""
