@@ -84,9 +84,9 @@ def export_catalog(
             existing_data_behavior="overwrite_or_ignore",  # checked empty above
             max_partitions=max(partitions, 1),
         )
-    except Exception as exc:
+    except BaseException as exc:  # an interrupt too: all or nothing
         _undo(fs, path, existed)
-        if isinstance(exc, MetatreeError):
+        if isinstance(exc, MetatreeError) or not isinstance(exc, Exception):
             raise
         raise StorageError(url, f"the export failed, nothing is left of it: {exc}") from exc
     return url
@@ -117,27 +117,39 @@ def _target(db: Database, url: str, options: dict[str, Any]) -> tuple[Any, str]:
 
 
 def _where(fs: Any, path: str) -> tuple[str, str]:
-    """Return where `path` really is: its filesystem's protocol, and a path without links."""
+    """Return where `path` really is: its store, and a path comparable on it.
+
+    On local disk: links resolved, and in the case the disk compares names in
+    (``os.path.normcase``: Windows folds it; macOS's default disk does too, unseen here).
+    """
     from fsspec.implementations.local import LocalFileSystem
 
     if isinstance(fs, LocalFileSystem):
-        return "file", os.path.realpath(path)
+        return "file", os.path.normcase(os.path.realpath(path))
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return str(protocol), path
+    return str(protocol), path.rstrip("/")
 
 
 def _check_outside(db: Database, fs: Any, path: str, url: str) -> None:
     """Refuse an export into the database: its files would land in nodes' directories.
 
-    Compared where the paths really are (local links resolved), on the same kind of store.
+    Compared where the paths really are (local links resolved), on the same kind of store;
+    an ancestor of the root is refused too (it is never empty anyway).
     """
     store, target = _where(fs, path)
     own, root = _where(db.storage.fs, db.storage.root)
-    if store != own:
-        return
-    root, target = root.rstrip("/"), target.rstrip("/")
-    if target == root or target.startswith(f"{root}/") or root.startswith(f"{target}/"):
+    if store == own and (_within(target, root, store) or _within(root, target, store)):
         raise PathError(url, f"an export must go outside the database ({db.storage.url})")
+
+
+def _within(path: str, base: str, store: str) -> bool:
+    """Whether `path` is `base` or below it, segment by segment (``db2`` is not in ``db``)."""
+    if store == "file":
+        try:
+            return os.path.commonpath([path, base]) == base
+        except ValueError:  # another drive (Windows), or one relative: not within
+            return False
+    return path == base or path.startswith(f"{base}/")
 
 
 def _undo(fs: Any, path: str, existed: bool) -> None:

@@ -158,7 +158,9 @@ class Storage:
             else:
                 out[i] = self._error(rel, why)
         paths = [f"{root}/{rels[i]}" for i in todo]
-        for i, got in zip(todo, self.backend.read_many(paths, limit, width), strict=True):
+        with translate_errors(self.url):  # the batch itself failed (a timeout, a closed loop)
+            answers = self.backend.read_many(paths, limit, width)
+        for i, got in zip(todo, answers, strict=True):
             out[i] = self._error(rels[i], got) if isinstance(got, Exception) else got
         return [out[i] for i in range(len(rels))]
 

@@ -294,8 +294,10 @@ def _typed(pa: Any, column: list[Any]) -> Any:
     if not kinds:
         return pa.nulls(len(column))
     if not kinds & {dict, list} and (kinds == {int, float} or len(kinds) == 1):
-        try:  # an integer beyond 64 bits fits neither int64 nor (exactly) float64
-            return pa.array(column, pa.float64() if kinds == {int, float} else None)
+        try:  # an integer beyond 64 bits fits no int64 (nor any float: beyond 1e308)
+            if kinds == {int, float}:  # float64, as documented: exact up to 2**53 only
+                return pa.array([None if v is None else float(v) for v in column], pa.float64())
+            return pa.array(column)
         except (pa.ArrowException, OverflowError, TypeError):
             pass
     return pa.array([_text(v) for v in column], pa.string())

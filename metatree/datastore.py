@@ -200,6 +200,15 @@ class _Lazy:
         chunks = get(
             node, self.name, None, recursive=False, chunk_size=COPY_CHUNK, callback=NoOpCallback()
         )
+        if not chosen.streams:  # it may seek: a local copy, checked whole before it loads
+            with tempfile.TemporaryFile() as local:
+                for chunk in chunks:
+                    local.write(chunk)
+                local.seek(0)
+                try:
+                    return chosen.load(local)
+                except CorruptMetadataError as exc:  # name the stored file, not the copy
+                    raise CorruptMetadataError(url, exc.reason) from None
         with ChunkReader(chunks, record.size) as stream:
             try:
                 value = chosen.load(cast("BinaryIO", stream))

@@ -117,6 +117,7 @@ class TestS3Requests:
                 for leaf in ("v", "u", "t"):
                     tree.put(f"x/{version}/{leaf}", b"d", name="f")
             tree.put("q/y/z", b"d", name="f")
+            tree.find("x/y/v").update(score=1)
         moto_server.reset_counters()
         assert tree.catalog().num_rows == 13
         leaves = [f"x/y/{leaf}" for leaf in "zvut"] + [f"x/w/{leaf}" for leaf in "vut"]
@@ -125,7 +126,7 @@ class TestS3Requests:
             + [f"GET {p}/metadata.json" for p in ("x/y", "x/w", "q/y", "q/y/z", *leaves)]
         )  # one GET per node and the root's: no HEAD, no LIST, nothing twice
         moto_server.reset_counters()
-        assert tree.search({"score": 1}, under="x/<active>", depth=3).paths == []
+        assert tree.search({"score": 1}, under="x/<active>", depth=3).paths == ["x/y/v"]
         requests = record()  # x's metadata names the active version: only its leaves are read
         assert requests[:3] == ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
         assert sorted(requests[3:]) == sorted(f"GET x/y/{leaf}/metadata.json" for leaf in "zvut")

@@ -266,8 +266,11 @@ class Backend:
 
         if concurrency <= 1 or len(paths) <= 1:
             return [one(path) for path in paths]
-        with ThreadPoolExecutor(min(concurrency, len(paths))) as pool:
+        pool = ThreadPoolExecutor(min(concurrency, len(paths)))
+        try:
             return list(pool.map(one, paths))
+        finally:  # on an interrupt too: the reads not started yet are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def write_if(self, path: str, data: bytes, version: Version, *, durable: bool = True) -> bool:
         """Replace the file only if it is still at `version`; return whether it was written.

@@ -47,6 +47,7 @@ from metatree._names import METADATA_FILE
 from metatree._paths import GLOB
 from metatree.backends.base import Backend, Capabilities
 from metatree.backends.local import check_regular, confine_local
+from metatree.errors import PathError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -245,6 +246,24 @@ class _ExclusiveNames(GenericBackend):
         local_root, local_path = _local_path(self.fs, root), _local_path(self.fs, path)
         if local_root is not None and local_path is not None:
             confine_local(local_root, local_path)
+
+    def confine_many(self, root: str, paths: list[str]) -> list[Exception | None]:
+        """`confine` each path, each local directory they share checked once."""
+        local_root = _local_path(self.fs, root)
+        if local_root is None:
+            return [None] * len(paths)
+        checked: set[str] = set()
+        out: list[Exception | None] = []
+        for path in paths:
+            local_path = _local_path(self.fs, path)
+            try:
+                if local_path is not None:
+                    confine_local(local_root, local_path, checked)
+            except (PathError, OSError) as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     def _regular(self, path: str) -> None:
         """Refuse a FIFO, socket or device where a file is read (`check_regular`)."""

@@ -197,10 +197,13 @@ class S3Backend(Backend):
     """Multipart part size (S3's minimum is 5 MiB): bounds the memory a streamed upload holds."""
 
     # -- requests -----------------------------------------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Run one request (or a batch) on s3fs's loop; the HTTP client's failures as `OSError`."""
+    def _run(self, coro: Coroutine[Any, Any, Any], *, timed: bool = True) -> Any:
+        """Run one request on s3fs's loop (within `timeout`); the client's failures as `OSError`.
+
+        ``timed=False`` for a batch whose requests time themselves (`read_many`).
+        """
         try:
-            return run(self.fs.loop, coro, self.timeout)
+            return run(self.fs.loop, coro, self.timeout if timed else None)
         except _client_failures() as exc:
             raise _as_os_error(exc) from exc
 
@@ -264,17 +267,18 @@ class S3Backend(Backend):
         """One GetObject per path, up to `concurrency` in flight on s3fs's event loop.
 
         Not s3fs's ``cat`` of a list: it expands the paths first (a LIST per prefix). The
-        requests share s3fs's connection pool (aiobotocore's ``max_pool_connections``, 10
-        unless the storage options' ``config_kwargs`` raise it): concurrency beyond it
-        waits for a connection.
+        requests share s3fs's connection pool (`POOL_CONNECTIONS` when metatree opened the
+        filesystem; aiobotocore's default of 10 for an ``fs=`` the caller made, unless its
+        ``config_kwargs`` raise it): concurrency beyond it waits for a connection. Each GET
+        gets `timeout` seconds of its own.
         """
         gate = asyncio.Semaphore(max(1, concurrency))
 
         async def one(path: str) -> bytes | Exception:
             bucket, key = self._bucket_key(path)
             async with gate:
-                try:
-                    return await get(bucket, key)
+                try:  # each request within the timeout of one, not the batch
+                    return await asyncio.wait_for(get(bucket, key), self.timeout)
                 except _client_failures() as exc:
                     return _as_os_error(exc)
                 except Exception as exc:  # noqa: BLE001 - returned: the caller translates it
@@ -297,7 +301,7 @@ class S3Backend(Backend):
         async def every() -> list[bytes | Exception]:
             return list(await asyncio.gather(*(one(path) for path in paths)))
 
-        return list(self._run(every())) if paths else []
+        return list(self._run(every(), timed=False)) if paths else []
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
         """Ranged GETs of `chunk_size`, every one after the first with ``If-Match`` its ETag.

@@ -29,6 +29,10 @@ class Serializer(ABC):
     """Suffix of the file the value is written to (``".npy"``)."""
     unsafe: ClassVar[bool] = False
     """Whether loading can run code from the stream: then only with ``allow_pickle=True``."""
+    streams: ClassVar[bool] = False
+    """Whether `load` reads its stream front to back, never seeking: then it is given the
+    stored file as it downloads (checked as it passes). False, the default, gives it a local,
+    seekable copy checked whole before `load` starts (``torch.load`` and ``zipfile`` seek)."""
 
     @abstractmethod
     def accepts(self, value: object) -> bool:
@@ -49,11 +53,12 @@ class Serializer(ABC):
     def load(self, source: BinaryIO) -> object:
         """Read a value written by `dump`; `CorruptMetadataError` if the stream is not one.
 
-        The data store gives a forward-only stream of the stored file as it downloads (not
-        seekable); `metatree.serializers.stream_size` tells its size in advance, which is
-        the file's recorded size. Its bytes are checked against the record as they pass, the
-        last check when its end is read: read no further than the value needs, the caller
-        reads the rest (bytes left after the value are `CorruptMetadataError`).
+        With `streams` set, the data store gives a forward-only stream of the stored file as
+        it downloads (not seekable); `metatree.serializers.stream_size` tells its size in
+        advance, which is the file's recorded size. Its bytes are checked against the record
+        as they pass, the last check when its end is read: read no further than the value
+        needs, the caller reads the rest (bytes left after the value are
+        `CorruptMetadataError`). Without it, a seekable local copy, already checked.
         """
 
     def source(self, value: object) -> BinaryIO | None:

@@ -21,6 +21,7 @@ __all__ = ["BytesSerializer", "JsonSerializer", "PickleSerializer"]
 class BytesSerializer(Serializer):
     name = "bytes"
     suffix = ".bin"
+    streams = True
 
     def accepts(self, value: object) -> bool:
         if isinstance(value, memoryview):
@@ -47,6 +48,7 @@ class BytesSerializer(Serializer):
 class JsonSerializer(Serializer):
     name = "json"
     suffix = ".json"
+    streams = True
 
     def accepts(self, value: object) -> bool:
         try:
@@ -79,6 +81,7 @@ class PickleSerializer(Serializer):
 
     name = "pickle"
     suffix = ".pkl"
+    streams = True
     unsafe = True
 
     def accepts(self, value: object) -> bool:

@@ -36,6 +36,7 @@ class NumpySerializer(Serializer):
 
     name = "numpy"
     suffix = ".npy"
+    streams = True
 
     def accepts(self, value: object) -> bool:
         np = _loaded(value, "numpy")

@@ -84,6 +84,7 @@ class PandasSerializer(Serializer):
 
     name = "pandas"
     suffix = ".parquet"
+    streams = True
 
     def accepts(self, value: object) -> bool:
         pd = _loaded(value, "pandas")
@@ -143,6 +144,7 @@ class PandasSerializer(Serializer):
 class ArrowSerializer(Serializer):
     name = "arrow"
     suffix = ".parquet"
+    streams = True
 
     def accepts(self, value: object) -> bool:
         pa = _loaded(value, "pyarrow")

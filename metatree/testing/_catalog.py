@@ -55,8 +55,11 @@ class CatalogTests:
             ("fraud/xgb/v1", {"accuracy": 0.81, "framework": "xgboost", "epochs": 10}),
             ("fraud/xgb/v2", {"accuracy": 0.93, "framework": "xgboost", "epochs": 12.5}),
             ("fraud/net/v1", {"accuracy": 0.95, "framework": "torch", "params": {"lr": 0.1}}),
-            ("churn/net/v1", {"accuracy": 0.7, "framework": "torch", "tags": ["a", "b"]}),
-            ("churn/net/v2", {"accuracy": None, "framework": "torch", "model": 3}),
+            (
+                "churn/net/v1",
+                {"accuracy": 0.7, "framework": "torch", "tags": ["a", "b"], "steps": 2**53 + 1},
+            ),
+            ("churn/net/v2", {"accuracy": None, "framework": "torch", "model": 3, "steps": 1.5}),
         ]
         with tree.transaction():
             for location, metadata in rows:
@@ -85,6 +88,7 @@ class CatalogTests:
         assert types["depth"] == "int8"
         assert types["accuracy"] == "double"
         assert types["epochs"] == "double"  # 10 and 12.5: integers and floats
+        assert types["steps"] == "double"  # beyond 2**53 too: float64, as documented
         assert types["framework"] == "string"
         assert types["params"] == "string"  # objects are JSON text
         assert types["mixed"] == "string"  # "text" and 1
@@ -105,6 +109,7 @@ class CatalogTests:
         assert (record["name"], record["size"]) == ("weights.bin", 1)
         assert record["sha256"] == catalog_tree.stat("fraud/xgb/v1/weights.bin").sha256
         assert rows["fraud"]["files"] == []
+        assert catalog_tree.catalog(concurrency=4).sort_by("path").equals(table.sort_by("path"))
 
     def test_catalog_narrows_by_pattern_depth_and_columns(self, catalog_tree: Metatree) -> None:
         def paths(**kwargs: Any) -> list[str]:

@@ -8,10 +8,11 @@ serializers (bytes, JSON) always; numpy, pandas and pyarrow ones where those are
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 import pytest
@@ -28,6 +29,7 @@ from metatree.errors import (
     PathError,
     StorageError,
 )
+from metatree.serializers import Serializer
 from metatree.testing._helpers import snapshot, unchanged
 
 if TYPE_CHECKING:
@@ -39,6 +41,31 @@ __all__ = ["DataStoreTests"]
 
 KEYS = ("model", "version", "stage")
 NODE = "m/v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tagged:
+    text: str
+
+
+class _Footer(Serializer):
+    """A user serializer whose `load` seeks: its payload's length is in a footer at the end."""
+
+    name = "footer-test"
+    suffix = ".ftr"
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, _Tagged)
+
+    def dump(self, value: object, out: BinaryIO) -> None:
+        text = cast("_Tagged", value).text.encode()
+        out.write(text + b"|" + str(len(text)).encode())
+
+    def load(self, source: BinaryIO) -> object:
+        source.seek(-1, io.SEEK_END)  # the footer first, as zip and torch archives do
+        size = int(source.read(1))
+        source.seek(0)
+        return _Tagged(source.read(size).decode())
 
 
 def _rewrite(storage: Storage, name: str, data: bytes) -> None:
@@ -311,6 +338,21 @@ class DataStoreTests:
         assert node_tree.find(NODE).metadata["results"].a == b"value"
         node_tree.find(NODE).update(results=None)  # the field's files go with it
         assert name not in node_tree.find(NODE).list()
+
+    def test_a_user_serializer_that_seeks_gets_a_checked_local_copy(
+        self, node_tree: Metatree, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from metatree import serializers
+
+        monkeypatch.setattr(serializers, "_registered", [])  # this test's registration only
+        serializers.register_serializer(_Footer())
+        node = node_tree.find(NODE)
+        node.update(results=DataStore(v=_Tagged("seek")))
+        assert node_tree.find(NODE).metadata["results"].v == _Tagged("seek")
+        (name,) = [n for n in node.list() if n.startswith("results.v.")]
+        storage.write_atomic(f"{NODE}/{name}", b"X" * 6 + b"|4")  # same size, changed bytes
+        with pytest.raises(IntegrityError):  # checked before its load could see them
+            _ = node_tree.find(NODE).metadata["results"].v
 
     def test_a_dotted_field_is_refused(self, node_tree: Metatree) -> None:
         with unchanged(node_tree.storage), pytest.raises(MetadataError):
