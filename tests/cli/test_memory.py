@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from metatree import Metatree
-from metatree.cli.main import cli
 from metatree.cli._query import parse_where
+from metatree.cli.main import cli
 
 if TYPE_CHECKING:
     from pathlib import Path
