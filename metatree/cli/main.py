@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from metatree.cli import _admin, _nodes, _query
+from metatree.cli import _admin, _models, _nodes, _query
 from metatree.cli._context import Context, parse_assignments
 from metatree.cli._output import failure_of
 
@@ -52,7 +52,7 @@ def cli(ctx: click.Context, root: str | None, options: tuple[str, ...], quiet: b
     ctx.obj = Context(root, parse_assignments(options, "-o"), quiet)
 
 
-for _module in (_nodes, _query, _admin):
+for _module in (_nodes, _query, _admin, _models):
     _module.register(cli)
 
 
