@@ -66,7 +66,8 @@ def upload(
 @models.command()
 @click.argument("domain")
 @click.argument("model_id", default="latest")
-@click.argument("dest", default=".", type=click.Path(file_okay=False))
+@click.option("--to", "dest", default=".", type=click.Path(file_okay=False),
+              help="The local directory (default: the current one).")  # fmt: skip
 @click.option("--alias", help="Download the model this alias names (instead of MODEL_ID).")
 @click.option("--overwrite", is_flag=True, help="Replace local files of the same name.")
 @json_option
@@ -80,7 +81,7 @@ def download(
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Download a model (default: the latest) into the directory DEST; print its path."""
+    """Download a model (default: the latest) into a local directory; print its path."""
     store = _store(ctx)
     if alias is not None:
         if model_id != "latest":

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -16,9 +17,6 @@ from click.testing import CliRunner, Result
 from metatree import Metatree
 from metatree.cli._query import parse_where
 from metatree.cli.main import cli
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -138,3 +136,24 @@ def test_verify_finds_damage(root: str, tree: Metatree) -> None:
     assert json.loads(result.stdout)["mismatched"] == ["m/v1/w.bin"]
     assert "1 damaged" in result.stderr
     assert run(root, "verify", code=5, printed=True).stdout == "mismatched m/v1/w.bin\n"
+
+
+def test_models(root: str, tmp_path: Path) -> None:
+    (tmp_path / "m.bin").write_bytes(b"model")
+    src = str(tmp_path / "m.bin")
+    run(root, "models", "list", code=2)  # nothing at root: no store is made by reading
+    record = data(root, "models", "upload", "fraud", src, "--id", "v1", "--meta", "acc=0.9")
+    assert record["model"]["model_id"] == "v1"
+    assert run(root, "models", "upload", "fraud", src, "--id", "v2").stdout == "v2\n"
+    assert data(root, "models", "list") == {"domains": ["fraud"]}
+    assert data(root, "models", "list", "fraud")["models"] == ["v2", "v1"]
+    assert data(root, "models", "alias", "set", "fraud", "production", "v1")["model_id"] == "v1"
+    run(root, "models", "alias", "set", "fraud", "production", "v2", "--expected", "v2", code=4)
+    changes = data(root, "models", "history", "fraud", "--alias", "production")["changes"]
+    assert [(c["old"], c["new"]) for c in changes] == [(None, "v1")]
+    out = tmp_path / "out"
+    got = data(root, "models", "download", "fraud", "--alias", "production", "--to", str(out))
+    assert got["model_id"] == "v1"
+    assert Path(got["path"]).read_bytes() == b"model"
+    run(root, "models", "download", "fraud", "v9", "--to", str(out), code=3)
+    run(root, "models", "download", "fraud", "v1", "--alias", "production", code=2)
