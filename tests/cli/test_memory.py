@@ -7,6 +7,7 @@ and messages to stderr.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,13 @@ def test_models(root: str, tmp_path: Path) -> None:
     assert Path(got["path"]).read_bytes() == b"model"
     run(root, "models", "download", "fraud", "v9", "--to", str(out), code=3)
     run(root, "models", "download", "fraud", "v1", "--alias", "production", code=2)
+
+
+def test_a_held_lock(root: str, tree: Metatree) -> None:
+    with tree.transaction():  # holds the DB lock until the block ends
+        status = data(root, "lock", "status")
+        assert status["locked"] is True
+        assert status["holder"]["pid"] == os.getpid()
+        failed = run(root, "-o", "lock_timeout=0.1", "update", "m", "x=1", code=4)
+        assert "LockTimeout" in failed.stderr
+    assert "x" not in tree.find("m").metadata
