@@ -37,9 +37,9 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def parse_where(conditions: tuple[str, ...]) -> dict[str, Any]:
-    r"""Turn ``--where`` texts into `Metatree.search`'s dict filter (all must hold).
+    """Turn ``--where`` texts into `Metatree.search`'s dict filter (all must hold).
 
-    >>> parse_where(("framework=torch", "acc=gt:0.9", "tag=in:[\\"a\\"]", "note=is_null:"))
+    >>> parse_where(("framework=torch", "acc=gt:0.9", 'tag=in:["a"]', "note=is_null:"))
     {'framework': 'torch', 'acc': ('>', 0.9), 'tag': ('in', ['a']), 'note': ('is_null',)}
     """
     parsed: dict[str, Any] = {}
