@@ -101,13 +101,16 @@ def get(
     ctx: Context, location: str, dest: str | None, recursive: bool, no_verify: bool, as_json: bool
 ) -> None:
     """Download the file at LOCATION to DEST (a directory: into it); print the local path."""
+    tree = ctx.tree()
     name = location.rstrip("/").rsplit("/", 1)[-1]
+    if "<" in name:  # a template's file name: the local file is named as the stored one
+        name = tree.url(location).rsplit("/", 1)[-1]
     target = name if dest is None else dest
     if os.path.isdir(target) and dest is not None:
         target = os.path.join(target, name)
     target = os.path.abspath(target)
     callback = progress(name, quiet=ctx.quiet)
-    for _ in ctx.tree().get(
+    for _ in tree.get(
         location, target, recursive=recursive, verify=not no_verify, callback=callback
     ):
         pass  # the download is done; the iterator would only read the local copy back

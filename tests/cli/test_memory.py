@@ -63,6 +63,10 @@ def test_read_commands(root: str, tree: Metatree, tmp_path: Path) -> None:
     got = data(root, "get", "m/<active>/w.bin", str(out))
     assert got["path"] == str(out / "w.bin")
     assert (out / "w.bin").read_bytes() == b"weights"
+    run(root, "update", "m/v1", "file=w.bin")
+    (tmp_path / "by-template").mkdir()
+    got = data(root, "get", "m/<active>/<file>", str(tmp_path / "by-template"))
+    assert got["path"] == str(tmp_path / "by-template" / "w.bin")  # the stored name
     report = data(root, "verify")
     assert report["clean"] is True
     assert report["ok"] == ["m/v1/w.bin"]
