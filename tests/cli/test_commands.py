@@ -1,4 +1,4 @@
-"""Every command in process (memory:// lives in one process), through click's runner.
+"""Every command in process through click's runner, on memory:// (one process only) and local.
 
 The runner keeps stdout and stderr apart, so each check also proves that data went to stdout
 and messages to stderr.
@@ -6,6 +6,7 @@ and messages to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -20,8 +21,11 @@ from metatree.cli._query import parse_where
 from metatree.cli.main import cli
 
 
-@pytest.fixture
-def root() -> str:
+@pytest.fixture(params=["memory", "local"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh root: memory:// (in process only), and local disk for the same checks."""
+    if request.param == "local":
+        return str(tmp_path / "db")
     return f"memory://cli-{uuid.uuid4().hex}/db"
 
 
@@ -73,8 +77,9 @@ def test_read_commands(root: str, tree: Metatree, tmp_path: Path) -> None:
     assert data(root, "lock", "status") == {"locked": False, "holder": None}
     assert data(root, "lock", "break") == {"removed": False}
     doctor = data(root, "doctor")
-    assert doctor["backend"] == "metatree.backends.memory.MemoryBackend"
-    assert doctor["capabilities"]["data_in_memory"] is True
+    backend = type(tree.storage.backend)
+    assert doctor["backend"] == f"{backend.__module__}.{backend.__qualname__}"
+    assert doctor["capabilities"] == dataclasses.asdict(tree.storage.capabilities)
     assert doctor["keys"] == ["model", "version"]
 
 
