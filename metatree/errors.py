@@ -272,7 +272,7 @@ class TransactionAbortedError(MetatreeError):
 class LockError(MetatreeError):
     """Base class of the DB-lock errors."""
 
-    exit_code = 6
+    exit_code = 4  # the CLI table: 4 conflict or lock
 
 
 class LockTimeout(LockError, TimeoutError):
@@ -307,7 +307,7 @@ class LockLostError(LockError):
 class StorageError(MetatreeError, OSError):
     """The storage backend failed at `path` in a way that has no better name."""
 
-    exit_code = 7
+    exit_code = 1  # the CLI table: 1 other (a backend failure has no better class)
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"storage failure at {path!r}: {reason}")

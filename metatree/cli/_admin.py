@@ -1,0 +1,111 @@
+"""Commands for operators: verify, lock status/break, doctor (and fsck, gc when present)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from metatree.cli._context import Context
+from metatree.cli._output import EXIT_DAMAGE, Failure, emit, json_option, note
+
+if TYPE_CHECKING:
+    from metatree._locking._info import LeaseInfo
+
+__all__ = ["register"]
+
+pass_context = click.make_pass_decorator(Context)
+
+_DISTRIBUTIONS = ("metatree", "fsspec", "s3fs", "pyarrow", "click")
+"""Versions doctor reports; read from the installed metadata, never by importing them."""
+
+
+@click.command()
+@click.argument("location", default="")
+@click.option("--no-recursive", is_flag=True, help="Only the node's own files.")
+@json_option
+@pass_context
+def verify(ctx: Context, location: str, no_recursive: bool, as_json: bool) -> None:
+    """Check stored files against their sha256 records; exit 5 when any differs."""
+    report = ctx.tree().verify(location, recursive=not no_recursive)
+    data: dict[str, Any] = {**dataclasses.asdict(report), "clean": report.clean}
+    lines = [
+        f"{kind} {where}"
+        for kind in ("mismatched", "missing", "unexpected")
+        for where in getattr(report, kind)
+    ]
+    emit(as_json, data, lines)
+    note(f"{len(report.ok)} ok, {len(lines)} damaged", quiet=ctx.quiet)
+    if not report.clean:
+        raise Failure(f"verify found {len(lines)} damaged file(s)", EXIT_DAMAGE)
+
+
+def _holder(info: LeaseInfo | None) -> dict[str, Any] | None:
+    return None if info is None else dataclasses.asdict(info)
+
+
+@click.group()
+def lock() -> None:
+    """Inspect the DB lock, or break a dead holder's lock."""
+
+
+@lock.command()
+@json_option
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Print who holds the DB lock ("free" when nobody does)."""
+    info = ctx.tree().lock_status()
+    data = {"locked": info is not None, "holder": _holder(info)}
+    emit(as_json, data, ["free" if info is None else info.describe()])
+
+
+@lock.command(name="break")
+@click.option("--force", is_flag=True, help="Break a live holder's lease too (S3, WebHDFS).")
+@json_option
+@pass_context
+def break_(ctx: Context, force: bool, as_json: bool) -> None:
+    """Remove a dead holder's lock object; print whether one was removed."""
+    removed = ctx.tree().break_lock(force=force)
+    emit(as_json, {"removed": removed}, ["removed" if removed else "nothing to remove"])
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@click.command()
+@json_option
+@pass_context
+def doctor(ctx: Context, as_json: bool) -> None:
+    """Print versions, the backend, its capabilities, the lock and the configuration."""
+    data: dict[str, Any] = {
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in _DISTRIBUTIONS},
+        "root": ctx.root,
+    }
+    if ctx.root:
+        tree = ctx.tree()
+        backend = type(tree.storage.backend)
+        info = tree.lock_status()
+        data |= {
+            "root": tree.root,
+            "keys": list(tree.keys),
+            "backend": f"{backend.__module__}.{backend.__qualname__}",
+            "capabilities": dataclasses.asdict(tree.storage.capabilities),
+            "locking_enabled": tree._db.config.locking_enabled,
+            "lock": {"locked": info is not None, "holder": _holder(info)},
+        }
+    lines = [f"{key}: {value}" for key, value in data.items()]
+    emit(as_json, data, lines)
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to the ``metatree`` group (fsck and gc if the API has them)."""
+    for command in (verify, lock, doctor):
+        group.add_command(command)

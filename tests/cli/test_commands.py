@@ -1,0 +1,179 @@
+"""Every command in process through click's runner, on memory:// (one process only) and local.
+
+The runner keeps stdout and stderr apart, so each check also proves that data went to stdout
+and messages to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from metatree import Metatree
+from metatree.cli._query import parse_where
+from metatree.cli.main import cli
+
+
+@pytest.fixture(params=["memory", "local"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh root: memory:// (in process only), and local disk for the same checks."""
+    if request.param == "local":
+        return str(tmp_path / "db")
+    return f"memory://cli-{uuid.uuid4().hex}/db"
+
+
+def run(root: str, *args: str, code: int = 0, printed: bool = False) -> Result:
+    result = CliRunner().invoke(cli, ["-r", root, *args])
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    if code and not printed:
+        assert result.stdout == ""
+        assert result.stderr.strip()
+    return result
+
+
+def data(root: str, *args: str) -> Any:
+    return json.loads(run(root, *args, "--json").stdout)
+
+
+@pytest.fixture
+def tree(root: str, tmp_path: Path) -> Metatree:
+    run(root, "init", "model", "version")
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    run(root, "put", "m/v1", str(tmp_path / "w.bin"))
+    run(root, "update", "m", "active=v1", "n=3", "tags=[1,2]")
+    run(root, "update", "m/v1", "acc=0.9", "note=7", "--string")
+    return Metatree(root)
+
+
+def test_read_commands(root: str, tree: Metatree, tmp_path: Path) -> None:
+    assert data(root, "ls") == {"location": tree.root, "children": ["m"], "files": []}
+    assert run(root, "ls", "m/v1").stdout == "w.bin\n"
+    assert data(root, "find", "m/<active>")["path"] == "m/v1"
+    assert run(root, "find", "m/<active>").stdout.strip() == tree.url("m/v1")
+    drawn = data(root, "tree", "--metadata")
+    assert drawn["children"][0]["metadata"] == {"active": "v1", "n": 3, "tags": [1, 2]}
+    assert drawn["children"][0]["children"][0]["metadata"] == {"acc": "0.9", "note": "7"}
+    assert data(root, "tree", "--depth", "1")["children"][0]["children"] == []
+    assert run(root, "tree").stdout.splitlines()[1:] == ["└── m", "    └── v1"]
+    out = tmp_path / "out"
+    out.mkdir()
+    got = data(root, "get", "m/<active>/w.bin", str(out))
+    assert got["path"] == str(out / "w.bin")
+    assert (out / "w.bin").read_bytes() == b"weights"
+    run(root, "update", "m/v1", "file=w.bin")
+    (tmp_path / "by-template").mkdir()
+    got = data(root, "get", "m/<active>/<file>", str(tmp_path / "by-template"))
+    assert got["path"] == str(tmp_path / "by-template" / "w.bin")  # the stored name
+    report = data(root, "verify")
+    assert report["clean"] is True
+    assert report["ok"] == ["m/v1/w.bin"]
+    assert data(root, "lock", "status") == {"locked": False, "holder": None}
+    assert data(root, "lock", "break") == {"removed": False}
+    doctor = data(root, "doctor")
+    backend = type(tree.storage.backend)
+    assert doctor["backend"] == f"{backend.__module__}.{backend.__qualname__}"
+    assert doctor["capabilities"] == dataclasses.asdict(tree.storage.capabilities)
+    assert doctor["keys"] == ["model", "version"]
+
+
+def test_search_and_export(root: str, tree: Metatree, tmp_path: Path) -> None:
+    run(root, "update", "m", "n=5")
+    assert data(root, "search", "-w", "n=ge:4")["paths"] == ["m"]
+    assert data(root, "search", "-w", "n=lt:4")["paths"] == []
+    run(root, "search", "-w", "acc=0.9", code=2)  # a number against a string column
+    assert data(root, "search", "-w", 'acc="0.9"')["paths"] == ["m/v1"]
+    assert run(root, "search", "-w", "active=v1").stdout == "m\n"
+    assert data(root, "search", "--under", "m/*")["paths"] == ["m/v1"]
+    out = tmp_path / "catalog"
+    assert data(root, "catalog", "export", str(out), "--partition-by", "model")["url"]
+    assert any(out.rglob("*.parquet"))
+
+
+def test_where_syntax() -> None:
+    assert parse_where(("u=http://x", "t=not_in:[1]", "s=starts_with:v")) == {
+        "u": "http://x",
+        "t": ("not in", [1]),
+        "s": ("starts_with", "v"),
+    }
+
+
+def test_writes(root: str, tree: Metatree, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    run(root, "put", "m/v1", str(src), code=4)  # already there
+    src.write_bytes(b"new")
+    put = data(root, "put", "m/v1", str(src), "--force")
+    assert put["url"] == tree.url("m/v1/w.bin")
+    assert b"".join(tree.get("m/v1/w.bin")) == b"new"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("a")
+    assert data(root, "put", "m/v2", str(tmp_path / "d"), "--archive")["name"] == "d.tar.gz"
+    assert data(root, "put", "m/v3", str(tmp_path / "d"))["name"] == "d"
+    assert tree.find("m/v3").list() == ["d"]
+    run(root, "rm", "m/v2/d.tar.gz")
+    assert tree.find("m/v2").list() == []
+    run(root, "rm", "m", code=2)  # a node with content needs -r
+    assert run(root, "-q", "rm", "m", "-r").stderr == ""
+    assert tree.find("").children == []
+
+
+def test_exit_codes(root: str, tree: Metatree, tmp_path: Path) -> None:
+    run(root, "ls", "nope", code=3)
+    run(root, "get", "m/v1/nope", str(tmp_path / "x"), code=3)
+    run(root, "ls", "a/b/c", code=2)  # more levels than keys
+    run(root, "update", "m", "children=[]", code=2)  # reserved key
+    run(root, "update", "m", "novalue", code=2)
+    run(root, "search", "-w", "n=is_null:x", code=2)
+    run(root, "search", "-w", "n=starts_with:x", code=2)  # QueryError: a number column
+    run(root, "tree", "--depth", "-1", code=2)
+    run(root, "init", "a", code=4)  # a database is there
+    run(f"memory://cli-{uuid.uuid4().hex}", "ls", code=2)  # no database: DatabaseError
+    assert CliRunner().invoke(cli, ["ls"]).exit_code == 2  # no --root
+    tree.storage.fs.pipe(f"{tree.storage.root}/m/metadata.json", b"{not json")
+    run(root, "ls", "m", code=5)
+    assert "CorruptMetadataError" in run(root, "tree", code=5).stderr
+
+
+def test_verify_finds_damage(root: str, tree: Metatree) -> None:
+    tree.storage.fs.pipe(f"{tree.storage.root}/m/v1/w.bin", b"changed")
+    result = run(root, "verify", "--json", code=5, printed=True)  # the report, then exit 5
+    assert json.loads(result.stdout)["mismatched"] == ["m/v1/w.bin"]
+    assert "1 damaged" in result.stderr
+    assert run(root, "verify", code=5, printed=True).stdout == "mismatched m/v1/w.bin\n"
+
+
+def test_models(root: str, tmp_path: Path) -> None:
+    (tmp_path / "m.bin").write_bytes(b"model")
+    src = str(tmp_path / "m.bin")
+    run(root, "models", "list", code=2)  # nothing at root: no store is made by reading
+    record = data(root, "models", "upload", "fraud", src, "--id", "v1", "--meta", "acc=0.9")
+    assert record["model"]["model_id"] == "v1"
+    assert run(root, "models", "upload", "fraud", src, "--id", "v2").stdout == "v2\n"
+    assert data(root, "models", "list") == {"domains": ["fraud"]}
+    assert data(root, "models", "list", "fraud")["models"] == ["v2", "v1"]
+    assert data(root, "models", "alias", "set", "fraud", "production", "v1")["model_id"] == "v1"
+    run(root, "models", "alias", "set", "fraud", "production", "v2", "--expected", "v2", code=4)
+    changes = data(root, "models", "history", "fraud", "--alias", "production")["changes"]
+    assert [(c["old"], c["new"]) for c in changes] == [(None, "v1")]
+    out = tmp_path / "out"
+    got = data(root, "models", "download", "fraud", "--alias", "production", "--to", str(out))
+    assert got["model_id"] == "v1"
+    assert Path(got["path"]).read_bytes() == b"model"
+    run(root, "models", "download", "fraud", "v9", "--to", str(out), code=3)
+    run(root, "models", "download", "fraud", "v1", "--alias", "production", code=2)
+
+
+def test_a_held_lock(root: str, tree: Metatree) -> None:
+    with tree.transaction():  # holds the DB lock until the block ends
+        status = data(root, "lock", "status")
+        assert status["locked"] is True
+        assert status["holder"]["pid"] == os.getpid()
+        failed = run(root, "-o", "lock_timeout=0.1", "update", "m", "x=1", code=4)
+        assert "LockTimeout" in failed.stderr
+    assert "x" not in tree.find("m").metadata
