@@ -74,7 +74,9 @@ _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
 _BREAK_SKEW = 60.0
 """A lease expired longer ago than this by our clock is dead (as `break_lock` judges it)."""
-_VALUE = re.compile(r"([A-Za-z0-9_-]{1,64})\.(?:[A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{8}(\.[A-Za-z0-9_-]+)*")
+_VALUE = re.compile(
+    r"([A-Za-z0-9_-]{1,64})\.(?:[A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{8}(\.[A-Za-z0-9_-]+)*"
+)
 """A DataStore value's file name (``field.key.token.suffix``) or an archive's."""
 
 
@@ -243,9 +245,13 @@ def _check_node(
         if is_reserved(name):
             if _leftover(path, name):
                 found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
-        elif kind == "directory" and name not in children and name not in recorded_dirs:
-            if is_orphan_listing(db.storage.listdir(rel_path(path, name))):
-                found.append(_finding("orphan-directory", path, name, "no index lists it"))
+        elif (
+            kind == "directory"
+            and name not in children
+            and name not in recorded_dirs
+            and is_orphan_listing(db.storage.listdir(rel_path(path, name)))
+        ):
+            found.append(_finding("orphan-directory", path, name, "no index lists it"))
     if records is None:
         return found
     if records:
@@ -276,12 +282,13 @@ def _check_files(
     if verify:
         report = VerifyReport()
         verify_node(db, path, report, None, metadata)
-        prefix = rel_path(path) + "/" if path else ""
-        out = [_at(db, "mismatched-file", loc, prefix, "differs from its record") for loc in report.mismatched]
-        out += [_at(db, "missing-file", loc, prefix, "recorded, not stored") for loc in report.missing]
-        stray = [*report.unexpected, *report.unrecorded]
-        out += [_at(db, "unrecorded-file", loc, prefix, "stored without record") for loc in sorted(stray)]
-        return out
+        cut = len(rel_path(path)) + 1 if path else 0  # locations back to names in the node
+        judged = (
+            ("mismatched-file", report.mismatched, "differs from its record"),
+            ("missing-file", report.missing, "recorded, not stored"),
+            ("unrecorded-file", sorted(report.unexpected + report.unrecorded), "no record"),
+        )
+        return [_finding(k, path, loc[cut:], why) for k, locs, why in judged for loc in locs]
     stored = set(_stored_files(db, path, metadata, recorded_dirs))
     out = []
     for name, record in sorted(records.items()):
@@ -292,14 +299,9 @@ def _check_files(
         if size != record.size:
             detail = f"{size} bytes stored, {record.size} recorded"
             out.append(_finding("mismatched-file", path, name, detail))
-    for name in sorted(stored - set(records)):
-        out.append(_finding("unrecorded-file", path, name, "stored without record"))
+    unrecorded = sorted(stored - set(records))
+    out.extend(_finding("unrecorded-file", path, n, "stored without record") for n in unrecorded)
     return out
-
-
-def _at(db: Database, kind: str, location: str, prefix: str, detail: str) -> Finding:
-    path, name = _split(location)
-    return _finding(kind, path, name, detail)
 
 
 def _unreferenced(
@@ -322,7 +324,9 @@ def _unreferenced(
     for name in sorted(records):
         match = _VALUE.fullmatch(name)
         if match and match.group(1) in metadata and name not in named:
-            out.append(_finding("unreferenced-value", path, name, f"field {match.group(1)!r} names it not"))
+            out.append(
+                _finding("unreferenced-value", path, name, f"field {match.group(1)!r} names it not")
+            )
     return out
 
 
@@ -352,7 +356,12 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
             edits.setdefault(f.path[:-1], []).append(f)
         elif f.kind in ("missing-file", "mismatched-file", "unreferenced-value", "corrupt-records"):
             edits.setdefault(f.path, []).append(f)
-        if f.kind in ("orphan-directory", "mismatched-file", "unrecorded-file", "unreferenced-value"):
+        if f.kind in (
+            "orphan-directory",
+            "mismatched-file",
+            "unrecorded-file",
+            "unreferenced-value",
+        ):
             moves.append((f.location, f))
         elif f.kind == "corrupt-metadata":
             moves.append((rel_path(f.path, METADATA_FILE), f))
@@ -371,7 +380,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
 
 
 def _new_batch(db: Database) -> str:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{QUARANTINE}/{stamp}-{uuid.uuid4().hex[:8]}"
 
 
@@ -391,7 +400,9 @@ def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> N
         target = f"{i:04d}-{rel.rsplit('/', 1)[-1]}"
         manifest.append({"name": target, "from": rel, "kind": finding.kind, "why": finding.detail})
         planned.append((rel, f"{batch}/{target}"))
-    db.storage.write_atomic(f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    db.storage.write_atomic(
+        f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+    )
     for rel, target in planned:
         kind = db.storage.kind(rel)
         if kind is not None:
@@ -445,9 +456,13 @@ def _rebuild(db: Database, path: NodePath) -> None:
     children: list[str] = []
     if len(path) < len(db.keys):
         for name, kind in sorted(db.storage.listdir(rel_path(path)).items()):
-            if kind == "directory" and not is_reserved(name) and _valid(name, db.url(path)):
-                if METADATA_FILE in db.storage.listdir(rel_path(path, name)):
-                    children.append(name)
+            if (
+                kind == "directory"
+                and not is_reserved(name)
+                and _valid(name, db.url(path))
+                and METADATA_FILE in db.storage.listdir(rel_path(path, name))
+            ):
+                children.append(name)
     db.put_metadata(path, {CHILDREN: children} if children else {}, expect=None)
 
 
@@ -469,8 +484,9 @@ def _collectable(db: Database) -> list[GcItem]:
         GcItem(f"{QUARANTINE}/{sub}", _size(db, f"{QUARANTINE}/{sub}"), "quarantine")
         for sub in sorted(db.storage.walk_files(QUARANTINE))
     ]
-    for finding in _check(db, verify=False, locks=False):
-        if finding.kind == "unreferenced-value":
-            items.append(GcItem(finding.location, _size(db, finding.location), "unreferenced-value"))
+    items.extend(
+        GcItem(f.location, _size(db, f.location), "unreferenced-value")
+        for f in _check(db, verify=False, locks=False)
+        if f.kind == "unreferenced-value"
+    )
     return items
-
