@@ -44,33 +44,44 @@ def _unreferenced(tree: Metatree, storage: Storage) -> None:
     tree.put("m/v1/s1", b"old", name="cfg.a.0123abcd")
 
 
-_FAULTS: dict[str, Callable[[Metatree, Storage], None]] = {
-    "orphan-directory": lambda t, s: s.write_atomic("m/ghost/metadata.json", b"{}"),
-    "dangling-entry": lambda t, s: s.remove_tree("m/v2"),
-    "invalid-entry": lambda t, s: s.write_atomic(
-        "m/metadata.json", b'{"children": ["v1", "v2", "../x"]}'
+_FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
+    "orphan": ("orphan-directory", lambda t, s: s.write_atomic("m/ghost/metadata.json", b"{}")),
+    "dangling": ("dangling-entry", lambda t, s: s.remove_tree("m/v2")),
+    "bad-entry": (
+        "invalid-entry",
+        lambda t, s: s.write_atomic("m/metadata.json", b'{"children": ["v1", "v2", "../x"]}'),
     ),
-    "corrupt-metadata": lambda t, s: s.write_atomic("m/v2/s1/metadata.json", b"{not json"),
-    "leftover-temporary": lambda t, s: s.write_atomic("m/v1/.metatree.tmp.0abc", b"junk"),
-    "stale-lock": lambda t, s: s.write_atomic(".lock", _DEAD_LEASE),
-    "foreign-lock": lambda t, s: s.write_atomic(".lock", b"not a lease"),
-    "missing-file": lambda t, s: s.remove_file("m/v1/s1/model.bin"),
-    "mismatched-file": lambda t, s: s.write_atomic("m/v1/s1/model.bin", b"other bytes"),
-    "unrecorded-file": lambda t, s: s.write_atomic("m/v1/s1/planted.bin", b"p"),
-    "corrupt-records": lambda t, s: s.write_atomic(
-        "m/v1/s1/metadata.json", b'{".metatree.records": {"files": 3}}'
+    "corrupt": ("corrupt-metadata", lambda t, s: s.write_atomic("m/v2/s1/metadata.json", b"{x")),
+    "root-index-gone": ("corrupt-metadata", lambda t, s: s.remove_file("metadata.json")),
+    "temp-file": ("leftover-temporary", lambda t, s: s.write_atomic("m/.metatree.tmp.0a", b"j")),
+    "staging-dir": (
+        "leftover-temporary",
+        lambda t, s: s.write_atomic("m/v1/s1/.metatree.staging.0b/f", b"j"),
     ),
-    "unreferenced-value": _unreferenced,
+    "stale-lock": ("stale-lock", lambda t, s: s.write_atomic(".lock", _DEAD_LEASE)),
+    "foreign-lock": ("foreign-lock", lambda t, s: s.write_atomic(".lock", b"not a lease")),
+    "missing": ("missing-file", lambda t, s: s.remove_file("m/v1/s1/model.bin")),
+    "changed": ("mismatched-file", lambda t, s: s.write_atomic("m/v1/s1/model.bin", b"other")),
+    "planted": ("unrecorded-file", lambda t, s: s.write_atomic("m/v1/s1/planted.bin", b"p")),
+    "bad-records": (
+        "corrupt-records",
+        lambda t, s: s.write_atomic(
+            "m/v1/s1/metadata.json", b'{".metatree.records": {"files": 3}}'
+        ),
+    ),
+    "old-value": ("unreferenced-value", _unreferenced),
 }
+"""Each case: the kind fsck must report, and how the damage is planted."""
 
 
 class FsckTests:
     """fsck finds each kind of damage and repairs it; gc collects what repair set aside."""
 
-    @pytest.mark.parametrize("kind", sorted(_FAULTS))
-    def test_fsck_finds_and_repairs(self, storage: Storage, kind: str) -> None:
+    @pytest.mark.parametrize("case", sorted(_FAULTS))
+    def test_fsck_finds_and_repairs(self, storage: Storage, case: str) -> None:
         tree = _small(storage)  # clean: test_fsck_verify_... checks fsck says so
-        _FAULTS[kind](tree, storage)
+        kind, plant = _FAULTS[case]
+        plant(tree, storage)
         with unchanged(storage):  # checking writes nothing
             found = tree.fsck()
         assert kind in {f.kind for f in found.findings}, found
