@@ -70,6 +70,14 @@ KINDS: dict[str, Fix] = {
 }
 """Every kind of finding, and what fixes it: ``repair``, ``repair`` with ``force``."""
 
+_EDITS = (
+    "invalid-entry",
+    "missing-file",
+    "mismatched-file",
+    "unreferenced-value",
+    "corrupt-records",
+)
+"""Kinds fixed by rewriting the metadata.json of the finding's node itself."""
 _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
 _BREAK_SKEW = 60.0
@@ -357,9 +365,9 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
     moves: list[tuple[str, Finding]] = []
     edits: dict[NodePath, list[Finding]] = {}
     for f in todo:
-        if f.kind in ("dangling-entry", "invalid-entry"):
+        if f.kind == "dangling-entry":  # the parent's index names it
             edits.setdefault(f.path[:-1], []).append(f)
-        elif f.kind in ("missing-file", "mismatched-file", "unreferenced-value", "corrupt-records"):
+        elif f.kind in _EDITS:  # the node's own metadata (its index, its records)
             edits.setdefault(f.path, []).append(f)
         if f.kind in (
             "orphan-directory",
@@ -421,7 +429,7 @@ def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
     else:
         metadata, version = db.read_for_write(path)
     where = db.url(path)
-    drop = {f.path[-1] for f in fixes if f.kind in ("dangling-entry", "invalid-entry")}
+    drop = {f.path[-1] for f in fixes if f.kind == "dangling-entry"}
     if drop or any(f.kind == "invalid-entry" for f in fixes):
         kept = [c for c in children_of(metadata) if c not in drop and _valid(c, where)]
         metadata[CHILDREN] = list(dict.fromkeys(kept))
@@ -429,7 +437,7 @@ def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
         metadata.pop(RECORDS, None)
     else:
         for f in fixes:
-            if f.name is not None and f.kind != "corrupt-records":
+            if f.name is not None:  # a file's finding: its record goes
                 drop_records(metadata, f.name, where)
     db.write_metadata(path, metadata, commit=True, expect=version)
 

@@ -94,6 +94,9 @@ class FsckTests:
         report = tree.fsck(repair=True, force=force)
         assert report.clean, report.findings
         assert kind in {f.kind for f in report.repaired}
+        kept = {node.path for node, _ in tree.walk()}  # a repair never drops a good node
+        assert ("m", "v1", "s1") in kept
+        assert ("m", "v2", "s1") in kept or case == "dangling"
         again = tree.fsck(repair=True, force=True)  # idempotent: nothing left to do
         assert again.clean, again
         assert not again.repaired
