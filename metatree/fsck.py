@@ -147,6 +147,7 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
     """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
     if not repair:
         return FsckReport(findings=_check(db, verify=verify, locks=True))
+    _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
     for finding in _check_locks(db):
         if finding.fix == "force" and not force:
@@ -166,7 +167,7 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
-            report.repaired.extend(todo)
+            report.repaired.extend(f for f in todo if f not in report.repaired)
     report.findings = _check(db, verify=verify, locks=True)
     return report
 
@@ -175,6 +176,7 @@ def gc(db: Database, *, dry_run: bool) -> GcReport:
     """List (with `dry_run`) or delete the quarantine and unreferenced DataStore value files."""
     if dry_run:
         return GcReport(_collectable(db), dry_run=True)
+    _outside_transaction(db, "gc(dry_run=False)")
     with db.write_lock():
         items = _collectable(db)
         values = [i for i in items if i.kind == "unreferenced-value"]
@@ -184,6 +186,12 @@ def gc(db: Database, *, dry_run: bool) -> GcReport:
         if any(i.kind == "quarantine" for i in items):
             db.storage.remove_tree(QUARANTINE)
     return GcReport(items, dry_run=False)
+
+
+def _outside_transaction(db: Database, what: str) -> None:
+    """Refuse to repair inside a transaction: moves and deletes cannot be staged or undone."""
+    if db.active_tx() is not None:
+        raise LockError(f"{what} cannot run inside a transaction: run it after the block")
 
 
 # -- checking -------------------------------------------------------------------------------

@@ -138,9 +138,18 @@ class FsckTests:
         assert tree.fsck().clean
         assert tree.find("m/v1/s1").metadata["cfg"]["a"] == b"new"
 
-    def test_fsck_refuses_flags_that_are_not_bools(self, storage: Storage) -> None:
+    def test_fsck_refuses_bad_flags_and_repairs_inside_a_transaction(
+        self, storage: Storage
+    ) -> None:
         tree = _small(storage)
+        storage.write_atomic("m/ghost/metadata.json", b"{}")
         with unchanged(storage):
+            with tree.transaction():
+                assert [f.kind for f in tree.fsck().findings] == ["orphan-directory"]
+                with pytest.raises(LockError):
+                    tree.fsck(repair=True)
+                with pytest.raises(LockError):
+                    tree.gc(dry_run=False)
             for call in (
                 lambda: tree.fsck(repair="yes"),  # type: ignore[arg-type]
                 lambda: tree.fsck(force=1),  # type: ignore[arg-type]
