@@ -27,7 +27,7 @@ from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
 from metatree._core.scan import Skipped, scan
 from metatree._core.update import referenced
-from metatree._core.verify import VerifyReport, _stored_files, verify_node
+from metatree._core.verify import VerifyReport, _hash, _stored_files, verify_node
 from metatree._locking import LeaseInfo
 from metatree._metadata import CHILDREN, is_reference
 from metatree._names import (
@@ -146,7 +146,7 @@ class GcReport:
 def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport:
     """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
     if not repair:
-        return FsckReport(findings=_check(db, verify=verify, locks=True))
+        return FsckReport(findings=_check(db, verify=verify, held=False))
     _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
     for finding in _check_locks(db):
@@ -161,14 +161,14 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         for _ in range(_ROUNDS):
             todo = [
                 f
-                for f in _check(db, verify=verify, locks=False)
+                for f in _check(db, verify=verify, held=True)
                 if f.fix == "repair" or (force and f.fix == "force")
             ]
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
-    report.findings = _check(db, verify=verify, locks=True)
+    report.findings = _check(db, verify=verify, held=False)
     return report
 
 
@@ -195,9 +195,14 @@ def _outside_transaction(db: Database, what: str) -> None:
 
 
 # -- checking -------------------------------------------------------------------------------
-def _check(db: Database, *, verify: bool, locks: bool) -> list[Finding]:
-    """Return every finding, in tree order (locks first)."""
-    found = list(_check_locks(db)) if locks else []
+def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
+    """Return every finding, in tree order (the lock object first).
+
+    `held`: the caller holds the DB lock (or does not care about the lock object, as gc):
+    the lock object is then not judged, and a file that differs from its record is final,
+    since no writer can be between a file and its record (`_check_files`).
+    """
+    found = [] if held else list(_check_locks(db))
     try:
         root = db.read_metadata(())
     except CorruptMetadataError as exc:
@@ -216,7 +221,7 @@ def _check(db: Database, *, verify: bool, locks: bool) -> list[Finding]:
         if where is not None:
             found.extend(_unreadable(db, where, skip.error))
     for path, metadata in nodes:
-        found.extend(_check_node(db, path, metadata, verify=verify))
+        found.extend(_check_node(db, path, metadata, verify=verify, held=held))
     return found
 
 
@@ -250,7 +255,7 @@ def _unreadable(db: Database, path: NodePath, error: MetatreeError) -> list[Find
 
 
 def _check_node(
-    db: Database, path: NodePath, metadata: dict[str, Any], *, verify: bool
+    db: Database, path: NodePath, metadata: dict[str, Any], *, verify: bool, held: bool
 ) -> list[Finding]:
     """Check one readable node: its directory's entries, its records, its value files."""
     found: list[Finding] = []
@@ -276,7 +281,7 @@ def _check_node(
     if records is None:
         return found
     if records:
-        found.extend(_check_files(db, path, metadata, records, recorded_dirs, verify=verify))
+        found.extend(_check_files(db, path, metadata, records, recorded_dirs, verify, held))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
 
@@ -296,11 +301,16 @@ def _check_files(
     metadata: dict[str, Any],
     records: dict[str, Any],
     recorded_dirs: set[str],
-    *,
     verify: bool,
+    held: bool,
 ) -> list[Finding]:
-    """Check the node's stored files against its records (sizes; sha256 with `verify`)."""
-    if verify:
+    """Check the node's stored files against its records (sizes; sha256 with `verify`).
+
+    Without the lock, a sha256 mismatch is confirmed as `Metatree.verify` confirms it (a
+    writer may be between a file and its record: it is waited for). Under our own lock that
+    wait would be for ourselves; no writer can be there, so the file is hashed and judged.
+    """
+    if verify and not held:
         report = VerifyReport()
         verify_node(db, path, report, None, metadata)
         cut = len(rel_path(path)) + 1 if path else 0  # locations back to names in the node
@@ -316,9 +326,13 @@ def _check_files(
         if name not in stored:
             out.append(_finding("missing-file", path, name, "recorded, not stored"))
             continue
-        size = _size(db, rel_path(path, name))
-        if size != record.size:
+        if verify:
+            digest, size = _hash(db, rel_path(path, name))
+        else:
+            digest, size = record.sha256, _size(db, rel_path(path, name))
+        if (digest, size) != (record.sha256, record.size):
             detail = f"{size} bytes stored, {record.size} recorded"
+            detail += ", sha256 differs" if digest != record.sha256 else ""
             out.append(_finding("mismatched-file", path, name, detail))
     unrecorded = sorted(stored - set(records))
     out.extend(_finding("unrecorded-file", path, n, "stored without record") for n in unrecorded)
@@ -507,7 +521,7 @@ def _collectable(db: Database) -> list[GcItem]:
     ]
     items.extend(
         GcItem(f.location, _size(db, f.location), "unreferenced-value")
-        for f in _check(db, verify=False, locks=False)
+        for f in _check(db, verify=False, held=True)
         if f.kind == "unreferenced-value"
     )
     return items

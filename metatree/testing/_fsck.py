@@ -22,6 +22,7 @@ from metatree.testing._helpers import unchanged
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from metatree._storage import Storage
 
@@ -102,11 +103,27 @@ class FsckTests:
         assert not again.repaired
         _reads(tree)
 
-    def test_fsck_verify_finds_changed_bytes_of_the_same_size(self, storage: Storage) -> None:
+    def test_fsck_verify_finds_changed_bytes_of_the_same_size(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
         tree = _small(storage)
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "a.bin").write_bytes(b"aaaa")
+        tree.put("m/v2/s1", str(tmp_path / "ckpt"), recursive=True)
         storage.write_atomic("m/v1/s1/model.bin", b"WEIGHTS")
+        storage.write_atomic("m/v2/s1/ckpt/a.bin", b"AAAA")
         assert tree.fsck().clean  # sizes only
-        assert [f.kind for f in tree.fsck(verify=True).findings] == ["mismatched-file"]
+        storage.write_atomic("m/v2/s1/ckpt/planted", b"p")
+        found = tree.fsck(verify=True).findings
+        assert [(f.kind, f.location) for f in found] == [
+            ("mismatched-file", "m/v1/s1/model.bin"),
+            ("mismatched-file", "m/v2/s1/ckpt/a.bin"),
+            ("unrecorded-file", "m/v2/s1/ckpt/planted"),
+        ]
+        report = tree.fsck(repair=True, verify=True, force=True)
+        assert report.clean, report.findings
+        assert storage.kind("m/v2/s1/ckpt/planted") is None  # moved to the quarantine
+        _reads(tree)
 
     def test_gc_lists_then_removes_the_quarantine(self, storage: Storage) -> None:
         tree = _small(storage)
