@@ -27,7 +27,7 @@ from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
 from metatree._core.scan import Skipped, scan
 from metatree._core.update import referenced
-from metatree._core.verify import VerifyReport, _hash, _stored_files, verify_node
+from metatree._core.verify import VerifyReport, _hash, verify_node
 from metatree._locking import LeaseInfo
 from metatree._metadata import CHILDREN, is_reference
 from metatree._names import (
@@ -267,6 +267,7 @@ def _check_node(
         found.append(_finding("corrupt-records", path, None, exc.reason))
         records = None
     recorded_dirs = {n.split("/", 1)[0] for n in records or ()}
+    stored: list[str] = []  # the node's files, those in stored directories too
     for name, kind in sorted(listed.items()):
         if is_reserved(name):
             if _leftover(path, name):
@@ -278,12 +279,25 @@ def _check_node(
             and is_orphan_listing(db.storage.listdir(rel_path(path, name)))
         ):
             found.append(_finding("orphan-directory", path, name, "no index lists it"))
+        elif kind == "file":
+            stored.append(name)
+        elif name not in children and records:
+            stored.extend(f"{name}/{sub}" for sub in _below(db, rel_path(path, name)))
     if records is None:
         return found
     if records:
-        found.extend(_check_files(db, path, metadata, records, recorded_dirs, verify, held))
+        found.extend(_check_files(db, path, metadata, records, stored, verify, held))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
+
+
+def _below(db: Database, rel: str) -> list[str]:
+    """Return the files of a stored directory, without metatree's own temporaries in it."""
+    return [
+        sub
+        for sub in db.storage.walk_files(rel)
+        if not any(part.casefold().startswith(SYSTEM_PREFIX) for part in sub.split("/"))
+    ]
 
 
 def _leftover(path: NodePath, name: str) -> bool:
@@ -300,7 +314,7 @@ def _check_files(
     path: NodePath,
     metadata: dict[str, Any],
     records: dict[str, Any],
-    recorded_dirs: set[str],
+    stored: list[str],
     verify: bool,
     held: bool,
 ) -> list[Finding]:
@@ -320,10 +334,9 @@ def _check_files(
             ("unrecorded-file", sorted(report.unexpected + report.unrecorded), "no record"),
         )
         return [_finding(k, path, loc[cut:], why) for k, locs, why in judged for loc in locs]
-    stored = set(_stored_files(db, path, metadata, recorded_dirs))
-    out = []
+    out, have = [], set(stored)
     for name, record in sorted(records.items()):
-        if name not in stored:
+        if name not in have:
             out.append(_finding("missing-file", path, name, "recorded, not stored"))
             continue
         if verify:
@@ -334,7 +347,7 @@ def _check_files(
             detail = f"{size} bytes stored, {record.size} recorded"
             detail += ", sha256 differs" if digest != record.sha256 else ""
             out.append(_finding("mismatched-file", path, name, detail))
-    unrecorded = sorted(stored - set(records))
+    unrecorded = sorted(have - set(records))
     out.extend(_finding("unrecorded-file", path, n, "stored without record") for n in unrecorded)
     return out
 
