@@ -359,8 +359,9 @@ def _unreferenced(
 
     An update that replaced a value deletes the old files after its commit; a crash there
     leaves them, recorded, named ``<field>.<key>.<token>...``, while the field now holds
-    another value. Only files of a field the node still has are judged: a user's own file
-    that merely looks like one, beside no such field, is left alone.
+    another value. Only files of a field that holds a reference now are judged: a user's own
+    file that merely looks like one, beside a plain field or none, is left alone (so are the
+    old files of a value replaced by a plain one: telling them from a user's is guesswork).
     """
     named: set[str] = set()
     where = db.url(path)
@@ -371,7 +372,7 @@ def _unreferenced(
     out = []
     for name in sorted(records):
         match = _VALUE.fullmatch(name)
-        if match and match.group(1) in metadata and name not in named:
+        if match and is_reference(metadata.get(match.group(1))) and name not in named:
             out.append(
                 _finding("unreferenced-value", path, name, f"field {match.group(1)!r} names it not")
             )

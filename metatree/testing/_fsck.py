@@ -146,6 +146,8 @@ class FsckTests:
     def test_gc_removes_an_unreferenced_value(self, storage: Storage) -> None:
         tree = _small(storage)
         _unreferenced(tree, storage)
+        tree.find("m/v1/s1").update(note="plain")  # a user's file that looks like a value
+        tree.put("m/v1/s1", b"mine", name="note.a.0123abcd")
         dry = tree.gc()
         assert [(i.location, i.kind) for i in dry.items] == [
             ("m/v1/s1/cfg.a.0123abcd", "unreferenced-value")
@@ -154,6 +156,7 @@ class FsckTests:
         assert storage.kind("m/v1/s1/cfg.a.0123abcd") is None
         assert tree.fsck().clean
         assert tree.find("m/v1/s1").metadata["cfg"]["a"] == b"new"
+        assert b"".join(tree.get("m/v1/s1/note.a.0123abcd")) == b"mine"
 
     def test_fsck_refuses_bad_flags_and_repairs_inside_a_transaction(
         self, storage: Storage
