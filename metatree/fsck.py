@@ -452,10 +452,19 @@ def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> N
     db.storage.write_atomic(
         f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
     )
-    for rel, target in planned:
+    for (rel, finding), (_, target) in zip(moves, planned, strict=True):
         kind = db.storage.kind(rel)
-        if kind is not None:
+        if kind == "file" and finding.kind == "corrupt-metadata":
+            _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
+        elif kind is not None:
             db.storage.replace_tree(rel, target, None)
+
+
+def _copy(db: Database, rel: str, target: str) -> None:
+    """Copy a file on the server (whole, whatever its size: no read into memory)."""
+    storage = db.storage
+    with translate_errors(storage.url_of(rel)):
+        storage.backend.fs.cp_file(storage.abs(rel), storage.abs(target))
 
 
 def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
@@ -481,7 +490,10 @@ def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
 def _read_raw(db: Database, path: NodePath) -> tuple[dict[str, Any], object]:
     """Read a node whose index breaks the rules (an object with a list of strings, else corrupt)."""
     data, version = db.storage.read_versioned(rel_path(path, METADATA_FILE), db.max_metadata_bytes)
-    parsed = orjson.loads(data)
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:  # integers beyond 64 bits: repair by hand (force)
+        parsed = None
     if not isinstance(parsed, dict) or not isinstance(parsed.get(CHILDREN), list):
         raise CorruptMetadataError(db.url(path), "not an index that can be repaired")
     parsed[CHILDREN] = [c for c in parsed[CHILDREN] if isinstance(c, str)]

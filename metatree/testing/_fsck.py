@@ -95,6 +95,11 @@ class FsckTests:
         report = tree.fsck(repair=True, force=force)
         assert report.clean, report.findings
         assert kind in {f.kind for f in report.repaired}
+        if case == "corrupt":  # the bad file is kept for people to read
+            kept_files = [
+                storage.read_bytes(f"{QUARANTINE}/{p}") for p in storage.walk_files(QUARANTINE)
+            ]
+            assert b"{x" in kept_files
         kept = {node.path for node, _ in tree.walk()}  # a repair never drops a good node
         assert ("m", "v1", "s1") in kept
         assert ("m", "v2", "s1") in kept or case == "dangling"
