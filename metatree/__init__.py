@@ -35,6 +35,7 @@ from metatree.errors import (
     TransactionAbortedError,
     UnresolvedPathError,
 )
+from metatree.fsck import FsckReport, GcReport
 from metatree.models import ModelStore
 from metatree.warnings import MetatreeWarning
 
@@ -52,6 +53,8 @@ __all__ = [
     "DataStore",
     "DatabaseError",
     "FileRecord",
+    "FsckReport",
+    "GcReport",
     "IntegrityError",
     "LockError",
     "LockLostError",

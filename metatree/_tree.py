@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from metatree._types import NodePath, Source
     from metatree.artifacts import ArtifactStore
     from metatree.catalog import SearchResult
+    from metatree.fsck import FsckReport, GcReport
 
 __all__ = ["Metatree"]
 
@@ -446,6 +447,27 @@ class Metatree:
         where, last = Target.file(location, self.keys)
         node = resolve(self._db, where)  # from the root: never the cursor's node
         return verify(node, node.name(last), recursive=recursive)
+
+    def fsck(self, repair: bool = False, verify: bool = False, force: bool = False) -> FsckReport:
+        """Check the whole tree for damage; with `repair`, fix what is safe (docs/fsck.md).
+
+        Reads every node and lists its directory; with `verify` every recorded file is hashed
+        too (else only sizes are compared). Without `repair` nothing is written. `repair`
+        works under the DB lock, moves rather than deletes (into ``.metatree.quarantine``),
+        and is idempotent; `force` also fixes what loses a record or metadata.
+        """
+        from metatree.fsck import fsck
+
+        for value, name in ((repair, "repair"), (verify, "verify"), (force, "force")):
+            check_flag(value, name, self._db.storage.url)
+        return fsck(self._db, repair=repair, verify=verify, force=force)
+
+    def gc(self, dry_run: bool = True) -> GcReport:
+        """Delete the quarantine and unreferenced DataStore value files; `dry_run` only lists."""
+        from metatree.fsck import gc
+
+        check_flag(dry_run, "dry_run", self._db.storage.url)
+        return gc(self._db, dry_run=dry_run)
 
     def _find_node_of(self, location: object) -> None:
         """Move the cursor where metatreedb's get leaves it when the file name is refused.

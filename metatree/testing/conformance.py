@@ -31,6 +31,7 @@ from metatree.testing._bad_input import BadInputTests
 from metatree.testing._catalog import CatalogTests
 from metatree.testing._cursor import CursorTests
 from metatree.testing._datastore import DataStoreTests
+from metatree.testing._fsck import FsckTests
 from metatree.testing._hardening_index import IndexHardeningTests
 from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._hardening_storage import StorageHardeningTests
@@ -71,6 +72,7 @@ class BackendConformance(
     ArtifactStoreTests,
     ModelStoreTests,
     DataStoreTests,
+    FsckTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

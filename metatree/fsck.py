@@ -1,0 +1,553 @@
+"""fsck and gc: find what a crash or a hand edit left in a tree, repair what is safe, collect.
+
+A crash leaves at worst an unlisted orphan, a leftover temporary, or a file whose record is
+missing or stale (docs/format.md, invariant 2); a hand edit or another client can leave
+anything. `fsck` reads the whole tree (one `scan`, plus one listing per node) and reports each
+finding with what fixes it; ``repair=True`` then fixes, under the DB lock, what is safe: index
+entries that lead nowhere or break the format's rules are dropped, orphans and files that
+nobody names are *moved* into the quarantine (``.metatree.quarantine`` at the root) where a
+person can look at them, stale temporaries and dead lock objects go. What would lose data a
+person may still want (a corrupt metadata.json, the record of a missing or changed file, a
+file planted among recorded ones) is changed only with ``force=True``. `gc` deletes the
+quarantine and the DataStore value files no metadata references. docs/fsck.md lists it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from metatree._core.db import children_of, rel_path
+from metatree._core.read import is_orphan_listing
+from metatree._core.scan import Skipped, scan
+from metatree._core.update import referenced
+from metatree._core.verify import VerifyReport, _hash, verify_node
+from metatree._locking import LeaseInfo
+from metatree._metadata import CHILDREN, is_reference
+from metatree._names import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    METADATA_FILE,
+    OS_LOCK_FILE,
+    SYSTEM_PREFIX,
+    is_reserved,
+)
+from metatree._paths import check_stored_name
+from metatree._records import RECORDS, drop_records, records_of
+from metatree.backends.base import translate_errors
+from metatree.errors import CorruptMetadataError, LockError, MetatreeError, NotFoundError, PathError
+
+if TYPE_CHECKING:
+    from metatree._core.db import Database
+    from metatree._types import NodePath
+
+__all__ = ["KINDS", "QUARANTINE", "Finding", "FsckReport", "GcItem", "GcReport", "fsck", "gc"]
+
+QUARANTINE = f"{SYSTEM_PREFIX}.quarantine"
+"""The root directory repairs move things into (reserved: never a node, hidden from reads)."""
+
+Fix = Literal["repair", "force", "gc", "none"]
+
+KINDS: dict[str, Fix] = {
+    "orphan-directory": "repair",  # an unlisted directory holding a node's leftovers
+    "dangling-entry": "repair",  # an index entry without its directory or metadata.json
+    "invalid-entry": "repair",  # an index entry that breaks the format's name rules
+    "leftover-temporary": "repair",  # a .metatree.* temp/staging/trash name in a node
+    "stale-lock": "repair",  # a lock object whose holder is provably gone or long expired
+    "unreferenced-value": "repair",  # a DataStore value file no metadata value names
+    "corrupt-metadata": "force",  # a metadata.json that does not parse or is not an object
+    "corrupt-records": "force",  # a malformed .metatree.records
+    "missing-file": "force",  # a recorded file that is not stored
+    "mismatched-file": "force",  # a stored file whose size (or sha256) differs from its record
+    "unrecorded-file": "force",  # a stored file without record in a node that has records
+    "foreign-lock": "force",  # a lock object metatree did not write (metatreedb's, or junk)
+}
+"""Every kind of finding, and what fixes it: ``repair``, ``repair`` with ``force``."""
+
+_EDITS = (
+    "invalid-entry",
+    "missing-file",
+    "mismatched-file",
+    "unreferenced-value",
+    "corrupt-records",
+)
+"""Kinds fixed by rewriting the metadata.json of the finding's node itself."""
+_ROUNDS = 4
+"""Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
+_BREAK_SKEW = 60.0
+"""A lease expired longer ago than this by our clock is dead (as `break_lock` judges it)."""
+_VALUE = re.compile(
+    r"([A-Za-z0-9_-]{1,64})\.(?:[A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{8}(\.[A-Za-z0-9_-]+)*"
+)
+"""A DataStore value's file name (``field.key.token.suffix``) or an archive's."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with the tree."""
+
+    kind: str
+    """One of `KINDS`."""
+    location: str
+    """Where, relative to the root (``""``: the root; ``m/v1/model.bin``)."""
+    detail: str
+    """What is wrong, for people."""
+    fix: Fix
+    """What fixes it: ``repair``, ``force`` (repair with force), ``none``."""
+    path: NodePath = field(default=(), repr=False, compare=False)
+    name: str | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class FsckReport:
+    """What `Metatree.fsck` found and, with ``repair=True``, what it did."""
+
+    findings: list[Finding] = field(default_factory=list)
+    """What is wrong (after a repair: what is still wrong, such as damage left for force)."""
+    repaired: list[Finding] = field(default_factory=list)
+    """What the repair fixed (empty without ``repair``)."""
+    quarantine: str | None = None
+    """Where the repair moved things (a directory under ``.metatree.quarantine``), if it did."""
+
+    @property
+    def clean(self) -> bool:
+        """Whether nothing is wrong (what a cron job or ``metatree fsck``'s exit code checks)."""
+        return not self.findings
+
+
+@dataclass(frozen=True)
+class GcItem:
+    """A file `gc` removes (or, in a dry run, would remove)."""
+
+    location: str
+    size: int
+    kind: Literal["quarantine", "unreferenced-value"]
+
+
+@dataclass
+class GcReport:
+    """What `Metatree.gc` removed, or with ``dry_run`` would remove."""
+
+    items: list[GcItem] = field(default_factory=list)
+    dry_run: bool = True
+
+    @property
+    def size(self) -> int:
+        """Bytes freed (or that would be)."""
+        return sum(item.size for item in self.items)
+
+
+def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport:
+    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
+    if not repair:
+        return FsckReport(findings=_check(db, verify=verify, held=False))
+    _outside_transaction(db, "fsck(repair=True)")
+    report = FsckReport()
+    for finding in _check_locks(db):
+        if finding.fix == "force" and not force:
+            raise LockError(
+                f"{db.lock.name} is a lock object metatree did not write (metatreedb's?): "
+                "nothing was repaired; stop that client, or pass force=True to break it"
+            )
+        db.break_lock(force=finding.fix == "force")
+        report.repaired.append(finding)
+    with db.write_lock():
+        for _ in range(_ROUNDS):
+            todo = [
+                f
+                for f in _check(db, verify=verify, held=True)
+                if f.fix == "repair" or (force and f.fix == "force")
+            ]
+            if not todo:
+                break
+            report.quarantine = _apply(db, todo, report.quarantine)
+            report.repaired.extend(f for f in todo if f not in report.repaired)
+    report.findings = _check(db, verify=verify, held=False)
+    return report
+
+
+def gc(db: Database, *, dry_run: bool) -> GcReport:
+    """List (with `dry_run`) or delete the quarantine and unreferenced DataStore value files."""
+    if dry_run:
+        return GcReport(_collectable(db), dry_run=True)
+    _outside_transaction(db, "gc(dry_run=False)")
+    with db.write_lock():
+        items = _collectable(db)
+        values = [i for i in items if i.kind == "unreferenced-value"]
+        _drop_records(db, [(_split(i.location)) for i in values])
+        for item in values:
+            db.storage.remove_file(item.location)
+        if any(i.kind == "quarantine" for i in items):
+            db.storage.remove_tree(QUARANTINE)
+    return GcReport(items, dry_run=False)
+
+
+def _outside_transaction(db: Database, what: str) -> None:
+    """Refuse to repair inside a transaction: moves and deletes cannot be staged or undone."""
+    if db.active_tx() is not None:
+        raise LockError(f"{what} cannot run inside a transaction: run it after the block")
+
+
+# -- checking -------------------------------------------------------------------------------
+def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
+    """Return every finding, in tree order (the lock object first).
+
+    `held`: the caller holds the DB lock (or does not care about the lock object, as gc):
+    the lock object is then not judged, and a file that differs from its record is final,
+    since no writer can be between a file and its record (`_check_files`).
+    """
+    found = [] if held else list(_check_locks(db))
+    try:
+        root = db.read_metadata(())
+    except CorruptMetadataError as exc:
+        return [*found, _finding("corrupt-metadata", (), None, exc.reason)]
+    skipped: list[Skipped] = []
+    nodes: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
+    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped)]
+    urls = {
+        db.url((*path, child)): (*path, child)
+        for path, metadata in nodes
+        if len(path) < len(db.keys)
+        for child in children_of(metadata)
+    }
+    for skip in skipped:
+        where = urls.get(skip.location)
+        if where is not None:
+            found.extend(_unreadable(db, where, skip.error))
+    for path, metadata in nodes:
+        found.extend(_check_node(db, path, metadata, verify=verify, held=held))
+    return found
+
+
+def _check_locks(db: Database) -> list[Finding]:
+    """Return a finding for a lock object whose holder is gone, or that is not a lease.
+
+    With locking disabled nobody takes or breaks the lock here: its object is not ours to judge.
+    """
+    if not db.config.locking_enabled:
+        return []
+    try:
+        body = db.storage.read_bytes(LOCK_FILE)
+    except NotFoundError:
+        return []
+    info = LeaseInfo.parse(body)
+    if info is None:
+        return [_finding("foreign-lock", (), LOCK_FILE, "a lock object metatree did not write")]
+    if db.lock_status() is None or info.is_dead(_BREAK_SKEW):
+        return [_finding("stale-lock", (), LOCK_FILE, f"held by {info.describe()}: gone")]
+    return []  # a live writer's lease: not damage
+
+
+def _unreadable(db: Database, path: NodePath, error: MetatreeError) -> list[Finding]:
+    """Classify a node the scan could not read: dangling, a bad index entry, or corrupt."""
+    if isinstance(error, NotFoundError):
+        return [_finding("dangling-entry", path, None, "listed by its parent, but not stored")]
+    reason = getattr(error, "reason", str(error))
+    if "index entry" in reason:
+        return [_finding("invalid-entry", path, None, reason)]
+    return [_finding("corrupt-metadata", path, None, reason)]
+
+
+def _check_node(
+    db: Database, path: NodePath, metadata: dict[str, Any], *, verify: bool, held: bool
+) -> list[Finding]:
+    """Check one readable node: its directory's entries, its records, its value files."""
+    found: list[Finding] = []
+    listed = db.storage.listdir(rel_path(path))
+    children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
+    try:
+        records = records_of(metadata, db.url(path))
+    except CorruptMetadataError as exc:
+        found.append(_finding("corrupt-records", path, None, exc.reason))
+        records = None
+    recorded_dirs = {n.split("/", 1)[0] for n in records or ()}
+    stored: list[str] = []  # the node's files, those in stored directories too
+    for name, kind in sorted(listed.items()):
+        if is_reserved(name):
+            if _leftover(path, name):
+                found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
+        elif (
+            kind == "directory"
+            and name not in children
+            and name not in recorded_dirs
+            and is_orphan_listing(db.storage.listdir(rel_path(path, name)))
+        ):
+            found.append(_finding("orphan-directory", path, name, "no index lists it"))
+        elif kind == "file":
+            stored.append(name)
+        elif name not in children and records:
+            stored.extend(f"{name}/{sub}" for sub in _below(db, rel_path(path, name)))
+    if records is None:
+        return found
+    if records:
+        found.extend(_check_files(db, path, metadata, records, stored, verify, held))
+    found.extend(_unreferenced(db, path, metadata, records))
+    return found
+
+
+def _below(db: Database, rel: str) -> list[str]:
+    """Return the files of a stored directory, without metatree's own temporaries in it."""
+    return [
+        sub
+        for sub in db.storage.walk_files(rel)
+        if not any(part.casefold().startswith(SYSTEM_PREFIX) for part in sub.split("/"))
+    ]
+
+
+def _leftover(path: NodePath, name: str) -> bool:
+    """Whether the reserved `name` in the node's directory is a writer's leftover."""
+    if path:
+        return name.casefold().startswith(SYSTEM_PREFIX)
+    return name not in (CONFIG_FILE, LOCK_FILE, METADATA_FILE, OS_LOCK_FILE, QUARANTINE) and (
+        name.casefold().startswith(SYSTEM_PREFIX)
+    )
+
+
+def _check_files(
+    db: Database,
+    path: NodePath,
+    metadata: dict[str, Any],
+    records: dict[str, Any],
+    stored: list[str],
+    verify: bool,
+    held: bool,
+) -> list[Finding]:
+    """Check the node's stored files against its records (sizes; sha256 with `verify`).
+
+    Without the lock, a sha256 mismatch is confirmed as `Metatree.verify` confirms it (a
+    writer may be between a file and its record: it is waited for). Under our own lock that
+    wait would be for ourselves; no writer can be there, so the file is hashed and judged.
+    """
+    if verify and not held:
+        report = VerifyReport()
+        verify_node(db, path, report, None, metadata)
+        cut = len(rel_path(path)) + 1 if path else 0  # locations back to names in the node
+        judged = (
+            ("mismatched-file", report.mismatched, "differs from its record"),
+            ("missing-file", report.missing, "recorded, not stored"),
+            ("unrecorded-file", sorted(report.unexpected + report.unrecorded), "no record"),
+        )
+        return [_finding(k, path, loc[cut:], why) for k, locs, why in judged for loc in locs]
+    out, have = [], set(stored)
+    for name, record in sorted(records.items()):
+        if name not in have:
+            out.append(_finding("missing-file", path, name, "recorded, not stored"))
+            continue
+        if verify:
+            digest, size = _hash(db, rel_path(path, name))
+        else:
+            digest, size = record.sha256, _size(db, rel_path(path, name))
+        if (digest, size) != (record.sha256, record.size):
+            detail = f"{size} bytes stored, {record.size} recorded"
+            detail += ", sha256 differs" if digest != record.sha256 else ""
+            out.append(_finding("mismatched-file", path, name, detail))
+    unrecorded = sorted(have - set(records))
+    out.extend(_finding("unrecorded-file", path, n, "stored without record") for n in unrecorded)
+    return out
+
+
+def _unreferenced(
+    db: Database, path: NodePath, metadata: dict[str, Any], records: dict[str, Any]
+) -> list[Finding]:
+    """Find recorded DataStore value files of a field that no longer references them.
+
+    An update that replaced a value deletes the old files after its commit; a crash there
+    leaves them, recorded, named ``<field>.<key>.<token>...``, while the field now holds
+    another value. Only files of a field that holds a reference now are judged: a user's own
+    file that merely looks like one, beside a plain field or none, is left alone (so are the
+    old files of a value replaced by a plain one: telling them from a user's is guesswork).
+    """
+    named: set[str] = set()
+    where = db.url(path)
+    for key, value in metadata.items():
+        if is_reference(value):
+            with contextlib.suppress(CorruptMetadataError):
+                named |= referenced(value, path, where, key)
+    out = []
+    for name in sorted(records):
+        match = _VALUE.fullmatch(name)
+        if match and is_reference(metadata.get(match.group(1))) and name not in named:
+            out.append(
+                _finding("unreferenced-value", path, name, f"field {match.group(1)!r} names it not")
+            )
+    return out
+
+
+def _finding(kind: str, path: NodePath, name: str | None, detail: str) -> Finding:
+    location = rel_path(path, name) if name is not None else rel_path(path)
+    return Finding(kind, location, detail, KINDS[kind], path, name)
+
+
+def _split(location: str) -> tuple[NodePath, str]:
+    """Split a file location into its node and its name (`location` is ``node/name``)."""
+    node, _, name = location.rpartition("/")
+    return tuple(node.split("/")) if node else (), name
+
+
+def _size(db: Database, rel: str) -> int:
+    with translate_errors(db.storage.url_of(rel)):
+        return int(db.storage.backend.fs.size(db.storage.abs(rel)))
+
+
+# -- repairing ------------------------------------------------------------------------------
+def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
+    """Fix `todo` (under the lock): metadata first, then data, as a remove orders its writes."""
+    moves: list[tuple[str, Finding]] = []
+    edits: dict[NodePath, list[Finding]] = {}
+    for f in todo:
+        if f.kind == "dangling-entry":  # the parent's index names it
+            edits.setdefault(f.path[:-1], []).append(f)
+        elif f.kind in _EDITS:  # the node's own metadata (its index, its records)
+            edits.setdefault(f.path, []).append(f)
+        if f.kind in (
+            "orphan-directory",
+            "mismatched-file",
+            "unrecorded-file",
+            "unreferenced-value",
+        ):
+            moves.append((f.location, f))
+        elif f.kind == "corrupt-metadata":
+            moves.append((rel_path(f.path, METADATA_FILE), f))
+    for path, fixes in edits.items():
+        _edit(db, path, fixes)
+    if moves:
+        batch = batch or _new_batch(db)
+        _quarantine(db, batch, moves)
+    for f in todo:
+        if f.kind == "leftover-temporary":
+            kind = db.storage.kind(f.location)
+            db.delete(f.location, tree=kind == "directory")
+        elif f.kind == "corrupt-metadata":
+            _rebuild(db, f.path)
+    return batch
+
+
+def _new_batch(db: Database) -> str:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{QUARANTINE}/{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> None:
+    """Move each thing into `batch`, numbered, with a manifest saying where it came from.
+
+    The manifest is written first (it also makes the batch's directory on local disk): a
+    crash half way leaves moved things the manifest explains.
+    """
+    taken = db.storage.listdir(batch)
+    start = sum(1 for name in taken if name != "manifest.json")
+    manifest: list[dict[str, str]] = []
+    with contextlib.suppress(NotFoundError):
+        manifest = orjson.loads(db.storage.read_bytes(f"{batch}/manifest.json"))
+    planned = []
+    for i, (rel, finding) in enumerate(moves, start):
+        target = f"{i:04d}-{rel.rsplit('/', 1)[-1]}"
+        manifest.append({"name": target, "from": rel, "kind": finding.kind, "why": finding.detail})
+        planned.append((rel, f"{batch}/{target}"))
+    db.storage.write_atomic(
+        f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+    )
+    for (rel, finding), (_, target) in zip(moves, planned, strict=True):
+        kind = db.storage.kind(rel)
+        if kind == "file" and finding.kind == "corrupt-metadata":
+            _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
+        elif kind is not None:
+            db.storage.replace_tree(rel, target, None)
+
+
+def _copy(db: Database, rel: str, target: str) -> None:
+    """Copy a file on the server (whole, whatever its size: no read into memory)."""
+    storage = db.storage
+    with translate_errors(storage.url_of(rel)):
+        storage.backend.fs.cp_file(storage.abs(rel), storage.abs(target))
+
+
+def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
+    """Apply the metadata fixes of one node in one conditional read-modify-write."""
+    if any(f.kind == "invalid-entry" for f in fixes):
+        metadata, version = _read_raw(db, path)
+    else:
+        metadata, version = db.read_for_write(path)
+    where = db.url(path)
+    drop = {f.path[-1] for f in fixes if f.kind == "dangling-entry"}
+    if drop or any(f.kind == "invalid-entry" for f in fixes):
+        kept = [c for c in children_of(metadata) if c not in drop and _valid(c, where)]
+        metadata[CHILDREN] = list(dict.fromkeys(kept))
+    if any(f.kind == "corrupt-records" for f in fixes):
+        metadata.pop(RECORDS, None)
+    else:
+        for f in fixes:
+            if f.name is not None:  # a file's finding: its record goes
+                drop_records(metadata, f.name, where)
+    db.write_metadata(path, metadata, commit=True, expect=version)
+
+
+def _read_raw(db: Database, path: NodePath) -> tuple[dict[str, Any], object]:
+    """Read a node whose index breaks the rules (an object with a list of strings, else corrupt)."""
+    data, version = db.storage.read_versioned(rel_path(path, METADATA_FILE), db.max_metadata_bytes)
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:  # integers beyond 64 bits: repair by hand (force)
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(CHILDREN), list):
+        raise CorruptMetadataError(db.url(path), "not an index that can be repaired")
+    parsed[CHILDREN] = [c for c in parsed[CHILDREN] if isinstance(c, str)]
+    return parsed, version
+
+
+def _valid(name: str, where: str) -> bool:
+    try:
+        check_stored_name(name, where)
+    except PathError:
+        return False
+    return True
+
+
+def _rebuild(db: Database, path: NodePath) -> None:
+    """Replace a corrupt (now quarantined) metadata.json with an index of the node's children.
+
+    The children are the directories with a metadata.json at their top, with valid names;
+    user metadata and records are lost (a copy is in the quarantine): hence only with force.
+    """
+    children: list[str] = []
+    if len(path) < len(db.keys):
+        for name, kind in sorted(db.storage.listdir(rel_path(path)).items()):
+            if (
+                kind == "directory"
+                and not is_reserved(name)
+                and _valid(name, db.url(path))
+                and METADATA_FILE in db.storage.listdir(rel_path(path, name))
+            ):
+                children.append(name)
+    db.put_metadata(path, {CHILDREN: children} if children else {}, expect=None)
+
+
+def _drop_records(db: Database, files: list[tuple[NodePath, str]]) -> None:
+    by_node: dict[NodePath, list[str]] = {}
+    for path, name in files:
+        by_node.setdefault(path, []).append(name)
+    for path, names in by_node.items():
+        metadata, version = db.read_for_write(path)
+        for name in names:
+            drop_records(metadata, name, db.url(path))
+        db.write_metadata(path, metadata, commit=True, expect=version)
+
+
+# -- collecting -----------------------------------------------------------------------------
+def _collectable(db: Database) -> list[GcItem]:
+    """Return the quarantine's files and the unreferenced value files, with their sizes."""
+    items = [
+        GcItem(f"{QUARANTINE}/{sub}", _size(db, f"{QUARANTINE}/{sub}"), "quarantine")
+        for sub in sorted(db.storage.walk_files(QUARANTINE))
+    ]
+    items.extend(
+        GcItem(f.location, _size(db, f.location), "unreferenced-value")
+        for f in _check(db, verify=False, held=True)
+        if f.kind == "unreferenced-value"
+    )
+    return items

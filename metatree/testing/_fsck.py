@@ -1,0 +1,195 @@
+"""fsck and gc (issue 15): a table of damage, each found, repaired to clean, and readable.
+
+Part of the conformance suite: every test runs on every backend. Each fault is planted with
+the storage primitives (as a crash, another client or a hand edit would leave it) on a small
+tree; `fsck` must find it and write nothing, `fsck(repair=True)` (with force where the fix
+loses a record or metadata) must leave a tree `fsck` calls clean and every read handles, and
+a second repair must find nothing to do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from metatree import Metatree
+from metatree._locking import LeaseInfo
+from metatree.datastore import DataStore
+from metatree.errors import LockError, PathError
+from metatree.fsck import KINDS, QUARANTINE
+from metatree.testing._helpers import unchanged
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from metatree._storage import Storage
+
+__all__ = ["FsckTests"]
+
+_KEYS = ("model", "version", "stage")
+_DEAD_LEASE = LeaseInfo("0" * 32, "elsewhere", 1, 1.0, 2.0, 1, ttl=1.0).to_bytes()
+
+
+def _small(storage: Storage) -> Metatree:
+    tree = Metatree(storage, _KEYS)
+    tree.put("m/v1/s1", b"weights", name="model.bin")
+    tree.put("m/v2/s1", b"x", name="a.bin")
+    return tree
+
+
+def _unreferenced(tree: Metatree, storage: Storage) -> None:
+    """Leave a DataStore's old value, as an update killed before it deleted it does."""
+    tree.find("m/v1/s1").update(cfg=DataStore(a=b"new"))
+    tree.put("m/v1/s1", b"old", name="cfg.a.0123abcd")
+
+
+_FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
+    "orphan": ("orphan-directory", lambda t, s: s.write_atomic("m/ghost/metadata.json", b"{}")),
+    "dangling": ("dangling-entry", lambda t, s: s.remove_tree("m/v2")),
+    "bad-entry": (
+        "invalid-entry",
+        lambda t, s: s.write_atomic("m/metadata.json", b'{"children": ["v1", "v2", "../x"]}'),
+    ),
+    "corrupt": ("corrupt-metadata", lambda t, s: s.write_atomic("m/v2/s1/metadata.json", b"{x")),
+    "root-index-gone": ("corrupt-metadata", lambda t, s: s.remove_file("metadata.json")),
+    "temp-file": ("leftover-temporary", lambda t, s: s.write_atomic("m/.metatree.tmp.0a", b"j")),
+    "staging-dir": (
+        "leftover-temporary",
+        lambda t, s: s.write_atomic("m/v1/s1/.metatree.staging.0b/f", b"j"),
+    ),
+    "stale-lock": ("stale-lock", lambda t, s: s.write_atomic(".lock", _DEAD_LEASE)),
+    "foreign-lock": ("foreign-lock", lambda t, s: s.write_atomic(".lock", b"not a lease")),
+    "missing": ("missing-file", lambda t, s: s.remove_file("m/v1/s1/model.bin")),
+    "changed": ("mismatched-file", lambda t, s: s.write_atomic("m/v1/s1/model.bin", b"other")),
+    "planted": ("unrecorded-file", lambda t, s: s.write_atomic("m/v1/s1/planted.bin", b"p")),
+    "bad-records": (
+        "corrupt-records",
+        lambda t, s: s.write_atomic(
+            "m/v1/s1/metadata.json", b'{".metatree.records": {"files": 3}}'
+        ),
+    ),
+    "old-value": ("unreferenced-value", _unreferenced),
+}
+"""Each case: the kind fsck must report, and how the damage is planted."""
+
+
+class FsckTests:
+    """fsck finds each kind of damage and repairs it; gc collects what repair set aside."""
+
+    @pytest.mark.parametrize("case", sorted(_FAULTS))
+    def test_fsck_finds_and_repairs(self, storage: Storage, case: str) -> None:
+        tree = _small(storage)  # clean: test_fsck_verify_... checks fsck says so
+        kind, plant = _FAULTS[case]
+        plant(tree, storage)
+        with unchanged(storage):  # checking writes nothing
+            found = tree.fsck()
+        assert kind in {f.kind for f in found.findings}, found
+        force = KINDS[kind] == "force"
+        if kind == "foreign-lock":  # maybe metatreedb at work: refused, nothing written
+            with unchanged(storage), pytest.raises(LockError):
+                tree.fsck(repair=True)
+        elif force:  # without force, what would lose a record stays, reported
+            assert kind in {f.kind for f in tree.fsck(repair=True).findings}
+        report = tree.fsck(repair=True, force=force)
+        assert report.clean, report.findings
+        assert kind in {f.kind for f in report.repaired}
+        if case == "corrupt":  # the bad file is kept for people to read
+            kept_files = [
+                storage.read_bytes(f"{QUARANTINE}/{p}") for p in storage.walk_files(QUARANTINE)
+            ]
+            assert b"{x" in kept_files
+        kept = {node.path for node, _ in tree.walk()}  # a repair never drops a good node
+        assert ("m", "v1", "s1") in kept
+        assert ("m", "v2", "s1") in kept or case == "dangling"
+        again = tree.fsck(repair=True, force=True)  # idempotent: nothing left to do
+        assert again.clean, again
+        assert not again.repaired
+        _reads(tree)
+
+    def test_fsck_verify_finds_changed_bytes_of_the_same_size(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
+        tree = _small(storage)
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "a.bin").write_bytes(b"aaaa")
+        tree.put("m/v2/s1", str(tmp_path / "ckpt"), recursive=True)
+        storage.write_atomic("m/v1/s1/model.bin", b"WEIGHTS")
+        storage.write_atomic("m/v2/s1/ckpt/a.bin", b"AAAA")
+        assert tree.fsck().clean  # sizes only
+        storage.write_atomic("m/v2/s1/ckpt/planted", b"p")
+        found = tree.fsck(verify=True).findings
+        assert [(f.kind, f.location) for f in found] == [
+            ("mismatched-file", "m/v1/s1/model.bin"),
+            ("mismatched-file", "m/v2/s1/ckpt/a.bin"),
+            ("unrecorded-file", "m/v2/s1/ckpt/planted"),
+        ]
+        report = tree.fsck(repair=True, verify=True, force=True)
+        assert report.clean, report.findings
+        assert storage.kind("m/v2/s1/ckpt/planted") is None  # moved to the quarantine
+        _reads(tree)
+
+    def test_gc_lists_then_removes_the_quarantine(self, storage: Storage) -> None:
+        tree = _small(storage)
+        storage.write_atomic("m/ghost/metadata.json", b"{}")
+        _unreferenced(tree, storage)
+        report = tree.fsck(repair=True)  # the orphan and the value go to the quarantine
+        assert str(report.quarantine).startswith(f"{QUARANTINE}/")
+        storage.write_atomic("m/v1/s1/cfg.a.89abcdef", b"left")  # another, unrecorded: kept
+        with unchanged(storage):
+            dry = tree.gc()
+        assert dry.dry_run
+        assert {i.kind for i in dry.items} == {"quarantine"}
+        assert dry.size == sum(len(storage.read_bytes(i.location)) for i in dry.items) > 0
+        done = tree.gc(dry_run=False)
+        assert done.items == dry.items
+        assert not list(storage.walk_files(QUARANTINE))
+        assert not tree.gc().items
+        _reads(tree)
+
+    def test_gc_removes_an_unreferenced_value(self, storage: Storage) -> None:
+        tree = _small(storage)
+        _unreferenced(tree, storage)
+        tree.find("m/v1/s1").update(note="plain")  # a user's file that looks like a value
+        tree.put("m/v1/s1", b"mine", name="note.a.0123abcd")
+        dry = tree.gc()
+        assert [(i.location, i.kind) for i in dry.items] == [
+            ("m/v1/s1/cfg.a.0123abcd", "unreferenced-value")
+        ]
+        tree.gc(dry_run=False)
+        assert storage.kind("m/v1/s1/cfg.a.0123abcd") is None
+        assert tree.fsck().clean
+        assert tree.find("m/v1/s1").metadata["cfg"]["a"] == b"new"
+        assert b"".join(tree.get("m/v1/s1/note.a.0123abcd")) == b"mine"
+
+    def test_fsck_refuses_bad_flags_and_repairs_inside_a_transaction(
+        self, storage: Storage
+    ) -> None:
+        tree = _small(storage)
+        storage.write_atomic("m/ghost/metadata.json", b"{}")
+        with unchanged(storage):
+            with tree.transaction():
+                assert [f.kind for f in tree.fsck().findings] == ["orphan-directory"]
+                with pytest.raises(LockError):
+                    tree.fsck(repair=True)
+                with pytest.raises(LockError):
+                    tree.gc(dry_run=False)
+            for call in (
+                lambda: tree.fsck(repair="yes"),  # type: ignore[arg-type]
+                lambda: tree.fsck(force=1),  # type: ignore[arg-type]
+                lambda: tree.gc(dry_run="no"),  # type: ignore[arg-type]
+            ):
+                with pytest.raises(PathError):
+                    call()
+
+
+def _reads(tree: Metatree) -> None:
+    """Every read handles the repaired tree: walk, catalog, get and verify."""
+    nodes = list(tree.walk(files=True))
+    assert nodes
+    tree.catalog()
+    for node, _, records in nodes:
+        for name in records:
+            b"".join(tree.get(f"{'/'.join(node.path)}/{name}"))
+    assert tree.verify().clean
