@@ -458,6 +458,8 @@ def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> N
             _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
         elif kind is not None:
             db.storage.replace_tree(rel, target, None)
+            if db.storage.kind(rel) == "directory" and not db.storage.listdir(rel):
+                db.storage.remove_tree(rel)  # an empty directory a filesystem kept (memory's)
 
 
 def _copy(db: Database, rel: str, target: str) -> None:

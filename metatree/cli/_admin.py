@@ -1,4 +1,4 @@
-"""Commands for operators: verify, lock status/break, doctor (and fsck, gc when present)."""
+"""Commands for operators: verify, fsck, gc, lock status/break, doctor."""
 
 from __future__ import annotations
 
@@ -105,7 +105,63 @@ def doctor(ctx: Context, as_json: bool) -> None:
     emit(as_json, data, lines)
 
 
+def _finding(finding: Any) -> dict[str, str]:
+    """Return a finding as --json shows it: its documented fields, not its internal path."""
+    return {
+        "kind": finding.kind,
+        "location": finding.location,
+        "detail": finding.detail,
+        "fix": finding.fix,
+    }
+
+
+@click.command()
+@click.option("--repair", is_flag=True, help="Fix what is safe, under the DB lock.")
+@click.option("--verify", "check_hashes", is_flag=True, help="Also check every file's sha256.")
+@click.option("--force", is_flag=True, help="With --repair: also what loses data (quarantined).")
+@json_option
+@pass_context
+def fsck(ctx: Context, repair: bool, check_hashes: bool, force: bool, as_json: bool) -> None:
+    """Check the tree (docs/fsck.md); exit 0 when it is clean, 5 when damage remains."""
+    report = ctx.tree().fsck(repair=repair, verify=check_hashes, force=force)
+    data = {
+        "clean": report.clean,
+        "findings": [_finding(f) for f in report.findings],
+        "repaired": [_finding(f) for f in report.repaired],
+        "quarantine": report.quarantine,
+    }
+    lines = [f"repaired {f.kind} {f.location}: {f.detail}" for f in report.repaired]
+    lines += [f"{f.kind} {f.location}: {f.detail} (fix: {f.fix})" for f in report.findings]
+    emit(as_json, data, lines)
+    note(
+        f"{len(report.findings)} finding(s), {len(report.repaired)} repaired",
+        quiet=ctx.quiet,
+    )
+    if not report.clean:
+        raise Failure(f"fsck found {len(report.findings)} problem(s)", EXIT_DAMAGE)
+
+
+@click.command()
+@click.option(
+    "--dry-run/--no-dry-run", default=True, show_default=True, help="Only list what would go."
+)
+@json_option
+@pass_context
+def gc(ctx: Context, dry_run: bool, as_json: bool) -> None:
+    """Remove the quarantine and unreferenced values (a dry run unless --no-dry-run)."""
+    report = ctx.tree().gc(dry_run=dry_run)
+    data = {
+        "dry_run": report.dry_run,
+        "size": report.size,
+        "items": [dataclasses.asdict(item) for item in report.items],
+    }
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [f"{verb} {item.kind} {item.location} ({item.size} bytes)" for item in report.items]
+    emit(as_json, data, lines)
+    note(f"{verb} {len(report.items)} item(s), {report.size} bytes", quiet=ctx.quiet)
+
+
 def register(group: click.Group) -> None:
-    """Add this module's commands to the ``metatree`` group (fsck and gc if the API has them)."""
-    for command in (verify, lock, doctor):
+    """Add this module's commands to the ``metatree`` group."""
+    for command in (verify, lock, doctor, fsck, gc):
         group.add_command(command)

@@ -148,6 +148,24 @@ def test_verify_finds_damage(root: str, tree: Metatree) -> None:
     assert run(root, "verify", code=5, printed=True).stdout == "mismatched m/v1/w.bin\n"
 
 
+def test_fsck_and_gc(root: str, tree: Metatree) -> None:
+    assert data(root, "fsck")["clean"] is True
+    tree.storage.fs.makedirs(f"{tree.storage.root}/m/stray", exist_ok=True)
+    tree.storage.fs.pipe(f"{tree.storage.root}/m/stray/metadata.json", b"{}")  # an orphan node
+    found = run(root, "fsck", "--json", code=5, printed=True)  # the report, then exit 5
+    (finding,) = json.loads(found.stdout)["findings"]
+    assert set(finding) == {"kind", "location", "detail", "fix"}
+    assert finding["location"].endswith("m/stray")
+    repaired = data(root, "fsck", "--repair")
+    assert repaired["clean"] is True
+    assert [f["kind"] for f in repaired["repaired"]] == [finding["kind"]]
+    listed = data(root, "gc")  # a dry run: the quarantined orphan is listed, not removed
+    assert listed["dry_run"] is True
+    assert {item["kind"] for item in listed["items"]} == {"quarantine"}  # its files, manifest
+    assert data(root, "gc", "--no-dry-run")["items"] == listed["items"]
+    assert data(root, "gc")["items"] == []
+
+
 def test_models(root: str, tmp_path: Path) -> None:
     (tmp_path / "m.bin").write_bytes(b"model")
     src = str(tmp_path / "m.bin")
