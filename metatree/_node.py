@@ -199,6 +199,8 @@ class Node:
             raise PathError(str(file), "Node.get takes a file name; use Metatree.get for paths")
         _, segment = parse_file_location(file, ())
         check_local_outfile(outfile)
+        self.db.storage.refuse_local(outfile, str(file))
+        self.db.storage.refuse_local(into, str(file))
         node = Resolved(self.db, self.path, file)
         chunks = get(
             node,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.implementations.local import LocalFileSystem
 
 from metatree._names import reserved_beside
 from metatree._paths import GLOB
@@ -29,6 +30,7 @@ from metatree.errors import (
     DatabaseError,
     MetatreeError,
     NotFoundError,
+    PathError,
     StorageError,
 )
 
@@ -95,6 +97,24 @@ class Storage:
         """
         path = f"{self.root.rstrip('/')}/{rel}" if rel else self.root
         return str(self.fs.unstrip_protocol(path))
+
+    def refuse_local(self, local: str | os.PathLike[str] | None, shown: str) -> None:
+        """Refuse a local download target inside this database's root (local disk only).
+
+        A file downloaded there would be a file metatree never stored: unrecorded in a node,
+        or a stray at the root. Compared where the paths really are (links resolved, and in
+        the letter case the disk compares), segment by segment.
+        """
+        if local is None or not isinstance(self.fs, LocalFileSystem):
+            return
+        root = os.path.normcase(os.path.realpath(self.root))
+        target = os.path.normcase(os.path.realpath(os.fspath(local)))
+        try:
+            inside = os.path.commonpath([root, target]) == root
+        except ValueError:  # another drive (Windows): outside
+            inside = False
+        if inside:
+            raise PathError(shown, f"{os.fspath(local)!r} is inside the database's root")
 
     def abs(self, rel: str) -> str:
         """Return `rel` as a path of the filesystem."""

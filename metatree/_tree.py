@@ -389,6 +389,8 @@ class Metatree:
         into = check_extract_options(extract_to, overwrite, outfile, recursive, str(location))
         check_callback(callback, str(location))
         check_local_outfile(outfile)  # first, as metatreedb: the cursor has not moved yet
+        self._db.storage.refuse_local(outfile, str(location))
+        self._db.storage.refuse_local(into, str(location))
         target = None if outfile is None else os.fspath(outfile)
         if _finds_a_node(location, self.keys):
             self._cursor = Node(self._db, ())  # metatreedb's get calls find: root first

@@ -11,6 +11,7 @@ import click
 
 from metatree.cli._context import Context
 from metatree.cli._output import EXIT_DAMAGE, Failure, emit, json_option, note
+from metatree.errors import MetatreeError
 
 if TYPE_CHECKING:
     from metatree._locking._info import LeaseInfo
@@ -90,7 +91,12 @@ def doctor(ctx: Context, as_json: bool) -> None:
         "root": ctx.root,
     }
     if ctx.root:
-        tree = ctx.tree()
+        try:
+            tree = ctx.tree()
+        except MetatreeError as exc:  # a doctor examines a broken tree too: say what is wrong
+            data["error"] = f"{type(exc).__name__}: {exc}"
+            emit(as_json, data, [f"{key}: {value}" for key, value in data.items()])
+            raise Failure(data["error"], type(exc).exit_code) from None
         backend = type(tree.storage.backend)
         info = tree.lock_status()
         data |= {

@@ -24,11 +24,19 @@ def parse_value(text: str) -> Any:
     """Parse a command-line value: its JSON value when it parses, else the text.
 
     ``3`` is an int, ``true`` a bool, ``'"3"'`` the string ``3``, ``v1`` the string ``v1``.
+    ``NaN`` and ``Infinity`` are not JSON (Python's parser takes them): they stay text, as
+    does a value with spaces around it (``' 1 '``: what was typed is what is stored).
     """
+    if text != text.strip():
+        return text
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_assignments(pairs: Iterable[str], what: str, *, strings: bool = False) -> dict[str, Any]:

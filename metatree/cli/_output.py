@@ -9,6 +9,7 @@ error is its class's ``exit_code`` (metatree/errors.py keeps the table: 0 ok, 1 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +25,7 @@ __all__ = [
     "failure_of",
     "json_option",
     "note",
+    "printable",
     "stderr_is_terminal",
 ]
 
@@ -69,12 +71,25 @@ def json_option(command: F) -> F:
 
 
 def emit(as_json: bool, data: Any, lines: Iterable[str]) -> None:
-    """Print `data` as one JSON document, or `lines` as text, on stdout."""
+    """Print `data` as one JSON document, or `lines` as text, on stdout.
+
+    Text lines hold stored names and keys, which anyone with write access to the tree
+    chose: control characters in them are shown escaped (`printable`), so a name cannot
+    forge a line of output or drive the terminal.
+    """
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Return `text` with every control character (newline, ESC, ...) escaped as its hex code."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def note(message: str, *, quiet: bool = False) -> None:

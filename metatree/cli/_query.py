@@ -12,7 +12,7 @@ from typing import Any, Final
 import click
 
 from metatree.cli._context import Context, parse_value
-from metatree.cli._output import emit, json_option
+from metatree.cli._output import emit, json_option, note
 
 __all__ = ["OPERATORS", "parse_where", "register"]
 
@@ -91,7 +91,7 @@ def search(
     )
     skipped = [{"location": s.location, "error": str(s.error)} for s in found.skipped]
     for entry in skipped:
-        click.echo(f"skipped {entry['location']}: {entry['error']}", err=True)
+        note(f"skipped {entry['location']}: {entry['error']}", quiet=ctx.quiet)
     emit(as_json, {"paths": found.paths, "skipped": skipped}, found.paths)
 
 

@@ -6,6 +6,9 @@ docs/cli.md), so ``metatree --help`` and shell completion stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import Any
 
 import click
@@ -26,9 +29,27 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
-            raise click.Abort from None
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except BrokenPipeError:
+            _stdout_gone()
+            raise click.exceptions.Exit(PIPE_CLOSED) from None
         except Exception as error:
             raise failure_of(error) from error
+
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C: the shell's (128 + SIGINT), not 1, so a script can tell."""
+
+PIPE_CLOSED = 141
+"""Exit code when the reader of stdout went away (``| head -1``): the shell's 128 + SIGPIPE."""
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush must not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,4 +79,8 @@ for _module in (_nodes, _query, _admin, _models):
 
 def main() -> None:
     """Run the command line (the ``metatree`` console script)."""
-    cli(prog_name="metatree")
+    try:
+        cli(prog_name="metatree")
+    except BrokenPipeError:  # while click wrote its own output (help, usage)
+        _stdout_gone()
+        sys.exit(PIPE_CLOSED)

@@ -195,3 +195,39 @@ def test_a_held_lock(root: str, tree: Metatree) -> None:
         failed = run(root, "-o", "lock_timeout=0.1", "update", "m", "x=1", code=4)
         assert "LockTimeout" in failed.stderr
     assert "x" not in tree.find("m").metadata
+
+
+def test_attack_round_findings(
+    root: str, tree: Metatree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stored names cannot forge output lines: control characters are shown escaped
+    tree.storage.fs.pipe(f"{tree.storage.root}/m/v1/evil\nname\x1b[1m", b"x")
+    assert run(root, "ls", "m/v1").stdout.splitlines() == ["evil\\x0aname\\x1b[1m", "w.bin"]
+    # NaN and Infinity are not JSON: they stay text; spaces around a value keep it text
+    run(root, "update", "m/v1", "a=NaN", "b=Infinity", "c= 1 ")
+    assert {k: tree.find("m/v1").metadata[k] for k in "abc"} == {
+        "a": "NaN",
+        "b": "Infinity",
+        "c": " 1 ",
+    }
+    # a download never lands inside the database (local disk)
+    if not root.startswith("memory://"):
+        run(root, "get", "m/v1/w.bin", f"{root}/m/x.bin", code=2)
+    # an interrupt exits 130, a closed stdout 141: a script can tell both from a failure
+    for raised, code in ((KeyboardInterrupt, 130), (BrokenPipeError, 141)):
+
+        def failing(*args: object, error: type[BaseException] = raised) -> None:
+            raise error
+
+        monkeypatch.setattr("metatree.cli._nodes.emit", failing)
+        result = run(root, "ls", code=code, printed=True)
+        assert result.stdout == ""
+        assert result.stderr.strip() == ("Interrupted." if code == 130 else "")
+
+
+def test_doctor_describes_a_broken_tree(root: str, tree: Metatree) -> None:
+    tree.storage.fs.pipe(f"{tree.storage.root}/.metatree", b"{bad")
+    result = run(root, "doctor", "--json", code=2, printed=True)
+    report = json.loads(result.stdout)
+    assert report["versions"]["metatree"]
+    assert "DatabaseError" in report["error"]

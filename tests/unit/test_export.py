@@ -1,4 +1,4 @@
-"""The catalog's export target on local disk: where it really is, and many partitions.
+"""Local targets of exports and downloads: where they really are; and many partitions.
 
 Local only (links and relative paths are local-disk matters); the conformance suite runs the
 export itself on every backend (metatree/testing/_catalog.py).
@@ -58,3 +58,21 @@ def test_more_partitions_than_arrows_default(tmp_path: Path) -> None:
             tree.put(f"d{n:04d}", b"x", name="f")
     tree.export_catalog(str(tmp_path / "out"), partition_by="domain")
     assert len(os.listdir(tmp_path / "out")) == 1030
+
+
+def test_a_download_never_lands_in_the_database(tree: Metatree, tmp_path: Path) -> None:
+    from metatree.errors import PathError
+
+    (tmp_path / "link").symlink_to(tmp_path / "db")
+    for target in (
+        tmp_path / "db" / "x",
+        tmp_path / "db" / "d" / "m" / "f2",
+        tmp_path / "link" / "x",
+    ):
+        with pytest.raises(PathError, match="inside the database"):
+            tree.get("d/m/f", str(target))
+        with pytest.raises(PathError, match="inside the database"):
+            tree.find("d/m").get("f", outfile=str(target))
+        assert not target.exists()
+    tree.get("d/m/f", str(tmp_path / "dbx"))  # a sibling sharing the root's prefix: fine
+    assert (tmp_path / "dbx").read_bytes() == b"x"

@@ -278,3 +278,17 @@ def test_a_fork_while_the_lock_is_being_taken_leaves_the_child_nothing(
     tree.find("m/v1").update(n=1)
     _, status = os.waitpid(children[0], 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the forked child holds the lock file"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_put_of_a_fifo_is_refused_before_the_lock(tmp_path: Path) -> None:
+    from metatree import Metatree
+    from metatree.errors import PathError
+
+    tree = Metatree(str(tmp_path / "db"), ("a",))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it would block until a writer came, holding the DB lock
+    with pytest.raises(PathError, match="not a regular file"):
+        tree.put("x", str(fifo))
+    assert tree.lock_status() is None
+    assert tree.list() == []
