@@ -267,7 +267,7 @@ class CatalogTests:
 
         def writer() -> None:
             try:
-                for i in range(4):
+                for i in range(2):
                     for location in ("fraud/xgb/v1", "churn/net/v1"):
                         catalog_tree.find(location).update(a=i, b=i)
                     catalog_tree.put(f"churn/net/w{i}", b"x", name="f")
