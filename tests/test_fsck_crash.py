@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from metatree import DataStore, Metatree
+from metatree.backends.local import LocalBackend
 from metatree.fsck import QUARANTINE
 
 if TYPE_CHECKING:
@@ -349,3 +350,30 @@ def test_a_killed_writer_leaves_a_tree_fsck_repairs(base: Path, src: Path, tmp_p
             raise
         shutil.rmtree(root)
     print(f"seed {seed}; killed in steps {in_flight}; {held} trials with a .lock left")
+
+
+def test_a_replace_killed_before_it_deleted_the_old_data_keeps_it(
+    base: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old side of a forced directory put, swapped out but not yet deleted, is set aside.
+
+    Killed there, the writer leaves the old directory (which the node's records still
+    describe) under a reserved name beside the new one: a leftover temporary that a repair,
+    even without force, must move to the quarantine, not delete.
+    """
+    root = base / "swapped"
+    Metatree(str(root), _KEYS).put("e1/r2", str(src), recursive=True, name="d")
+    pid = os.fork()
+    if pid == 0:  # the child dies where the writer deletes the old directory
+        monkeypatch.setattr(LocalBackend, "_delete_tree", lambda self, path: os._exit(9))
+        try:
+            _replace_directory(Metatree(str(root)), src)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    tree = Metatree(str(root))
+    report = tree.fsck(repair=True)
+    assert "leftover-temporary" in {f.kind for f in report.repaired}
+    assert {b"A" * 10, b"B" * 20} <= _quarantined(root)  # the old files
+    assert tree.fsck(repair=True, force=True).clean
