@@ -4,11 +4,12 @@ A crash leaves at worst an unlisted orphan, a leftover temporary, or a file whos
 missing or stale (docs/format.md, invariant 2); a hand edit or another client can leave
 anything. `fsck` reads the whole tree (one `scan`, plus one listing per node) and reports each
 finding with what fixes it; ``repair=True`` then fixes, under the DB lock, what is safe: index
-entries that lead nowhere or break the format's rules are dropped, orphans and files that
-nobody names are *moved* into the quarantine (``.metatree.quarantine`` at the root) where a
-person can look at them, stale temporaries and dead lock objects go. What would lose data a
-person may still want (a corrupt metadata.json, the record of a missing or changed file, a
-file planted among recorded ones) is changed only with ``force=True``. `gc` deletes the
+entries that lead nowhere or break the format's rules are dropped, orphans, writers' leftover
+temporaries (a replace killed after its swap leaves the old data in one) and files that nobody
+names are *moved* into the quarantine (``.metatree.quarantine`` at the root) where a person can
+look at them, dead lock objects go. What would lose data a person may still want (a corrupt
+metadata.json, the record of a missing or changed file, a file planted among recorded ones) is
+changed only with ``force=True``. `gc` deletes the
 quarantine and the DataStore value files no metadata references. docs/fsck.md lists it all.
 """
 
@@ -407,6 +408,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
             edits.setdefault(f.path, []).append(f)
         if f.kind in (
             "orphan-directory",
+            "leftover-temporary",  # may hold the old data a killed replace swapped out
             "mismatched-file",
             "unrecorded-file",
             "unreferenced-value",
@@ -420,10 +422,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
         batch = batch or _new_batch(db)
         _quarantine(db, batch, moves)
     for f in todo:
-        if f.kind == "leftover-temporary":
-            kind = db.storage.kind(f.location)
-            db.delete(f.location, tree=kind == "directory")
-        elif f.kind == "corrupt-metadata":
+        if f.kind == "corrupt-metadata":
             _rebuild(db, f.path)
     return batch
 
