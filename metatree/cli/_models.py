@@ -123,6 +123,35 @@ def history(ctx: Context, domain: str, alias: str | None, state: str | None, as_
     emit(as_json, {"domain": domain, "changes": changes}, lines)
 
 
+@models.command()
+@click.argument("domain")
+@click.argument("model_id")
+@click.argument("state")
+@click.option("--create", is_flag=True, help="Create STATE first if it does not exist.")
+@click.option("--remove", is_flag=True, help="Take the model out of STATE instead.")
+@json_option
+@pass_context
+def promote(
+    ctx: Context,
+    domain: str,
+    model_id: str,
+    state: str,
+    create: bool,
+    remove: bool,
+    as_json: bool,
+) -> None:
+    """Put MODEL_ID of DOMAIN in STATE (``latest:STATE`` then names the newest model in it)."""
+    store = _store(ctx)
+    if remove:
+        store.remove_model_state(domain, model_id, state)
+    else:
+        if create:
+            store.create_model_state(state)
+        store.set_model_state(domain, model_id, state)
+    data = {"domain": domain, "model_id": model_id, "state": state, "in_state": not remove}
+    emit(as_json, data, [f"{domain}/{model_id} {'out of' if remove else 'in'} {state}"])
+
+
 @models.group()
 def alias() -> None:
     """Point aliases (production, staging, ...) at models."""

@@ -176,6 +176,11 @@ def test_models(root: str, tmp_path: Path) -> None:
     assert data(root, "models", "list") == {"domains": ["fraud"]}
     assert data(root, "models", "list", "fraud")["models"] == ["v2", "v1"]
     assert data(root, "models", "alias", "set", "fraud", "production", "v1")["model_id"] == "v1"
+    run(root, "models", "promote", "fraud", "v1", "reviewed", code=3)  # no such state yet
+    assert data(root, "models", "promote", "fraud", "v1", "reviewed", "--create")["in_state"]
+    assert data(root, "models", "list", "fraud", "--state", "reviewed")["models"] == ["v1"]
+    run(root, "models", "promote", "fraud", "v1", "reviewed", "--remove")
+    assert data(root, "models", "list", "fraud", "--state", "reviewed")["models"] == []
     run(root, "models", "alias", "set", "fraud", "production", "v2", "--expected", "v2", code=4)
     changes = data(root, "models", "history", "fraud", "--alias", "production")["changes"]
     assert [(c["old"], c["new"]) for c in changes] == [(None, "v1")]
