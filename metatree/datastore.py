@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
     from metatree._node import Node
 
-__all__ = ["ArchiveStore", "DataStore", "bind_references", "plan_values", "store_values"]
+__all__ = [
+    "VALUE_OF",
+    "ArchiveStore",
+    "DataStore",
+    "bind_references",
+    "plan_values",
+    "store_values",
+]
 
 
 class DataStore(dict[str, Any]):
@@ -325,6 +332,12 @@ def _check_part(part: object, field: str, what: str) -> None:
         )
 
 
+VALUE_OF = "metatree_value_of"
+"""The provenance `info` key of a value's file: the field it was stored for. fsck and gc judge
+a file unreferenced only when its record says so: a user's file that merely looks like a value
+(``cfg.notes.deadbeef.txt``) is never one."""
+
+
 def store_values(
     node: Node, field: str, value: DataStore | ArchiveStore, planned: list[tuple[str, Any, Any]]
 ) -> dict[str, Any]:
@@ -346,6 +359,7 @@ def store_values(
             include=value.include,
             exclude=value.exclude,
             hidden=value.hidden,
+            info={VALUE_OF: field},
         )
         return reference("archive", {"": (prefix + name, "archive")})
     entries = {}
@@ -354,12 +368,12 @@ def store_values(
         direct = chosen.source(item)  # the value's own memory, where it can be streamed
         if direct is not None:
             with direct:
-                node.put(direct, name=name)
+                node.put(direct, name=name, info={VALUE_OF: field})
         else:
             with tempfile.TemporaryFile() as local:  # serializers write streams; puts read them
                 chosen.dump(item, local)
                 local.seek(0)
-                node.put(local, name=name)
+                node.put(local, name=name, info={VALUE_OF: field})
         entries[key] = (prefix + name, chosen.name)
     return reference("datastore", entries)
 

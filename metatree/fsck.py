@@ -42,6 +42,7 @@ from metatree._names import (
 from metatree._paths import check_stored_name
 from metatree._records import RECORDS, drop_records, records_of
 from metatree.backends.base import translate_errors
+from metatree.datastore import VALUE_OF
 from metatree.errors import CorruptMetadataError, LockError, MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ Fix = Literal["repair", "force", "gc", "none"]
 
 KINDS: dict[str, Fix] = {
     "orphan-directory": "repair",  # an unlisted directory holding a node's leftovers
+    "ambiguous-directory": "force",  # the same with user metadata: maybe another client's data
     "dangling-entry": "repair",  # an index entry without its directory or metadata.json
     "invalid-entry": "repair",  # an index entry that breaks the format's name rules
     "leftover-temporary": "repair",  # a .metatree.* temp/staging/trash name in a node
@@ -79,6 +81,10 @@ _EDITS = (
     "corrupt-records",
 )
 """Kinds fixed by rewriting the metadata.json of the finding's node itself."""
+_AMBIGUOUS = (
+    "no index lists it, and its metadata.json holds user metadata: a removed node's leftovers, "
+    "or a directory another client stored"
+)
 _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
 _BREAK_SKEW = 60.0
@@ -246,8 +252,20 @@ def _check_locks(db: Database) -> list[Finding]:
 
 
 def _unreadable(db: Database, path: NodePath, error: MetatreeError) -> list[Finding]:
-    """Classify a node the scan could not read: dangling, a bad index entry, or corrupt."""
+    """Classify a node the scan could not read: dangling, a bad index entry, or corrupt.
+
+    A listed node whose metadata.json is gone but whose directory still holds data (its
+    children, its files) is not dangling: dropping its entry would hide all of that. It is
+    corrupt, for force to rebuild its index from what is there.
+    """
     if isinstance(error, NotFoundError):
+        rel = rel_path(path)
+        if db.storage.kind(rel) == "directory" and not all(
+            map(is_reserved, db.storage.listdir(rel))
+        ):
+            return [
+                _finding("corrupt-metadata", path, None, "its metadata.json is gone, not its data")
+            ]
         return [_finding("dangling-entry", path, None, "listed by its parent, but not stored")]
     reason = getattr(error, "reason", str(error))
     if "index entry" in reason:
@@ -275,11 +293,15 @@ def _check_node(
                 found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
         elif (
             kind == "directory"
+            and len(path) < len(db.keys)  # in a leaf, a directory is stored data, never a node
             and name not in children
             and name not in recorded_dirs
             and is_orphan_listing(db.storage.listdir(rel_path(path, name)))
         ):
-            found.append(_finding("orphan-directory", path, name, "no index lists it"))
+            if _metatrees_own(db, rel_path(path, name)):
+                found.append(_finding("orphan-directory", path, name, "no index lists it"))
+            else:  # a removed node's leftovers, or a directory metatreedb stored: not ours
+                found.append(_finding("ambiguous-directory", path, name, _AMBIGUOUS))
         elif kind == "file":
             stored.append(name)
         elif name not in children and records:
@@ -290,6 +312,24 @@ def _check_node(
         found.extend(_check_files(db, path, metadata, records, stored, verify, held))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
+
+
+def _metatrees_own(db: Database, rel: str) -> bool:
+    """Whether an unlisted directory is what a killed put leaves: metatree's alone.
+
+    A put writes a new node's metadata.json before anything else, holding nothing of the
+    user's (its index, its file records). One with user metadata is a removed node's leftover
+    or a directory another client stored (metatreedb, whose stored directories may hold a
+    metadata.json): never moved without force.
+    """
+    try:
+        data = db.storage.read_bytes(f"{rel}/{METADATA_FILE}")
+        parsed = orjson.loads(data) if len(data) <= 2**20 else None
+    except (MetatreeError, orjson.JSONDecodeError):
+        return not db.storage.listdir(rel) or all(map(is_reserved, db.storage.listdir(rel)))
+    return isinstance(parsed, dict) and all(
+        key == CHILDREN or key.startswith(SYSTEM_PREFIX) for key in parsed
+    )
 
 
 def _below(db: Database, rel: str) -> list[str]:
@@ -365,18 +405,25 @@ def _unreferenced(
     old files of a value replaced by a plain one: telling them from a user's is guesswork).
     """
     named: set[str] = set()
+    broken: set[str] = set()
     where = db.url(path)
     for key, value in metadata.items():
         if is_reference(value):
-            with contextlib.suppress(CorruptMetadataError):
+            try:
                 named |= referenced(value, path, where, key)
+            except CorruptMetadataError:  # which files it means is unknown: none is judged
+                broken.add(key)
     out = []
-    for name in sorted(records):
+    for name, record in sorted(records.items()):
         match = _VALUE.fullmatch(name)
-        if match and is_reference(metadata.get(match.group(1))) and name not in named:
-            out.append(
-                _finding("unreferenced-value", path, name, f"field {match.group(1)!r} names it not")
-            )
+        if not match or name in named:
+            continue
+        field = match.group(1)
+        if field in broken or not is_reference(metadata.get(field)):
+            continue
+        if record.provenance.info.get(VALUE_OF) != field:  # a user's file, named alike
+            continue
+        out.append(_finding("unreferenced-value", path, name, f"field {field!r} names it not"))
     return out
 
 
@@ -408,6 +455,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
             edits.setdefault(f.path, []).append(f)
         if f.kind in (
             "orphan-directory",
+            "ambiguous-directory",
             "leftover-temporary",  # may hold the old data a killed replace swapped out
             "mismatched-file",
             "unrecorded-file",
@@ -445,7 +493,7 @@ def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> N
         manifest = orjson.loads(db.storage.read_bytes(f"{batch}/manifest.json"))
     planned = []
     for i, (rel, finding) in enumerate(moves, start):
-        target = f"{i:04d}-{rel.rsplit('/', 1)[-1]}"
+        target = f"{i:04d}-{rel.rsplit('/', 1)[-1][:50]}"  # short: a long name plus a prefix
         manifest.append({"name": target, "from": rel, "kind": finding.kind, "why": finding.detail})
         planned.append((rel, f"{batch}/{target}"))
     db.storage.write_atomic(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
 from metatree import Metatree
 from metatree._locking import LeaseInfo
-from metatree.datastore import DataStore
+from metatree.datastore import VALUE_OF, DataStore
 from metatree.errors import LockError, PathError
 from metatree.fsck import KINDS, QUARANTINE
 from metatree.testing._helpers import unchanged
@@ -42,7 +43,7 @@ def _small(storage: Storage) -> Metatree:
 def _unreferenced(tree: Metatree, storage: Storage) -> None:
     """Leave a DataStore's old value, as an update killed before it deleted it does."""
     tree.find("m/v1/s1").update(cfg=DataStore(a=b"new"))
-    tree.put("m/v1/s1", b"old", name="cfg.a.0123abcd")
+    tree.put("m/v1/s1", b"old", name="cfg.a.0123abcd", info={VALUE_OF: "cfg"})
 
 
 _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
@@ -162,6 +163,35 @@ class FsckTests:
         assert tree.fsck().clean
         assert tree.find("m/v1/s1").metadata["cfg"]["a"] == b"new"
         assert b"".join(tree.get("m/v1/s1/note.a.0123abcd")) == b"mine"
+
+    def test_repair_never_hides_nor_takes_data_without_force(self, storage: Storage) -> None:
+        """Attack round: look-alikes, a node without its metadata.json, broken references."""
+        tree = _small(storage)
+        tree.find("m/v1/s1").update(cfg=DataStore(a=b"live"), arch=DataStore(b=b"live"))
+        tree.put("m/v1/s1", b"USER NOTES", name="cfg.notes.deadbeef.txt")  # looks like a value
+        metadata = orjson.loads(storage.read_bytes("m/v1/s1/metadata.json"))
+        metadata["arch"]["extra"] = 1  # a reference this version cannot parse
+        storage.write_atomic("m/v1/s1/metadata.json", orjson.dumps(metadata))
+        storage.remove_file("m/v2/metadata.json")  # its child s1 and its files stay
+        before = tree.fsck().findings
+        assert {(f.kind, f.location) for f in before} >= {("corrupt-metadata", "m/v2")}
+        assert not any(f.kind == "unreferenced-value" for f in before)
+        tree.fsck(repair=True)  # without force: nothing of these is touched
+        assert b"".join(tree.get("m/v1/s1/cfg.notes.deadbeef.txt")) == b"USER NOTES"
+        assert storage.kind("m/v2/s1/a.bin") == "file"
+        assert "v2" in tree.find("m").children  # not dropped as dangling
+        tree.gc(dry_run=False)
+        assert b"".join(tree.get("m/v1/s1/cfg.notes.deadbeef.txt")) == b"USER NOTES"
+        assert len([n for n in storage.listdir("m/v1/s1") if n.startswith("arch.b.")]) == 1
+        tree.fsck(repair=True, force=True)  # the index of m/v2 is rebuilt from what is there
+        assert b"".join(tree.get("m/v2/s1/a.bin")) == b"x"
+
+    def test_a_long_orphan_name_is_quarantined(self, storage: Storage) -> None:
+        tree = _small(storage)
+        long = "o" * 200
+        storage.write_atomic(f"m/{long}/metadata.json", b"{}")
+        assert [f.kind for f in tree.fsck(repair=True).repaired] == ["orphan-directory"]
+        assert tree.fsck().clean
 
     def test_fsck_refuses_bad_flags_and_repairs_inside_a_transaction(
         self, storage: Storage
