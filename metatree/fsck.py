@@ -184,6 +184,13 @@ def gc(db: Database, *, dry_run: bool) -> GcReport:
     if dry_run:
         return GcReport(_collectable(db), dry_run=True)
     _outside_transaction(db, "gc(dry_run=False)")
+    if any(f.kind == "foreign-lock" for f in _check_locks(db)):
+        # as repair: a lock metatree did not write may be metatreedb's, writing now; taking it
+        # over after its time out (what the lock would do) would delete under that writer
+        raise LockError(
+            f"{db.lock.name} is a lock object metatree did not write (metatreedb's?): nothing "
+            "was collected; stop that client, then break it (Metatree.break_lock(force=True))"
+        )
     with db.write_lock():
         items = _collectable(db)
         values = [i for i in items if i.kind == "unreferenced-value"]

@@ -186,6 +186,14 @@ class FsckTests:
         tree.fsck(repair=True, force=True)  # the index of m/v2 is rebuilt from what is there
         assert b"".join(tree.get("m/v2/s1/a.bin")) == b"x"
 
+    def test_gc_refuses_a_foreign_lock_as_repair_does(self, storage: Storage) -> None:
+        tree = _small(storage)
+        _unreferenced(tree, storage)
+        storage.write_atomic(".lock", b"")  # metatreedb's lock: it may be writing now
+        with unchanged(storage), pytest.raises(LockError):
+            tree.gc(dry_run=False)
+        assert tree.gc().items  # a dry run still lists
+
     def test_a_long_orphan_name_is_quarantined(self, storage: Storage) -> None:
         tree = _small(storage)
         long = "o" * 200
