@@ -9,9 +9,9 @@ removes what it wrote, so the target is as it was and a retry can go to the same
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import TYPE_CHECKING, Any
 
+from metatree._localfiles import local_within, real_local
 from metatree.backends import translate_errors
 from metatree.catalog import _arrow, build_catalog
 from metatree.errors import AlreadyExistsError, MetatreeError, PathError, QueryError, StorageError
@@ -117,15 +117,11 @@ def _target(db: Database, url: str, options: dict[str, Any]) -> tuple[Any, str]:
 
 
 def _where(fs: Any, path: str) -> tuple[str, str]:
-    """Return where `path` really is: its store, and a path comparable on it.
-
-    On local disk: links resolved, and in the case the disk compares names in
-    (``os.path.normcase``: Windows folds it; macOS's default disk does too, unseen here).
-    """
+    """Return where `path` really is: its store, and a path comparable on it (`real_local`)."""
     from fsspec.implementations.local import LocalFileSystem
 
     if isinstance(fs, LocalFileSystem):
-        return "file", os.path.normcase(os.path.realpath(path))
+        return "file", real_local(path)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return str(protocol), path.rstrip("/")
 
@@ -145,10 +141,7 @@ def _check_outside(db: Database, fs: Any, path: str, url: str) -> None:
 def _within(path: str, base: str, store: str) -> bool:
     """Whether `path` is `base` or below it, segment by segment (``db2`` is not in ``db``)."""
     if store == "file":
-        try:
-            return os.path.commonpath([path, base]) == base
-        except ValueError:  # another drive (Windows), or one relative: not within
-            return False
+        return local_within(path, base)
     return path == base or path.startswith(f"{base}/")
 
 

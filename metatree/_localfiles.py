@@ -50,6 +50,8 @@ __all__ = [
     "is_text_stream",
     "local_call",
     "local_read_error",
+    "local_within",
+    "real_local",
     "scan_source",
     "upload",
 ]
@@ -63,6 +65,25 @@ MAX_DEPTH = 256
 
 MAX_CHUNK = 2**30
 """Largest `chunk_size` (1 GiB): larger reads only exhaust memory (or overflow ``read``)."""
+
+
+def real_local(path: str | os.PathLike[str]) -> str:
+    """Return where a local path really is: links resolved, in the letter case the disk compares.
+
+    ``os.path.normcase`` folds it on Windows; macOS's default disk folds too, unseen here.
+    """
+    return os.path.normcase(os.path.realpath(os.fspath(path)))
+
+
+def local_within(path: str, base: str) -> bool:
+    """Whether the `real_local` `path` is `base` or below it, segment by segment.
+
+    ``/x/db2`` is not within ``/x/db``; a path on another drive (Windows) is not either.
+    """
+    try:
+        return os.path.commonpath([path, base]) == base
+    except ValueError:
+        return False
 
 
 def check_chunk_size(chunk_size: object, shown: str) -> int:

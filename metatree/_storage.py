@@ -20,6 +20,7 @@ import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.implementations.local import LocalFileSystem
 
+from metatree._localfiles import local_within, real_local
 from metatree._names import reserved_beside
 from metatree._paths import GLOB
 from metatree._transfer import Moved, Transfer
@@ -107,13 +108,7 @@ class Storage:
         """
         if local is None or not isinstance(self.fs, LocalFileSystem):
             return
-        root = os.path.normcase(os.path.realpath(self.root))
-        target = os.path.normcase(os.path.realpath(os.fspath(local)))
-        try:
-            inside = os.path.commonpath([root, target]) == root
-        except ValueError:  # another drive (Windows): outside
-            inside = False
-        if inside:
+        if local_within(real_local(local), real_local(self.root)):
             raise PathError(shown, f"{os.fspath(local)!r} is inside the database's root")
 
     def abs(self, rel: str) -> str:
