@@ -76,26 +76,34 @@ def _random_access(pa: Any, source: BinaryIO) -> Any:
     return pa.py_buffer(source.read())
 
 
-class PandasSerializer(Serializer):
+class _ParquetSerializer(Serializer):
+    """What the Parquet serializers share: the file is encoded once, into memory (`_encode`)."""
+
+    suffix = ".parquet"
+    streams = True
+
+    def dump(self, value: object, out: BinaryIO) -> None:
+        with self.source(value) as encoded:
+            shutil.copyfileobj(encoded, out)
+
+    def source(self, value: object) -> BinaryIO:
+        return self._encode(value)
+
+    def _encode(self, value: object) -> BinaryIO:
+        raise NotImplementedError
+
+
+class PandasSerializer(_ParquetSerializer):
     """DataFrame and Series as Parquet, with pandas' own metadata (index, dtypes) in it.
 
     A Series is written as a one-column frame, its name kept in the schema metadata.
     """
 
     name = "pandas"
-    suffix = ".parquet"
-    streams = True
 
     def accepts(self, value: object) -> bool:
         pd = _loaded(value, "pandas")
         return pd is not None and type(value) in (pd.DataFrame, pd.Series)
-
-    def dump(self, value: object, out: BinaryIO) -> None:
-        with self._encode(value) as encoded:
-            shutil.copyfileobj(encoded, out)
-
-    def source(self, value: object) -> BinaryIO | None:
-        return self._encode(value)
 
     def _encode(self, value: object) -> BinaryIO:
         if not self.accepts(value):
@@ -141,21 +149,12 @@ class PandasSerializer(Serializer):
         return series
 
 
-class ArrowSerializer(Serializer):
+class ArrowSerializer(_ParquetSerializer):
     name = "arrow"
-    suffix = ".parquet"
-    streams = True
 
     def accepts(self, value: object) -> bool:
         pa = _loaded(value, "pyarrow")
         return pa is not None and type(value) is pa.Table
-
-    def dump(self, value: object, out: BinaryIO) -> None:
-        with self._encode(value) as encoded:
-            shutil.copyfileobj(encoded, out)
-
-    def source(self, value: object) -> BinaryIO | None:
-        return self._encode(value)
 
     def _encode(self, value: object) -> BinaryIO:
         if not self.accepts(value):
