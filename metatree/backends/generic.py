@@ -46,8 +46,7 @@ from fsspec.spec import AbstractFileSystem
 from metatree._names import METADATA_FILE
 from metatree._paths import GLOB
 from metatree.backends.base import Backend, Capabilities
-from metatree.backends.local import check_regular, confine_local
-from metatree.errors import PathError
+from metatree.backends.local import check_regular, confine_local, confine_local_many
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -252,18 +251,7 @@ class _ExclusiveNames(GenericBackend):
         local_root = _local_path(self.fs, root)
         if local_root is None:
             return [None] * len(paths)
-        checked: set[str] = set()
-        out: list[Exception | None] = []
-        for path in paths:
-            local_path = _local_path(self.fs, path)
-            try:
-                if local_path is not None:
-                    confine_local(local_root, local_path, checked)
-            except (PathError, OSError) as exc:
-                out.append(exc)
-            else:
-                out.append(None)
-        return out
+        return confine_local_many(local_root, [_local_path(self.fs, path) for path in paths])
 
     def _regular(self, path: str) -> None:
         """Refuse a FIFO, socket or device where a file is read (`check_regular`)."""

@@ -58,7 +58,7 @@ from metatree.backends.base import Backend, Capabilities
 from metatree.errors import LockError, LockLostError, PathError, StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from metatree._storage import Storage
     from metatree._transfer import Download, Upload
@@ -123,16 +123,7 @@ class LocalBackend(Backend):
 
     def confine_many(self, root: str, paths: list[str]) -> list[Exception | None]:
         """`confine` each path, each directory they share checked once (one ``lstat``)."""
-        checked: set[str] = set()
-        out: list[Exception | None] = []
-        for path in paths:
-            try:
-                confine_local(root, path, checked)
-            except (PathError, OSError) as exc:
-                out.append(exc)
-            else:
-                out.append(None)
-        return out
+        return confine_local_many(root, paths)
 
     def tree_version(self, path: str) -> object:
         """Return the device and inode: `replace_tree` renames a new directory in."""
@@ -342,6 +333,24 @@ def confine_local(root: str, path: str, checked: set[str] | None = None) -> None
             raise PathError(current, _PLANTED_LINK)
         if checked is not None and stat.S_ISDIR(mode):
             checked.add(current)  # a file is checked at each use: it may be replaced by a link
+
+
+def confine_local_many(root: str, paths: Sequence[str | None]) -> list[Exception | None]:
+    """`confine_local` each path (None: nothing to check); return what each raised, or None.
+
+    The paths share one `checked` set: a directory they have in common is checked once.
+    """
+    checked: set[str] = set()
+    out: list[Exception | None] = []
+    for path in paths:
+        try:
+            if path is not None:
+                confine_local(root, path, checked)
+        except (PathError, OSError) as exc:
+            out.append(exc)
+        else:
+            out.append(None)
+    return out
 
 
 _PLANTED_LINK = (
