@@ -145,13 +145,18 @@ class Database:
         except NotFoundError:
             self._check_missing_index(path)
             raise NotFoundError(self.url(path), "node") from None
-        if len(data) > self.max_metadata_bytes:
-            raise CorruptMetadataError(
-                self.storage.url_of(rel), f"larger than {self.max_metadata_bytes} bytes"
-            )
         if not data and not path and self._fresh_legacy_root():
             return {}, version
-        return load_metadata(data, self.storage.url_of(rel)), version
+        return self.parse_metadata(data, self.storage.url_of(rel)), version
+
+    def parse_metadata(self, data: bytes, url: str) -> dict[str, Any]:
+        """Parse a node's metadata.json as read (`url` names it in errors), its size checked.
+
+        Also for reads that fetched many at once (`metatree._core.scan`).
+        """
+        if len(data) > self.max_metadata_bytes:
+            raise CorruptMetadataError(url, f"larger than {self.max_metadata_bytes} bytes")
+        return load_metadata(data, url)
 
     def _check_missing_index(self, path: NodePath) -> None:
         """Raise `CorruptMetadataError` for an unreadable index that is a directory, or the root's."""

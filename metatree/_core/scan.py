@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from metatree._core.db import children_of, rel_path
-from metatree._metadata import load_metadata
 from metatree._names import METADATA_FILE
 from metatree._paths import GLOB, Placeholder, _parse_segment, _split, resolve_segment
 from metatree.errors import (
@@ -162,22 +161,19 @@ def _read_level(
     if db.active_tx() is not None:  # the transaction's own view, as every read in it
         return [_read_one(db, path) for path in paths]
     rels = [rel_path(path, METADATA_FILE) for path in paths]
-    limit = db.max_metadata_bytes
     base = db.storage.url.rstrip("/")  # a URL per node, for errors: by concatenation
     out: list[dict[str, Any] | MetatreeError] = []
     for path, rel, got in zip(
-        paths, rels, db.storage.read_many(rels, limit, concurrency), strict=True
+        paths, rels, db.storage.read_many(rels, db.max_metadata_bytes, concurrency), strict=True
     ):
         url = f"{base}/{rel}"
         if isinstance(got, NotFoundError):
             out.append(NotFoundError(db.url(path), "node (listed by its parent's index)"))
         elif isinstance(got, MetatreeError):
             out.append(got)
-        elif len(got) > limit:
-            out.append(CorruptMetadataError(url, f"larger than {limit} bytes"))
         else:
             try:
-                out.append(load_metadata(got, url))
+                out.append(db.parse_metadata(got, url))
             except CorruptMetadataError as exc:
                 out.append(exc)
     return out
