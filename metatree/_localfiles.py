@@ -162,7 +162,7 @@ def check_source(source: object, name: str | None, shown: str, recursive: bool) 
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             # opening a FIFO blocks until a writer comes: under the DB lock, every writer waits
             raise PathError(local, "not a regular file or directory (a fifo, socket, ...)")
-        if os.path.isdir(local):
+        if stat.S_ISDIR(mode):
             if not recursive:
                 raise PathError(shown, f"{local!r} is a directory: pass recursive=True")
             scan_source(local)
