@@ -239,6 +239,9 @@ def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     Those are the file records and the model store's state (``.metatree.models``): every
     key with the reserved prefix, which user updates cannot write.
     """
+    children = metadata.get("children")
+    if children is not None and not isinstance(children, list):  # a v2 index: all its names
+        metadata = {**metadata, "children": list(children)}
     if not any(k.startswith(RESERVED_KEY_PREFIX) for k in metadata):
         return metadata
     return {k: v for k, v in metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}

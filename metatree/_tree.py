@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._archive import source_of
+from metatree._core import index
 from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
 from metatree._core.read import exists, get, holds, readable, record_at, walk
@@ -34,7 +35,7 @@ from metatree._paths import LocationLike, Placeholder, parse_location
 from metatree._records import FileRecord, check_info, records_of
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
 from metatree.datastore import bind_references
-from metatree.errors import MetatreeError, NotFoundError, PathError
+from metatree.errors import DatabaseError, MetadataError, MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
     import builtins
@@ -79,6 +80,11 @@ class Metatree:
     create
         Create the database if `root` holds none (default). With False, a missing database
         raises `DatabaseError`.
+    index_threshold
+        Children a node keeps inline in its metadata.json (format v1, what metatreedb
+        reads) before later ones go to a log of small pieces (format v2: a put then costs
+        the same whatever the number of siblings). Default 10 000, or the environment's
+        ``METATREE_INDEX_THRESHOLD``. A writer setting, not stored: see `reindex`.
     **storage_options
         Passed to the fsspec filesystem (``endpoint_url=``, ``key=``, ``host=``, ...).
 
@@ -104,8 +110,13 @@ class Metatree:
         lock_timeout: float = 60.0,
         lock_ttl: float = 30.0,
         create: bool = True,
+        index_threshold: int | None = None,
         **storage_options: Any,
     ) -> None:
+        if index_threshold is not None and (
+            type(index_threshold) is not int or index_threshold < 0
+        ):
+            raise DatabaseError(repr(index_threshold), "index_threshold is an int >= 0")
         storage = as_storage(root, fs, **storage_options)
         self._db = Database.open(
             storage,
@@ -115,6 +126,8 @@ class Metatree:
             lock_timeout=lock_timeout,
             lock_ttl=lock_ttl,
         )
+        if index_threshold is not None:
+            self._db.index_threshold = index_threshold
         self._cursor = Node(self._db, ())
 
     @classmethod
@@ -192,6 +205,32 @@ class Metatree:
         node = resolve(self._db, Target.node(location, self.keys))
         self._cursor = Node(self._db, node.path)
         return self._cursor
+
+    def reindex(self, location: LocationLike = "", *, format: int) -> int:
+        """Store a node's children index inline (``format=1``) or as a log (``format=2``).
+
+        A node switches to the log by itself past `index_threshold` children (docs/format.md,
+        "Format v2"); this converts one back once it is small again (metatreedb 0.2.3 then
+        sees all its children), or ahead of a bulk load. Takes the DB lock; a node already in
+        the format is left as it is. Returns the node's number of children.
+
+        Raises
+        ------
+        MetadataError
+            `format` is not 1 or 2, or the node is a leaf (it has no index).
+        """
+        if format not in (1, 2) or type(format) is not int:
+            raise MetadataError(repr(format), "the index format is 1 (inline) or 2 (log)")
+        with self._db.write_lock():
+            node = resolve(self._db, Target.node(location, self.keys))
+            if node.is_leaf:
+                raise MetadataError(node.describe(), "a leaf has no children index")
+            metadata, version = node.read()
+            if self._db.active_tx() is not None:
+                raise MetadataError(node.describe(), "reindex cannot run inside a transaction")
+            convert = index.to_inline if format == 1 else index.to_log
+            convert(self._db, node.path, metadata, version)
+            return len(children_of(metadata))
 
     def exists(self, location: str) -> bool:
         """Whether `location` names a node or a file (a malformed one still raises)."""

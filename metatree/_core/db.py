@@ -16,6 +16,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from metatree._core import index
 from metatree._core.open import open_config, probe_case_insensitive
 from metatree._core.transaction import Transaction
 from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
@@ -53,9 +54,9 @@ def rel_path(path: NodePath, *more: str) -> str:
     return "/".join((*path, *more))
 
 
-def children_of(metadata: Mapping[str, Any]) -> list[str]:
-    """Return the node's children index."""
-    children: list[str] = metadata.get(CHILDREN, [])
+def children_of(metadata: Mapping[str, Any]) -> list[str] | index.Children:
+    """Return the node's children index: the inline list (v1) or a `index.Children` (v2)."""
+    children: list[str] | index.Children = metadata.get(CHILDREN, [])
     return children
 
 
@@ -68,7 +69,8 @@ class Database:
     max_metadata_bytes: int = 256 * 2**20
     """A metadata.json larger than this is corrupt, and only this much of it is read: a
     planted giant index must not be read whole. 256 MiB holds an index of several million
-    children (issue 16 plans a sharded index past that)."""
+    children inline; a node past `index_threshold` keeps later ones in a log
+    (`metatree._core.index`)."""
 
     def __init__(
         self, storage: Storage, config: Config, lock: BaseLock, lock_options: dict[str, float]
@@ -83,6 +85,9 @@ class Database:
         )
         self._tx_thread: tuple[int, int] | None = None
         self.case_insensitive = probe_case_insensitive(storage)
+        self.index_threshold = index.default_threshold()
+        """Children a node keeps inline (format v1) before its index becomes a log (v2)."""
+        self.index_cache = index.LogCache()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _reopen, (self.storage, self.config.keys, self.lock_options)
@@ -147,7 +152,10 @@ class Database:
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():
             return {}, version
-        return self.parse_metadata(data, self.storage.url_of(rel)), version
+        url = self.storage.url_of(rel)
+        metadata = self.parse_metadata(data, url)
+        index.attach(self, path, metadata, url)
+        return metadata, version
 
     def parse_metadata(self, data: bytes, url: str) -> dict[str, Any]:
         """Parse a node's metadata.json as read (`url` names it in errors), its size checked.
@@ -217,7 +225,19 @@ class Database:
     def put_metadata(
         self, path: NodePath, metadata: dict[str, Any], *, expect: object, durable: bool = True
     ) -> None:
-        """Write metadata.json now, conditional on `expect` (a lost race is `LockLostError`)."""
+        """Write a node's metadata now, conditional on `expect` (a lost race is `LockLostError`).
+
+        A v2 node's index changes go to its log (`index.write`), the rest to metadata.json.
+        """
+        if isinstance(metadata.get(CHILDREN), index.Children):
+            index.write(self, path, metadata, expect=expect, durable=durable)
+        else:
+            self.put_inline(path, metadata, expect=expect, durable=durable)
+
+    def put_inline(
+        self, path: NodePath, metadata: dict[str, Any], *, expect: object, durable: bool = True
+    ) -> None:
+        """Write metadata.json itself, conditional on `expect`."""
         rel = rel_path(path, METADATA_FILE)
         data = self.dump_checked(path, metadata)
         try:
@@ -231,7 +251,7 @@ class Database:
 
     def dump_checked(self, path: NodePath, metadata: Mapping[str, Any]) -> bytes:
         """Serialise a node's metadata, refusing what could never be read back (too large)."""
-        data = dump_metadata(metadata)
+        data = dump_metadata(index.inline_form(metadata))
         if len(data) > self.max_metadata_bytes:
             raise MetadataError(
                 self.url(path, METADATA_FILE),

@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from metatree._core import index
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
 from metatree._core.resolve import descend
@@ -104,13 +105,13 @@ def claim(db: Database, plan: PutPlan) -> None:
     name = plan.new[0]
     fold = _fold if db.case_insensitive else _nfc
     wanted = fold(name)
-    for sibling in children_of(plan.metadata):
-        if fold(sibling) == wanted:
-            what = "case or Unicode form" if db.case_insensitive else "Unicode form"
-            raise AlreadyExistsError(
-                db.url(plan.anchor, name),
-                f"node {sibling!r} differs from it only in {what}; use that name",
-            )
+    sibling = index.find_lookalike(children_of(plan.metadata), wanted, fold)
+    if sibling is not None:
+        what = "case or Unicode form" if db.case_insensitive else "Unicode form"
+        raise AlreadyExistsError(
+            db.url(plan.anchor, name),
+            f"node {sibling!r} differs from it only in {what}; use that name",
+        )
     rel = plan.claimed
     listed = db.storage.listdir(rel)
     if not listed:

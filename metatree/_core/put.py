@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
-from metatree._core.db import children_of, rel_path
+from metatree._core import index
+from metatree._core.db import rel_path
 from metatree._core.plan import PutPlan, check_target, claim, plan_put
 from metatree._core.transaction import Staged, Transaction
 from metatree._localfiles import scan_source, upload
@@ -94,7 +95,7 @@ def put(
                 _take_back(db, plan, stored, old_kind)
             raise
         if plan.new:
-            plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
+            index.append(plan.metadata, plan.new[0], db.index_threshold)
             db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
     return plan.node
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from metatree._core import index
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import entries, is_orphan
 from metatree._core.resolve import resolve
 from metatree._core.update import check_unreferenced
-from metatree._metadata import CHILDREN
 from metatree._records import drop_records
 from metatree.errors import NotFoundError, PathError
 
@@ -42,7 +42,7 @@ def remove(db: Database, target: Target, last: Segment, *, recursive: bool) -> N
         if name in children and not node.is_leaf:
             if not recursive and entries(db, (*node.path, name)):
                 raise PathError(target.shown, "the node is not empty: pass recursive=True")
-            metadata[CHILDREN] = [c for c in children if c != name]
+            index.discard(metadata, name)
             db.write_metadata(node.path, metadata, commit=True, expect=version)
             _after_commit(db, tx, (*node.path, name), rel, tree=True)
             return

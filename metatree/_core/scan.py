@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from metatree._core.db import children_of, rel_path
+from metatree._core.index import attach
 from metatree._names import METADATA_FILE
 from metatree._paths import GLOB, Placeholder, _parse_segment, _split, resolve_segment
 from metatree.errors import (
-    CorruptMetadataError,
     MetatreeError,
     NotFoundError,
     PathError,
@@ -173,9 +173,12 @@ def _read_level(
             out.append(got)
         else:
             try:
-                out.append(db.parse_metadata(got, url))
-            except CorruptMetadataError as exc:
+                metadata = db.parse_metadata(got, url)
+                attach(db, path, metadata, url)  # a v2 node's log: read now
+            except MetatreeError as exc:
                 out.append(exc)
+            else:
+                out.append(metadata)
     return out
 
 

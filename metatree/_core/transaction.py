@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from metatree._core.index import Children
 from metatree._metadata import CHILDREN
 
 if TYPE_CHECKING:
@@ -140,7 +141,8 @@ def _copy(metadata: dict[str, Any]) -> dict[str, Any]:
     transaction's CPU time.
     """
     children = metadata.get(CHILDREN)
-    if not isinstance(children, list):
+    if not isinstance(children, list | Children):
         return copy.deepcopy(metadata)
     rest = copy.deepcopy({k: v for k, v in metadata.items() if k != CHILDREN})
-    return {CHILDREN: list(children), **rest}
+    # a v2 index (`Children`) is immutable: shared, never copied
+    return {CHILDREN: list(children) if isinstance(children, list) else children, **rest}

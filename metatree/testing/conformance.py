@@ -37,6 +37,7 @@ from metatree.testing._hardening_lock import LockHardeningTests
 from metatree.testing._hardening_storage import StorageHardeningTests
 from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
+from metatree.testing._index_log import IndexLogTests
 from metatree.testing._locks import LockTests
 from metatree.testing._models import ModelStoreTests
 from metatree.testing._models_locks import ModelStoreLockTests
@@ -73,6 +74,7 @@ class BackendConformance(
     ModelStoreTests,
     DataStoreTests,
     FsckTests,
+    IndexLogTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 

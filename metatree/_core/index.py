@@ -1,0 +1,577 @@
+"""A node's children index, inline (format v1) or logged (format v2, for large nodes).
+
+Format v1 keeps the index inline: metadata.json's ``children`` list, rewritten whole by every
+put, so one put costs O(siblings) and a million-child node holds a 23 MB list that every write
+moves twice. Past `Database.index_threshold` children a node switches to format v2
+(docs/format.md, "Format v2"): the inline list stays as it was (the *mirror*, what metatreedb
+sees) and every later change is a small *piece* in the node's log directory::
+
+    <node>/.metatree.index/<generation>/00000000000000000007.json   {"seq": 7, "add": [...], "remove": [...]}
+    <node>/.metatree.index/<generation>/snapshot-00000000000000000032.json   {"seq": 32, "children": [...]}
+
+A piece is created with the backend's exclusive create (`Storage.create_exclusive`: S3
+``If-None-Match``, a hard link on local disk, a rename without overwrite on WebHDFS), named by
+the next sequence number, so creating it is the commit point of a put and two writers can
+never both commit sequence n (the loser, a writer whose lease expired, gets `LockLostError`).
+From time to time the writer holding the lock folds the pieces into a snapshot (the names the
+log holds at that number) and deletes the folded pieces. Readers list the directory once
+(the newest snapshot, then each piece after it in order) and cache what they read: pieces and
+snapshots never change once written, so a cached one is never stale.
+
+The children of a v2 node are the mirror's names followed by the log's. In memory they are a
+`Children`: a read-only collection with O(1) membership, plus the changes a write made that
+are not stored yet (`Children.added`, `Children.removed`), so a put costs O(1) however many
+siblings there are. `Database.put_metadata` writes those changes as one piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import unicodedata
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from metatree._metadata import CHILDREN
+from metatree._paths import check_stored_name, plainly_safe
+from metatree.errors import (
+    CorruptMetadataError,
+    LockLostError,
+    MetatreeError,
+    NotFoundError,
+    PathError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
+    from metatree._core.db import Database
+    from metatree._types import NodePath
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "INDEX_DIR",
+    "INDEX_KEY",
+    "Children",
+    "append",
+    "attach",
+    "discard",
+    "find_lookalike",
+    "plain",
+    "write",
+]
+
+INDEX_KEY: Final = ".metatree.index"
+"""metadata.json key of a v2 node: ``{"format": 2, "generation": "<32 hex>"}``."""
+INDEX_DIR: Final = ".metatree.index"
+"""The node's directory of index logs, one subdirectory per generation."""
+DEFAULT_THRESHOLD: Final = 10_000
+"""Children a node keeps inline before its index becomes a log (`Database.index_threshold`)."""
+THRESHOLD_ENV: Final = "METATREE_INDEX_THRESHOLD"
+"""Environment override of the default threshold (the test suite runs everything at 3)."""
+COMPACT_PIECES: Final = 32
+"""Fold the log into a snapshot once this many pieces follow the last one..."""
+COMPACT_NAMES: Final = 50_000
+"""... or once the pieces name this many children (a reader applies them all)."""
+_RETRIES: Final = 5
+"""Lists of the log a reader makes while a compaction deletes what it listed."""
+
+_PIECE = re.compile(r"(\d{20})\.json")
+_SNAPSHOT = re.compile(r"snapshot-(\d{20})\.json")
+_GENERATION = re.compile(r"[0-9a-f]{32}")
+
+
+def default_threshold() -> int:
+    """Return the threshold of new `Database` objects: `THRESHOLD_ENV` or `DEFAULT_THRESHOLD`."""
+    text = os.environ.get(THRESHOLD_ENV)
+    if text is None:
+        return DEFAULT_THRESHOLD
+    if not text.isdigit():
+        raise ValueError(f"{THRESHOLD_ENV}={text!r} is not a non-negative integer")
+    return int(text)
+
+
+# -- the stored log ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Base:
+    """A snapshot's names (or none): shared by every state built on it, never copied."""
+
+    seq: int
+    names: tuple[str, ...]
+    members: frozenset[str]
+    folded: dict[Callable[[str], str], dict[str, str]] = field(default_factory=dict, compare=False)
+
+
+_EMPTY_BASE: Final = _Base(0, (), frozenset())
+
+
+@dataclass(frozen=True)
+class Log:
+    """A v2 node's logged names at one sequence number: a snapshot and the pieces after it.
+
+    Immutable, so a state can be cached and shared; applying a piece makes a new one that
+    shares the snapshot and copies only the (bounded) tail.
+    """
+
+    generation: str
+    seq: int
+    base: _Base
+    pieces: int = 0
+    """Pieces applied since the snapshot."""
+    added: tuple[str, ...] = ()
+    """Names the pieces added, in order (a name removed from the snapshot and added again
+    is here and in `dropped`)."""
+    dropped: frozenset[str] = frozenset()
+    """Names of the snapshot that pieces removed."""
+
+    def __contains__(self, name: object) -> bool:
+        return (name in self.base.members and name not in self.dropped) or name in self.added
+
+    def __iter__(self) -> Iterator[str]:
+        dropped = self.dropped
+        if dropped:
+            yield from (n for n in self.base.names if n not in dropped)
+        else:
+            yield from self.base.names
+        yield from self.added
+
+    def __len__(self) -> int:
+        return len(self.base.names) - len(self.dropped) + len(self.added)
+
+    @property
+    def tail(self) -> int:
+        """How many names the pieces since the snapshot hold (what a reader applies)."""
+        return len(self.added) + len(self.dropped)
+
+    def apply(self, seq: int, add: Iterable[str], remove: Iterable[str]) -> Log:
+        """Return the state after piece `seq` (removals first, then additions)."""
+        added = dict.fromkeys(self.added)
+        dropped = set(self.dropped)
+        for name in remove:
+            if name in added:
+                del added[name]
+            elif name in self.base.members:
+                dropped.add(name)
+        for name in add:
+            if name not in added and (name not in self.base.members or name in dropped):
+                added[name] = None
+        return replace(
+            self, seq=seq, pieces=self.pieces + 1, added=tuple(added), dropped=frozenset(dropped)
+        )
+
+
+# -- the index a read returns ----------------------------------------------------------------
+class Children:
+    """A v2 node's children: the mirror (inline), the log, and changes not written yet.
+
+    Supports what the code asks of an index: ``in`` (O(1)), iteration in order, ``len``.
+    `with_added` and `without` return a new `Children`; nothing here does I/O.
+    """
+
+    __slots__ = ("added", "doc", "expect_log", "log", "mirror", "mirror_set", "removed")
+
+    def __init__(
+        self,
+        mirror: tuple[str, ...],
+        log: Log,
+        doc: dict[str, Any] | None,
+        added: tuple[str, ...] = (),
+        removed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.mirror = mirror
+        self.mirror_set = frozenset(mirror)
+        self.log = log
+        self.doc = doc
+        """The node's other metadata as stored (None: metadata.json must be written)."""
+        self.added = added
+        self.removed = removed
+
+    def __contains__(self, name: object) -> bool:
+        if name in self.removed:
+            return name in self.added
+        return name in self.mirror_set or name in self.log or name in self.added
+
+    def __iter__(self) -> Iterator[str]:
+        removed, mirror = self.removed, self.mirror_set
+        for name in self.mirror:
+            if name not in removed:
+                yield name
+        for name in self.log:
+            if name not in mirror and name not in removed:
+                yield name
+        yield from self.added
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(list(self))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self) if self.removed or self._overlap() else self._count()
+
+    def _count(self) -> int:
+        return len(self.mirror) + len(self.log) + len(self.added)
+
+    def _overlap(self) -> bool:
+        """Whether a name is both inline and logged (metatreedb appended it inline later)."""
+        return any(name in self.log for name in self.mirror)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Children | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, compared by content
+
+    def __repr__(self) -> str:
+        return f"Children({len(self)} names, generation {self.log.generation})"
+
+    def with_added(self, name: str) -> Children:
+        """Return the index with `name` appended (not stored until the node is written)."""
+        return Children(self.mirror, self.log, self.doc, (*self.added, name), self.removed)
+
+    def without(self, name: str) -> Children:
+        """Return the index without `name`."""
+        added = tuple(n for n in self.added if n != name)
+        stored = name in self.mirror_set or name in self.log
+        removed = self.removed | {name} if stored else self.removed
+        return Children(self.mirror, self.log, self.doc, added, removed)
+
+
+def plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `metadata` as the user sees it: ``children`` a list, the index marker hidden."""
+    shown = dict(metadata)
+    children = shown.get(CHILDREN)
+    if isinstance(children, Children):
+        shown[CHILDREN] = list(children)
+    shown.pop(INDEX_KEY, None)
+    return shown
+
+
+def append(metadata: dict[str, Any], name: str, threshold: int) -> None:
+    """Add `name` to the node's index; past `threshold` children the node becomes v2."""
+    children = metadata.get(CHILDREN, [])
+    if isinstance(children, Children):
+        metadata[CHILDREN] = children.with_added(name)
+    elif len(children) + 1 > threshold:
+        log = Log(uuid.uuid4().hex, 0, _EMPTY_BASE)
+        metadata[CHILDREN] = Children(tuple(children), log, None, (name,))
+        metadata[INDEX_KEY] = {"format": 2, "generation": log.generation}
+    else:
+        metadata[CHILDREN] = [*children, name]
+
+
+def discard(metadata: dict[str, Any], name: str) -> None:
+    """Remove `name` from the node's index."""
+    children = metadata.get(CHILDREN, [])
+    if isinstance(children, Children):
+        metadata[CHILDREN] = children.without(name)
+    else:
+        metadata[CHILDREN] = [c for c in children if c != name]
+
+
+def find_lookalike(children: Iterable[str], wanted: str, fold: Callable[[str], str]) -> str | None:
+    """Return a child whose folded name is `wanted`, or None.
+
+    A v2 node's snapshot gets a folded-name table once (cached with it), so a put into a
+    million-child node does not normalise a million names.
+    """
+    if not isinstance(children, Children):
+        return next((c for c in children if fold(c) == wanted), None)
+    base = children.log.base
+    table = base.folded.get(fold)
+    if table is None:
+        table = base.folded[fold] = {fold(n): n for n in base.names}
+    hit = table.get(wanted)
+    if hit is not None and hit in children:
+        return hit
+    small = (*children.mirror, *children.log.added, *children.added)
+    return next((c for c in small if c in children and fold(c) == wanted), None)
+
+
+def nfc(name: str) -> str:
+    """Unicode NFC (what macOS would store)."""
+    return unicodedata.normalize("NFC", name)
+
+
+# -- reading ---------------------------------------------------------------------------------
+class LogCache:
+    """The newest log state read per node directory (pieces never change: never stale)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._states: OrderedDict[tuple[str, str], Log] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, rel: str, generation: str) -> Log | None:
+        with self._lock:
+            state = self._states.get((rel, generation))
+            if state is not None:
+                self._states.move_to_end((rel, generation))
+            return state
+
+    def put(self, rel: str, state: Log) -> None:
+        with self._lock:
+            key = (rel, state.generation)
+            old = self._states.get(key)
+            if old is None or old.seq <= state.seq:
+                self._states[key] = state
+                self._states.move_to_end(key)
+            while len(self._states) > self._size:
+                self._states.popitem(last=False)
+
+
+def log_dir(path: NodePath, generation: str) -> str:
+    """Return the storage path of a node's log of one generation."""
+    return "/".join((*path, INDEX_DIR, generation))
+
+
+def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> None:
+    """Replace a v2 node's ``children`` by its whole index (`Children`); v1 is left alone.
+
+    Reads the log (one listing, then what the cache lacks). The marker is stored data: one
+    that is not ``{"format": 2, "generation": <32 hex>}`` is `CorruptMetadataError`.
+    """
+    marker = metadata.get(INDEX_KEY)
+    if marker is None:
+        return
+    generation = _check_marker(marker, url)
+    log = read_log(db, path, generation)
+    doc = {k: v for k, v in metadata.items() if k != CHILDREN}
+    metadata[CHILDREN] = Children(tuple(metadata.get(CHILDREN, [])), log, doc)
+
+
+def _check_marker(marker: object, url: str) -> str:
+    if (
+        not isinstance(marker, dict)
+        or marker.keys() != {"format", "generation"}
+        or marker["format"] != 2
+        or type(marker["format"]) is not int
+        or not isinstance(marker["generation"], str)
+        or not _GENERATION.fullmatch(marker["generation"])
+    ):
+        raise CorruptMetadataError(url, f"{INDEX_KEY!r} is not a format 2 index marker")
+    generation: str = marker["generation"]
+    return generation
+
+
+def read_log(db: Database, path: NodePath, generation: str) -> Log:
+    """Return the node's log as stored now: the newest snapshot and every piece after it."""
+    rel = log_dir(path, generation)
+    reason = ""
+    for _ in range(_RETRIES):
+        snapshots, pieces = _listing(db, rel)
+        try:
+            state = _load(db, rel, generation, snapshots, pieces)
+        except _Vanished as exc:
+            reason = str(exc) or "listed index pieces vanished"
+            continue  # a compaction deleted what we listed: list again
+        db.index_cache.put(rel, state)
+        return state
+    raise CorruptMetadataError(db.storage.url_of(rel), reason)
+
+
+class _Vanished(Exception):
+    """A listed piece or snapshot was gone when read (a compaction deleted it)."""
+
+
+def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
+    """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending."""
+    try:
+        listed = db.storage.listdir(rel)
+    except NotFoundError:
+        listed = {}
+    snapshots, pieces = [], []
+    for name, kind in listed.items():
+        if kind != "file":
+            continue
+        if (match := _SNAPSHOT.fullmatch(name)) is not None:
+            snapshots.append(int(match[1]))
+        elif (match := _PIECE.fullmatch(name)) is not None:
+            pieces.append(int(match[1]))
+    return sorted(snapshots), sorted(pieces)
+
+
+def _load(db: Database, rel: str, generation: str, snapshots: list[int], pieces: list[int]) -> Log:
+    floor = snapshots[-1] if snapshots else 0
+    cached = db.index_cache.get(rel, generation)
+    if cached is not None and cached.seq >= floor:
+        state = cached
+    elif snapshots:
+        state = Log(generation, floor, _read_snapshot(db, rel, floor))
+    else:
+        state = Log(generation, 0, _EMPTY_BASE)
+    todo = [n for n in pieces if n > state.seq]
+    if todo != list(range(state.seq + 1, state.seq + 1 + len(todo))) or (
+        cached is not None and state is cached and cached.seq > max([floor, *pieces])
+    ):
+        # a gap, or committed pieces gone: a listing made while a compaction swapped pieces
+        # for a snapshot can miss both; listed again, only damage stays
+        raise _Vanished(f"index pieces {todo[:5]} do not follow {state.seq}")
+    if todo:
+        names = [f"{rel}/{n:020d}.json" for n in todo]
+        for seq, data in zip(todo, db.storage.read_many(names, db.max_metadata_bytes), strict=True):
+            if isinstance(data, NotFoundError):
+                raise _Vanished(f"index piece {seq} vanished")
+            if isinstance(data, MetatreeError):
+                raise data
+            add, remove = _parse_piece(data, seq, db.storage.url_of(f"{rel}/{seq:020d}.json"))
+            state = state.apply(seq, add, remove)
+    return state
+
+
+def _read_snapshot(db: Database, rel: str, seq: int) -> _Base:
+    name = f"{rel}/snapshot-{seq:020d}.json"
+    url = db.storage.url_of(name)
+    try:
+        data, _ = db.storage.read_versioned(name, db.max_metadata_bytes)
+    except NotFoundError:
+        raise _Vanished(f"snapshot {seq} vanished") from None
+    parsed = _parse(data, url, db.max_metadata_bytes)
+    if parsed.keys() != {"seq", "children"} or parsed["seq"] != seq:
+        raise CorruptMetadataError(url, "not a snapshot of this sequence number")
+    names = _names(parsed["children"], url, "children")
+    return _Base(seq, tuple(dict.fromkeys(names)), frozenset(names))
+
+
+def _parse_piece(data: bytes, seq: int, url: str) -> tuple[list[str], list[str]]:
+    parsed = _parse(data, url, None)
+    if not parsed.keys() <= {"seq", "add", "remove"} or parsed.get("seq") != seq:
+        raise CorruptMetadataError(url, f"not the index piece {seq}")
+    return _names(parsed.get("add", []), url, "add"), _names(
+        parsed.get("remove", []), url, "remove"
+    )
+
+
+def _parse(data: bytes, url: str, limit: int | None) -> dict[str, Any]:
+    if limit is not None and len(data) > limit:
+        raise CorruptMetadataError(url, f"larger than {limit} bytes")
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptMetadataError(url, f"invalid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise CorruptMetadataError(url, "a JSON object was expected")
+    return parsed
+
+
+def _names(value: object, url: str, what: str) -> list[str]:
+    """Check a stored list of child names as `load_metadata` checks an inline index."""
+    if not isinstance(value, list) or not set(map(type, value)) <= {str}:
+        raise CorruptMetadataError(url, f"{what!r} is not a list of names")
+    if not plainly_safe(value):
+        for entry in value:
+            try:
+                check_stored_name(entry, url)
+            except PathError as exc:
+                raise CorruptMetadataError(url, f"index entry {entry!r}: {exc.reason}") from None
+    return value
+
+
+# -- writing ---------------------------------------------------------------------------------
+def write(
+    db: Database, path: NodePath, metadata: dict[str, Any], *, expect: object, durable: bool
+) -> None:
+    """Store a v2 node's metadata: metadata.json if anything inline changed, then one piece.
+
+    The piece is the commit point of what it adds and removes. metadata.json is rewritten
+    (conditional on `expect`) only when the node's other metadata, its inline mirror or its
+    marker changed: a put into a large node writes the piece alone.
+    """
+    children: Children = metadata[CHILDREN]
+    inline = inline_form(metadata)
+    rest = {k: v for k, v in inline.items() if k != CHILDREN}
+    logged_removed = [n for n in children.removed if n not in children.mirror_set]
+    if (
+        children.doc is None
+        or rest != children.doc
+        or len(inline.get(CHILDREN, ())) != len(children.mirror)
+    ):
+        db.put_inline(path, inline, expect=expect, durable=durable)
+    if not children.added and not logged_removed:
+        return
+    log = children.log
+    seq = log.seq + 1
+    piece: dict[str, Any] = {"seq": seq}
+    if logged_removed:
+        piece["remove"] = logged_removed
+    if children.added:
+        piece["add"] = list(children.added)
+    rel = log_dir(path, log.generation)
+    name = f"{rel}/{seq:020d}.json"
+    if not db.storage.create_exclusive(name, orjson.dumps(piece)):
+        raise LockLostError(
+            db.lock.name,
+            f"{db.storage.url_of(name)} was committed by another writer "
+            "(our lease must have expired meanwhile)",
+        )
+    snapshots, _ = _listing(db, rel)
+    if snapshots and snapshots[-1] >= seq:  # a compaction folded the slot we reused
+        db.storage.remove_file(name)
+        raise LockLostError(
+            db.lock.name,
+            f"{db.storage.url_of(name)} was written after the log was compacted past it "
+            "(our lease must have expired meanwhile)",
+        )
+    state = log.apply(seq, children.added, logged_removed)
+    db.index_cache.put(rel, state)
+    if state.pieces >= COMPACT_PIECES or state.tail >= COMPACT_NAMES:
+        compact(db, path, state)
+
+
+def inline_form(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what a node's metadata.json holds: for a v2 node, its mirror inline, not the log."""
+    children = metadata.get(CHILDREN)
+    if not isinstance(children, Children):
+        return dict(metadata)
+    mirror = [n for n in children.mirror if n not in children.removed]
+    rest = {k: v for k, v in metadata.items() if k != CHILDREN}
+    return {CHILDREN: mirror, **rest} if mirror else rest
+
+
+def compact(db: Database, path: NodePath, state: Log) -> None:
+    """Fold the log into a snapshot at `state.seq`, then delete what it folded.
+
+    Safe at any crash point: a snapshot holds exactly the names of the pieces up to its
+    number, so readers take it or the pieces alike; pieces at or below the newest snapshot
+    are ignored, whoever deleted them or not.
+    """
+    rel = log_dir(path, state.generation)
+    body = orjson.dumps({"seq": state.seq, "children": list(state)})
+    db.storage.create_exclusive(f"{rel}/snapshot-{state.seq:020d}.json", body)
+    names = list(state)
+    base = _Base(state.seq, tuple(names), frozenset(names))
+    db.index_cache.put(rel, Log(state.generation, state.seq, base))
+    snapshots, pieces = _listing(db, rel)
+    stale = [f"snapshot-{n:020d}.json" for n in snapshots if n < state.seq]
+    stale += [f"{n:020d}.json" for n in pieces if n <= state.seq]
+    for old in stale:
+        try:
+            db.storage.remove_file(f"{rel}/{old}")
+        except NotFoundError:
+            continue
+
+
+def to_inline(db: Database, path: NodePath, metadata: dict[str, Any], expect: object) -> None:
+    """Store a v2 node as format v1 again: its whole index inline, then drop the log."""
+    children = metadata[CHILDREN]
+    if not isinstance(children, Children):
+        return
+    rest = {k: v for k, v in metadata.items() if k not in (CHILDREN, INDEX_KEY)}
+    names = list(children)
+    db.put_inline(path, {CHILDREN: names, **rest} if names else rest, expect=expect, durable=True)
+    with contextlib.suppress(NotFoundError):
+        db.storage.remove_tree("/".join((*path, INDEX_DIR)))
+
+
+def to_log(db: Database, path: NodePath, metadata: dict[str, Any], expect: object) -> None:
+    """Store a v1 node as format v2 (its inline index becomes the mirror)."""
+    if isinstance(metadata.get(CHILDREN), Children):
+        return
+    generation = uuid.uuid4().hex
+    inline = {**metadata, INDEX_KEY: {"format": 2, "generation": generation}}
+    db.put_inline(path, inline, expect=expect, durable=True)

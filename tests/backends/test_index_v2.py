@@ -1,0 +1,49 @@
+"""The whole conformance suite again, with format v2 from the fourth child on.
+
+Issue 16: every behaviour must hold on nodes whose index is a log (docs/format.md, "Format
+v2"), on every backend. `METATREE_INDEX_THRESHOLD` sets the default threshold of every tree
+opened in the test, writers in subprocesses included (they inherit the environment), so
+each test's larger nodes (a model with several versions, the bulk puts, the state machine's
+trees) switch to the log exactly as a large production node would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from metatree._core import index
+from tests.backends import test_local, test_memory, test_s3, test_webhdfs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+THRESHOLD = 1
+
+
+class _Log:
+    """Run every test of the class with a threshold of `THRESHOLD` children."""
+
+    @pytest.fixture(autouse=True)
+    def _index_threshold(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        monkeypatch.setenv(index.THRESHOLD_ENV, str(THRESHOLD))
+        yield
+
+
+class TestMemoryV2(_Log, test_memory.TestMemory):
+    """Every behaviour on fsspec's memory filesystem, large nodes in format v2."""
+
+
+class TestLocalV2(_Log, test_local.TestLocal):
+    """Every behaviour on local disk, large nodes in format v2."""
+
+
+@pytest.mark.s3
+class TestS3V2(_Log, test_s3.TestS3):
+    """Every behaviour on S3 (moto), large nodes in format v2."""
+
+
+@pytest.mark.webhdfs
+class TestWebHDFSV2(_Log, test_webhdfs.TestWebHDFS):
+    """Every behaviour on WebHDFS, large nodes in format v2."""
