@@ -355,10 +355,10 @@ class ArtifactStore:
         field = None if record is None else record.provenance.info.get(VALUE_OF)
         if field is not None:
             raise PathError(
-                    shown,
-                    f"{name!r} is a file DataStore stored for metadata field {field!r}: update "
-                    "or remove that field instead (fsck and gc handle one no field names)",
-                )
+                shown,
+                f"{name!r} is a file DataStore stored for metadata field {field!r}: update "
+                "or remove that field instead (fsck and gc handle one no field names)",
+            )
 
     # -- the file API -------------------------------------------------------------------
     def open(self, path: PathType, mode: Mode = "r") -> IO[Any]:

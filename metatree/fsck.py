@@ -29,6 +29,7 @@ from metatree._core.read import is_orphan_listing
 from metatree._core.scan import Skipped, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
+from metatree._links import is_link, links_in, move_link, walk_with_links
 from metatree._locking import LeaseInfo
 from metatree._metadata import CHILDREN, is_reference
 from metatree._names import (
@@ -38,6 +39,7 @@ from metatree._names import (
     OS_LOCK_FILE,
     SYSTEM_PREFIX,
     is_reserved,
+    reserved_name,
 )
 from metatree._paths import check_stored_name
 from metatree._records import RECORDS, drop_records, records_of
@@ -70,6 +72,7 @@ KINDS: dict[str, Fix] = {
     "mismatched-file": "force",  # a stored file whose size (or sha256) differs from its record
     "unrecorded-file": "force",  # a stored file without record in a node that has records
     "foreign-lock": "force",  # a lock object metatree did not write (metatreedb's, or junk)
+    "link": "repair",  # a symbolic link planted in a local tree (the link moves, not its target)
 }
 """Every kind of finding, and what fixes it: ``repair``, ``repair`` with ``force``."""
 
@@ -85,6 +88,10 @@ _AMBIGUOUS = (
     "no index lists it, and its metadata.json holds user metadata: a removed node's leftovers, "
     "or a directory another client stored"
 )
+_LINK = "a symbolic link (metatree never stores one): planted; its target is never read"
+_ASIDE = (LOCK_FILE, OS_LOCK_FILE, QUARANTINE)
+"""Root names the repair itself needs (to lock, to quarantine): a link there is renamed aside
+first, to a reserved name that the repair then moves into the quarantine like any link."""
 _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
 _BREAK_SKEW = 60.0
@@ -156,6 +163,7 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         return FsckReport(findings=_check(db, verify=verify, held=False))
     _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
+    _links_aside(db)
     for finding in _check_locks(db):
         if finding.fix == "force" and not force:
             raise LockError(
@@ -221,6 +229,10 @@ def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
         root = db.read_metadata(())
     except CorruptMetadataError as exc:
         return [*found, _finding("corrupt-metadata", (), None, exc.reason)]
+    except PathError:  # a link: nothing can be judged without the root's index
+        if not is_link(db.storage, METADATA_FILE):
+            raise
+        return [*found, _finding("link", (), METADATA_FILE, _LINK)]
     skipped: list[Skipped] = []
     nodes: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
     nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped)]
@@ -246,6 +258,8 @@ def _check_locks(db: Database) -> list[Finding]:
     """
     if not db.config.locking_enabled:
         return []
+    if is_link(db.storage, LOCK_FILE):
+        return []  # the root's listing reports it; a repair renames it aside first
     try:
         body = db.storage.read_bytes(LOCK_FILE)
     except NotFoundError:
@@ -265,6 +279,14 @@ def _unreadable(db: Database, path: NodePath, error: MetatreeError) -> list[Find
     children, its files) is not dangling: dropping its entry would hide all of that. It is
     corrupt, for force to rebuild its index from what is there.
     """
+    if isinstance(error, PathError) and (
+        is_link(db.storage, rel_path(path)) or links_in(db.storage, rel_path(path))
+    ):
+        if is_link(db.storage, rel_path(path)):
+            return []  # its parent's listing reports the link
+        return [
+            _finding("link", path, n, _LINK) for n in sorted(links_in(db.storage, rel_path(path)))
+        ]
     if isinstance(error, NotFoundError):
         rel = rel_path(path)
         if db.storage.kind(rel) == "directory" and not all(
@@ -286,6 +308,8 @@ def _check_node(
     """Check one readable node: its directory's entries, its records, its value files."""
     found: list[Finding] = []
     listed = db.storage.listdir(rel_path(path))
+    links = links_in(db.storage, rel_path(path))
+    found.extend(_finding("link", path, name, _LINK) for name in sorted(links))
     children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
     try:
         records = records_of(metadata, db.url(path))
@@ -295,6 +319,8 @@ def _check_node(
     recorded_dirs = {n.split("/", 1)[0] for n in records or ()}
     stored: list[str] = []  # the node's files, those in stored directories too
     for name, kind in sorted(listed.items()):
+        if name in links:
+            continue
         if is_reserved(name):
             if _leftover(path, name):
                 found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
@@ -312,11 +338,16 @@ def _check_node(
         elif kind == "file":
             stored.append(name)
         elif name not in children and records:
-            stored.extend(f"{name}/{sub}" for sub in _below(db, rel_path(path, name)))
+            files, below = walk_with_links(db.storage, rel_path(path, name))
+            stored.extend(f"{name}/{sub}" for sub in files)
+            found.extend(_finding("link", path, f"{name}/{sub}", _LINK) for sub in below)
+            links |= {f"{name}/{sub}" for sub in below}
     if records is None:
         return found
     if records:
-        found.extend(_check_files(db, path, metadata, records, stored, verify, held))
+        linked = {n for n in records if any(n == k or n.startswith(f"{k}/") for k in links)}
+        checked = {n: r for n, r in records.items() if n not in linked}  # after the link moves
+        found.extend(_check_files(db, path, metadata, checked, stored, verify, held, bool(links)))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
 
@@ -339,15 +370,6 @@ def _metatrees_own(db: Database, rel: str) -> bool:
     )
 
 
-def _below(db: Database, rel: str) -> list[str]:
-    """Return the files of a stored directory, without metatree's own temporaries in it."""
-    return [
-        sub
-        for sub in db.storage.walk_files(rel)
-        if not any(part.casefold().startswith(SYSTEM_PREFIX) for part in sub.split("/"))
-    ]
-
-
 def _leftover(path: NodePath, name: str) -> bool:
     """Whether the reserved `name` in the node's directory is a writer's leftover."""
     if path:
@@ -365,6 +387,7 @@ def _check_files(
     stored: list[str],
     verify: bool,
     held: bool,
+    linked: bool = False,
 ) -> list[Finding]:
     """Check the node's stored files against its records (sizes; sha256 with `verify`).
 
@@ -372,7 +395,7 @@ def _check_files(
     writer may be between a file and its record: it is waited for). Under our own lock that
     wait would be for ourselves; no writer can be there, so the file is hashed and judged.
     """
-    if verify and not held:
+    if verify and not held and not linked:  # verify_node stops at a link: hash them here
         report = VerifyReport()
         verify_node(db, path, report, None, metadata)
         cut = len(rel_path(path)) + 1 if path else 0  # locations back to names in the node
@@ -467,6 +490,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
             "mismatched-file",
             "unrecorded-file",
             "unreferenced-value",
+            "link",
         ):
             moves.append((f.location, f))
         elif f.kind == "corrupt-metadata":
@@ -480,6 +504,19 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
         if f.kind == "corrupt-metadata":
             _rebuild(db, f.path)
     return batch
+
+
+def _links_aside(db: Database) -> None:
+    """Rename a link at a root name the repair needs (the lock, the quarantine) out of its way.
+
+    Taking the lock or writing into the quarantine through a link is refused (it would write
+    wherever the link points); renamed to a reserved name, the link is then found and moved
+    into the quarantine like any other. Done before the lock: no writer can hold a lock
+    whose object or lock file is a link, since every primitive refuses to use one.
+    """
+    for name in _ASIDE:
+        if is_link(db.storage, name):
+            move_link(db.storage, name, reserved_name("tmp"))
 
 
 def _new_batch(db: Database) -> str:
@@ -507,6 +544,9 @@ def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> N
         f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
     )
     for (rel, finding), (_, target) in zip(moves, planned, strict=True):
+        if finding.kind == "link":
+            move_link(db.storage, rel, target)
+            continue
         kind = db.storage.kind(rel)
         if kind == "file" and finding.kind == "corrupt-metadata":
             _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
@@ -597,10 +637,15 @@ def _drop_records(db: Database, files: list[tuple[NodePath, str]]) -> None:
 # -- collecting -----------------------------------------------------------------------------
 def _collectable(db: Database) -> list[GcItem]:
     """Return the quarantine's files and the unreferenced value files, with their sizes."""
+    files, links = walk_with_links(db.storage, QUARANTINE, system=True)
     items = [
-        GcItem(f"{QUARANTINE}/{sub}", _size(db, f"{QUARANTINE}/{sub}"), "quarantine")
-        for sub in sorted(db.storage.walk_files(QUARANTINE))
-    ]
+        GcItem(
+            f"{QUARANTINE}/{sub}",
+            0 if sub in links else _size(db, f"{QUARANTINE}/{sub}"),
+            "quarantine",
+        )
+        for sub in sorted([*files, *links])
+    ]  # a quarantined link is removed, never followed: it frees nothing
     items.extend(
         GcItem(f.location, _size(db, f.location), "unreferenced-value")
         for f in _check(db, verify=False, held=True)
