@@ -15,10 +15,7 @@ quarantine and the DataStore value files no metadata references. docs/fsck.md li
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +39,7 @@ from metatree._names import (
     reserved_name,
 )
 from metatree._paths import check_stored_name
+from metatree._quarantine import QUARANTINE, Journal, Move, mark_done, move, new_batch, plan
 from metatree._records import RECORDS, drop_records, records_of
 from metatree.backends.base import translate_errors
 from metatree.datastore import VALUE_OF
@@ -53,8 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "QUARANTINE", "Finding", "FsckReport", "GcItem", "GcReport", "fsck", "gc"]
 
-QUARANTINE = f"{SYSTEM_PREFIX}.quarantine"
-"""The root directory repairs move things into (reserved: never a node, hidden from reads)."""
 
 Fix = Literal["repair", "force", "gc", "none"]
 
@@ -173,16 +169,20 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         db.break_lock(force=finding.fix == "force")
         report.repaired.append(finding)
     with db.write_lock():
+        journal = Journal.read(db.storage)  # what a killed repair authorised and left undone
         for _ in range(_ROUNDS):
             todo = [
                 f
                 for f in _check(db, verify=verify, held=True)
-                if f.fix == "repair" or (force and f.fix == "force")
+                if f.fix == "repair"
+                or (force and f.fix == "force")
+                or journal.resumes(f.kind, _subject(f))
             ]
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
+        mark_done(db.storage, journal.batches)  # finished now, or no longer there to finish
     report.findings = _check(db, verify=verify, held=False)
     return report
 
@@ -475,35 +475,54 @@ def _size(db: Database, rel: str) -> int:
 
 # -- repairing ------------------------------------------------------------------------------
 def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
-    """Fix `todo` (under the lock): metadata first, then data, as a remove orders its writes."""
-    moves: list[tuple[str, Finding]] = []
+    """Fix `todo` (under the lock): the journal, metadata, data, rebuilds, the journal again.
+
+    Metadata before data, as a remove orders its writes; the manifest (`plan`) before both,
+    so that a repair killed anywhere in here is finished by the next (`Journal`).
+    """
     edits: dict[NodePath, list[Finding]] = {}
     for f in todo:
         if f.kind == "dangling-entry":  # the parent's index names it
             edits.setdefault(f.path[:-1], []).append(f)
         elif f.kind in _EDITS:  # the node's own metadata (its index, its records)
             edits.setdefault(f.path, []).append(f)
-        if f.kind in (
-            "orphan-directory",
-            "ambiguous-directory",
-            "leftover-temporary",  # may hold the old data a killed replace swapped out
-            "mismatched-file",
-            "unrecorded-file",
-            "unreferenced-value",
-            "link",
-        ):
-            moves.append((f.location, f))
-        elif f.kind == "corrupt-metadata":
-            moves.append((rel_path(f.path, METADATA_FILE), f))
+    journaled = [
+        Move(_subject(f), f.kind, f.detail, move=f.kind in _MOVES)
+        for f in todo
+        if f.kind in _MOVES or f.fix == "force"  # repair kinds in place are found again
+    ]
+    moves = []
+    if journaled:
+        batch = batch or new_batch()
+        moves = plan(db.storage, batch, journaled)
     for path, fixes in edits.items():
         _edit(db, path, fixes)
-    if moves:
-        batch = batch or _new_batch(db)
-        _quarantine(db, batch, moves)
+    for fix, target in moves:
+        move(db.storage, fix, target)
     for f in todo:
         if f.kind == "corrupt-metadata":
             _rebuild(db, f.path)
+    if batch is not None:
+        mark_done(db.storage, [batch])
     return batch
+
+
+_MOVES = (
+    "orphan-directory",
+    "ambiguous-directory",
+    "leftover-temporary",  # may hold the old data a killed replace swapped out
+    "mismatched-file",
+    "unrecorded-file",
+    "unreferenced-value",
+    "link",
+    "corrupt-metadata",  # copied: the node keeps a metadata.json till its rebuild
+)
+"""Kinds whose fix moves (or copies) something into the quarantine."""
+
+
+def _subject(f: Finding) -> str:
+    """Return what a fix of `f` moves or rewrites: its location (a node's: its metadata.json)."""
+    return rel_path(f.path, METADATA_FILE) if f.kind == "corrupt-metadata" else f.location
 
 
 def _links_aside(db: Database) -> None:
@@ -517,50 +536,6 @@ def _links_aside(db: Database) -> None:
     for name in _ASIDE:
         if is_link(db.storage, name):
             move_link(db.storage, name, reserved_name("tmp"))
-
-
-def _new_batch(db: Database) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{QUARANTINE}/{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> None:
-    """Move each thing into `batch`, numbered, with a manifest saying where it came from.
-
-    The manifest is written first (it also makes the batch's directory on local disk): a
-    crash half way leaves moved things the manifest explains.
-    """
-    taken = db.storage.listdir(batch)
-    start = sum(1 for name in taken if name != "manifest.json")
-    manifest: list[dict[str, str]] = []
-    with contextlib.suppress(NotFoundError):
-        manifest = orjson.loads(db.storage.read_bytes(f"{batch}/manifest.json"))
-    planned = []
-    for i, (rel, finding) in enumerate(moves, start):
-        target = f"{i:04d}-{rel.rsplit('/', 1)[-1][:50]}"  # short: a long name plus a prefix
-        manifest.append({"name": target, "from": rel, "kind": finding.kind, "why": finding.detail})
-        planned.append((rel, f"{batch}/{target}"))
-    db.storage.write_atomic(
-        f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-    )
-    for (rel, finding), (_, target) in zip(moves, planned, strict=True):
-        if finding.kind == "link":
-            move_link(db.storage, rel, target)
-            continue
-        kind = db.storage.kind(rel)
-        if kind == "file" and finding.kind == "corrupt-metadata":
-            _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
-        elif kind is not None:
-            db.storage.replace_tree(rel, target, None)
-            if db.storage.kind(rel) == "directory" and not db.storage.listdir(rel):
-                db.storage.remove_tree(rel)  # an empty directory a filesystem kept (memory's)
-
-
-def _copy(db: Database, rel: str, target: str) -> None:
-    """Copy a file on the server (whole, whatever its size: no read into memory)."""
-    storage = db.storage
-    with translate_errors(storage.url_of(rel)):
-        storage.backend.fs.cp_file(storage.abs(rel), storage.abs(target))
 
 
 def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:

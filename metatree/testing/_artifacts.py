@@ -337,11 +337,11 @@ class ArtifactStoreTests:
         for name in (live, live.upper(), "cfg.b.0123abcd"):
             value = f"m/v1/s/{name}"
             for attempt in (
-                lambda: files.open(value, "wb"),
-                lambda: files.copyfile("m/v1/s/notes.txt", value, overwrite=True),
-                lambda: files.remove(value),
-                lambda: files.rename(value, "m/v1/s/moved"),
-                lambda: files.rename("m/v1/s/notes.txt", value, overwrite=True),
+                lambda value=value: files.open(value, "wb"),
+                lambda value=value: files.copyfile("m/v1/s/notes.txt", value, overwrite=True),
+                lambda value=value: files.remove(value),
+                lambda value=value: files.rename(value, "m/v1/s/moved"),
+                lambda value=value: files.rename("m/v1/s/notes.txt", value, overwrite=True),
             ):
                 with pytest.raises((PathError, NotFoundError)):
                     attempt()
