@@ -41,6 +41,7 @@ from metatree._names import (
 from metatree._paths import check_stored_name
 from metatree._quarantine import QUARANTINE, Journal, Move, mark_done, move, new_batch, plan
 from metatree._records import RECORDS, drop_records, records_of
+from metatree._stale import silent
 from metatree.backends.base import translate_errors
 from metatree.datastore import VALUE_OF
 from metatree.errors import CorruptMetadataError, LockError, MetatreeError, NotFoundError, PathError
@@ -90,8 +91,6 @@ _ASIDE = (LOCK_FILE, OS_LOCK_FILE, QUARANTINE)
 first, to a reserved name that the repair then moves into the quarantine like any link."""
 _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
-_BREAK_SKEW = 60.0
-"""A lease expired longer ago than this by our clock is dead (as `break_lock` judges it)."""
 _VALUE = re.compile(
     r"([A-Za-z0-9_-]{1,64})\.(?:[A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{8}(\.[A-Za-z0-9_-]+)*"
 )
@@ -267,7 +266,7 @@ def _check_locks(db: Database) -> list[Finding]:
     info = LeaseInfo.parse(body)
     if info is None:
         return [_finding("foreign-lock", (), LOCK_FILE, "a lock object metatree did not write")]
-    if db.lock_status() is None or info.is_dead(_BREAK_SKEW):
+    if db.lock_status() is None or silent(db.storage, LOCK_FILE, info):
         return [_finding("stale-lock", (), LOCK_FILE, f"held by {info.describe()}: gone")]
     return []  # a live writer's lease: not damage
 

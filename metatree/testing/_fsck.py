@@ -10,6 +10,8 @@ a second repair must find nothing to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +35,12 @@ if TYPE_CHECKING:
 __all__ = ["FsckTests"]
 
 _KEYS = ("model", "version", "stage")
-_DEAD_LEASE = LeaseInfo("0" * 32, "elsewhere", 1, 1.0, 2.0, 1, ttl=1.0).to_bytes()
+_DEAD_PID = 2**22 + 1
+"""Above Linux's largest pid_max: no process has it."""
+_DEAD_LEASE = dataclasses.replace(LeaseInfo.new("0" * 32, 1.0, None), pid=_DEAD_PID).to_bytes()
+"""A lease of this machine whose holder is provably gone (no such pid)."""
+_SLOW_LEASE = LeaseInfo("0" * 32, "elsewhere", 1, 1.0, 2.0, 1, ttl=1.0).to_bytes()
+"""A lease of another machine, expired in 1970 by its holder's clock (one running slow)."""
 
 
 def _small(storage: Storage) -> Metatree:
@@ -157,6 +164,26 @@ class FsckTests:
         assert again.clean, again
         assert not again.repaired
         _reads(tree)
+
+    def test_fsck_judges_a_lease_by_the_storage_clock(self, storage: Storage) -> None:
+        """A lease expired by its holder's clock but written just now is not stale.
+
+        Its holder's clock may run slow: the storage's (S3 LastModified, WebHDFS
+        modificationTime) says it was renewed a moment ago. Where the kernel's lock decides
+        (local disk: its lock file is free), no clock is asked. Where the write time can be
+        set back (memory), the same lease, unwritten for an hour, is stale.
+        """
+        tree = _small(storage)
+        storage.write_atomic(".lock", _SLOW_LEASE)
+        if tree.lock_status() is None:
+            return  # the kernel says its holder is gone: stale whatever the clocks say
+        with unchanged(storage):
+            assert tree.fsck().clean
+        store = getattr(storage.fs, "store", None)  # fsspec's memory filesystem, unwrapped
+        if storage.capabilities.data_in_memory and store is not None:
+            hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+            store[storage.abs(".lock")].created = hour_ago
+            assert [f.kind for f in tree.fsck().findings] == ["stale-lock"]
 
     def test_fsck_verify_finds_changed_bytes_of_the_same_size(
         self, storage: Storage, tmp_path: Path
