@@ -347,5 +347,13 @@ class ArtifactStoreTests:
                     attempt()
                 assert snapshot(storage) == before, (name, attempt)
         assert tree.find("m/v1/s").metadata["cfg"]["a"] == b"live"
+        storage.remove_file(f"m/v1/s/{live}")  # lost: a put must not plant the field's value
+        for attempt in (
+            lambda: files.open(f"m/v1/s/{live}", "wb"),
+            lambda: tree.put("m/v1/s", b"planted", name=live),
+        ):
+            with pytest.raises(PathError):
+                attempt()
+        assert storage.kind(f"m/v1/s/{live}") is None
         files.remove("m/v1/s/model.bin")  # a plain file of the node: the API's to change
         assert tree.fsck().findings  # recorded, now missing: what fsck reports
