@@ -26,7 +26,7 @@ from metatree._core.read import is_orphan_listing
 from metatree._core.scan import Skipped, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
-from metatree._links import is_link, links_in, move_link, walk_with_links
+from metatree._links import has_links, is_link, links_in, move_link, walk_with_links
 from metatree._locking import LeaseInfo
 from metatree._metadata import CHILDREN, is_reference
 from metatree._names import (
@@ -336,9 +336,9 @@ def _check_node(
                 found.append(_finding("ambiguous-directory", path, name, _AMBIGUOUS))
         elif kind == "file":
             stored.append(name)
-        elif name not in children and records:
+        elif name not in children and (records or has_links(db.storage)):
             files, below = walk_with_links(db.storage, rel_path(path, name))
-            stored.extend(f"{name}/{sub}" for sub in files)
+            stored.extend(f"{name}/{sub}" for sub in files if records)
             found.extend(_finding("link", path, f"{name}/{sub}", _LINK) for sub in below)
             links |= {f"{name}/{sub}" for sub in below}
     if records is None:

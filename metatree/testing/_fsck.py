@@ -115,6 +115,7 @@ _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "link-node": ("link", _link("m/v2", to_file=False)),
     "link-file": ("link", _link("m/v1/s1/new.bin", to_file=True)),
     "link-below": ("link", _link("m/v1/s1/d/inner", to_file=False)),
+    "link-unrecorded": ("link", _link("m/v2/d/inner", to_file=False)),  # no records there
     "link-metadata": ("link", _link("m/metadata.json", to_file=True)),
     "link-lock": ("link", _link(".lock", to_file=True)),
     "link-quarantine": ("link", _link(QUARANTINE, to_file=False)),
