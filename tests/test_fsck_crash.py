@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import itertools
 import os
 import random
 import shutil
@@ -48,6 +49,8 @@ import orjson
 import pytest
 
 from metatree import DataStore, Metatree
+from metatree import fsck as fsck_module
+from metatree._core.db import Database
 from metatree._locking import LeaseInfo
 from metatree.backends.local import LocalBackend
 from metatree.datastore import VALUE_OF
@@ -383,8 +386,9 @@ def test_a_replace_killed_before_it_deleted_the_old_data_keeps_it(
 
 
 # -- repairs killed --------------------------------------------------------------------------
-_REPAIR_TRIALS = int(os.environ.get("METATREE_REPAIR_KILL_TRIALS", "30"))
-"""Repairs killed at random points (a seed printed, ``METATREE_KILL_SEED`` to replay)."""
+_REPAIR_TRIALS = int(os.environ.get("METATREE_REPAIR_KILL_TRIALS", "6"))
+"""Repairs killed at random times, after one kill at each step boundary (30 or so); a seed
+is printed, ``METATREE_KILL_SEED`` replays it."""
 _FORCE_KINDS = {kind for kind, fix in KINDS.items() if fix == "force"}
 
 
@@ -429,31 +433,71 @@ def _data(root: Path) -> set[bytes]:
     return out
 
 
-def _journal(root: Path) -> set[tuple[str, str]]:
-    """Every (location, kind) the quarantine's manifests planned, done or not."""
-    out = set()
+def _journal(root: Path) -> tuple[set[tuple[str, str]], bool]:
+    """Every (location, kind) the quarantine's manifests planned, and whether all are done."""
+    out, done = set(), True
     for manifest in (root / QUARANTINE).glob("*/manifest.json"):
-        out |= {(e["from"], e["kind"]) for e in orjson.loads(manifest.read_bytes())}
-    return out
+        entries = orjson.loads(manifest.read_bytes())
+        out |= {(e["from"], e["kind"]) for e in entries}
+        done = done and all(e.get("done") for e in entries)
+    return out, done
 
 
-def _repair(root: Path, kill: float | None) -> None:
-    """Fork a repair (with force) of `root`; with `kill`, SIGKILL it that many seconds in."""
+_STEPS = ("break_lock", "plan", "_edit", "move", "_rebuild", "mark_done")
+"""The repair's steps (functions of `metatree.fsck`, and `Database.break_lock`): a trial kills
+the repair just before or just after one call of one of them."""
+
+
+def _repair(root: Path, *, delay: float | None = None, event: int | None = None) -> int:
+    """Fork a repair (with force) of `root` and SIGKILL it; return its step events, unkilled.
+
+    `event`: it kills itself at its `event`-th step boundary (before or after a call of one of
+    `_STEPS`: every step of the repair, deterministically). `delay`: the parent kills it that
+    many seconds in (anywhere, inside a step too). Neither: it runs to its end.
+    """
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(read)
         status = 1
         gc.disable()
         try:
+            count = itertools.count()
+            for name in _STEPS:  # this forked child's own copies of the module and class
+                owner: Any = Database if name == "break_lock" else fsck_module
+                setattr(owner, name, _stepped(getattr(owner, name), count, event))
             Metatree(str(root), lock_timeout=5.0).fsck(repair=True, force=True)
+            os.write(write, struct.pack("q", next(count)))
             status = 0
         finally:
             os._exit(status)
-    if kill is not None:
-        time.sleep(kill)
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    if kill is None:
+    os.close(write)
+    try:
+        if delay is not None:
+            time.sleep(delay)
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        data = os.read(read, 8)
+    finally:
+        os.close(read)
+    if delay is None and event is None:
         assert os.waitstatus_to_exitcode(status) == 0, "the repair failed unkilled"
+        return int(struct.unpack("q", data)[0])
+    return 0
+
+
+def _stepped(call: Callable[..., Any], count: Iterator[int], event: int | None) -> Any:
+    """Wrap `call` to count the boundaries before and after it, dying at the `event`-th."""
+
+    def stepped(*args: Any, **kwargs: Any) -> Any:
+        if next(count) == event:
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = call(*args, **kwargs)
+        if next(count) == event:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    return stepped
 
 
 def test_a_killed_repair_is_finished_by_a_plain_repair(base: Path, tmp_path: Path) -> None:
@@ -472,22 +516,28 @@ def test_a_killed_repair_is_finished_by_a_plain_repair(base: Path, tmp_path: Pat
     template = base / "damaged"
     _damaged(template, outside)
     data = _data(template)
-    spans = []
-    for i in range(_CALIBRATIONS):
-        shutil.copytree(template, base / f"calibration-{i}", symlinks=True)
-        start = time.perf_counter()
-        _repair(base / f"calibration-{i}", None)
-        spans.append(time.perf_counter() - start)
-        assert Metatree(str(base / f"calibration-{i}")).fsck().clean
-    span = statistics.median(spans)
+    calibration = base / "calibration"
+    shutil.copytree(template, calibration, symlinks=True)
+    start = time.perf_counter()
+    events = _repair(calibration)
+    span = time.perf_counter() - start
+    assert Metatree(str(calibration)).fsck().clean
     finished = 0
-    for trial in range(_REPAIR_TRIALS):
+    states = {"before its journal": 0, "mid-pass": 0, "after": 0}
+    trials = events + _REPAIR_TRIALS
+    for trial in range(trials):
         root = base / f"repair-{trial}"
         shutil.copytree(template, root, symlinks=True)
-        delay = rng.uniform(0.0, span)
-        _repair(root, delay)
+        # each step boundary once, then kills at random times (inside a step too)
+        if trial < events:
+            delay = None
+            _repair(root, event=trial)
+        else:
+            delay = rng.uniform(0.0, span)
+            _repair(root, delay=delay)
         try:
-            planned = _journal(root)
+            planned, done = _journal(root)
+            states["mid-pass" if not done else "after" if planned else "before its journal"] += 1
             tree = Metatree(str(root), lock_timeout=5.0)
             report = tree.fsck(repair=True)  # plain: no force
             left = {(f.location, f.kind) for f in report.findings}
@@ -508,8 +558,9 @@ def test_a_killed_repair_is_finished_by_a_plain_repair(base: Path, tmp_path: Pat
             shutil.copytree(root, kept, symlinks=True)
             exc.add_note(
                 f"repair kill trial {trial} (METATREE_KILL_SEED={seed}): killed "
-                f"{delay * 1e3:.2f} ms in (a repair takes {span * 1e3:.2f}); copied to {kept}"
+                + (f"at step boundary {trial}" if delay is None else f"{delay * 1e3:.2f} ms in")
+                + f" (of {events} boundaries, {span * 1e3:.2f} ms); copied to {kept}"
             )
             raise
         shutil.rmtree(root)
-    print(f"seed {seed}; {finished} of {_REPAIR_TRIALS} killed repairs finished without force")
+    print(f"seed {seed}; {trials} kills {states}; {finished} finished clean without force")
