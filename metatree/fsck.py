@@ -7,10 +7,13 @@ finding with what fixes it; ``repair=True`` then fixes, under the DB lock, what 
 entries that lead nowhere or break the format's rules are dropped, orphans, writers' leftover
 temporaries (a replace killed after its swap leaves the old data in one) and files that nobody
 names are *moved* into the quarantine (``.metatree.quarantine`` at the root) where a person can
-look at them, dead lock objects go. What would lose data a person may still want (a corrupt
-metadata.json, the record of a missing or changed file, a file planted among recorded ones) is
-changed only with ``force=True``. `gc` deletes the
-quarantine and the DataStore value files no metadata references. docs/fsck.md lists it all.
+look at them, planted symbolic links too (the link, never its target: `metatree._links`), dead
+lock objects go (a lease judged by the storage's clock as well as ours: `metatree._stale`).
+What would lose data a person may still want (a corrupt metadata.json, the record of a missing
+or changed file, a file planted among recorded ones) is changed only with ``force=True``. Each
+pass journals its fixes in its quarantine batch first (`metatree._quarantine`), so a repair
+killed midway is finished by the next one, force or not. `gc` deletes the quarantine and the
+DataStore value files no metadata references. docs/fsck.md lists it all.
 """
 
 from __future__ import annotations
