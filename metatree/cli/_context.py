@@ -82,11 +82,13 @@ class Context:
     def create(self, keys: tuple[str, ...]) -> Metatree:
         """Create the database with `keys`; `AlreadyExistsError` if one is there."""
         from metatree import Metatree
-        from metatree.errors import AlreadyExistsError, DatabaseError
+        from metatree.errors import AlreadyExistsError, CorruptDatabaseError, DatabaseError
 
         root = self.require_root()
         try:
             Metatree(root, None, create=False, **self.options)
+        except CorruptDatabaseError:
+            raise  # a damaged database is there: never a new one over it
         except DatabaseError:
             return Metatree(root, keys, create=True, **self.options)
         raise AlreadyExistsError(root, "a database is there already: use it with --root")

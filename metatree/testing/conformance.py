@@ -18,6 +18,7 @@ from metatree import Metatree, Node
 from metatree._names import LOCK_FILE
 from metatree.errors import (
     AlreadyExistsError,
+    CorruptDatabaseError,
     CorruptMetadataError,
     DatabaseError,
     MetatreeError,
@@ -117,6 +118,32 @@ class BackendConformance(
         with pytest.raises(DatabaseError):
             Metatree(storage, KEYS, create=False)
         assert snapshot(storage) == {}
+
+    @pytest.mark.parametrize(
+        "config",
+        [b"{not json", b"[1]", b'{"keys": "a"}', b'{"keys": ["a"], "locking_enabled": 1}', None],
+        ids=["not-json", "not-object", "bad-keys", "bad-locking", "directory"],
+    )
+    def test_corrupt_config_is_damage(self, storage: Storage, config: bytes | None) -> None:
+        # a config that is there but broken is damage (exit 5), not "no database" (exit 2)
+        Metatree(storage, KEYS)
+        if config is None:
+            storage.remove_file(".metatree")
+            storage.write_atomic(".metatree/x", b"x")
+        else:
+            storage.write_atomic(".metatree", config)
+        before = snapshot(storage)
+        for keys in (None, KEYS):
+            with pytest.raises(CorruptDatabaseError) as caught:
+                Metatree(storage, keys)
+            assert isinstance(caught.value, CorruptMetadataError)
+            assert type(caught.value).exit_code == 5
+        assert snapshot(storage) == before
+
+    def test_missing_config_is_not_damage(self, storage: Storage) -> None:
+        with pytest.raises(DatabaseError) as caught:
+            Metatree(storage, create=False)
+        assert not isinstance(caught.value, CorruptMetadataError)
 
     # -- put / find ---------------------------------------------------------------------
     def test_put_creates_nodes_and_index(self, tree: Metatree, sample: Path) -> None:

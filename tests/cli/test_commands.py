@@ -232,7 +232,9 @@ def test_attack_round_findings(
 
 def test_doctor_describes_a_broken_tree(root: str, tree: Metatree) -> None:
     tree.storage.fs.pipe(f"{tree.storage.root}/.metatree", b"{bad")
-    result = run(root, "doctor", "--json", code=2, printed=True)
+    result = run(root, "doctor", "--json", code=5, printed=True)  # damage, not usage
     report = json.loads(result.stdout)
     assert report["versions"]["metatree"]
-    assert "DatabaseError" in report["error"]
+    assert "CorruptDatabaseError" in report["error"]
+    assert "CorruptDatabaseError" in run(root, "ls", code=5).stderr
+    assert "CorruptDatabaseError" in run(root, "init", "a", code=5).stderr
