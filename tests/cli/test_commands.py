@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from metatree import Metatree
-from metatree.cli._query import parse_where
 from metatree.cli.main import cli
 
 
@@ -91,17 +90,14 @@ def test_search_and_export(root: str, tree: Metatree, tmp_path: Path) -> None:
     assert data(root, "search", "-w", 'acc="0.9"')["paths"] == ["m/v1"]
     assert run(root, "search", "-w", "active=v1").stdout == "m\n"
     assert data(root, "search", "--under", "m/*")["paths"] == ["m/v1"]
+    # free expressions: a plain AND (the dict form) and an or (an Arrow expression)
+    assert data(root, "search", "-w", "n >= 4 and active == 'v1'")["paths"] == ["m"]
+    assert data(root, "search", "-w", "n > 9 or acc == '0.9'")["paths"] == ["m/v1"]
+    assert data(root, "search", "-w", "not (n > 9) and n is not None")["paths"] == ["m"]
+    assert "attribute access" in run(root, "search", "-w", "().__class__", code=2).stderr
     out = tmp_path / "catalog"
     assert data(root, "catalog", "export", str(out), "--partition-by", "model")["url"]
     assert any(out.rglob("*.parquet"))
-
-
-def test_where_syntax() -> None:
-    assert parse_where(("u=http://x", "t=not_in:[1]", "s=starts_with:v")) == {
-        "u": "http://x",
-        "t": ("not in", [1]),
-        "s": ("starts_with", "v"),
-    }
 
 
 def test_writes(root: str, tree: Metatree, tmp_path: Path) -> None:
