@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import platform
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -74,6 +72,8 @@ def break_(ctx: Context, force: bool, as_json: bool) -> None:
 
 
 def _version(name: str) -> str | None:
+    import importlib.metadata  # here, not at start: it costs `metatree --help` ~10 ms
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -85,6 +85,8 @@ def _version(name: str) -> str | None:
 @pass_context
 def doctor(ctx: Context, as_json: bool) -> None:
     """Print versions, the backend, its capabilities, the lock and the configuration."""
+    import platform
+
     data: dict[str, Any] = {
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in _DISTRIBUTIONS},

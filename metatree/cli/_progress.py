@@ -7,13 +7,15 @@ is a few lines here (fsspec's `TqdmCallback` would need it).
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from typing import Any
-
-from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from typing import TYPE_CHECKING, Any
 
 from metatree.cli._output import stderr_is_terminal
+
+if TYPE_CHECKING:
+    from fsspec.callbacks import Callback
 
 __all__ = ["progress"]
 
@@ -22,32 +24,41 @@ _INTERVAL = 0.1
 """Seconds between redraws: a 4 KiB chunk each would redraw thousands of times a second."""
 
 
-class _Bar(Callback):  # type: ignore[misc]  # fsspec ships no type hints
-    """``label [#####.....] 12.0/40.0 MiB`` on stderr, redrawn at most every `_INTERVAL`."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__()
-        self.label = label
-        self.drawn = 0.0
-
-    def call(self, *args: Any, **kwargs: Any) -> None:
-        now = time.monotonic()
-        done = self.size is not None and self.value >= self.size
-        if not done and now - self.drawn < _INTERVAL:
-            return
-        self.drawn = now
-        size = self.size or 0
-        filled = int(_WIDTH * self.value / size) if size else 0
-        bar = "#" * filled + "." * (_WIDTH - filled)
-        mib = 1024 * 1024
-        sys.stderr.write(f"\r{self.label} [{bar}] {self.value / mib:.1f}/{size / mib:.1f} MiB")
-        if done:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def progress(label: str, *, quiet: bool) -> Callback:
     """Return the callback for one transfer: a bar on a terminal, else fsspec's no-op callback."""
+    from fsspec.callbacks import DEFAULT_CALLBACK  # fsspec only once a command transfers
+
     if quiet or not stderr_is_terminal():
         return DEFAULT_CALLBACK
-    return _Bar(label)
+    return _bar_class()(label)
+
+
+@functools.cache
+def _bar_class() -> type[Callback]:
+    """Define the bar (a subclass of fsspec's `Callback`, so imported with fsspec)."""
+    from fsspec.callbacks import Callback
+
+    class _Bar(Callback):  # type: ignore[misc]  # fsspec ships no type hints
+        """``label [#####.....] 12.0/40.0 MiB`` on stderr, redrawn at most every `_INTERVAL`."""
+
+        def __init__(self, label: str) -> None:
+            super().__init__()
+            self.label = label
+            self.drawn = 0.0
+
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            now = time.monotonic()
+            done = self.size is not None and self.value >= self.size
+            if not done and now - self.drawn < _INTERVAL:
+                return
+            self.drawn = now
+            size = self.size or 0
+            filled = int(_WIDTH * self.value / size) if size else 0
+            bar = "#" * filled + "." * (_WIDTH - filled)
+            mib = 1024 * 1024
+            sys.stderr.write(f"\r{self.label} [{bar}] {self.value / mib:.1f}/{size / mib:.1f} MiB")
+            if done:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return _Bar
