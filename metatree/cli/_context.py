@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metatree.cli._options import check_options
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -76,7 +78,9 @@ class Context:
         if self._tree is None:
             from metatree import Metatree
 
-            self._tree = Metatree(self.require_root(), None, create=False, **self.options)
+            root = self.require_root()
+            check_options(root, self.options)
+            self._tree = Metatree(root, None, create=False, **self.options)
         return self._tree
 
     def create(self, keys: tuple[str, ...]) -> Metatree:
@@ -85,6 +89,7 @@ class Context:
         from metatree.errors import AlreadyExistsError, CorruptDatabaseError, DatabaseError
 
         root = self.require_root()
+        check_options(root, self.options)
         try:
             Metatree(root, None, create=False, **self.options)
         except CorruptDatabaseError:
