@@ -26,7 +26,7 @@ import orjson
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
-from metatree._core.scan import Skipped, scan
+from metatree._core.scan import Progress, Skipped, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
 from metatree._locking import LeaseInfo
@@ -150,10 +150,15 @@ class GcReport:
         return sum(item.size for item in self.items)
 
 
-def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport:
-    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
+def fsck(
+    db: Database, *, repair: bool, verify: bool, force: bool, progress: Progress | None = None
+) -> FsckReport:
+    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock.
+
+    `progress` is passed to each scan of the tree (`scan`: nodes read so far).
+    """
     if not repair:
-        return FsckReport(findings=_check(db, verify=verify, held=False))
+        return FsckReport(findings=_check(db, verify=verify, held=False, progress=progress))
     _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
     for finding in _check_locks(db):
@@ -168,14 +173,14 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         for _ in range(_ROUNDS):
             todo = [
                 f
-                for f in _check(db, verify=verify, held=True)
+                for f in _check(db, verify=verify, held=True, progress=progress)
                 if f.fix == "repair" or (force and f.fix == "force")
             ]
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
-    report.findings = _check(db, verify=verify, held=False)
+    report.findings = _check(db, verify=verify, held=False, progress=progress)
     return report
 
 
@@ -209,7 +214,9 @@ def _outside_transaction(db: Database, what: str) -> None:
 
 
 # -- checking -------------------------------------------------------------------------------
-def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
+def _check(
+    db: Database, *, verify: bool, held: bool, progress: Progress | None = None
+) -> list[Finding]:
     """Return every finding, in tree order (the lock object first).
 
     `held`: the caller holds the DB lock (or does not care about the lock object, as gc):
@@ -223,7 +230,7 @@ def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
         return [*found, _finding("corrupt-metadata", (), None, exc.reason)]
     skipped: list[Skipped] = []
     nodes: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
-    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped)]
+    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped, progress=progress)]
     urls = {
         db.url((*path, child)): (*path, child)
         for path, metadata in nodes

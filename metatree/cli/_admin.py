@@ -9,6 +9,7 @@ import click
 
 from metatree.cli._context import Context
 from metatree.cli._output import EXIT_DAMAGE, Failure, emit, json_option, note
+from metatree.cli._progress import node_counter
 from metatree.errors import MetatreeError
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ _DISTRIBUTIONS = ("metatree", "fsspec", "s3fs", "pyarrow", "click")
 @pass_context
 def verify(ctx: Context, location: str, no_recursive: bool, as_json: bool) -> None:
     """Check stored files against their sha256 records; exit 5 when any differs."""
-    report = ctx.tree().verify(location, recursive=not no_recursive)
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        report = tree.verify(location, recursive=not no_recursive, progress=counter)
     data: dict[str, Any] = {**dataclasses.asdict(report), "clean": report.clean}
     lines = [
         f"{kind} {where}"
@@ -131,7 +134,9 @@ def _finding(finding: Any) -> dict[str, str]:
 @pass_context
 def fsck(ctx: Context, repair: bool, check_hashes: bool, force: bool, as_json: bool) -> None:
     """Check the tree (docs/fsck.md); exit 0 when it is clean, 5 when damage remains."""
-    report = ctx.tree().fsck(repair=repair, verify=check_hashes, force=force)
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        report = tree.fsck(repair=repair, verify=check_hashes, force=force, progress=counter)
     data = {
         "clean": report.clean,
         "findings": [_finding(f) for f in report.findings],

@@ -1,12 +1,15 @@
-"""A progress bar for put and get, drawn on stderr through an fsspec callback.
+"""Progress on stderr: a bar for put and get (an fsspec callback), a node counter for walks.
 
 Drawn only when stderr is a terminal and ``-q`` was not given: a script capturing stderr, or
 a log, must not fill with carriage returns. tqdm is not a dependency of metatree, so the bar
-is a few lines here (fsspec's `TqdmCallback` would need it).
+is a few lines here (fsspec's `TqdmCallback` would need it). The counter ("scanned 12 345
+nodes") is the ``progress`` callback of `Metatree.search`, `catalog`, `export_catalog`,
+`verify` and `fsck`; ``tree`` counts its own reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -15,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from metatree.cli._output import stderr_is_terminal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fsspec.callbacks import Callback
 
-__all__ = ["progress"]
+__all__ = ["NodeCounter", "node_counter", "progress"]
 
 _WIDTH = 30
 _INTERVAL = 0.1
@@ -62,3 +67,54 @@ def _bar_class() -> type[Callback]:
             sys.stderr.flush()
 
     return _Bar
+
+
+class NodeCounter:
+    """``scanned 12 345 nodes`` on stderr, redrawn at most every `_INTERVAL`, finished by `close`.
+
+    Called with the number of nodes read so far (a walk's ``progress`` callback), or `step`
+    by one node at a time.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.drawn = 0.0
+        self.shown = False
+
+    def __call__(self, count: int) -> None:
+        self.count = count
+        now = time.monotonic()
+        if now - self.drawn >= _INTERVAL:
+            self.drawn = now
+            self._draw()
+
+    def step(self) -> None:
+        """Count one more node."""
+        self(self.count + 1)
+
+    def close(self) -> None:
+        """Draw the final count and end the line (nothing when nothing was counted)."""
+        if self.count:
+            self._draw()
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def _draw(self) -> None:
+        self.shown = True
+        number = f"{self.count:,}".replace(",", " ")
+        sys.stderr.write(f"\rscanned {number} node{'' if self.count == 1 else 's'}")
+        sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def node_counter(*, quiet: bool) -> Iterator[NodeCounter | None]:
+    """Yield a counter for one walk on a terminal (None otherwise: the walk pays nothing)."""
+    if quiet or not stderr_is_terminal():
+        yield None
+        return
+    counter = NodeCounter()
+    try:
+        yield counter
+    finally:
+        counter.close()

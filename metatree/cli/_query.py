@@ -9,6 +9,7 @@ import click
 
 from metatree.cli._context import Context
 from metatree.cli._output import emit, json_option, note
+from metatree.cli._progress import node_counter
 from metatree.cli._where import OPERATORS, parse_where
 
 __all__ = ["OPERATORS", "parse_where", "register"]
@@ -37,7 +38,15 @@ def search(
     """Print the paths of the nodes whose metadata meets every --where condition."""
     conditions = parse_where(where)  # refused before the tree is opened
     level: int | str | None = int(depth) if depth is not None and depth.isdigit() else depth
-    found = ctx.tree().search(conditions, under, level, on_error="skip" if skip_errors else "raise")
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        found = tree.search(
+            conditions,
+            under,
+            level,
+            on_error="skip" if skip_errors else "raise",
+            progress=counter,
+        )
     skipped = [{"location": s.location, "error": str(s.error)} for s in found.skipped]
     for entry in skipped:
         note(f"skipped {entry['location']}: {entry['error']}", quiet=ctx.quiet)
@@ -57,7 +66,9 @@ def catalog() -> None:
 @pass_context
 def export(ctx: Context, url: str, partition_by: str | None, under: str, as_json: bool) -> None:
     """Write the catalog as a Parquet dataset at URL (absent or empty); print URL."""
-    written = ctx.tree().export_catalog(url, partition_by, under=under)
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        written = tree.export_catalog(url, partition_by, under=under, progress=counter)
     emit(as_json, {"url": written}, [written])
 
 

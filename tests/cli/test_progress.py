@@ -58,3 +58,37 @@ def test_put_and_get_draw_a_bar_on_a_terminal(tmp_path: Path) -> None:
     assert lines[-1] == "END"
     assert lines[-2].endswith("/m/v2/big.bin")  # with -q: the URL, no bar before it
     assert "MiB" not in lines[-3]
+
+
+def test_walks_draw_a_node_counter_on_a_terminal(tmp_path: Path) -> None:
+    root = str(tmp_path / "db")
+    tree = Metatree(root, ("model", "version"))
+    for version in ("v1", "v2"):
+        tree.put(f"m/{version}", b"x", name="f")
+    run = f"{shlex.quote(sys.executable)} -m metatree -r {shlex.quote(root)}"
+    commands = ["search", "tree", "verify", "fsck", f"catalog export {tmp_path / 'out'}"]
+    script = (
+        f"cd {shlex.quote(str(tmp_path))}; export PYTHONPATH={shlex.quote(os.pathsep.join(sys.path))}; "
+        + "".join(f"echo '# {c}'; {run} {c} >/dev/null; " for c in commands)
+        + f"echo '# quiet'; {run} -q search >/dev/null; echo END; sleep 60"
+    )
+    name = f"metatree-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", name, "-x", "150", "-y", "40", script], check=True
+    )
+    try:
+        deadline = time.monotonic() + 60  # a bound on waiting, not a timed assertion
+        while "END" not in (shown := screen(name)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+    blocks: dict[str, list[str]] = {}  # what each command left on the screen
+    for line in (line.strip() for line in shown.splitlines() if line.strip()):
+        if line.startswith("# "):
+            blocks[line[2:].split()[0]] = current = []
+        else:
+            current.append(line)
+    assert list(blocks) == ["search", "tree", "verify", "fsck", "catalog", "quiet"], shown
+    for command in ("search", "tree", "verify", "fsck", "catalog"):  # root, m, m/v1, m/v2
+        assert "scanned 4 nodes" in blocks[command], (command, shown)
+    assert blocks["quiet"] == ["END"]  # -q: no counter
