@@ -11,7 +11,9 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
-from metatree._metadata import Config
+import orjson
+
+from metatree._metadata import FORMAT_VERSION, Config
 from metatree._names import CONFIG_FILE, METADATA_FILE, is_reserved
 from metatree.errors import CorruptDatabaseError, DatabaseError, NotFoundError
 from metatree.warnings import MetatreeWarning
@@ -92,11 +94,26 @@ def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> C
 
 
 def _parse(data: bytes, url: str) -> Config:
-    """Parse a config that is there: any fault in it is damage (`CorruptDatabaseError`, exit 5)."""
+    """Parse a config that is there: a fault in it is damage (`CorruptDatabaseError`, exit 5).
+
+    A config of another format version stays a `DatabaseError` (exit 2): it is not damaged,
+    it needs another version of metatree.
+    """
     try:
         return Config.from_bytes(data, url)
     except DatabaseError as exc:
+        if _other_format(data):
+            raise
         raise CorruptDatabaseError(url, exc.reason) from None
+
+
+def _other_format(data: bytes) -> bool:
+    """Whether `data` is a JSON object naming a format version this one does not read."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(raw, dict) and raw.get("format", FORMAT_VERSION) != FORMAT_VERSION
 
 
 def probe_case_insensitive(storage: Storage) -> bool:
