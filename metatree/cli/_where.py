@@ -5,7 +5,9 @@ expression (``acc > 0.9 and framework == 'torch'``); anything else is ``KEY=VALU
 ``KEY=OP:VALUE`` (``acc=gt:0.9``, ``url=http://x``). ``KEY=VALUE`` is never a Python
 expression (``=`` alone is an assignment), so the two cannot be confused; the one text that
 changes meaning is a value starting with ``=`` (``a==1`` is the expression), written
-``a=eq:=1`` in the dict form.
+``a=eq:=1`` in the dict form. A text that is no valid expression but looks like one (its
+first ``=`` follows a space or ``<>!``, or is doubled: ``fw == 'torch``) is refused with
+Python's syntax error rather than read as an odd ``KEY=VALUE``.
 
 An expression is parsed with `ast` in eval mode and only read: each node is checked against
 a short list (comparisons, ``and``/``or``/``not``, keys, constants, lists of constants,
@@ -124,6 +126,10 @@ def _parse(text: str) -> ast.expr | None:
     except SyntaxError as exc:
         if "nested" in str(exc) or "too many" in str(exc):
             raise _bad(text, f"nested too deeply ({exc.msg})") from None
+        key, _, rest = text.partition("=")
+        if key.endswith((" ", "\t", "<", ">", "!")) or rest.startswith("="):
+            # ``acc == 'torch`` or ``a >= 1 and``: a broken expression, not KEY=VALUE
+            raise _bad(text, f"not a valid expression ({exc.msg[:100]})") from None
         return None
     except (RecursionError, MemoryError, ValueError):
         raise _bad(text, "too complex to parse") from None
@@ -171,6 +177,9 @@ def _convert(text: str, node: ast.expr, depth: int, count: list[int]) -> _Node:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return _Bool("not", (_convert(text, node.operand, depth + 1, count),))
     if isinstance(node, ast.Compare):
+        count[0] += len(node.ops) - 1  # a chain is one part per pair
+        if count[0] > MAX_NODES:
+            raise _bad(text, f"deeper than {MAX_DEPTH} levels or over {MAX_NODES} parts")
         return _compare(text, node)
     if isinstance(node, ast.Call) and _is_call(node, "starts_with", 2):
         key = _key(text, node.args[0])
@@ -223,13 +232,15 @@ _NOT_GIVEN: Final = object()
 def _constant(text: str, node: ast.expr, *, required: bool = False) -> Any:
     """Return a str, int, float, bool or None literal (``-1`` too); refuse anything else."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _constant(text, node.operand, required=True)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        value = node.operand.value if isinstance(node.operand, ast.Constant) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):  # one sign, no more
             raise _bad(text, "a sign goes before a number")
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Constant) and (
         node.value is None or isinstance(node.value, str | int | float | bool)
     ):
+        if isinstance(node.value, int) and not -(2**63) <= node.value < 2**64:
+            raise _bad(text, "an integer beyond 64 bits cannot be compared")
         return node.value
     if required:
         raise _bad(text, f"{_describe(node)} is not a value (str, number, bool, None)")

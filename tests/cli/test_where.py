@@ -82,10 +82,16 @@ def test_or_and_not_are_an_arrow_expression(where: tuple[str, ...], expected: An
         ("(" * 1000 + "a == 1" + ")" * 1000, "nested"),
         ("not " * 1000 + "a == 1", "deeper than"),
         ("-" * 5000 + "1 == a", "too complex"),
+        ("a == " + "-" * 2000 + "1", "a sign goes before a number"),
+        ("a < " + " < ".join(["1"] * 1200), "over 1000 parts"),
         ("a<1 or " * 1200 + "a<1", "over 1000 parts"),
         ("a" * 10 * 1024 * 1024, f"longer than {MAX_TEXT}"),
         ("a\x00 < 1", "not an expression"),
         ("=1", "not an expression"),
+        ("fw == 'torch", "not a valid expression"),  # not the KEY=VALUE {"fw ": "= 'torch"}
+        ("a >= 1 and", "not a valid expression"),
+        ("a == 1" + "0" * 5000, "not a valid expression"),  # Python's digit limit
+        ("a == 0x" + "f" * 5000, "beyond 64 bits"),
     ],
 )
 def test_hostile_expressions_are_refused(text: str, says: str) -> None:
