@@ -13,8 +13,6 @@ fsspec's behaviour: only the command line checks.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any, Final
 
 import click
@@ -35,6 +33,8 @@ def check_options(root: str, options: dict[str, Any]) -> None:
     accepted = accepted_options(root)
     if accepted is None:
         return
+    import difflib  # here: ``--help`` and commands without -o never pay for it
+
     for name in options:
         if name not in accepted:
             close = difflib.get_close_matches(name, sorted(accepted), n=3)
@@ -79,6 +79,8 @@ def accepted_options(root: str) -> set[str] | None:
 
 def _named(init: Any) -> set[str] | None:
     """Return the keyword-passable parameters of `init` (None: its signature does not inspect)."""
+    import inspect
+
     try:
         parameters = inspect.signature(init).parameters.values()
     except (TypeError, ValueError):

@@ -20,6 +20,7 @@ HEAVY = (
     "orjson",
     "asyncio",
     "importlib.metadata",
+    "difflib",
     "pyarrow",
     "s3fs",
     "pandas",
