@@ -65,6 +65,7 @@ def test_every_public_name_is_importable() -> None:
     for name in metatree.__all__:
         assert getattr(metatree, name) is namespace[name], name
         assert name in dir(metatree)
+    assert set(metatree.__all__) == {*metatree._LAZY, "__version__"}  # one table, kept in step
     assert metatree.Metatree.__module__ == "metatree._tree"
     with pytest.raises(AttributeError, match="NoSuchName"):
-        metatree.NoSuchName  # noqa: B018
+        getattr(metatree, "NoSuchName")  # noqa: B009
