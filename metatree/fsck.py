@@ -26,7 +26,7 @@ import orjson
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
-from metatree._core.scan import Skipped, scan
+from metatree._core.scan import Progress, Skipped, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
 from metatree._links import has_links, is_link, links_in, move_link, walk_with_links
@@ -155,10 +155,15 @@ class GcReport:
         return sum(item.size for item in self.items)
 
 
-def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport:
-    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
+def fsck(
+    db: Database, *, repair: bool, verify: bool, force: bool, progress: Progress | None = None
+) -> FsckReport:
+    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock.
+
+    `progress` is passed to each scan of the tree (`scan`: nodes read so far).
+    """
     if not repair:
-        return FsckReport(findings=_check(db, verify=verify, held=False))
+        return FsckReport(findings=_check(db, verify=verify, held=False, progress=progress))
     _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
     _links_aside(db)
@@ -175,7 +180,7 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         for _ in range(_ROUNDS):
             todo = [
                 f
-                for f in _check(db, verify=verify, held=True)
+                for f in _check(db, verify=verify, held=True, progress=progress)
                 if f.fix == "repair"
                 or (force and f.fix == "force")
                 or journal.resumes(f.kind, _subject(f))
@@ -185,7 +190,7 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
         mark_done(db.storage, journal.batches)  # finished now, or no longer there to finish
-    report.findings = _check(db, verify=verify, held=False)
+    report.findings = _check(db, verify=verify, held=False, progress=progress)
     return report
 
 
@@ -219,7 +224,9 @@ def _outside_transaction(db: Database, what: str) -> None:
 
 
 # -- checking -------------------------------------------------------------------------------
-def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
+def _check(
+    db: Database, *, verify: bool, held: bool, progress: Progress | None = None
+) -> list[Finding]:
     """Return every finding, in tree order (the lock object first).
 
     `held`: the caller holds the DB lock (or does not care about the lock object, as gc):
@@ -237,7 +244,7 @@ def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
         return [*found, _finding("link", (), METADATA_FILE, _LINK)]
     skipped: list[Skipped] = []
     nodes: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
-    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped)]
+    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped, progress=progress)]
     urls = {
         db.url((*path, child)): (*path, child)
         for path, metadata in nodes
