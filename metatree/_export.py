@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from metatree._core.db import Database
+    from metatree._core.scan import Progress
 
 __all__ = ["export_catalog"]
 
@@ -38,6 +39,7 @@ def export_catalog(
     on_error: object = "raise",
     concurrency: object = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> str:
     """Write the catalog as a Parquet dataset at `url`; return `url` (docs/catalog.md).
 
@@ -61,7 +63,9 @@ def export_catalog(
         existed = fs.exists(path)
         if existed and (not fs.isdir(path) or fs.ls(path, detail=False)):
             raise AlreadyExistsError(url, "an export goes to a new location or an empty directory")
-    table = build_catalog(db, under, depth, columns, on_error=on_error, concurrency=concurrency)
+    table = build_catalog(
+        db, under, depth, columns, on_error=on_error, concurrency=concurrency, progress=progress
+    )
     partitioning, partitions = None, 1
     if partition_by is not None:
         level = str(partition_by)

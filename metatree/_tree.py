@@ -39,7 +39,7 @@ from metatree.errors import DatabaseError, MetadataError, MetatreeError, NotFoun
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import pyarrow as pa
     from fsspec.spec import AbstractFileSystem
@@ -471,37 +471,53 @@ class Metatree:
         node = self._node_of(where)
         return record_at(node, node.name(last))
 
-    def verify(self, location: str = "", recursive: bool = True) -> VerifyReport:
+    def verify(
+        self,
+        location: str = "",
+        recursive: bool = True,
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> VerifyReport:
         """Check stored files against their records; return what is ok, mismatched, missing.
 
         `location` is a node (its files; with `recursive`, those of every node below it too)
         or a file. Each recorded file is read once and hashed (no download); files without a
         record are listed as ``unrecorded``. Takes no lock: a file replaced meanwhile by a
-        concurrent put is checked against its new record. The cursor stays.
+        concurrent put is checked against its new record. The cursor stays. `progress` is
+        called with the number of nodes checked so far (the CLI's counter; see `search`).
         """
         raw: object = location
         if not isinstance(raw, str):
             raise PathError(repr(location), "verify takes a str location")
         check_flag(recursive, "recursive", location)
         if not location.strip("/"):
-            return verify(Resolved(self._db, (), location), None, recursive=recursive)
+            root = Resolved(self._db, (), location)
+            return verify(root, None, recursive=recursive, progress=progress)
         where, last = Target.file(location, self.keys)
         node = resolve(self._db, where)  # from the root: never the cursor's node
-        return verify(node, node.name(last), recursive=recursive)
+        return verify(node, node.name(last), recursive=recursive, progress=progress)
 
-    def fsck(self, repair: bool = False, verify: bool = False, force: bool = False) -> FsckReport:
+    def fsck(
+        self,
+        repair: bool = False,
+        verify: bool = False,
+        force: bool = False,
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> FsckReport:
         """Check the whole tree for damage; with `repair`, fix what is safe (docs/fsck.md).
 
         Reads every node and lists its directory; with `verify` every recorded file is hashed
         too (else only sizes are compared). Without `repair` nothing is written. `repair`
         works under the DB lock, moves rather than deletes (into ``.metatree.quarantine``),
-        and is idempotent; `force` also fixes what loses a record or metadata.
+        and is idempotent; `force` also fixes what loses a record or metadata. `progress` is
+        called with the number of nodes read so far by each pass over the tree.
         """
         from metatree.fsck import fsck
 
         for value, name in ((repair, "repair"), (verify, "verify"), (force, "force")):
             check_flag(value, name, self._db.storage.url)
-        return fsck(self._db, repair=repair, verify=verify, force=force)
+        return fsck(self._db, repair=repair, verify=verify, force=force, progress=progress)
 
     def gc(self, dry_run: bool = True) -> GcReport:
         """Delete the quarantine and unreferenced DataStore value files; `dry_run` only lists."""
@@ -607,6 +623,7 @@ class Metatree:
         *,
         on_error: Literal["raise", "skip"] = "raise",
         concurrency: int | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> pa.Table:
         """Return one `pyarrow.Table` row per node under `under` (docs/catalog.md).
 
@@ -621,7 +638,13 @@ class Metatree:
         from metatree.catalog import build_catalog
 
         return build_catalog(
-            self._db, under, depth, columns, on_error=on_error, concurrency=concurrency
+            self._db,
+            under,
+            depth,
+            columns,
+            on_error=on_error,
+            concurrency=concurrency,
+            progress=progress,
         )
 
     def search(
@@ -632,6 +655,7 @@ class Metatree:
         *,
         on_error: Literal["raise", "skip"] = "raise",
         concurrency: int | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> SearchResult:
         """Return the nodes under `under` whose catalog row passes `filter` (docs/catalog.md).
 
@@ -640,10 +664,23 @@ class Metatree:
         0.9)}`` (operators ``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=`` ``in`` ``not in``
         ``is_null`` ``not_null`` ``starts_with``). The result gives `Node` handles, the
         Arrow table and a pandas frame.
+
+        `progress` (also on `catalog`, `export_catalog`, `verify`, `fsck`) is called with the
+        number of nodes read so far, after each batch of reads: a counter for a person
+        watching a long walk (the ``metatree`` command draws one on a terminal). None, the
+        default, costs nothing.
         """
         from metatree.catalog import search
 
-        return search(self._db, filter, under, depth, on_error=on_error, concurrency=concurrency)
+        return search(
+            self._db,
+            filter,
+            under,
+            depth,
+            on_error=on_error,
+            concurrency=concurrency,
+            progress=progress,
+        )
 
     def export_catalog(
         self,
@@ -655,6 +692,7 @@ class Metatree:
         columns: builtins.list[str] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         concurrency: int | None = None,
+        progress: Callable[[int], object] | None = None,
         **storage_options: Any,
     ) -> str:
         """Write the catalog as a Parquet dataset to `url` (any fsspec URL); return `url`.
@@ -675,6 +713,7 @@ class Metatree:
             on_error=on_error,
             concurrency=concurrency,
             storage_options=storage_options,
+            progress=progress,
         )
 
     def remove(self, location: str, recursive: bool = False) -> None:

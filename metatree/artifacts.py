@@ -26,10 +26,15 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self
 
-from metatree._names import is_reserved
+from metatree._core.db import Database
+from metatree._core.update import check_unreferenced
+from metatree._metadata import load_metadata
+from metatree._names import METADATA_FILE, is_reserved
 from metatree._paths import GLOB, MAX_NAME_BYTES, is_invisible
+from metatree._records import record_of, recorded_names, spelled
 from metatree._storage import Storage, as_storage
 from metatree.backends import translate_errors
+from metatree.datastore import VALUE_OF
 from metatree.errors import AlreadyExistsError, MetatreeError, NotFoundError, PathError
 
 if TYPE_CHECKING:
@@ -324,6 +329,37 @@ class ArtifactStore:
             if self._kind(above) == "file":
                 raise AlreadyExistsError(shown, f"{above!r} is a file, not a directory")
 
+    def _refuse_values(self, rel: str, shown: str) -> None:
+        """Refuse to write, replace, move or remove a file that holds a DataStore value.
+
+        A value's file is the metadata field's (`DataStore`, `ArchiveStore`): replacing it
+        here would change the value behind its record, removing it would leave the field
+        naming nothing. So, as `Metatree.remove` and a forced put refuse it, a file of a node
+        (a directory with a metadata.json) that a field references, or whose record says a
+        DataStore put it (``metatree_value_of``), is refused whether it exists or not.
+        Names are compared case-folded (as `check_unreferenced` does): refusing a look-alike
+        on a case-sensitive store is the safe side. Not under the DB lock: a value stored
+        after this check and before the write is not seen (the file API takes no lock).
+        """
+        node, _, name = rel.rpartition("/")
+        meta = f"{node}/{METADATA_FILE}" if node else METADATA_FILE
+        try:
+            data, _ = self.storage.read_versioned(meta, Database.max_metadata_bytes)
+        except NotFoundError:
+            return  # not a node's directory: no field can hold its files
+        where = self.storage.url_of(node)
+        metadata = load_metadata(data, where)
+        path = tuple(node.split("/")) if node else ()
+        check_unreferenced(metadata, path, name, shown)
+        record = record_of(metadata, spelled(recorded_names(metadata, where), name, True), where)
+        field = None if record is None else record.provenance.info.get(VALUE_OF)
+        if field is not None:
+            raise PathError(
+                shown,
+                f"{name!r} is a file DataStore stored for metadata field {field!r}: update "
+                "or remove that field instead (fsck and gc handle one no field names)",
+            )
+
     # -- the file API -------------------------------------------------------------------
     def open(self, path: PathType, mode: Mode = "r") -> IO[Any]:
         """Open a file: ``"r"``/``"rb"`` read one whole version of it, ``"w"``/``"wb"`` write.
@@ -340,6 +376,7 @@ class ArtifactStore:
             raise PathError(os.fspath(path), "the store's root is a directory")
         if mode.startswith("w"):
             self._check_free(rel, os.fspath(path), file=True)
+            self._refuse_values(rel, os.fspath(path))
             return _Writer(self, rel, text=mode == "w")  # type: ignore[return-value]
         spool = self._snapshot(rel)
         return io.TextIOWrapper(spool, encoding="utf-8") if mode == "r" else spool
@@ -361,6 +398,7 @@ class ArtifactStore:
         if not overwrite and self._kind(target) is not None:
             raise AlreadyExistsError(os.fspath(dst), "pass overwrite=True to replace it")
         self._check_free(target, os.fspath(dst), file=True)
+        self._refuse_values(target, os.fspath(dst))
         with self._snapshot(source) as spool:
             self.storage.put(spool, target)
 
@@ -405,6 +443,7 @@ class ArtifactStore:
         kind = self._kind(rel)
         if kind != "file":
             raise NotFoundError(os.fspath(path), "file" if kind is None else "file (a directory)")
+        self._refuse_values(rel, os.fspath(path))
         self.storage.remove_file(rel)
 
     def rename(self, src: PathType, dst: PathType, overwrite: bool = False) -> None:
@@ -426,6 +465,8 @@ class ArtifactStore:
             raise AlreadyExistsError(os.fspath(dst), "pass overwrite=True to replace it")
         self._check_free(target, os.fspath(dst), file=kind == "file")
         if kind == "file":
+            self._refuse_values(source, os.fspath(src))
+            self._refuse_values(target, os.fspath(dst))
             self.storage.rename(source, target)
             return
         self._refuse_nodes(source, os.fspath(src))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from metatree._core.scan import Skipped, parse_pattern, scan
+from metatree._core.scan import Progress, Skipped, parse_pattern, scan
 from metatree._metadata import CHILDREN
 from metatree._names import SYSTEM_PREFIX
 from metatree._node import Node
@@ -110,6 +110,7 @@ def build_catalog(
     on_error: object = "raise",
     concurrency: object = None,
     skipped: list[Skipped] | None = None,
+    progress: Progress | None = None,
 ) -> pa.Table:
     """Return the catalog table of the nodes under `under` (see the module docstring)."""
     pa = _arrow()
@@ -136,6 +137,7 @@ def build_catalog(
         concurrency=width,
         skipped=skipped,
         check=records,
+        progress=progress,
     )
     return _table(pa, db.keys, nodes, wanted)
 
@@ -148,13 +150,20 @@ def search(
     *,
     on_error: object = "raise",
     concurrency: object = None,
+    progress: Progress | None = None,
 ) -> SearchResult:
     """Return the nodes under `under` whose catalog row passes `filter`."""
     pa = _arrow()
     prepared = _filter_of(pa, filter)  # checked before anything is read
     skipped: list[Skipped] = []
     table = build_catalog(
-        db, under, depth, on_error=on_error, concurrency=concurrency, skipped=skipped
+        db,
+        under,
+        depth,
+        on_error=on_error,
+        concurrency=concurrency,
+        skipped=skipped,
+        progress=progress,
     )
     if prepared is not None:
         table = _apply(pa, table, prepared)

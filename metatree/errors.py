@@ -12,6 +12,8 @@ Every error is a `MetatreeError` and also the builtin that callers already catch
     ├── MetadataError (ValueError)               metadata a caller tried to write is invalid
     ├── CorruptMetadataError (ValueError)        a stored metadata.json does not parse
     ├── DatabaseError (ValueError)               the root is not (or not this) metatree database
+    │   └── CorruptDatabaseError                 its ``.metatree`` config is there but damaged
+    │                                            (also a CorruptMetadataError)
     ├── IntegrityError (ValueError)              what was read differs from its file record
     ├── ArchiveError (ValueError)                a stored archive that cannot be extracted safely
     ├── ConflictError                            an object changed under a conditional write or a read
@@ -43,6 +45,7 @@ __all__ = [
     "AlreadyExistsError",
     "ArchiveError",
     "ConflictError",
+    "CorruptDatabaseError",
     "CorruptMetadataError",
     "DatabaseError",
     "IntegrityError",
@@ -235,6 +238,29 @@ class DatabaseError(MetatreeError, ValueError):
     def __init__(self, root: str, reason: str) -> None:
         super().__init__(f"cannot open metatree database at {root!r}: {reason}")
         self.root = root
+        self.reason = reason
+
+
+class CorruptDatabaseError(DatabaseError, CorruptMetadataError):
+    """The root holds a ``.metatree`` config that does not parse or validate.
+
+    Damage, not a usage mistake: "no database here" stays a plain `DatabaseError` (exit 2),
+    while a config that is there but broken exits 5 like any corrupt stored file, so a
+    script can tell a wrong ``--root`` from a tree that needs repair. Both bases hold, so
+    ``except DatabaseError`` and ``except CorruptMetadataError`` both catch it.
+    """
+
+    exit_code = 5
+
+    def __init__(self, root: str, reason: str) -> None:
+        # the two bases build different messages from different arguments: build ours once
+        MetatreeError.__init__(
+            self,
+            f"cannot open metatree database at {root!r}: {reason}; "
+            "restore the .metatree config from a backup or repair it by hand",
+        )
+        self.root = root
+        self.path = root
         self.reason = reason
 
 

@@ -7,18 +7,18 @@ finding with what fixes it; ``repair=True`` then fixes, under the DB lock, what 
 entries that lead nowhere or break the format's rules are dropped, orphans, writers' leftover
 temporaries (a replace killed after its swap leaves the old data in one) and files that nobody
 names are *moved* into the quarantine (``.metatree.quarantine`` at the root) where a person can
-look at them, dead lock objects go. What would lose data a person may still want (a corrupt
-metadata.json, the record of a missing or changed file, a file planted among recorded ones) is
-changed only with ``force=True``. `gc` deletes the
-quarantine and the DataStore value files no metadata references. docs/fsck.md lists it all.
+look at them, planted symbolic links too (the link, never its target: `metatree._links`), dead
+lock objects go (a lease judged by the storage's clock as well as ours: `metatree._stale`).
+What would lose data a person may still want (a corrupt metadata.json, the record of a missing
+or changed file, a file planted among recorded ones) is changed only with ``force=True``. Each
+pass journals its fixes in its quarantine batch first (`metatree._quarantine`), so a repair
+killed midway is finished by the next one, force or not. `gc` deletes the quarantine and the
+DataStore value files no metadata references. docs/fsck.md lists it all.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,9 +26,10 @@ import orjson
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
-from metatree._core.scan import Skipped, scan
+from metatree._core.scan import Progress, Skipped, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
+from metatree._links import has_links, is_link, links_in, move_link, walk_with_links
 from metatree._locking import LeaseInfo
 from metatree._metadata import CHILDREN, is_reference
 from metatree._names import (
@@ -38,9 +39,12 @@ from metatree._names import (
     OS_LOCK_FILE,
     SYSTEM_PREFIX,
     is_reserved,
+    reserved_name,
 )
 from metatree._paths import check_stored_name
+from metatree._quarantine import QUARANTINE, Journal, Move, mark_done, move, new_batch, plan
 from metatree._records import RECORDS, drop_records, records_of
+from metatree._stale import silent
 from metatree.backends.base import translate_errors
 from metatree.datastore import VALUE_OF
 from metatree.errors import CorruptMetadataError, LockError, MetatreeError, NotFoundError, PathError
@@ -51,8 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "QUARANTINE", "Finding", "FsckReport", "GcItem", "GcReport", "fsck", "gc"]
 
-QUARANTINE = f"{SYSTEM_PREFIX}.quarantine"
-"""The root directory repairs move things into (reserved: never a node, hidden from reads)."""
 
 Fix = Literal["repair", "force", "gc", "none"]
 
@@ -70,6 +72,7 @@ KINDS: dict[str, Fix] = {
     "mismatched-file": "force",  # a stored file whose size (or sha256) differs from its record
     "unrecorded-file": "force",  # a stored file without record in a node that has records
     "foreign-lock": "force",  # a lock object metatree did not write (metatreedb's, or junk)
+    "link": "repair",  # a symbolic link planted in a local tree (the link moves, not its target)
 }
 """Every kind of finding, and what fixes it: ``repair``, ``repair`` with ``force``."""
 
@@ -85,10 +88,12 @@ _AMBIGUOUS = (
     "no index lists it, and its metadata.json holds user metadata: a removed node's leftovers, "
     "or a directory another client stored"
 )
+_LINK = "a symbolic link (metatree never stores one): planted; its target is never read"
+_ASIDE = (LOCK_FILE, OS_LOCK_FILE, QUARANTINE)
+"""Root names the repair itself needs (to lock, to quarantine): a link there is renamed aside
+first, to a reserved name that the repair then moves into the quarantine like any link."""
 _ROUNDS = 4
 """Repair passes at most: fixing a node (a dropped bad entry) can expose damage below it."""
-_BREAK_SKEW = 60.0
-"""A lease expired longer ago than this by our clock is dead (as `break_lock` judges it)."""
 _VALUE = re.compile(
     r"([A-Za-z0-9_-]{1,64})\.(?:[A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{8}(\.[A-Za-z0-9_-]+)*"
 )
@@ -150,12 +155,18 @@ class GcReport:
         return sum(item.size for item in self.items)
 
 
-def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport:
-    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock."""
+def fsck(
+    db: Database, *, repair: bool, verify: bool, force: bool, progress: Progress | None = None
+) -> FsckReport:
+    """Check the tree; with `repair`, fix what is safe (with `force`, more) under the DB lock.
+
+    `progress` is passed to each scan of the tree (`scan`: nodes read so far).
+    """
     if not repair:
-        return FsckReport(findings=_check(db, verify=verify, held=False))
+        return FsckReport(findings=_check(db, verify=verify, held=False, progress=progress))
     _outside_transaction(db, "fsck(repair=True)")
     report = FsckReport()
+    _links_aside(db)
     for finding in _check_locks(db):
         if finding.fix == "force" and not force:
             raise LockError(
@@ -165,17 +176,21 @@ def fsck(db: Database, *, repair: bool, verify: bool, force: bool) -> FsckReport
         db.break_lock(force=finding.fix == "force")
         report.repaired.append(finding)
     with db.write_lock():
+        journal = Journal.read(db.storage)  # what a killed repair authorised and left undone
         for _ in range(_ROUNDS):
             todo = [
                 f
-                for f in _check(db, verify=verify, held=True)
-                if f.fix == "repair" or (force and f.fix == "force")
+                for f in _check(db, verify=verify, held=True, progress=progress)
+                if f.fix == "repair"
+                or (force and f.fix == "force")
+                or journal.resumes(f.kind, _subject(f))
             ]
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
-    report.findings = _check(db, verify=verify, held=False)
+        mark_done(db.storage, journal.batches)  # finished now, or no longer there to finish
+    report.findings = _check(db, verify=verify, held=False, progress=progress)
     return report
 
 
@@ -209,7 +224,9 @@ def _outside_transaction(db: Database, what: str) -> None:
 
 
 # -- checking -------------------------------------------------------------------------------
-def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
+def _check(
+    db: Database, *, verify: bool, held: bool, progress: Progress | None = None
+) -> list[Finding]:
     """Return every finding, in tree order (the lock object first).
 
     `held`: the caller holds the DB lock (or does not care about the lock object, as gc):
@@ -221,9 +238,13 @@ def _check(db: Database, *, verify: bool, held: bool) -> list[Finding]:
         root = db.read_metadata(())
     except CorruptMetadataError as exc:
         return [*found, _finding("corrupt-metadata", (), None, exc.reason)]
+    except PathError:  # a link: nothing can be judged without the root's index
+        if not is_link(db.storage, METADATA_FILE):
+            raise
+        return [*found, _finding("link", (), METADATA_FILE, _LINK)]
     skipped: list[Skipped] = []
     nodes: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
-    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped)]
+    nodes += [(p, m) for p, m, _ in scan(db, on_error="skip", skipped=skipped, progress=progress)]
     urls = {
         db.url((*path, child)): (*path, child)
         for path, metadata in nodes
@@ -246,6 +267,8 @@ def _check_locks(db: Database) -> list[Finding]:
     """
     if not db.config.locking_enabled:
         return []
+    if is_link(db.storage, LOCK_FILE):
+        return []  # the root's listing reports it; a repair renames it aside first
     try:
         body = db.storage.read_bytes(LOCK_FILE)
     except NotFoundError:
@@ -253,7 +276,7 @@ def _check_locks(db: Database) -> list[Finding]:
     info = LeaseInfo.parse(body)
     if info is None:
         return [_finding("foreign-lock", (), LOCK_FILE, "a lock object metatree did not write")]
-    if db.lock_status() is None or info.is_dead(_BREAK_SKEW):
+    if db.lock_status() is None or silent(db.storage, LOCK_FILE, info):
         return [_finding("stale-lock", (), LOCK_FILE, f"held by {info.describe()}: gone")]
     return []  # a live writer's lease: not damage
 
@@ -265,6 +288,14 @@ def _unreadable(db: Database, path: NodePath, error: MetatreeError) -> list[Find
     children, its files) is not dangling: dropping its entry would hide all of that. It is
     corrupt, for force to rebuild its index from what is there.
     """
+    if isinstance(error, PathError) and (
+        is_link(db.storage, rel_path(path)) or links_in(db.storage, rel_path(path))
+    ):
+        if is_link(db.storage, rel_path(path)):
+            return []  # its parent's listing reports the link
+        return [
+            _finding("link", path, n, _LINK) for n in sorted(links_in(db.storage, rel_path(path)))
+        ]
     if isinstance(error, NotFoundError):
         rel = rel_path(path)
         if db.storage.kind(rel) == "directory" and not all(
@@ -286,6 +317,8 @@ def _check_node(
     """Check one readable node: its directory's entries, its records, its value files."""
     found: list[Finding] = []
     listed = db.storage.listdir(rel_path(path))
+    links = links_in(db.storage, rel_path(path))
+    found.extend(_finding("link", path, name, _LINK) for name in sorted(links))
     children = set(children_of(metadata)) if len(path) < len(db.keys) else set()
     try:
         records = records_of(metadata, db.url(path))
@@ -295,6 +328,8 @@ def _check_node(
     recorded_dirs = {n.split("/", 1)[0] for n in records or ()}
     stored: list[str] = []  # the node's files, those in stored directories too
     for name, kind in sorted(listed.items()):
+        if name in links:
+            continue
         if is_reserved(name):
             if _leftover(path, name):
                 found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
@@ -311,12 +346,17 @@ def _check_node(
                 found.append(_finding("ambiguous-directory", path, name, _AMBIGUOUS))
         elif kind == "file":
             stored.append(name)
-        elif name not in children and records:
-            stored.extend(f"{name}/{sub}" for sub in _below(db, rel_path(path, name)))
+        elif name not in children and (records or has_links(db.storage)):
+            files, below = walk_with_links(db.storage, rel_path(path, name))
+            stored.extend(f"{name}/{sub}" for sub in files if records)
+            found.extend(_finding("link", path, f"{name}/{sub}", _LINK) for sub in below)
+            links |= {f"{name}/{sub}" for sub in below}
     if records is None:
         return found
     if records:
-        found.extend(_check_files(db, path, metadata, records, stored, verify, held))
+        linked = {n for n in records if any(n == k or n.startswith(f"{k}/") for k in links)}
+        checked = {n: r for n, r in records.items() if n not in linked}  # after the link moves
+        found.extend(_check_files(db, path, metadata, checked, stored, verify, held, bool(links)))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
 
@@ -339,15 +379,6 @@ def _metatrees_own(db: Database, rel: str) -> bool:
     )
 
 
-def _below(db: Database, rel: str) -> list[str]:
-    """Return the files of a stored directory, without metatree's own temporaries in it."""
-    return [
-        sub
-        for sub in db.storage.walk_files(rel)
-        if not any(part.casefold().startswith(SYSTEM_PREFIX) for part in sub.split("/"))
-    ]
-
-
 def _leftover(path: NodePath, name: str) -> bool:
     """Whether the reserved `name` in the node's directory is a writer's leftover."""
     if path:
@@ -365,6 +396,7 @@ def _check_files(
     stored: list[str],
     verify: bool,
     held: bool,
+    linked: bool = False,
 ) -> list[Finding]:
     """Check the node's stored files against its records (sizes; sha256 with `verify`).
 
@@ -372,7 +404,7 @@ def _check_files(
     writer may be between a file and its record: it is waited for). Under our own lock that
     wait would be for ourselves; no writer can be there, so the file is hashed and judged.
     """
-    if verify and not held:
+    if verify and not held and not linked:  # verify_node stops at a link: hash them here
         report = VerifyReport()
         verify_node(db, path, report, None, metadata)
         cut = len(rel_path(path)) + 1 if path else 0  # locations back to names in the node
@@ -452,75 +484,67 @@ def _size(db: Database, rel: str) -> int:
 
 # -- repairing ------------------------------------------------------------------------------
 def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
-    """Fix `todo` (under the lock): metadata first, then data, as a remove orders its writes."""
-    moves: list[tuple[str, Finding]] = []
+    """Fix `todo` (under the lock): the journal, metadata, data, rebuilds, the journal again.
+
+    Metadata before data, as a remove orders its writes; the manifest (`plan`) before both,
+    so that a repair killed anywhere in here is finished by the next (`Journal`).
+    """
     edits: dict[NodePath, list[Finding]] = {}
     for f in todo:
         if f.kind == "dangling-entry":  # the parent's index names it
             edits.setdefault(f.path[:-1], []).append(f)
         elif f.kind in _EDITS:  # the node's own metadata (its index, its records)
             edits.setdefault(f.path, []).append(f)
-        if f.kind in (
-            "orphan-directory",
-            "ambiguous-directory",
-            "leftover-temporary",  # may hold the old data a killed replace swapped out
-            "mismatched-file",
-            "unrecorded-file",
-            "unreferenced-value",
-        ):
-            moves.append((f.location, f))
-        elif f.kind == "corrupt-metadata":
-            moves.append((rel_path(f.path, METADATA_FILE), f))
+    journaled = [
+        Move(_subject(f), f.kind, f.detail, move=f.kind in _MOVES)
+        for f in todo
+        if f.kind in _MOVES or f.fix == "force"  # repair kinds in place are found again
+    ]
+    moves = []
+    if journaled:
+        batch = batch or new_batch()
+        moves = plan(db.storage, batch, journaled)
     for path, fixes in edits.items():
         _edit(db, path, fixes)
-    if moves:
-        batch = batch or _new_batch(db)
-        _quarantine(db, batch, moves)
+    for fix, target in moves:
+        move(db.storage, fix, target)
     for f in todo:
         if f.kind == "corrupt-metadata":
             _rebuild(db, f.path)
+    if batch is not None:
+        mark_done(db.storage, [batch])
     return batch
 
 
-def _new_batch(db: Database) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{QUARANTINE}/{stamp}-{uuid.uuid4().hex[:8]}"
+_MOVES = (
+    "orphan-directory",
+    "ambiguous-directory",
+    "leftover-temporary",  # may hold the old data a killed replace swapped out
+    "mismatched-file",
+    "unrecorded-file",
+    "unreferenced-value",
+    "link",
+    "corrupt-metadata",  # copied: the node keeps a metadata.json till its rebuild
+)
+"""Kinds whose fix moves (or copies) something into the quarantine."""
 
 
-def _quarantine(db: Database, batch: str, moves: list[tuple[str, Finding]]) -> None:
-    """Move each thing into `batch`, numbered, with a manifest saying where it came from.
+def _subject(f: Finding) -> str:
+    """Return what a fix of `f` moves or rewrites: its location (a node's: its metadata.json)."""
+    return rel_path(f.path, METADATA_FILE) if f.kind == "corrupt-metadata" else f.location
 
-    The manifest is written first (it also makes the batch's directory on local disk): a
-    crash half way leaves moved things the manifest explains.
+
+def _links_aside(db: Database) -> None:
+    """Rename a link at a root name the repair needs (the lock, the quarantine) out of its way.
+
+    Taking the lock or writing into the quarantine through a link is refused (it would write
+    wherever the link points); renamed to a reserved name, the link is then found and moved
+    into the quarantine like any other. Done before the lock: no writer can hold a lock
+    whose object or lock file is a link, since every primitive refuses to use one.
     """
-    taken = db.storage.listdir(batch)
-    start = sum(1 for name in taken if name != "manifest.json")
-    manifest: list[dict[str, str]] = []
-    with contextlib.suppress(NotFoundError):
-        manifest = orjson.loads(db.storage.read_bytes(f"{batch}/manifest.json"))
-    planned = []
-    for i, (rel, finding) in enumerate(moves, start):
-        target = f"{i:04d}-{rel.rsplit('/', 1)[-1][:50]}"  # short: a long name plus a prefix
-        manifest.append({"name": target, "from": rel, "kind": finding.kind, "why": finding.detail})
-        planned.append((rel, f"{batch}/{target}"))
-    db.storage.write_atomic(
-        f"{batch}/manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-    )
-    for (rel, finding), (_, target) in zip(moves, planned, strict=True):
-        kind = db.storage.kind(rel)
-        if kind == "file" and finding.kind == "corrupt-metadata":
-            _copy(db, rel, target)  # a copy: the node keeps a metadata.json till the rebuild
-        elif kind is not None:
-            db.storage.replace_tree(rel, target, None)
-            if db.storage.kind(rel) == "directory" and not db.storage.listdir(rel):
-                db.storage.remove_tree(rel)  # an empty directory a filesystem kept (memory's)
-
-
-def _copy(db: Database, rel: str, target: str) -> None:
-    """Copy a file on the server (whole, whatever its size: no read into memory)."""
-    storage = db.storage
-    with translate_errors(storage.url_of(rel)):
-        storage.backend.fs.cp_file(storage.abs(rel), storage.abs(target))
+    for name in _ASIDE:
+        if is_link(db.storage, name):
+            move_link(db.storage, name, reserved_name("tmp"))
 
 
 def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
@@ -597,10 +621,15 @@ def _drop_records(db: Database, files: list[tuple[NodePath, str]]) -> None:
 # -- collecting -----------------------------------------------------------------------------
 def _collectable(db: Database) -> list[GcItem]:
     """Return the quarantine's files and the unreferenced value files, with their sizes."""
+    files, links = walk_with_links(db.storage, QUARANTINE, system=True)
     items = [
-        GcItem(f"{QUARANTINE}/{sub}", _size(db, f"{QUARANTINE}/{sub}"), "quarantine")
-        for sub in sorted(db.storage.walk_files(QUARANTINE))
-    ]
+        GcItem(
+            f"{QUARANTINE}/{sub}",
+            0 if sub in links else _size(db, f"{QUARANTINE}/{sub}"),
+            "quarantine",
+        )
+        for sub in sorted([*files, *links])
+    ]  # a quarantined link is removed, never followed: it frees nothing
     items.extend(
         GcItem(f.location, _size(db, f.location), "unreferenced-value")
         for f in _check(db, verify=False, held=True)

@@ -11,9 +11,11 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
-from metatree._metadata import Config
+import orjson
+
+from metatree._metadata import FORMAT_VERSION, Config
 from metatree._names import CONFIG_FILE, METADATA_FILE, is_reserved
-from metatree.errors import DatabaseError, NotFoundError
+from metatree.errors import CorruptDatabaseError, DatabaseError, NotFoundError
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ def open_config(
     they differ, as metatreedb did.
     """
     try:
-        config = Config.from_bytes(storage.read_bytes(CONFIG_FILE), storage.url)
+        config = _parse(storage.read_bytes(CONFIG_FILE), storage.url)
     except NotFoundError as exc:
         _check_root(storage, exc)
         if not create or wanted is None:
@@ -70,7 +72,9 @@ def _check_root(storage: Storage, missing: NotFoundError) -> None:
     if storage.kind("") == "file":
         raise DatabaseError(storage.url, "the root is a file, not a directory") from missing
     if storage.kind(CONFIG_FILE) == "directory":
-        raise DatabaseError(storage.url, ".metatree is a directory, not the config") from missing
+        raise CorruptDatabaseError(
+            storage.url, ".metatree is a directory, not the config"
+        ) from missing
 
 
 def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> Config:
@@ -85,8 +89,31 @@ def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> C
     # root index (which may already list children) and its config, which we then read.
     storage.create_exclusive(METADATA_FILE, _EMPTY_METADATA)
     if not storage.create_exclusive(CONFIG_FILE, config.to_bytes()):
-        return Config.from_bytes(storage.read_bytes(CONFIG_FILE), storage.url)
+        return _parse(storage.read_bytes(CONFIG_FILE), storage.url)
     return config
+
+
+def _parse(data: bytes, url: str) -> Config:
+    """Parse a config that is there: a fault in it is damage (`CorruptDatabaseError`, exit 5).
+
+    A config of another format version stays a `DatabaseError` (exit 2): it is not damaged,
+    it needs another version of metatree.
+    """
+    try:
+        return Config.from_bytes(data, url)
+    except DatabaseError as exc:
+        if _other_format(data):
+            raise
+        raise CorruptDatabaseError(url, exc.reason) from None
+
+
+def _other_format(data: bytes) -> bool:
+    """Whether `data` is a JSON object naming a format version this one does not read."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(raw, dict) and raw.get("format", FORMAT_VERSION) != FORMAT_VERSION
 
 
 def probe_case_insensitive(storage: Storage) -> bool:

@@ -134,7 +134,8 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
     if plan.name in children_of(plan.metadata):
         raise AlreadyExistsError(url, "a child node has this name")
     kind = db.storage.kind(plan.target)
-    if kind is None:
+    if kind is None:  # a field's file gone missing: a put would plant that field's value
+        check_unreferenced(plan.metadata, plan.node, plan.name, url)
         return None
     if not force:
         raise AlreadyExistsError(url)

@@ -16,8 +16,9 @@ not a snapshot of the whole tree (readers take no lock).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.index import attach
@@ -31,18 +32,21 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from metatree._core.db import Database
     from metatree._paths import Segment
     from metatree._types import NodePath
 
-__all__ = ["BATCH", "Glob", "Skipped", "parse_pattern", "scan"]
+__all__ = ["BATCH", "Glob", "Progress", "Skipped", "parse_pattern", "scan"]
 
 BATCH = 2048
 """Nodes read per `read_many` call: bounds the bytes held at once, not the concurrency."""
 
 OnError = Literal["raise", "skip"]
+
+Progress: TypeAlias = Callable[[int], object]
+"""A walk's progress callback: called with the number of nodes read so far."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ def scan(
     concurrency: int | None = None,
     skipped: list[Skipped] | None = None,
     check: Callable[[NodePath, dict[str, Any]], Any] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[NodePath, dict[str, Any], Any]]:
     """Yield (path, metadata, check's result) of each node matching `pattern` and below it.
 
@@ -99,9 +104,15 @@ def scan(
     refuses (a `MetatreeError`), raises that error naming it, or with ``on_error="skip"`` is
     left out, with everything below it, and listed in `skipped`. A child removed by a writer
     between its parent's read and its own is left out silently.
+
+    `progress`, when given, is called with the number of nodes read so far after the root
+    and after each batch (a counter for a person watching a long scan; None costs nothing).
     """
     last = len(db.keys) if depth is None else depth
     root = db.read_metadata(())
+    read = 1
+    if progress is not None:
+        progress(read)
     level: list[tuple[NodePath, dict[str, Any]]] = [((), root)]
     for index in range(last):
         wanted: list[NodePath] = []
@@ -110,8 +121,12 @@ def scan(
         level = []
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start : start + BATCH]
-            for path, read in zip(batch, _read_level(db, batch, concurrency), strict=True):
-                got = _settle(db, path, read)
+            results = _read_level(db, batch, concurrency)
+            read += len(batch)
+            if progress is not None:
+                progress(read)
+            for path, result in zip(batch, results, strict=True):
+                got = _settle(db, path, result)
                 if got is None:
                     continue
                 try:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from metatree._core.db import Database
     from metatree._core.resolve import Resolved
+    from metatree._core.scan import Progress
     from metatree._types import NodePath
 
 __all__ = ["VerifyReport", "verify", "verify_node"]
@@ -56,10 +57,13 @@ class VerifyReport:
         return not self.mismatched and not self.missing and not self.unexpected
 
 
-def verify(node: Resolved, name: str | None, *, recursive: bool) -> VerifyReport:
+def verify(
+    node: Resolved, name: str | None, *, recursive: bool, progress: Progress | None = None
+) -> VerifyReport:
     """Verify what `name` names in `node`: a child node, a file or a stored directory.
 
-    None (or a child node) verifies the node's files, with `recursive` every node's below.
+    None (or a child node) verifies the node's files, with `recursive` every node's below;
+    `progress` is then called with the number of nodes checked so far.
     """
     db, report = node.db, VerifyReport()
     if name is not None and (name not in children_of(node.metadata) or node.is_leaf):
@@ -71,8 +75,10 @@ def verify(node: Resolved, name: str | None, *, recursive: bool) -> VerifyReport
     if not recursive:
         verify_node(db, start, report, None)
         return report
-    for path, metadata in walk(db, start):
+    for count, (path, metadata) in enumerate(walk(db, start), 1):
         verify_node(db, path, report, None, metadata)
+        if progress is not None:
+            progress(count)
     return report
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import platform
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from metatree.cli._context import Context
 from metatree.cli._output import EXIT_DAMAGE, Failure, emit, json_option, note
+from metatree.cli._progress import node_counter
 from metatree.errors import MetatreeError
 
 if TYPE_CHECKING:
@@ -31,7 +30,9 @@ _DISTRIBUTIONS = ("metatree", "fsspec", "s3fs", "pyarrow", "click")
 @pass_context
 def verify(ctx: Context, location: str, no_recursive: bool, as_json: bool) -> None:
     """Check stored files against their sha256 records; exit 5 when any differs."""
-    report = ctx.tree().verify(location, recursive=not no_recursive)
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        report = tree.verify(location, recursive=not no_recursive, progress=counter)
     data: dict[str, Any] = {**dataclasses.asdict(report), "clean": report.clean}
     lines = [
         f"{kind} {where}"
@@ -74,6 +75,8 @@ def break_(ctx: Context, force: bool, as_json: bool) -> None:
 
 
 def _version(name: str) -> str | None:
+    import importlib.metadata  # here, not at start: it costs `metatree --help` ~10 ms
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -85,6 +88,8 @@ def _version(name: str) -> str | None:
 @pass_context
 def doctor(ctx: Context, as_json: bool) -> None:
     """Print versions, the backend, its capabilities, the lock and the configuration."""
+    import platform
+
     data: dict[str, Any] = {
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in _DISTRIBUTIONS},
@@ -129,7 +134,9 @@ def _finding(finding: Any) -> dict[str, str]:
 @pass_context
 def fsck(ctx: Context, repair: bool, check_hashes: bool, force: bool, as_json: bool) -> None:
     """Check the tree (docs/fsck.md); exit 0 when it is clean, 5 when damage remains."""
-    report = ctx.tree().fsck(repair=repair, verify=check_hashes, force=force)
+    tree = ctx.tree()
+    with node_counter(quiet=ctx.quiet) as counter:
+        report = tree.fsck(repair=repair, verify=check_hashes, force=force, progress=counter)
     data = {
         "clean": report.clean,
         "findings": [_finding(f) for f in report.findings],

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metatree.cli._options import check_options
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -76,17 +78,22 @@ class Context:
         if self._tree is None:
             from metatree import Metatree
 
-            self._tree = Metatree(self.require_root(), None, create=False, **self.options)
+            root = self.require_root()
+            check_options(root, self.options)
+            self._tree = Metatree(root, None, create=False, **self.options)
         return self._tree
 
     def create(self, keys: tuple[str, ...]) -> Metatree:
         """Create the database with `keys`; `AlreadyExistsError` if one is there."""
         from metatree import Metatree
-        from metatree.errors import AlreadyExistsError, DatabaseError
+        from metatree.errors import AlreadyExistsError, CorruptDatabaseError, DatabaseError
 
         root = self.require_root()
+        check_options(root, self.options)
         try:
             Metatree(root, None, create=False, **self.options)
+        except CorruptDatabaseError:
+            raise  # a damaged database is there: never a new one over it
         except DatabaseError:
             return Metatree(root, keys, create=True, **self.options)
         raise AlreadyExistsError(root, "a database is there already: use it with --root")

@@ -54,7 +54,9 @@ def upload(
 ) -> None:
     """Upload the local file or directory SRC as a new model of DOMAIN; print its id."""
     from metatree import ModelStore
+    from metatree.cli._options import check_options
 
+    check_options(ctx.require_root(), ctx.options)
     store = ModelStore(ctx.require_root(), **ctx.options)
     metadata = parse_assignments(meta, "--meta")
     record = store.upload(

@@ -9,10 +9,11 @@ import click
 
 from metatree.cli._context import Context, parse_assignments
 from metatree.cli._output import emit, json_option, note
-from metatree.cli._progress import progress
+from metatree.cli._progress import node_counter, progress
 
 if TYPE_CHECKING:
     from metatree import Node
+    from metatree.cli._progress import NodeCounter
 
 __all__ = ["register"]
 
@@ -42,9 +43,13 @@ def ls(ctx: Context, location: str, as_json: bool) -> None:
     emit(as_json, data, [*(f"{name}/" for name in children), *files])
 
 
-def _branch(node: Node, depth: int | None, metadata: bool) -> tuple[dict[str, Any], list[str]]:
+def _branch(
+    node: Node, depth: int | None, metadata: bool, counter: NodeCounter | None
+) -> tuple[dict[str, Any], list[str]]:
     """One node and what is below it, as JSON and as `tree`'s drawing (one read per node)."""
     shown = node.metadata
+    if counter is not None:
+        counter.step()
     names = [] if node.is_leaf else list(shown.pop("children", []))
     shown.pop("children", None)
     data: dict[str, Any] = {"name": node.name, "children": []}
@@ -54,7 +59,7 @@ def _branch(node: Node, depth: int | None, metadata: bool) -> tuple[dict[str, An
     if depth is None or depth > 0:
         below = None if depth is None else depth - 1
         for index, name in enumerate(names):
-            child, drawn = _branch(node.child(name), below, metadata)
+            child, drawn = _branch(node.child(name), below, metadata, counter)
             data["children"].append(child)
             last = index == len(names) - 1
             lines.append(("└── " if last else "├── ") + drawn[0])
@@ -74,7 +79,8 @@ def _branch(node: Node, depth: int | None, metadata: bool) -> tuple[dict[str, An
 def tree(ctx: Context, location: str, depth: int | None, metadata: bool, as_json: bool) -> None:
     """Draw the nodes at and below LOCATION, like tree(1)."""
     node = ctx.tree().find(location)
-    data, lines = _branch(node, depth, metadata)
+    with node_counter(quiet=ctx.quiet) as counter:
+        data, lines = _branch(node, depth, metadata, counter)
     data["location"] = node.location
     emit(as_json, data, lines)
 

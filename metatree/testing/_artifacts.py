@@ -16,6 +16,7 @@ import pytest
 from metatree._paths import GLOB
 from metatree._storage import Storage
 from metatree.artifacts import ArtifactStore
+from metatree.datastore import VALUE_OF, DataStore
 from metatree.errors import AlreadyExistsError, MetatreeError, NotFoundError, PathError
 from metatree.testing._helpers import snapshot, unchanged
 
@@ -317,3 +318,40 @@ class ArtifactStoreTests:
                 attempt()
             assert snapshot(storage) == before, f"attempt {number} wrote"
         assert tree.find("m/v1/s").list() == ["model.bin"]
+
+    def test_artifacts_refuse_datastore_value_files(self, tree: Metatree, storage: Storage) -> None:
+        """A DataStore value's file is the field's: the file API neither replaces nor removes it.
+
+        As `Metatree.remove` and a forced put refuse it: the field would name a changed or a
+        missing file. A value file no field names any more (a killed update's leftover, its
+        record still saying a DataStore put it) is left to fsck and gc, not hand edits.
+        """
+        tree.put("m/v1/s", b"weights", name="model.bin")
+        tree.find("m/v1/s").update(cfg=DataStore(a=b"live"))
+        tree.put("m/v1/s", b"old", name="cfg.b.0123abcd", info={VALUE_OF: "cfg"})
+        live = next(n for n in storage.listdir("m/v1/s") if n.startswith("cfg.a."))
+        files = ArtifactStore.of(tree)
+        with files.open("m/v1/s/notes.txt", "w") as f:
+            f.write("n")
+        before = snapshot(storage)
+        for name in (live, "cfg.b.0123abcd"):
+            value = f"m/v1/s/{name}"
+            for attempt in (
+                lambda value=value: files.open(value, "wb"),
+                lambda value=value: files.copyfile("m/v1/s/notes.txt", value, overwrite=True),
+                lambda value=value: files.remove(value),
+                lambda value=value: files.rename(value, "m/v1/s/moved"),
+                lambda value=value: files.rename("m/v1/s/notes.txt", value, overwrite=True),
+            ):
+                with pytest.raises((PathError, NotFoundError)):
+                    attempt()
+        assert snapshot(storage) == before  # one walk for all (each is a listing on S3)
+        assert tree.find("m/v1/s").metadata["cfg"]["a"] == b"live"
+        storage.remove_file(f"m/v1/s/{live}")  # lost: a put must not plant the field's value
+        with pytest.raises(PathError):
+            files.open(f"m/v1/s/{live}", "wb")
+        with pytest.raises(PathError):
+            tree.put("m/v1/s", b"planted", name=live)
+        assert storage.kind(f"m/v1/s/{live}") is None
+        files.remove("m/v1/s/model.bin")  # a plain file of the node: the API's to change
+        assert tree.fsck().findings  # recorded, now missing: what fsck reports

@@ -24,6 +24,7 @@ from metatree import Metatree
 from metatree._names import CONFIG_FILE
 from metatree.errors import (
     AlreadyExistsError,
+    CorruptDatabaseError,
     CorruptMetadataError,
     DatabaseError,
     MetadataError,
@@ -359,10 +360,14 @@ class BadInputTests:
 
     @pytest.mark.parametrize("config", BAD_CONFIGS)
     def test_open_bad_config(self, storage: Storage, config: bytes) -> None:
-        """A .metatree that does not parse is refused, with or without keys, and kept."""
+        """A .metatree that does not parse is damage (exit 5), with or without keys, and kept.
+
+        One of another format version is not damage: a plain `DatabaseError` (exit 2).
+        """
         storage.write_atomic(".metatree", config)
-        refused(storage, DatabaseError, lambda: Metatree(storage))
-        refused(storage, DatabaseError, lambda: Metatree(storage, KEYS))
+        error = DatabaseError if b'"format"' in config else CorruptDatabaseError
+        refused(storage, error, lambda: Metatree(storage))
+        refused(storage, error, lambda: Metatree(storage, KEYS))
 
     def test_open_unrelated_data(self, storage: Storage) -> None:
         """A root holding other data is not turned into a database."""

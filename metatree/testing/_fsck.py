@@ -9,12 +9,18 @@ a second repair must find nothing to do.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 import pytest
 
 from metatree import Metatree
+from metatree._links import has_links
 from metatree._locking import LeaseInfo
 from metatree.datastore import VALUE_OF, DataStore
 from metatree.errors import LockError, PathError
@@ -22,15 +28,19 @@ from metatree.fsck import KINDS, QUARANTINE
 from metatree.testing._helpers import unchanged
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
+    from collections.abc import Callable, Iterator
 
     from metatree._storage import Storage
 
 __all__ = ["FsckTests"]
 
 _KEYS = ("model", "version", "stage")
-_DEAD_LEASE = LeaseInfo("0" * 32, "elsewhere", 1, 1.0, 2.0, 1, ttl=1.0).to_bytes()
+_DEAD_PID = 2**22 + 1
+"""Above Linux's largest pid_max: no process has it."""
+_DEAD_LEASE = dataclasses.replace(LeaseInfo.new("0" * 32, 1.0, None), pid=_DEAD_PID).to_bytes()
+"""A lease of this machine whose holder is provably gone (no such pid)."""
+_SLOW_LEASE = LeaseInfo("0" * 32, "elsewhere", 1, 1.0, 2.0, 1, ttl=1.0).to_bytes()
+"""A lease of another machine, expired in 1970 by its holder's clock (one running slow)."""
 
 
 def _small(storage: Storage) -> Metatree:
@@ -44,6 +54,36 @@ def _unreferenced(tree: Metatree, storage: Storage) -> None:
     """Leave a DataStore's old value, as an update killed before it deleted it does."""
     tree.find("m/v1/s1").update(cfg=DataStore(a=b"new"))
     tree.put("m/v1/s1", b"old", name="cfg.a.0123abcd", info={VALUE_OF: "cfg"})
+
+
+def _outside(storage: Storage) -> Path:
+    """Return a directory beside the root, holding ``key``: what planted links point to."""
+    outside = Path(f"{storage.root.rstrip('/')}-outside")
+    outside.mkdir(exist_ok=True)
+    (outside / "key").write_bytes(b"private")
+    return outside
+
+
+def _link(rel: str, to_file: bool) -> Callable[[Metatree, Storage], None]:
+    """Plant a symbolic link at `rel` (replacing what is there) to a file or a directory outside.
+
+    Only where the stored data is this host's filesystem (the links capability): elsewhere
+    no link can be planted, and the case is skipped.
+    """
+
+    def plant(tree: Metatree, storage: Storage) -> None:
+        if not has_links(storage):
+            pytest.skip("no symbolic links in this store")
+        outside = _outside(storage)
+        where = Path(storage.root, rel)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        if where.is_dir():
+            storage.remove_tree(rel)
+        elif where.exists():
+            where.unlink()
+        where.symlink_to(outside / "key" if to_file else outside)
+
+    return plant
 
 
 _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
@@ -72,8 +112,17 @@ _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
         ),
     ),
     "old-value": ("unreferenced-value", _unreferenced),
+    "link-node": ("link", _link("m/v2", to_file=False)),
+    "link-file": ("link", _link("m/v1/s1/new.bin", to_file=True)),
+    "link-below": ("link", _link("m/v1/s1/d/inner", to_file=False)),
+    "link-unrecorded": ("link", _link("m/v2/d/inner", to_file=False)),  # no records there
+    "link-metadata": ("link", _link("m/metadata.json", to_file=True)),
+    "link-lock": ("link", _link(".lock", to_file=True)),
+    "link-quarantine": ("link", _link(QUARANTINE, to_file=False)),
 }
 """Each case: the kind fsck must report, and how the damage is planted."""
+_THEN_FORCE = {"link-metadata"}
+"""Cases whose repair exposes damage for force: the link's node has no index once it moved."""
 
 
 class FsckTests:
@@ -84,14 +133,14 @@ class FsckTests:
         tree = _small(storage)  # clean: test_fsck_verify_... checks fsck says so
         kind, plant = _FAULTS[case]
         plant(tree, storage)
-        with unchanged(storage):  # checking writes nothing
+        with _unchanged(storage, kind):  # checking writes nothing
             found = tree.fsck()
         assert kind in {f.kind for f in found.findings}, found
-        force = KINDS[kind] == "force"
+        force = KINDS[kind] == "force" or case in _THEN_FORCE
         if kind == "foreign-lock":  # maybe metatreedb at work: refused, nothing written
             with unchanged(storage), pytest.raises(LockError):
                 tree.fsck(repair=True)
-        elif force:  # without force, what would lose a record stays, reported
+        elif KINDS[kind] == "force":  # without force, what would lose a record stays, reported
             assert kind in {f.kind for f in tree.fsck(repair=True).findings}
         report = tree.fsck(repair=True, force=force)
         assert report.clean, report.findings
@@ -103,11 +152,39 @@ class FsckTests:
             assert b"{x" in kept_files
         kept = {node.path for node, _ in tree.walk()}  # a repair never drops a good node
         assert ("m", "v1", "s1") in kept
-        assert ("m", "v2", "s1") in kept or case == "dangling"
+        assert ("m", "v2", "s1") in kept or case in ("dangling", "link-node")
+        if kind == "link":  # the link itself moved, its target untouched
+            outside = _outside(storage)
+            assert [p.name for p in outside.iterdir()] == ["key"]
+            assert (outside / "key").read_bytes() == b"private"
+            moved = [p for p in Path(storage.root, QUARANTINE).rglob("*") if p.is_symlink()]
+            assert len(moved) == 1, moved
+            assert tree.gc(dry_run=False).items  # the link goes, unfollowed
+            assert (outside / "key").read_bytes() == b"private"
         again = tree.fsck(repair=True, force=True)  # idempotent: nothing left to do
         assert again.clean, again
         assert not again.repaired
         _reads(tree)
+
+    def test_fsck_judges_a_lease_by_the_storage_clock(self, storage: Storage) -> None:
+        """A lease expired by its holder's clock but written just now is not stale.
+
+        Its holder's clock may run slow: the storage's (S3 LastModified, WebHDFS
+        modificationTime) says it was renewed a moment ago. Where the kernel's lock decides
+        (local disk: its lock file is free), no clock is asked. Where the write time can be
+        set back (memory), the same lease, unwritten for an hour, is stale.
+        """
+        tree = _small(storage)
+        storage.write_atomic(".lock", _SLOW_LEASE)
+        if tree.lock_status() is None:
+            return  # the kernel says its holder is gone: stale whatever the clocks say
+        with unchanged(storage):
+            assert tree.fsck().clean
+        store = getattr(storage.fs, "store", None)  # fsspec's memory filesystem, unwrapped
+        if storage.capabilities.data_in_memory and store is not None:
+            hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+            store[storage.abs(".lock")].created = hour_ago
+            assert [f.kind for f in tree.fsck().findings] == ["stale-lock"]
 
     def test_fsck_verify_finds_changed_bytes_of_the_same_size(
         self, storage: Storage, tmp_path: Path
@@ -220,6 +297,29 @@ class FsckTests:
             ):
                 with pytest.raises(PathError):
                     call()
+
+
+@contextlib.contextmanager
+def _unchanged(storage: Storage, kind: str) -> Iterator[None]:
+    """`unchanged`, or where links are planted (which it refuses to walk) the same by lstat."""
+    if kind != "link":
+        with unchanged(storage):
+            yield
+        return
+    before = _by_lstat(Path(storage.root))
+    yield
+    assert _by_lstat(Path(storage.root)) == before
+
+
+def _by_lstat(root: Path) -> dict[str, object]:
+    """Every name below `root`: a link's target, a file's bytes, a directory's being there."""
+    out: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path)] = os.readlink(path)
+        else:
+            out[str(path)] = path.read_bytes() if path.is_file() else None
+    return out
 
 
 def _reads(tree: Metatree) -> None:

@@ -18,6 +18,7 @@ from metatree import Metatree, Node
 from metatree._names import LOCK_FILE
 from metatree.errors import (
     AlreadyExistsError,
+    CorruptDatabaseError,
     CorruptMetadataError,
     DatabaseError,
     MetatreeError,
@@ -119,6 +120,39 @@ class BackendConformance(
         with pytest.raises(DatabaseError):
             Metatree(storage, KEYS, create=False)
         assert snapshot(storage) == {}
+
+    @pytest.mark.parametrize("config", [b"{not json", None], ids=["not-json", "directory"])
+    def test_corrupt_config_is_damage(self, storage: Storage, config: bytes | None) -> None:
+        # a config that is there but broken is damage (exit 5), not "no database" (exit 2);
+        # the other broken configs: _bad_input.py's test_open_bad_config
+        Metatree(storage, KEYS)
+        if config is None:
+            storage.remove_file(".metatree")
+            storage.write_atomic(".metatree/x", b"x")
+        else:
+            storage.write_atomic(".metatree", config)
+        before = snapshot(storage)
+        for keys in (None, KEYS):
+            with pytest.raises(CorruptDatabaseError) as caught:
+                Metatree(storage, keys)
+            assert isinstance(caught.value, CorruptMetadataError)
+            assert type(caught.value).exit_code == 5
+        assert snapshot(storage) == before
+
+    def test_missing_config_is_not_damage(self, storage: Storage) -> None:
+        with pytest.raises(DatabaseError) as caught:
+            Metatree(storage, create=False)
+        assert not isinstance(caught.value, CorruptMetadataError)
+
+    def test_walks_report_progress(self, tree: Metatree) -> None:
+        # the CLI's node counter: called with the nodes read so far, ending at all of them
+        tree.put("m/v1/s", b"x", name="f")
+        for name in ("search", "catalog", "verify", "fsck"):
+            counts: list[int] = []
+            getattr(tree, name)(progress=counts.append)
+            assert counts == sorted(counts), name
+            assert counts[0] >= 1, name
+            assert counts[-1] == 4, (name, counts)  # root, m, m/v1, m/v1/s
 
     # -- put / find ---------------------------------------------------------------------
     def test_put_creates_nodes_and_index(self, tree: Metatree, sample: Path) -> None:

@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from metatree import Metatree
-from metatree.cli._query import parse_where
 from metatree.cli.main import cli
 
 
@@ -61,7 +60,9 @@ def test_read_commands(root: str, tree: Metatree, tmp_path: Path) -> None:
     assert drawn["children"][0]["metadata"] == {"active": "v1", "n": 3, "tags": [1, 2]}
     assert drawn["children"][0]["children"][0]["metadata"] == {"acc": "0.9", "note": "7"}
     assert data(root, "tree", "--depth", "1")["children"][0]["children"] == []
-    assert run(root, "tree").stdout.splitlines()[1:] == ["└── m", "    └── v1"]
+    drawn_tree = run(root, "tree")
+    assert drawn_tree.stdout.splitlines()[1:] == ["└── m", "    └── v1"]
+    assert drawn_tree.stderr == ""  # no terminal: no node counter
     out = tmp_path / "out"
     out.mkdir()
     got = data(root, "get", "m/<active>/w.bin", str(out))
@@ -89,19 +90,17 @@ def test_search_and_export(root: str, tree: Metatree, tmp_path: Path) -> None:
     assert data(root, "search", "-w", "n=lt:4")["paths"] == []
     run(root, "search", "-w", "acc=0.9", code=2)  # a number against a string column
     assert data(root, "search", "-w", 'acc="0.9"')["paths"] == ["m/v1"]
-    assert run(root, "search", "-w", "active=v1").stdout == "m\n"
+    searched = run(root, "search", "-w", "active=v1")
+    assert (searched.stdout, searched.stderr) == ("m\n", "")  # no terminal: no counter
     assert data(root, "search", "--under", "m/*")["paths"] == ["m/v1"]
+    # free expressions: a plain AND (the dict form) and an or (an Arrow expression)
+    assert data(root, "search", "-w", "n >= 4 and active == 'v1'")["paths"] == ["m"]
+    assert data(root, "search", "-w", "n > 9 or acc == '0.9'")["paths"] == ["m/v1"]
+    assert data(root, "search", "-w", "not (n > 9) and n is not None")["paths"] == ["m"]
+    assert "attribute access" in run(root, "search", "-w", "().__class__", code=2).stderr
     out = tmp_path / "catalog"
     assert data(root, "catalog", "export", str(out), "--partition-by", "model")["url"]
     assert any(out.rglob("*.parquet"))
-
-
-def test_where_syntax() -> None:
-    assert parse_where(("u=http://x", "t=not_in:[1]", "s=starts_with:v")) == {
-        "u": "http://x",
-        "t": ("not in", [1]),
-        "s": ("starts_with", "v"),
-    }
 
 
 def test_writes(root: str, tree: Metatree, tmp_path: Path) -> None:
@@ -232,7 +231,9 @@ def test_attack_round_findings(
 
 def test_doctor_describes_a_broken_tree(root: str, tree: Metatree) -> None:
     tree.storage.fs.pipe(f"{tree.storage.root}/.metatree", b"{bad")
-    result = run(root, "doctor", "--json", code=2, printed=True)
+    result = run(root, "doctor", "--json", code=5, printed=True)  # damage, not usage
     report = json.loads(result.stdout)
     assert report["versions"]["metatree"]
-    assert "DatabaseError" in report["error"]
+    assert "CorruptDatabaseError" in report["error"]
+    assert "CorruptDatabaseError" in run(root, "ls", code=5).stderr
+    assert "CorruptDatabaseError" in run(root, "init", "a", code=5).stderr
