@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from metatree._core import index
 from metatree._core.db import children_of, rel_path
+from metatree._core.index import INDEX_DIR, Children
 from metatree._core.read import is_orphan_listing
 from metatree._core.scan import Progress, Skipped, scan
 from metatree._core.update import referenced
@@ -331,7 +333,9 @@ def _check_node(
         if name in links:
             continue
         if is_reserved(name):
-            if _leftover(path, name):
+            if name == INDEX_DIR and kind == "directory":
+                found.extend(_check_log_dir(db, path, metadata))
+            elif _leftover(path, name):
                 found.append(_finding("leftover-temporary", path, name, f"a {kind} of a writer"))
         elif (
             kind == "directory"
@@ -359,6 +363,34 @@ def _check_node(
         found.extend(_check_files(db, path, metadata, checked, stored, verify, held, bool(links)))
     found.extend(_unreferenced(db, path, metadata, records))
     return found
+
+
+def _check_log_dir(db: Database, path: NodePath, metadata: dict[str, Any]) -> list[Finding]:
+    """Find what does not belong in a node's index log directory (docs/format.md, "Format v2").
+
+    Only the generation the node's marker names is its log: another generation (left by a
+    crash between `reindex` and the removal of the old log) and the whole directory of a
+    node without a marker are leftovers. In the live log, a name that is neither a piece nor
+    a snapshot is a writer's temporary; pieces at or below the newest snapshot are folded
+    (a compaction killed before its deletes) and go too.
+    """
+    children = metadata.get(CHILDREN)
+    if not isinstance(children, Children):
+        return [_finding("leftover-temporary", path, INDEX_DIR, "the log of a node without one")]
+    found = []
+    live = children.log.generation
+    for generation in sorted(db.storage.listdir(rel_path(path, INDEX_DIR))):
+        name = f"{INDEX_DIR}/{generation}"
+        if generation != live:
+            found.append(_finding("leftover-temporary", path, name, "an old generation's log"))
+    found.extend(
+        _finding("leftover-temporary", path, f"{INDEX_DIR}/{live}/{entry}", _FOLDED)
+        for entry in sorted(index.stale_entries(db, path, live))
+    )
+    return found
+
+
+_FOLDED = "not a live piece or snapshot of the node's log"
 
 
 def _metatrees_own(db: Database, rel: str) -> bool:
@@ -555,7 +587,10 @@ def _edit(db: Database, path: NodePath, fixes: list[Finding]) -> None:
         metadata, version = db.read_for_write(path)
     where = db.url(path)
     drop = {f.path[-1] for f in fixes if f.kind == "dangling-entry"}
-    if drop or any(f.kind == "invalid-entry" for f in fixes):
+    if isinstance(metadata.get(CHILDREN), Children):  # a v2 index: one piece removes them
+        for name in sorted(drop):
+            index.discard(metadata, name)
+    elif drop or any(f.kind == "invalid-entry" for f in fixes):
         kept = [c for c in children_of(metadata) if c not in drop and _valid(c, where)]
         metadata[CHILDREN] = list(dict.fromkeys(kept))
     if any(f.kind == "corrupt-records" for f in fixes):

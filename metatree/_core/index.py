@@ -468,8 +468,29 @@ def _names(value: object, url: str, what: str) -> list[str]:
             try:
                 check_stored_name(entry, url)
             except PathError as exc:
-                raise CorruptMetadataError(url, f"index entry {entry!r}: {exc.reason}") from None
+                raise CorruptMetadataError(url, f"logged name {entry!r}: {exc.reason}") from None
     return value
+
+
+def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
+    """Return the names in a node's live log that readers ignore (for fsck to clear).
+
+    Temporaries of a killed write, and pieces and snapshots at or below the newest snapshot
+    (a compaction killed before it deleted them). The newest snapshot and the pieces after
+    it are the log: never listed here.
+    """
+    listed = db.storage.listdir(log_dir(path, generation))
+    snapshots, _ = _listing(db, log_dir(path, generation))
+    floor = snapshots[-1] if snapshots else 0
+    stale = []
+    for name in listed:
+        piece, snapshot = _PIECE.fullmatch(name), _SNAPSHOT.fullmatch(name)
+        if snapshot is not None and int(snapshot[1]) == floor:
+            continue
+        if piece is not None and int(piece[1]) > floor:
+            continue
+        stale.append(name)
+    return stale
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -562,6 +562,9 @@ class ModelStoreTests:
         store.set_alias("d", "production", "v1")
         store.create_model_state("staging")
         store.set_model_state("d", "v2", "staging")
+        # metatreedb reads inline indexes only: a domain in format v2 (the suite's second run
+        # logs from the second child on) is converted back first, as docs/format.md says
+        Metatree(storage).reindex("d", format=1)
         copy = work / "copy" / "db"
         for rel, data in snapshot(storage).items():
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,10 @@ trees) switch to the log exactly as a large production node would.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from metatree._core import index
 from tests.backends import test_local, test_memory, test_s3, test_webhdfs
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 THRESHOLD = 1
 
@@ -26,9 +21,8 @@ class _Log:
     """Run every test of the class with a threshold of `THRESHOLD` children."""
 
     @pytest.fixture(autouse=True)
-    def _index_threshold(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def _index_threshold(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(index.THRESHOLD_ENV, str(THRESHOLD))
-        yield
 
 
 class TestMemoryV2(_Log, test_memory.TestMemory):
