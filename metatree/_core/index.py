@@ -129,6 +129,9 @@ class Log:
     is here and in `dropped`)."""
     dropped: frozenset[str] = frozenset()
     """Names of the snapshot that pieces removed."""
+    folded: dict[Callable[[str], str], dict[str, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __contains__(self, name: object) -> bool:
         return (name in self.base.members and name not in self.dropped) or name in self.added
@@ -149,6 +152,15 @@ class Log:
         """How many names the pieces since the snapshot hold (what a reader applies)."""
         return len(self.added) + len(self.dropped)
 
+    def lookalike(self, wanted: str, fold: Callable[[str], str]) -> str | None:
+        """Return a name the pieces added that folds to `wanted` (table cached with the state)."""
+        table = self.folded.get(fold)
+        if table is None:
+            table = self.folded[fold] = {}
+            for name in self.added:
+                table.setdefault(fold(name), name)
+        return table.get(wanted)
+
     def apply(self, seq: int, add: Iterable[str], remove: Iterable[str]) -> Log:
         """Return the state after piece `seq` (removals first, then additions)."""
         added = dict.fromkeys(self.added)
@@ -162,11 +174,49 @@ class Log:
             if name not in added and (name not in self.base.members or name in dropped):
                 added[name] = None
         return replace(
-            self, seq=seq, pieces=self.pieces + 1, added=tuple(added), dropped=frozenset(dropped)
+            self,
+            seq=seq,
+            pieces=self.pieces + 1,
+            added=tuple(added),
+            dropped=frozenset(dropped),
+            folded={},
         )
 
 
 # -- the index a read returns ----------------------------------------------------------------
+class _Run:
+    """Names in order, appended to by successive views without a copy (a transaction's puts).
+
+    A view (`Children`) sees the first n names; appending to the newest view appends here,
+    so k puts into one node in a transaction cost O(k), not O(k^2). An older view appended
+    to (a fork) copies its n names first. Names in a run are distinct.
+    """
+
+    __slots__ = ("folded", "names", "pos")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names: list[str] = list(dict.fromkeys(names))
+        self.pos = {name: i for i, name in enumerate(self.names)}
+        self.folded: dict[Callable[[str], str], tuple[dict[str, int], int]] = {}
+
+    def has(self, name: object, n: int) -> bool:
+        i: int = self.pos.get(name, n) if isinstance(name, str) else n
+        return i < n
+
+    def append(self, name: str) -> None:
+        self.pos.setdefault(name, len(self.names))
+        self.names.append(name)
+
+    def lookalike(self, wanted: str, fold: Callable[[str], str], n: int) -> str | None:
+        """Return the first of the first `n` names that folds to `wanted` (tables kept up)."""
+        table, upto = self.folded.get(fold, ({}, 0))
+        for i in range(upto, len(self.names)):
+            table.setdefault(fold(self.names[i]), i)
+        self.folded[fold] = (table, len(self.names))
+        i = table.get(wanted, n)
+        return self.names[i] if i < n else None
+
+
 class Children:
     """A v2 node's children: the mirror (inline), the log, and changes not written yet.
 
@@ -174,51 +224,63 @@ class Children:
     `with_added` and `without` return a new `Children`; nothing here does I/O.
     """
 
-    __slots__ = ("added", "doc", "expect_log", "log", "mirror", "mirror_set", "removed")
+    __slots__ = ("_added", "_mirror", "_n", "doc", "log", "removed")
 
     def __init__(
         self,
-        mirror: tuple[str, ...],
+        mirror: Iterable[str] | _Run,
         log: Log,
         doc: dict[str, Any] | None,
-        added: tuple[str, ...] = (),
+        added: Iterable[str] | _Run = (),
         removed: frozenset[str] = frozenset(),
     ) -> None:
-        self.mirror = mirror
-        self.mirror_set = frozenset(mirror)
+        self._mirror = mirror if isinstance(mirror, _Run) else _Run(mirror)
         self.log = log
         self.doc = doc
         """The node's other metadata as stored (None: metadata.json must be written)."""
-        self.added = added
+        self._added = added if isinstance(added, _Run) else _Run(added)
+        self._n = len(self._added.names)
         self.removed = removed
+        """Stored names this view removed (an added name removed is just not added)."""
+
+    @property
+    def mirror(self) -> tuple[str, ...]:
+        """The names stored inline (metadata.json's ``children``), as read."""
+        return tuple(self._mirror.names)
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        """The names this view added, in order (not stored yet)."""
+        return tuple(self._added.names[: self._n])
+
+    def inline(self, name: str) -> bool:
+        """Whether `name` is stored inline (removing it rewrites metadata.json)."""
+        return name in self._mirror.pos
 
     def __contains__(self, name: object) -> bool:
+        if self._added.has(name, self._n):
+            return True
         if name in self.removed:
-            return name in self.added
-        return name in self.mirror_set or name in self.log or name in self.added
+            return False
+        return name in self._mirror.pos or name in self.log
 
     def __iter__(self) -> Iterator[str]:
-        removed, mirror = self.removed, self.mirror_set
-        for name in self.mirror:
+        removed, mirror = self.removed, self._mirror.pos
+        for name in self._mirror.names:
             if name not in removed:
                 yield name
         for name in self.log:
             if name not in mirror and name not in removed:
                 yield name
-        yield from self.added
+        yield from self._added.names[: self._n]
 
     def __reversed__(self) -> Iterator[str]:
         return reversed(list(self))
 
     def __len__(self) -> int:
-        return sum(1 for _ in self) if self.removed or self._overlap() else self._count()
-
-    def _count(self) -> int:
-        return len(self.mirror) + len(self.log) + len(self.added)
-
-    def _overlap(self) -> bool:
-        """Whether a name is both inline and logged (metatreedb appended it inline later)."""
-        return any(name in self.log for name in self.mirror)
+        if self.removed or any(name in self.log for name in self._mirror.names):
+            return sum(1 for _ in self)  # a name inline and logged (metatreedb added it)
+        return len(self._mirror.names) + len(self.log) + self._n
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Children | list | tuple):
@@ -232,14 +294,38 @@ class Children:
 
     def with_added(self, name: str) -> Children:
         """Return the index with `name` appended (not stored until the node is written)."""
-        return Children(self.mirror, self.log, self.doc, (*self.added, name), self.removed)
+        run = self._added
+        if self._n != len(run.names) or run.has(name, self._n):  # a fork, or added again
+            run = _Run(n for n in run.names[: self._n] if n != name)
+        run.append(name)
+        return Children(self._mirror, self.log, self.doc, run, self.removed)
 
     def without(self, name: str) -> Children:
         """Return the index without `name`."""
-        added = tuple(n for n in self.added if n != name)
-        stored = name in self.mirror_set or name in self.log
+        added = _Run(n for n in self._added.names[: self._n] if n != name)
+        stored = name in self._mirror.pos or name in self.log
         removed = self.removed | {name} if stored else self.removed
-        return Children(self.mirror, self.log, self.doc, added, removed)
+        return Children(self._mirror, self.log, self.doc, added, removed)
+
+    def lookalike(self, wanted: str, fold: Callable[[str], str]) -> str | None:
+        """Return a child whose folded name is `wanted`, or None, without a scan of them all.
+
+        Each part keeps a table of its folded names: the snapshot's is built once (cached
+        with it), the others grow with their runs.
+        """
+        base = self.log.base
+        table = base.folded.get(fold)
+        if table is None:
+            table = base.folded[fold] = {}
+            for n in base.names:
+                table.setdefault(fold(n), n)
+        candidates = [
+            table.get(wanted),
+            self._mirror.lookalike(wanted, fold, len(self._mirror.names)),
+            self.log.lookalike(wanted, fold),
+            self._added.lookalike(wanted, fold, self._n),
+        ]
+        return next((c for c in candidates if c is not None and c in self), None)
 
 
 def plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,22 +361,10 @@ def discard(metadata: dict[str, Any], name: str) -> None:
 
 
 def find_lookalike(children: Iterable[str], wanted: str, fold: Callable[[str], str]) -> str | None:
-    """Return a child whose folded name is `wanted`, or None.
-
-    A v2 node's snapshot gets a folded-name table once (cached with it), so a put into a
-    million-child node does not normalise a million names.
-    """
-    if not isinstance(children, Children):
-        return next((c for c in children if fold(c) == wanted), None)
-    base = children.log.base
-    table = base.folded.get(fold)
-    if table is None:
-        table = base.folded[fold] = {fold(n): n for n in base.names}
-    hit = table.get(wanted)
-    if hit is not None and hit in children:
-        return hit
-    small = (*children.mirror, *children.log.added, *children.added)
-    return next((c for c in small if c in children and fold(c) == wanted), None)
+    """Return a child whose folded name is `wanted`, or None (a v2 index: without a scan)."""
+    if isinstance(children, Children):
+        return children.lookalike(wanted, fold)
+    return next((c for c in children if fold(c) == wanted), None)
 
 
 def nfc(name: str) -> str:
@@ -506,7 +580,7 @@ def write(
     children: Children = metadata[CHILDREN]
     inline = inline_form(metadata)
     rest = {k: v for k, v in inline.items() if k != CHILDREN}
-    logged_removed = [n for n in children.removed if n not in children.mirror_set]
+    logged_removed = [n for n in children.removed if not children.inline(n)]
     if (
         children.doc is None
         or rest != children.doc
