@@ -8,6 +8,7 @@ assert the exact request sequence, which also proves that no object is read twic
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -404,3 +405,68 @@ def _recorder(moto_server: MotoS3Server, root: str, *, reset: bool) -> Callable[
         return out
 
     return requests
+
+
+@pytest.mark.s3
+class TestS3LargeNodeRequests:
+    """Issue 16: a put into a format v2 node costs the same at 10 and at 10 000 siblings.
+
+    Both nodes are planted as a compaction leaves them (a snapshot, no pieces after it), so
+    the only difference is the number of names; a fresh tree reads each (nothing cached).
+    """
+
+    @pytest.fixture
+    def root(self, moto_server: MotoS3Server, s3_bucket: str) -> str:
+        return f"s3://{s3_bucket}/{uuid.uuid4().hex}"
+
+    def _plant(self, moto_server: MotoS3Server, root: str, siblings: int) -> Metatree:
+        tree = Metatree(root, KEYS, **s3_options(moto_server.endpoint_url))
+        tree.put("x/first/z", b"data", name="f")
+        tree.reindex("x", format=2)  # "first" inline (the mirror), the others in the log
+        marker = orjson.loads(tree.storage.read_bytes("x/metadata.json"))[".metatree.index"]
+        names = [f"s{i:05d}" for i in range(siblings - 1)]
+        tree.storage.write_atomic(
+            f"x/.metatree.index/{marker['generation']}/snapshot-{1:020d}.json",
+            orjson.dumps({"seq": 1, "children": names}),
+        )
+        return Metatree(root, **s3_options(moto_server.endpoint_url))
+
+    def _put(self, moto_server: MotoS3Server, tree: Metatree) -> list[tuple[str, int]]:
+        moto_server.reset_counters()
+        tree.put("x/new/z", b"data", name="f")
+        prefix = tree.storage.root.split("/", 1)[1] + "/"
+        out = []
+        for r in moto_server.requests:
+            key = r.path.split("/", 2)[-1]
+            key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
+            key = re.sub("[0-9a-f]{32}", "<generation>", key)
+            out.append((f"{r.method} {key}", r.length if r.method == "PUT" else 0))
+        return out
+
+    def test_put_cost_does_not_grow_with_siblings(
+        self, moto_server: MotoS3Server, root: str
+    ) -> None:
+        small = self._put(moto_server, self._plant(moto_server, f"{root}/small", 10))
+        large = self._put(moto_server, self._plant(moto_server, f"{root}/large", 10_000))
+        assert [r for r, _ in small] == [r for r, _ in large]
+        # the same bytes: records have fixed widths; the lease's (pid, expiry) do not
+        assert [n for r, n in small if r != "PUT .lock"] == [
+            n for r, n in large if r != "PUT .lock"
+        ]
+        assert sum(n for _, n in large) < 2_000  # the piece names one child, not 10 000
+        log = "x/.metatree.index/<generation>"
+        assert [r for r, _ in large] == [
+            "PUT .lock",
+            "GET metadata.json",
+            "GET x/metadata.json",
+            "GET (list)",  # x's log: the snapshot, and the pieces after it (none)
+            f"GET {log}/snapshot-{1:020d}.json",  # a fresh process: nothing cached yet
+            "GET (list)",  # x/new/: an orphan there would be cleared first
+            "PUT x/new/metadata.json",
+            "PUT x/new/z/f",
+            "PUT x/new/z/metadata.json",
+            f"PUT {log}/{2:020d}.json",  # the commit point: a conditional create
+            "GET (list)",  # no compaction folded that number meanwhile (a stalled writer)
+            "DELETE .lock",
+        ]
+        assert "PUT x/metadata.json" not in [r for r, _ in large]  # the index is not rewritten

@@ -33,6 +33,8 @@ class S3Request:
     path: str
     query: str
     headers: dict[str, str]
+    length: int = 0
+    """The request body's bytes (its Content-Length)."""
 
 
 class _Counting:
@@ -59,6 +61,7 @@ class _Counting:
             environ.get("PATH_INFO", ""),
             environ.get("QUERY_STRING", ""),
             headers,
+            int(environ.get("CONTENT_LENGTH") or 0),
         )
         with self._lock:
             self.requests.append(request)
