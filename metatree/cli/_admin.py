@@ -1,4 +1,4 @@
-"""Commands for operators: verify, fsck, gc, lock status/break, doctor."""
+"""Commands for operators: verify, fsck, gc, lock status/break, doctor, reindex."""
 
 from __future__ import annotations
 
@@ -174,7 +174,23 @@ def gc(ctx: Context, dry_run: bool, as_json: bool) -> None:
     note(f"{verb} {len(report.items)} item(s), {report.size} bytes", quiet=ctx.quiet)
 
 
+@click.command()
+@click.argument("location", default="")
+@click.option("--format", "fmt", type=click.IntRange(1, 2), required=True,
+              help="1: the children inline (metatreedb reads them all); 2: a log.")  # fmt: skip
+@json_option
+@pass_context
+def reindex(ctx: Context, location: str, fmt: int, as_json: bool) -> None:
+    """Store a node's children index inline (format 1) or as a log (format 2); print the count.
+
+    A node switches to the log by itself past the threshold (docs/format.md, "Format v2");
+    this converts one back once it is small again, so metatreedb 0.2.3 sees every child.
+    """
+    count = ctx.tree().reindex(location, format=fmt)
+    emit(as_json, {"location": location, "format": fmt, "children": count}, [str(count)])
+
+
 def register(group: click.Group) -> None:
     """Add this module's commands to the ``metatree`` group."""
-    for command in (verify, lock, doctor, fsck, gc):
+    for command in (verify, lock, doctor, fsck, gc, reindex):
         group.add_command(command)

@@ -165,6 +165,22 @@ def test_fsck_and_gc(root: str, tree: Metatree) -> None:
     assert data(root, "gc")["items"] == []
 
 
+def test_reindex(root: str, tree: Metatree, tmp_path: Path) -> None:
+    run(root, "put", "m/v2", str(tmp_path / "w.bin"))
+    assert data(root, "reindex", "m", "--format", "2") == {
+        "location": "m",
+        "format": 2,
+        "children": 2,
+    }
+    assert ".metatree.index" in tree.storage.read_bytes("m/metadata.json").decode()
+    assert run(root, "reindex", "m", "--format", "1").stdout == "2\n"
+    assert json.loads(tree.storage.read_bytes("m/metadata.json"))["children"] == ["v1", "v2"]
+    assert ".metatree.index" not in tree.storage.read_bytes("m/metadata.json").decode()
+    run(root, "reindex", "m", "--format", "3", code=2)
+    run(root, "reindex", "m/v1", "--format", "1", code=2)  # a leaf has no index
+    run(root, "reindex", "nope", "--format", "1", code=3)
+
+
 def test_models(root: str, tmp_path: Path) -> None:
     (tmp_path / "m.bin").write_bytes(b"model")
     src = str(tmp_path / "m.bin")
