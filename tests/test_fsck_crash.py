@@ -50,6 +50,7 @@ import pytest
 
 from metatree import DataStore, Metatree
 from metatree import fsck as fsck_module
+from metatree._core import index
 from metatree._core.db import Database
 from metatree._locking import LeaseInfo
 from metatree.backends.local import LocalBackend
@@ -316,7 +317,19 @@ def _kills(runs: list[list[float]], rng: random.Random) -> Iterator[tuple[int, f
         yield step, rng.uniform(0.0, spans[step])
 
 
-def test_a_killed_writer_leaves_a_tree_fsck_repairs(base: Path, src: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_a_killed_writer_leaves_a_tree_fsck_repairs(
+    base: Path, src: Path, tmp_path: Path, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kill -9 at random points of each step; fsck must repair the tree to the reference.
+
+    ``v2``: every node with more than one child keeps its index in a log (docs/format.md,
+    "Format v2"), folded into a snapshot every second piece, so kills also land between a
+    node's files and its piece, and inside compactions. The forked writer inherits both.
+    """
+    if layout == "v2":
+        monkeypatch.setenv(index.THRESHOLD_ENV, "1")
+        monkeypatch.setattr(index, "COMPACT_PIECES", 2)
     seed = int(os.environ.get("METATREE_KILL_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     states = _reference(base, src)
@@ -350,7 +363,7 @@ def test_a_killed_writer_leaves_a_tree_fsck_repairs(base: Path, src: Path, tmp_p
             shutil.copytree(root, kept, symlinks=True)
             step = _PROGRAM[done][0] if done < len(_PROGRAM) else "after the end"
             exc.add_note(
-                f"kill trial {trial} (METATREE_KILL_SEED={seed}): killed {delay * 1e3:.2f} ms "
+                f"{layout} kill trial {trial} (METATREE_KILL_SEED={seed}): killed {delay * 1e3:.2f} ms "
                 f"into step {aim}, {done} steps done, in {step!r}; the tree is copied to {kept}"
             )
             raise
