@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -643,3 +644,55 @@ def test_update_without_arguments(metatreedb_python: Path, tmp_path: Path) -> No
     spec_ours, ours, spec_theirs, theirs = run_both(metatreedb_python, tmp_path, KEYS, ops)
     assert theirs[-2]["ok"]
     assert compare(spec_ours, ours, spec_theirs, theirs, REFUSALS) == []
+
+
+_REFERENCE_ON_V2 = """
+import json, sys
+from metatree import Metatree
+tree = Metatree(sys.argv[1])
+out = {"children": tree.find("m").metadata["children"]}
+out["v0"] = b"".join(tree.get("m/v0/f")).decode()
+try:
+    tree.find("m/v3")
+    out["v3"] = "found"
+except Exception as exc:
+    out["v3"] = type(exc).__name__
+if sys.argv[2] == "put":
+    tree.put("m/w", sys.argv[3])
+print(json.dumps(out))
+"""
+
+
+def test_metatreedb_on_a_format_v2_node(metatreedb_python: Path, tmp_path: Path) -> None:
+    """What metatreedb 0.2.3 sees of a v2 node is its mirror (docs/format.md, "Format v2").
+
+    It reads the inline children and their data, does not find a logged one, and a child it
+    appends inline is honoured by metatree; after ``reindex(format=1)`` it sees them all.
+    """
+    root = tmp_path / "db"
+    tree = Metatree(str(root), ("model", "version"), index_threshold=2)
+    for i in range(5):
+        tree.put(f"m/v{i}", f"w{i}".encode(), name="f")
+    (tmp_path / "f").write_bytes(b"theirs")
+
+    def reference(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [str(metatreedb_python), "-I", "-c", _REFERENCE_ON_V2, str(root), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return dict(json.loads(done.stdout))
+
+    seen = reference("put", str(tmp_path / "f"))
+    assert seen == {"children": ["v0", "v1"], "v0": "w0", "v3": "Exception"}
+    fresh = Metatree(str(root))
+    children = fresh.find("m").children  # metatreedb rewrote the mirror in set order
+    assert sorted(children[:3]) == ["v0", "v1", "w"]
+    assert children[3:] == ["v2", "v3", "v4"]
+    assert b"".join(fresh.get("m/w/f", verify=False)) == b"theirs"
+    assert fresh.fsck().clean
+    fresh.reindex("m", format=1)
+    assert reference("read")["children"] == children
