@@ -509,7 +509,9 @@ def _read_snapshot(db: Database, rel: str, seq: int) -> _Base:
     if parsed.keys() != {"seq", "children"} or parsed["seq"] != seq:
         raise CorruptMetadataError(url, "not a snapshot of this sequence number")
     names = _names(parsed["children"], url, "children")
-    return _Base(seq, tuple(dict.fromkeys(names)), frozenset(names))
+    members = frozenset(names)
+    unique = tuple(names) if len(members) == len(names) else tuple(dict.fromkeys(names))
+    return _Base(seq, unique, members)
 
 
 def _parse_piece(data: bytes, seq: int, url: str) -> tuple[list[str], list[str]]:
