@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from metatree._metadata import CHILDREN
+from metatree._metadata import CHILDREN, dump_metadata, load_metadata
 from metatree._paths import check_stored_name, plainly_safe
 from metatree.errors import (
     CorruptMetadataError,
@@ -82,8 +82,8 @@ COMPACT_NAMES: Final = 50_000
 _RETRIES: Final = 5
 """Lists of the log a reader makes while a compaction deletes what it listed."""
 
-_PIECE = re.compile(r"(\d{20})\.json")
-_SNAPSHOT = re.compile(r"snapshot-(\d{20})\.json")
+_PIECE = re.compile(r"([0-9]{20})\.json")
+_SNAPSHOT = re.compile(r"snapshot-([0-9]{20})\.json")
 _GENERATION = re.compile(r"[0-9a-f]{32}")
 
 
@@ -92,7 +92,7 @@ def default_threshold() -> int:
     text = os.environ.get(THRESHOLD_ENV)
     if text is None:
         return DEFAULT_THRESHOLD
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"{THRESHOLD_ENV}={text!r} is not a non-negative integer")
     return int(text)
 
@@ -129,6 +129,10 @@ class Log:
     is here and in `dropped`)."""
     dropped: frozenset[str] = frozenset()
     """Names of the snapshot that pieces removed."""
+    doc: tuple[int, dict[str, Any]] | None = None
+    """The newest metadata.json a piece (or the snapshot) carried, with its number: a
+    transaction that changed the node's own metadata and its children commits both in one
+    piece, and metadata.json is rewritten after it (`write`)."""
     folded: dict[Callable[[str], str], dict[str, str]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -161,7 +165,13 @@ class Log:
                 table.setdefault(fold(name), name)
         return table.get(wanted)
 
-    def apply(self, seq: int, add: Iterable[str], remove: Iterable[str]) -> Log:
+    def apply(
+        self,
+        seq: int,
+        add: Iterable[str],
+        remove: Iterable[str],
+        doc: dict[str, Any] | None = None,
+    ) -> Log:
         """Return the state after piece `seq` (removals first, then additions)."""
         added = dict.fromkeys(self.added)
         dropped = set(self.dropped)
@@ -180,6 +190,7 @@ class Log:
             added=tuple(added),
             dropped=frozenset(dropped),
             folded={},
+            doc=self.doc if doc is None else (seq, doc),
         )
 
 
@@ -224,7 +235,7 @@ class Children:
     `with_added` and `without` return a new `Children`; nothing here does I/O.
     """
 
-    __slots__ = ("_added", "_mirror", "_n", "doc", "log", "removed")
+    __slots__ = ("_added", "_mirror", "_n", "doc", "fresh", "log", "removed")
 
     def __init__(
         self,
@@ -233,6 +244,8 @@ class Children:
         doc: dict[str, Any] | None,
         added: Iterable[str] | _Run = (),
         removed: frozenset[str] = frozenset(),
+        *,
+        fresh: bool = False,
     ) -> None:
         self._mirror = mirror if isinstance(mirror, _Run) else _Run(mirror)
         self.log = log
@@ -242,6 +255,8 @@ class Children:
         self._n = len(self._added.names)
         self.removed = removed
         """Stored names this view removed (an added name removed is just not added)."""
+        self.fresh = fresh
+        """A v1 node switching to v2 in this write: no metadata.json names its log yet."""
 
     @property
     def mirror(self) -> tuple[str, ...]:
@@ -298,14 +313,14 @@ class Children:
         if self._n != len(run.names) or run.has(name, self._n):  # a fork, or added again
             run = _Run(n for n in run.names[: self._n] if n != name)
         run.append(name)
-        return Children(self._mirror, self.log, self.doc, run, self.removed)
+        return Children(self._mirror, self.log, self.doc, run, self.removed, fresh=self.fresh)
 
     def without(self, name: str) -> Children:
         """Return the index without `name`."""
         added = _Run(n for n in self._added.names[: self._n] if n != name)
         stored = name in self._mirror.pos or name in self.log
         removed = self.removed | {name} if stored else self.removed
-        return Children(self._mirror, self.log, self.doc, added, removed)
+        return Children(self._mirror, self.log, self.doc, added, removed, fresh=self.fresh)
 
     def lookalike(self, wanted: str, fold: Callable[[str], str]) -> str | None:
         """Return a child whose folded name is `wanted`, or None, without a scan of them all.
@@ -345,8 +360,8 @@ def append(metadata: dict[str, Any], name: str, threshold: int) -> None:
         metadata[CHILDREN] = children.with_added(name)
     elif len(children) + 1 > threshold:
         log = Log(uuid.uuid4().hex, 0, _EMPTY_BASE)
-        metadata[CHILDREN] = Children(tuple(children), log, None, (name,))
-        metadata[INDEX_KEY] = {"format": 2, "generation": log.generation}
+        metadata[CHILDREN] = Children(tuple(children), log, None, (name,), fresh=True)
+        metadata[INDEX_KEY] = _marker(log.generation, 0)
     else:
         metadata[CHILDREN] = [*children, name]
 
@@ -413,24 +428,36 @@ def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> 
     marker = metadata.get(INDEX_KEY)
     if marker is None:
         return
-    generation = _check_marker(marker, url)
+    generation, written = _check_marker(marker, url)
     log = read_log(db, path, generation)
-    doc = {k: v for k, v in metadata.items() if k != CHILDREN}
+    doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}
+    if log.doc is not None and log.doc[0] > written:
+        # a piece committed metadata that metadata.json does not show yet (its writer died
+        # before the rewrite): it is the node's metadata; the next write stores it inline
+        metadata.clear()
+        metadata.update(log.doc[1])
+        doc = None
     metadata[CHILDREN] = Children(tuple(metadata.get(CHILDREN, [])), log, doc)
 
 
-def _check_marker(marker: object, url: str) -> str:
+def _check_marker(marker: object, url: str) -> tuple[str, int]:
+    """Return the generation and the log number metadata.json was written at."""
     if (
         not isinstance(marker, dict)
-        or marker.keys() != {"format", "generation"}
-        or marker["format"] != 2
+        or marker.keys() != {"format", "generation", "seq"}
         or type(marker["format"]) is not int
+        or marker["format"] != 2
         or not isinstance(marker["generation"], str)
         or not _GENERATION.fullmatch(marker["generation"])
+        or type(marker["seq"]) is not int
+        or marker["seq"] < 0
     ):
         raise CorruptMetadataError(url, f"{INDEX_KEY!r} is not a format 2 index marker")
-    generation: str = marker["generation"]
-    return generation
+    return marker["generation"], marker["seq"]
+
+
+def _marker(generation: str, seq: int) -> dict[str, Any]:
+    return {"format": 2, "generation": generation, "seq": seq}
 
 
 def read_log(db: Database, path: NodePath, generation: str) -> Log:
@@ -459,6 +486,8 @@ def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
         listed = db.storage.listdir(rel)
     except NotFoundError:
         listed = {}
+    if not listed and db.storage.kind(rel) == "file":  # an empty log lists nothing too
+        raise CorruptMetadataError(db.storage.url_of(rel), "the index log is a file")
     snapshots, pieces = [], []
     for name, kind in listed.items():
         if kind != "file":
@@ -476,7 +505,8 @@ def _load(db: Database, rel: str, generation: str, snapshots: list[int], pieces:
     if cached is not None and cached.seq >= floor:
         state = cached
     elif snapshots:
-        state = Log(generation, floor, _read_snapshot(db, rel, floor))
+        base, doc = _read_snapshot(db, rel, floor)
+        state = Log(generation, floor, base, doc=doc)
     else:
         state = Log(generation, 0, _EMPTY_BASE)
     todo = [n for n in pieces if n > state.seq]
@@ -493,12 +523,15 @@ def _load(db: Database, rel: str, generation: str, snapshots: list[int], pieces:
                 raise _Vanished(f"index piece {seq} vanished")
             if isinstance(data, MetatreeError):
                 raise data
-            add, remove = _parse_piece(data, seq, db.storage.url_of(f"{rel}/{seq:020d}.json"))
-            state = state.apply(seq, add, remove)
+            url = db.storage.url_of(f"{rel}/{seq:020d}.json")
+            add, remove, carried = _parse_piece(data, seq, url, generation)
+            state = state.apply(seq, add, remove, carried)
     return state
 
 
-def _read_snapshot(db: Database, rel: str, seq: int) -> _Base:
+def _read_snapshot(
+    db: Database, rel: str, seq: int
+) -> tuple[_Base, tuple[int, dict[str, Any]] | None]:
     name = f"{rel}/snapshot-{seq:020d}.json"
     url = db.storage.url_of(name)
     try:
@@ -506,33 +539,55 @@ def _read_snapshot(db: Database, rel: str, seq: int) -> _Base:
     except NotFoundError:
         raise _Vanished(f"snapshot {seq} vanished") from None
     parsed = _parse(data, url, db.max_metadata_bytes)
-    if parsed.keys() != {"seq", "children"} or parsed["seq"] != seq:
+    if not {"seq", "children"} <= parsed.keys() <= {"seq", "children", "doc"} or not _is_seq(
+        parsed["seq"], seq
+    ):
         raise CorruptMetadataError(url, "not a snapshot of this sequence number")
     names = _names(parsed["children"], url, "children")
     members = frozenset(names)
     unique = tuple(names) if len(members) == len(names) else tuple(dict.fromkeys(names))
-    return _Base(seq, unique, members)
+    doc = None
+    if "doc" in parsed:
+        entry = parsed["doc"]
+        if not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int:
+            raise CorruptMetadataError(url, "a malformed 'doc'")
+        doc = (entry[0], _doc(entry[1], url, rel.rsplit("/", 1)[-1], entry[0]))
+    return _Base(seq, unique, members), doc
 
 
-def _parse_piece(data: bytes, seq: int, url: str) -> tuple[list[str], list[str]]:
+def _is_seq(value: object, seq: int) -> bool:
+    return type(value) is int and value == seq
+
+
+def _parse_piece(
+    data: bytes, seq: int, url: str, generation: str
+) -> tuple[list[str], list[str], dict[str, Any] | None]:
     parsed = _parse(data, url, None)
-    if not parsed.keys() <= {"seq", "add", "remove"} or parsed.get("seq") != seq:
+    if not parsed.keys() <= {"seq", "id", "add", "remove", "doc"} or not _is_seq(
+        parsed.get("seq"), seq
+    ):
         raise CorruptMetadataError(url, f"not the index piece {seq}")
-    return _names(parsed.get("add", []), url, "add"), _names(
-        parsed.get("remove", []), url, "remove"
-    )
+    add = _names(parsed.get("add", []), url, "add")
+    remove = _names(parsed.get("remove", []), url, "remove")
+    doc = _doc(parsed["doc"], url, generation, seq) if "doc" in parsed else None
+    return add, remove, doc
+
+
+def _doc(value: object, url: str, generation: str, seq: int) -> dict[str, Any]:
+    """Check a node's metadata.json carried by a piece as a read of metadata.json is checked."""
+    if not isinstance(value, dict):
+        raise CorruptMetadataError(url, "the metadata it carries is not an object")
+    parsed = load_metadata(dump_metadata(value), url)
+    if parsed.get(INDEX_KEY) != _marker(generation, seq):
+        raise CorruptMetadataError(url, "the metadata it carries is not of this log and number")
+    return parsed
 
 
 def _parse(data: bytes, url: str, limit: int | None) -> dict[str, Any]:
+    """Parse a piece or snapshot as metadata.json is parsed (depth bound, exact integers)."""
     if limit is not None and len(data) > limit:
         raise CorruptMetadataError(url, f"larger than {limit} bytes")
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptMetadataError(url, f"invalid JSON ({exc})") from None
-    if not isinstance(parsed, dict):
-        raise CorruptMetadataError(url, "a JSON object was expected")
-    return parsed
+    return load_metadata(data, url)
 
 
 def _names(value: object, url: str, what: str) -> list[str]:
@@ -559,7 +614,10 @@ def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
     snapshots, _ = _listing(db, log_dir(path, generation))
     floor = snapshots[-1] if snapshots else 0
     stale = []
-    for name in listed:
+    for name, kind in listed.items():
+        if kind != "file":  # a directory at a piece's name would block the next commit
+            stale.append(name)
+            continue
         piece, snapshot = _PIECE.fullmatch(name), _SNAPSHOT.fullmatch(name)
         if snapshot is not None and int(snapshot[1]) == floor:
             continue
@@ -573,51 +631,142 @@ def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
 def write(
     db: Database, path: NodePath, metadata: dict[str, Any], *, expect: object, durable: bool
 ) -> None:
-    """Store a v2 node's metadata: metadata.json if anything inline changed, then one piece.
+    """Store a v2 node's metadata: its log's changes as one piece, the rest in metadata.json.
 
-    The piece is the commit point of what it adds and removes. metadata.json is rewritten
-    (conditional on `expect`) only when the node's other metadata, its inline mirror or its
-    marker changed: a put into a large node writes the piece alone.
+    - Only children changed (a put): the piece alone, the commit point.
+    - Only the node's own metadata or its mirror changed: metadata.json alone (conditional on
+      `expect`), as in format v1.
+    - Both (a transaction): the piece carries the new metadata.json too, so one object
+      commits both; metadata.json is rewritten after it. A reader that finds a piece's
+      metadata newer than metadata.json's (the writer died between) uses the piece's.
     """
     children: Children = metadata[CHILDREN]
+    log = children.log
     inline = inline_form(metadata)
     rest = {k: v for k, v in inline.items() if k != CHILDREN}
-    logged_removed = [n for n in children.removed if not children.inline(n)]
-    if (
+    changed = (
         children.doc is None
         or rest != children.doc
         or len(inline.get(CHILDREN, ())) != len(children.mirror)
-    ):
-        db.put_inline(path, inline, expect=expect, durable=durable)
+    )
+    # a name both inline and logged (metatreedb appended it inline) goes from both
+    logged_removed = [n for n in children.removed if not children.inline(n) or n in log]
     if not children.added and not logged_removed:
+        if changed:
+            inline[INDEX_KEY] = _marker(log.generation, log.seq)
+            db.put_inline(path, inline, expect=expect, durable=durable)
         return
-    log = children.log
     seq = log.seq + 1
-    piece: dict[str, Any] = {"seq": seq}
+    piece: dict[str, Any] = {"seq": seq, "id": uuid.uuid4().hex}
+    rel = log_dir(path, log.generation)
+    if children.fresh:
+        _switch(db, path, rel, piece, children, inline, expect=expect, durable=durable)
+        return
     if logged_removed:
         piece["remove"] = logged_removed
     if children.added:
         piece["add"] = list(children.added)
-    rel = log_dir(path, log.generation)
-    name = f"{rel}/{seq:020d}.json"
-    if not db.storage.create_exclusive(name, orjson.dumps(piece)):
-        raise LockLostError(
-            db.lock.name,
-            f"{db.storage.url_of(name)} was committed by another writer "
-            "(our lease must have expired meanwhile)",
-        )
-    snapshots, _ = _listing(db, rel)
-    if snapshots and snapshots[-1] >= seq:  # a compaction folded the slot we reused
-        db.storage.remove_file(name)
-        raise LockLostError(
-            db.lock.name,
-            f"{db.storage.url_of(name)} was written after the log was compacted past it "
-            "(our lease must have expired meanwhile)",
-        )
-    state = log.apply(seq, children.added, logged_removed)
+    if changed:
+        inline[INDEX_KEY] = _marker(log.generation, seq)
+        piece["doc"] = inline
+    _commit(db, path, rel, seq, piece)
+    state = log.apply(seq, children.added, logged_removed, inline if changed else None)
     db.index_cache.put(rel, state)
+    if changed:  # the piece committed it; metadata.json catches up (readers need not wait)
+        with contextlib.suppress(LockLostError):  # rewritten meanwhile by whoever read it
+            db.put_inline(path, inline, expect=expect, durable=durable)
     if state.pieces >= COMPACT_PIECES or state.tail >= COMPACT_NAMES:
         compact(db, path, state)
+
+
+def _switch(
+    db: Database,
+    path: NodePath,
+    rel: str,
+    piece: dict[str, Any],
+    children: Children,
+    inline: dict[str, Any],
+    *,
+    expect: object,
+    durable: bool,
+) -> None:
+    """Switch a v1 node to v2: its first piece, then metadata.json naming the log (the commit).
+
+    The generation is new, so nothing else can be in its log, and no reader looks there
+    before metadata.json names it: the conditional rewrite of metadata.json commits the
+    switch, the piece's children and any other change of the node at once. A crash before
+    it leaves a log no marker names (fsck removes it).
+    """
+    if children.added:
+        piece["add"] = list(children.added)
+    name = f"{rel}/{1:020d}.json"
+    if not db.storage.create_exclusive(name, dump_metadata(piece)):
+        raise CorruptMetadataError(db.storage.url_of(name), "a new index log is not empty")
+    inline[INDEX_KEY] = _marker(children.log.generation, 1)
+    db.put_inline(path, inline, expect=expect, durable=durable)
+    db.index_cache.put(rel, children.log.apply(1, children.added, ()))
+
+
+def _commit(db: Database, path: NodePath, rel: str, seq: int, piece: dict[str, Any]) -> None:
+    """Create piece `seq`, then check that it is a live piece of the node's current log.
+
+    The exclusive create refuses a number another writer committed. A writer whose lease
+    lapsed can still find its number free where the log moved on without it: a compaction
+    deleted the folded pieces, or `reindex` (or a remove) deleted the whole generation. One
+    listing tells: the pieces from the newest snapshot up to ours must all be there, and for
+    a log's first piece metadata.json must still name the generation. Otherwise the piece is
+    taken back and nothing was committed (`LockLostError`).
+    """
+    name = f"{rel}/{seq:020d}.json"
+    url = db.storage.url_of(name)
+    body = dump_metadata(piece)
+    if not db.storage.create_exclusive(name, body) and not _ours(db, name, piece["id"]):
+        raise LockLostError(
+            db.lock.name,
+            f"{url} was committed by another writer (our lease must have expired meanwhile)",
+        )
+    snapshots, pieces = _listing(db, rel)
+    floor = snapshots[-1] if snapshots else 0
+    live = floor < seq and [n for n in pieces if floor < n <= seq] == list(
+        range(floor + 1, seq + 1)
+    )
+    if live and floor == 0 and seq == 1:
+        try:
+            marker = db.read_metadata(path).get(INDEX_KEY)
+        except MetatreeError:
+            marker = None
+        live = isinstance(marker, dict) and marker.get("generation") == rel.rsplit("/", 1)[-1]
+    if not live:
+        with contextlib.suppress(NotFoundError):
+            db.storage.remove_file(name)
+        raise LockLostError(
+            db.lock.name,
+            f"{url} was written after its log moved on (compacted or replaced); our lease "
+            "must have expired meanwhile: nothing was committed",
+        )
+
+
+def _ours(db: Database, name: str, piece_id: str) -> bool:
+    """Whether the piece at `name` is the one we wrote (a create whose reply was lost).
+
+    A retried conditional create answers that the object exists: ours, when it holds our
+    random id. A directory (or anything unreadable) there is damage, not another writer.
+    """
+    kind = db.storage.kind(name)
+    if kind is None:
+        return False
+    try:
+        if kind != "file":
+            raise CorruptMetadataError(db.storage.url_of(name), f"it is a {kind}")
+        data = db.storage.read_bytes(name)
+    except MetatreeError as exc:
+        raise CorruptMetadataError(
+            db.storage.url_of(name), "something else holds the name of the next index piece"
+        ) from exc
+    try:
+        return bool(orjson.loads(data).get("id") == piece_id)
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
 
 
 def inline_form(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -638,11 +787,14 @@ def compact(db: Database, path: NodePath, state: Log) -> None:
     are ignored, whoever deleted them or not.
     """
     rel = log_dir(path, state.generation)
-    body = orjson.dumps({"seq": state.seq, "children": list(state)})
+    snapshot: dict[str, Any] = {"seq": state.seq, "children": list(state)}
+    if state.doc is not None:  # kept, should metadata.json not have caught up with it
+        snapshot["doc"] = list(state.doc)
+    body = dump_metadata(snapshot)
     db.storage.create_exclusive(f"{rel}/snapshot-{state.seq:020d}.json", body)
     names = list(state)
     base = _Base(state.seq, tuple(names), frozenset(names))
-    db.index_cache.put(rel, Log(state.generation, state.seq, base))
+    db.index_cache.put(rel, Log(state.generation, state.seq, base, doc=state.doc))
     snapshots, pieces = _listing(db, rel)
     stale = [f"snapshot-{n:020d}.json" for n in snapshots if n < state.seq]
     stale += [f"{n:020d}.json" for n in pieces if n <= state.seq]
@@ -669,6 +821,5 @@ def to_log(db: Database, path: NodePath, metadata: dict[str, Any], expect: objec
     """Store a v1 node as format v2 (its inline index becomes the mirror)."""
     if isinstance(metadata.get(CHILDREN), Children):
         return
-    generation = uuid.uuid4().hex
-    inline = {**metadata, INDEX_KEY: {"format": 2, "generation": generation}}
+    inline = {**metadata, INDEX_KEY: _marker(uuid.uuid4().hex, 0)}
     db.put_inline(path, inline, expect=expect, durable=True)

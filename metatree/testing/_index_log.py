@@ -57,7 +57,7 @@ class IndexLogTests:
     def test_index_log_past_the_threshold(self, big: Metatree, storage: Storage) -> None:
         stored = orjson.loads(storage.read_bytes("m/metadata.json"))
         assert stored["children"] == ["v0", "v1", "v2"]  # the mirror: what metatreedb reads
-        assert set(stored[index.INDEX_KEY]) == {"format", "generation"}
+        assert set(stored[index.INDEX_KEY]) == {"format", "generation", "seq"}
         assert _pieces(storage) == [f"{n:020d}.json" for n in (1, 2, 3)]
         expected = [f"v{i}" for i in range(6)]
         for tree in (big, Metatree(storage)):  # a fresh reader has nothing cached
@@ -74,7 +74,8 @@ class IndexLogTests:
         after = snapshot(storage)
         changed = sorted(k for k in after if before.get(k) != after[k])
         assert changed == [f"{_log_dir(storage)}/{4:020d}.json", "m/new/f", "m/new/metadata.json"]
-        assert orjson.loads(after[changed[0]]) == {"seq": 4, "add": ["new"]}
+        piece = orjson.loads(after[changed[0]])
+        assert piece == {"seq": 4, "id": piece["id"], "add": ["new"]}
 
     def test_index_log_remove_and_add_again(self, big: Metatree, storage: Storage) -> None:
         big.remove("m/v1", recursive=True)  # inline: the mirror is rewritten
@@ -93,7 +94,8 @@ class IndexLogTests:
             big.find("m").update(note="bulk")
         assert _pieces(storage)[-1] == f"{4:020d}.json"
         piece = orjson.loads(storage.read_bytes(f"{_log_dir(storage)}/{4:020d}.json"))
-        assert piece == {"seq": 4, "add": ["v10", "v11", "v13", "v14"]}
+        assert piece["add"] == ["v10", "v11", "v13", "v14"]
+        assert piece["doc"]["note"] == "bulk"  # one object commits both (docs/format.md)
         fresh = Metatree(storage).find("m")
         assert fresh.children[-4:] == ["v10", "v11", "v13", "v14"]
         assert fresh.metadata["note"] == "bulk"
@@ -157,6 +159,95 @@ class IndexLogTests:
         assert _pieces(storage) == [f"{5:020d}.json", f"snapshot-{4:020d}.json"]
         assert "late" not in Metatree(storage).find("m").children
 
+    def test_index_log_stalled_writer_after_a_reindex(self, big: Metatree) -> None:
+        """A lapsed writer's piece lands in a log `reindex` deleted: refused, not lost."""
+        db = big._db
+        for formats in ((1,), (1, 2)):
+            metadata, version = db.read_for_write(("m",))
+            for fmt in formats:
+                big.reindex("m", format=fmt)
+            index.append(metadata, "late", db.index_threshold)
+            with pytest.raises(LockLostError):
+                db.put_metadata(("m",), metadata, expect=version)
+            assert "late" not in Metatree(big.storage).find("m").children
+            big.reindex("m", format=2)
+
+    def test_index_log_transaction_is_one_commit(
+        self, big: Metatree, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A writer killed between its piece and metadata.json: both changes are committed."""
+        db = big._db
+        real = db.put_inline
+        calls: list[object] = []
+
+        def dies_after_the_piece(path: tuple[str, ...], *args: Any, **kwargs: Any) -> None:
+            if path != ("m",):  # the new node's own metadata.json
+                return real(path, *args, **kwargs)
+            calls.append(path)
+            raise KeyboardInterrupt  # m's piece is written; its metadata.json never is
+
+        monkeypatch.setattr(db, "put_inline", dies_after_the_piece)
+
+        def transaction() -> None:
+            with big.transaction():
+                big.find("m").update(color="red")
+                big.put("m/new", b"w", name="f")
+                big.remove("m/v1", recursive=True)  # inline: the mirror changes too
+
+        with pytest.raises(KeyboardInterrupt):
+            transaction()
+        assert len(calls) == 1
+        monkeypatch.setattr(db, "put_inline", real)
+        fresh = Metatree(storage)
+        assert fresh.find("m").metadata == {
+            "children": ["v0", "v2", "v3", "v4", "v5", "new"],
+            "color": "red",
+        }
+        fresh.put("m/later", b"w", name="f")  # the next write stores that metadata inline
+        stored = orjson.loads(storage.read_bytes("m/metadata.json"))
+        assert stored["color"] == "red"
+        assert stored["children"] == ["v0", "v2"]
+        assert Metatree(storage).find("m").children[-2:] == ["new", "later"]
+
+    def test_index_log_name_both_inline_and_logged_is_removed(
+        self, big: Metatree, storage: Storage
+    ) -> None:
+        stored = orjson.loads(storage.read_bytes("m/metadata.json"))
+        stored["children"].append("v4")  # as metatreedb appends to the inline list
+        storage.write_atomic("m/metadata.json", orjson.dumps(stored))
+        big.remove("m/v4", recursive=True)
+        assert "v4" not in Metatree(storage).find("m").children
+        big.put("m/v4", b"again", name="f")
+        assert Metatree(storage).find("m").children.count("v4") == 1
+
+    def test_index_log_lost_reply_of_a_commit(
+        self, big: Metatree, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The piece was created but the reply lost (a retry then sees it exist): ours."""
+        real = storage.create_exclusive
+
+        def lost_reply(rel: str, data: bytes) -> bool:
+            real(rel, data)
+            return False
+
+        monkeypatch.setattr(storage, "create_exclusive", lost_reply)
+        assert big.put("m/new", b"w", name="f") is True
+        assert Metatree(storage).find("m").children[-1] == "new"
+
+    def test_index_log_planted_entries_are_found_and_cleared(
+        self, big: Metatree, storage: Storage
+    ) -> None:
+        log = _log_dir(storage)
+        storage.write_atomic(f"{log}/{4:020d}.json/x", b"{}")  # a directory at the next name
+        storage.write_atomic(f"{log}/{'٤' * 20}.json", b"{}")  # digits, but not ASCII ones
+        with pytest.raises(CorruptMetadataError):
+            big.put("m/new", b"w", name="f")
+        report = big.fsck()
+        assert {f.kind for f in report.findings} >= {"leftover-temporary"}
+        assert big.fsck(repair=True).clean
+        big.put("m/new2", b"w", name="f")
+        assert Metatree(storage).find("m").children[-1] == "new2"
+
     # -- stored pieces are input ----------------------------------------------------------------
     @pytest.mark.parametrize(
         "damage",
@@ -167,6 +258,7 @@ class IndexLogTests:
             "piece-escape",
             "piece-not-json",
             "piece-wrong-seq",
+            "piece-seq-bool",
             "piece-names-not-strings",
             "piece-gap",
             "snapshot-wrong-seq",
@@ -184,6 +276,7 @@ class IndexLogTests:
             "piece-escape": lambda: _write(storage, f"{log}/{2:020d}.json", seq=2, add=["../x"]),
             "piece-not-json": lambda: storage.write_atomic(f"{log}/{2:020d}.json", b"{"),
             "piece-wrong-seq": lambda: _write(storage, f"{log}/{2:020d}.json", seq=7, add=["a"]),
+            "piece-seq-bool": lambda: _write(storage, f"{log}/{1:020d}.json", seq=True, add=["a"]),
             "piece-names-not-strings": lambda: _write(
                 storage, f"{log}/{2:020d}.json", seq=2, add=[1]
             ),
