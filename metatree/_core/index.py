@@ -489,7 +489,7 @@ def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
     if not listed and db.storage.kind(rel) == "file":  # an empty log lists nothing too
         raise CorruptMetadataError(db.storage.url_of(rel), "the index log is a file")
     snapshots, pieces = [], []
-    for name, kind in listed.items():
+    for name, kind in _log_entries(db, rel, listed).items():
         if kind != "file":
             continue
         if (match := _SNAPSHOT.fullmatch(name)) is not None:
@@ -497,6 +497,21 @@ def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
         elif (match := _PIECE.fullmatch(name)) is not None:
             pieces.append(int(match[1]))
     return sorted(snapshots), sorted(pieces)
+
+
+def _log_entries(db: Database, rel: str, listed: dict[str, str]) -> dict[str, str]:
+    """Return the listing with the true kind of a log name listed as a directory.
+
+    Where a name can be a file and a directory at once (S3: a key and a prefix), a listing
+    calls it a directory; a planted prefix must not hide a piece there (one request to ask).
+    """
+    if db.storage.capabilities.exclusive_names:
+        return listed
+    out = dict(listed)
+    for name, kind in listed.items():
+        if kind == "directory" and (_PIECE.fullmatch(name) or _SNAPSHOT.fullmatch(name)):
+            out[name] = db.storage.kind(f"{rel}/{name}") or kind
+    return out
 
 
 def _load(db: Database, rel: str, generation: str, snapshots: list[int], pieces: list[int]) -> Log:
@@ -610,8 +625,9 @@ def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
     (a compaction killed before it deleted them). The newest snapshot and the pieces after
     it are the log: never listed here.
     """
-    listed = db.storage.listdir(log_dir(path, generation))
-    snapshots, _ = _listing(db, log_dir(path, generation))
+    rel = log_dir(path, generation)
+    listed = _log_entries(db, rel, db.storage.listdir(rel))
+    snapshots, _ = _listing(db, rel)
     floor = snapshots[-1] if snapshots else 0
     stale = []
     for name, kind in listed.items():
