@@ -1,0 +1,37 @@
+"""Collection of the backends' suites: the second, format v2 run on remote backends is a subset.
+
+tests/backends/test_index_v2.py runs the whole conformance suite again with a threshold of
+one child on memory and local disk. On S3 and WebHDFS (each test a few hundred HTTP requests)
+it runs the tests listed in v2_subset.txt: those that grow a node past one child, so that
+format v2 is exercised at all; the others would repeat the first run exactly. The list is
+checked against the suite (`test_v2_subset_names_exist`), so a renamed test cannot drop out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
+
+SUBSET = frozenset(
+    line.strip()
+    for line in (Path(__file__).parent / "v2_subset.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+_REMOTE_V2 = ("TestS3V2", "TestWebHDFSV2")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        cls = getattr(item, "cls", None)
+        name = getattr(item, "originalname", item.name)
+        if cls is not None and cls.__name__ in _REMOTE_V2 and name not in SUBSET:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
