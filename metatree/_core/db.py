@@ -249,7 +249,18 @@ class Database:
 
     # -- transactions and the lock ------------------------------------------------------
     def active_tx(self) -> Transaction | None:
-        """Return the transaction this task is in, if any."""
+        """Return the transaction this task is in, if any, its deferred puts written.
+
+        Whatever asks for the transaction (a read, an update, a remove) then sees every put
+        made before it complete; only a put itself joins without flushing (`Transaction.joining`).
+        """
+        tx = self.own_tx()
+        if tx is not None and tx.pending and not tx.deferring:
+            tx.flush(self.storage)
+        return tx
+
+    def own_tx(self) -> Transaction | None:
+        """Return the transaction this task is in, if any, as it is (nothing flushed)."""
         tx = self._tx.get()
         # a child forked inside a transaction does not own it (nor the lock it holds), and a
         # context copied inside the block (a task, `copy_context().run`) outlives it: a write
@@ -267,7 +278,7 @@ class Database:
         The lock is reentrant per thread, so an asyncio task would walk into the lock held by
         another task's transaction and write beside it: that is refused instead.
         """
-        if self._tx_thread == (os.getpid(), threading.get_ident()) and self.active_tx() is None:
+        if self._tx_thread == (os.getpid(), threading.get_ident()) and self.own_tx() is None:
             raise LockError(
                 f"{self.lock.name} is held by a transaction of another task of this thread; "
                 "run this write inside that transaction, or after it"
@@ -291,9 +302,13 @@ class Database:
         return True
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Hold the lock for the whole block; commit everything at its end, or nothing."""
-        outer = self.active_tx()
+    def transaction(self, concurrency: int | None = None) -> Iterator[None]:
+        """Hold the lock for the whole block; commit everything at its end, or nothing.
+
+        `concurrency`: uploads in flight when the block's puts are flushed (the backend's
+        `write_concurrency` when None; 1 writes them one after another).
+        """
+        outer = self.own_tx()
         if outer is not None:
             try:
                 yield  # nested: one unit with the outermost block
@@ -302,7 +317,7 @@ class Database:
                 raise
             return
         with self.write_lock():
-            tx = Transaction()
+            tx = Transaction(concurrency=concurrency)
             token = self._tx.set(tx)
             self._tx_thread = (os.getpid(), threading.get_ident())
             try:
@@ -324,17 +339,17 @@ class Database:
 
     def commit(self, tx: Transaction) -> None:
         """Write the transaction's staged metadata, deepest first, after a lease check."""
+        try:
+            tx.flush(self.storage)  # the deferred puts: nothing is visible yet
+        except BaseException:
+            self._rollback(tx)
+            raise
         writes = tx.writes()  # created nodes first
         if writes or tx.moves or tx.deletes:
             self.lock.check()
         try:
-            existing: list[tuple[NodePath, dict[str, Any]]] = []
-            for path, metadata in writes:
-                if path in tx.created:
-                    self.put_metadata(path, metadata, expect=None, durable=False)
-                    tx.unsynced.append(rel_path(path, METADATA_FILE))
-                else:
-                    existing.append((path, metadata))
+            existing = [(path, metadata) for path, metadata in writes if path not in tx.created]
+            self._write_created([(p, m) for p, m in writes if p in tx.created], tx)
             if tx.unsynced:  # every new node durable before an index lists it
                 self.storage.sync(list(dict.fromkeys(tx.unsynced)))  # a node written twice
                 tx.unsynced = []
@@ -357,9 +372,31 @@ class Database:
         # what was written has new versions: later reads in the same block read them again
         tx.cache.clear()
         tx.versions.clear()
+        tx.listings.clear()
+        tx.claims.clear()
+
+    def _write_created(
+        self, writes: list[tuple[NodePath, dict[str, Any]]], tx: Transaction
+    ) -> None:
+        """Write the metadata of the nodes the transaction created (unlisted, so any order).
+
+        Concurrently where the backend gains (`Storage.put_many`), else one by one.
+        """
+        width = self.storage.backend.write_concurrency if tx.concurrency is None else tx.concurrency
+        rels = [rel_path(path, METADATA_FILE) for path, _ in writes]
+        if width > 1 and len(writes) > 1:
+            data = [self.dump_checked(path, metadata) for path, metadata in writes]
+            self.storage.put_many(
+                list(zip(data, rels, strict=True)), durable=False, concurrency=width
+            )
+        else:
+            for path, metadata in writes:
+                self.put_metadata(path, metadata, expect=None, durable=False)
+        tx.unsynced.extend(rels)
 
     def _rollback(self, tx: Transaction) -> None:
         """Undo what an aborted transaction stored: staged files, its new nodes' directories."""
+        tx.drop_pending()
         self._discard_staged(tx)
         tops = [p for p in tx.created if p[:-1] not in tx.created]
         for path in tops:
