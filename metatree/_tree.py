@@ -517,8 +517,9 @@ class Metatree:
         >>> tree.find("m").children
         ['v0', 'v1', 'v2']
         """
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        width: object = concurrency  # callers without type checking may pass anything
+        if width is not None and (
+            isinstance(width, bool) or not isinstance(width, int) or width < 1
         ):
             raise PathError(self.root, f"concurrency must be a positive int, not {concurrency!r}")
         with self._db.transaction(concurrency):

@@ -144,11 +144,12 @@ class GenericBackend(Backend):
                 return write()
             except FileNotFoundError:
                 parent = path.rstrip("/").rpartition("/")[0]
-                if not parent or self.kind(parent) is not None:
+                if not parent or (source is not None and self.kind(source) is None):
                     raise
-                if source is not None and self.kind(source) is None:
-                    raise
-            self.fs.makedirs(parent, exist_ok=True)
+                if self.kind(parent) is None:
+                    self.fs.makedirs(parent, exist_ok=True)
+            # made here, or by a concurrent write of the same batch (`put_many`) meanwhile:
+            # a parent that existed all along fails again, with the same error
             return write()
         except NotADirectoryError as exc:
             raise FileExistsError(errno.EEXIST, "a file is in the way", path) from exc
