@@ -37,6 +37,13 @@ def _file_put(request: S3Request) -> bool:
     return request.method == "PUT" and request.path.endswith("/f")
 
 
+def _fill(tree: Metatree, n: int, width: int) -> None:
+    """Put m/v1..m/v<n>, each with a file f, in one transaction of `width` uploads at once."""
+    with tree.transaction(concurrency=width):
+        for i in range(1, n + 1):
+            tree.put(f"m/v{i}", b"x", name="f")
+
+
 @pytest.mark.s3
 class TestS3:
     @pytest.fixture
@@ -99,9 +106,8 @@ class TestS3:
         index = b"".join(tree.get("m/v0/f"))
         moto_server.fail_next(1, status=403, match=lambda r: r.path.endswith("/v3/f"))
         try:
-            with pytest.raises(StorageError, match="v3/f"), tree.transaction(concurrency=K):
-                for i in range(1, 7):
-                    tree.put(f"m/v{i}", b"x", name="f")
+            with pytest.raises(StorageError, match="v3/f"):
+                _fill(tree, 6, K)
         finally:
             moto_server.clear_faults()
         assert tree.find("m").children == ["v0"]  # the index is unchanged
@@ -134,9 +140,8 @@ class TestS3:
         moto_server.reset_counters()
         moto_server.set_delay(0.2)  # the batch is still in flight when the interrupt lands
         try:
-            with pytest.raises(KeyboardInterrupt), tree.transaction(concurrency=2):
-                for i in range(1, 9):
-                    tree.put(f"m/v{i}", b"x", name="f")
+            with pytest.raises(KeyboardInterrupt):
+                _fill(tree, 8, 2)
         finally:
             moto_server.set_delay(0)
         assert fired.is_set()
