@@ -362,7 +362,7 @@ class IndexHardeningTests:
             changing = bytearray(b"as put")
             with tree.transaction(concurrency=width):
                 tree.put(f"{top}/v1", b"bytes", name="f")
-                tree.put(f"{top}/v2", changing, name="f")
+                tree.put(f"{top}/v2", changing, name="f")  # type: ignore[arg-type]  # bytes-like, accepted
                 changing[:] = b"changed after the put"  # the put took what it was given
                 tree.put(f"{top}/v3/s", str(local))  # two new levels
                 tree.put(f"{top}/v4", str(folder), recursive=True)
