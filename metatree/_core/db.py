@@ -374,23 +374,29 @@ class Database:
         tx.versions.clear()
         tx.listings.clear()
         tx.claims.clear()
+        tx.written.clear()
 
     def _write_created(
         self, writes: list[tuple[NodePath, dict[str, Any]]], tx: Transaction
     ) -> None:
         """Write the metadata of the nodes the transaction created (unlisted, so any order).
 
-        Concurrently where the backend gains (`Storage.put_many`), else one by one.
+        Concurrently where the backend gains (`Storage.put_many`), else one by one. A node a
+        flush already wrote final (`Transaction.written`) is written again only if it changed.
         """
         width = self.storage.backend.write_concurrency if tx.concurrency is None else tx.concurrency
-        rels = [rel_path(path, METADATA_FILE) for path, _ in writes]
-        if width > 1 and len(writes) > 1:
-            data = [self.dump_checked(path, metadata) for path, metadata in writes]
-            self.storage.put_many(
-                list(zip(data, rels, strict=True)), durable=False, concurrency=width
-            )
+        data = [self.dump_checked(path, metadata) for path, metadata in writes]
+        todo = [
+            (path, metadata, dumped)
+            for (path, metadata), dumped in zip(writes, data, strict=True)
+            if tx.written.get(path) != dumped
+        ]
+        rels = [rel_path(path, METADATA_FILE) for path, _, _ in todo]
+        if width > 1 and len(todo) > 1:
+            items = [(dumped, rel) for (_, _, dumped), rel in zip(todo, rels, strict=True)]
+            self.storage.put_many(items, durable=False, concurrency=width)
         else:
-            for path, metadata in writes:
+            for path, metadata, _ in todo:
                 self.put_metadata(path, metadata, expect=None, durable=False)
         tx.unsynced.extend(rels)
 

@@ -176,8 +176,9 @@ def _defer(
         else [(local, f"{target}/{stored}", stored) for local, stored in files]
     )
 
-    def finish(stored: list[tuple[str, Moved]]) -> None:
+    def finish(stored: list[tuple[str, Moved]]) -> bytes:
         _record(db, plan, stored, info, tx)
+        return db.dump_checked(plan.node, tx.cache[plan.node])
 
     tx.defer(Deferred(nodes, uploads, finish), [path for path, _ in nodes])
     plan.metadata[CHILDREN] = [*children_of(plan.metadata), plan.new[0]]
