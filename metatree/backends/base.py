@@ -322,12 +322,13 @@ class Backend:
 
         self._through_temp(path, write)
 
-    write_concurrency: ClassVar[int] = 8
-    """Uploads `put_many` keeps in flight by default: a remote store serves many at once.
+    write_concurrency: ClassVar[int] = 1
+    """Uploads `put_many` keeps in flight by default: 1, one after another.
 
-    1 where concurrency does not pay (local disk, memory: their uploads are CPU and disk
-    bound, and local disk batches its flushes instead). Synchronous filesystems run them in a
-    thread pool of this size; S3 on s3fs's event loop.
+    A plug-in's `put` may not be safe in threads, so the default promises nothing more; a
+    remote store that serves many at once says so (WebHDFS and generic filesystems: 8 in a
+    thread pool; S3: 32 on s3fs's event loop). Local disk and memory stay at 1: their
+    uploads are CPU and disk bound, and local disk batches its flushes instead.
     """
 
     def put_many(
@@ -345,7 +346,7 @@ class Backend:
         `Stopped`), so a failed batch of 1 000 does not go on sending 999 files nobody will
         list. Nothing a batch started is still running when it returns or raises (an
         interrupt waits for the uploads in flight). This default runs `put` in a thread pool
-        (sequentially for 1); S3 overrides it with s3fs's event loop.
+        of `concurrency` (sequentially for 1); S3 overrides it with s3fs's event loop.
         """
         out: list[Exception | None] = [Stopped() for _ in items]
         stop = threading.Event()

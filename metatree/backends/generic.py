@@ -63,6 +63,10 @@ _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the file
 class GenericBackend(Backend):
     """A filesystem no backend is registered for: keys or real directories, both handled."""
 
+    write_concurrency: ClassVar[int] = 8
+    """Uploads in flight (fsspec's sync API: a thread pool, `Backend.put_many`); the
+    filesystems fsspec itself implements are safe in threads."""
+
     def __new__(cls, fs: AbstractFileSystem | None = None) -> Self:
         """Describe a wrapped filesystem of fsspec's own truthfully (`_described`).
 
