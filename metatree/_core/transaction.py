@@ -26,7 +26,8 @@ On a remote store the batch is the requests: a put that creates its node is only
 and checked when it is called (every refusal still comes from the call), and its writes are
 `Deferred` until the transaction flushes them, up to `Transaction.concurrency` at a time
 (`Storage.put_many`): the new nodes' first metadata.json level by level, top first, then the
-files, then, at the commit, the nodes' metadata with the files' records. Anything else in the
+files, then, at the commit, the nodes' metadata with the files' records (a node whose small
+files were hashed first is written final at once, and not again: `_measured`). Anything else in the
 transaction that reads or writes flushes first (`metatree._core.db.Database.active_tx`), so it
 sees every earlier put complete; a failed flush fails the transaction (`Transaction.failed`).
 """
@@ -151,7 +152,9 @@ class Transaction:
         """Write what the pending puts deferred, concurrently; on failure, fail the transaction.
 
         Level by level, so that a new node's metadata.json exists before anything below it
-        (a crash then leaves orphans `claim` and fsck recognise), then every file. A failure
+        (a crash then leaves orphans `claim` and fsck recognise), then every file; the node of
+        a put whose files are small is written final, with records hashed first and checked
+        against the upload's own hash (`_measured`). A failure
         or an interrupt leaves only unlisted data of nodes in `created`, which the rollback
         deletes; the transaction can no longer commit.
         """
