@@ -137,6 +137,18 @@ class TestS3:
         assert tree.find("m").children == ["v0"]
         assert sorted(tree.storage.walk_files("")) == before  # rolled back
 
+    def test_a_local_file_gone_before_the_flush_fails_the_transaction(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "model.bin"
+        source.write_bytes(b"weights")
+        before = sorted(tree.storage.walk_files(""))
+        with pytest.raises(StorageError, match=r"model\.bin"), tree.transaction():  # noqa: PT012
+            tree.put("m/v1", str(source))  # deferred: read when its batch is sent
+            source.unlink()
+        assert tree.find("m").children == ["v0"]
+        assert sorted(tree.storage.walk_files("")) == before
+
     def test_an_interrupt_mid_batch_cancels_the_rest(
         self, tree: Metatree, moto_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -249,11 +249,7 @@ class Database:
 
     # -- transactions and the lock ------------------------------------------------------
     def active_tx(self) -> Transaction | None:
-        """Return the transaction this task is in, if any, its deferred puts written.
-
-        Whatever asks for the transaction (a read, an update, a remove) then sees every put
-        made before it complete; only a put itself joins without flushing (`Transaction.joining`).
-        """
+        """Return the task's transaction, if any, its deferred puts flushed for the asker."""
         tx = self.own_tx()
         if tx is not None and tx.pending and not tx.deferring:
             tx.flush(self.storage)
@@ -305,8 +301,7 @@ class Database:
     def transaction(self, concurrency: int | None = None) -> Iterator[None]:
         """Hold the lock for the whole block; commit everything at its end, or nothing.
 
-        `concurrency`: uploads in flight when the block's puts are flushed (the backend's
-        `write_concurrency` when None; 1 writes them one after another).
+        `concurrency`: the uploads a flush keeps in flight (None: the backend's default).
         """
         outer = self.own_tx()
         if outer is not None:
@@ -349,7 +344,7 @@ class Database:
             self.lock.check()
         try:
             existing = [(path, metadata) for path, metadata in writes if path not in tx.created]
-            self._write_created([(p, m) for p, m in writes if p in tx.created], tx)
+            tx.write_created(self, [(p, m) for p, m in writes if p in tx.created])
             if tx.unsynced:  # every new node durable before an index lists it
                 self.storage.sync(list(dict.fromkeys(tx.unsynced)))  # a node written twice
                 tx.unsynced = []
@@ -369,36 +364,7 @@ class Database:
             rel, tree = tx.deletes.pop(0)
             self.delete(rel, tree=tree)
         self._discard_staged(tx)
-        # what was written has new versions: later reads in the same block read them again
-        tx.cache.clear()
-        tx.versions.clear()
-        tx.listings.clear()
-        tx.claims.clear()
-        tx.written.clear()
-
-    def _write_created(
-        self, writes: list[tuple[NodePath, dict[str, Any]]], tx: Transaction
-    ) -> None:
-        """Write the metadata of the nodes the transaction created (unlisted, so any order).
-
-        Concurrently where the backend gains (`Storage.put_many`), else one by one. A node a
-        flush already wrote final (`Transaction.written`) is written again only if it changed.
-        """
-        width = self.storage.backend.write_concurrency if tx.concurrency is None else tx.concurrency
-        data = [self.dump_checked(path, metadata) for path, metadata in writes]
-        todo = [
-            (path, metadata, dumped)
-            for (path, metadata), dumped in zip(writes, data, strict=True)
-            if tx.written.get(path) != dumped
-        ]
-        rels = [rel_path(path, METADATA_FILE) for path, _, _ in todo]
-        if width > 1 and len(todo) > 1:
-            items = [(dumped, rel) for (_, _, dumped), rel in zip(todo, rels, strict=True)]
-            self.storage.put_many(items, durable=False, concurrency=width)
-        else:
-            for path, metadata, _ in todo:
-                self.put_metadata(path, metadata, expect=None, durable=False)
-        tx.unsynced.extend(rels)
+        tx.committed()
 
     def _rollback(self, tx: Transaction) -> None:
         """Undo what an aborted transaction stored: staged files, its new nodes' directories."""

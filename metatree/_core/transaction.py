@@ -49,6 +49,7 @@ from metatree.errors import ConflictError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from metatree._core.db import Database
     from metatree._storage import Storage
     from metatree._transfer import Moved
     from metatree._types import NodePath, Source
@@ -195,6 +196,38 @@ class Transaction:
             raise
         finally:
             self.pending_nodes.clear()
+
+    def write_created(self, db: Database, writes: list[tuple[NodePath, dict[str, Any]]]) -> None:
+        """Write the metadata of the nodes this transaction created (unlisted: any order).
+
+        Concurrently where the backend gains (`Storage.put_many`), else one by one. A node a
+        flush already wrote final (`written`) is written again only if it changed since.
+        """
+        width = (
+            db.storage.backend.write_concurrency if self.concurrency is None else self.concurrency
+        )
+        todo = [(path, metadata, db.dump_checked(path, metadata)) for path, metadata in writes]
+        todo = [
+            (path, metadata, data)
+            for path, metadata, data in todo
+            if self.written.get(path) != data
+        ]
+        rels = [_metadata_rel(path) for path, _, _ in todo]
+        if width > 1 and len(todo) > 1:
+            items = [(data, rel) for (_, _, data), rel in zip(todo, rels, strict=True)]
+            db.storage.put_many(items, durable=False, concurrency=width)
+        else:
+            for path, metadata, _ in todo:
+                db.put_metadata(path, metadata, expect=None, durable=False)
+        self.unsynced.extend(rels)
+
+    def committed(self) -> None:
+        """Forget what a commit made stale (later reads in the block read again)."""
+        self.cache.clear()
+        self.versions.clear()
+        self.listings.clear()
+        self.claims.clear()
+        self.written.clear()
 
     def drop_pending(self) -> None:
         """Forget puts never flushed (a rollback): nothing of theirs was written."""
