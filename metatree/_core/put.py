@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._core import index
-from metatree._core.db import rel_path
+from metatree._core.db import children_of, rel_path
 from metatree._core.plan import PutPlan, check_target, claim, plan_put
 from metatree._core.transaction import Deferred, Staged, Transaction
 from metatree._localfiles import scan_source, upload
