@@ -207,6 +207,12 @@ class Transaction:
         width = (
             db.storage.backend.write_concurrency if self.concurrency is None else self.concurrency
         )
+        # a new node past the index threshold already (format v2): its log is written too
+        logged = [(p, m) for p, m in writes if isinstance(m.get(CHILDREN), Children)]
+        writes = [(p, m) for p, m in writes if not isinstance(m.get(CHILDREN), Children)]
+        for path, metadata in logged:
+            db.put_metadata(path, metadata, expect=None, durable=False)
+            self.unsynced.append(_metadata_rel(path))
         todo = [(path, metadata, db.dump_checked(path, metadata)) for path, metadata in writes]
         todo = [
             (path, metadata, data)
