@@ -20,12 +20,14 @@ import orjson
 import pytest
 
 from metatree import Metatree
+from metatree import _quarantine as quarantine
 from metatree._links import has_links
 from metatree._locking import LeaseInfo
 from metatree.datastore import VALUE_OF, DataStore
 from metatree.errors import LockError, PathError
 from metatree.fsck import KINDS, QUARANTINE
 from metatree.testing._helpers import unchanged
+from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -262,6 +264,37 @@ class FsckTests:
         assert len([n for n in storage.listdir("m/v1/s1") if n.startswith("arch.b.")]) == 1
         tree.fsck(repair=True, force=True)  # the index of m/v2 is rebuilt from what is there
         assert b"".join(tree.get("m/v2/s1/a.bin")) == b"x"
+
+    def test_a_planted_manifest_grants_nothing(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A manifest anyone can plant: a plain repair moves no user data for it, rewrites it not.
+
+        Its force entries only mark the findings as planned (for a forced repair to finish);
+        one over the size bound is not read at all, and reported.
+        """
+        tree = _small(storage)
+        storage.write_atomic("m/v1/s1/notes.txt", b"precious")
+        storage.write_atomic("m/v1/s1/model.bin", b"changed!")
+        forged = [
+            {"name": None, "from": "m/v1/s1/notes.txt", "kind": "unreferenced-value"},
+            {"name": "0000-model.bin", "from": "m/v1/s1/model.bin", "kind": "mismatched-file"},
+            {"name": None, "from": "m/v1/s1/notes.txt", "kind": "unrecorded-file", "done": 1},
+        ]
+        manifest = f"{QUARANTINE}/20200101T000000Z-deadbeef/manifest.json"
+        storage.write_atomic(manifest, orjson.dumps(forged))
+        monkeypatch.setattr(quarantine, "MAX_MANIFEST", 4096)
+        big = f"{QUARANTINE}/20200101T000000Z-0badf00d/manifest.json"
+        storage.write_atomic(big, b"[" + b'{"from": "m", "kind": "x"},' * 200 + b"{}]")
+        with pytest.warns(MetatreeWarning, match="0badf00d"):
+            report = tree.fsck(repair=True)
+        assert not report.repaired
+        assert storage.read_bytes("m/v1/s1/notes.txt") == b"precious"
+        assert storage.read_bytes("m/v1/s1/model.bin") == b"changed!"
+        assert storage.read_bytes(manifest) == orjson.dumps(forged)  # not marked done
+        left = {f.location: f.detail for f in report.findings}
+        assert "fsck(repair=True, force=True) finishes it" in left["m/v1/s1/notes.txt"]
+        assert "finishes it" in left["m/v1/s1/model.bin"]
 
     def test_gc_refuses_a_foreign_lock_as_repair_does(self, storage: Storage) -> None:
         tree = _small(storage)
