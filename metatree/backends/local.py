@@ -463,9 +463,7 @@ class LocalLock(BaseLock):
         kwargs.setdefault("max_poll_interval", 0.02)
         super().__init__(storage.url_of(rel), **kwargs)
         self.storage = storage
-        self.path = storage.abs(rel)
-        self.guard = os.path.dirname(self.path)
-        self.lock_file = storage.abs(OS_LOCK_FILE)
+        self._rel = rel
         self.foreign_ttl = foreign_ttl
         self.owner = uuid.uuid4().hex
         self._fd: int | None = None
@@ -473,6 +471,23 @@ class LocalLock(BaseLock):
         self._lease: LeaseInfo | None = None
         self._holder = ""  # set when a foreign .lock was judged; else read when needed
         self._foreign = False
+
+    # Confined when first used, not when the tree opens: a link planted at either name must
+    # not stop a tree from opening, or fsck could never report it nor move it aside.
+    @functools.cached_property
+    def path(self) -> str:
+        """The lease object ``.lock`` (confined to the root: a link there is refused)."""
+        return self.storage.abs(self._rel)
+
+    @functools.cached_property
+    def guard(self) -> str:
+        """The directory holding the lease object."""
+        return os.path.dirname(self.path)
+
+    @functools.cached_property
+    def lock_file(self) -> str:
+        """The file the OS lock is taken on, ``.metatree.lock`` (confined as `path`)."""
+        return self.storage.abs(OS_LOCK_FILE)
 
     def _after_fork(self) -> None:
         """Close the inherited descriptors without unlocking: the lock stays the parent's.

@@ -120,6 +120,7 @@ _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "link-unrecorded": ("link", _link("m/v2/d/inner", to_file=False)),  # no records there
     "link-metadata": ("link", _link("m/metadata.json", to_file=True)),
     "link-lock": ("link", _link(".lock", to_file=True)),
+    "link-os-lock": ("link", _link(".metatree.lock", to_file=True)),
     "link-quarantine": ("link", _link(QUARANTINE, to_file=False)),
 }
 """Each case: the kind fsck must report, and how the damage is planted."""
@@ -135,6 +136,7 @@ class FsckTests:
         tree = _small(storage)  # clean: test_fsck_verify_... checks fsck says so
         kind, plant = _FAULTS[case]
         plant(tree, storage)
+        tree = Metatree(storage, _KEYS)  # opened on the damage (a link at a lock name too)
         with _unchanged(storage, kind):  # checking writes nothing
             found = tree.fsck()
         assert kind in {f.kind for f in found.findings}, found
