@@ -206,16 +206,20 @@ class LocalBackend(Backend):
         os.replace(src, dst)
 
     def kind(self, path: str) -> str | None:
-        # docstring inherited
-        if os.path.isdir(path):
-            return "directory"
-        return "file" if os.path.lexists(path) else None
+        """``lstat``: a planted link is a "file" (what is not a directory), never followed."""
+        try:
+            return "directory" if stat.S_ISDIR(os.lstat(path).st_mode) else "file"
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def listdir(self, path: str) -> dict[str, str]:
-        # docstring inherited
+        """Names and kinds, not following links: a link loop (``ln -s l l``) is a "file"."""
         try:
             with os.scandir(path) as entries:
-                return {e.name: "directory" if e.is_dir() else "file" for e in entries}
+                return {
+                    e.name: "directory" if e.is_dir(follow_symlinks=False) else "file"
+                    for e in entries
+                }
         except (FileNotFoundError, NotADirectoryError):
             return {}
 
@@ -303,6 +307,14 @@ class LocalBackend(Backend):
                     raise PathError(entry.path, _PLANTED_LINK)
                 (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
         return sorted(files)
+
+
+def _is_directory(path: str) -> bool:
+    """Whether `path` itself is a directory (``lstat``: a link to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def confine_local(root: str, path: str, checked: set[str] | None = None) -> None:
@@ -510,8 +522,8 @@ class LocalLock(BaseLock):
 
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
-        if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
-            if os.path.isdir(self.lock_file):
+        if isinstance(exc, IsADirectoryError) or _is_directory(self.path):
+            if _is_directory(self.lock_file):
                 return directory_error(self.storage.url_of(OS_LOCK_FILE))
             return directory_error(self.name)
         if exc.errno in _NO_OS_LOCK:

@@ -88,6 +88,13 @@ def _link(rel: str, to_file: bool) -> Callable[[Metatree, Storage], None]:
     return plant
 
 
+def _loop(tree: Metatree, storage: Storage) -> None:
+    """Plant a link to itself (``ln -s loop loop``): following it fails (ELOOP)."""
+    if not has_links(storage):
+        pytest.skip("no symbolic links in this store")
+    Path(storage.root, "m/v1/s1/loop").symlink_to("loop")
+
+
 _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "orphan": ("orphan-directory", lambda t, s: s.write_atomic("m/ghost/metadata.json", b"{}")),
     "dangling": ("dangling-entry", lambda t, s: s.remove_tree("m/v2")),
@@ -121,6 +128,7 @@ _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "link-metadata": ("link", _link("m/metadata.json", to_file=True)),
     "link-lock": ("link", _link(".lock", to_file=True)),
     "link-os-lock": ("link", _link(".metatree.lock", to_file=True)),
+    "link-loop": ("link", _loop),
     "link-quarantine": ("link", _link(QUARANTINE, to_file=False)),
 }
 """Each case: the kind fsck must report, and how the damage is planted."""
