@@ -28,7 +28,7 @@ import orjson
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
-from metatree._core.scan import Progress, Skipped, scan
+from metatree._core.scan import Progress, Skipped, check_progress, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
 from metatree._links import has_links, is_link, links_in, move_link, walk_with_links
@@ -174,6 +174,7 @@ def fsck(
 
     `progress` is passed to each scan of the tree (`scan`: nodes read so far).
     """
+    check_progress(progress, db.storage.url)  # a repair writes before its first scan
     if not repair:
         return FsckReport(findings=_check(db, verify=verify, held=False, progress=progress))
     _outside_transaction(db, "fsck(repair=True)")

@@ -337,6 +337,11 @@ class FsckTests:
                 lambda: tree.fsck(repair="yes"),  # type: ignore[arg-type]
                 lambda: tree.fsck(force=1),  # type: ignore[arg-type]
                 lambda: tree.gc(dry_run="no"),  # type: ignore[arg-type]
+                # a progress that cannot be called: refused before a repair writes anything
+                lambda: tree.fsck(repair=True, progress=5),  # type: ignore[arg-type]
+                lambda: tree.verify(progress="x"),  # type: ignore[arg-type]
+                lambda: list(tree.search({}, progress=5)),  # type: ignore[arg-type]
+                lambda: tree.catalog(progress=5),  # type: ignore[arg-type]
             ):
                 with pytest.raises(PathError):
                     call()
