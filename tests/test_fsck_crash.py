@@ -510,7 +510,9 @@ def _stepped(call: Callable[..., Any], count: Iterator[int], event: int | None) 
     return stepped
 
 
-def test_a_killed_repair_is_finished_by_plain_then_forced_repairs(base: Path, tmp_path: Path) -> None:
+def test_a_killed_repair_is_finished_by_plain_then_forced_repairs(
+    base: Path, tmp_path: Path
+) -> None:
     """kill -9 anywhere in a repair: a plain repair finishes the safe part, force the rest.
 
     Plain: without force, though the killed repair had it; it fixes every repair kind, and
@@ -578,4 +580,6 @@ def test_a_killed_repair_is_finished_by_plain_then_forced_repairs(base: Path, tm
             )
             raise
         shutil.rmtree(root)
-    print(f"seed {seed}; {trials} kills {states}; {finished} finished clean without force (nothing planned left)")
+    print(
+        f"seed {seed}; {trials} kills {states}; {finished} finished clean without force (nothing planned left)"
+    )

@@ -355,7 +355,7 @@ class ArtifactStoreTests:
         files.makedirs("m/v1/s/dir")
         with files.open("m/v1/s/dir/x", "w") as f:
             f.write("x")
-        for attempt in (  # nor anything below its name (read as the value's directory)
+        for below in (  # nor anything below its name (read as the value's directory)
             lambda: files.rename("m/v1/s/dir", f"m/v1/s/{live}"),
             lambda: files.makedirs(f"m/v1/s/{live}/sub"),
             lambda: files.mkdir(f"m/v1/s/{live}"),
@@ -363,7 +363,7 @@ class ArtifactStoreTests:
             lambda: files.copyfile("m/v1/s/notes.txt", f"m/v1/s/{live}/c"),
         ):
             with pytest.raises(PathError):
-                attempt()
+                below()
         assert storage.kind(f"m/v1/s/{live}") is None
         files.remove("m/v1/s/model.bin")  # a plain file of the node: the API's to change
         assert tree.fsck().findings  # recorded, now missing: what fsck reports
