@@ -226,7 +226,10 @@ def _journaled(db: Database, findings: list[Finding]) -> list[Finding]:
     return out
 
 
-_PLANNED = "an interrupted repair had planned its fix: fsck(repair=True, force=True) finishes it"
+_PLANNED = (
+    "an interrupted repair had planned its fix: a repair with force finishes it "
+    "(fsck(repair=True, force=True); metatree fsck --repair --force)"
+)
 
 
 def gc(db: Database, *, dry_run: bool) -> GcReport:

@@ -304,7 +304,7 @@ class FsckTests:
         assert storage.read_bytes("m/v1/s1/model.bin") == b"changed!"
         assert storage.read_bytes(manifest) == orjson.dumps(forged)  # not marked done
         left = {f.location: f.detail for f in report.findings}
-        assert "fsck(repair=True, force=True) finishes it" in left["m/v1/s1/notes.txt"]
+        assert "a repair with force finishes it" in left["m/v1/s1/notes.txt"]
         assert "finishes it" in left["m/v1/s1/model.bin"]
 
     def test_gc_refuses_a_foreign_lock_as_repair_does(self, storage: Storage) -> None:
