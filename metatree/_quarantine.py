@@ -31,7 +31,17 @@ from metatree.errors import MetatreeError
 if TYPE_CHECKING:
     from metatree._storage import Storage
 
-__all__ = ["MANIFEST", "MAX_MANIFEST", "QUARANTINE", "Journal", "Move", "mark_done", "move", "new_batch", "plan"]
+__all__ = [
+    "MANIFEST",
+    "MAX_MANIFEST",
+    "QUARANTINE",
+    "Journal",
+    "Move",
+    "mark_done",
+    "move",
+    "new_batch",
+    "plan",
+]
 
 QUARANTINE = f"{SYSTEM_PREFIX}.quarantine"
 """The root directory repairs move things into (reserved: never a node, hidden from reads)."""
