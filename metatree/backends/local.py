@@ -207,16 +207,20 @@ class LocalBackend(Backend):
         os.replace(src, dst)
 
     def kind(self, path: str) -> str | None:
-        # docstring inherited
-        if os.path.isdir(path):
-            return "directory"
-        return "file" if os.path.lexists(path) else None
+        """``lstat``: a planted link is a "file" (what is not a directory), never followed."""
+        try:
+            return "directory" if stat.S_ISDIR(os.lstat(path).st_mode) else "file"
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def listdir(self, path: str) -> dict[str, str]:
-        # docstring inherited
+        """Names and kinds, not following links: a link loop (``ln -s l l``) is a "file"."""
         try:
             with os.scandir(path) as entries:
-                return {e.name: "directory" if e.is_dir() else "file" for e in entries}
+                return {
+                    e.name: "directory" if e.is_dir(follow_symlinks=False) else "file"
+                    for e in entries
+                }
         except (FileNotFoundError, NotADirectoryError):
             return {}
 
@@ -304,6 +308,14 @@ class LocalBackend(Backend):
                     raise PathError(entry.path, _PLANTED_LINK)
                 (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
         return sorted(files)
+
+
+def _is_directory(path: str) -> bool:
+    """Whether `path` itself is a directory (``lstat``: a link to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def confine_local(root: str, path: str, checked: set[str] | None = None) -> None:
@@ -464,9 +476,7 @@ class LocalLock(BaseLock):
         kwargs.setdefault("max_poll_interval", 0.02)
         super().__init__(storage.url_of(rel), **kwargs)
         self.storage = storage
-        self.path = storage.abs(rel)
-        self.guard = os.path.dirname(self.path)
-        self.lock_file = storage.abs(OS_LOCK_FILE)
+        self._rel = rel
         self.foreign_ttl = foreign_ttl
         self.owner = uuid.uuid4().hex
         self._fd: int | None = None
@@ -474,6 +484,23 @@ class LocalLock(BaseLock):
         self._lease: LeaseInfo | None = None
         self._holder = ""  # set when a foreign .lock was judged; else read when needed
         self._foreign = False
+
+    # Confined when first used, not when the tree opens: a link planted at either name must
+    # not stop a tree from opening, or fsck could never report it nor move it aside.
+    @functools.cached_property
+    def path(self) -> str:
+        """The lease object ``.lock`` (confined to the root: a link there is refused)."""
+        return self.storage.abs(self._rel)
+
+    @functools.cached_property
+    def guard(self) -> str:
+        """The directory holding the lease object."""
+        return os.path.dirname(self.path)
+
+    @functools.cached_property
+    def lock_file(self) -> str:
+        """The file the OS lock is taken on, ``.metatree.lock`` (confined as `path`)."""
+        return self.storage.abs(OS_LOCK_FILE)
 
     def _after_fork(self) -> None:
         """Close the inherited descriptors without unlocking: the lock stays the parent's.
@@ -496,8 +523,8 @@ class LocalLock(BaseLock):
 
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
-        if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
-            if os.path.isdir(self.lock_file):
+        if isinstance(exc, IsADirectoryError) or _is_directory(self.path):
+            if _is_directory(self.lock_file):
                 return directory_error(self.storage.url_of(OS_LOCK_FILE))
             return directory_error(self.name)
         if exc.errno in _NO_OS_LOCK:
