@@ -70,6 +70,54 @@ _READ_PIECE: Final = 1 << 20
 """How much a bounded read asks for at a time (a read of n bytes allocates n up front)."""
 
 
+_SYNCFS_FROM: Final = 64
+"""Files from which `LocalBackend.sync` flushes their filesystem once instead of each."""
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    """Return libc's ``syncfs`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return syncfs
+
+
+def _syncfs(paths: list[str]) -> bool:
+    """Flush the filesystems holding `paths` with one ``syncfs`` each; False if unavailable.
+
+    The files' directories all sit below one database root, almost always on one
+    filesystem; a file on another one (a mount inside the tree) is flushed by its own call.
+    """
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        return False
+    done: set[int] = set()
+    for path in paths:
+        parent = os.path.dirname(path) or "."
+        try:
+            device = os.stat(parent).st_dev
+        except OSError:
+            continue  # removed since, with its file
+        if device in done:
+            continue
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                return False  # then each file is fsynced
+        finally:
+            os.close(fd)
+        done.add(device)
+    return True
+
+
 class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
 
@@ -180,7 +228,15 @@ class LocalBackend(Backend):
         os.replace(self._write_temp(path, source.copy_to, durable=durable), path)
 
     def sync(self, paths: list[str]) -> None:
-        """Fsync each file (written with ``durable=False``); one removed since needs none."""
+        """Make the files (written with ``durable=False``) durable; one removed needs none.
+
+        Many files (a transaction's bulk load) are flushed by one ``syncfs`` of their
+        filesystem where Linux has it: one journal commit instead of one per file (20 000
+        fsyncs took 2.4 to 13 s for a 10 000-put transaction here). It flushes the
+        directory entries too, which a file's fsync does not.
+        """
+        if len(paths) >= _SYNCFS_FROM and _syncfs(paths):
+            return
         for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)
