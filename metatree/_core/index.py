@@ -135,9 +135,11 @@ class Log:
     folded: dict[Callable[[str], str], dict[str, str]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    added_set: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """`added` for membership (O(1), not a scan of the tail)."""
 
     def __contains__(self, name: object) -> bool:
-        return (name in self.base.members and name not in self.dropped) or name in self.added
+        return (name in self.base.members and name not in self.dropped) or name in self.added_set
 
     def __iter__(self) -> Iterator[str]:
         dropped = self.dropped
@@ -187,6 +189,7 @@ class Log:
             seq=seq,
             pieces=self.pieces + 1,
             added=tuple(added),
+            added_set=frozenset(added),
             dropped=frozenset(dropped),
             folded={},
             doc=self.doc if doc is None else (seq, doc),
@@ -234,7 +237,7 @@ class Children:
     `with_added` and `without` return a new `Children`; nothing here does I/O.
     """
 
-    __slots__ = ("_added", "_mirror", "_n", "doc", "fresh", "log", "removed")
+    __slots__ = ("_added", "_mirror", "_n", "_overlap", "doc", "fresh", "log", "removed")
 
     def __init__(
         self,
@@ -256,6 +259,7 @@ class Children:
         """Stored names this view removed (an added name removed is just not added)."""
         self.fresh = fresh
         """A v1 node switching to v2 in this write: no metadata.json names its log yet."""
+        self._overlap: bool | None = None  # a name both inline and logged (found once)
 
     @property
     def mirror(self) -> tuple[str, ...]:
@@ -292,9 +296,16 @@ class Children:
         return reversed(list(self))
 
     def __len__(self) -> int:
-        if self.removed or any(name in self.log for name in self._mirror.names):
+        if self._overlap is None:  # shared by the views a transaction's puts derive
+            self._overlap = any(name in self.log for name in self._mirror.names)
+        if self.removed or self._overlap:
             return sum(1 for _ in self)  # a name inline and logged (metatreedb added it)
         return len(self._mirror.names) + len(self.log) + self._n
+
+    def _derive(self, added: _Run, removed: frozenset[str]) -> Children:
+        child = Children(self._mirror, self.log, self.doc, added, removed, fresh=self.fresh)
+        child._overlap = self._overlap
+        return child
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Children | list | tuple):
@@ -312,14 +323,14 @@ class Children:
         if self._n != len(run.names) or run.has(name, self._n):  # a fork, or added again
             run = _Run(n for n in run.names[: self._n] if n != name)
         run.append(name)
-        return Children(self._mirror, self.log, self.doc, run, self.removed, fresh=self.fresh)
+        return self._derive(run, self.removed)
 
     def without(self, name: str) -> Children:
         """Return the index without `name`."""
         added = _Run(n for n in self._added.names[: self._n] if n != name)
         stored = name in self._mirror.pos or name in self.log
         removed = self.removed | {name} if stored else self.removed
-        return Children(self._mirror, self.log, self.doc, added, removed, fresh=self.fresh)
+        return self._derive(added, removed)
 
     def lookalike(self, wanted: str, fold: Callable[[str], str]) -> str | None:
         """Return a child whose folded name is `wanted`, or None, without a scan of them all.
