@@ -117,7 +117,7 @@ def scale_tables(rows: Rows) -> str:
             [
                 r["impl"],
                 _stopped(r, "size"),
-                "1 000 per batch" if r["batch"] > 1 else "1",
+                f"{r['batch']:,} per batch".replace(",", " ") if r["batch"] > 1 else "1",
                 r["build_s"],
                 r["build_total_s"],
                 r.get("put_ms"),
@@ -334,6 +334,7 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
                     marker="o",
                     label=f"{key[1]} · {BACKEND_NAMES[key[0]]}",
                 )
+            _large_nodes_lines(ax, results.get("large_nodes", []), metric)
             ax.set(
                 xscale="log",
                 yscale="log",
@@ -375,6 +376,28 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+LARGE_METRIC = {"put_ms": "put_ms", "find_ms": "find_ms", "update_ms": "parent_ms"}
+"""The scale plot's metrics in the rows of ``python -m benchmarks.large_nodes``."""
+
+
+def _large_nodes_lines(ax: Any, rows: Rows, metric: str) -> None:
+    """Add issue 16's large-node runs (metatree alone, to a million children) to a scale panel.
+
+    They come from ``python -m benchmarks.large_nodes`` (built in transactions of 10 000, each
+    size measured on a freshly opened tree), merged into benchmarks.json under
+    ``large_nodes`` with a ``backend`` per row.
+    """
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        line = [r for r in rows if r["backend"] == backend and r.get(LARGE_METRIC[metric])]
+        ax.plot(
+            [r["children"] for r in line],
+            [r[LARGE_METRIC[metric]] for r in line],
+            marker="s",
+            linestyle=":",
+            label=f"metatree · {backend}, transactions of 10 000 (large_nodes)",
+        )
 
 
 SECTIONS = {
