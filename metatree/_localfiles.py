@@ -10,6 +10,7 @@ that could never be stored safely, a get refuses names that could leave the down
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -18,11 +19,11 @@ import stat
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from fsspec.callbacks import Callback
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._names import SYSTEM_PREFIX
 from metatree._paths import MAX_NAME_BYTES, check_name
-from metatree._transfer import Moved, TreeCallback
+from metatree._transfer import Moved, TreeCallback, run_bounded
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -275,6 +276,14 @@ def upload(
     file (gone or unreadable midway) names that file. The files of a directory report
     progress as one transfer (`TreeCallback`).
     """
+    width = storage.backend.write_concurrency
+    if files is not None and len(files) > 1 and width > 1 and callback is DEFAULT_CALLBACK:
+        # no progress to keep in order: the files go up concurrently (`Storage.put_many`)
+        items = [(local, f"{rel}/{stored}") for local, stored in files]
+        sent = storage.put_many(items, durable=unsynced is None, digest="sha256")
+        if unsynced is not None:
+            unsynced.extend(target for _, target in items)
+        return [(stored, m) for (_, stored), m in zip(files, sent, strict=True)]
     targets = [(source, "")] if files is None else [(f, f"/{s}") for f, s in files]
     progress = TreeCallback(callback)
     stored: list[tuple[str, Moved]] = []
@@ -363,18 +372,26 @@ def download_tree(
     try:
         try:
             for parts in plan:
-                local = os.path.join(partial, *parts)
-                folder = os.path.dirname(local)
+                folder = os.path.dirname(os.path.join(partial, *parts))
                 local_call(folder, os.makedirs, folder, exist_ok=True)
-                check = (checks or {}).get("/".join(parts))
+
+            def fetch(parts: list[str], each: Callback) -> None:
+                check = checks.get("/".join(parts))
                 storage.get(
                     f"{rel}/{'/'.join(parts)}",
-                    local,
-                    progress,
+                    os.path.join(partial, *parts),
+                    each,
                     digest=None if check is None else "sha256",
                     check=None if check is None else check.moved,
                 )
-                progress.next_file()
+
+            width = storage.backend.read_concurrency
+            if width > 1 and len(plan) > 1 and callback is DEFAULT_CALLBACK:
+                run_bounded([functools.partial(fetch, parts) for parts in plan], width)
+            else:
+                for parts in plan:
+                    fetch(parts, progress)
+                    progress.next_file()
         except NotFoundError:
             _check_same_tree(storage, rel, version)
             raise

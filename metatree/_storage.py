@@ -25,6 +25,7 @@ from metatree._names import reserved_beside
 from metatree._paths import GLOB
 from metatree._transfer import Moved, Transfer
 from metatree.backends import Backend, backend_for, translate_errors
+from metatree.backends.base import Stopped
 from metatree.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -36,10 +37,12 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
+    from contextlib import AbstractContextManager
 
     from fsspec.spec import AbstractFileSystem
 
+    from metatree._transfer import Upload
     from metatree._types import Source, Version
     from metatree.backends import Capabilities
 
@@ -244,6 +247,46 @@ class Storage:
         ):
             self.backend.put(upload, self.abs(rel), durable=durable)
         return transfer.result()
+
+    def put_many(
+        self,
+        items: Sequence[tuple[Source, str]],
+        *,
+        durable: bool = True,
+        digest: str | None = None,
+        concurrency: int | None = None,
+    ) -> list[Moved]:
+        """Store many sources (bytes or local paths) at the files `rels`, concurrently.
+
+        Up to `concurrency` at a time (the backend's `write_concurrency` when None; see
+        `Backend.put_many`), each exactly as `put` stores it (no progress callback: the
+        bytes of several files interleave). Returns each file's size and digest, in order.
+        The first failure stops the batch and is raised as the metatree error naming its
+        file (or its local source); files already stored stay, for the caller's rollback.
+        """
+        width = self.backend.write_concurrency if concurrency is None else concurrency
+        moved: list[Moved | None] = [None] * len(items)
+
+        def opener(index: int, source: Source) -> Callable[[], AbstractContextManager[Upload]]:
+            @contextlib.contextmanager
+            def open_source() -> Iterator[Upload]:
+                with Transfer(DEFAULT_CALLBACK, digest) as transfer, transfer.source(source) as up:
+                    yield up
+                moved[index] = transfer.result()
+
+            return open_source
+
+        jobs = [(opener(i, source), self.abs(rel)) for i, (source, rel) in enumerate(items)]
+        with translate_errors(self.url):  # the batch itself failed (a closed loop)
+            answers = self.backend.put_many(jobs, width, durable=durable)
+        for (_, rel), got in zip(items, answers, strict=True):
+            if got is not None and not isinstance(got, Stopped):  # the first real cause
+                with translate_errors(self.url_of(rel)):
+                    raise got
+        done = [m for m in moved if m is not None]
+        if len(done) != len(items):  # a plug-in stopped without saying why
+            raise StorageError(self.url, "a batch of uploads stopped without an error")
+        return done
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""

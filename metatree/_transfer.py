@@ -21,6 +21,8 @@ import hashlib
 import io
 import os
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
@@ -42,6 +44,7 @@ __all__ = [
     "TreeCallback",
     "Upload",
     "copy_file",
+    "run_bounded",
 ]
 
 COPY_CHUNK = 8 * 2**20
@@ -357,6 +360,59 @@ class TreeCallback(Callback):  # type: ignore[misc]  # fsspec is untyped
     def next_file(self) -> None:
         """Start counting a new file."""
         self._before = self.value
+
+
+class _Halted(Exception):
+    """Raised by `_Halt` in a transfer that another one's failure made pointless."""
+
+
+class _Halt(Callback):  # type: ignore[misc]  # fsspec is untyped
+    """A progress callback that stops its transfer at the next chunk once `halt` is set."""
+
+    def __init__(self, halt: threading.Event) -> None:
+        super().__init__()
+        self._halt = halt
+
+    def relative_update(self, inc: int = 1) -> None:
+        """Stop here if the batch is halted (the transfer removes its partial file)."""
+        if self._halt.is_set():
+            raise _Halted
+
+    def set_size(self, size: int) -> None:
+        """Nothing to show: `run_bounded` runs without a user's progress."""
+
+
+def run_bounded(jobs: list[Callable[[Callback], object]], width: int) -> None:
+    """Run transfers in a pool of `width` threads; the first failure stops the rest and is raised.
+
+    Each job is given the progress callback to pass to its transfer: once a job failed, or
+    the caller was interrupted (Ctrl-C), the others stop at their next chunk and the jobs
+    not started never start. Nothing a call started is still running when it returns or
+    raises: a recursive get must not go on writing into a directory it is removing.
+    """
+    halt = threading.Event()
+    failures: list[BaseException] = []
+    progress = _Halt(halt)
+
+    def one(job: Callable[[Callback], object]) -> None:
+        if halt.is_set():
+            return
+        try:
+            job(progress)
+        except _Halted:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - the first one is raised below
+            failures.append(exc)
+            halt.set()
+
+    pool = ThreadPoolExecutor(max(1, min(width, len(jobs))))
+    try:
+        list(pool.map(one, jobs))
+    finally:
+        halt.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failures:
+        raise failures[0]
 
 
 def copy_file(

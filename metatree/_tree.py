@@ -550,12 +550,18 @@ class Metatree:
         return self._cursor.list()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Metatree]:
+    def transaction(self, concurrency: int | None = None) -> Iterator[Metatree]:
         """Hold the DB lock for a block of writes; write each touched index once at the end.
 
         Bulk imports pay one lock round trip instead of one per write. Metadata changes are
         staged and written when the block ends (deepest node first); if the block raises,
         none is written (files already stored stay as unlisted orphans).
+
+        On remote stores (S3, WebHDFS) puts that create their node send their uploads in
+        batches, `concurrency` at a time (the backend's default when None: 32 on S3, 8 on
+        other remote stores; 1 sends them one after another). Each put is still checked
+        when it is called; a local file is read when its batch is sent (at the latest when
+        the block ends), so leave it in place until then.
 
         Examples
         --------
@@ -566,7 +572,12 @@ class Metatree:
         >>> tree.find("m").children
         ['v0', 'v1', 'v2']
         """
-        with self._db.transaction():
+        width: object = concurrency  # callers without type checking may pass anything
+        if width is not None and (
+            isinstance(width, bool) or not isinstance(width, int) or width < 1
+        ):
+            raise PathError(self.root, f"concurrency must be a positive int, not {concurrency!r}")
+        with self._db.transaction(concurrency):
             yield self
 
     def lock_status(self) -> LeaseInfo | None:

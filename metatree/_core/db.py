@@ -269,7 +269,14 @@ class Database:
 
     # -- transactions and the lock ------------------------------------------------------
     def active_tx(self) -> Transaction | None:
-        """Return the transaction this task is in, if any."""
+        """Return the task's transaction, if any, its deferred puts flushed for the asker."""
+        tx = self.own_tx()
+        if tx is not None and tx.pending and not tx.deferring:
+            tx.flush(self.storage)
+        return tx
+
+    def own_tx(self) -> Transaction | None:
+        """Return the transaction this task is in, if any, as it is (nothing flushed)."""
         tx = self._tx.get()
         # a child forked inside a transaction does not own it (nor the lock it holds), and a
         # context copied inside the block (a task, `copy_context().run`) outlives it: a write
@@ -287,7 +294,7 @@ class Database:
         The lock is reentrant per thread, so an asyncio task would walk into the lock held by
         another task's transaction and write beside it: that is refused instead.
         """
-        if self._tx_thread == (os.getpid(), threading.get_ident()) and self.active_tx() is None:
+        if self._tx_thread == (os.getpid(), threading.get_ident()) and self.own_tx() is None:
             raise LockError(
                 f"{self.lock.name} is held by a transaction of another task of this thread; "
                 "run this write inside that transaction, or after it"
@@ -311,9 +318,12 @@ class Database:
         return True
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Hold the lock for the whole block; commit everything at its end, or nothing."""
-        outer = self.active_tx()
+    def transaction(self, concurrency: int | None = None) -> Iterator[None]:
+        """Hold the lock for the whole block; commit everything at its end, or nothing.
+
+        `concurrency`: the uploads a flush keeps in flight (None: the backend's default).
+        """
+        outer = self.own_tx()
         if outer is not None:
             try:
                 yield  # nested: one unit with the outermost block
@@ -322,7 +332,7 @@ class Database:
                 raise
             return
         with self.write_lock():
-            tx = Transaction()
+            tx = Transaction(concurrency=concurrency)
             token = self._tx.set(tx)
             self._tx_thread = (os.getpid(), threading.get_ident())
             try:
@@ -344,17 +354,17 @@ class Database:
 
     def commit(self, tx: Transaction) -> None:
         """Write the transaction's staged metadata, deepest first, after a lease check."""
+        try:
+            tx.flush(self.storage)  # the deferred puts: nothing is visible yet
+        except BaseException:
+            self._rollback(tx)
+            raise
         writes = tx.writes()  # created nodes first
         if writes or tx.moves or tx.deletes:
             self.lock.check()
         try:
-            existing: list[tuple[NodePath, dict[str, Any]]] = []
-            for path, metadata in writes:
-                if path in tx.created:
-                    self.put_metadata(path, metadata, expect=None, durable=False)
-                    tx.unsynced.append(rel_path(path, METADATA_FILE))
-                else:
-                    existing.append((path, metadata))
+            existing = [(path, metadata) for path, metadata in writes if path not in tx.created]
+            tx.write_created(self, [(p, m) for p, m in writes if p in tx.created])
             if tx.unsynced:  # every new node durable before an index lists it
                 self.storage.sync(list(dict.fromkeys(tx.unsynced)))  # a node written twice
                 tx.unsynced = []
@@ -374,12 +384,11 @@ class Database:
             rel, tree = tx.deletes.pop(0)
             self.delete(rel, tree=tree)
         self._discard_staged(tx)
-        # what was written has new versions: later reads in the same block read them again
-        tx.cache.clear()
-        tx.versions.clear()
+        tx.committed()
 
     def _rollback(self, tx: Transaction) -> None:
         """Undo what an aborted transaction stored: staged files, its new nodes' directories."""
+        tx.drop_pending()
         self._discard_staged(tx)
         tops = [p for p in tx.created if p[:-1] not in tx.created]
         for path in tops:

@@ -27,6 +27,7 @@ siblings there are. `Database.put_metadata` writes those changes as one piece.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import threading
@@ -435,7 +436,7 @@ def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> 
         # a piece committed metadata that metadata.json does not show yet (its writer died
         # before the rewrite): it is the node's metadata; the next write stores it inline
         metadata.clear()
-        metadata.update(log.doc[1])
+        metadata.update(copy.deepcopy(log.doc[1]))  # the cached state's own stays as read
         doc = None
     metadata[CHILDREN] = Children(tuple(metadata.get(CHILDREN, [])), log, doc)
 

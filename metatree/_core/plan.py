@@ -21,6 +21,8 @@ from metatree._paths import Placeholder, check_name
 from metatree.errors import AlreadyExistsError, PathError, UnresolvedPathError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from metatree._core.db import Database
     from metatree._core.resolve import Target
     from metatree._types import NodePath
@@ -90,7 +92,7 @@ def plan_put(db: Database, target: Target, name: str) -> PutPlan:
     return PutPlan(anchor.path, metadata, version, new, name)
 
 
-def claim(db: Database, plan: PutPlan) -> None:
+def claim(db: Database, plan: PutPlan, listed: Mapping[str, str] | None = None) -> None:
     """Make sure the top new node starts empty: clear an orphan, refuse anything else.
 
     Refuses first a name that only differs from a sibling's in Unicode form or case (NFC
@@ -100,7 +102,8 @@ def claim(db: Database, plan: PutPlan) -> None:
     index does not list the name, a directory there is either an orphan node (a crashed put
     or remove, a rolled-back transaction: it has a metadata.json), which is removed so that
     the new node never inherits its files, or a directory a user stored with
-    ``put(recursive=True)``, which is in the way.
+    ``put(recursive=True)``, which is in the way. `listed` is what is stored at the name when
+    the caller already knows it (a transaction's listing of the anchor: `Transaction.listed`).
     """
     name = plan.new[0]
     fold = _fold if db.case_insensitive else _nfc
@@ -113,7 +116,8 @@ def claim(db: Database, plan: PutPlan) -> None:
             f"node {sibling!r} differs from it only in {what}; use that name",
         )
     rel = plan.claimed
-    listed = db.storage.listdir(rel)
+    if listed is None:
+        listed = db.storage.listdir(rel)
     if not listed:
         return
     if not is_orphan_listing(listed):

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from metatree._core import index
-from metatree._core.db import rel_path
+from metatree._core.db import children_of, rel_path
 from metatree._core.plan import PutPlan, check_target, claim, plan_put
-from metatree._core.transaction import Staged, Transaction
+from metatree._core.transaction import Deferred, Staged, Transaction
 from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
@@ -57,47 +57,150 @@ def put(
     the plan before the first write.
     """
     with db.write_lock():
-        tx = db.active_tx()
+        tx = db.own_tx()
+        with contextlib.nullcontext() if tx is None else tx.joining():
+            return _put(db, tx, target, source, name, force, recursive, callback, info)
+
+
+def _put(
+    db: Database,
+    tx: Transaction | None,
+    target: Target,
+    source: Source,
+    name: str,
+    force: bool,
+    recursive: bool,
+    callback: Callback,
+    info: Mapping[str, Any] | None,
+) -> NodePath:
+    """`put` under the lock (in a transaction, joined without flushing its deferred puts)."""
+    plan = plan_put(db, target, name)
+    if tx is not None and tx.pending_delete(plan.claimed):
+        # re-creating what this transaction removed: commit it up to here first
+        db.commit(tx)
         plan = plan_put(db, target, name)
-        if tx is not None and tx.pending_delete(plan.claimed):
-            # re-creating what this transaction removed: commit it up to here first
-            db.commit(tx)
-            plan = plan_put(db, target, name)
-        local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
-        # scanned once, under the lock: what _check_room sizes is exactly what is stored
-        files = scan_source(local) if recursive and local and os.path.isdir(local) else None
-        _check_room(db, plan, files, {} if info is None else info)
-        old_kind = None
-        if plan.new:
-            claim(db, plan)
-            # the top new node first: whatever a crash leaves has a metadata.json at its
-            # top, so `claim` knows it for an orphan; nothing lists it until the commit.
-            # If this write fails, it met something in the way, which is not ours to undo.
-            top, below = plan.new[0], plan.new[1:2]
-            _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
-        else:
-            old_kind = check_target(db, plan, force=force, recursive=recursive)
-        stored: list[tuple[str, Moved]] = []
-        try:
-            stored = _put_into(
-                db,
-                plan,
-                source,
-                tx,
-                force=force,
-                files=files,
-                callback=callback,
-                old_kind=old_kind,
-            )
-            _record(db, plan, stored, {} if info is None else info, tx)
-        except BaseException as exc:
-            if tx is None and db.owns_writes() and not isinstance(exc, LockLostError):
-                _take_back(db, plan, stored, old_kind)
-            raise
-        if plan.new:
-            index.append(plan.metadata, plan.new[0], db.index_threshold)
-            db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
+    elif tx is not None and plan.anchor in tx.pending_nodes:
+        # the node it goes into is a deferred put's: written first, then read again
+        tx.flush(db.storage)
+        plan = plan_put(db, target, name)
+    local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+    # scanned once, under the lock: what _check_room sizes is exactly what is stored
+    files = scan_source(local) if recursive and local and os.path.isdir(local) else None
+    _check_room(db, plan, files, {} if info is None else info)
+    old_kind = None
+    if plan.new:
+        claim(db, plan, _listed(db, tx, plan))
+    if tx is not None:
+        tx.touch(rel_path(plan.anchor), plan.claimed.rsplit("/", 1)[-1])
+        if plan.new and _deferrable(db, tx, source, callback):
+            _defer(db, tx, plan, source, files, {} if info is None else info)
+            return plan.node
+    if plan.new:
+        # the top new node first: whatever a crash leaves has a metadata.json at its
+        # top, so `claim` knows it for an orphan; nothing lists it until the commit.
+        # If this write fails, it met something in the way, which is not ours to undo.
+        top, below = plan.new[0], plan.new[1:2]
+        _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
+    else:
+        old_kind = check_target(db, plan, force=force, recursive=recursive)
+    stored: list[tuple[str, Moved]] = []
+    try:
+        stored = _put_into(
+            db,
+            plan,
+            source,
+            tx,
+            force=force,
+            files=files,
+            callback=callback,
+            old_kind=old_kind,
+        )
+        _record(db, plan, stored, {} if info is None else info, tx)
+    except BaseException as exc:
+        if tx is None and db.owns_writes() and not isinstance(exc, LockLostError):
+            _take_back(db, plan, stored, old_kind)
+        raise
+    if plan.new:
+        index.append(plan.metadata, plan.new[0], db.index_threshold)
+        db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
     return plan.node
+
+
+FLUSH_FILES = 8
+"""A transaction flushes once this many times its concurrency in files are deferred: a batch
+long enough to keep every slot busy, short enough that a failure is found early."""
+
+
+def _deferrable(db: Database, tx: Transaction, source: Source, callback: Callback) -> bool:
+    """Whether a put that creates its node can wait for the transaction's flush.
+
+    Only where uploads run concurrently (local disk and memory gain nothing: they keep the
+    sequential path), only without a progress callback (a batch interleaves the bytes of
+    many files), and only for sources that stay what they were when put was called: bytes
+    (copied now) and local paths (read at the flush: a file changed before the block ends
+    is stored as it is then, and its record says so). A file object is the caller's to close.
+    """
+    width = db.storage.backend.write_concurrency if tx.concurrency is None else tx.concurrency
+    return (
+        width > 1
+        and callback is DEFAULT_CALLBACK
+        and isinstance(source, bytes | bytearray | memoryview | str | os.PathLike)
+    )
+
+
+def _defer(
+    db: Database,
+    tx: Transaction,
+    plan: PutPlan,
+    source: Source,
+    files: list[tuple[str, str]] | None,
+    info: Mapping[str, Any],
+) -> None:
+    """Queue the writes of a put that creates its node; stage its index entry now.
+
+    `claim` has run: the names are free under our lock. Each new node's first metadata
+    (its child below, as `_put_into` writes it) is serialised now, so a metadata.json that
+    could not be stored is refused by this call, as without deferral.
+    """
+    nodes: list[tuple[NodePath, bytes]] = []
+    for depth in range(1, len(plan.new) + 1):
+        path = (*plan.anchor, *plan.new[:depth])
+        below = {CHILDREN: [plan.new[depth]]} if depth < len(plan.new) else {}
+        nodes.append((path, db.dump_checked(path, below)))
+        tx.remember(path, below, None)
+    if isinstance(source, bytearray | memoryview):
+        source = bytes(source)  # the caller may change it before the flush
+    target = plan.target
+    uploads: list[tuple[Source, str, str]] = (
+        [(source, target, "")]
+        if files is None
+        else [(local, f"{target}/{stored}", stored) for local, stored in files]
+    )
+
+    def finish(stored: list[tuple[str, Moved]]) -> bytes:
+        _record(db, plan, stored, info, tx)
+        return db.dump_checked(plan.node, tx.cache[plan.node])
+
+    tx.defer(Deferred(nodes, uploads, finish), [path for path, _ in nodes])
+    index.append(plan.metadata, plan.new[0], db.index_threshold)
+    db.write_metadata(plan.anchor, plan.metadata, commit=True, expect=plan.version)
+    width = db.storage.backend.write_concurrency if tx.concurrency is None else tx.concurrency
+    if tx.pending_files() >= FLUSH_FILES * width:
+        tx.flush(db.storage)
+
+
+def _listed(db: Database, tx: Transaction | None, plan: PutPlan) -> dict[str, str] | None:
+    """Return what `claim` would list at the new top node, when the transaction knows: nothing.
+
+    One listing of the anchor's directory answers for many new children (`Transaction.listed`);
+    not where names fold (a case-insensitive disk would match another spelling).
+    """
+    if tx is None or db.case_insensitive:
+        return None
+    here = rel_path(plan.anchor)
+    siblings = len(children_of(plan.metadata))
+    free = tx.listed(here, plan.new[0], siblings, lambda: db.storage.listdir(here))
+    return {} if free else None
 
 
 def _check_room(

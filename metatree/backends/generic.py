@@ -63,6 +63,10 @@ _WRAPPED_DEPTH = 8  # wrappers (DirFileSystem, caches) followed to find the file
 class GenericBackend(Backend):
     """A filesystem no backend is registered for: keys or real directories, both handled."""
 
+    write_concurrency: ClassVar[int] = 8
+    """Uploads in flight (fsspec's sync API: a thread pool, `Backend.put_many`); the
+    filesystems fsspec itself implements are safe in threads."""
+
     def __new__(cls, fs: AbstractFileSystem | None = None) -> Self:
         """Describe a wrapped filesystem of fsspec's own truthfully (`_described`).
 
@@ -144,11 +148,12 @@ class GenericBackend(Backend):
                 return write()
             except FileNotFoundError:
                 parent = path.rstrip("/").rpartition("/")[0]
-                if not parent or self.kind(parent) is not None:
+                if not parent or (source is not None and self.kind(source) is None):
                     raise
-                if source is not None and self.kind(source) is None:
-                    raise
-            self.fs.makedirs(parent, exist_ok=True)
+                if self.kind(parent) is None:
+                    self.fs.makedirs(parent, exist_ok=True)
+            # made here, or by a concurrent write of the same batch (`put_many`) meanwhile:
+            # a parent that existed all along fails again, with the same error
             return write()
         except NotADirectoryError as exc:
             raise FileExistsError(errno.EEXIST, "a file is in the way", path) from exc

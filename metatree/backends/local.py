@@ -74,6 +74,7 @@ class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
 
     read_concurrency: ClassVar[int] = 1  # small reads in memory or the page cache: no gain
+    write_concurrency: ClassVar[int] = 1  # disk-bound writes; a transaction batches fsyncs
 
     capabilities = Capabilities(
         atomic_exclusive_create=True,

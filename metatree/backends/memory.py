@@ -90,6 +90,7 @@ class MemoryBackend(Backend):
     """
 
     read_concurrency: ClassVar[int] = 1  # small reads in memory or the page cache: no gain
+    write_concurrency: ClassVar[int] = 1  # a dict under one lock: threads only add switching
 
     capabilities = Capabilities(
         atomic_exclusive_create=True,

@@ -33,10 +33,18 @@ from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
 from metatree._transfer import COPY_CHUNK
 from metatree.backends.aio import run
-from metatree.backends.base import MISSING, Backend, Capabilities, Changed, translate_errors
+from metatree.backends.base import (
+    MISSING,
+    Backend,
+    Capabilities,
+    Changed,
+    Stopped,
+    translate_errors,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
+    from contextlib import AbstractContextManager
 
     from metatree._transfer import Download, Upload
     from metatree._types import Version
@@ -490,6 +498,86 @@ class S3Backend(Backend):
         except BaseException:
             with contextlib.suppress(Exception):
                 self._call("abort_multipart_upload", path, UploadId=upload)
+            raise
+
+    write_concurrency: ClassVar[int] = 32
+
+    def put_many(
+        self,
+        items: list[tuple[Callable[[], AbstractContextManager[Upload]], str]],
+        concurrency: int,
+        *,
+        durable: bool = True,
+    ) -> list[Exception | None]:
+        """Up to `concurrency` uploads in flight on s3fs's event loop, each as `put`.
+
+        One task per file under a semaphore, in an `asyncio.TaskGroup`: the first failure
+        cancels the uploads in flight (a multipart upload is aborted) and the rest never
+        start. The whole batch runs through our runner, so an interrupt cancels every request
+        and returns only once they have ended. Sources are read on the loop's thread, as
+        s3fs's own ``put_file`` does: callers give bytes or local files (no user code).
+        """
+        out: list[Exception | None] = [Stopped() for _ in items]
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(index: int) -> None:
+            opener, path = items[index]
+            async with gate:
+                try:
+                    with opener() as upload:
+                        await self._aput(upload, path)
+                except _client_failures() as exc:
+                    out[index] = _as_os_error(exc)
+                    raise
+                except Exception as exc:
+                    out[index] = exc
+                    raise  # the group cancels the others
+                finally:
+                    self.fs.invalidate_cache(path)
+            out[index] = None
+
+        async def every() -> None:
+            # each failure is in `out`; the group's ExceptionGroup only repeats them
+            with contextlib.suppress(ExceptionGroup):
+                async with asyncio.TaskGroup() as group:
+                    for index in range(len(items)):
+                        group.create_task(one(index))
+
+        if items:
+            self._run(every(), timed=False)
+        return out
+
+    async def _aput(self, source: Upload, path: str) -> None:
+        """`put` as a coroutine, for `put_many` (each request within `timeout`).
+
+        The same protocol as `put`, awaited instead of run: one PutObject up to `part_size`,
+        else a multipart upload aborted on any exception, cancellation included.
+        """
+        bucket, key = self._bucket_key(path)
+
+        async def call(method: str, **kwargs: Any) -> dict[str, Any]:
+            request = self.fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
+            reply: dict[str, Any] = await asyncio.wait_for(request, self.timeout)
+            return reply
+
+        data = _read_full(source, self.part_size)
+        if len(data) < self.part_size:
+            await call("put_object", Body=data)
+            return
+        upload = (await call("create_multipart_upload"))["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            while data:
+                number = len(parts) + 1
+                reply = await call("upload_part", Body=data, PartNumber=number, UploadId=upload)
+                parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+                data = _read_full(source, self.part_size)
+            await call(
+                "complete_multipart_upload", UploadId=upload, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await call("abort_multipart_upload", UploadId=upload)
             raise
 
     def find(self, path: str) -> list[str]:

@@ -182,6 +182,8 @@ class WebHDFSBackend(Backend):
         conditional_write=True,
     )
     lease_store = WebHDFSLeaseStore
+    write_concurrency: ClassVar[int] = 8
+    """Uploads in flight: WebHDFS has no async API, so a thread pool (`Backend.put_many`)."""
     timeout: ClassVar[float] = 30.0
     """Seconds to wait for a connection, and for each read of a reply (requests' timeout)."""
 

@@ -340,6 +340,50 @@ class IndexHardeningTests:
         assert b"".join(other.get("m/v1/f")) == b"newer"
         assert other.find("m/v1").list() == ["f", "g"]
 
+    def test_transaction_puts_give_one_tree_at_any_concurrency(
+        self, storage: Storage, tmp_path: Path
+    ) -> None:
+        """A transaction's puts store one tree with exact records, at any concurrency.
+
+        Deferred and sent in batches (remote stores) or one by one; reads inside the block
+        see them, other trees only after the commit.
+        """
+        import hashlib
+
+        local = tmp_path / "f.bin"
+        local.write_bytes(b"local file")
+        folder = tmp_path / "d"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "a").write_bytes(b"a in a folder")
+        other = Metatree(storage, KEYS)
+        for width in (1, 4):
+            tree = Metatree(storage, KEYS)
+            top = f"w{width}"
+            changing = bytearray(b"as put")
+            with tree.transaction(concurrency=width):
+                tree.put(f"{top}/v1", b"bytes", name="f")
+                tree.put(f"{top}/v2", changing, name="f")  # type: ignore[arg-type]  # bytes-like, accepted
+                changing[:] = b"changed after the put"  # the put took what it was given
+                tree.put(f"{top}/v3/s", str(local))  # two new levels
+                tree.put(f"{top}/v4", str(folder), recursive=True)
+                assert not other.exists(top)  # nothing shows before the commit
+                assert b"".join(tree.get(f"{top}/v1/f")) == b"bytes"  # reads see the puts
+                tree.put(f"{top}/v1", b"second", name="g")  # into a node this block made
+            for location, body in (
+                (f"{top}/v1/f", b"bytes"),
+                (f"{top}/v1/g", b"second"),
+                (f"{top}/v2/f", b"as put"),
+                (f"{top}/v3/s/f.bin", b"local file"),
+            ):
+                assert b"".join(other.get(location)) == body
+                record = other.stat(location)
+                assert (record.size, record.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+            out = tmp_path / f"out{width}"
+            other.get(f"{top}/v4/d", outfile=str(out), recursive=True)  # checked: its records
+            assert (out / "sub" / "a").read_bytes() == b"a in a folder"
+            assert other.find(top).children == ["v1", "v2", "v3", "v4"]
+        assert other.fsck().clean
+
     def test_recursive_put_in_a_transaction(self, storage: Storage, tmp_path: Path) -> None:
         tree = Metatree(storage, KEYS)
         old, new = tmp_path / "old", tmp_path / "new"

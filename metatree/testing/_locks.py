@@ -201,13 +201,18 @@ class LockTests(LockTestBase):
         lock = tree._db.lock
         before = lock.acquisitions
         writes: list[str] = []
-        original = tree.storage.write_atomic
+        original, batch = tree.storage.write_atomic, tree.storage.put_many
 
         def counting(rel: str, data: bytes, **options: Any) -> None:
             writes.append(rel)
             original(rel, data, **options)
 
+        def counting_many(items: list[tuple[Any, str]], **options: Any) -> Any:
+            writes.extend(rel for _, rel in items)  # a transaction's batched writes
+            return batch(items, **options)
+
         tree.storage.write_atomic = counting  # type: ignore[method-assign]
+        tree.storage.put_many = counting_many  # type: ignore[method-assign,assignment]
         try:
             with tree.transaction():
                 for i in range(self.bulk_puts):
@@ -215,6 +220,7 @@ class LockTests(LockTestBase):
                 tree.find("m/v1").update(bulk=True)
         finally:
             del tree.storage.write_atomic
+            del tree.storage.put_many
         assert lock.acquisitions - before == 1
         # once when created (a crash then leaves an orphan `claim` recognises), once at commit
         assert writes.count("bulk/metadata.json") == 2

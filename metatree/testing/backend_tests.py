@@ -558,6 +558,46 @@ class BackendTests:
         assert backend.read_many(paths[:1], 0, 1) == [b"1"]  # limit 0: one byte more at most
         assert backend.read_many([], None, 4) == []
 
+    def test_put_many_stores_each_file_and_stops_at_the_first_failure(
+        self, backend: Backend, root: str
+    ) -> None:
+        """`put_many` stores each file as `put` would; one that fails stops the batch.
+
+        The failed file's entry is its exception; every other entry is None (stored, with
+        its bytes) or `Stopped` (never stored), at one at a time and several in flight.
+        """
+        from metatree.backends.base import Stopped
+
+        def opener(data: bytes | None) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+            @contextlib.contextmanager
+            def open_source() -> Any:
+                if data is None:
+                    raise OSError("the source could not be opened")
+                with Transfer().source(data) as upload:
+                    yield upload
+
+            return open_source
+
+        for width in (1, 4):
+            paths = [f"{root}/w{width}/f{i}" for i in range(6)]
+            bodies = [f"body {i}".encode() * (i + 1) for i in range(6)]
+            got = backend.put_many(list(zip(map(opener, bodies), paths, strict=True)), width)
+            assert got == [None] * 6
+            assert [backend.read(path) for path in paths] == bodies
+            failing = [opener(None if i == 1 else b"new") for i in range(6)]
+            fresh = [f"{root}/w{width}/g{i}" for i in range(6)]
+            got = backend.put_many(list(zip(failing, fresh, strict=True)), width)
+            assert isinstance(got[1], OSError)
+            assert "could not be opened" in str(got[1])
+            for path, entry in zip(fresh, got, strict=True):
+                if entry is None:
+                    assert backend.read(path) == b"new"
+                elif isinstance(entry, Stopped):
+                    assert backend.kind(path) is None  # never stored, not even partly
+            if width == 1:  # one at a time: what comes after the failure never starts
+                assert all(isinstance(entry, Stopped) for entry in got[2:])
+        assert backend.put_many([], 4) == []
+
     # -- listing ------------------------------------------------------------------------
     def test_listing_kinds(self, backend: Backend, root: str) -> None:
         """`kind`, `listdir` and `find` agree on files and directories."""

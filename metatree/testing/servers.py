@@ -6,6 +6,7 @@ retries included), and it is exact where a time is not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ class _Counting:
         self._faults: list[tuple[int, Callable[[S3Request], bool]]] = []
         self._stalls: list[Callable[[S3Request], bool]] = []
         self._unstall = threading.Event()
+        self._gates: list[tuple[threading.Barrier, Callable[[S3Request], bool]]] = []
         self.delay = 0.0
         """Seconds each request sleeps before it is served (0: none; see `set_delay`)."""
 
@@ -67,8 +69,12 @@ class _Counting:
             self.requests.append(request)
             status = self._take_fault(request)
             stalled = any(match(request) for match in self._stalls)
+            gates = [gate for gate, match in self._gates if match(request)]
         if stalled:
             self._unstall.wait(120)
+        for gate in gates:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait()  # its timeout breaks it: the test reads `broken`
         if self.delay:  # outside the lock: delayed requests overlap, as a network's would
             time.sleep(self.delay)
         if status:
@@ -145,6 +151,27 @@ class MotoS3Server:
         with self._app._lock:
             self._app._stalls.clear()
             self._app._unstall.set()
+
+    def gate(
+        self, parties: int, match: Callable[[S3Request], bool], timeout: float = 30.0
+    ) -> threading.Barrier:
+        """Hold each matching request until `parties` of them are in flight at once.
+
+        Proves concurrency without a clock: a client sending them one after another never
+        gets `parties` in flight, so the barrier breaks after `timeout` (its ``broken`` is
+        then True) and the requests are served anyway. Each group of `parties` passes.
+        """
+        assert self._app is not None, "start() the server first"
+        barrier = threading.Barrier(parties, timeout=timeout)
+        with self._app._lock:
+            self._app._gates.append((barrier, match))
+        return barrier
+
+    def clear_gates(self) -> None:
+        """Stop holding requests at gates."""
+        assert self._app is not None, "start() the server first"
+        with self._app._lock:
+            self._app._gates.clear()
 
     def set_delay(self, seconds: float) -> None:
         """Make each request wait `seconds` before it is served (0, the default: none).
