@@ -61,12 +61,20 @@ def _source(tmp: str) -> str:
     return path
 
 
-def _grow(tree: Any, src: str, start: int, stop: int, batch: int) -> None:
-    """Put m/v<start>..m/v<stop-1> in transactions of `batch` puts."""
+def _grow(
+    tree: Any, src: str, start: int, stop: int, batch: int, deadline: float = float("inf")
+) -> int:
+    """Put m/v<start>..m/v<stop-1> in transactions of `batch` puts; return the size reached.
+
+    No transaction starts after `deadline` (a `time.perf_counter` value).
+    """
     for first in range(start, stop, batch):
+        if time.perf_counter() > deadline:
+            return first
         with tree.transaction():
             for i in range(first, min(first + batch, stop)):
                 tree.put(f"m/v{i}", src)
+    return stop
 
 
 def _timed(fn: Any, runs: int) -> tuple[float, list[float]]:
@@ -128,14 +136,17 @@ def child(spec: dict[str, Any], args: argparse.Namespace) -> None:
     size, total = 0, 0.0
     for target in args.sizes:
         began = time.perf_counter()
-        _grow(tree, src, size, target, args.batch)
+        reached = _grow(tree, src, size, target, args.batch, began + args.budget - total)
         spent = time.perf_counter() - began
         total += spent
-        size = target
-        row = {"children": size, "build_s": spent, "build_total_s": total, "batch": args.batch}
+        if reached == size:
+            break
+        size = reached
+        row = {"children": size, "build_s": spent, "build_total_s": total, "batch": args.batch,
+               "complete": size == target}  # fmt: skip
         row.update(_measure(spec, size, args.repeats, extra=size))
         print(json.dumps(row), flush=True)
-        if total > args.budget:
+        if size < target:
             print(json.dumps({"stopped": f"{total:.0f} s spent, budget {args.budget:.0f} s"}))
             break
     if args.profile:
@@ -221,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10_000, help="puts per transaction")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--budget", type=float, default=3600.0,
-                        help="stop growing after this many seconds of building")  # fmt: skip
+                        help="start no transaction after this many seconds of building")  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--into", help="merge the rows into this benchmarks.json")
     parser.add_argument("--tmp", help="where the tree lives (default: the system's temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -235,8 +247,28 @@ def main(argv: list[str] | None = None) -> int:
     print(table(args.backend, rows))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"backend": args.backend, "argv": sys.argv[1:], "rows": rows}, out, indent=1)
+            json.dump({"backend": args.backend, "argv": args.argv, "rows": rows}, out, indent=1)
+    if args.into:
+        merge_into(args.into, args.backend, rows)
     return 0
+
+
+LABELS = {"local": "local disk", "moto": "S3 (moto)", "seaweedfs": "S3 (SeaweedFS)"}
+
+
+def merge_into(path: str, backend: str, rows: list[dict[str, Any]]) -> None:
+    """Put `rows` into the benchmark's saved results (``large_nodes``, replacing `backend`'s).
+
+    ``python -m benchmarks --report-only`` then draws them on the scale plot.
+    """
+    with open(path) as stream:
+        saved = json.load(stream)
+    label = LABELS[backend]
+    kept = [r for r in saved["results"].get("large_nodes", []) if r["backend"] != label]
+    sized = [{**r, "backend": label} for r in rows if "children" in r]
+    saved["results"]["large_nodes"] = kept + sized
+    with open(path, "w") as stream:
+        json.dump(saved, stream, indent=1)
 
 
 if __name__ == "__main__":
