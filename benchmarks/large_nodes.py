@@ -129,8 +129,52 @@ def _profile(spec: dict[str, Any], start: int, batch: int) -> str:
     )
 
 
+def synthesize(spec: dict[str, Any], size: int, repeats: int) -> dict[str, Any]:
+    """A v2 node of `size` children whose log is written by hand: one snapshot of the names.
+
+    The closest thing to a built million-child node when building one takes longer than the
+    run may: metatree builds the mirror (the threshold's 10 000 children in one transaction)
+    and switches the node to v2 with one more put; then the snapshot the next compaction would
+    write, holding ``v10000``..``v<size-1>``, is written at the next sequence number. Only the children the
+    measurement touches get their node (a copy of ``v0``'s); the others are listed, as after a
+    crash before their node was written, which no read here looks at. Local disk only.
+    """
+    from metatree._core.index import default_threshold
+
+    tree = _open(spec)
+    src = _source(spec["tmp"])
+    began = time.perf_counter()
+    mirror = default_threshold()  # 10 000 unless METATREE_INDEX_THRESHOLD says otherwise
+    _grow(tree, src, 0, mirror, 10_000)
+    _grow(tree, src, mirror, mirror + 1, 1)
+    node = os.path.join(spec["root"], "m")
+    with open(os.path.join(node, "metadata.json")) as stream:
+        generation = json.load(stream)[".metatree.index"]["generation"]
+    log = os.path.join(node, ".metatree.index", generation)
+    seq = max(int(n.removesuffix(".json").rsplit("-", 1)[-1]) for n in os.listdir(log)) + 1
+    names = [f"v{i}" for i in range(mirror, size)]
+    with open(os.path.join(log, f"snapshot-{seq:020d}.json"), "w") as out:
+        json.dump({"children": names, "seq": seq}, out, separators=(",", ":"))
+    step = max(1, size // (repeats + 1))
+    touched = {(j * step) % size for j in range(repeats + 1)} | {size // 3}
+    for k in touched - set(range(mirror + 1)):
+        os.makedirs(os.path.join(node, f"v{k}"))
+        for name in ("metadata.json", "f"):
+            with open(os.path.join(node, "v0", name), "rb") as a:
+                data = a.read()
+            with open(os.path.join(node, f"v{k}", name), "wb") as b:
+                b.write(data)
+    return {"children": size, "build_s": time.perf_counter() - began, "synthetic": True}
+
+
 def child(spec: dict[str, Any], args: argparse.Namespace) -> None:
     """Grow and measure; print one JSON line per size (the parent collects them)."""
+    if args.synthetic:
+        row = synthesize(spec, args.synthetic, args.repeats)
+        row.update(build_total_s=row["build_s"], batch=args.batch, complete=True)
+        row.update(_measure(spec, args.synthetic, args.repeats, extra=args.synthetic))
+        print(json.dumps(row), flush=True)
+        return
     tree = _open(spec)
     src = _source(spec["tmp"])
     size, total = 0, 0.0
@@ -234,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=3600.0,
                         help="start no transaction after this many seconds of building")  # fmt: skip
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--synthetic", type=int, metavar="N",
+                        help="measure a node of N children whose log is written by hand "
+                        "(see `synthesize`): no build")  # fmt: skip
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--into", help="merge the rows into this benchmarks.json")
     parser.add_argument("--tmp", help="where the tree lives (default: the system's temp dir)")

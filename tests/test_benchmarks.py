@@ -102,6 +102,18 @@ def test_large_nodes_runs_and_plots(tmp_path: Path) -> None:
     for r in rows:
         assert all(r[f"{op}_ms"] > 0 for op in ("put", "find", "update", "parent"))
     assert "| metatree | 9 |" in done.stdout
+    synthetic = subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_nodes", "local", "--synthetic", "40",
+         "--repeats", "2", "--tmp", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
+        check=False,
+    )  # fmt: skip
+    assert synthetic.returncode == 0, synthetic.stdout + synthetic.stderr
+    assert "| metatree | 40 |" in synthetic.stdout  # children of the hand-written log found
     from benchmarks import _report
 
     scale = [{"backend": "local", "impl": "metatree", "size": 10, "put_ms": 1.0, "find_ms": 1.0,
