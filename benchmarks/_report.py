@@ -319,7 +319,7 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
     written = []
     scale = [r for r in results.get("scale", []) if r.get("put_ms") is not None]
     if scale:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharex=True)
+        fig, axes = plt.subplots(1, 3, figsize=(14, 5.4), sharex=True)
         for ax, metric, title in zip(
             axes,
             ("put_ms", "find_ms", "update_ms"),
@@ -343,8 +343,9 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
                 ylabel="median latency (ms)",
             )
             ax.grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+        fig.tight_layout(rect=(0, 0.2, 1, 1))
         path = os.path.join(out_dir, "benchmarks-scale.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -396,7 +397,7 @@ def _large_nodes_lines(ax: Any, rows: Rows, metric: str) -> None:
             [r[LARGE_METRIC[metric]] for r in line],
             marker="s",
             linestyle=":",
-            label=f"metatree · {backend}, transactions of 10 000 (large_nodes)",
+            label=f"metatree · {backend} (large_nodes, transactions of 10 000)",
         )
 
 
