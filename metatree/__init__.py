@@ -13,6 +13,7 @@ the whole core, the model store and fsck (docs/cli.md has the numbers). Type che
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -95,10 +96,16 @@ _LAZY: dict[str, str] = {
 if not TYPE_CHECKING:  # hidden from type checkers: a typo'd name stays an error for mypy
 
     def __getattr__(name: str) -> Any:
-        """Import a public name's module on first use and keep the name here (PEP 562)."""
+        """Import a public name's module on first use and keep the name here (PEP 562).
+
+        A public submodule (``metatree.errors``, ``metatree.fsck``, ...) is imported too, as
+        the eager ``__init__`` did before: ``import metatree; metatree.errors.PathError``.
+        """
         module = _LAZY.get(name)
         if module is None:
-            raise AttributeError(f"module 'metatree' has no attribute {name!r}")
+            if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+                raise AttributeError(f"module 'metatree' has no attribute {name!r}")
+            return importlib.import_module(f"{__name__}.{name}")  # binds it here as well
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value  # later lookups are plain attribute reads
         return value

@@ -26,6 +26,7 @@ __all__ = [
     "REF_KEY",
     "Config",
     "check_metadata_update",
+    "check_names",
     "check_value",
     "dump_metadata",
     "is_reference",
@@ -157,6 +158,23 @@ def _walk_shape(value: Any) -> bool:
     return big
 
 
+def check_names(value: object, where: str, what: str, entry_is: str) -> list[str]:
+    """Check a stored list of child names (an index, a v2 log's): each stays one level down.
+
+    Anything else is `CorruptMetadataError` naming `what`, or the entry as `entry_is` (fsck
+    tells an inline index entry from a logged name by it).
+    """
+    if not isinstance(value, list) or not set(map(type, value)) <= {str}:
+        raise CorruptMetadataError(where, f"{what} is not a list of names")
+    if not plainly_safe(value):
+        for entry in value:
+            try:
+                check_stored_name(entry, where)
+            except PathError as exc:
+                raise CorruptMetadataError(where, f"{entry_is} {entry!r}: {exc.reason}") from None
+    return value
+
+
 def load_metadata(data: bytes, path: str) -> dict[str, Any]:
     """Parse a metadata.json; anything but an object with a valid index is corrupt.
 
@@ -174,15 +192,7 @@ def load_metadata(data: bytes, path: str) -> dict[str, Any]:
         raise CorruptMetadataError(path, reason) from None
     if not isinstance(parsed, dict):
         raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
-    children = parsed.get(CHILDREN, [])
-    if not isinstance(children, list) or not set(map(type, children)) <= {str}:
-        raise CorruptMetadataError(path, "'children' is not a list of names")
-    if not plainly_safe(children):
-        for entry in children:
-            try:
-                check_stored_name(entry, path)
-            except PathError as exc:
-                raise CorruptMetadataError(path, f"index entry {entry!r}: {exc.reason}") from None
+    children = check_names(parsed.get(CHILDREN, []), path, "'children'", "index entry")
     if len(set(children)) != len(children):
         parsed[CHILDREN] = list(dict.fromkeys(children))
     return parsed

@@ -4,12 +4,14 @@ A repair may be killed at any point. Each batch's ``manifest.json`` is written *
 fix of the pass it describes (docs/fsck.md): one entry per thing to move or copy (``name``
 its place in the batch), and one per force fix that moves nothing (``name`` null: a dropped
 record, a dropped records key). Once every fix of the pass is applied the entries are
-marked ``"done": true`` (one more write of the manifest). An entry not done is a fix that a
-repair authorised (with force, if its kind needs force) and may not have finished: the next
-repair, even without force, finishes it (`Journal.resumes`) and then marks it done. So a
-repair killed anywhere is finished by a plain repair, and nothing it meant to set aside is
-deleted on the way: every move is a rename (or a copy, for a corrupt metadata.json, which is
-replaced only after its copy is complete).
+marked ``"done": true`` (one more write of the manifest, by the repair that wrote it: no
+repair rewrites a manifest it did not write). An entry not done is a fix that a repair
+planned and may not have finished. A manifest proves nothing about who wrote it (any
+co-writer can plant one), so it grants nothing: the next plain repair does what a plain
+repair always does (repair kinds, found again), and the force kinds a killed repair had
+planned are reported as such (`Journal.planned`) and wait for the next forced repair. Nothing
+is deleted on the way: every move is a rename (or a copy, for a corrupt metadata.json, which
+is replaced only after its copy is complete).
 """
 
 from __future__ import annotations
@@ -29,11 +31,23 @@ from metatree.errors import MetatreeError
 if TYPE_CHECKING:
     from metatree._storage import Storage
 
-__all__ = ["MANIFEST", "QUARANTINE", "Journal", "Move", "mark_done", "move", "new_batch", "plan"]
+__all__ = [
+    "MANIFEST",
+    "MAX_MANIFEST",
+    "QUARANTINE",
+    "Journal",
+    "Move",
+    "mark_done",
+    "move",
+    "new_batch",
+    "plan",
+]
 
 QUARANTINE = f"{SYSTEM_PREFIX}.quarantine"
 """The root directory repairs move things into (reserved: never a node, hidden from reads)."""
 MANIFEST = "manifest.json"
+MAX_MANIFEST = 16 * 1024 * 1024
+"""Bytes a manifest may have (one entry is ~200): a bigger one is planted, and not read."""
 _FILE_KINDS = frozenset({"mismatched-file", "unreferenced-value", "unrecorded-file"})
 """Kinds whose fix drops a record and then moves the file: in between, it is unrecorded."""
 
@@ -56,10 +70,16 @@ def new_batch() -> str:
     return f"{QUARANTINE}/{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def _read(storage: Storage, batch: str) -> list[dict[str, Any]]:
-    """Return a batch's manifest entries (none if it has none; malformed entries left out)."""
+def _read(storage: Storage, batch: str) -> list[dict[str, Any]] | None:
+    """Return a batch's manifest entries (malformed entries left out); None if too big.
+
+    Bounded (`MAX_MANIFEST`): a planted manifest of any size costs one bounded read.
+    """
     try:
-        parsed = orjson.loads(storage.read_bytes(f"{batch}/{MANIFEST}"))
+        data, _ = storage.read_versioned(f"{batch}/{MANIFEST}", MAX_MANIFEST)
+        if len(data) > MAX_MANIFEST:
+            return None
+        parsed = orjson.loads(data)
     except (MetatreeError, orjson.JSONDecodeError):
         return []
     if not isinstance(parsed, list):
@@ -77,7 +97,7 @@ def plan(storage: Storage, batch: str, fixes: list[Move]) -> list[tuple[Move, st
     Written first (it also makes the batch's directory on local disk). Targets are numbered
     after what the batch holds already (an earlier pass of the same repair).
     """
-    entries = _read(storage, batch)
+    entries = _read(storage, batch) or []  # this repair's batch: its own manifest
     start = sum(1 for e in entries if e.get("name") is not None)
     out: list[tuple[Move, str]] = []
     number = start
@@ -112,39 +132,44 @@ def _copy(storage: Storage, rel: str, target: str) -> None:
         storage.backend.fs.cp_file(storage.abs(rel), storage.abs(target))
 
 
-def mark_done(storage: Storage, batches: list[str]) -> None:
-    """Mark every entry of `batches` done: their pass (or the repair that resumed it) ended."""
-    for batch in batches:
-        entries = _read(storage, batch)
-        if entries and not all(e.get("done") is True for e in entries):
-            _write(storage, batch, [{**e, "done": True} for e in entries])
+def mark_done(storage: Storage, batch: str) -> None:
+    """Mark every entry of `batch` (written by this repair) done: its pass ended."""
+    entries = _read(storage, batch)
+    if entries and not all(e.get("done") is True for e in entries):
+        _write(storage, batch, [{**e, "done": True} for e in entries])
 
 
 @dataclass
 class Journal:
-    """The unfinished fixes of earlier, interrupted repairs (entries not done)."""
+    """The unfinished fixes of earlier, interrupted repairs (entries not done): a report only.
 
-    batches: list[str] = field(default_factory=list)
-    """The batches holding such entries: marked done once this repair has finished them."""
+    A manifest may be planted (`metatree._quarantine`): it never makes a repair do more than
+    it would do without it; it only says which findings a killed repair had planned to fix.
+    """
+
     kinds: dict[str, set[str]] = field(default_factory=dict)
     """Location -> the kinds of fix planned for it there and not done."""
+    too_big: list[str] = field(default_factory=list)
+    """Batches whose manifest exceeds `MAX_MANIFEST`: not read (planted)."""
 
     @classmethod
     def read(cls, storage: Storage) -> Journal:
-        """Read every batch's manifest (one listing, one read per batch)."""
+        """Read every batch's manifest (one listing, one bounded read per batch)."""
         journal = cls()
         if storage.kind(QUARANTINE) != "directory":
             return journal
         for name in sorted(storage.listdir(QUARANTINE)):
             batch = f"{QUARANTINE}/{name}"
-            undone = [e for e in _read(storage, batch) if e.get("done") is not True]
-            if undone:
-                journal.batches.append(batch)
-            for entry in undone:
-                journal.kinds.setdefault(entry["from"], set()).add(str(entry.get("kind")))
+            entries = _read(storage, batch)
+            if entries is None:
+                journal.too_big.append(batch)
+                continue
+            for entry in entries:
+                if entry.get("done") is not True:
+                    journal.kinds.setdefault(entry["from"], set()).add(str(entry.get("kind")))
         return journal
 
-    def resumes(self, kind: str, rel: str) -> bool:
+    def planned(self, kind: str, rel: str) -> bool:
         """Whether a finding of `kind` at `rel` is what an interrupted repair meant to fix.
 
         The same kind at the same place, or a file a file fix had already unrecorded (its

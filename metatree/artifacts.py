@@ -336,17 +336,26 @@ class ArtifactStore:
         here would change the value behind its record, removing it would leave the field
         naming nothing. So, as `Metatree.remove` and a forced put refuse it, a file of a node
         (a directory with a metadata.json) that a field references, or whose record says a
-        DataStore put it (``metatree_value_of``), is refused whether it exists or not.
+        DataStore put it (``metatree_value_of``), is refused whether it exists or not, and so
+        is any path below such a name (a directory made or moved where a lost value's file
+        was would be read as that value's).
         Names are compared case-folded (as `check_unreferenced` does): refusing a look-alike
         on a case-sensitive store is the safe side. Not under the DB lock: a value stored
         after this check and before the write is not seen (the file API takes no lock).
         """
-        node, _, name = rel.rpartition("/")
-        meta = f"{node}/{METADATA_FILE}" if node else METADATA_FILE
-        try:
-            data, _ = self.storage.read_versioned(meta, Database.max_metadata_bytes)
-        except NotFoundError:
-            return  # not a node's directory: no field can hold its files
+        parts = rel.split("/")
+        nodes = ["/".join(parts[:depth]) for depth in range(len(parts))]  # each directory above
+        metas = [f"{node}/{METADATA_FILE}" if node else METADATA_FILE for node in nodes]
+        read = self.storage.read_many(metas, Database.max_metadata_bytes)  # one round trip
+        for node, name, data in zip(nodes, parts, read, strict=True):
+            if isinstance(data, NotFoundError):
+                continue  # not a node's directory: no field can hold its files
+            if isinstance(data, MetatreeError):
+                raise data
+            self._refuse_value(node, name, data, shown)
+
+    def _refuse_value(self, node: str, name: str, data: bytes, shown: str) -> None:
+        """Refuse `name` in the node at `node` (its metadata.json `data`) if a value's."""
         where = self.storage.url_of(node)
         metadata = load_metadata(data, where)
         path = tuple(node.split("/")) if node else ()
@@ -422,6 +431,7 @@ class ArtifactStore:
         rel = self._rel(path)
         if rel and self._kind(rel) != "directory":
             self._check_free(rel, os.fspath(path), file=False)
+            self._refuse_values(rel, os.fspath(path))
             with translate_errors(self.storage.url_of(rel)):
                 self.storage.fs.makedirs(self.storage.abs(rel), exist_ok=True)
 
@@ -431,6 +441,7 @@ class ArtifactStore:
         if self._kind(rel) is not None:
             raise AlreadyExistsError(os.fspath(path), "mkdir creates a new directory")
         self._check_free(rel, os.fspath(path), file=False)
+        self._refuse_values(rel, os.fspath(path))
         parent = rel.rpartition("/")[0]
         if self.storage.capabilities.real_directories and self._kind(parent) != "directory":
             raise NotFoundError(self.storage.url_of(parent), "parent directory")
@@ -470,6 +481,7 @@ class ArtifactStore:
             self.storage.rename(source, target)
             return
         self._refuse_nodes(source, os.fspath(src))
+        self._refuse_values(target, os.fspath(dst))
         self.storage.replace_tree(source, target, None)
 
     def rmtree(self, path: PathType) -> None:

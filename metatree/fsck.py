@@ -11,15 +11,17 @@ look at them, planted symbolic links too (the link, never its target: `metatree.
 lock objects go (a lease judged by the storage's clock as well as ours: `metatree._stale`).
 What would lose data a person may still want (a corrupt metadata.json, the record of a missing
 or changed file, a file planted among recorded ones) is changed only with ``force=True``. Each
-pass journals its fixes in its quarantine batch first (`metatree._quarantine`), so a repair
-killed midway is finished by the next one, force or not. `gc` deletes the quarantine and the
+pass journals its fixes in its quarantine batch first (`metatree._quarantine`): a repair
+killed midway is finished by the next one with the same force (a plain one finishes the safe
+part; the force fixes it had planned are reported as such). `gc` deletes the quarantine and the
 DataStore value files no metadata references. docs/fsck.md lists it all.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -28,7 +30,7 @@ from metatree._core import index
 from metatree._core.db import children_of, rel_path
 from metatree._core.index import INDEX_DIR, Children
 from metatree._core.read import is_orphan_listing
-from metatree._core.scan import Progress, Skipped, scan
+from metatree._core.scan import Progress, Skipped, check_progress, scan
 from metatree._core.update import referenced
 from metatree._core.verify import VerifyReport, _hash, verify_node
 from metatree._links import has_links, is_link, links_in, move_link, walk_with_links
@@ -44,12 +46,22 @@ from metatree._names import (
     reserved_name,
 )
 from metatree._paths import check_stored_name
-from metatree._quarantine import QUARANTINE, Journal, Move, mark_done, move, new_batch, plan
+from metatree._quarantine import (
+    MAX_MANIFEST,
+    QUARANTINE,
+    Journal,
+    Move,
+    mark_done,
+    move,
+    new_batch,
+    plan,
+)
 from metatree._records import RECORDS, drop_records, records_of
 from metatree._stale import silent
 from metatree.backends.base import translate_errors
 from metatree.datastore import VALUE_OF
 from metatree.errors import CorruptMetadataError, LockError, MetatreeError, NotFoundError, PathError
+from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
     from metatree._core.db import Database
@@ -164,6 +176,7 @@ def fsck(
 
     `progress` is passed to each scan of the tree (`scan`: nodes read so far).
     """
+    check_progress(progress, db.storage.url)  # a repair writes before its first scan
     if not repair:
         return FsckReport(findings=_check(db, verify=verify, held=False, progress=progress))
     _outside_transaction(db, "fsck(repair=True)")
@@ -178,22 +191,47 @@ def fsck(
         db.break_lock(force=finding.fix == "force")
         report.repaired.append(finding)
     with db.write_lock():
-        journal = Journal.read(db.storage)  # what a killed repair authorised and left undone
         for _ in range(_ROUNDS):
             todo = [
                 f
                 for f in _check(db, verify=verify, held=True, progress=progress)
-                if f.fix == "repair"
-                or (force and f.fix == "force")
-                or journal.resumes(f.kind, _subject(f))
+                if f.fix == "repair" or (force and f.fix == "force")
             ]
             if not todo:
                 break
             report.quarantine = _apply(db, todo, report.quarantine)
             report.repaired.extend(f for f in todo if f not in report.repaired)
-        mark_done(db.storage, journal.batches)  # finished now, or no longer there to finish
-    report.findings = _check(db, verify=verify, held=False, progress=progress)
+    report.findings = _journaled(db, _check(db, verify=verify, held=False, progress=progress))
     return report
+
+
+def _journaled(db: Database, findings: list[Finding]) -> list[Finding]:
+    """Say which force findings an interrupted repair had planned (its manifest: a report only).
+
+    A manifest grants nothing (anyone can plant one: `metatree._quarantine`): a killed forced
+    repair is finished by a forced repair. Too big a manifest is reported in the same way.
+    """
+    journal = Journal.read(db.storage)
+    out = [
+        replace(f, detail=f"{f.detail}; {_PLANNED}")
+        if f.fix == "force" and journal.planned(f.kind, _subject(f))
+        else f
+        for f in findings
+    ]
+    for batch in journal.too_big:
+        warnings.warn(
+            f"{db.storage.url_of(batch)}/manifest.json is over {MAX_MANIFEST} bytes: not read "
+            "(no repair writes one that big: planted?)",
+            MetatreeWarning,
+            stacklevel=4,
+        )
+    return out
+
+
+_PLANNED = (
+    "an interrupted repair had planned its fix: a repair with force finishes it "
+    "(fsck(repair=True, force=True); metatree fsck --repair --force)"
+)
 
 
 def gc(db: Database, *, dry_run: bool) -> GcReport:
@@ -544,7 +582,7 @@ def _apply(db: Database, todo: list[Finding], batch: str | None) -> str | None:
         if f.kind == "corrupt-metadata":
             _rebuild(db, f.path)
     if batch is not None:
-        mark_done(db.storage, [batch])
+        mark_done(db.storage, batch)
     return batch
 
 

@@ -8,6 +8,7 @@ generous timeout, and the test fails. The conformance suite proves the rest on e
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,13 @@ from metatree._core import transaction
 from metatree.backends import aio
 from metatree.backends.s3 import S3Backend
 from metatree.backends.webhdfs import WebHDFSBackend
-from metatree.errors import ConflictError, NotFoundError, PathError, StorageError
+from metatree.errors import (
+    ConflictError,
+    NotFoundError,
+    PathError,
+    StorageError,
+    TransactionAbortedError,
+)
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -146,6 +153,76 @@ class TestS3:
         with pytest.raises(StorageError, match=r"model\.bin"), tree.transaction():  # noqa: PT012
             tree.put("m/v1", str(source))  # deferred: read when its batch is sent
             source.unlink()
+        assert tree.find("m").children == ["v0"]
+        assert sorted(tree.storage.walk_files("")) == before
+
+    def test_a_failed_transaction_never_commits_part_of_itself(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        """A caught failed flush, then a re-put of a removed name: still nothing committed."""
+        tree.put("old/1", b"o", name="o")
+        source = tmp_path / "f"
+        before = sorted(tree.storage.walk_files(""))
+
+        def block() -> None:
+            with tree.transaction():
+                tree.remove("old", recursive=True)
+                tree.put("a/1", b"good", name="g")
+                source.write_bytes(b"data")
+                tree.put("a/2", str(source))
+                source.unlink()
+                with pytest.raises(StorageError):
+                    tree.exists("a/1")  # flushes: the upload of a/2 fails
+                tree.put("old/1", b"new", name="o")  # would commit up to here
+
+        with pytest.raises(TransactionAbortedError):
+            block()
+        assert tree.find("").children == ["m", "old"]
+        assert sorted(tree.storage.walk_files("")) == before
+
+    def test_a_failure_before_the_first_index_write_rolls_back(
+        self, tree: Metatree, moto_server: MotoS3Server
+    ) -> None:
+        """The new nodes' metadata fails at the commit: nothing is listed, nothing is left."""
+        before = sorted(tree.storage.walk_files(""))
+        seen: list[str] = []
+
+        def second_write(r: S3Request) -> bool:  # the flush's is the first, the commit's next
+            if r.method == "PUT" and r.path.endswith("/v2/metadata.json"):
+                seen.append(r.path)
+            return len(seen) == 2
+
+        def block() -> None:
+            with tree.transaction(concurrency=K):
+                for i in range(1, 4):
+                    tree.put(f"m/v{i}", b"x", name="f")
+                tree.find("m/v2").update(k=1)  # v2's metadata.json is written again at the end
+
+        moto_server.fail_next(1, status=403, match=second_write)
+        try:
+            with pytest.raises(StorageError):
+                block()
+        finally:
+            moto_server.clear_faults()
+        assert len(seen) == 2
+        assert tree.find("m").children == ["v0"]
+        assert sorted(tree.storage.walk_files("")) == before
+
+    def test_a_source_replaced_by_a_fifo_before_the_flush_is_refused(
+        self, tree: Metatree, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "model.bin"
+        source.write_bytes(b"weights")
+        before = sorted(tree.storage.walk_files(""))
+
+        def block() -> None:
+            with tree.transaction():
+                tree.put("m/v1", str(source))  # deferred: read when its batch is sent
+                source.unlink()
+                os.mkfifo(source)  # opening it to read would wait for a writer forever
+
+        with pytest.raises(PathError, match="no longer a regular file"):
+            block()
         assert tree.find("m").children == ["v0"]
         assert sorted(tree.storage.walk_files("")) == before
 

@@ -332,7 +332,7 @@ class Database:
                 raise
             return
         with self.write_lock():
-            tx = Transaction(concurrency=concurrency)
+            tx = Transaction(concurrency=concurrency, check=self.lock.check)
             token = self._tx.set(tx)
             self._tx_thread = (os.getpid(), threading.get_ident())
             try:
@@ -353,7 +353,18 @@ class Database:
                 self._tx.reset(token)
 
     def commit(self, tx: Transaction) -> None:
-        """Write the transaction's staged metadata, deepest first, after a lease check."""
+        """Write the transaction's staged metadata, deepest first, after a lease check.
+
+        A transaction that failed (a nested block raised, a flush failed) never commits,
+        not even the part before a re-put of a name it removed (`metatree._core.put`).
+        Until the first change a reader can see (a staged replacement moved in, an index
+        rewritten), a failure rolls everything back; after it, the rest is discarded.
+        """
+        if tx.failed is not None:
+            raise TransactionAbortedError(
+                f"the transaction failed earlier ({type(tx.failed).__name__}: {tx.failed}); "
+                "nothing more is committed"
+            ) from tx.failed
         try:
             tx.flush(self.storage)  # the deferred puts: nothing is visible yet
         except BaseException:
@@ -362,12 +373,14 @@ class Database:
         writes = tx.writes()  # created nodes first
         if writes or tx.moves or tx.deletes:
             self.lock.check()
+        visible = False
         try:
             existing = [(path, metadata) for path, metadata in writes if path not in tx.created]
             tx.write_created(self, [(p, m) for p, m in writes if p in tx.created])
             if tx.unsynced:  # every new node durable before an index lists it
                 self.storage.sync(list(dict.fromkeys(tx.unsynced)))  # a node written twice
                 tx.unsynced = []
+            visible = True
             for target, staged in list(tx.moves.items()):
                 if staged.old_kind != "directory" and not staged.tree:
                     self.storage.rename(staged.path, target)  # one file over another: atomic
@@ -377,7 +390,10 @@ class Database:
             for path, metadata in existing:
                 self.put_metadata(path, metadata, expect=tx.versions.get(path))
         except BaseException:
-            self._discard_staged(tx)
+            if visible:
+                self._discard_staged(tx)
+            else:  # nothing a reader sees changed: the new nodes go too
+                self._rollback(tx)
             raise
         tx.created = set()
         while tx.deletes:

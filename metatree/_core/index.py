@@ -39,14 +39,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from metatree._metadata import CHILDREN, dump_metadata, load_metadata
-from metatree._paths import check_stored_name, plainly_safe
+from metatree._metadata import CHILDREN, check_names, dump_metadata, load_metadata
 from metatree.errors import (
     CorruptMetadataError,
     LockLostError,
     MetatreeError,
     NotFoundError,
-    PathError,
 )
 
 if TYPE_CHECKING:
@@ -608,15 +606,7 @@ def _parse(data: bytes, url: str, limit: int | None) -> dict[str, Any]:
 
 def _names(value: object, url: str, what: str) -> list[str]:
     """Check a stored list of child names as `load_metadata` checks an inline index."""
-    if not isinstance(value, list) or not set(map(type, value)) <= {str}:
-        raise CorruptMetadataError(url, f"{what!r} is not a list of names")
-    if not plainly_safe(value):
-        for entry in value:
-            try:
-                check_stored_name(entry, url)
-            except PathError as exc:
-                raise CorruptMetadataError(url, f"logged name {entry!r}: {exc.reason}") from None
-    return value
+    return check_names(value, url, repr(what), "logged name")
 
 
 def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:

@@ -7,6 +7,7 @@ whether local disk ignores case, which the put planner needs (`metatree._core.pl
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ import orjson
 
 from metatree._metadata import FORMAT_VERSION, Config
 from metatree._names import CONFIG_FILE, METADATA_FILE, is_reserved
-from metatree.errors import CorruptDatabaseError, DatabaseError, NotFoundError
+from metatree.errors import CorruptDatabaseError, DatabaseError, NotFoundError, StorageError
 from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["open_config", "probe_case_insensitive"]
 
 _EMPTY_METADATA = b"{}"
+MAX_CONFIG = 1024 * 1024
+"""Bytes a ``.metatree`` may have (a real one is under 1 KiB): a bigger one is not read whole."""
 
 
 def open_config(
@@ -41,7 +44,7 @@ def open_config(
     they differ, as metatreedb did.
     """
     try:
-        config = _parse(storage.read_bytes(CONFIG_FILE), storage.url)
+        config = _parse(_read(storage), storage.url)
     except NotFoundError as exc:
         _check_root(storage, exc)
         if not create or wanted is None:
@@ -89,8 +92,28 @@ def _create(storage: Storage, keys: tuple[str, ...], locking_enabled: bool) -> C
     # root index (which may already list children) and its config, which we then read.
     storage.create_exclusive(METADATA_FILE, _EMPTY_METADATA)
     if not storage.create_exclusive(CONFIG_FILE, config.to_bytes()):
-        return _parse(storage.read_bytes(CONFIG_FILE), storage.url)
+        return _parse(_read(storage), storage.url)
     return config
+
+
+def _read(storage: Storage) -> bytes:
+    """Read the config, bounded (`MAX_CONFIG`); a FIFO or device there is damage (exit 5).
+
+    Local reads open without blocking and refuse what is not a regular file (`ESPIPE`), so
+    a planted FIFO never hangs the open: it is reported like any other broken config.
+    """
+    try:
+        data, _ = storage.read_versioned(CONFIG_FILE, MAX_CONFIG)
+    except StorageError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.ESPIPE:
+            raise CorruptDatabaseError(
+                storage.url, ".metatree is not a regular file (a FIFO, socket or device)"
+            ) from None
+        raise
+    if len(data) > MAX_CONFIG:
+        raise CorruptDatabaseError(storage.url, f".metatree is over {MAX_CONFIG} bytes")
+    return data
 
 
 def _parse(data: bytes, url: str) -> Config:
@@ -100,20 +123,18 @@ def _parse(data: bytes, url: str) -> Config:
     it needs another version of metatree.
     """
     try:
-        return Config.from_bytes(data, url)
-    except DatabaseError as exc:
-        if _other_format(data):
-            raise
-        raise CorruptDatabaseError(url, exc.reason) from None
-
-
-def _other_format(data: bytes) -> bool:
-    """Whether `data` is a JSON object naming a format version this one does not read."""
-    try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(raw, dict) and raw.get("format", FORMAT_VERSION) != FORMAT_VERSION
+        raw = None  # from_bytes says what is wrong
+    if isinstance(raw, dict) and "format" in raw and type(raw["format"]) is not int:
+        # ``true`` equals 1 and ``null`` is no version: neither was written by metatree
+        raise CorruptDatabaseError(url, f".metatree has no valid format: {raw['format']!r}")
+    try:
+        return Config.from_bytes(data, url)
+    except DatabaseError as exc:
+        if isinstance(raw, dict) and raw.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+            raise  # another version's: not damaged, it needs another metatree
+        raise CorruptDatabaseError(url, exc.reason) from None
 
 
 def probe_case_insensitive(storage: Storage) -> bool:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from metatree._paths import Segment
     from metatree._types import NodePath
 
-__all__ = ["BATCH", "Glob", "Progress", "Skipped", "parse_pattern", "scan"]
+__all__ = ["BATCH", "Glob", "Progress", "Skipped", "check_progress", "parse_pattern", "scan"]
 
 BATCH = 2048
 """Nodes read per `read_many` call: bounds the bytes held at once, not the concurrency."""
@@ -47,6 +47,14 @@ OnError = Literal["raise", "skip"]
 
 Progress: TypeAlias = Callable[[int], object]
 """A walk's progress callback: called with the number of nodes read so far."""
+
+
+def check_progress(progress: object, shown: str) -> None:
+    """Refuse a `progress` that cannot be called, before any I/O (a raw TypeError mid-way)."""
+    if progress is not None and not callable(progress):
+        raise PathError(
+            shown, f"progress must be a function of the count, not {type(progress).__name__}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,7 @@ def scan(
     `progress`, when given, is called with the number of nodes read so far after the root
     and after each batch (a counter for a person watching a long scan; None costs nothing).
     """
+    check_progress(progress, db.storage.url)
     last = len(db.keys) if depth is None else depth
     root = db.read_metadata(())
     read = 1

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ from metatree._core.index import Children
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE
 from metatree._transfer import COPY_CHUNK, Transfer
-from metatree.errors import ConflictError
+from metatree.errors import ConflictError, PathError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -114,6 +115,9 @@ class Transaction:
     """The exception that left a nested block, or a failed flush: only a rollback is left."""
     concurrency: int | None = None
     """Uploads a flush keeps in flight (the backend's `write_concurrency` when None)."""
+    check: Callable[[], None] | None = None
+    """The lease check a flush makes before its files (`BaseLock.check`): a writer whose
+    lease lapsed while its new nodes' markers went out stops there, as a plain put does."""
     pending: list[Deferred] = field(default_factory=list)
     """Puts whose writes wait for the next flush."""
     pending_nodes: set[NodePath] = field(default_factory=set)
@@ -178,6 +182,8 @@ class Transaction:
                 level = [(data, _metadata_rel(path)) for d, path, data in markers if d == depth]
                 storage.put_many(level, durable=False, concurrency=self.concurrency)
                 self.unsynced.extend(rel for _, rel in level)
+            if self.check is not None:
+                self.check()
             files = [(source, rel) for d in pending for source, rel, _ in d.uploads]
             moved = iter(
                 storage.put_many(
@@ -207,6 +213,12 @@ class Transaction:
         width = (
             db.storage.backend.write_concurrency if self.concurrency is None else self.concurrency
         )
+        # a new node past the index threshold already (format v2): its log is written too
+        logged = [(p, m) for p, m in writes if isinstance(m.get(CHILDREN), Children)]
+        writes = [(p, m) for p, m in writes if not isinstance(m.get(CHILDREN), Children)]
+        for path, metadata in logged:
+            db.put_metadata(path, metadata, expect=None, durable=False)
+            self.unsynced.append(_metadata_rel(path))
         todo = [(path, metadata, db.dump_checked(path, metadata)) for path, metadata in writes]
         todo = [
             (path, metadata, data)
@@ -331,9 +343,12 @@ def _measured(uploads: list[tuple[Source, str, str]]) -> list[tuple[str, Moved]]
     for source, _, sub in uploads:
         if isinstance(source, str | os.PathLike):
             try:
-                if os.stat(source).st_size > PREHASH_MAX:
-                    return None
+                info = os.stat(source)
             except OSError:
+                return None
+            if not stat.S_ISREG(info.st_mode):  # replaced since the call (a FIFO would hang)
+                raise PathError(os.fspath(source), "no longer a regular file: nothing was stored")
+            if info.st_size > PREHASH_MAX:
                 return None
         elif not isinstance(source, bytes):
             return None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check
 from metatree._core.read import entries, orphan_to_hide, readable, walk
+from metatree._core.scan import check_progress
 from metatree._names import SYSTEM_PREFIX
 from metatree._records import record_of, records_of, spelled
 from metatree.errors import ConflictError, IntegrityError, NotFoundError
@@ -66,6 +67,7 @@ def verify(
     `progress` is then called with the number of nodes checked so far.
     """
     db, report = node.db, VerifyReport()
+    check_progress(progress, db.storage.url)
     if name is not None and (name not in children_of(node.metadata) or node.is_leaf):
         verify_node(db, node.path, report, name)  # a file or stored directory
         if report == VerifyReport():

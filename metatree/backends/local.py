@@ -70,6 +70,54 @@ _READ_PIECE: Final = 1 << 20
 """How much a bounded read asks for at a time (a read of n bytes allocates n up front)."""
 
 
+_SYNCFS_FROM: Final = 64
+"""Files from which `LocalBackend.sync` flushes their filesystem once instead of each."""
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    """Return libc's ``syncfs`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return syncfs
+
+
+def _syncfs(paths: list[str]) -> bool:
+    """Flush the filesystems holding `paths` with one ``syncfs`` each; False if unavailable.
+
+    The files' directories all sit below one database root, almost always on one
+    filesystem; a file on another one (a mount inside the tree) is flushed by its own call.
+    """
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        return False
+    done: set[int] = set()
+    for path in paths:
+        parent = os.path.dirname(path) or "."
+        try:
+            device = os.stat(parent).st_dev
+        except OSError:
+            continue  # removed since, with its file
+        if device in done:
+            continue
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                return False  # then each file is fsynced
+        finally:
+            os.close(fd)
+        done.add(device)
+    return True
+
+
 class LocalBackend(Backend):
     """Local disk: temp file + fsync + `os.replace`, and `os.link` for exclusive create."""
 
@@ -180,7 +228,15 @@ class LocalBackend(Backend):
         os.replace(self._write_temp(path, source.copy_to, durable=durable), path)
 
     def sync(self, paths: list[str]) -> None:
-        """Fsync each file (written with ``durable=False``); one removed since needs none."""
+        """Make the files (written with ``durable=False``) durable; one removed needs none.
+
+        Many files (a transaction's bulk load) are flushed by one ``syncfs`` of their
+        filesystem where Linux has it: one journal commit instead of one per file (20 000
+        fsyncs took 2.4 to 13 s for a 10 000-put transaction here). It flushes the
+        directory entries too, which a file's fsync does not.
+        """
+        if len(paths) >= _SYNCFS_FROM and _syncfs(paths):
+            return
         for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -207,16 +263,20 @@ class LocalBackend(Backend):
         os.replace(src, dst)
 
     def kind(self, path: str) -> str | None:
-        # docstring inherited
-        if os.path.isdir(path):
-            return "directory"
-        return "file" if os.path.lexists(path) else None
+        """``lstat``: a planted link is a "file" (what is not a directory), never followed."""
+        try:
+            return "directory" if stat.S_ISDIR(os.lstat(path).st_mode) else "file"
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def listdir(self, path: str) -> dict[str, str]:
-        # docstring inherited
+        """Names and kinds, not following links: a link loop (``ln -s l l``) is a "file"."""
         try:
             with os.scandir(path) as entries:
-                return {e.name: "directory" if e.is_dir() else "file" for e in entries}
+                return {
+                    e.name: "directory" if e.is_dir(follow_symlinks=False) else "file"
+                    for e in entries
+                }
         except (FileNotFoundError, NotADirectoryError):
             return {}
 
@@ -304,6 +364,14 @@ class LocalBackend(Backend):
                     raise PathError(entry.path, _PLANTED_LINK)
                 (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
         return sorted(files)
+
+
+def _is_directory(path: str) -> bool:
+    """Whether `path` itself is a directory (``lstat``: a link to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def confine_local(root: str, path: str, checked: set[str] | None = None) -> None:
@@ -464,9 +532,7 @@ class LocalLock(BaseLock):
         kwargs.setdefault("max_poll_interval", 0.02)
         super().__init__(storage.url_of(rel), **kwargs)
         self.storage = storage
-        self.path = storage.abs(rel)
-        self.guard = os.path.dirname(self.path)
-        self.lock_file = storage.abs(OS_LOCK_FILE)
+        self._rel = rel
         self.foreign_ttl = foreign_ttl
         self.owner = uuid.uuid4().hex
         self._fd: int | None = None
@@ -474,6 +540,23 @@ class LocalLock(BaseLock):
         self._lease: LeaseInfo | None = None
         self._holder = ""  # set when a foreign .lock was judged; else read when needed
         self._foreign = False
+
+    # Confined when first used, not when the tree opens: a link planted at either name must
+    # not stop a tree from opening, or fsck could never report it nor move it aside.
+    @functools.cached_property
+    def path(self) -> str:
+        """The lease object ``.lock`` (confined to the root: a link there is refused)."""
+        return self.storage.abs(self._rel)
+
+    @functools.cached_property
+    def guard(self) -> str:
+        """The directory holding the lease object."""
+        return os.path.dirname(self.path)
+
+    @functools.cached_property
+    def lock_file(self) -> str:
+        """The file the OS lock is taken on, ``.metatree.lock`` (confined as `path`)."""
+        return self.storage.abs(OS_LOCK_FILE)
 
     def _after_fork(self) -> None:
         """Close the inherited descriptors without unlocking: the lock stays the parent's.
@@ -496,8 +579,8 @@ class LocalLock(BaseLock):
 
     # -- errors -------------------------------------------------------------------------
     def _error(self, exc: OSError) -> StorageError:
-        if isinstance(exc, IsADirectoryError) or os.path.isdir(self.path):
-            if os.path.isdir(self.lock_file):
+        if isinstance(exc, IsADirectoryError) or _is_directory(self.path):
+            if _is_directory(self.lock_file):
                 return directory_error(self.storage.url_of(OS_LOCK_FILE))
             return directory_error(self.name)
         if exc.errno in _NO_OS_LOCK:

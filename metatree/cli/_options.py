@@ -5,9 +5,12 @@ typo (``-o endpoint_ur=...``) would connect to the default endpoint instead of f
 command line checks each name against what the filesystem class accepts (the named
 parameters of every ``__init__`` in its MRO, down to `AbstractFileSystem`'s own, which are
 `DirCache`'s and the instance-cache switches) plus `Metatree`'s own options, and refuses an
-unknown one with exit 2, naming the close matches. Conservative: when the class cannot be
-judged (a chained URL, an unknown protocol, a signature that does not inspect, a class that
-is not an `AbstractFileSystem`), every option passes, as before. The library itself keeps
+unknown one with exit 2, naming the close matches. Some classes hand their ``**kwargs`` to
+something else than `AbstractFileSystem`: s3fs to aiobotocore's ``AioSession`` (``profile``),
+whose named parameters are then accepted too (`_FORWARDED`). Conservative: when the class
+cannot be judged (a chained URL, an unknown protocol, a signature or source that does not
+inspect, a class that is not an `AbstractFileSystem`, an ``__init__`` that uses its
+``**kwargs`` for anything but ``super().__init__``), every option passes, as before. The library itself keeps
 fsspec's behaviour: only the command line checks.
 """
 
@@ -21,6 +24,10 @@ __all__ = ["accepted_options", "check_options"]
 
 _ABSTRACT_EXTRA: Final = ("skip_instance_cache", "asynchronous", "loop")
 """What `AbstractFileSystem` and its metaclass read besides `DirCache`'s parameters."""
+
+_FORWARDED: Final = {"s3fs.core.S3FileSystem": ("aiobotocore.session", "AioSession")}
+"""Classes whose ``__init__`` keeps its ``**kwargs`` for a class of another library: that
+class's ``__init__`` parameters are options too (s3fs: ``AioSession(**self.kwargs)``)."""
 
 _METATREE_OWN: Final = ("locking_enabled", "lock_timeout", "lock_ttl")
 """`Metatree`'s keyword options that ``-o`` may set (``fs``, ``keys`` and ``create`` not)."""
@@ -74,7 +81,60 @@ def accepted_options(root: str) -> set[str] | None:
         if named is None:
             return None
         names |= named
+        target = _FORWARDED.get(f"{klass.__module__}.{klass.__qualname__}")
+        if target is not None:
+            forwarded = _forwarded_to(*target)
+            if forwarded is None:
+                return None
+            names |= forwarded
+        elif _keeps_kwargs(init):
+            return None  # they go somewhere we do not know: any name may be right
     return None  # AbstractFileSystem not reached: not judged
+
+
+def _forwarded_to(module: str, name: str) -> set[str] | None:
+    """Return the named parameters of ``module.name.__init__`` (None: cannot be judged)."""
+    import importlib
+
+    try:
+        target = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return _named(target.__init__)
+
+
+def _keeps_kwargs(init: Any) -> bool:
+    """Whether `init` uses its ``**kwargs`` other than as ``super().__init__(**kwargs)``.
+
+    Such an ``__init__`` passes them on elsewhere (a session, a client): a name none of
+    the signatures list may still be taken. True too when its source cannot be read.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    var = [p.name for p in inspect.signature(init).parameters.values() if p.kind is p.VAR_KEYWORD]
+    if not var:
+        return False
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    passed_up = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "__init__"
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "super"
+        ):
+            passed_up |= {id(k.value) for k in node.keywords if k.arg is None}
+    return any(
+        isinstance(node, ast.Name) and node.id == var[0] and id(node) not in passed_up
+        for node in ast.walk(tree)
+    )
 
 
 def _named(init: Any) -> set[str] | None:

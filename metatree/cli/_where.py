@@ -109,6 +109,11 @@ def parse_where(conditions: tuple[str, ...]) -> Any:
     for text in conditions:
         if len(text) > MAX_TEXT:
             raise _bad(text, f"longer than {MAX_TEXT} characters")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")  # a byte the locale could not decode: a lone surrogate
+            except UnicodeEncodeError:
+                raise _bad(text, "not UTF-8 text (bytes this system cannot decode)") from None
         tree = _parse(text)
         parts.append(_keyed(text) if tree is None else _convert(text, tree, 0, [0]))
     if not parts:
@@ -127,8 +132,8 @@ def _parse(text: str) -> ast.expr | None:
         if "nested" in str(exc) or "too many" in str(exc):
             raise _bad(text, f"nested too deeply ({exc.msg})") from None
         key, _, rest = text.partition("=")
-        if key.endswith((" ", "\t", "<", ">", "!")) or rest.startswith("="):
-            # ``acc == 'torch`` or ``a >= 1 and``: a broken expression, not KEY=VALUE
+        if key.endswith((" ", "\t", "<", ">", "!", ":")) or rest.startswith("="):
+            # ``acc == 'torch``, ``a >= 1 and``, ``x := 1``: a broken expression, not KEY=VALUE
             raise _bad(text, f"not a valid expression ({exc.msg[:100]})") from None
         return None
     except (RecursionError, MemoryError, ValueError):
@@ -235,16 +240,21 @@ def _constant(text: str, node: ast.expr, *, required: bool = False) -> Any:
         value = node.operand.value if isinstance(node.operand, ast.Constant) else None
         if isinstance(value, bool) or not isinstance(value, int | float):  # one sign, no more
             raise _bad(text, "a sign goes before a number")
-        return -value if isinstance(node.op, ast.USub) else value
+        return _in_range(text, -value if isinstance(node.op, ast.USub) else value)
     if isinstance(node, ast.Constant) and (
         node.value is None or isinstance(node.value, str | int | float | bool)
     ):
-        if isinstance(node.value, int) and not -(2**63) <= node.value < 2**64:
-            raise _bad(text, "an integer beyond 64 bits cannot be compared")
-        return node.value
+        return _in_range(text, node.value)
     if required:
         raise _bad(text, f"{_describe(node)} is not a value (str, number, bool, None)")
     return _NOT_GIVEN
+
+
+def _in_range(text: str, value: Any) -> Any:
+    """Refuse an int outside int64: Arrow (the catalog's integers) cannot compare it."""
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        raise _bad(text, "an integer outside 64-bit signed range cannot be compared")
+    return value
 
 
 def _key(text: str, node: ast.expr) -> str | None:
@@ -300,7 +310,7 @@ def _arrow(node: _Node) -> Any:
 
     try:
         return build(node)
-    except (TypeError, ValueError, pa.ArrowException) as exc:  # a JSON list compared with <
+    except (TypeError, ValueError, OverflowError, pa.ArrowException) as exc:  # list < 1
         raise click.BadParameter(f"Arrow cannot build it: {exc}", param_hint="--where") from None
 
 

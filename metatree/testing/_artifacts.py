@@ -352,6 +352,18 @@ class ArtifactStoreTests:
             files.open(f"m/v1/s/{live}", "wb")
         with pytest.raises(PathError):
             tree.put("m/v1/s", b"planted", name=live)
+        files.makedirs("m/v1/s/dir")
+        with files.open("m/v1/s/dir/x", "w") as f:
+            f.write("x")
+        for below in (  # nor anything below its name (read as the value's directory)
+            lambda: files.rename("m/v1/s/dir", f"m/v1/s/{live}"),
+            lambda: files.makedirs(f"m/v1/s/{live}/sub"),
+            lambda: files.mkdir(f"m/v1/s/{live}"),
+            lambda: files.open(f"m/v1/s/{live}/inner", "wb"),
+            lambda: files.copyfile("m/v1/s/notes.txt", f"m/v1/s/{live}/c"),
+        ):
+            with pytest.raises(PathError):
+                below()
         assert storage.kind(f"m/v1/s/{live}") is None
         files.remove("m/v1/s/model.bin")  # a plain file of the node: the API's to change
         assert tree.fsck().findings  # recorded, now missing: what fsck reports

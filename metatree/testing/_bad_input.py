@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from metatree import Metatree
+from metatree._core import open as open_module
+from metatree._links import has_links
 from metatree._names import CONFIG_FILE
 from metatree.errors import (
     AlreadyExistsError,
@@ -219,6 +222,9 @@ BAD_CONFIGS = [  # a .metatree that does not describe a database
     row(b"", id="empty"), row(b"{", id="not-json"), row(b"[]", id="not-object"),
     row(b'{"keys": []}', id="no-keys"), row(b'{"keys": "model"}', id="str-keys"),
     row(b'{"keys": ["a"], "format": 2}', id="future-format"),
+    row(b'{"keys": ["a"], "format": null}', id="null-format"),
+    row(b'{"keys": ["a"], "format": true}', id="bool-format"),  # true == 1: not a version
+    row(b'{"keys": ["a"], "format": 1.0}', id="float-format"),
 ]  # fmt: skip
 CORRUPT_OPS: dict[str, Callable[[Metatree, Node], object]] = {
     "find": lambda tree, node: tree.find("m/v1"),
@@ -365,9 +371,23 @@ class BadInputTests:
         One of another format version is not damage: a plain `DatabaseError` (exit 2).
         """
         storage.write_atomic(".metatree", config)
-        error = DatabaseError if b'"format"' in config else CorruptDatabaseError
+        error = DatabaseError if b'"format": 2' in config else CorruptDatabaseError
         refused(storage, error, lambda: Metatree(storage))
         refused(storage, error, lambda: Metatree(storage, KEYS))
+
+    def test_open_config_too_big_or_not_a_file(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A config over the bound is not read whole; a FIFO (local disk) never blocks: exit 5."""
+        monkeypatch.setattr(open_module, "MAX_CONFIG", 64)
+        storage.write_atomic(".metatree", b'{"keys": ["a"], "pad": "' + b"x" * 64 + b'"}')
+        refused(storage, CorruptDatabaseError, lambda: Metatree(storage))
+        if not has_links(storage):  # stored data on this host's filesystem: a FIFO can be made
+            return
+        storage.remove_file(".metatree")
+        os.mkfifo(Path(storage.root, ".metatree"))
+        with pytest.raises(CorruptDatabaseError, match="not a regular file"):
+            Metatree(storage)
 
     def test_open_unrelated_data(self, storage: Storage) -> None:
         """A root holding other data is not turned into a database."""

@@ -20,12 +20,14 @@ import orjson
 import pytest
 
 from metatree import Metatree
+from metatree import _quarantine as quarantine
 from metatree._links import has_links
 from metatree._locking import LeaseInfo
 from metatree.datastore import VALUE_OF, DataStore
 from metatree.errors import LockError, PathError
 from metatree.fsck import KINDS, QUARANTINE
 from metatree.testing._helpers import unchanged
+from metatree.warnings import MetatreeWarning
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -86,6 +88,13 @@ def _link(rel: str, to_file: bool) -> Callable[[Metatree, Storage], None]:
     return plant
 
 
+def _loop(tree: Metatree, storage: Storage) -> None:
+    """Plant a link to itself (``ln -s loop loop``): following it fails (ELOOP)."""
+    if not has_links(storage):
+        pytest.skip("no symbolic links in this store")
+    Path(storage.root, "m/v1/s1/loop").symlink_to("loop")
+
+
 _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "orphan": ("orphan-directory", lambda t, s: s.write_atomic("m/ghost/metadata.json", b"{}")),
     "dangling": ("dangling-entry", lambda t, s: s.remove_tree("m/v2")),
@@ -118,6 +127,8 @@ _FAULTS: dict[str, tuple[str, Callable[[Metatree, Storage], None]]] = {
     "link-unrecorded": ("link", _link("m/v2/d/inner", to_file=False)),  # no records there
     "link-metadata": ("link", _link("m/metadata.json", to_file=True)),
     "link-lock": ("link", _link(".lock", to_file=True)),
+    "link-os-lock": ("link", _link(".metatree.lock", to_file=True)),
+    "link-loop": ("link", _loop),
     "link-quarantine": ("link", _link(QUARANTINE, to_file=False)),
 }
 """Each case: the kind fsck must report, and how the damage is planted."""
@@ -133,6 +144,8 @@ class FsckTests:
         tree = _small(storage)  # clean: test_fsck_verify_... checks fsck says so
         kind, plant = _FAULTS[case]
         plant(tree, storage)
+        if kind == "link":  # opened on it: a link at a lock name must not stop the open
+            tree = Metatree(storage, _KEYS)
         with _unchanged(storage, kind):  # checking writes nothing
             found = tree.fsck()
         assert kind in {f.kind for f in found.findings}, found
@@ -263,6 +276,37 @@ class FsckTests:
         tree.fsck(repair=True, force=True)  # the index of m/v2 is rebuilt from what is there
         assert b"".join(tree.get("m/v2/s1/a.bin")) == b"x"
 
+    def test_a_planted_manifest_grants_nothing(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A manifest anyone can plant: a plain repair moves no user data for it, rewrites it not.
+
+        Its force entries only mark the findings as planned (for a forced repair to finish);
+        one over the size bound is not read at all, and reported.
+        """
+        tree = _small(storage)
+        storage.write_atomic("m/v1/s1/notes.txt", b"precious")
+        storage.write_atomic("m/v1/s1/model.bin", b"changed!")
+        forged = [
+            {"name": None, "from": "m/v1/s1/notes.txt", "kind": "unreferenced-value"},
+            {"name": "0000-model.bin", "from": "m/v1/s1/model.bin", "kind": "mismatched-file"},
+            {"name": None, "from": "m/v1/s1/notes.txt", "kind": "unrecorded-file", "done": 1},
+        ]
+        manifest = f"{QUARANTINE}/20200101T000000Z-deadbeef/manifest.json"
+        storage.write_atomic(manifest, orjson.dumps(forged))
+        monkeypatch.setattr(quarantine, "MAX_MANIFEST", 4096)
+        big = f"{QUARANTINE}/20200101T000000Z-0badf00d/manifest.json"
+        storage.write_atomic(big, b"[" + b'{"from": "m", "kind": "x"},' * 200 + b"{}]")
+        with pytest.warns(MetatreeWarning, match="0badf00d"):
+            report = tree.fsck(repair=True)
+        assert not report.repaired
+        assert storage.read_bytes("m/v1/s1/notes.txt") == b"precious"
+        assert storage.read_bytes("m/v1/s1/model.bin") == b"changed!"
+        assert storage.read_bytes(manifest) == orjson.dumps(forged)  # not marked done
+        left = {f.location: f.detail for f in report.findings}
+        assert "a repair with force finishes it" in left["m/v1/s1/notes.txt"]
+        assert "finishes it" in left["m/v1/s1/model.bin"]
+
     def test_gc_refuses_a_foreign_lock_as_repair_does(self, storage: Storage) -> None:
         tree = _small(storage)
         _unreferenced(tree, storage)
@@ -294,6 +338,11 @@ class FsckTests:
                 lambda: tree.fsck(repair="yes"),  # type: ignore[arg-type]
                 lambda: tree.fsck(force=1),  # type: ignore[arg-type]
                 lambda: tree.gc(dry_run="no"),  # type: ignore[arg-type]
+                # a progress that cannot be called: refused before a repair writes anything
+                lambda: tree.fsck(repair=True, progress=5),  # type: ignore[arg-type]
+                lambda: tree.verify(progress="x"),  # type: ignore[arg-type]
+                lambda: list(tree.search({}, progress=5)),  # type: ignore[arg-type]
+                lambda: tree.catalog(progress=5),  # type: ignore[arg-type]
             ):
                 with pytest.raises(PathError):
                     call()

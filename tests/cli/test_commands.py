@@ -181,6 +181,22 @@ def test_reindex(root: str, tree: Metatree, tmp_path: Path) -> None:
     run(root, "reindex", "nope", "--format", "1", code=3)
 
 
+@pytest.mark.parametrize("name", [".lock", ".metatree.lock"])
+def test_fsck_reports_then_moves_a_link_at_a_lock_name(tmp_path: Path, name: str) -> None:
+    """A link planted at a lock name before the tree opens: reported (exit 5), then moved."""
+    root = str(tmp_path / "db")
+    run(root, "init", "model")
+    (tmp_path / "key").write_bytes(b"private")
+    lock = tmp_path / "db" / name
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(tmp_path / "key")
+    found = json.loads(run(root, "fsck", "--json", code=5, printed=True).stdout)["findings"]
+    assert [(f["kind"], f["location"]) for f in found] == [("link", name)]
+    assert [f["kind"] for f in data(root, "fsck", "--repair")["repaired"]] == ["link"]
+    assert not lock.is_symlink()
+    assert (tmp_path / "key").read_bytes() == b"private"
+
+
 def test_models(root: str, tmp_path: Path) -> None:
     (tmp_path / "m.bin").write_bytes(b"model")
     src = str(tmp_path / "m.bin")

@@ -57,6 +57,15 @@ def test_known_options_pass(tmp_path: Path) -> None:
     assert {"endpoint_url", "client_kwargs", "config_kwargs", "key", "secret", "batch_size"} <= s3
 
 
+def test_what_s3fs_hands_to_its_session_passes() -> None:
+    """s3fs keeps its ``**kwargs`` for aiobotocore's AioSession: ``-o profile=prod`` is real."""
+    s3 = accepted_options("s3://bucket/db")
+    assert s3 is not None
+    assert {"profile", "session_vars"} <= s3
+    assert "endpoint_ur" not in s3  # still judged: a typo is refused
+
+
 def test_what_cannot_be_judged_passes() -> None:
     assert accepted_options("simplecache::s3://bucket/db") is None  # nested options per link
     assert accepted_options("nosuchprotocol://x") is None  # opening it names the protocol
+    assert accepted_options("http://host/db") is None  # keeps **storage_options for requests

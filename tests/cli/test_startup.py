@@ -6,6 +6,7 @@ of ``sys.modules``, which is what the time was spent on.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -69,3 +70,16 @@ def test_every_public_name_is_importable() -> None:
     assert metatree.Metatree.__module__ == "metatree._tree"
     with pytest.raises(AttributeError, match="NoSuchName"):
         getattr(metatree, "NoSuchName")  # noqa: B009
+
+
+@pytest.mark.parametrize(
+    "sub", ["errors", "fsck", "backends", "datastore", "models", "artifacts", "warnings"]
+)
+def test_a_submodule_is_an_attribute_after_import_metatree(
+    sub: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``import metatree; metatree.errors.PathError``, as with the eager ``__init__``."""
+    monkeypatch.delattr(metatree, sub, raising=False)  # as in a fresh interpreter
+    assert getattr(metatree, sub) is importlib.import_module(f"metatree.{sub}")
+    with pytest.raises(AttributeError, match="_nosuch"):
+        getattr(metatree, "_nosuch")  # noqa: B009  # private names are never imported here

@@ -62,6 +62,11 @@ def test_or_and_not_are_an_arrow_expression(where: tuple[str, ...], expected: An
     assert got.equals(expected), (str(got), str(expected))
 
 
+def test_the_int64_range_is_accepted_to_its_ends() -> None:
+    got = parse_where((f"a >= -{2**63} and b <= {2**63 - 1}",))
+    assert got == {"a": (">=", -(2**63)), "b": ("<=", 2**63 - 1)}
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -91,7 +96,15 @@ def test_or_and_not_are_an_arrow_expression(where: tuple[str, ...], expected: An
         ("fw == 'torch", "not a valid expression"),  # not the KEY=VALUE {"fw ": "= 'torch"}
         ("a >= 1 and", "not a valid expression"),
         ("a == 1" + "0" * 5000, "not a valid expression"),  # Python's digit limit
-        ("a == 0x" + "f" * 5000, "beyond 64 bits"),
+        ("a == 0x" + "f" * 5000, "outside 64-bit signed range"),
+        ("a == -99999999999999999999999999 or a > 1", "outside 64-bit signed range"),
+        (f"a == {2**64 - 1} or a > 1", "outside 64-bit signed range"),
+        (f"a == {2**63}", "outside 64-bit signed range"),
+        (f"a > -{2**63 + 1}", "outside 64-bit signed range"),
+        (f"a in [1, {2**63}]", "outside 64-bit signed range"),
+        ("x := 1", "not a valid expression"),  # not the KEY=VALUE {"x :": " 1"}
+        ("acc == '\udcff'", "not UTF-8 text"),  # a byte the locale could not decode
+        ("a\udcff=1", "not UTF-8 text"),
     ],
 )
 def test_hostile_expressions_are_refused(text: str, says: str) -> None:

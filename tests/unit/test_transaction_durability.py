@@ -6,6 +6,7 @@ record the order of the storage calls and check the ordering the crash-safety ar
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -148,3 +149,23 @@ def test_a_rolled_back_remove_keeps_the_data(recorded: tuple[Metatree, list[Any]
         aborted()
     assert tree.find("m").children == ["v0"]
     assert b"".join(tree.get("m/v0/f")) == b"old"
+
+
+def test_a_bulk_sync_is_one_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many files are flushed by their filesystem's one ``syncfs`` (Linux), not one fsync each."""
+    from metatree.backends import local
+
+    if local._libc_syncfs() is None:
+        pytest.skip("no syncfs here (Linux only)")
+    paths = []
+    for i in range(local._SYNCFS_FROM):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"x")
+        paths.append(str(path))
+    tree = Metatree(str(tmp_path / "db"), ("model",))
+    fsyncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", fsyncs.append)
+    tree.storage.backend.sync(paths)
+    assert fsyncs == []
+    tree.storage.backend.sync(paths[:2])  # a few files: each its own fsync
+    assert len(fsyncs) == 2
