@@ -117,7 +117,7 @@ def scale_tables(rows: Rows) -> str:
             [
                 r["impl"],
                 _stopped(r, "size"),
-                "1 000 per batch" if r["batch"] > 1 else "1",
+                f"{r['batch']:,} per batch".replace(",", " ") if r["batch"] > 1 else "1",
                 r["build_s"],
                 r["build_total_s"],
                 r.get("put_ms"),
@@ -319,7 +319,7 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
     written = []
     scale = [r for r in results.get("scale", []) if r.get("put_ms") is not None]
     if scale:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharex=True)
+        fig, axes = plt.subplots(1, 3, figsize=(14, 5.4), sharex=True)
         for ax, metric, title in zip(
             axes,
             ("put_ms", "find_ms", "update_ms"),
@@ -334,6 +334,7 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
                     marker="o",
                     label=f"{key[1]} · {BACKEND_NAMES[key[0]]}",
                 )
+            _large_nodes_lines(ax, results.get("large_nodes", []), metric)
             ax.set(
                 xscale="log",
                 yscale="log",
@@ -342,8 +343,9 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
                 ylabel="median latency (ms)",
             )
             ax.grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+        fig.tight_layout(rect=(0, 0.2, 1, 1))
         path = os.path.join(out_dir, "benchmarks-scale.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -375,6 +377,28 @@ def plots(results: dict[str, Rows], out_dir: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+LARGE_METRIC = {"put_ms": "put_ms", "find_ms": "find_ms", "update_ms": "parent_ms"}
+"""The scale plot's metrics in the rows of ``python -m benchmarks.large_nodes``."""
+
+
+def _large_nodes_lines(ax: Any, rows: Rows, metric: str) -> None:
+    """Add issue 16's large-node runs (metatree alone, to a million children) to a scale panel.
+
+    They come from ``python -m benchmarks.large_nodes`` (built in transactions of 10 000, each
+    size measured on a freshly opened tree), merged into benchmarks.json under
+    ``large_nodes`` with a ``backend`` per row.
+    """
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        line = [r for r in rows if r["backend"] == backend and r.get(LARGE_METRIC[metric])]
+        ax.plot(
+            [r["children"] for r in line],
+            [r[LARGE_METRIC[metric]] for r in line],
+            marker="s",
+            linestyle=":",
+            label=f"metatree · {backend} (large_nodes, transactions of 10 000)",
+        )
 
 
 SECTIONS = {

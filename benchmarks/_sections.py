@@ -78,12 +78,14 @@ class Settings:
     """Sections per backend."""
     reference_backends: tuple[str, ...] | None = None
     """Backends metatreedb runs on (None: all); its many requests make remote runs slow."""
+    scale_others_max: int = 100_000
+    """Largest scale size metatreedb and the floor grow to; past it, metatree alone."""
 
     @classmethod
     def full(cls) -> Settings:
         return cls(
             repeats=30,
-            scale_sizes=(10, 1_000, 10_000, 100_000),
+            scale_sizes=(10, 1_000, 10_000, 100_000, 1_000_000),
             scale_repeats=15,
             scale_budget=180.0,
             remote_scale_budget=100.0,
@@ -195,10 +197,12 @@ def run_scale(ctx: Context, backend: Backend, settings: Settings) -> list[dict[s
     """Grow one parent's children through `scale_sizes`; latency of put/find/update at each.
 
     Remote servers stop at the second size: moto answers in about 10 ms, so 10 000 single puts
-    (8 requests each) would take a quarter of an hour. Only metatreedb's run is capped by time.
+    (8 requests each) would take a quarter of an hour. Only metatreedb's run is capped by time;
+    past `scale_others_max` (100 000) only metatree grows (issue 16: a million children), as
+    the floor's index write of a 10 MB list per batch makes its build quadratic too.
 
-    Up to 10 000 children the tree grows one put at a time, as users add models; beyond,
-    in batches of 1 000 (a transaction for metatree, one index write for the floor), since
+    Up to 10 000 children the tree grows one put at a time, as users add models; beyond, in
+    batches (`scale_batch`: a transaction for metatree, one index write for the floor), since
     rewriting a 1 MB index per put would take hours; metatreedb has no batch and is capped.
     """
     rows = []
@@ -208,11 +212,12 @@ def run_scale(ctx: Context, backend: Backend, settings: Settings) -> list[dict[s
         budget = UNCAPPED
         if impl == "metatreedb":
             budget = settings.scale_budget if local else settings.remote_scale_budget
+        mine = [t for t in sizes if impl == "metatree" or t <= settings.scale_others_max]
         with ctx.worker(impl) as worker:
             worker.call("open", impl=impl, spec=backend.spec(impl, "scale"))
             size, spent = 0, 0.0
-            for target in sizes:
-                batch = 1 if target <= 10_000 else 1_000
+            for target in mine:
+                batch = scale_batch(target)
                 grown = worker.call(
                     "grow", start=size, stop=target, batch=batch, budget=budget - spent
                 )
@@ -234,6 +239,13 @@ def run_scale(ctx: Context, backend: Backend, settings: Settings) -> list[dict[s
                 if not row["complete"]:
                     break
     return rows
+
+
+def scale_batch(target: int) -> int:
+    """Puts per write growing a node towards `target` children (1: one put at a time)."""
+    if target <= 10_000:
+        return 1
+    return 1_000 if target <= 100_000 else 10_000  # issue 16's bulk load: transactions of 10 000
 
 
 def _scale_latencies(worker: Worker, size: int, repeats: int) -> dict[str, float]:

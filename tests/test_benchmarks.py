@@ -77,3 +77,48 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "benchmarks.md").read_text() == report
+
+
+@pytest.mark.timeout(120)
+def test_large_nodes_runs_and_plots(tmp_path: Path) -> None:
+    """Issue 16's large-node benchmark on a tiny node: every size measured, the scale plot drawn.
+
+    Past the threshold (3 here) the node is format v2, so both index formats are timed.
+    """
+    out = tmp_path / "large.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_nodes", "local", "--sizes", "2", "9",
+         "--batch", "4", "--repeats", "2", "--json", str(out), "--tmp", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["children"] for r in rows] == [2, 9]
+    for r in rows:
+        assert all(r[f"{op}_ms"] > 0 for op in ("put", "find", "update", "parent"))
+    assert "| metatree | 9 |" in done.stdout
+    synthetic = subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_nodes", "local", "--synthetic", "40",
+         "--repeats", "2", "--tmp", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
+        check=False,
+    )  # fmt: skip
+    assert synthetic.returncode == 0, synthetic.stdout + synthetic.stderr
+    assert "| metatree | 40 |" in synthetic.stdout  # children of the hand-written log found
+    from benchmarks import _report
+
+    scale = [{"backend": "local", "impl": "metatree", "size": 10, "put_ms": 1.0, "find_ms": 1.0,
+              "update_ms": 1.0}]  # fmt: skip
+    large = [{**r, "backend": "local disk"} for r in rows]
+    images = _report.plots({"scale": scale, "large_nodes": large}, str(tmp_path))
+    assert (tmp_path / "benchmarks-scale.png").stat().st_size > 10_000
+    assert len(images) == 1
