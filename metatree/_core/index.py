@@ -205,19 +205,32 @@ class _Run:
     to (a fork) copies its n names first. Names in a run are distinct.
     """
 
-    __slots__ = ("folded", "names", "pos")
+    __slots__ = ("_asked", "_pos", "folded", "names")
 
-    def __init__(self, names: Iterable[str] = ()) -> None:
-        self.names: list[str] = list(dict.fromkeys(names))
-        self.pos = {name: i for i, name in enumerate(self.names)}
+    def __init__(self, names: Iterable[str] = (), *, unique: bool = False) -> None:
+        self.names: list[str] = list(names) if unique else list(dict.fromkeys(names))
+        self._pos: dict[str, int] | None = None
+        self._asked = 0
         self.folded: dict[Callable[[str], str], tuple[dict[str, int], int]] = {}
 
+    @property
+    def pos(self) -> dict[str, int]:
+        """Each name's position; built when first needed (a find asks one name, once)."""
+        if self._pos is None:
+            self._pos = {name: i for i, name in enumerate(self.names)}
+        return self._pos
+
     def has(self, name: object, n: int) -> bool:
-        i: int = self.pos.get(name, n) if isinstance(name, str) else n
-        return i < n
+        if not isinstance(name, str):
+            return False
+        if self._pos is None and n == len(self.names) and self._asked < 2:
+            self._asked += 1  # a C-level scan costs less than the table, for a few asks
+            return name in self.names
+        return self.pos.get(name, n) < n
 
     def append(self, name: str) -> None:
-        self.pos.setdefault(name, len(self.names))
+        if self._pos is not None:
+            self._pos.setdefault(name, len(self.names))
         self.names.append(name)
 
     def lookalike(self, wanted: str, fold: Callable[[str], str], n: int) -> str | None:
@@ -273,14 +286,14 @@ class Children:
 
     def inline(self, name: str) -> bool:
         """Whether `name` is stored inline (removing it rewrites metadata.json)."""
-        return name in self._mirror.pos
+        return self._mirror.has(name, len(self._mirror.names))
 
     def __contains__(self, name: object) -> bool:
         if self._added.has(name, self._n):
             return True
         if name in self.removed:
             return False
-        return name in self._mirror.pos or name in self.log
+        return self._mirror.has(name, len(self._mirror.names)) or name in self.log
 
     def __iter__(self) -> Iterator[str]:
         removed, mirror = self.removed, self._mirror.pos
@@ -328,7 +341,7 @@ class Children:
     def without(self, name: str) -> Children:
         """Return the index without `name`."""
         added = _Run(n for n in self._added.names[: self._n] if n != name)
-        stored = name in self._mirror.pos or name in self.log
+        stored = self._mirror.has(name, len(self._mirror.names)) or name in self.log
         removed = self.removed | {name} if stored else self.removed
         return self._derive(added, removed)
 
@@ -447,7 +460,8 @@ def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> 
         metadata.clear()
         metadata.update(copy.deepcopy(log.doc[1]))  # the cached state's own stays as read
         doc = None
-    metadata[CHILDREN] = Children(tuple(metadata.get(CHILDREN, [])), log, doc)
+    mirror = _Run(metadata.get(CHILDREN, []), unique=True)  # load_metadata dropped repeats
+    metadata[CHILDREN] = Children(mirror, log, doc)
 
 
 def _check_marker(marker: object, url: str) -> tuple[str, int]:
