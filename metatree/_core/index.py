@@ -31,7 +31,6 @@ import copy
 import os
 import re
 import threading
-import unicodedata
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -62,7 +61,6 @@ __all__ = [
     "attach",
     "discard",
     "find_lookalike",
-    "plain",
     "write",
 ]
 
@@ -366,16 +364,6 @@ class Children:
         return next((c for c in candidates if c is not None and c in self), None)
 
 
-def plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Return `metadata` as the user sees it: ``children`` a list, the index marker hidden."""
-    shown = dict(metadata)
-    children = shown.get(CHILDREN)
-    if isinstance(children, Children):
-        shown[CHILDREN] = list(children)
-    shown.pop(INDEX_KEY, None)
-    return shown
-
-
 def append(metadata: dict[str, Any], name: str, threshold: int) -> None:
     """Add `name` to the node's index; past `threshold` children the node becomes v2."""
     children = metadata.get(CHILDREN, [])
@@ -403,11 +391,6 @@ def find_lookalike(children: Iterable[str], wanted: str, fold: Callable[[str], s
     if isinstance(children, Children):
         return children.lookalike(wanted, fold)
     return next((c for c in children if fold(c) == wanted), None)
-
-
-def nfc(name: str) -> str:
-    """Unicode NFC (what macOS would store)."""
-    return unicodedata.normalize("NFC", name)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -506,14 +489,24 @@ class _Vanished(Exception):
 
 def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
     """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending."""
+    return _numbers(_list_log(db, rel))
+
+
+def _list_log(db: Database, rel: str) -> dict[str, str]:
+    """List a log directory (a missing one is empty; one that is a file is damage)."""
     try:
         listed = db.storage.listdir(rel)
     except NotFoundError:
         listed = {}
     if not listed and db.storage.kind(rel) == "file":  # an empty log lists nothing too
         raise CorruptMetadataError(db.storage.url_of(rel), "the index log is a file")
+    return _log_entries(db, rel, listed)
+
+
+def _numbers(entries: dict[str, str]) -> tuple[list[int], list[int]]:
+    """Return the numbers of the snapshots and of the pieces a log's listing holds, ascending."""
     snapshots, pieces = [], []
-    for name, kind in _log_entries(db, rel, listed).items():
+    for name, kind in entries.items():
         if kind != "file":
             continue
         if (match := _SNAPSHOT.fullmatch(name)) is not None:
@@ -582,16 +575,14 @@ def _read_snapshot(
         parsed["seq"], seq
     ):
         raise CorruptMetadataError(url, "not a snapshot of this sequence number")
-    names = _names(parsed["children"], url, "children")
-    members = frozenset(names)
-    unique = tuple(names) if len(members) == len(names) else tuple(dict.fromkeys(names))
+    names: list[str] = parsed["children"]  # checked, repeats dropped, by load_metadata
     doc = None
     if "doc" in parsed:
         entry = parsed["doc"]
         if not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int:
             raise CorruptMetadataError(url, "a malformed 'doc'")
         doc = (entry[0], _doc(entry[1], url, rel.rsplit("/", 1)[-1], entry[0]))
-    return _Base(seq, unique, members), doc
+    return _Base(seq, tuple(names), frozenset(names)), doc
 
 
 def _is_seq(value: object, seq: int) -> bool:
@@ -641,9 +632,8 @@ def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
     (a compaction killed before it deleted them). The newest snapshot and the pieces after
     it are the log: never listed here.
     """
-    rel = log_dir(path, generation)
-    listed = _log_entries(db, rel, db.storage.listdir(rel))
-    snapshots, _ = _listing(db, rel)
+    listed = _list_log(db, log_dir(path, generation))
+    snapshots, _ = _numbers(listed)
     floor = snapshots[-1] if snapshots else 0
     stale = []
     for name, kind in listed.items():
@@ -819,12 +809,12 @@ def compact(db: Database, path: NodePath, state: Log) -> None:
     are ignored, whoever deleted them or not.
     """
     rel = log_dir(path, state.generation)
-    snapshot: dict[str, Any] = {"seq": state.seq, "children": list(state)}
+    names = list(state)
+    snapshot: dict[str, Any] = {"seq": state.seq, "children": names}
     if state.doc is not None:  # kept, should metadata.json not have caught up with it
         snapshot["doc"] = list(state.doc)
     body = dump_metadata(snapshot)
     db.storage.create_exclusive(f"{rel}/snapshot-{state.seq:020d}.json", body)
-    names = list(state)
     base = _Base(state.seq, tuple(names), frozenset(names))
     db.index_cache.put(rel, Log(state.generation, state.seq, base, doc=state.doc))
     snapshots, pieces = _listing(db, rel)
