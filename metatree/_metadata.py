@@ -175,13 +175,15 @@ def check_names(value: object, where: str, what: str, entry_is: str) -> list[str
     return value
 
 
-def load_metadata(data: bytes, path: str) -> dict[str, Any]:
+def load_metadata(data: bytes, path: str, entry_is: str = "index entry") -> dict[str, Any]:
     """Parse a metadata.json; anything but an object with a valid index is corrupt.
 
     The index is input like any argument (another client, metatreedb 0.2.3 or an attacker may
     have written it): every entry must be a name that stays one level below the node and is
-    not reserved, or the node is corrupt (`CorruptMetadataError` naming the entry). Repeated
-    entries are dropped, keeping the first: harmless, and metatreedb could write them.
+    not reserved, or the node is corrupt (`CorruptMetadataError` naming the entry as
+    `entry_is`: a v2 log's snapshot or piece says "logged name", so that fsck does not take
+    it for an inline entry its plain repair could drop). Repeated entries are dropped,
+    keeping the first: harmless, and metatreedb could write them.
     """
     try:
         parsed = _parse_json(data)
@@ -192,7 +194,7 @@ def load_metadata(data: bytes, path: str) -> dict[str, Any]:
         raise CorruptMetadataError(path, reason) from None
     if not isinstance(parsed, dict):
         raise CorruptMetadataError(path, f"a JSON object was expected, not {type(parsed).__name__}")
-    children = check_names(parsed.get(CHILDREN, []), path, "'children'", "index entry")
+    children = check_names(parsed.get(CHILDREN, []), path, "'children'", entry_is)
     if len(set(children)) != len(children):
         parsed[CHILDREN] = list(dict.fromkeys(children))
     return parsed

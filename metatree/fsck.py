@@ -274,6 +274,7 @@ def _check(
     since no writer can be between a file and its record (`_check_files`).
     """
     found = [] if held else list(_check_locks(db))
+    db.index_cache.clear()  # judge the logs as stored, not as this process read them before
     try:
         root = db.read_metadata(())
     except CorruptMetadataError as exc:

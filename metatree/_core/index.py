@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from metatree._metadata import CHILDREN, check_names, dump_metadata, load_metadata
+from metatree._names import METADATA_FILE
 from metatree.errors import (
     CorruptMetadataError,
     LockLostError,
@@ -68,6 +69,8 @@ INDEX_KEY: Final = ".metatree.index"
 """metadata.json key of a v2 node: ``{"format": 2, "generation": "<32 hex>"}``."""
 INDEX_DIR: Final = ".metatree.index"
 """The node's directory of index logs, one subdirectory per generation."""
+LOGGED: Final = "logged name"
+"""How a bad name read from a log (a snapshot, a piece) is called: not an inline "index entry"."""
 DEFAULT_THRESHOLD: Final = 10_000
 """Children a node keeps inline before its index becomes a log (`Database.index_threshold`)."""
 THRESHOLD_ENV: Final = "METATREE_INDEX_THRESHOLD"
@@ -409,6 +412,16 @@ class LogCache:
                 self._states.move_to_end((rel, generation))
             return state
 
+    def clear(self) -> None:
+        """Forget every state: the next read of each log reads what is stored (fsck's view).
+
+        A cached state stays right for readers (a legitimate snapshot names exactly the
+        pieces it folds), so a snapshot planted at a number already read is never read
+        again by this process; a check of what is stored must not lean on that.
+        """
+        with self._lock:
+            self._states.clear()
+
     def put(self, rel: str, state: Log) -> None:
         with self._lock:
             key = (rel, state.generation)
@@ -607,7 +620,7 @@ def _doc(value: object, url: str, generation: str, seq: int) -> dict[str, Any]:
     """Check a node's metadata.json carried by a piece as a read of metadata.json is checked."""
     if not isinstance(value, dict):
         raise CorruptMetadataError(url, "the metadata it carries is not an object")
-    parsed = load_metadata(dump_metadata(value), url)
+    parsed = load_metadata(dump_metadata(value), url, LOGGED)
     if parsed.get(INDEX_KEY) != _marker(generation, seq):
         raise CorruptMetadataError(url, "the metadata it carries is not of this log and number")
     return parsed
@@ -617,12 +630,12 @@ def _parse(data: bytes, url: str, limit: int | None) -> dict[str, Any]:
     """Parse a piece or snapshot as metadata.json is parsed (depth bound, exact integers)."""
     if limit is not None and len(data) > limit:
         raise CorruptMetadataError(url, f"larger than {limit} bytes")
-    return load_metadata(data, url)
+    return load_metadata(data, url, LOGGED)
 
 
 def _names(value: object, url: str, what: str) -> list[str]:
     """Check a stored list of child names as `load_metadata` checks an inline index."""
-    return check_names(value, url, repr(what), "logged name")
+    return check_names(value, url, repr(what), LOGGED)
 
 
 def stale_entries(db: Database, path: NodePath, generation: str) -> list[str]:
@@ -753,11 +766,7 @@ def _commit(db: Database, path: NodePath, rel: str, seq: int, piece: dict[str, A
         range(floor + 1, seq + 1)
     )
     if live and floor == 0 and seq == 1:
-        try:
-            marker = db.read_metadata(path).get(INDEX_KEY)
-        except MetatreeError:
-            marker = None
-        live = isinstance(marker, dict) and marker.get("generation") == rel.rsplit("/", 1)[-1]
+        live = _stored_generation(db, path) == rel.rsplit("/", 1)[-1]
     if not live:
         with contextlib.suppress(NotFoundError):
             db.storage.remove_file(name)
@@ -766,6 +775,21 @@ def _commit(db: Database, path: NodePath, rel: str, seq: int, piece: dict[str, A
             f"{url} was written after its log moved on (compacted or replaced); our lease "
             "must have expired meanwhile: nothing was committed",
         )
+
+
+def _stored_generation(db: Database, path: NodePath) -> str | None:
+    """Return the generation the node's stored metadata.json names, None if none or unreadable.
+
+    Read from storage, never through `Database.read_metadata`: inside a transaction that
+    returns the staged copy, which names the log the writer started from, not the live one.
+    """
+    rel = "/".join((*path, METADATA_FILE))
+    try:
+        data, _ = db.storage.read_versioned(rel, db.max_metadata_bytes)
+        marker = db.parse_metadata(data, db.storage.url_of(rel)).get(INDEX_KEY)
+    except MetatreeError:
+        return None
+    return marker.get("generation") if isinstance(marker, dict) else None
 
 
 def _ours(db: Database, name: str, piece_id: str) -> bool:

@@ -172,6 +172,33 @@ class IndexLogTests:
             assert "late" not in Metatree(big.storage).find("m").children
             big.reindex("m", format=2)
 
+    def test_index_log_stalled_transaction_on_a_new_log(
+        self, big: Metatree, storage: Storage
+    ) -> None:
+        """A transaction's first piece of a log replaced meanwhile: refused, not lost.
+
+        The fence on a log's first piece asks metadata.json's marker; inside a transaction
+        it must ask the stored one, not the transaction's copy (which names the old log).
+        """
+        big.reindex("m", format=1)
+        big.reindex("m", format=2)  # a log with no piece yet: the next commit is piece 1
+        old = _log_dir(storage)
+
+        def lapsed() -> None:
+            with big.transaction():
+                big.find("m").update(color="red")  # the transaction holds m's metadata
+                # our lease lapsed; another writer replaced the log (reindex 1 then 2)
+                stored = orjson.loads(storage.read_bytes("m/metadata.json"))
+                stored[index.INDEX_KEY]["generation"] = "f" * 32
+                storage.remove_tree(old)
+                storage.write_atomic("m/metadata.json", orjson.dumps(stored))
+                big.put("m/late", b"w", name="f")
+
+        with pytest.raises(LockLostError):
+            lapsed()
+        assert storage.kind(f"{old}/{1:020d}.json") is None  # taken back
+        assert "late" not in Metatree(storage).find("m").children
+
     def test_index_log_transaction_is_one_commit(
         self, big: Metatree, storage: Storage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -267,6 +294,8 @@ class IndexLogTests:
             "piece-gap",
             "snapshot-wrong-seq",
             "snapshot-not-a-list",
+            "snapshot-escape",
+            "doc-escape",
         ],
     )
     def test_index_log_damage_is_corrupt(
@@ -291,6 +320,15 @@ class IndexLogTests:
             "snapshot-not-a-list": lambda: _write(
                 storage, f"{log}/snapshot-{2:020d}.json", seq=2, children="v1"
             ),
+            "snapshot-escape": lambda: _write(
+                storage, f"{log}/snapshot-{2:020d}.json", seq=2, children=["v3", "../x"]
+            ),
+            "doc-escape": lambda: _write(
+                storage,
+                f"{log}/{3:020d}.json",
+                seq=3,
+                doc={"children": ["../x"], index.INDEX_KEY: _marker_of(storage, seq=3)},
+            ),
         }
         plant[damage]()
         fresh = Metatree(storage)
@@ -300,12 +338,24 @@ class IndexLogTests:
             fresh.put("m/new", b"w", name="f")
         with pytest.raises(CorruptMetadataError), unchanged(storage):
             fresh.remove("m/v0", recursive=True)
+        with unchanged(storage):  # judged as stored, though `big` read the log before
+            found = big.fsck().findings
+        assert {f.kind for f in found if f.location == "m"} == {"corrupt-metadata"}, found
+        plain = big.fsck(repair=True)  # a log is not an inline entry to drop: force's
+        assert "corrupt-metadata" in {f.kind for f in plain.findings}
+        assert big.fsck(repair=True, force=True).clean
+        assert set(Metatree(storage).find("m").children) >= {f"v{i}" for i in range(6)}
 
 
 def _edit_marker(storage: Storage, **changes: object) -> None:
     stored = orjson.loads(storage.read_bytes("m/metadata.json"))
     stored[index.INDEX_KEY] = {**stored[index.INDEX_KEY], **changes}
     storage.write_atomic("m/metadata.json", orjson.dumps(stored))
+
+
+def _marker_of(storage: Storage, **changes: object) -> dict[str, Any]:
+    marker: dict[str, Any] = orjson.loads(storage.read_bytes("m/metadata.json"))[index.INDEX_KEY]
+    return {**marker, **changes}
 
 
 def _write(storage: Storage, rel: str, **body: object) -> None:
