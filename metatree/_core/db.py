@@ -23,6 +23,7 @@ from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
+    MetadataCache,
     check_keys,
     check_metadata_update,
     dump_metadata,
@@ -88,6 +89,8 @@ class Database:
         self.index_threshold = index.default_threshold()
         """Children a node keeps inline (format v1) before its index becomes a log (v2)."""
         self.index_cache = index.LogCache()
+        self.metadata_cache = MetadataCache()
+        """Large metadata.json documents parsed and validated, by their exact bytes."""
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _reopen, (self.storage, self.config.keys, self.lock_options)
@@ -153,18 +156,27 @@ class Database:
         if not data and not path and self._fresh_legacy_root():
             return {}, version
         url = self.storage.url_of(rel)
-        metadata = self.parse_metadata(data, url)
-        index.attach(self, path, metadata, url)
+        self._check_size(data, url)
+        parsed = self.metadata_cache.parse(data, url)
+        if parsed is None:
+            metadata = load_metadata(data, url)
+        else:  # a v2 node's mirror comes from the cache (`index.mirror_of`), not a copy
+            metadata = parsed.fresh(children=index.INDEX_KEY not in parsed.doc)
+        index.attach(self, path, metadata, url, parsed)
         return metadata, version
 
     def parse_metadata(self, data: bytes, url: str) -> dict[str, Any]:
         """Parse a node's metadata.json as read (`url` names it in errors), its size checked.
 
-        Also for reads that fetched many at once (`metatree._core.scan`).
+        Also for reads that fetched many at once (`metatree._core.scan`). A large document
+        read again with the same bytes is not validated again (`MetadataCache`).
         """
+        self._check_size(data, url)
+        return self.metadata_cache.load(data, url)
+
+    def _check_size(self, data: bytes, url: str) -> None:
         if len(data) > self.max_metadata_bytes:
             raise CorruptMetadataError(url, f"larger than {self.max_metadata_bytes} bytes")
-        return load_metadata(data, url)
 
     def _check_missing_index(self, path: NodePath) -> None:
         """Raise `CorruptMetadataError` for an unreadable index that is a directory, or the root's."""

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from metatree._core.db import Database
+    from metatree._metadata import Parsed
     from metatree._types import NodePath
 
 __all__ = [
@@ -438,11 +439,20 @@ def log_dir(path: NodePath, generation: str) -> str:
     return "/".join((*path, INDEX_DIR, generation))
 
 
-def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> None:
+def attach(
+    db: Database,
+    path: NodePath,
+    metadata: dict[str, Any],
+    url: str,
+    parsed: Parsed | None = None,
+) -> None:
     """Replace a v2 node's ``children`` by its whole index (`Children`); v1 is left alone.
 
     Reads the log (one listing, then what the cache lacks). The marker is stored data: one
     that is not ``{"format": 2, "generation": <32 hex>}`` is `CorruptMetadataError`.
+    `parsed` is the cached document `metadata` is a copy of (`Database.metadata_cache`):
+    its mirror is then taken from there, with the tables built on it by earlier reads, and
+    `metadata` need not hold a ``children`` copy.
     """
     marker = metadata.get(INDEX_KEY)
     if marker is None:
@@ -456,8 +466,33 @@ def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> 
         metadata.clear()
         metadata.update(copy.deepcopy(log.doc[1]))  # the cached state's own stays as read
         doc = None
-    mirror = _Run(metadata.get(CHILDREN, []), unique=True)  # load_metadata dropped repeats
-    metadata[CHILDREN] = Children(mirror, log, doc)
+        parsed = None
+    metadata[CHILDREN] = Children(_mirror(metadata, parsed), log, doc)
+
+
+def _mirror(metadata: dict[str, Any], parsed: Parsed | None) -> _Run:
+    if parsed is None:
+        return _Run(metadata.get(CHILDREN, []), unique=True)  # load_metadata dropped repeats
+    return mirror_of(parsed)
+
+
+def mirror_of(parsed: Parsed) -> _Run:
+    """Return the mirror of a cached metadata.json as a `_Run`, built once per document.
+
+    The mirror never changes while its bytes are stored (removals and additions are kept
+    apart, in `Children.removed` and `Children.added`), so every read of those bytes
+    shares one run: its position table and look-alike tables are built once, not once
+    per read (a put into a node with a 10 000-name mirror folded every name each time).
+    """
+    run = parsed.derived.get(_MIRROR)
+    if run is None:
+        run = parsed.derived.setdefault(_MIRROR, _Run(parsed.doc.get(CHILDREN, []), unique=True))
+    assert isinstance(run, _Run)
+    return run
+
+
+_MIRROR: Final = "index.mirror"
+"""`Parsed.derived` key of the mirror's `_Run`."""
 
 
 def _check_marker(marker: object, url: str) -> tuple[str, int]:
@@ -677,13 +712,14 @@ def write(
     """
     children: Children = metadata[CHILDREN]
     log = children.log
-    inline = inline_form(metadata)
-    rest = {k: v for k, v in inline.items() if k != CHILDREN}
+    rest = {k: v for k, v in metadata.items() if k != CHILDREN}
+    # the mirror changes only by removals: asked of them, not of a copy of the whole mirror
     changed = (
         children.doc is None
         or rest != children.doc
-        or len(inline.get(CHILDREN, ())) != len(children.mirror)
+        or any(children.inline(name) for name in children.removed)
     )
+    inline = inline_form(metadata) if changed else rest
     # a name both inline and logged (metatreedb appended it inline) goes from both
     logged_removed = [n for n in children.removed if not children.inline(n) or n in log]
     if not children.added and not logged_removed:
