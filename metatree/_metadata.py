@@ -20,7 +20,7 @@ from metatree._paths import check_stored_name, is_utf8, plainly_safe
 from metatree.errors import CorruptMetadataError, DatabaseError, MetadataError, PathError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "CHILDREN",
@@ -313,35 +313,40 @@ class MetadataCache:
         self._size = 0
         self._lock = threading.Lock()
 
-    def parse(self, data: bytes, url: str) -> Parsed | None:
-        """Return the validated entry of `data` read at `url`; None for a small document.
+    def parse(self, data: bytes, key: str, url: Callable[[], str] | None = None) -> Parsed | None:
+        """Return the validated entry of `data` read at `key`; None for a small document.
 
-        `load_metadata` errors as for any read (nothing is kept then).
+        `key` names the document (its URL, or its path in the database); `url` makes the
+        URL that errors name when it is not `key` (called on a miss only: a hit costs no
+        URL). `load_metadata` errors as for any read (nothing is kept then).
         """
         if len(data) < self.min_bytes:
             return None
         with self._lock:
-            entry = self._docs.get(url)
+            entry = self._docs.get(key)
             if entry is not None and entry.data == data:
-                self._docs.move_to_end(url)
+                self._docs.move_to_end(key)
                 return entry
-        doc, exact = _load(data, url, "index entry")
+        doc, exact = _load(data, key if url is None else url(), "index entry")
         entry = Parsed(data, doc, exact)
         with self._lock:
-            old = self._docs.pop(url, None)
+            old = self._docs.pop(key, None)
             if old is not None:
                 self._size -= len(old.data)
             if len(data) <= self.max_bytes:
-                self._docs[url] = entry
+                self._docs[key] = entry
                 self._size += len(data)
             while self._docs and (self._size > self.max_bytes or len(self._docs) > self.entries):
                 _, dropped = self._docs.popitem(last=False)
                 self._size -= len(dropped.data)
         return entry
 
-    def load(self, data: bytes, url: str) -> dict[str, Any]:
-        """Return the metadata `data` holds, as `load_metadata` does (the caller's to change)."""
-        entry = self.parse(data, url)
+    def load(self, data: bytes, url: str, key: str | None = None) -> dict[str, Any]:
+        """Return the metadata `data` holds, as `load_metadata` does (the caller's to change).
+
+        `key` names the document in the cache (default: `url`), as `parse` does.
+        """
+        entry = self.parse(data, url, None) if key is None else self.parse(data, key, lambda: url)
         return load_metadata(data, url) if entry is None else entry.fresh()
 
     def clear(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -155,24 +156,27 @@ class Database:
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():
             return {}, version
-        url = self.storage.url_of(rel)
-        self._check_size(data, url)
-        parsed = self.metadata_cache.parse(data, url)
+        if len(data) > self.max_metadata_bytes:
+            self._check_size(data, self.storage.url_of(rel))
+        # the URL, for errors, is made only when one is raised: a read of a cached document
+        # costs little more than its bytes
+        parsed = self.metadata_cache.parse(data, rel, functools.partial(self.storage.url_of, rel))
         if parsed is None:
-            metadata = load_metadata(data, url)
+            metadata = load_metadata(data, self.storage.url_of(rel))
         else:  # a v2 node's mirror comes from the cache (`index.mirror_of`), not a copy
             metadata = parsed.fresh(children=index.INDEX_KEY not in parsed.doc)
-        index.attach(self, path, metadata, url, parsed)
+        index.attach(self, path, metadata, None, parsed)
         return metadata, version
 
-    def parse_metadata(self, data: bytes, url: str) -> dict[str, Any]:
+    def parse_metadata(self, data: bytes, url: str, rel: str | None = None) -> dict[str, Any]:
         """Parse a node's metadata.json as read (`url` names it in errors), its size checked.
 
         Also for reads that fetched many at once (`metatree._core.scan`). A large document
-        read again with the same bytes is not validated again (`MetadataCache`).
+        read again with the same bytes is not validated again (`MetadataCache`); `rel`, its
+        storage path, is the key reads share (default: the URL).
         """
         self._check_size(data, url)
-        return self.metadata_cache.load(data, url)
+        return self.metadata_cache.load(data, url, rel)
 
     def _check_size(self, data: bytes, url: str) -> None:
         if len(data) > self.max_metadata_bytes:

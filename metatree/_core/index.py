@@ -403,6 +403,9 @@ class LogCache:
 
     def __init__(self, size: int = 16) -> None:
         self._states: OrderedDict[tuple[str, str], Log] = OrderedDict()
+        self._listings: OrderedDict[
+            str, tuple[dict[str, str], tuple[tuple[int, ...], tuple[int, ...]]]
+        ] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
@@ -422,6 +425,27 @@ class LogCache:
         """
         with self._lock:
             self._states.clear()
+            self._listings.clear()
+
+    def numbers(
+        self, rel: str, listed: dict[str, str]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Return the numbers of the log `rel` parsed from a listing equal to `listed`."""
+        with self._lock:
+            known = self._listings.get(rel)
+        if known is None or known[0] != listed:
+            return None
+        return known[1]
+
+    def remember_numbers(
+        self, rel: str, listed: dict[str, str], numbers: tuple[list[int], list[int]]
+    ) -> None:
+        """Keep the numbers parsed from a listing of `rel` (the newest listing per log)."""
+        with self._lock:
+            self._listings[rel] = (dict(listed), (tuple(numbers[0]), tuple(numbers[1])))
+            self._listings.move_to_end(rel)
+            while len(self._listings) > self._size:
+                self._listings.popitem(last=False)
 
     def put(self, rel: str, state: Log) -> None:
         with self._lock:
@@ -443,13 +467,14 @@ def attach(
     db: Database,
     path: NodePath,
     metadata: dict[str, Any],
-    url: str,
+    url: str | None,
     parsed: Parsed | None = None,
 ) -> None:
     """Replace a v2 node's ``children`` by its whole index (`Children`); v1 is left alone.
 
     Reads the log (one listing, then what the cache lacks). The marker is stored data: one
     that is not ``{"format": 2, "generation": <32 hex>}`` is `CorruptMetadataError`.
+    `url` names metadata.json in errors (None: made from `path` when one is raised).
     `parsed` is the cached document `metadata` is a copy of (`Database.metadata_cache`):
     its mirror is then taken from there, with the tables built on it by earlier reads, and
     `metadata` need not hold a ``children`` copy.
@@ -457,7 +482,11 @@ def attach(
     marker = metadata.get(INDEX_KEY)
     if marker is None:
         return
-    generation, written = _check_marker(marker, url)
+    checked = _check_marker(marker)
+    if checked is None:
+        where = db.storage.url_of("/".join((*path, METADATA_FILE))) if url is None else url
+        raise CorruptMetadataError(where, f"{INDEX_KEY!r} is not a format 2 index marker")
+    generation, written = checked
     log = read_log(db, path, generation)
     doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}
     if log.doc is not None and log.doc[0] > written:
@@ -495,8 +524,8 @@ _MIRROR: Final = "index.mirror"
 """`Parsed.derived` key of the mirror's `_Run`."""
 
 
-def _check_marker(marker: object, url: str) -> tuple[str, int]:
-    """Return the generation and the log number metadata.json was written at."""
+def _check_marker(marker: object) -> tuple[str, int] | None:
+    """Return the generation and the log number metadata.json was written at (None: bad)."""
     if (
         not isinstance(marker, dict)
         or marker.keys() != {"format", "generation", "seq"}
@@ -507,7 +536,7 @@ def _check_marker(marker: object, url: str) -> tuple[str, int]:
         or type(marker["seq"]) is not int
         or marker["seq"] < 0
     ):
-        raise CorruptMetadataError(url, f"{INDEX_KEY!r} is not a format 2 index marker")
+        return None
     return marker["generation"], marker["seq"]
 
 
@@ -536,8 +565,18 @@ class _Vanished(Exception):
 
 
 def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
-    """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending."""
-    return _numbers(_list_log(db, rel))
+    """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending.
+
+    A listing equal to the one before (every read of a node lists its log) is not parsed
+    again: the numbers are a function of the listing alone.
+    """
+    listed = _list_log(db, rel)
+    known = db.index_cache.numbers(rel, listed)
+    if known is not None:
+        return list(known[0]), list(known[1])
+    numbers = _numbers(listed)
+    db.index_cache.remember_numbers(rel, listed, numbers)
+    return numbers
 
 
 def _list_log(db: Database, rel: str) -> dict[str, str]:
@@ -822,7 +861,7 @@ def _stored_generation(db: Database, path: NodePath) -> str | None:
     rel = "/".join((*path, METADATA_FILE))
     try:
         data, _ = db.storage.read_versioned(rel, db.max_metadata_bytes)
-        marker = db.parse_metadata(data, db.storage.url_of(rel)).get(INDEX_KEY)
+        marker = db.parse_metadata(data, db.storage.url_of(rel), rel).get(INDEX_KEY)
     except MetatreeError:
         return None
     return marker.get("generation") if isinstance(marker, dict) else None
