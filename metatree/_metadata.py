@@ -329,17 +329,23 @@ class MetadataCache:
                 return entry
         doc, exact = _load(data, key if url is None else url(), "index entry")
         entry = Parsed(data, doc, exact)
+        self._keep(key, entry, None)
+        return entry
+
+    def _keep(self, key: str, entry: Parsed, replacing: Parsed | None) -> None:
+        """Keep `entry` at `key` (when `replacing` is given: only if it is still there)."""
         with self._lock:
+            if replacing is not None and self._docs.get(key) is not replacing:
+                return  # another entry was kept meanwhile
             old = self._docs.pop(key, None)
             if old is not None:
                 self._size -= len(old.data)
-            if len(data) <= self.max_bytes:
+            if len(entry.data) <= self.max_bytes:
                 self._docs[key] = entry
-                self._size += len(data)
+                self._size += len(entry.data)
             while self._docs and (self._size > self.max_bytes or len(self._docs) > self.entries):
                 _, dropped = self._docs.popitem(last=False)
                 self._size -= len(dropped.data)
-        return entry
 
     def load(self, data: bytes, url: str, key: str | None = None) -> dict[str, Any]:
         """Return the metadata `data` holds, as `load_metadata` does (the caller's to change).
@@ -348,6 +354,36 @@ class MetadataCache:
         """
         entry = self.parse(data, url, None) if key is None else self.parse(data, key, lambda: url)
         return load_metadata(data, url) if entry is None else entry.fresh()
+
+    def prime(self, data: bytes, key: str, doc: Mapping[str, Any]) -> None:
+        """Keep `data`, just written from `doc`, when its index is the cached entry's own.
+
+        An update of a large node's own metadata rewrites its file with the index it read:
+        the names are those the entry at `key` validated, so only the rest of `doc` is
+        parsed and checked (as `load_metadata` would, from its own serialisation: each
+        value reads back alike wherever it stands), and the entry's derived tables carry
+        over. Any other write leaves the entry as it is: the next read of other bytes
+        validates them. The bytes are still compared on every read.
+        """
+        if len(data) < self.min_bytes or len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._docs.get(key)
+        if old is None or (CHILDREN in doc) != (CHILDREN in old.doc):
+            return
+        children = old.doc.get(CHILDREN)
+        if children is not None and doc[CHILDREN] != children:
+            return
+        rest = {k: v for k, v in doc.items() if k != CHILDREN}
+        try:
+            parsed, exact = _load(dump_metadata(rest), key, "index entry")
+        except (CorruptMetadataError, TypeError, ValueError):
+            return  # not kept: the next read parses the file and reports what is wrong
+        if children is not None:
+            parsed = {CHILDREN: children, **parsed}
+        entry = Parsed(data, parsed, exact)
+        entry.derived.update(old.derived)
+        self._keep(key, entry, old)
 
     def clear(self) -> None:
         """Forget every entry (the next read of each document validates it again)."""

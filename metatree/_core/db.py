@@ -255,7 +255,8 @@ class Database:
     ) -> None:
         """Write metadata.json itself, conditional on `expect`."""
         rel = rel_path(path, METADATA_FILE)
-        data = self.dump_checked(path, metadata)
+        inline = index.inline_form(metadata)
+        data = self.dump_checked(path, inline)
         try:
             self.storage.write_atomic(rel, data, durable=durable, expect=expect)
         except ConflictError:
@@ -264,6 +265,9 @@ class Database:
                 f"{self.storage.url_of(rel)} was rewritten by another writer after it was read "
                 "(our lease must have expired meanwhile)",
             ) from None
+        # an update of a large node's own metadata keeps its index: the next read of these
+        # bytes need not check those names again (`MetadataCache.prime`)
+        self.metadata_cache.prime(data, rel, inline)
 
     def dump_checked(self, path: NodePath, metadata: Mapping[str, Any]) -> bytes:
         """Serialise a node's metadata, refusing what could never be read back (too large)."""

@@ -106,9 +106,13 @@ class MetadataCacheTests:
         self, large: Metatree, storage: Storage
     ) -> None:
         large.put("m/new", b"w", name="f")
-        large.find("m").update(active="new")
+        large.find("m").update(active="new", nested={"a": [1, 2.5]}, big=2**64 - 1)
         large.put("m/newer", b"w", name="f")
-        for tree in (large, Metatree(storage)):
+        for tree in (large, Metatree(storage)):  # what this writer kept, and a new reader
             assert tree.find("m").children == [*NAMES, "new", "newer"]
             assert tree.find("m/<active>").name == "new"
-            assert tree.find("m").metadata["note"] == {"k": [1]}
+            metadata = tree.find("m").metadata
+            assert metadata["note"] == {"k": [1]}
+            assert metadata["nested"] == {"a": [1, 2.5]}
+            assert metadata["big"] == 2**64 - 1
+            assert type(metadata["big"]) is int

@@ -111,8 +111,8 @@ def test_database_validates_a_large_mirror_once(validations: list[int]) -> None:
     tree = Metatree(storage, ("parent", "child"))
     tree.put("m/v00000", b"w", name="f")
     storage.write_atomic("m/metadata.json", _doc())
-    tree.reindex("m", format=2)
-    validations.clear()
+    assert tree.find("m").children == NAMES  # validated once
+    tree.reindex("m", format=2)  # rewritten with the index it read: kept, not checked again
     for name in NAMES[:50]:
         tree.find(f"m/{name}")
     for i in range(5):
@@ -132,8 +132,41 @@ def test_database_validates_a_large_mirror_once(validations: list[int]) -> None:
         for i in range(5, 8):
             tree.put(f"m/n{i}", b"w", name="f")
     assert len(NAMES) <= len(folds) < len(NAMES) + 100  # the mirror folded once, not per put
-    tree.find("m").update(active="n7")  # metadata.json rewritten: validated once more
+    tree.find("m").update(active="n7")  # rewritten with the index it read: kept
     assert tree.find("m/<active>").name == "n7"
     assert tree.find("m/<active>").name == "n7"
+    assert validations == [3000]
+    assert Metatree(storage).find("m/<active>").name == "n7"  # another cache: checked there
     assert validations == [3000, 3000]
     storage.remove_tree("")
+
+
+def test_prime_keeps_what_a_read_would_return(validations: list[int]) -> None:
+    cache = md.MetadataCache()
+    first = _doc(a=1)
+    cache.load(first, URL)
+    doc = md.load_metadata(first, URL)
+    doc.update(a={"deep": [1, 2.5, None]}, big=2**70, b="x")  # an update of its own keys
+    data = md.dump_metadata(doc)
+    cache.prime(data, URL, doc)
+    doc["a"]["deep"].append(3)  # the writer's dict stays the writer's
+    before = len(validations)
+    got = cache.load(data, URL)
+    assert len(validations) == before  # kept when written: not checked again
+    assert got == md.load_metadata(data, URL)
+    assert list(got) == list(md.load_metadata(data, URL))  # the keys in stored order
+    assert got["big"] == 2**70
+
+
+def test_prime_only_with_the_index_it_read(validations: list[int]) -> None:
+    cache = md.MetadataCache()
+    cache.load(_doc(), URL)
+    doc = md.load_metadata(_doc(), URL)
+    doc["children"] = [*NAMES[:-1], "../x"]  # the index changed: not the entry's own
+    bad = md.dump_metadata(doc)
+    cache.prime(bad, URL, doc)
+    with pytest.raises(CorruptMetadataError, match=r"\.\./x"):
+        cache.load(bad, URL)
+    cache.prime(_doc(a=1), "memory://db/other/metadata.json", {"children": NAMES, "a": 1})
+    cache.load(_doc(a=1), "memory://db/other/metadata.json")  # nothing read there: checked
+    assert validations == [3000, 3000, 3000, 3000]
