@@ -24,12 +24,12 @@ from metatree._locking import BaseLock, LeaseInfo, check_lock_options, make_lock
 from metatree._metadata import (
     CHILDREN,
     Config,
-    MetadataCache,
     check_keys,
     check_metadata_update,
     dump_metadata,
     load_metadata,
 )
+from metatree._metadata_cache import MetadataCache
 from metatree._names import METADATA_FILE
 from metatree.errors import (
     ConflictError,

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from metatree._core.db import Database
-    from metatree._metadata import Parsed
+    from metatree._metadata_cache import Parsed
     from metatree._types import NodePath
 
 __all__ = [

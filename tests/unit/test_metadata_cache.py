@@ -9,6 +9,7 @@ import pytest
 from metatree import Metatree
 from metatree import _metadata as md
 from metatree._core import plan
+from metatree._metadata_cache import MetadataCache
 from metatree._storage import as_storage
 from metatree.errors import CorruptMetadataError
 
@@ -36,7 +37,7 @@ def _doc(names: list[str] = NAMES, **rest: Any) -> bytes:
 
 
 def test_same_bytes_validated_once(validations: list[int]) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     data = _doc(note={"k": [1]})
     first = cache.load(data, URL)
     assert cache.load(bytes(data), URL) == first  # equal bytes, another object
@@ -44,7 +45,7 @@ def test_same_bytes_validated_once(validations: list[int]) -> None:
 
 
 def test_other_bytes_validated_again(validations: list[int]) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     data = _doc()
     cache.load(data, URL)
     other = _doc([NAMES[1], NAMES[0], *NAMES[2:]])  # same length, other bytes
@@ -55,7 +56,7 @@ def test_other_bytes_validated_again(validations: list[int]) -> None:
 
 
 def test_invalid_document_never_kept(validations: list[int]) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     bad = _doc([*NAMES[:-1], "../x"])
     for _ in range(3):
         with pytest.raises(CorruptMetadataError, match=r"\.\./x"):
@@ -64,7 +65,7 @@ def test_invalid_document_never_kept(validations: list[int]) -> None:
 
 
 def test_small_documents_are_not_kept(validations: list[int]) -> None:
-    cache = md.MetadataCache(min_bytes=len(_doc()) + 1)
+    cache = MetadataCache(min_bytes=len(_doc()) + 1)
     for _ in range(2):
         assert cache.parse(_doc(), URL) is None
         cache.load(_doc(), URL)
@@ -73,18 +74,18 @@ def test_small_documents_are_not_kept(validations: list[int]) -> None:
 
 def test_bounded_by_entries_and_bytes(validations: list[int]) -> None:
     data = _doc()
-    cache = md.MetadataCache(entries=2)
+    cache = MetadataCache(entries=2)
     for i in range(3):
         cache.load(data, f"memory://db/{i}/metadata.json")
     cache.load(data, "memory://db/0/metadata.json")  # the oldest went out
     assert len(validations) == 4
-    cache = md.MetadataCache(max_bytes=len(data) * 2)
+    cache = MetadataCache(max_bytes=len(data) * 2)
     for i in range(3):
         cache.load(data, f"memory://db/{i}/metadata.json")
     cache.load(data, "memory://db/2/metadata.json")
     cache.load(data, "memory://db/0/metadata.json")
     assert len(validations) == 8  # 2 kept, then 0 again
-    small = md.MetadataCache(max_bytes=len(data) - 1)  # larger than the bound: never kept
+    small = MetadataCache(max_bytes=len(data) - 1)  # larger than the bound: never kept
     small.load(data, URL)
     small.load(data, URL)
     assert len(validations) == 10
@@ -92,7 +93,7 @@ def test_bounded_by_entries_and_bytes(validations: list[int]) -> None:
 
 @pytest.mark.parametrize("containers", [1, 200], ids=["copied", "parsed-again"])
 def test_fresh_shares_nothing_mutable(containers: int) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     data = _doc([*NAMES, NAMES[0]], items=[{"n": [i]} for i in range(containers)], big=2**70)
     got = cache.load(data, URL)
     assert got["children"] == NAMES  # repeats dropped, as load_metadata does
@@ -142,7 +143,7 @@ def test_database_validates_a_large_mirror_once(validations: list[int]) -> None:
 
 
 def test_prime_keeps_what_a_read_would_return(validations: list[int]) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     first = _doc(a=1)
     cache.load(first, URL)
     doc = md.load_metadata(first, URL)
@@ -159,7 +160,7 @@ def test_prime_keeps_what_a_read_would_return(validations: list[int]) -> None:
 
 
 def test_prime_only_with_the_index_it_read(validations: list[int]) -> None:
-    cache = md.MetadataCache()
+    cache = MetadataCache()
     cache.load(_doc(), URL)
     doc = md.load_metadata(_doc(), URL)
     doc["children"] = [*NAMES[:-1], "../x"]  # the index changed: not the entry's own
