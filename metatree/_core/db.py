@@ -164,7 +164,7 @@ class Database:
         if parsed is None:
             metadata = load_metadata(data, self.storage.url_of(rel))
         else:  # a v2 node's mirror comes from the cache (`index.mirror_of`), not a copy
-            metadata = parsed.fresh(children=index.INDEX_KEY not in parsed.doc)
+            metadata = parsed.fresh(children=parsed.doc.get(index.INDEX_KEY) is None)
         index.attach(self, path, metadata, None, parsed)
         return metadata, version
 

@@ -116,3 +116,12 @@ class MetadataCacheTests:
             assert metadata["nested"] == {"a": [1, 2.5]}
             assert metadata["big"] == 2**64 - 1
             assert type(metadata["big"]) is int
+
+    def test_metadata_cache_null_marker_is_an_inline_index(self, storage: Storage) -> None:
+        """A large document whose marker is null is read as v1, cached or not."""
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v00000", b"w", name="f")
+        _plant(storage, "m", NAMES, **{index.INDEX_KEY: None})
+        for reader in (tree, tree, Metatree(storage)):
+            assert reader.find("m").children == NAMES
+            assert reader.exists("m/v00001")
