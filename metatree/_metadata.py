@@ -111,17 +111,27 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def _parse_json(data: bytes) -> Any:
+    """Parse JSON as metadata is parsed (`_parse_exact`), for the serialisers."""
+    return _parse_exact(data)[0]
+
+
+def _parse_exact(data: bytes) -> tuple[Any, bool]:
     """Parse with orjson; a document that may hold integers beyond 64 bits, exactly.
 
     orjson reads an integer beyond 64 bits as a float, so a hand-written ``2**70`` would come
     back changed on the next write. Only a document with a float that large can hold one: it
     is parsed again by `json`, which keeps integers exact (and refuses NaN and Infinity, as
-    orjson does). Raises `_TooDeep` for nesting deeper than `MAX_DEPTH`.
+    orjson does). Raises `_TooDeep` for nesting deeper than `MAX_DEPTH`. Returns the value
+    and whether `json` parsed it.
     """
     parsed = orjson.loads(data)
     if not _walk_shape(parsed):
-        return parsed
-    return json.loads(data, parse_constant=_refuse_constant)  # depth checked by the walk
+        return parsed, False
+    return _reparse(data), True  # depth checked by the walk
+
+
+def _reparse(data: bytes) -> Any:
+    return json.loads(data, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -185,8 +195,13 @@ def load_metadata(data: bytes, path: str, entry_is: str = "index entry") -> dict
     it for an inline entry its plain repair could drop). Repeated entries are dropped,
     keeping the first: harmless, and metatreedb could write them.
     """
+    return _load(data, path, entry_is)[0]
+
+
+def _load(data: bytes, path: str, entry_is: str) -> tuple[dict[str, Any], bool]:
+    """`load_metadata`, also telling whether `json` parsed it (integers beyond 64 bits)."""
     try:
-        parsed = _parse_json(data)
+        parsed, exact = _parse_exact(data)
     except _TooDeep as exc:
         raise CorruptMetadataError(path, str(exc)) from None
     except (orjson.JSONDecodeError, ValueError) as exc:
@@ -197,7 +212,7 @@ def load_metadata(data: bytes, path: str, entry_is: str = "index entry") -> dict
     children = check_names(parsed.get(CHILDREN, []), path, "'children'", entry_is)
     if len(set(children)) != len(children):
         parsed[CHILDREN] = list(dict.fromkeys(children))
-    return parsed
+    return parsed, exact
 
 
 def dump_metadata(metadata: Mapping[str, Any]) -> bytes:

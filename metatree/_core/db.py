@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from metatree._metadata import (
     dump_metadata,
     load_metadata,
 )
+from metatree._metadata_cache import MetadataCache
 from metatree._names import METADATA_FILE
 from metatree.errors import (
     ConflictError,
@@ -88,6 +90,8 @@ class Database:
         self.index_threshold = index.default_threshold()
         """Children a node keeps inline (format v1) before its index becomes a log (v2)."""
         self.index_cache = index.LogCache()
+        self.metadata_cache = MetadataCache()
+        """Large metadata.json documents parsed and validated, by their exact bytes."""
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _reopen, (self.storage, self.config.keys, self.lock_options)
@@ -152,19 +156,31 @@ class Database:
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():
             return {}, version
-        url = self.storage.url_of(rel)
-        metadata = self.parse_metadata(data, url)
-        index.attach(self, path, metadata, url)
+        if len(data) > self.max_metadata_bytes:
+            self._check_size(data, self.storage.url_of(rel))
+        # the URL, for errors, is made only when one is raised: a read of a cached document
+        # costs little more than its bytes
+        parsed = self.metadata_cache.parse(data, rel, functools.partial(self.storage.url_of, rel))
+        if parsed is None:
+            metadata = load_metadata(data, self.storage.url_of(rel))
+        else:  # a v2 node's mirror comes from the cache (`index.mirror_of`), not a copy
+            metadata = parsed.fresh(children=parsed.doc.get(index.INDEX_KEY) is None)
+        index.attach(self, path, metadata, None, parsed)
         return metadata, version
 
-    def parse_metadata(self, data: bytes, url: str) -> dict[str, Any]:
+    def parse_metadata(self, data: bytes, url: str, rel: str | None = None) -> dict[str, Any]:
         """Parse a node's metadata.json as read (`url` names it in errors), its size checked.
 
-        Also for reads that fetched many at once (`metatree._core.scan`).
+        Also for reads that fetched many at once (`metatree._core.scan`). A large document
+        read again with the same bytes is not validated again (`MetadataCache`); `rel`, its
+        storage path, is the key reads share (default: the URL).
         """
+        self._check_size(data, url)
+        return self.metadata_cache.load(data, url, rel)
+
+    def _check_size(self, data: bytes, url: str) -> None:
         if len(data) > self.max_metadata_bytes:
             raise CorruptMetadataError(url, f"larger than {self.max_metadata_bytes} bytes")
-        return load_metadata(data, url)
 
     def _check_missing_index(self, path: NodePath) -> None:
         """Raise `CorruptMetadataError` for an unreadable index that is a directory, or the root's."""
@@ -239,7 +255,8 @@ class Database:
     ) -> None:
         """Write metadata.json itself, conditional on `expect`."""
         rel = rel_path(path, METADATA_FILE)
-        data = self.dump_checked(path, metadata)
+        inline = index.inline_form(metadata)
+        data = self.dump_checked(path, inline)
         try:
             self.storage.write_atomic(rel, data, durable=durable, expect=expect)
         except ConflictError:
@@ -248,6 +265,9 @@ class Database:
                 f"{self.storage.url_of(rel)} was rewritten by another writer after it was read "
                 "(our lease must have expired meanwhile)",
             ) from None
+        # an update of a large node's own metadata keeps its index: the next read of these
+        # bytes need not check those names again (`MetadataCache.prime`)
+        self.metadata_cache.prime(data, rel, inline)
 
     def dump_checked(self, path: NodePath, metadata: Mapping[str, Any]) -> bytes:
         """Serialise a node's metadata, refusing what could never be read back (too large)."""

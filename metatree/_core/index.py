@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from metatree._core.db import Database
+    from metatree._metadata_cache import Parsed
     from metatree._types import NodePath
 
 __all__ = [
@@ -402,6 +403,9 @@ class LogCache:
 
     def __init__(self, size: int = 16) -> None:
         self._states: OrderedDict[tuple[str, str], Log] = OrderedDict()
+        self._listings: OrderedDict[
+            str, tuple[dict[str, str], tuple[tuple[int, ...], tuple[int, ...]]]
+        ] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
@@ -421,6 +425,27 @@ class LogCache:
         """
         with self._lock:
             self._states.clear()
+            self._listings.clear()
+
+    def numbers(
+        self, rel: str, listed: dict[str, str]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Return the numbers of the log `rel` parsed from a listing equal to `listed`."""
+        with self._lock:
+            known = self._listings.get(rel)
+        if known is None or known[0] != listed:
+            return None
+        return known[1]
+
+    def remember_numbers(
+        self, rel: str, listed: dict[str, str], numbers: tuple[list[int], list[int]]
+    ) -> None:
+        """Keep the numbers parsed from a listing of `rel` (the newest listing per log)."""
+        with self._lock:
+            self._listings[rel] = (dict(listed), (tuple(numbers[0]), tuple(numbers[1])))
+            self._listings.move_to_end(rel)
+            while len(self._listings) > self._size:
+                self._listings.popitem(last=False)
 
     def put(self, rel: str, state: Log) -> None:
         with self._lock:
@@ -438,16 +463,30 @@ def log_dir(path: NodePath, generation: str) -> str:
     return "/".join((*path, INDEX_DIR, generation))
 
 
-def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> None:
+def attach(
+    db: Database,
+    path: NodePath,
+    metadata: dict[str, Any],
+    url: str | None,
+    parsed: Parsed | None = None,
+) -> None:
     """Replace a v2 node's ``children`` by its whole index (`Children`); v1 is left alone.
 
     Reads the log (one listing, then what the cache lacks). The marker is stored data: one
     that is not ``{"format": 2, "generation": <32 hex>}`` is `CorruptMetadataError`.
+    `url` names metadata.json in errors (None: made from `path` when one is raised).
+    `parsed` is the cached document `metadata` is a copy of (`Database.metadata_cache`):
+    its mirror is then taken from there, with the tables built on it by earlier reads, and
+    `metadata` need not hold a ``children`` copy.
     """
     marker = metadata.get(INDEX_KEY)
     if marker is None:
         return
-    generation, written = _check_marker(marker, url)
+    checked = _check_marker(marker)
+    if checked is None:
+        where = db.storage.url_of("/".join((*path, METADATA_FILE))) if url is None else url
+        raise CorruptMetadataError(where, f"{INDEX_KEY!r} is not a format 2 index marker")
+    generation, written = checked
     log = read_log(db, path, generation)
     doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}
     if log.doc is not None and log.doc[0] > written:
@@ -456,12 +495,37 @@ def attach(db: Database, path: NodePath, metadata: dict[str, Any], url: str) -> 
         metadata.clear()
         metadata.update(copy.deepcopy(log.doc[1]))  # the cached state's own stays as read
         doc = None
-    mirror = _Run(metadata.get(CHILDREN, []), unique=True)  # load_metadata dropped repeats
-    metadata[CHILDREN] = Children(mirror, log, doc)
+        parsed = None
+    metadata[CHILDREN] = Children(_mirror(metadata, parsed), log, doc)
 
 
-def _check_marker(marker: object, url: str) -> tuple[str, int]:
-    """Return the generation and the log number metadata.json was written at."""
+def _mirror(metadata: dict[str, Any], parsed: Parsed | None) -> _Run:
+    if parsed is None:
+        return _Run(metadata.get(CHILDREN, []), unique=True)  # load_metadata dropped repeats
+    return mirror_of(parsed)
+
+
+def mirror_of(parsed: Parsed) -> _Run:
+    """Return the mirror of a cached metadata.json as a `_Run`, built once per document.
+
+    The mirror never changes while its bytes are stored (removals and additions are kept
+    apart, in `Children.removed` and `Children.added`), so every read of those bytes
+    shares one run: its position table and look-alike tables are built once, not once
+    per read (a put into a node with a 10 000-name mirror folded every name each time).
+    """
+    run = parsed.derived.get(_MIRROR)
+    if run is None:
+        run = parsed.derived.setdefault(_MIRROR, _Run(parsed.doc.get(CHILDREN, []), unique=True))
+    assert isinstance(run, _Run)
+    return run
+
+
+_MIRROR: Final = "index.mirror"
+"""`Parsed.derived` key of the mirror's `_Run`."""
+
+
+def _check_marker(marker: object) -> tuple[str, int] | None:
+    """Return the generation and the log number metadata.json was written at (None: bad)."""
     if (
         not isinstance(marker, dict)
         or marker.keys() != {"format", "generation", "seq"}
@@ -472,7 +536,7 @@ def _check_marker(marker: object, url: str) -> tuple[str, int]:
         or type(marker["seq"]) is not int
         or marker["seq"] < 0
     ):
-        raise CorruptMetadataError(url, f"{INDEX_KEY!r} is not a format 2 index marker")
+        return None
     return marker["generation"], marker["seq"]
 
 
@@ -501,8 +565,18 @@ class _Vanished(Exception):
 
 
 def _listing(db: Database, rel: str) -> tuple[list[int], list[int]]:
-    """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending."""
-    return _numbers(_list_log(db, rel))
+    """Return the sequence numbers of the snapshots and of the pieces in `rel`, ascending.
+
+    A listing equal to the one before (every read of a node lists its log) is not parsed
+    again: the numbers are a function of the listing alone.
+    """
+    listed = _list_log(db, rel)
+    known = db.index_cache.numbers(rel, listed)
+    if known is not None:
+        return list(known[0]), list(known[1])
+    numbers = _numbers(listed)
+    db.index_cache.remember_numbers(rel, listed, numbers)
+    return numbers
 
 
 def _list_log(db: Database, rel: str) -> dict[str, str]:
@@ -677,13 +751,14 @@ def write(
     """
     children: Children = metadata[CHILDREN]
     log = children.log
-    inline = inline_form(metadata)
-    rest = {k: v for k, v in inline.items() if k != CHILDREN}
+    rest = {k: v for k, v in metadata.items() if k != CHILDREN}
+    # the mirror changes only by removals: asked of them, not of a copy of the whole mirror
     changed = (
         children.doc is None
         or rest != children.doc
-        or len(inline.get(CHILDREN, ())) != len(children.mirror)
+        or any(children.inline(name) for name in children.removed)
     )
+    inline = inline_form(metadata) if changed else rest
     # a name both inline and logged (metatreedb appended it inline) goes from both
     logged_removed = [n for n in children.removed if not children.inline(n) or n in log]
     if not children.added and not logged_removed:
@@ -786,7 +861,7 @@ def _stored_generation(db: Database, path: NodePath) -> str | None:
     rel = "/".join((*path, METADATA_FILE))
     try:
         data, _ = db.storage.read_versioned(rel, db.max_metadata_bytes)
-        marker = db.parse_metadata(data, db.storage.url_of(rel)).get(INDEX_KEY)
+        marker = db.parse_metadata(data, db.storage.url_of(rel), rel).get(INDEX_KEY)
     except MetatreeError:
         return None
     return marker.get("generation") if isinstance(marker, dict) else None

@@ -40,6 +40,7 @@ from metatree.testing._hardening_transfer import TransferHardeningTests
 from metatree.testing._helpers import run_client, snapshot
 from metatree.testing._index_log import IndexLogTests
 from metatree.testing._locks import LockTests
+from metatree.testing._metadata_cache import MetadataCacheTests
 from metatree.testing._models import ModelStoreTests
 from metatree.testing._models_locks import ModelStoreLockTests
 from metatree.testing._records import FileRecordTests
@@ -76,6 +77,7 @@ class BackendConformance(
     DataStoreTests,
     FsckTests,
     IndexLogTests,
+    MetadataCacheTests,
 ):
     """Behaviour every backend must show. Override `storage`."""
 
