@@ -116,19 +116,19 @@ class MetadataCache:
     """
 
     def __init__(
-        self, min_bytes: int = 16 * 2**10, max_bytes: int = 4 * 2**20, entries: int = 32
+        self, min_bytes: int = 16 * 2**10, max_bytes: int = 2 * 2**20, entries: int = 32
     ) -> None:
         self.min_bytes = min_bytes
         """Smaller documents are parsed on every read (faster than a copy is made)."""
         self.max_bytes = max_bytes
-        """Bytes of the kept documents, as stored; in memory, parsed, with the tables built
-        on them, they take about twenty times more (a mirror of 10 000 names: 79 KB stored,
-        1.7 MB held with its position and look-alike tables), so about 85 MB at most. A
-        larger document is never kept."""
+        """Bytes of the kept documents, as stored. In memory, parsed, with the tables built
+        on them, they take twenty times more (a mirror of 10 000 names: 79 KB stored, 1.7 MB
+        held with its position and look-alike tables) to 35 times (short names with their
+        tables; a million empty objects): 70 MB at most per database at the default 2 MiB.
+        A larger document is never kept."""
         self.entries = entries
         """Documents kept at most (one per node read: the nodes a process works in)."""
         self._docs: OrderedDict[str, Parsed] = OrderedDict()
-        self._size = 0
         self._lock = threading.Lock()
 
     def parse(self, data: bytes, key: str, url: Callable[[], str] | None = None) -> Parsed | None:
@@ -142,9 +142,11 @@ class MetadataCache:
             return None
         with self._lock:
             entry = self._docs.get(key)
-            if entry is not None and entry.data == data:
-                self._docs.move_to_end(key)
-                return entry
+        if entry is not None and entry.data == data:  # compared outside the lock: a fork
+            with self._lock:  # while another thread holds it leaves the child locked out
+                if self._docs.get(key) is entry:
+                    self._docs.move_to_end(key)
+            return entry
         doc, exact = _load(data, key if url is None else url(), "index entry")
         entry = Parsed(data, doc, exact)
         self._keep(key, entry, None)
@@ -155,15 +157,15 @@ class MetadataCache:
         with self._lock:
             if replacing is not None and self._docs.get(key) is not replacing:
                 return  # another entry was kept meanwhile
-            old = self._docs.pop(key, None)
-            if old is not None:
-                self._size -= len(old.data)
+            self._docs.pop(key, None)
             if len(entry.data) <= self.max_bytes:
                 self._docs[key] = entry
-                self._size += len(entry.data)
-            while self._docs and (self._size > self.max_bytes or len(self._docs) > self.entries):
-                _, dropped = self._docs.popitem(last=False)
-                self._size -= len(dropped.data)
+            # summed, not counted up and down: an interrupt between two steps cannot skew it
+            while self._docs and (
+                sum(len(e.data) for e in self._docs.values()) > self.max_bytes
+                or len(self._docs) > self.entries
+            ):
+                self._docs.popitem(last=False)
 
     def load(self, data: bytes, url: str, key: str | None = None) -> dict[str, Any]:
         """Return the metadata `data` holds, as `load_metadata` does (the caller's to change).
@@ -207,4 +209,3 @@ class MetadataCache:
         """Forget every entry (the next read of each document validates it again)."""
         with self._lock:
             self._docs.clear()
-            self._size = 0

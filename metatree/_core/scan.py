@@ -197,7 +197,7 @@ def _read_level(
             out.append(got)
         else:
             try:
-                metadata = db.parse_metadata(got, url)
+                metadata = db.parse_metadata(got, url, rel)  # shares reads' cache key
                 attach(db, path, metadata, url)  # a v2 node's log: read now
             except MetatreeError as exc:
                 out.append(exc)

@@ -8,7 +8,9 @@ import pytest
 
 from metatree import Metatree
 from metatree import _metadata as md
-from metatree._core import plan
+from metatree._core import index, plan
+from metatree._core.scan import scan
+from metatree import _metadata_cache as cache_module
 from metatree._metadata_cache import MetadataCache
 from metatree._storage import as_storage
 from metatree.errors import CorruptMetadataError
@@ -171,3 +173,37 @@ def test_prime_only_with_the_index_it_read(validations: list[int]) -> None:
     cache.prime(_doc(a=1), "memory://db/other/metadata.json", {"children": NAMES, "a": 1})
     cache.load(_doc(a=1), "memory://db/other/metadata.json")  # nothing read there: checked
     assert validations == [3000, 3000, 3000, 3000]
+
+
+def test_a_walk_and_a_find_share_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan (catalog, search, fsck) keys a document as reads do: validated once for both."""
+    loads: list[int] = []
+    real = cache_module._load
+
+    def counting(data: bytes, *args: Any) -> Any:
+        loads.append(len(data))
+        return real(data, *args)
+
+    monkeypatch.setattr(cache_module, "_load", counting)
+    storage = as_storage("memory://metadata-cache-shared")
+    tree = Metatree(storage, ("parent", "child"))
+    tree.put("m/v0", b"w", name="f")
+    tree.find("m").update(note="x" * 20_000)  # a large document: kept
+    reader = Metatree(storage)  # a cache of its own
+    loads.clear()
+    for _ in range(3):
+        assert reader.find("m").metadata["note"] == "x" * 20_000
+        assert [path for path, _, _ in scan(reader._db)] == [("m",), ("m", "v0")]
+    assert [n for n in loads if n > 20_000] == [loads[0]], loads
+    storage.remove_tree("")
+
+
+def test_a_junk_filled_log_listing_is_not_held() -> None:
+    """A log directory a co-writer filled is parsed each time, not kept (bounded memory)."""
+    cache = index.LogCache()
+    live = {f"{n:020d}.json": "file" for n in range(1, 33)}
+    cache.remember_numbers("m/log", live, ([], list(range(1, 33))))
+    assert cache.numbers("m/log", dict(live)) is not None
+    junk = {**live, **{f"junk{i}": "file" for i in range(1000)}}
+    cache.remember_numbers("m/log", junk, ([], list(range(1, 33))))
+    assert cache.numbers("m/log", junk) is None
