@@ -8,9 +8,9 @@ import pytest
 
 from metatree import Metatree
 from metatree import _metadata as md
+from metatree import _metadata_cache as cache_module
 from metatree._core import index, plan
 from metatree._core.scan import scan
-from metatree import _metadata_cache as cache_module
 from metatree._metadata_cache import MetadataCache
 from metatree._storage import as_storage
 from metatree.errors import CorruptMetadataError
