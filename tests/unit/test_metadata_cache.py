@@ -178,7 +178,7 @@ def test_prime_only_with_the_index_it_read(validations: list[int]) -> None:
 def test_a_walk_and_a_find_share_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """A scan (catalog, search, fsck) keys a document as reads do: validated once for both."""
     loads: list[int] = []
-    real = cache_module._load
+    real = md._load
 
     def counting(data: bytes, *args: Any) -> Any:
         loads.append(len(data))
