@@ -555,7 +555,9 @@ class Metatree:
 
         Bulk imports pay one lock round trip instead of one per write. Metadata changes are
         staged and written when the block ends (deepest node first); if the block raises,
-        none is written (files already stored stay as unlisted orphans).
+        none is written (files already stored stay as unlisted orphans). Each node's change
+        commits whole, but the nodes commit one after another: a write that fails at the
+        end (a full disk) leaves the nodes written before it committed, and raises.
 
         On remote stores (S3, WebHDFS) puts that create their node send their uploads in
         batches, `concurrency` at a time (the backend's default when None: 32 on S3, 8 on
