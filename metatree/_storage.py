@@ -290,9 +290,16 @@ class Storage:
 
     def sync(self, rels: list[str]) -> None:
         """Make the files `rels`, written with ``durable=False``, durable."""
-        if rels:
-            with translate_errors(self.url_of(rels[0])):
-                self.backend.sync([self.abs(rel) for rel in rels])
+        if not rels:
+            return
+        root = self.root.rstrip("/")
+        paths = [f"{root}/{rel}" for rel in rels]
+        # confined together: a directory the files share is checked once (`confine_many`)
+        for rel, why in zip(rels, self.backend.confine_many(self.root, paths), strict=True):
+            if why is not None:
+                raise self._error(rel, why)
+        with translate_errors(self.url_of(rels[0])):
+            self.backend.sync(paths)
 
     def get(
         self,

@@ -70,6 +70,9 @@ _READ_PIECE: Final = 1 << 20
 """How much a bounded read asks for at a time (a read of n bytes allocates n up front)."""
 
 
+_CREATE_TEMP: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+"""How a temp file is created: a fresh name, never an existing file (nor a planted link)."""
+
 _SYNCFS_FROM: Final = 64
 """Files from which `LocalBackend.sync` flushes their filesystem once instead of each."""
 
@@ -100,8 +103,8 @@ def _syncfs(paths: list[str]) -> bool:
     if syncfs is None:
         return False
     done: set[int] = set()
-    for path in paths:
-        parent = os.path.dirname(path) or "."
+    # each directory once: a bulk load's node holds its metadata.json and its file
+    for parent in dict.fromkeys(os.path.dirname(path) or "." for path in paths):
         try:
             device = os.stat(parent).st_dev
         except OSError:
@@ -140,26 +143,58 @@ class LocalBackend(Backend):
         """
         return LocalLock(storage, rel, timeout=timeout, **kwargs)
 
-    def _temp_beside(self, path: str) -> str:
+    def _create_temp(self, path: str) -> tuple[int, str]:
+        """Create a fresh temp file beside `path` (readable and writable); return fd and name.
+
+        The file is created first and its directory made only when missing: a node's
+        directory exists for all but its first write, and ``makedirs`` on an existing one
+        cost a ``stat``, a failing ``mkdir`` and another ``stat`` per write.
+        """
         parent = os.path.dirname(path)
+        tmp = os.path.join(parent, reserved_name("tmp"))
         try:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                return os.open(tmp, _CREATE_TEMP, 0o666), tmp
+            except FileNotFoundError:
+                os.makedirs(parent, exist_ok=True)
+            return os.open(tmp, _CREATE_TEMP, 0o666), tmp
         except NotADirectoryError as exc:
             # a file where a directory is needed: for a writer, the file's name is taken
             raise FileExistsError(str(exc)) from None
-        return os.path.join(parent, reserved_name("tmp"))
 
     def _write_temp(
         self, path: str, fill: Callable[[IO[bytes]], object], *, durable: bool = True
     ) -> str:
         """Create a temp file beside `path`, `fill` it, flush (and fsync); return its name."""
-        tmp = self._temp_beside(path)
+        fd, tmp = self._create_temp(path)
         try:
-            with open(tmp, "xb+") as out:  # readable: a hash reads back what it stored
+            with open(fd, "rb+") as out:  # readable: a hash reads back what it stored
                 fill(out)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def _write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> str:
+        """`_write_temp` for bytes in hand, written straight to the descriptor.
+
+        A buffered file object costs an ``fstat``, an ``ioctl`` and ``lseek`` calls per file:
+        a tenth of a metadata.json write of a bulk load.
+        """
+        fd, tmp = self._create_temp(path)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -204,14 +239,14 @@ class LocalBackend(Backend):
         file of its new nodes first and syncs them in one batch (fsyncs of data already
         written back cost a fraction of one each), before any index lists them.
         """
-        os.replace(self._write_temp(path, lambda out: out.write(data), durable=durable), path)
+        os.replace(self._write_bytes(path, data, durable=durable), path)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
 
         Unlike ``O_EXCL`` followed by a write, the file is never visible empty or torn.
         """
-        tmp = self._write_temp(path, lambda out: out.write(data))
+        tmp = self._write_bytes(path, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
