@@ -89,21 +89,24 @@ def _put(
     local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
     # scanned once, under the lock: what _check_room sizes is exactly what is stored
     files = scan_source(local) if recursive and local and os.path.isdir(local) else None
-    _check_room(db, plan, files, {} if info is None else info)
+    deferred = tx is not None and bool(plan.new) and _deferrable(db, tx, source, callback)
+    final: dict[str, Any] | None = None  # the new receiving node's metadata, known now
+    known: list[tuple[str, Moved]] = []
+    if plan.new and files is None and not deferred and (small := read_small(source)) is not None:
+        source, moved = small
+        known = [("", moved)]
+        final = _with_records(db, plan, known, {} if info is None else info)
+        db.dump_checked(plan.node, final)  # the exact records: refused before any write
+    else:
+        _check_room(db, plan, files, {} if info is None else info)
     old_kind = None
     if plan.new:
         claim(db, plan, _listed(db, tx, plan))
     if tx is not None:
         tx.touch(rel_path(plan.anchor), plan.claimed.rsplit("/", 1)[-1])
-        if plan.new and _deferrable(db, tx, source, callback):
+        if deferred:
             _defer(db, tx, plan, source, files, {} if info is None else info)
             return plan.node
-    final: dict[str, Any] | None = None  # the new receiving node's metadata, known now
-    known: list[tuple[str, Moved]] = []
-    if plan.new and files is None and (small := read_small(source)) is not None:
-        source, moved = small
-        known = [("", moved)]
-        final = _with_records(db, plan, known, {} if info is None else info)
     if plan.new:
         # the top new node first: whatever a crash leaves has a metadata.json at its
         # top, so `claim` knows it for an orphan; nothing lists it until the commit.

@@ -156,7 +156,12 @@ class LocalBackend(Backend):
             try:
                 return os.open(tmp, _CREATE_TEMP, 0o666), tmp
             except FileNotFoundError:
-                os.makedirs(parent, exist_ok=True)
+                try:
+                    os.mkdir(parent)  # a new node's directory: its parent exists
+                except FileNotFoundError:
+                    os.makedirs(parent, exist_ok=True)
+                except FileExistsError:
+                    pass  # made meanwhile (or a file: the open below says which)
             return os.open(tmp, _CREATE_TEMP, 0o666), tmp
         except NotADirectoryError as exc:
             # a file where a directory is needed: for a writer, the file's name is taken
