@@ -112,8 +112,10 @@ def _put(
         # top, so `claim` knows it for an orphan; nothing lists it until the commit.
         # If this write fails, it met something in the way, which is not ours to undo.
         top, below = plan.new[0], plan.new[1:2]
-        first = {CHILDREN: below} if below else {}
-        _write_new_node(db, (*plan.anchor, top), first if final is None or below else final, tx)
+        if final is not None and not below:  # the top new node receives the file
+            _write_new_node(db, (*plan.anchor, top), final, tx, owned=True)
+        else:
+            _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
     else:
         old_kind = check_target(db, plan, force=force, recursive=recursive)
     stored: list[tuple[str, Moved]] = []
@@ -287,7 +289,7 @@ def _put_into(
     last = len(new) if tx is not None else len(new) - 1
     for depth in range(2, last + 1):
         below = {CHILDREN: [new[depth]]} if depth < len(new) else final or {}
-        _write_new_node(db, (*anchor, *new[:depth]), below, tx)
+        _write_new_node(db, (*anchor, *new[:depth]), below, tx, owned=below is final)
     if new and tx is None:
         # the file goes straight into the new node's directory: a writer whose lease ran
         # out meanwhile must not write there (the next holder may own that name now)
@@ -360,14 +362,20 @@ def _record(
 
 
 def _write_new_node(
-    db: Database, path: NodePath, metadata: dict[str, Any], tx: Transaction | None
+    db: Database,
+    path: NodePath,
+    metadata: dict[str, Any],
+    tx: Transaction | None,
+    *,
+    owned: bool = False,
 ) -> None:
     """Write a new (still unlisted) node's metadata now; in a transaction, unflushed.
 
     A transaction counts the node as its own only once the write succeeded: a failed
     write met something in the way, which a rollback must not delete. It also keeps the
     bytes written (`Transaction.written`): metadata written final, with its records, is not
-    written again at the commit.
+    written again at the commit. `owned`: the caller never changes `metadata` again (the
+    transaction keeps it, uncopied).
     """
     if tx is None:
         db.put_metadata(path, metadata, expect=None)
@@ -376,7 +384,7 @@ def _write_new_node(
     rel = rel_path(path, METADATA_FILE)
     db.storage.write_atomic(rel, data, durable=False)
     tx.unsynced.append(rel)
-    tx.remember(path, metadata, None)
+    tx.remember(path, metadata, None, owned=owned)
     tx.created.add(path)
     tx.written[path] = data
 

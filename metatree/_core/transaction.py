@@ -278,9 +278,14 @@ class Transaction:
         cached = self.cache.get(path)
         return None if cached is None else _copy(cached)
 
-    def remember(self, path: NodePath, metadata: dict[str, Any], version: object) -> None:
-        """Cache metadata just read from storage, with its stored version."""
-        self.cache[path] = _copy(metadata)
+    def remember(
+        self, path: NodePath, metadata: dict[str, Any], version: object, *, owned: bool = False
+    ) -> None:
+        """Cache metadata just read from storage, with its stored version.
+
+        `owned`: the caller gives `metadata` up (a new node's, as just written), no copy.
+        """
+        self.cache[path] = metadata if owned else _copy(metadata)
         self.versions[path] = version
 
     def stage(self, path: NodePath, metadata: dict[str, Any]) -> None:
