@@ -8,8 +8,9 @@ commit point). A new node receiving the file is written once, after the file, un
 the top new node: then it is written twice (first as the orphan marker, then with the
 record). A small file (`read_small`) is read and hashed first: its new node is then written
 once, final, where it would first be written (the top node before the file; in a
-transaction, any), and exactly the bytes hashed are stored. In a transaction a file for a node that existed before is staged under a reserved
-name and moved into place at commit, its record staged with the node's metadata.
+transaction, any), and exactly the bytes hashed are stored. In a transaction a file for a
+node that existed before is staged under a reserved name and moved into place at commit,
+its record staged with the node's metadata.
 """
 
 from __future__ import annotations
