@@ -509,7 +509,8 @@ def read_small(source: Source) -> tuple[bytes, Moved] | None:
             if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL_FILE:
                 return None
             pieces, size = [], 0
-            while size <= SMALL_FILE and (piece := os.read(fd, SMALL_FILE + 1 - size)):
+            ask = max(info.st_size + 1, _SMALL_CHUNK)  # os.read allocates what it asks for
+            while size <= SMALL_FILE and (piece := os.read(fd, min(ask, SMALL_FILE + 1 - size))):
                 pieces.append(piece)
                 size += len(piece)
         except OSError:
