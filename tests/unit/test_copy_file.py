@@ -119,8 +119,8 @@ def test_a_small_file_is_read_back_in_small_rounds_even_when_it_grows(
         upload.copy_to(out)
     assert dst.read_bytes() == head + tail
     assert transfer.result() == (len(head + tail), hashlib.sha256(head + tail).hexdigest())
-    assert set(asked) == {64 * 2**10}  # the smallest buffer: 4 rounds and the end
-    assert len(asked) == 5
+    assert set(asked) == {64 * 2**10}  # the smallest buffer, never 8 MiB
+    assert len(asked) >= 5  # 4 rounds (or more, where the kernel copies less) and the end
 
 
 @pytest.mark.parametrize("mode", ["wb", "wb+"], ids=["write-only", "readable"])
