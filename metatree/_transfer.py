@@ -44,6 +44,7 @@ __all__ = [
     "TreeCallback",
     "Upload",
     "copy_file",
+    "read_small",
     "run_bounded",
 ]
 
@@ -460,10 +461,14 @@ def copy_file(
         return False
     dst.flush()
     start = os.lseek(target, 0, os.SEEK_CUR)
-    buffer = memoryview(bytearray(COPY_CHUNK if seen else 0))
+    # sized to the file (allocating and zeroing COPY_CHUNK cost 0.2 ms per small file of a
+    # bulk load), and each round asks for no more than it holds: a file that grew since
+    # the fstat is read back in more rounds, never past the buffer
+    count = min(COPY_CHUNK, max(_SMALL_CHUNK, st.st_size + 1)) if seen else COPY_CHUNK
+    buffer = memoryview(bytearray(count if seen else 0))
     copied = 0
     try:
-        while n := copy_range(source, target, COPY_CHUNK):
+        while n := copy_range(source, target, count):
             if seen is not None:
                 seen(_read_back(target, buffer[:n], start + copied))
             copied += n
@@ -473,6 +478,51 @@ def copy_file(
             raise
         return False
     return True
+
+
+SMALL_FILE = 2**20
+"""Largest file `read_small` reads whole into memory."""
+
+
+def read_small(source: Source) -> tuple[bytes, Moved] | None:
+    """Return a small source's bytes and their size and sha256; None: not small, or not now.
+
+    A put that knows its file's record before storing it writes the new node's
+    metadata.json once, final, before the file (`metatree._core.put`), where it would
+    otherwise write a marker first and the record after: the bytes stored are these, so
+    the record is exact whatever happens to the local file afterwards. A local path is
+    read through one descriptor, only if it is a regular file of at most `SMALL_FILE`
+    bytes (read as it is now, as a copy would); anything else (missing, unreadable, a FIFO,
+    large, a file object) is None, and the caller streams it as usual, which reports what
+    is wrong.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, str | os.PathLike):
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(source, flags)
+        except (OSError, ValueError):
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL_FILE:
+                return None
+            pieces, size = [], 0
+            ask = max(info.st_size + 1, _SMALL_CHUNK)  # os.read allocates what it asks for
+            while size <= SMALL_FILE and (piece := os.read(fd, min(ask, SMALL_FILE + 1 - size))):
+                pieces.append(piece)
+                size += len(piece)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if size > SMALL_FILE:  # it grew past the limit meanwhile
+            return None
+        data = b"".join(pieces)
+    else:
+        return None
+    return data, Moved(len(data), hashlib.sha256(data).hexdigest())
 
 
 def _read_back(fd: int, buffer: memoryview, offset: int) -> memoryview:

@@ -138,9 +138,10 @@ class TestS3Requests:
             "PUT .lock",
             *INDEXES,
             "GET (list)",  # x/y/w/: an orphan there would be cleared first (docs/format.md)
-            "PUT x/y/w/metadata.json",  # marks what a crash leaves as an orphan
+            # with the file's record (size, sha256, provenance: a small file is hashed
+            # first), before the file: it marks what a crash leaves as an orphan
+            "PUT x/y/w/metadata.json",
             "PUT x/y/w/f",
-            "PUT x/y/w/metadata.json",  # with the file's record (size, sha256, provenance)
             "PUT x/y/metadata.json",
             "DELETE .lock",
         ]
@@ -268,12 +269,10 @@ class TestWebHDFSRequests:
             "OPEN",  # root, x, x/y
             "LISTSTATUS",  # x/y/w: an orphan there would be cleared first (docs/format.md)
             "CREATE",
-            "RENAME",  # x/y/w/metadata.json, the orphan marker
+            "RENAME",  # x/y/w/metadata.json with the file's record: the orphan marker
             "OPEN",  # the lease, before the file goes into the new node (docs/locking.md)
             "CREATE",
             "RENAME",  # the file
-            "CREATE",
-            "RENAME",  # x/y/w/metadata.json, with the file's record
             "OPEN",  # verify the lease
             "CREATE",
             "OPEN",  # conditional commit: re-read x/y/metadata.json before the RENAME

@@ -6,8 +6,11 @@ metadata.json of the node that receives it, with the file's record (size, sha256
 provenance: `metatree._records`), then the one index rewrite that makes it all visible (the
 commit point). A new node receiving the file is written once, after the file, unless it is
 the top new node: then it is written twice (first as the orphan marker, then with the
-record). In a transaction a file for a node that existed before is staged under a reserved
-name and moved into place at commit, its record staged with the node's metadata.
+record). A small file (`read_small`) is read and hashed first: its new node is then written
+once, final, where it would first be written (the top node before the file; in a
+transaction, any), and exactly the bytes hashed are stored. In a transaction a file for a
+node that existed before is staged under a reserved name and moved into place at commit,
+its record staged with the node's metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from metatree._localfiles import scan_source, upload
 from metatree._metadata import CHILDREN
 from metatree._names import METADATA_FILE, reserved_beside
 from metatree._records import set_records
+from metatree._transfer import read_small
 from metatree.errors import AlreadyExistsError, LockLostError, MetatreeError
 
 if TYPE_CHECKING:
@@ -86,13 +90,22 @@ def _put(
     local = os.fspath(source) if isinstance(source, str | os.PathLike) else None
     # scanned once, under the lock: what _check_room sizes is exactly what is stored
     files = scan_source(local) if recursive and local and os.path.isdir(local) else None
-    _check_room(db, plan, files, {} if info is None else info)
+    deferred = tx is not None and bool(plan.new) and _deferrable(db, tx, source, callback)
+    final: dict[str, Any] | None = None  # the new receiving node's metadata, known now
+    known: list[tuple[str, Moved]] = []
+    if plan.new and files is None and not deferred and (small := read_small(source)) is not None:
+        source, moved = small
+        known = [("", moved)]
+        final = _with_records(db, plan, known, {} if info is None else info)
+        db.dump_checked(plan.node, final)  # the exact records: refused before any write
+    else:
+        _check_room(db, plan, files, {} if info is None else info)
     old_kind = None
     if plan.new:
         claim(db, plan, _listed(db, tx, plan))
     if tx is not None:
         tx.touch(rel_path(plan.anchor), plan.claimed.rsplit("/", 1)[-1])
-        if plan.new and _deferrable(db, tx, source, callback):
+        if deferred:
             _defer(db, tx, plan, source, files, {} if info is None else info)
             return plan.node
     if plan.new:
@@ -100,7 +113,10 @@ def _put(
         # top, so `claim` knows it for an orphan; nothing lists it until the commit.
         # If this write fails, it met something in the way, which is not ours to undo.
         top, below = plan.new[0], plan.new[1:2]
-        _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
+        if final is not None and not below:  # the top new node receives the file
+            _write_new_node(db, (*plan.anchor, top), final, tx, owned=True)
+        else:
+            _write_new_node(db, (*plan.anchor, top), {CHILDREN: below} if below else {}, tx)
     else:
         old_kind = check_target(db, plan, force=force, recursive=recursive)
     stored: list[tuple[str, Moved]] = []
@@ -114,8 +130,13 @@ def _put(
             files=files,
             callback=callback,
             old_kind=old_kind,
+            final=final,
         )
-        _record(db, plan, stored, {} if info is None else info, tx)
+        if final is not None and stored == known and (tx is not None or len(plan.new) == 1):
+            if tx is not None:  # staged as written: the commit does not write it again
+                tx.stage(plan.node, final)
+        else:
+            _record(db, plan, stored, {} if info is None else info, tx)
     except BaseException as exc:
         if tx is None and db.owns_writes() and not isinstance(exc, LockLostError):
             _take_back(db, plan, stored, old_kind)
@@ -252,6 +273,7 @@ def _put_into(
     files: list[tuple[str, str]] | None,
     callback: Callback,
     old_kind: str | None,
+    final: dict[str, Any] | None = None,
 ) -> list[tuple[str, Moved]]:
     """Write the new nodes between the top one (`put` wrote it) and the file's; store the file.
 
@@ -260,13 +282,15 @@ def _put_into(
     top down (deepest first left ``n/`` holding only ``v1/`` after a crash: a "stored
     directory" to `claim`, blocking the name for good). Outside a transaction the node that
     receives the file is written after it, by `_record`, with the file's record: the top
-    new node above it already marks a crash's leftovers as an orphan.
+    new node above it already marks a crash's leftovers as an orphan. In a transaction, a
+    receiving node whose `final` metadata is known (a small file, hashed first) is written
+    with it, once.
     """
     anchor, new, node, target = plan.anchor, plan.new, plan.node, plan.target
     last = len(new) if tx is not None else len(new) - 1
     for depth in range(2, last + 1):
-        below = {CHILDREN: [new[depth]]} if depth < len(new) else {}
-        _write_new_node(db, (*anchor, *new[:depth]), below, tx)
+        below = {CHILDREN: [new[depth]]} if depth < len(new) else final or {}
+        _write_new_node(db, (*anchor, *new[:depth]), below, tx, owned=below is final)
     if new and tx is None:
         # the file goes straight into the new node's directory: a writer whose lease ran
         # out meanwhile must not write there (the next holder may own that name now)
@@ -295,6 +319,19 @@ def _put_into(
     return stored
 
 
+def _with_records(
+    db: Database, plan: PutPlan, stored: list[tuple[str, Moved]], info: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the metadata of a node this put creates, recording the files `stored`."""
+    name = plan.name
+    files = [
+        (f"{name}/{sub}" if sub else name, moved.size, moved.digest or "") for sub, moved in stored
+    ]
+    metadata: dict[str, Any] = {}
+    set_records(metadata, name, files, info, db.url(plan.node), fold=db.case_insensitive)
+    return metadata
+
+
 def _record(
     db: Database,
     plan: PutPlan,
@@ -318,8 +355,7 @@ def _record(
         )
         db.write_metadata(node, plan.metadata, commit=True, expect=plan.version)
         return
-    metadata: dict[str, Any] = {}
-    set_records(metadata, name, files, info, db.url(node), fold=db.case_insensitive)
+    metadata = _with_records(db, plan, stored, info)
     if tx is None:
         db.put_metadata(node, metadata, expect=None)
     else:
@@ -327,20 +363,31 @@ def _record(
 
 
 def _write_new_node(
-    db: Database, path: NodePath, metadata: dict[str, Any], tx: Transaction | None
+    db: Database,
+    path: NodePath,
+    metadata: dict[str, Any],
+    tx: Transaction | None,
+    *,
+    owned: bool = False,
 ) -> None:
     """Write a new (still unlisted) node's metadata now; in a transaction, unflushed.
 
     A transaction counts the node as its own only once the write succeeded: a failed
-    write met something in the way, which a rollback must not delete.
+    write met something in the way, which a rollback must not delete. It also keeps the
+    bytes written (`Transaction.written`): metadata written final, with its records, is not
+    written again at the commit. `owned`: the caller never changes `metadata` again (the
+    transaction keeps it, uncopied).
     """
     if tx is None:
         db.put_metadata(path, metadata, expect=None)
         return
-    db.put_metadata(path, metadata, expect=None, durable=False)
-    tx.unsynced.append(rel_path(path, METADATA_FILE))
-    tx.remember(path, metadata, None)
+    data = db.dump_checked(path, metadata)  # a new node's index is inline (one child)
+    rel = rel_path(path, METADATA_FILE)
+    db.storage.write_atomic(rel, data, durable=False)
+    tx.unsynced.append(rel)
+    tx.remember(path, metadata, None, owned=owned)
     tx.created.add(path)
+    tx.written[path] = data
 
 
 def _store(

@@ -70,6 +70,12 @@ _READ_PIECE: Final = 1 << 20
 """How much a bounded read asks for at a time (a read of n bytes allocates n up front)."""
 
 
+_CREATE_TEMP: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+"""How a temp file is created: a fresh name, never an existing file (nor a planted link)."""
+
+_DIRECT_PUT: Final = 2**20
+"""Largest source `LocalBackend.put` reads and writes through the bare descriptor."""
+
 _SYNCFS_FROM: Final = 64
 """Files from which `LocalBackend.sync` flushes their filesystem once instead of each."""
 
@@ -100,8 +106,8 @@ def _syncfs(paths: list[str]) -> bool:
     if syncfs is None:
         return False
     done: set[int] = set()
-    for path in paths:
-        parent = os.path.dirname(path) or "."
+    # each directory once: a bulk load's node holds its metadata.json and its file
+    for parent in dict.fromkeys(os.path.dirname(path) or "." for path in paths):
         try:
             device = os.stat(parent).st_dev
         except OSError:
@@ -140,26 +146,63 @@ class LocalBackend(Backend):
         """
         return LocalLock(storage, rel, timeout=timeout, **kwargs)
 
-    def _temp_beside(self, path: str) -> str:
+    def _create_temp(self, path: str) -> tuple[int, str]:
+        """Create a fresh temp file beside `path` (readable and writable); return fd and name.
+
+        The file is created first and its directory made only when missing: a node's
+        directory exists for all but its first write, and ``makedirs`` on an existing one
+        cost a ``stat``, a failing ``mkdir`` and another ``stat`` per write.
+        """
         parent = os.path.dirname(path)
+        tmp = os.path.join(parent, reserved_name("tmp"))
         try:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                return os.open(tmp, _CREATE_TEMP, 0o666), tmp
+            except FileNotFoundError:
+                try:
+                    os.mkdir(parent)  # a new node's directory: its parent exists
+                except FileNotFoundError:
+                    os.makedirs(parent, exist_ok=True)
+                except FileExistsError:
+                    pass  # made meanwhile (or a file: the open below says which)
+            return os.open(tmp, _CREATE_TEMP, 0o666), tmp
         except NotADirectoryError as exc:
             # a file where a directory is needed: for a writer, the file's name is taken
             raise FileExistsError(str(exc)) from None
-        return os.path.join(parent, reserved_name("tmp"))
 
     def _write_temp(
         self, path: str, fill: Callable[[IO[bytes]], object], *, durable: bool = True
     ) -> str:
         """Create a temp file beside `path`, `fill` it, flush (and fsync); return its name."""
-        tmp = self._temp_beside(path)
+        fd, tmp = self._create_temp(path)
         try:
-            with open(tmp, "xb+") as out:  # readable: a hash reads back what it stored
+            with open(fd, "rb+") as out:  # readable: a hash reads back what it stored
                 fill(out)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def _write_direct(
+        self, path: str, fill: Callable[[int], object], *, durable: bool = True
+    ) -> str:
+        """`_write_temp` through the bare descriptor: `fill` writes to it with `_write_all`.
+
+        A buffered file object costs an ``fstat``, an ``ioctl`` and ``lseek`` calls per file:
+        a tenth of a small file's write in a bulk load.
+        """
+        fd, tmp = self._create_temp(path)
+        try:
+            try:
+                fill(fd)
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -204,14 +247,14 @@ class LocalBackend(Backend):
         file of its new nodes first and syncs them in one batch (fsyncs of data already
         written back cost a fraction of one each), before any index lists them.
         """
-        os.replace(self._write_temp(path, lambda out: out.write(data), durable=durable), path)
+        os.replace(self._write_direct(path, lambda fd: _write_all(fd, data), durable=durable), path)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Hard-link a complete temp file to `path`: ``link(2)`` fails if `path` exists.
 
         Unlike ``O_EXCL`` followed by a write, the file is never visible empty or torn.
         """
-        tmp = self._write_temp(path, lambda out: out.write(data))
+        tmp = self._write_direct(path, lambda fd: _write_all(fd, data))
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -223,9 +266,20 @@ class LocalBackend(Backend):
     def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """Copy into a temp file and rename it, so a reader never sees a partial file.
 
-        A local file source is copied inside the kernel unless a hash is asked for (`Upload`).
+        A small source (its size known, up to `_DIRECT_PUT`: a bulk load's files) is read and
+        written through the bare descriptor; a larger local file is copied inside the kernel
+        (`Upload.copy_to`), anything else in bounded chunks.
         """
-        os.replace(self._write_temp(path, source.copy_to, durable=durable), path)
+        if source.size is not None and source.size <= _DIRECT_PUT:
+
+            def fill(fd: int) -> None:
+                while chunk := source.read(_READ_PIECE):
+                    _write_all(fd, chunk)
+
+            tmp = self._write_direct(path, fill, durable=durable)
+        else:
+            tmp = self._write_temp(path, source.copy_to, durable=durable)
+        os.replace(tmp, path)
 
     def sync(self, paths: list[str]) -> None:
         """Make the files (written with ``durable=False``) durable; one removed needs none.
@@ -364,6 +418,13 @@ class LocalBackend(Backend):
                     raise PathError(entry.path, _PLANTED_LINK)
                 (stack if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
         return sorted(files)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (``write(2)`` may write less than it was given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _is_directory(path: str) -> bool:

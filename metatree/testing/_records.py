@@ -148,6 +148,49 @@ class FileRecordTests:
         tree.put(LEAF, source, name="w.bin")
         assert tree.stat(f"{LEAF}/w.bin").sha256 == _sha(BODY)
 
+    @pytest.mark.parametrize("kind", ["path", "bytes"])
+    @pytest.mark.parametrize("new", ["m/v/t", "n/w/t"], ids=["leaf", "three-nodes"])
+    def test_a_new_node_in_a_transaction_is_written_once_before_its_file(
+        self,
+        tree: Metatree,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        kind: str,
+        new: str,
+    ) -> None:
+        """A small file's record is known before it is stored: its new node is written once.
+
+        Hashed first, the record goes into the receiving node's first metadata.json, written
+        (as the top new node's) before the file: what a crash leaves is an orphan `claim`
+        recognises. Written twice, a bulk load's puts cost a third more on local disk.
+        """
+        tree.put(LEAF, b"x", name="seed")
+        local = tmp_path / "w.bin"
+        local.write_bytes(BODY)
+        storage = tree.storage
+        writes: list[str] = []
+
+        def spy(method: str, rels: Callable[..., list[str]]) -> None:
+            real = getattr(storage, method)
+
+            def recorded(*args: Any, **kwargs: Any) -> Any:
+                writes.extend(rels(*args))
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(storage, method, recorded)
+
+        spy("write_atomic", lambda rel, *_: [rel])
+        spy("put", lambda _, rel, *__: [rel])
+        spy("put_many", lambda items, *_: [rel for _, rel in items])
+        with tree.transaction():
+            tree.put(new, local if kind == "path" else BODY, name="w.bin")
+        top = new.split("/")[0] if new.startswith("n/") else new
+        assert writes.count(f"{new}/metadata.json") == 1
+        assert writes.index(f"{top}/metadata.json") < writes.index(f"{new}/w.bin")
+        record = tree.stat(f"{new}/w.bin")
+        assert (record.size, record.sha256) == (len(BODY), _sha(BODY))
+        assert b"".join(tree.find(new).get("w.bin")) == BODY  # verified against the record
+
     def test_records_in_an_intermediate_node_and_new_nodes_below_a_new_top(
         self, tree: Metatree
     ) -> None:

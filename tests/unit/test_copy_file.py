@@ -90,6 +90,39 @@ def test_a_hash_reads_back_what_the_kernel_copied(
     assert reads == [0, 8 * 2**20]
 
 
+def test_a_small_file_is_read_back_in_small_rounds_even_when_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back buffer fits the file's size, not 8 MiB (zeroed for every small file of a
+    bulk load), and no round copies more than it holds: a file that grew since its size was
+    taken is still copied and hashed whole, in more rounds."""
+    src = tmp_path / "src"
+    head, tail = b"small" * 20, os.urandom(200_000)
+    asked: list[int] = []
+    real = os.copy_file_range
+
+    def growing(source: int, target: int, count: int, *rest: Any) -> int:
+        asked.append(count)
+        if len(asked) == 1:  # after copy_file took the size
+            with open(src, "ab") as more:
+                more.write(tail)
+        return real(source, target, count, *rest)
+
+    monkeypatch.setattr(os, "copy_file_range", growing)
+    src.write_bytes(head)
+    dst = tmp_path / "dst"
+    with (
+        Transfer(digest="sha256") as transfer,
+        transfer.source(src) as upload,
+        open(dst, "wb+") as out,
+    ):
+        upload.copy_to(out)
+    assert dst.read_bytes() == head + tail
+    assert transfer.result() == (len(head + tail), hashlib.sha256(head + tail).hexdigest())
+    assert set(asked) == {64 * 2**10}  # the smallest buffer, never 8 MiB
+    assert len(asked) >= 5  # 4 rounds (or more, where the kernel copies less) and the end
+
+
 @pytest.mark.parametrize("mode", ["wb", "wb+"], ids=["write-only", "readable"])
 def test_a_hash_without_the_kernel_reads_through_python(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str

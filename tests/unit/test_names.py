@@ -7,6 +7,7 @@ or overwritten as data: that holds only if each maker's output passes `is_reserv
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,8 @@ def test_backend_temp_names_are_reserved(tmp_path: Path) -> None:
     """The temp names each backend writes beside its targets come from the same maker."""
     generic = _temp_name("bucket/m/v1/model.bin")
     assert generic.startswith("bucket/m/v1/")
-    local = LocalBackend(fsspec.filesystem("file"))._temp_beside(str(tmp_path / "m" / "f"))
+    fd, local = LocalBackend(fsspec.filesystem("file"))._create_temp(str(tmp_path / "m" / "f"))
+    os.close(fd)
     assert posixpath.dirname(local) == str(tmp_path / "m")
     webhdfs = WebHDFSBackend._temp_beside(object.__new__(WebHDFSBackend), "/db/m/f")
     assert posixpath.dirname(webhdfs) == "/db/m"

@@ -54,12 +54,15 @@ def test_new_nodes_are_synced_in_one_batch_before_the_index(
             tree.put(f"m/v{i}", b"new", name="f")
         tree.put("n/v1", b"new", name="f")
     deferred = sorted(c[1] for c in calls if c[0] in {"put", "write"} and not c[2])
-    # a new leaf's metadata.json is written when it is created (marking an orphan if the
-    # process dies) and again at the commit, with its file's record
+    # a new leaf's metadata.json is written once, with its small file's record (hashed
+    # first), before the file: it marks an orphan if the process dies
     assert deferred == sorted(
-        [f"m/v{i}/{f}" for i in range(1, 4) for f in ("f", "metadata.json", "metadata.json")]
-        + ["n/v1/f", "n/v1/metadata.json", "n/v1/metadata.json", "n/metadata.json"]
+        [f"m/v{i}/{f}" for i in range(1, 4) for f in ("f", "metadata.json")]
+        + ["n/v1/f", "n/v1/metadata.json", "n/metadata.json"]
     )
+    order = [c[1] for c in calls if c[0] in {"put", "write"}]
+    for leaf in ("m/v1", "m/v2", "m/v3", "n/v1"):
+        assert order.index(f"{leaf}/metadata.json") < order.index(f"{leaf}/f")
     syncs = [i for i, c in enumerate(calls) if c[0] == "sync"]
     assert len(syncs) == 1, calls
     assert calls[syncs[0]][1] == sorted(set(deferred))
