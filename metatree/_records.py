@@ -33,7 +33,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from metatree._metadata import CHILDREN, RESERVED_KEY_PREFIX, check_value, dump_metadata
+from metatree._metadata import (
+    CHILDREN,
+    RESERVED_KEY_PREFIX,
+    _parse_json,
+    check_value,
+    dump_metadata,
+)
 from metatree._paths import check_stored_name
 from metatree.errors import CorruptMetadataError, MetadataError, PathError
 
@@ -136,9 +142,12 @@ def check_info(info: object, shown: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise MetadataError("info", f"a dict of JSON values, not {type(info).__name__}")
     check_value(info, "info")
-    checked = dict(info)
-    if len(dump_metadata(checked)) > MAX_INFO_BYTES:
+    data = dump_metadata(info)
+    if len(data) > MAX_INFO_BYTES:
         raise MetadataError("info", f"larger than {MAX_INFO_BYTES} bytes once serialised")
+    # a copy of every level, as it will read back: a transaction keeps it until its commit,
+    # and the caller's later changes to a nested value must not reach the store
+    checked: dict[str, Any] = _parse_json(data)
     return checked
 
 

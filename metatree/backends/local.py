@@ -96,6 +96,10 @@ def _libc_syncfs() -> Any:
     return syncfs
 
 
+_NO_WAIT: Final = getattr(os, "O_NONBLOCK", 0)
+_NO_FOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _syncfs(paths: list[str]) -> bool:
     """Flush the filesystems holding `paths` with one ``syncfs`` each; False if unavailable.
 
@@ -114,7 +118,10 @@ def _syncfs(paths: list[str]) -> bool:
             continue  # removed since, with its file
         if device in done:
             continue
-        fd = os.open(parent, os.O_RDONLY)
+        try:  # a directory, or nothing: never a FIFO's blocking open
+            fd = os.open(parent, os.O_RDONLY | _NO_WAIT | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return False  # then each file is fsynced, and checked
         try:
             if syncfs(fd) != 0:
                 return False  # then each file is fsynced
@@ -293,10 +300,13 @@ class LocalBackend(Backend):
             return
         for path in paths:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                # not blocking, not following: a co-writer may have swapped in a FIFO (whose
+                # open waits for a writer: the commit would hang, holding the lock) or a link
+                fd = os.open(path, os.O_RDONLY | _NO_WAIT | _NO_FOLLOW)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed by a forced put later in the same transaction
             try:
+                check_regular(os.fstat(fd).st_mode, path)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -496,6 +496,27 @@ class StorageHardeningTests:
             other.put("m/v1", b"z", name="h", force=True)
             assert b"".join(other.get("m/v1/h")) == b"z"
 
+    @pytest.mark.timeout(60)
+    def test_fifo_swapped_in_before_a_commit_never_blocks(self, storage: Storage) -> None:
+        """A co-writer swaps a transaction's new file for a FIFO: the commit's flush refuses it.
+
+        The flush of a transaction's files (fsync each, below `syncfs`'s batch size) opened
+        them blocking: a FIFO there hung the commit, holding the DB lock, for good.
+        """
+        self._require_local(storage)
+        tree = Metatree(storage, KEYS)
+        tree.put("m/v0", b"x", name="f")
+
+        def swapped() -> None:
+            with tree.transaction():
+                tree.put("n/v", b"x", name="f")
+                os.unlink(storage.abs("n/v/f"))
+                os.mkfifo(storage.abs("n/v/f"))
+
+        with pytest.raises(MetatreeError):
+            swapped()
+        assert Metatree(storage).find("").children == ["m"]  # nothing committed
+
     def test_versionid_in_a_stored_name_is_taken_literally(self, storage: Storage) -> None:
         tree = Metatree(storage, KEYS)
         tree.put("m/v1", b'{"lr": 0.1}', name="params.json")

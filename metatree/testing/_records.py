@@ -126,6 +126,19 @@ class FileRecordTests:
         assert origin.info == {"run": "r42", "epochs": 3}
         assert tree.find(LEAF).files == {"w.bin": record}
 
+    def test_info_is_taken_as_it_was_when_put_returned(self, tree: Metatree) -> None:
+        """The caller's nested `info` values changed after put (before the commit) are not stored.
+
+        A transaction keeps a put's records until the block ends: a shallow copy let a
+        later change in, past the size check too.
+        """
+        info: dict[str, Any] = {"run": {"id": "r1", "tags": ["a"]}}
+        with tree.transaction():
+            tree.put(LEAF, b"x", name="f", info=info)
+            info["run"]["id"] = "changed" * 20_000  # far over MAX_INFO_BYTES
+            info["run"]["tags"].append("b")
+        assert tree.stat(f"{LEAF}/f").provenance.info == {"run": {"id": "r1", "tags": ["a"]}}
+
     def test_node_put_and_get_take_the_same_options(self, tree: Metatree) -> None:
         tree.put(LEAF, b"x", name="seed")
         node = tree.find(LEAF)
