@@ -177,7 +177,15 @@ class Log:
         remove: Iterable[str],
         doc: dict[str, Any] | None = None,
     ) -> Log:
-        """Return the state after piece `seq` (removals first, then additions)."""
+        """Return the state after piece `seq` (removals first, then additions).
+
+        A piece that only adds (every put) extends the tail with C-level copies and carries
+        the look-alike tables over: rebuilding them folded every name of the tail again, up
+        to 50 000 per put (a put into a million-child node cost 10.6 ms, not 3).
+        """
+        remove = tuple(remove)
+        if not remove:
+            return self._appended(seq, add, doc)
         added = dict.fromkeys(self.added)
         dropped = set(self.dropped)
         for name in remove:
@@ -196,6 +204,26 @@ class Log:
             added_set=frozenset(added),
             dropped=frozenset(dropped),
             folded={},
+            doc=self.doc if doc is None else (seq, doc),
+        )
+
+    def _appended(self, seq: int, add: Iterable[str], doc: dict[str, Any] | None) -> Log:
+        """`apply` of a piece that removes nothing: the tail and its tables extended."""
+        members, dropped, had = self.base.members, self.dropped, self.added_set
+        new = [n for n in dict.fromkeys(add) if n not in had and (n not in members or n in dropped)]
+        folded = {}
+        for fold, table in self.folded.items():
+            table = dict(table)
+            for name in new:
+                table.setdefault(fold(name), name)
+            folded[fold] = table
+        return replace(
+            self,
+            seq=seq,
+            pieces=self.pieces + 1,
+            added=self.added + tuple(new),
+            added_set=had.union(new),
+            folded=folded,
             doc=self.doc if doc is None else (seq, doc),
         )
 
