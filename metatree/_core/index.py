@@ -165,9 +165,12 @@ class Log:
         """Return a name the pieces added that folds to `wanted` (table cached with the state)."""
         table = self.folded.get(fold)
         if table is None:
-            table = self.folded[fold] = {}
+            table = {}
             for name in self.added:
                 table.setdefault(fold(name), name)
+            # published once whole: a state derived meanwhile (`_appended`, another thread)
+            # must not copy, and carry forward, a table half built
+            self.folded[fold] = table
         return table.get(wanted)
 
     def apply(
@@ -212,7 +215,7 @@ class Log:
         members, dropped, had = self.base.members, self.dropped, self.added_set
         new = [n for n in dict.fromkeys(add) if n not in had and (n not in members or n in dropped)]
         folded = {}
-        for fold, table in self.folded.items():
+        for fold, table in tuple(self.folded.items()):  # another thread may add a fold
             table = dict(table)
             for name in new:
                 table.setdefault(fold(name), name)
@@ -386,9 +389,10 @@ class Children:
         base = self.log.base
         table = base.folded.get(fold)
         if table is None:
-            table = base.folded[fold] = {}
+            table = {}
             for n in base.names:
                 table.setdefault(fold(n), n)
+            base.folded[fold] = table  # published whole (another thread may read it)
         candidates = [
             table.get(wanted),
             self._mirror.lookalike(wanted, fold, len(self._mirror.names)),

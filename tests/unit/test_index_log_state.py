@@ -55,3 +55,20 @@ def test_an_appending_piece_does_not_fold_the_tail_again() -> None:
         state = state.apply(seq, [f"w{seq}"], ())
         assert state.lookalike(f"w{seq}", counting) == f"w{seq}"
     assert len(folds) == 5000 + 10
+
+
+def test_a_state_derived_while_a_table_is_built_never_copies_it_half_built() -> None:
+    """A table is published whole: one derived meanwhile (a thread, here a re-entrant fold)
+    builds its own, and finds every name."""
+    tail = [f"v{i}" for i in range(100)]
+    state = index.Log("0" * 32, 1, index._EMPTY_BASE).apply(1, tail, ())
+    derived: list[index.Log] = []
+
+    def fold(name: str) -> str:
+        if name == "v50" and not derived:  # half way through the first table
+            derived.append(state.apply(2, ["w"], ()))
+        return name.upper()
+
+    assert state.lookalike("V99", fold) == "v99"
+    assert derived[0].lookalike("V99", fold) == "v99"
+    assert derived[0].lookalike("W", fold) == "w"
