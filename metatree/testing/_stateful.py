@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from metatree._names import LOCK_FILE
-from metatree._paths import check_name
+from metatree._paths import check_location_name
 from metatree._storage import Storage
 from metatree._tree import Metatree
 from metatree.errors import (
@@ -131,7 +131,10 @@ class _Model:
         if not isinstance(value, str):
             raise UnresolvedPathError(segment, "missing or not a str")
         try:
-            return check_name(value, segment)  # the naming rules are not the model's subject
+            # a location may name what metatreedb stored (`check_location_name`), so a value
+            # only the portable rules refuse (a C1 control character) resolves, then is
+            # simply not found; the naming rules are not the model's subject
+            return check_location_name(value, segment)
         except PathError:
             raise UnresolvedPathError(segment, "not a valid name") from None
 

@@ -310,6 +310,21 @@ class BackendConformance(
         with pytest.raises(UnresolvedPathError, match="active"):
             tree.find("m/<active>")
 
+    def test_placeholder_to_a_name_only_portable_rules_refuse(self, tree: Metatree) -> None:
+        """A value a location may name (metatreedb could store it) resolves; absent, not found.
+
+        The state machine's model refused it as unresolvable (U+0080, a C1 control
+        character): locations follow `check_location_name`, new names `check_name`.
+        """
+        tree.put("m/v1", b"x", name="f")
+        tree.find("m").update(active="\x80")
+        with pytest.raises(NotFoundError):
+            tree.find("m/<active>")
+        with pytest.raises(NotFoundError):
+            tree.remove("m/<active>")
+        with pytest.raises(PathError):  # a new name is held to the portable rules
+            tree.put("m/\x80", b"x", name="f")
+
     # -- update / metadata --------------------------------------------------------------
     def test_update_keeps_json_types(self, tree: Metatree) -> None:
         tree.put("m/v1", b"x", name="f")
