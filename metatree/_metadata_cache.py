@@ -21,6 +21,7 @@ from metatree._metadata import (
     CHILDREN,
     _load,
     _reparse,
+    copy_json,
     dump_metadata,
     load_metadata,
 )
@@ -63,7 +64,8 @@ class Parsed:
         doc = self.doc
         if self._copied:  # the index apart: a list of str is copied in one C-level call
             out = {
-                k: v if type(v) in _SCALARS or k == CHILDREN else _thaw(v) for k, v in doc.items()
+                k: v if type(v) in _SCALARS or k == CHILDREN else copy_json(v)
+                for k, v in doc.items()
             }
         else:  # the same bytes again, through the same parser; validated once already
             out = _reparse(self.data) if self.exact else orjson.loads(self.data)
@@ -90,15 +92,6 @@ def _containers(doc: dict[str, Any], limit: int) -> int:
             count += 1
             stack.extend(item)
     return count
-
-
-def _thaw(value: Any) -> Any:
-    """Copy a parsed JSON value: new dicts and lists, the (immutable) scalars shared."""
-    if type(value) is dict:
-        return {k: v if type(v) in _SCALARS else _thaw(v) for k, v in value.items()}
-    if type(value) is list:
-        return [v if type(v) in _SCALARS else _thaw(v) for v in value]
-    return value
 
 
 class MetadataCache:

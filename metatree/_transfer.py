@@ -334,6 +334,15 @@ _SMALL_CHUNK = 64 * 2**10
 """The smallest buffer of a copy whose size is known."""
 
 
+def _fitted(size: int) -> int:
+    """Return the buffer length for a file of `size` bytes: it and the byte showing its end.
+
+    Allocating and zeroing `COPY_CHUNK` cost 0.2-0.5 ms for each small file of a bulk load;
+    a size that turns out wrong (the file grew) only costs more rounds.
+    """
+    return min(COPY_CHUNK, max(_SMALL_CHUNK, size + 1))
+
+
 def _pump(
     readinto: Callable[[memoryview], int | None],
     write: Callable[[memoryview], Any],
@@ -341,12 +350,9 @@ def _pump(
 ) -> None:
     """Move bytes through one reusable buffer until `readinto` gives 0.
 
-    The buffer fits a copy of known `size` (plus the byte that shows its end): allocating
-    and zeroing `COPY_CHUNK` cost 0.5 ms for each small file of a bulk load. A size that
-    turns out wrong only costs more rounds.
+    The buffer fits a copy of known `size` (`_fitted`).
     """
-    length = COPY_CHUNK if size is None else min(COPY_CHUNK, max(_SMALL_CHUNK, size + 1))
-    buffer = memoryview(bytearray(length))
+    buffer = memoryview(bytearray(COPY_CHUNK if size is None else _fitted(size)))
     while n := readinto(buffer):
         write(buffer[:n])
 
@@ -461,10 +467,9 @@ def copy_file(
         return False
     dst.flush()
     start = os.lseek(target, 0, os.SEEK_CUR)
-    # sized to the file (allocating and zeroing COPY_CHUNK cost 0.2 ms per small file of a
-    # bulk load), and each round asks for no more than it holds: a file that grew since
-    # the fstat is read back in more rounds, never past the buffer
-    count = min(COPY_CHUNK, max(_SMALL_CHUNK, st.st_size + 1)) if seen else COPY_CHUNK
+    # sized to the file (`_fitted`), and each round asks for no more than it holds: a file
+    # that grew since the fstat is read back in more rounds, never past the buffer
+    count = _fitted(st.st_size) if seen else COPY_CHUNK
     buffer = memoryview(bytearray(count if seen else 0))
     copied = 0
     try:

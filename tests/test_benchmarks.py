@@ -86,32 +86,15 @@ def test_large_nodes_runs_and_plots(tmp_path: Path) -> None:
     Past the threshold (3 here) the node is format v2, so both index formats are timed.
     """
     out = tmp_path / "large.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.large_nodes", "local", "--sizes", "2", "9",
-         "--batch", "4", "--repeats", "2", "--json", str(out), "--tmp", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
-        check=False,
-    )  # fmt: skip
+    done = _large_nodes("--sizes", "2", "9", "--batch", "4", "--repeats", "2",
+                        "--json", str(out), "--tmp", str(tmp_path))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [r["children"] for r in rows] == [2, 9]
     for r in rows:
         assert all(r[f"{op}_ms"] > 0 for op in ("put", "find", "update", "parent"))
     assert "| metatree | 9 |" in done.stdout
-    synthetic = subprocess.run(
-        [sys.executable, "-m", "benchmarks.large_nodes", "local", "--synthetic", "40",
-         "--repeats", "2", "--tmp", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
-        check=False,
-    )  # fmt: skip
+    synthetic = _large_nodes("--synthetic", "40", "--repeats", "2", "--tmp", str(tmp_path))
     assert synthetic.returncode == 0, synthetic.stdout + synthetic.stderr
     assert "| metatree | 40 |" in synthetic.stdout  # children of the hand-written log found
     from benchmarks import _report
@@ -122,3 +105,16 @@ def test_large_nodes_runs_and_plots(tmp_path: Path) -> None:
     images = _report.plots({"scale": scale, "large_nodes": large}, str(tmp_path))
     assert (tmp_path / "benchmarks-scale.png").stat().st_size > 10_000
     assert len(images) == 1
+
+
+def _large_nodes(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m benchmarks.large_nodes local ARGS`` at an index threshold of 3."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_nodes", "local", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
+        check=False,
+    )

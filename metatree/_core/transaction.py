@@ -35,7 +35,6 @@ sees every earlier put complete; a failed flush fails the transaction (`Transact
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import stat
 import threading
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from metatree._core.index import Children
-from metatree._metadata import CHILDREN
+from metatree._metadata import CHILDREN, copy_json
 from metatree._names import METADATA_FILE
 from metatree._transfer import COPY_CHUNK, Transfer
 from metatree.errors import ConflictError, PathError
@@ -386,31 +385,11 @@ def _copy(metadata: dict[str, Any]) -> dict[str, Any]:
     """Copy metadata deeply, but the children index (a list of str) with one C-level copy.
 
     A plain deepcopy visits every name of the index: at 10 000 children it dominated a
-    transaction's CPU time. The rest is JSON (`_copy_json`); a v2 index (`Children`) is
+    transaction's CPU time. The rest is JSON (`copy_json`); a v2 index (`Children`) is
     immutable: shared, never copied.
     """
     children = metadata.get(CHILDREN)
     if not isinstance(children, list | Children):
-        return {k: _copy_json(v) for k, v in metadata.items()}
-    rest = {k: _copy_json(v) for k, v in metadata.items() if k != CHILDREN}
+        return {k: copy_json(v) for k, v in metadata.items()}
+    rest = {k: copy_json(v) for k, v in metadata.items() if k != CHILDREN}
     return {CHILDREN: list(children) if isinstance(children, list) else children, **rest}
-
-
-def _copy_json(value: Any) -> Any:
-    """Copy a JSON value: new dicts and lists, the same (immutable) scalars.
-
-    A file record and its provenance nest four levels deep: `copy.deepcopy`, with its memo
-    and per-type dispatch, took a tenth of a bulk load's put. Anything that is not JSON is
-    left to it.
-    """
-    kind = type(value)
-    if kind is dict:
-        return {k: _copy_json(v) for k, v in value.items()}
-    if kind is list:
-        return [_copy_json(v) for v in value]
-    if kind in _SCALARS:
-        return value
-    return copy.deepcopy(value)
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
