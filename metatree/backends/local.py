@@ -300,16 +300,13 @@ class LocalBackend(Backend):
             return
         for path in paths:
             try:
-                # not blocking, not following: a co-writer may have swapped in a FIFO (whose
-                # open waits for a writer: the commit would hang, holding the lock) or a link
-                fd = os.open(path, os.O_RDONLY | _NO_WAIT | _NO_FOLLOW)
+                # a co-writer may have swapped in a FIFO (whose open waits for a writer: the
+                # commit would hang, holding the lock) or a link: `open_regular` refuses both
+                stream = open_regular(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed by a forced put later in the same transaction
-            try:
-                check_regular(os.fstat(fd).st_mode, path)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with stream:
+                os.fsync(stream.fileno())
 
     def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
         """Read through one descriptor: a replacement (`os.replace`) leaves us the old inode."""
@@ -507,8 +504,7 @@ def open_regular(path: str) -> IO[bytes]:
     open itself return at once; the type is then checked on the descriptor. A directory
     raises `IsADirectoryError`, as ``open`` would.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
+    fd = os.open(path, os.O_RDONLY | _NO_WAIT | _NO_FOLLOW)
     try:
         check_regular(os.fstat(fd).st_mode, path)
     except BaseException:
