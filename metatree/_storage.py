@@ -314,6 +314,7 @@ class Storage:
         *,
         digest: str | None = None,
         check: Callable[[Moved], object] | None = None,
+        data: bytes | None = None,
     ) -> Moved:
         """Download the file `rel` to `local_path` (a partial download never shows there).
 
@@ -324,6 +325,7 @@ class Storage:
         (`AlreadyExistsError`). A failure to write the local file (a full disk) names it.
         Progress and `digest` as in `put`; `check` is given what was downloaded before the
         move, and an exception it raises (`IntegrityError`) leaves nothing at `local_path`.
+        `data` is the whole file when it was read already (read ahead: no request).
         """
         fd, tmp = _exclusive_temp(local_path)
         try:
@@ -333,7 +335,11 @@ class Storage:
                 translate_errors(self.url_of(rel)),
             ):
                 download = transfer.sink(raw, local_path)
-                self.backend.get(self.abs(rel), download)
+                if data is None:
+                    self.backend.get(self.abs(rel), download)
+                else:
+                    download.set_size(len(data))
+                    download.write(data)
                 download.finish()
             if check is not None:
                 check(transfer.result())
@@ -353,6 +359,15 @@ class Storage:
         """Map each entry of the directory `rel` to its kind, bypassing listing caches."""
         with translate_errors(self.url_of(rel)):
             return self.backend.listdir(self.abs(rel))
+
+    def list_first(self, rel: str) -> tuple[dict[str, str], bool]:
+        """List the directory `rel` in at most one request: its entries and whether all came.
+
+        For a listing read ahead (`metatree._core.resolve.Ahead`): a huge directory costs
+        one request, and a partial answer is not used (the caller lists again if it needs to).
+        """
+        with translate_errors(self.url_of(rel)):
+            return self.backend.listdir_first(self.abs(rel))
 
     def remove_file(self, rel: str) -> None:
         """Remove the file `rel`; a missing file is not an error (removal is idempotent)."""

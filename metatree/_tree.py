@@ -20,7 +20,7 @@ from metatree._core.db import Database, children_of, rel_path
 from metatree._core.put import put
 from metatree._core.read import exists, get, holds, readable, record_at, walk
 from metatree._core.remove import remove
-from metatree._core.resolve import Resolved, Target, descend, resolve, shown_of
+from metatree._core.resolve import Ahead, Resolved, Target, descend, resolve, shown_of
 from metatree._core.verify import VerifyReport, verify
 from metatree._extract import check_extract_options, extracted
 from metatree._localfiles import (
@@ -31,6 +31,7 @@ from metatree._localfiles import (
     check_source,
 )
 from metatree._node import Node
+from metatree._paths import Literal as Named
 from metatree._paths import LocationLike, Placeholder, parse_location
 from metatree._records import FileRecord, check_info, records_of
 from metatree._storage import CHUNK_SIZE, Storage, as_storage
@@ -260,7 +261,7 @@ class Metatree:
         if not location.strip("/"):
             return self.root
         where, last = Target.file(location, self.keys)
-        node = self._node_of(where)
+        node = self._node_of(where, Ahead(own=True))
         name = node.name(last)
         url = self._db.url(node.path, name)
         if name in children_of(node.metadata) and not node.is_leaf:
@@ -271,10 +272,13 @@ class Metatree:
             raise NotFoundError(url, "node or file")
         return url
 
-    def _node_of(self, where: Target) -> Resolved:
-        """Resolve the node part of a file location; none means the node under the cursor."""
+    def _node_of(self, where: Target, ahead: Ahead | None = None) -> Resolved:
+        """Resolve the node part of a file location; none means the node under the cursor.
+
+        `ahead`: what the caller reads next, sent with the resolution's last wave.
+        """
         if where.segments:
-            return resolve(self._db, where)
+            return resolve(self._db, where, ahead)
         return Resolved(self._db, self._cursor.path, where.shown)
 
     def put(
@@ -438,7 +442,8 @@ class Metatree:
         except PathError:
             self._find_node_of(location)  # metatreedb walks to the node before the file name
             raise
-        node = self._node_of(where)
+        file = last.name if isinstance(last, Named) else None
+        node = self._node_of(where, Ahead(own=verify or file is None, file=file))
         if where.segments:
             self._cursor = Node(self._db, node.path)  # on the node even if its file is missing
         chunks = get(
@@ -468,7 +473,7 @@ class Metatree:
         if not isinstance(raw, str) or not location.strip("/"):
             raise PathError(repr(location), "stat takes the str location of a file")
         where, last = Target.file(location, self.keys)
-        node = self._node_of(where)
+        node = self._node_of(where, Ahead(own=True))
         return record_at(node, node.name(last))
 
     def verify(

@@ -17,10 +17,11 @@ import orjson
 import pytest
 
 from metatree import DataStore, Metatree, ModelStore
+from metatree.errors import NotFoundError
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Iterator
 
     from metatree.testing.servers import MotoS3Server
     from metatree.testing.webhdfs import WebHDFSServer
@@ -45,59 +46,83 @@ class TestS3Requests:
         return tree
 
     @pytest.fixture
-    def record(self, moto_server: MotoS3Server, tree: Metatree) -> Callable[[], list[str]]:
-        return _recorder(moto_server, tree.storage.root, reset=False)
+    def record(self, counting: MotoS3Server, tree: Metatree) -> Recorder:
+        return Recorder(counting, tree.storage.root, reset=False)
 
-    def test_open(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+    def test_open(self, tree: Metatree, record: Recorder) -> None:
         Metatree(tree.storage, KEYS)
         assert record() == ["GET .metatree"]
 
-    def test_find_depth_3(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+    def test_find_depth_3(self, tree: Metatree, record: Recorder) -> None:
         tree.find("x/y/z")
-        assert record() == ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
+        assert record.waves() == [INDEXES]  # every level at once, checked in order after
 
-    def test_find_with_placeholder(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+    def test_find_with_placeholder(self, tree: Metatree, record: Recorder) -> None:
         tree.find("x/<active>/z")
-        assert len(record()) == 3
+        # x's metadata names the next level: one wave per <key> level, plus one
+        assert record.waves() == [INDEXES[:2], INDEXES[2:]]
 
-    def test_get_small_file(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+    def test_get_small_file(self, tree: Metatree, record: Recorder) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
-        assert record() == [
-            *INDEXES,
-            "GET x/y/z/metadata.json",  # the file's record, checked as the bytes stream
-            "GET x/y/z/f",
+        # the indexes, the file's record and the file itself (its first 256 KiB: a small
+        # file whole), all at once; the bytes are checked against the record before use
+        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/f"])]
+
+    def test_get_unverified(self, tree: Metatree, record: Recorder) -> None:
+        assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
+        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/f"])]
+
+    def test_get_to_a_local_file(self, tree: Metatree, record: Recorder, tmp_path: Path) -> None:
+        tree.get("x/y/z/f", tmp_path / "f")
+        assert (tmp_path / "f").read_bytes() == b"data"
+        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/f"])]
+
+    def test_stat(self, tree: Metatree, record: Recorder) -> None:
+        assert tree.stat("x/y/z/f").size == 4
+        assert record.waves() == [[*INDEXES, "GET x/y/z/metadata.json"]]
+
+    def test_get_through_placeholders(self, tree: Metatree, record: Recorder) -> None:
+        assert b"".join(tree.get("x/<active>/z/<model_file>")) == b"data"
+        # <active> is in x's metadata, <model_file> in the leaf's (with the record)
+        assert record.waves() == [
+            INDEXES[:2],
+            [INDEXES[2], "GET x/y/z/metadata.json"],
+            ["GET x/y/z/f"],
         ]
 
-    def test_get_unverified(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
-        assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
-        assert record() == [*INDEXES, "GET x/y/z/f"]
+    def test_missing_node_costs_no_more_waves(self, tree: Metatree, record: Recorder) -> None:
+        with pytest.raises(NotFoundError):
+            tree.find("x/q/z")
+        # the read of x/q is sent before x's index says q is not there: wasted, not waited for
+        assert record.waves() == [
+            ["GET metadata.json", "GET x/metadata.json", "GET x/q/metadata.json"]
+        ]
 
-    def test_stat(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
-        assert tree.stat("x/y/z/f").size == 4
-        assert record() == [*INDEXES, "GET x/y/z/metadata.json"]
-
-    def test_get_through_placeholders(
-        self, tree: Metatree, record: Callable[[], list[str]]
+    def test_large_file_is_read_again_after_its_record(
+        self, tree: Metatree, record: Recorder
     ) -> None:
-        assert b"".join(tree.get("x/<active>/z/<model_file>")) == b"data"
-        # + the leaf's metadata.json, where <model_file> lives and the record too
-        assert len(record()) == 5
+        data = bytes(range(256)) * 1025  # over the 256 KiB read ahead
+        tree.put("x/y/z", data, name="big")
+        record.clear()
+        assert b"".join(tree.get("x/y/z/big")) == data
+        assert record.waves() == [
+            sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/big"]),
+            ["GET x/y/z/big"],  # streamed, pinned to one version, checked as it streams
+        ]
 
-    def test_update(
-        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
-    ) -> None:
+    def test_update(self, tree: Metatree, record: Recorder, moto_server: MotoS3Server) -> None:
         node = tree.find("x/y/z")
-        moto_server.reset_counters()
+        record.clear()
         node.update(score=0.5)
-        assert record() == [
-            "PUT .lock",
-            "GET x/y/z/metadata.json",
-            "PUT x/y/z/metadata.json",
-            "DELETE .lock",
+        assert record.waves() == [
+            ["PUT .lock"],
+            ["GET x/y/z/metadata.json"],
+            ["PUT x/y/z/metadata.json"],
+            ["DELETE .lock"],
         ]
 
     def test_datastore_values_load_lazily_one_get_each(
-        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
+        self, tree: Metatree, record: Recorder, moto_server: MotoS3Server
     ) -> None:
         node = tree.find("x/y/z")
         node.update(results=DataStore(a=b"1", b={"k": 2}))
@@ -110,7 +135,7 @@ class TestS3Requests:
         assert all(r.startswith("GET x/y/z/results.") for r in record()[1:])
 
     def test_catalog_reads_each_node_once(
-        self, tree: Metatree, record: Callable[[], list[str]], moto_server: MotoS3Server
+        self, tree: Metatree, record: Recorder, moto_server: MotoS3Server
     ) -> None:
         pytest.importorskip("pyarrow")
         with tree.transaction():
@@ -132,48 +157,62 @@ class TestS3Requests:
         assert requests[:3] == ["GET metadata.json", "GET x/metadata.json", "GET x/y/metadata.json"]
         assert sorted(requests[3:]) == sorted(f"GET x/y/{leaf}/metadata.json" for leaf in "zvut")
 
-    def test_put_new_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
+    def test_put_new_leaf(self, tree: Metatree, record: Recorder) -> None:
         tree.put("x/y/w", b"new", name="f")
-        assert record() == [
-            "PUT .lock",
-            *INDEXES,
-            "GET (list)",  # x/y/w/: an orphan there would be cleared first (docs/format.md)
+        assert record.waves() == [
+            ["PUT .lock"],
+            # the indexes, and the listing of x/y/w/: an orphan there would be cleared first
+            # (docs/format.md); sent together, under the lock
+            sorted(["GET (list)", *INDEXES]),
             # with the file's record (size, sha256, provenance: a small file is hashed
             # first), before the file: it marks what a crash leaves as an orphan
-            "PUT x/y/w/metadata.json",
-            "PUT x/y/w/f",
-            "PUT x/y/metadata.json",
-            "DELETE .lock",
+            ["PUT x/y/w/metadata.json"],
+            ["PUT x/y/w/f"],
+            ["PUT x/y/metadata.json"],  # the commit point
+            ["DELETE .lock"],
         ]
 
-    def test_put_new_model_and_leaf(self, tree: Metatree, record: Callable[[], list[str]]) -> None:
-        """Below a new top node, the leaf is written once, after the file, with its record."""
+    def test_put_new_model_and_leaf(self, tree: Metatree, record: Recorder) -> None:
+        """Below a new top node, the leaf is written once, after the file, with its record.
+
+        The walk reads ahead as for a new leaf: x/n's metadata and the listing of x/n/w/
+        are sent for nothing (x does not list n), and x/n/ is listed after.
+        """
         tree.put("x/n/w", b"new", name="f")
-        assert record() == [
-            "PUT .lock",
-            "GET metadata.json",
-            "GET x/metadata.json",
-            "GET (list)",
-            "PUT x/n/metadata.json",
-            "PUT x/n/w/f",
-            "PUT x/n/w/metadata.json",
-            "PUT x/metadata.json",
-            "DELETE .lock",
+        assert record.waves() == [
+            ["PUT .lock"],
+            ["GET (list)", "GET metadata.json", "GET x/metadata.json", "GET x/n/metadata.json"],
+            ["GET (list)"],
+            ["PUT x/n/metadata.json"],
+            ["PUT x/n/w/f"],
+            ["PUT x/n/w/metadata.json"],
+            ["PUT x/metadata.json"],
+            ["DELETE .lock"],
         ]
 
     def test_put_into_existing_node_does_not_rewrite_index(
-        self, tree: Metatree, record: Callable[[], list[str]]
+        self, tree: Metatree, record: Recorder
     ) -> None:
         tree.put("x/y/z", b"more", name="g")
-        assert record() == [
-            "PUT .lock",
-            *INDEXES,
-            "GET x/y/z/metadata.json",  # read-modify-write of the node's records
-            "HEAD x/y/z/g",
-            "GET (list)",  # existence check: s3fs's HEAD, then a listing (a directory g?)
-            "PUT x/y/z/g",
-            "PUT x/y/z/metadata.json",  # the record, conditional on the version read
-            "DELETE .lock",
+        assert record.waves() == [
+            ["PUT .lock"],
+            # the listing of x/y/z/ read ahead says that no g is there (a file or directory)
+            sorted(["GET (list)", *INDEXES]),
+            ["GET x/y/z/metadata.json"],  # read-modify-write of the node's records
+            ["PUT x/y/z/g"],
+            ["PUT x/y/z/metadata.json"],  # the record, conditional on the version read
+            ["DELETE .lock"],
+        ]
+
+    def test_put_replacing_a_file(self, tree: Metatree, record: Recorder) -> None:
+        tree.put("x/y/z", b"other", name="f", force=True)
+        assert record.waves() == [
+            ["PUT .lock"],
+            sorted(["GET (list)", *INDEXES]),
+            ["GET x/y/z/metadata.json"],
+            ["PUT x/y/z/f"],
+            ["PUT x/y/z/metadata.json"],
+            ["DELETE .lock"],
         ]
 
 
@@ -182,7 +221,7 @@ class TestWebHDFSRequests:
     """WebHDFS needs two HTTP requests per CREATE and OPEN (the 307 to a data node)."""
 
     @pytest.fixture
-    def tree(self, webhdfs_server: WebHDFSServer) -> Metatree:
+    def tree(self, webhdfs_server: WebHDFSServer) -> Iterator[Metatree]:
         tree = Metatree(
             f"webhdfs:///tmp/{uuid.uuid4().hex}",
             KEYS,
@@ -191,40 +230,55 @@ class TestWebHDFSRequests:
             user="test",
         )
         tree.put("x/y/z", b"data", name="f")
+        webhdfs_server.count_waves(QUIET)  # the server is the session's: for this test only
         webhdfs_server.reset_counters()
-        return tree
+        yield tree
+        webhdfs_server.count_waves(None)
 
     def ops(self, server: WebHDFSServer) -> list[str]:
-        return [r.op for r in server.requests if not r.datanode]
+        """The name node's operations, wave by wave (in name order within one)."""
+        return [
+            r.op for r in sorted(server.requests, key=lambda r: (r.wave, r.op)) if not r.datanode
+        ]
+
+    def waves(self, server: WebHDFSServer) -> int:
+        """The length of the chain of round trips (an OPEN or CREATE takes two: the 307)."""
+        numbers = {r.wave for r in server.requests}
+        assert numbers == set(range(min(numbers), max(numbers) + 1))
+        return len(numbers)
 
     def test_find_depth_3(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         tree.find("x/y/z")
         assert self.ops(webhdfs_server) == ["OPEN"] * 3
         assert len(webhdfs_server.requests) == 6
+        assert self.waves(webhdfs_server) == 2  # the name node's three, the data node's three
 
     def test_get_small_file(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
         assert self.ops(webhdfs_server) == ["OPEN"] * 5  # 3 indexes, the record, the file
         assert len(webhdfs_server.requests) == 10
+        assert self.waves(webhdfs_server) == 2  # through the thread pool, as on S3
 
     def test_get_unverified_and_stat(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
         assert self.ops(webhdfs_server) == ["OPEN"] * 4
+        assert self.waves(webhdfs_server) == 2
         webhdfs_server.reset_counters()
         assert tree.stat("x/y/z/f").size == 4
         assert self.ops(webhdfs_server) == ["OPEN"] * 4
         assert len(webhdfs_server.requests) == 8
+        assert self.waves(webhdfs_server) == 2
 
     def test_put_into_existing_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         tree.put("x/y/z", b"more", name="g")
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",  # lock
+            "LISTSTATUS",  # x/y/z, sent with the indexes: is g there already?
             "OPEN",
             "OPEN",
             "OPEN",  # root, x, x/y
             "OPEN",  # x/y/z/metadata.json: read-modify-write of its records
-            "GETFILESTATUS",  # is g there already?
             "CREATE",
             "RENAME",  # the file
             "OPEN",  # verify the lease
@@ -236,6 +290,7 @@ class TestWebHDFSRequests:
             "DELETE",  # unlock
         ]
         assert len(webhdfs_server.requests) == 26
+        assert self.waves(webhdfs_server) == 21  # 26 in a row before
 
     def test_update(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         node = tree.find("x/y/z")
@@ -258,16 +313,17 @@ class TestWebHDFSRequests:
             "OPEN",
             "DELETE",
         ]
+        assert self.waves(webhdfs_server) == 16  # each request waits for the one before
 
     def test_put_new_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         tree.put("x/y/w", b"new", name="f")
         assert self.ops(webhdfs_server) == [
             "CREATE",
             "RENAME",  # lock
-            "OPEN",
-            "OPEN",
-            "OPEN",  # root, x, x/y
             "LISTSTATUS",  # x/y/w: an orphan there would be cleared first (docs/format.md)
+            "OPEN",
+            "OPEN",
+            "OPEN",  # root, x, x/y: sent with the listing
             "CREATE",
             "RENAME",  # x/y/w/metadata.json with the file's record: the orphan marker
             "OPEN",  # the lease, before the file goes into the new node (docs/locking.md)
@@ -281,6 +337,7 @@ class TestWebHDFSRequests:
             "OPEN",
             "DELETE",  # unlock: only if the lock object is still our lease (tomb)
         ]
+        assert self.waves(webhdfs_server) == 24  # 29 in a row before
 
 
 @pytest.mark.s3
@@ -303,11 +360,11 @@ class TestS3ModelRequests:
         return store
 
     @pytest.fixture
-    def record(self, moto_server: MotoS3Server, store: ModelStore) -> Callable[[], list[str]]:
-        return _recorder(moto_server, store.tree.storage.root, reset=True)
+    def record(self, counting: MotoS3Server, store: ModelStore) -> Recorder:
+        return Recorder(counting, store.tree.storage.root, reset=True)
 
     def test_set_alias(
-        self, store: ModelStore, record: Callable[[], list[str]], moto_server: MotoS3Server
+        self, store: ModelStore, record: Recorder, moto_server: MotoS3Server
     ) -> None:
         store.set_alias("d", "production", "v2")
         (commit,) = [
@@ -327,9 +384,7 @@ class TestS3ModelRequests:
         store.set_alias("d", "production", "v2")  # already so: nothing is written
         assert record() == ["PUT .lock", "GET metadata.json", "GET d/metadata.json", "DELETE .lock"]
 
-    def test_download_latest(
-        self, store: ModelStore, record: Callable[[], list[str]], tmp_path: Path
-    ) -> None:
+    def test_download_latest(self, store: ModelStore, record: Recorder, tmp_path: Path) -> None:
         path = store.download("d", local_path=tmp_path)
         assert Path(path).read_bytes() == b"weights v2"
         assert record() == [
@@ -339,18 +394,14 @@ class TestS3ModelRequests:
             "GET d/v2/model.bin",
         ]
 
-    def test_list_models_in_a_state(
-        self, store: ModelStore, record: Callable[[], list[str]]
-    ) -> None:
+    def test_list_models_in_a_state(self, store: ModelStore, record: Recorder) -> None:
         store.create_model_state("reviewed")
         store.set_model_state("d", "v1", "reviewed")
         record()
         assert store.list_models("d", state="reviewed") == ["v1"]
         assert record() == ["GET metadata.json", "GET d/metadata.json"]  # the root read once
 
-    def test_list_models_of_1000_versions(
-        self, store: ModelStore, record: Callable[[], list[str]]
-    ) -> None:
+    def test_list_models_of_1000_versions(self, store: ModelStore, record: Recorder) -> None:
         """Two requests whatever the count: the domain's metadata lists its models in order.
 
         The 1 000 versions are written straight into the domain's index (uploading them
@@ -369,7 +420,7 @@ class TestS3ModelRequests:
         assert listed == [f"v{i}" for i in range(1000, 0, -1)]
         assert record() == few == ["GET metadata.json", "GET d/metadata.json"]
 
-    def test_upload_new_version(self, store: ModelStore, record: Callable[[], list[str]]) -> None:
+    def test_upload_new_version(self, store: ModelStore, record: Recorder) -> None:
         store.upload("d", b"weights v3", model_id="v3")
         assert record() == [
             "PUT .lock",
@@ -385,25 +436,53 @@ class TestS3ModelRequests:
         assert store.list_models("d")[0] == "v3"
 
 
-def _recorder(moto_server: MotoS3Server, root: str, *, reset: bool) -> Callable[[], list[str]]:
-    """Return a function listing the requests made since (``METHOD key``, keys under `root`).
+QUIET = 0.1
+"""Seconds without a new request before the server answers (`Waves`): requests sent
+together share a wave however the client's threads are scheduled."""
 
-    With `reset`, each call starts the next count from zero; without, counts accumulate.
+
+class Recorder:
+    """The requests made since it was made, ``METHOD key`` (keys under the root), in waves.
+
+    A wave is a set of requests in flight together (counted at the server: `Waves`); within
+    one, requests are listed in name order (they have none of their own). With `reset`,
+    each call starts the next count from zero; without, counts accumulate.
     """
-    prefix = root.split("/", 1)[1] + "/"
-    moto_server.reset_counters()
 
-    def requests() -> list[str]:
-        out = []
-        for r in moto_server.requests:
+    def __init__(self, server: MotoS3Server, root: str, *, reset: bool) -> None:
+        self.server, self.reset = server, reset
+        self.prefix = root.split("/", 1)[1] + "/"
+        server.count_waves(QUIET)
+        server.reset_counters()
+
+    def waves(self) -> list[list[str]]:
+        """Return the requests made since, wave by wave (numbered from the first one's)."""
+        out: dict[int, list[str]] = {}
+        requests = list(self.server.requests)
+        first = requests[0].wave if requests else 0
+        for r in requests:
             key = r.path.split("/", 2)[-1]
-            key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
-            out.append(f"{r.method} {key}")
-        if reset:
-            moto_server.reset_counters()
-        return out
+            key = key[len(self.prefix) :] if key.startswith(self.prefix) else "(list)"
+            out.setdefault(r.wave - first, []).append(f"{r.method} {key}")
+        if self.reset:
+            self.server.reset_counters()
+        assert sorted(out) == list(range(len(out))), "a wave without requests: not a chain"
+        return [sorted(out[wave]) for wave in sorted(out)]
 
-    return requests
+    def __call__(self) -> list[str]:
+        """Return the requests made since, in waves, flat."""
+        return [request for wave in self.waves() for request in wave]
+
+    def clear(self) -> None:
+        """Forget the requests made so far."""
+        self.server.reset_counters()
+
+
+@pytest.fixture
+def counting(moto_server: MotoS3Server) -> Iterator[MotoS3Server]:
+    """The moto server, counting waves for this test only (the server is the session's)."""
+    yield moto_server
+    moto_server.count_waves(None)
 
 
 @pytest.mark.s3
@@ -439,12 +518,12 @@ class TestS3LargeNodeRequests:
             key = r.path.split("/", 2)[-1]
             key = key[len(prefix) :] if key.startswith(prefix) else "(list)"
             key = re.sub("[0-9a-f]{32}", "<generation>", key)
-            out.append((f"{r.method} {key}", r.length if r.method == "PUT" else 0))
-        return out
+            out.append((r.wave, f"{r.method} {key}", r.length if r.method == "PUT" else 0))
+        return [(request, length) for _, request, length in sorted(out)]  # by wave, then name
 
-    def test_put_cost_does_not_grow_with_siblings(
-        self, moto_server: MotoS3Server, root: str
-    ) -> None:
+    def test_put_cost_does_not_grow_with_siblings(self, counting: MotoS3Server, root: str) -> None:
+        moto_server = counting
+        moto_server.count_waves(QUIET)
         small = self._put(moto_server, self._plant(moto_server, f"{root}/small", 10))
         large = self._put(moto_server, self._plant(moto_server, f"{root}/large", 10_000))
         assert [r for r, _ in small] == [r for r, _ in large]
@@ -456,8 +535,11 @@ class TestS3LargeNodeRequests:
         log = "x/.metatree.index/<generation>"
         assert [r for r, _ in large] == [
             "PUT .lock",
+            # read together: the indexes on the way, and (for a new leaf x/new/z) its listing
+            "GET (list)",
             "GET metadata.json",
             "GET x/metadata.json",
+            "GET x/new/metadata.json",  # sent before x's index says that new is not there
             "GET (list)",  # x's log: the snapshot, and the pieces after it (none)
             f"GET {log}/snapshot-{1:020d}.json",  # a fresh process: nothing cached yet
             "GET (list)",  # x/new/: an orphan there would be cleared first

@@ -43,10 +43,13 @@ from metatree.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from metatree._storage import Storage
-    from metatree._types import NodePath
+    from metatree._types import NodePath, Version
+
+    Fetched = Callable[[], tuple[bytes, Version]]
+    """A node's metadata.json and its version, as a `Wave` read it (or will, when asked)."""
 
 __all__ = ["Database", "children_of", "rel_path"]
 
@@ -133,25 +136,49 @@ class Database:
         """Read a node's metadata.json (one request; none when a transaction has it)."""
         return self.read_for_write(path)[0]
 
-    def read_for_write(self, path: NodePath) -> tuple[dict[str, Any], object]:
-        """Return a node's metadata and its stored version (for a conditional commit)."""
+    def read_for_write(
+        self, path: NodePath, fetched: Fetched | None = None
+    ) -> tuple[dict[str, Any], object]:
+        """Return a node's metadata and its stored version (for a conditional commit).
+
+        `fetched` gives the node's metadata.json as a wave already read it (`fetch`), used
+        unless the transaction has the node; None reads it now.
+        """
         tx = self.active_tx()
         if tx is not None:
             if path and tx.pending_delete(rel_path(path)):
                 raise NotFoundError(self.url(path), "node (removed in this transaction)")
             cached = tx.get(path)
             if cached is None:
-                metadata, version = self._read_metadata(path)
+                metadata, version = self._read_metadata(path, fetched)
                 tx.remember(path, metadata, version)
                 return metadata, version
             return cached, tx.versions.get(path)
-        return self._read_metadata(path)
+        return self._read_metadata(path, fetched)
 
-    def _read_metadata(self, path: NodePath) -> tuple[dict[str, Any], object]:
+    def fetch(self, path: NodePath) -> Fetched:
+        """Return the read of a node's metadata.json as a job for a `Wave` (bytes, version)."""
+        return functools.partial(
+            self.storage.read_versioned, rel_path(path, METADATA_FILE), self.max_metadata_bytes
+        )
+
+    def unread(self, path: NodePath) -> bool:
+        """Whether reading the node's metadata would send a request (the transaction has none)."""
+        tx = self.own_tx()
+        return tx is None or (tx.get(path) is None and not tx.pending_delete(rel_path(path)))
+
+    def _read_metadata(
+        self, path: NodePath, fetched: Fetched | None = None
+    ) -> tuple[dict[str, Any], object]:
         rel = rel_path(path, METADATA_FILE)
         try:
-            data, version = self.storage.read_versioned(rel, self.max_metadata_bytes)
+            data, version = (fetched or self.fetch(path))()
         except NotFoundError:
+            if fetched is not None:
+                # read in a wave, maybe before its parent's index that lists it: read again,
+                # after that index, as a read one level at a time would (its parent's index
+                # lists a node only once its metadata.json is stored: invariant 2)
+                return self._read_metadata(path)
             self._check_missing_index(path)
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metatree._core import index
 from metatree._core.db import children_of, rel_path
 from metatree._core.read import is_orphan_listing
-from metatree._core.resolve import descend
+from metatree._core.resolve import Ahead, descend
 from metatree._core.update import check_unreferenced
 from metatree._paths import Placeholder, check_name
 from metatree.errors import AlreadyExistsError, PathError, UnresolvedPathError
@@ -44,6 +44,9 @@ class PutPlan:
     """The names of the nodes to create below the anchor, top first (empty: none)."""
     name: str
     """The stored file's name."""
+    listed: dict[str, str] | None = None
+    """The directory of the top new node (or, with none, of the node) as the walk's wave
+    listed it (`Ahead.listing`), complete; None: not listed ahead."""
 
     @property
     def node(self) -> NodePath:
@@ -67,10 +70,12 @@ def plan_put(db: Database, target: Target, name: str) -> PutPlan:
     New names follow the portable rules (`check_name`); names found in an index need not. A
     ``<key>`` can only resolve in a node that exists.
     """
-    anchor, missing, later = descend(db, target)
+    anchor, missing, later = descend(db, target, Ahead(listing=True))
+    early = anchor.early
     if missing is None:
         metadata, version = anchor.read()  # the file's record goes into it
-        return PutPlan(anchor.path, metadata, version, [], name)
+        listed = None if early is None else early.listed(anchor.path)
+        return PutPlan(anchor.path, metadata, version, [], name, listed)
     new = [missing]
     for segment in later:
         if isinstance(segment, Placeholder):
@@ -89,7 +94,8 @@ def plan_put(db: Database, target: Target, name: str) -> PutPlan:
             ) from None
         raise
     metadata, version = anchor.read()
-    return PutPlan(anchor.path, metadata, version, new, name)
+    listed = None if early is None else early.listed((*anchor.path, missing))
+    return PutPlan(anchor.path, metadata, version, new, name, listed)
 
 
 def claim(db: Database, plan: PutPlan, listed: Mapping[str, str] | None = None) -> None:
@@ -117,6 +123,8 @@ def claim(db: Database, plan: PutPlan, listed: Mapping[str, str] | None = None) 
         )
     rel = plan.claimed
     if listed is None:
+        listed = plan.listed
+    if listed is None:
         listed = db.storage.listdir(rel)
     if not listed:
         return
@@ -137,7 +145,9 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
     url = db.url(plan.node, plan.name)
     if plan.name in children_of(plan.metadata):
         raise AlreadyExistsError(url, "a child node has this name")
-    kind = db.storage.kind(plan.target)
+    kind = _listed_kind(db, plan)
+    if kind == "":
+        kind = db.storage.kind(plan.target)
     if kind is None:  # a field's file gone missing: a put would plant that field's value
         check_unreferenced(plan.metadata, plan.node, plan.name, url)
         return None
@@ -147,6 +157,19 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
     if kind == "directory" and not recursive:
         raise AlreadyExistsError(url, "it is a directory: pass recursive=True to replace it")
     return kind
+
+
+def _listed_kind(db: Database, plan: PutPlan) -> str | None:
+    """Return what the listing read ahead says is at the target; ``""``: ask `Storage.kind`.
+
+    A listing answers only where a name means one thing: not where names fold (a
+    case-insensitive store), and not for a directory (S3 may also hold a key of that name,
+    which `Storage.kind` counts first).
+    """
+    if plan.listed is None or db.case_insensitive:
+        return ""
+    kind = plan.listed.get(plan.name)
+    return "" if kind == "directory" else kind
 
 
 def _nfc(name: str) -> str:

@@ -8,12 +8,13 @@ orphan) is invisible: it is not an entry, does not exist and cannot be downloade
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import posixpath
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check, settle, verified, wait_for_writer
-from metatree._core.resolve import resolve
+from metatree._core.resolve import Ahead, resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
 from metatree._records import FileRecord, recorded_names, records_of, spelled
@@ -121,7 +122,7 @@ def walk(db: Database, path: NodePath = ()) -> Iterator[tuple[NodePath, dict[str
 def exists(db: Database, target: Target, last: Segment) -> bool:
     """Whether `last` (a node or file name) names something in the node `target` names."""
     try:
-        node = resolve(db, target)
+        node = resolve(db, target, Ahead(own=True))
         name = node.name(last)
     except (NotFoundError, UnresolvedPathError):
         return False
@@ -183,6 +184,12 @@ def get(
     rel = readable(db, node.path, name)
     recorded, records = _records_for(node, name, None, verify)
     record = records.get(recorded)
+    early = _early_file(node, name, rel, record)  # whole, and checked against its record
+    if early is not None and outfile is None:
+        return _slices(early, chunk_size)
+    if early is not None and outfile is not None and (not recursive or len(records) <= 1):
+        db.storage.get(rel, outfile, callback, data=early)  # a file: not a directory
+        return _iter_local(outfile, chunk_size)
     if outfile is None:
         try:
             chunks = db.storage.iter_bytes(rel, chunk_size)
@@ -213,6 +220,28 @@ def get(
     except NotFoundError as missing:
         _gone(node, recorded, record, missing)
     return _iter_local(outfile, chunk_size)
+
+
+def _early_file(node: Resolved, name: str, rel: str, record: FileRecord | None) -> bytes | None:
+    """Return the file as the resolution's wave read it ahead (`Ahead.file`), if usable.
+
+    Only the whole file, read where it is stored (not a transaction's staged copy), and
+    only if it matches its record: that wave may have read it before the record, so bytes
+    that differ are not reported but read again after it, as a read in order would.
+    """
+    if node.early is None or rel != rel_path(node.path, name):
+        return None
+    data = node.early.file_bytes(node.path, name)
+    if data is None or record is None:
+        return data
+    fits = len(data) == record.size and hashlib.sha256(data).hexdigest() == record.sha256
+    return data if fits else None
+
+
+def _slices(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), chunk_size):
+        yield bytes(view[start : start + chunk_size])
 
 
 def _gone(

@@ -5,15 +5,23 @@ is the one walk from the root (one metadata.json read per level, the last node's
 when asked: its parent's index is what proves it exists); a `Resolved` node reads its
 metadata at most once, so an operation that resolves a node and then a ``<key>`` file name
 in it, or checks what it holds, passes the one result on instead of reading again.
+
+Where the backend answers many requests at once (object stores, WebHDFS), the reads whose
+paths are known before the first answer go out together (`metatree._waves`): every level up
+to the next ``<key>`` segment, and at the end what the caller reads next (`Ahead`: the
+node's own metadata, a file's first bytes, the node's listing). They are then checked in
+order exactly as if read one at a time: each parent's index must list the child. One wave
+per ``<key>`` level, plus one.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metatree._core.db import children_of
+from metatree._core.db import children_of, rel_path
 from metatree._paths import (
     Literal,
     Location,
@@ -22,13 +30,21 @@ from metatree._paths import (
     parse_location,
     resolve_segment,
 )
-from metatree.errors import NotFoundError
+from metatree._waves import Wave
+from metatree.errors import MetatreeError, NotFoundError
 
 if TYPE_CHECKING:
-    from metatree._core.db import Database
+    from collections.abc import Callable
+
+    from metatree._core.db import Database, Fetched
     from metatree._types import NodePath
 
-__all__ = ["Resolved", "Target", "descend", "resolve", "shown_of"]
+__all__ = ["Ahead", "Early", "Resolved", "Target", "descend", "resolve", "shown_of"]
+
+EARLY_BYTES = 256 * 2**10
+"""A file read ahead in the resolution's wave (`Ahead.file`) is used when it is at most this
+large (then it is whole, and checked against its record before any byte is given out);
+a larger one is read again after its record, so only this much is read for nothing."""
 
 
 def shown_of(location: object) -> str:
@@ -60,6 +76,54 @@ class Target:
         return cls(segments, shown_of(location)), last
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """What an operation reads right after resolving its node: sent in the same wave."""
+
+    own: bool = False
+    """The node's own metadata.json (its records, its ``<key>`` values)."""
+    file: str | None = None
+    """A file of the node: its first `EARLY_BYTES` (`Early.file`)."""
+    listing: bool = False
+    """The listing of the node's directory (`Early.listing`): a put's checks of the spot."""
+
+
+@dataclass(slots=True)
+class Early:
+    """The file and listing an `Ahead` asked for, as the resolution's last wave read them."""
+
+    wave: Wave[Any]
+    path: NodePath
+    """The node they belong to (used only if resolution ends there)."""
+    file: tuple[str, int] | None = None
+    listing: int | None = None
+
+    def file_bytes(self, path: NodePath, name: str) -> bytes | None:
+        """Return the whole file `name` of node `path` if the wave read it and it fit; else None."""
+        if self.file is None or (path, name) != (self.path, self.file[0]):
+            return None
+        if not self.wave.sent(self.file[1]):
+            return None
+        try:
+            data: bytes = self.wave.result(self.file[1])
+        except MetatreeError:  # read again, after the indexes, as it always was
+            return None
+        return data if len(data) <= EARLY_BYTES else None
+
+    def listed(self, path: NodePath) -> dict[str, str] | None:
+        """Return the complete listing of node `path`'s directory if the wave read it, else None.
+
+        None too when it failed or was partial (a directory of over 1 000 entries on S3).
+        """
+        if self.listing is None or path != self.path or not self.wave.sent(self.listing):
+            return None
+        try:
+            listed, complete = self.wave.result(self.listing)
+        except MetatreeError:
+            return None
+        return dict(listed) if complete else None
+
+
 @dataclass(slots=True)
 class Resolved:
     """A node reached by resolving a target; its metadata is read once, when first needed."""
@@ -69,6 +133,10 @@ class Resolved:
     shown: str
     """The user's input, for errors about names resolved in this node."""
     _read: tuple[dict[str, Any], object] | None = field(default=None, repr=False)
+    fetched: Fetched | None = field(default=None, repr=False)
+    """Its metadata.json as a wave read it (or will), used by the first `read`."""
+    early: Early | None = field(default=None, repr=False)
+    """What the resolution read ahead for the caller (`Ahead`), for the path it names."""
 
     @property
     def is_leaf(self) -> bool:
@@ -81,7 +149,8 @@ class Resolved:
         The metadata is the caller's to change and write back (`Database.write_metadata`).
         """
         if self._read is None:
-            self._read = self.db.read_for_write(self.path)
+            fetched, self.fetched = self.fetched, None
+            self._read = self.db.read_for_write(self.path, fetched)
         return self._read
 
     @property
@@ -99,29 +168,95 @@ class Resolved:
             return segment.name
         return resolve_segment(segment, self.metadata, self.shown, self.describe())
 
-    def child(self, name: str) -> Resolved:
+    def child(self, name: str, planned: _Planned | None = None) -> Resolved:
         """Return the child `name`, unread (the caller has checked that the index lists it)."""
-        return Resolved(self.db, (*self.path, name), self.shown)
+        path = (*self.path, name)
+        if planned is None:
+            return Resolved(self.db, path, self.shown)
+        return Resolved(
+            self.db, path, self.shown, fetched=planned.fetched.get(path), early=planned.early
+        )
 
 
-def descend(db: Database, target: Target) -> tuple[Resolved, str | None, Location]:
+@dataclass(slots=True)
+class _Planned:
+    """The reads one descend sent ahead: metadata.json per node path, and the `Early` ones."""
+
+    fetched: dict[NodePath, Fetched] = field(default_factory=dict)
+    covered: set[NodePath] = field(default_factory=set)
+    """Nodes a wave was planned for (read in it, or held by the transaction)."""
+    early: Early | None = None
+
+
+def descend(
+    db: Database, target: Target, ahead: Ahead | None = None
+) -> tuple[Resolved, str | None, Location]:
     """Follow the target's segments from the root while the indexes list them.
 
     Returns the deepest listed node, the name of the first segment it does not list (None
-    when all were found) and the segments after that one, unresolved.
+    when all were found) and the segments after that one, unresolved. Where the backend
+    reads concurrently, each run of segments up to a ``<key>`` is read in one wave, with
+    what `ahead` asks for at the end (see the module docstring).
     """
+    planned = _Planned() if db.storage.backend.read_concurrency > 1 else None
     node = Resolved(db, (), target.shown)
-    for index, segment in enumerate(target.segments):
+    segments = target.segments
+    for index, segment in enumerate(segments):
+        if planned is not None and node.path not in planned.covered and node._read is None:
+            _plan(db, node, segments[index:], ahead, planned)
+            node.fetched = planned.fetched.get(node.path)
         name = resolve_segment(segment, node.metadata, target.shown, node.describe())
         if name not in children_of(node.metadata):
-            return node, name, target.segments[index + 1 :]
-        node = node.child(name)
+            if planned is not None:
+                node.early = planned.early  # a put's listing of the node it will create
+            return node, name, segments[index + 1 :]
+        node = node.child(name, planned)
+    if planned is not None and not segments:
+        _plan(db, node, (), ahead, planned)
+        node.fetched, node.early = planned.fetched.get(node.path), planned.early
     return node, None, ()
 
 
-def resolve(db: Database, target: Target) -> Resolved:
+def _plan(
+    db: Database, node: Resolved, rest: Location, ahead: Ahead | None, planned: _Planned
+) -> None:
+    """Send in one wave the reads known from `node` on: up to the next ``<key>`` segment.
+
+    Those are the metadata.json of `node` and of each node its literal segments name, the
+    last one included when a ``<key>`` follows it (its metadata names the next child) or
+    when `ahead` asks for it; at the end of the target, `ahead`'s file and listing too.
+    Nodes the task's transaction holds are not read.
+    """
+    paths = [node.path]
+    for segment in rest:
+        if not isinstance(segment, Literal):
+            break
+        paths.append((*paths[-1], segment.name))
+    reached = len(paths) == len(rest) + 1  # no ``<key>`` before the target
+    if reached and (ahead is None or not ahead.own):
+        paths.pop()  # its parent's index proves that it exists
+    planned.covered.update(paths)
+    unread = [path for path in paths if db.unread(path)]
+    jobs: list[Callable[[], Any]] = [db.fetch(path) for path in unread]
+    end = (*node.path, *(s.name for s in rest if isinstance(s, Literal)))
+    file = listing = None
+    if reached and ahead is not None and db.own_tx() is None:
+        if ahead.file is not None:
+            file, rel = (ahead.file, len(jobs)), rel_path(end, ahead.file)
+            jobs.append(lambda: db.storage.read_versioned(rel, EARLY_BYTES)[0])
+        if ahead.listing:
+            listing = len(jobs)
+            jobs.append(lambda: db.storage.list_first(rel_path(end)))
+    wave: Wave[Any] = Wave(jobs, db.storage.backend.read_concurrency)
+    for index, path in enumerate(unread):
+        planned.fetched[path] = functools.partial(wave.result, index)
+    if file is not None or listing is not None:
+        planned.early = Early(wave, end, file, listing)
+
+
+def resolve(db: Database, target: Target, ahead: Ahead | None = None) -> Resolved:
     """Return the node the target's segments name; `NotFoundError` if an index lacks one."""
-    node, missing, _ = descend(db, target)
+    node, missing, _ = descend(db, target, ahead)
     if missing is not None:
         raise NotFoundError(db.url(node.path, missing), "node")
     return node

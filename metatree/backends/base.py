@@ -430,6 +430,14 @@ class Backend:
             out[name] = "directory" if entry["type"] == "directory" else "file"
         return out
 
+    def listdir_first(self, path: str) -> tuple[dict[str, str], bool]:
+        """`listdir` in at most one request where it pages: the entries, and whether all came.
+
+        This default lists whole (True): a backend whose listing pages (S3: 1 000 keys a
+        request) returns its first page only.
+        """
+        return self.listdir(path), True
+
     def remove_file(self, path: str) -> None:
         """Remove one file (``rm_file`` is literal; ``rm`` would expand glob characters)."""
         self.fs.rm_file(path)

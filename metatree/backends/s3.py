@@ -122,6 +122,19 @@ def _markers(path: str, keys: list[str]) -> set[str]:
     return markers
 
 
+def _entries(reply: dict[str, Any], prefix: str, out: dict[str, str]) -> dict[str, str]:
+    """Add one listing page's entries below `prefix` to `out` (a directory wins over a key)."""
+    for entry in reply.get("CommonPrefixes", []):
+        name = entry["Prefix"][len(prefix) :].rstrip("/")
+        if name:
+            out[name] = "directory"
+    for entry in reply.get("Contents", []):
+        name = entry["Key"][len(prefix) :]
+        if name and "/" not in name:
+            out.setdefault(name, "file")
+    return out
+
+
 class S3LeaseStore(LeaseStore):
     """The DB lock's lease on S3, every write conditional on the lock object's ETag.
 
@@ -385,15 +398,14 @@ class S3Backend(Backend):
         prefix, pages = self._list(path, Delimiter="/")
         out: dict[str, str] = {}
         for reply in pages:
-            for entry in reply.get("CommonPrefixes", []):
-                name = entry["Prefix"][len(prefix) :].rstrip("/")
-                if name:
-                    out[name] = "directory"
-            for entry in reply.get("Contents", []):
-                name = entry["Key"][len(prefix) :]
-                if name and "/" not in name:
-                    out.setdefault(name, "file")
+            _entries(reply, prefix, out)
         return out
+
+    def listdir_first(self, path: str) -> tuple[dict[str, str], bool]:
+        """One ListObjectsV2 page of ``path/`` (up to 1 000 entries), and whether it was all."""
+        prefix, pages = self._list(path, Delimiter="/")
+        reply = next(pages)
+        return _entries(reply, prefix, {}), not reply.get("IsTruncated")
 
     def _list(self, path: str, **params: Any) -> tuple[str, Iterator[dict[str, Any]]]:
         """ListObjectsV2 of the key prefix ``path/``: the prefix, and the replies page by page.

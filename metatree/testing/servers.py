@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
-__all__ = ["MotoS3Server", "S3Request", "SeaweedS3Server", "make_bucket", "s3_options"]
+__all__ = [
+    "MotoS3Server",
+    "S3Request",
+    "SeaweedS3Server",
+    "Waves",
+    "make_bucket",
+    "s3_options",
+]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -36,6 +43,44 @@ class S3Request:
     headers: dict[str, str]
     length: int = 0
     """The request body's bytes (its Content-Length)."""
+    wave: int = 0
+    """Its place in the chain of dependent round trips (`Waves`), 0 when not counted."""
+
+
+class Waves:
+    """Counts waves at the server: the length of the chain of dependent round trips.
+
+    Requests are answered in batches: a batch closes once no request has arrived for
+    `quiet` seconds, and all of it is answered then; what arrives later is the next batch.
+    A request's wave is its batch's number. A request that needs another's answer can only
+    be sent after that answer, so it is never in the same batch: the count is never too
+    low. Requests sent together (each within `quiet` of the one before) share a batch
+    however the client's threads are scheduled; only a client stalled for longer than
+    `quiet` in the middle of a wave would split it (a count too high, never too low).
+    """
+
+    def __init__(self, quiet: float) -> None:
+        self.quiet = quiet
+        self._cond = threading.Condition()
+        self._batch = 1
+        self._last = time.monotonic()
+
+    def arrive(self) -> int:
+        """Note a request's arrival; return its wave (the open batch)."""
+        with self._cond:
+            self._last = time.monotonic()
+            return self._batch
+
+    def hold(self, wave: int) -> None:
+        """Wait until the batch `wave` closes (`quiet` seconds without a new request)."""
+        with self._cond:
+            while self._batch == wave:
+                left = self._last + self.quiet - time.monotonic()
+                if left <= 0:
+                    self._batch += 1  # closed: later arrivals are the next wave
+                    self._cond.notify_all()
+                    return
+                self._cond.wait(left)
 
 
 class _Counting:
@@ -51,6 +96,7 @@ class _Counting:
         self._gates: list[tuple[threading.Barrier, Callable[[S3Request], bool]]] = []
         self.delay = 0.0
         """Seconds each request sleeps before it is served (0: none; see `set_delay`)."""
+        self.waves: Waves | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         headers = {
@@ -58,12 +104,14 @@ class _Counting:
             for k, v in environ.items()
             if k.startswith("HTTP_")
         }
+        waves = self.waves
         request = S3Request(
             environ["REQUEST_METHOD"],
             environ.get("PATH_INFO", ""),
             environ.get("QUERY_STRING", ""),
             headers,
             int(environ.get("CONTENT_LENGTH") or 0),
+            0 if waves is None else waves.arrive(),
         )
         with self._lock:
             self.requests.append(request)
@@ -77,6 +125,13 @@ class _Counting:
                 gate.wait()  # its timeout breaks it: the test reads `broken`
         if self.delay:  # outside the lock: delayed requests overlap, as a network's would
             time.sleep(self.delay)
+        if waves is not None:
+            waves.hold(request.wave)
+        return self._serve(environ, start_response, status)
+
+    def _serve(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], status: int
+    ) -> Any:
         if status:
             body = (
                 b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
@@ -172,6 +227,14 @@ class MotoS3Server:
         assert self._app is not None, "start() the server first"
         with self._app._lock:
             self._app._gates.clear()
+
+    def count_waves(self, quiet: float | None = 0.1) -> None:
+        """Count waves: number each request's (`S3Request.wave`, see `Waves`); None stops.
+
+        Every answer then waits until `quiet` seconds pass without a new request.
+        """
+        assert self._app is not None, "start() the server first"
+        self._app.waves = None if quiet is None else Waves(quiet)
 
     def set_delay(self, seconds: float) -> None:
         """Make each request wait `seconds` before it is served (0, the default: none).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from metatree.testing.servers import Waves
 from metatree.testing.webhdfs._faults import Fault, Faults
 from metatree.testing.webhdfs._handler import HTTPServer
 from metatree.testing.webhdfs._namespace import Namespace
@@ -51,6 +52,8 @@ class RequestRecord:
     params: dict[str, str]
     status: int | None
     datanode: bool
+    wave: int = 0
+    """Its place in the chain of dependent round trips (`count_waves`), 0 when not counted."""
 
 
 class WebHDFSServer:
@@ -74,6 +77,7 @@ class WebHDFSServer:
             self._cleanup.detach()
         self.host, self.port = host, port
         self.requests: list[RequestRecord] = []
+        self.waves: Waves | None = None
         self._ns = Namespace(self.root_dir)
         self._faults = Faults()
         self._lock = threading.Lock()  # guards requests and connections
@@ -113,6 +117,13 @@ class WebHDFSServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def count_waves(self, quiet: float | None = 0.1) -> None:
+        """Count waves: number each request's (`RequestRecord.wave`, see `Waves`); None stops.
+
+        Every answer then waits until `quiet` seconds pass without a new request.
+        """
+        self.waves = None if quiet is None else Waves(quiet)
 
     def reset_counters(self) -> None:
         """Forget the recorded requests (pending faults are kept)."""
@@ -182,7 +193,11 @@ class WebHDFSServer:
         except ValueError:  # malformed framing: give up on this connection
             handler.close_connection = True
             return
+        waves = self.waves
+        wave = 0 if waves is None else waves.arrive()
         self._faults.wait_if_stalled(op)
+        if waves is not None:
+            waves.hold(wave)
         fault = self._faults.take(op, datanode)
         if fault is None or (fault.drop and fault.after):
             authority, ip = f"{self.host}:{self.port}", handler.client_address[0]
@@ -193,10 +208,11 @@ class WebHDFSServer:
         dropped = fault is not None and fault.drop
         status = None if dropped else reply[0]
         record = RequestRecord(
-            handler.command, op, raw[len(PREFIX) :] or "/", params, status, datanode
+            handler.command, op, raw[len(PREFIX) :] or "/", params, status, datanode, wave
         )
         with self._lock:
             self.requests.append(record)  # before answering: whoever saw the reply sees it
+
         if dropped:
             handler.close_connection = True
         else:

@@ -1,0 +1,170 @@
+"""Waves (issue 17): reads sent together, then checked in order as if read one at a time.
+
+The request and wave counts per operation are asserted at the servers (tests/test_requests.py);
+these tests pin the rules that make reading ahead safe, on a memory tree made to read
+concurrently (its backend's ``read_concurrency`` raised), where a read can be made to answer
+what a racing writer would have left.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from metatree import Metatree
+from metatree._waves import Wave
+from metatree.errors import AlreadyExistsError, NotFoundError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+KEYS = ("a", "b", "c")
+
+
+class TestWave:
+    def test_lazy_wave_runs_only_what_is_asked_in_order(self) -> None:
+        ran: list[int] = []
+
+        def job(i: int) -> Callable[[], int]:
+            def run() -> int:
+                ran.append(i)
+                return i
+
+            return run
+
+        wave = Wave([job(i) for i in range(3)], 1)
+        assert ran == []
+        assert wave.result(2) == 2
+        assert wave.result(0) == 0
+        assert (ran, wave.sent(1)) == ([2, 0], False)
+
+    def test_concurrent_wave_sends_all_at_once(self) -> None:
+        barrier = threading.Barrier(3, timeout=10)  # breaks unless all three are in flight
+
+        def job(i: int) -> Callable[[], int]:
+            def run() -> int:
+                barrier.wait()
+                return i
+
+            return run
+
+        wave = Wave([job(i) for i in range(3)], 8)
+        assert [wave.sent(i) for i in range(3)] == [True] * 3
+        assert [wave.result(i) for i in range(3)] == [0, 1, 2]
+        assert not barrier.broken
+
+    def test_one_failure_is_raised_for_its_job_only(self) -> None:
+        def fail() -> int:
+            raise NotFoundError("x", "file")
+
+        wave = Wave([lambda: 1, fail, lambda: 3], 4)
+        with pytest.raises(NotFoundError):
+            wave.result(1)
+        assert (wave.result(0), wave.result(2)) == (1, 3)
+
+
+@pytest.fixture
+def tree() -> Metatree:
+    tree = Metatree(f"memory://waves-{uuid.uuid4().hex}", KEYS)
+    tree.put("x/y/z", b"v1", name="f")
+    tree.storage.backend.read_concurrency = 4  # type: ignore[misc]  # this instance: waves
+    return tree
+
+
+def _answering(tree: Metatree, rel: str, answer: Callable[[], Any]) -> list[str]:
+    """Make the first read of `rel` give `answer()` (what a racing writer left); log reads."""
+    storage = tree.storage
+    real = storage.read_versioned
+    reads: list[str] = []
+    first = [True]
+
+    def read_versioned(path: str, limit: int | None = None) -> Any:
+        reads.append(path)
+        if path == rel and first[0]:
+            first[0] = False
+            return answer()
+        return real(path, limit)
+
+    storage.read_versioned = read_versioned  # type: ignore[assignment]
+    return reads
+
+
+def test_reads_are_sent_in_one_wave_and_give_the_same_answers(tree: Metatree) -> None:
+    reads = _answering(tree, "", lambda: None)
+    assert tree.find("x/y/z").path == ("x", "y", "z")
+    assert b"".join(tree.get("x/y/z/f")) == b"v1"
+    assert tree.stat("x/y/z/f").size == 2
+    assert reads.count("x/y/z/f") == 1  # read ahead, used: not read again
+
+
+def test_a_file_read_before_its_record_is_read_again_not_reported(tree: Metatree) -> None:
+    """The wave may read the file before a forced put replaces it, and the record after.
+
+    Those old bytes differ from the new record: read in order (record, then file) that
+    cannot happen, so the file is read again after the record: no `IntegrityError`.
+    """
+    tree.put("x/y/z", b"v2 new", name="f", force=True)
+    reads = _answering(tree, "x/y/z/f", lambda: (b"v1", None))  # what it held before
+    assert b"".join(tree.get("x/y/z/f")) == b"v2 new"
+    assert reads.count("x/y/z/f") == 1  # the read ahead was faked: the second is real
+
+
+def test_a_file_read_before_its_record_downloads_the_new_bytes(
+    tree: Metatree, tmp_path: Any
+) -> None:
+    tree.put("x/y/z", b"v2 new", name="f", force=True)
+    _answering(tree, "x/y/z/f", lambda: (b"v1", None))
+    tree.get("x/y/z/f", tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == b"v2 new"
+
+
+def test_a_node_read_before_its_parent_listed_it_is_read_again(tree: Metatree) -> None:
+    """A node's metadata.json missing in the wave, yet listed by its parent: read it again.
+
+    A put writes the node before the index that lists it (invariant 2), so a read after
+    the parent's sees it; the wave may have read it first.
+    """
+
+    def absent() -> Any:
+        raise NotFoundError("x/y/metadata.json", "file")
+
+    reads = _answering(tree, "x/y/metadata.json", absent)
+    assert tree.find("x/y/z").path == ("x", "y", "z")
+    assert reads.count("x/y/metadata.json") == 2
+
+
+def test_a_large_file_is_not_read_ahead_whole(tree: Metatree) -> None:
+    data = b"\x01" * (256 * 2**10 + 1)
+    tree.put("x/y/z", data, name="big")
+    assert b"".join(tree.get("x/y/z/big")) == data
+    assert b"".join(tree.get("x/y/z/big", verify=False)) == data
+
+
+def test_a_partial_listing_is_not_trusted(tree: Metatree) -> None:
+    """A listing read ahead that did not come whole (S3 pages at 1 000) is listed again."""
+    storage = tree.storage
+    listed: list[str] = []
+    real = storage.listdir
+
+    def listdir(rel: str) -> dict[str, str]:
+        listed.append(rel)
+        return real(rel)
+
+    storage.list_first = lambda rel: ({}, False)  # type: ignore[method-assign]
+    storage.listdir = listdir  # type: ignore[method-assign]
+    tree.put("x/y/w", b"new", name="f")  # claim lists x/y/w itself
+    assert "x/y/w" in listed
+    tree.put("x/y/z", b"g", name="g")  # the target's kind is asked for again
+    with pytest.raises(AlreadyExistsError):
+        tree.put("x/y/z", b"g", name="g")
+
+
+def test_a_listed_directory_is_asked_again(tree: Metatree) -> None:
+    """The listing says a directory: S3 may also hold a key of that name, which wins."""
+    src = tree.storage
+    src.fs.pipe_file(f"{src.root}/x/y/z/d/inner", b"1")  # a directory d, not stored by put
+    with pytest.raises(AlreadyExistsError, match="directory"):
+        tree.put("x/y/z", b"g", name="d", force=True)
