@@ -204,6 +204,24 @@ class TestS3Requests:
             ["DELETE .lock"],
         ]
 
+    def test_small_uploads_do_not_wait_for_100_continue(
+        self, tree: Metatree, record: Recorder, moto_server: MotoS3Server
+    ) -> None:
+        """botocore asks for ``Expect: 100-continue`` on every upload: a round trip more.
+
+        Up to 2 MiB the body goes with the headers (the lock, metadata.json, small files);
+        above, the server may still refuse before the body is sent.
+        """
+        tree.put("x/y/z", b"s" * 10, name="g")
+        tree.put("x/y/z", b"b" * (2 * 2**20 + 1), name="big")
+        expect = {
+            (r.path.rsplit("/", 1)[-1], r.length): r.headers.get("expect")
+            for r in moto_server.requests
+            if r.method == "PUT"
+        }
+        assert {key for key, value in expect.items() if value} == {("big", 2 * 2**20 + 1)}
+        assert {name for name, _ in expect} == {".lock", "g", "big", "metadata.json"}
+
     def test_put_replacing_a_file(self, tree: Metatree, record: Recorder) -> None:
         tree.put("x/y/z", b"other", name="f", force=True)
         assert record.waves() == [

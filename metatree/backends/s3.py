@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from metatree._locking import LeaseStore
@@ -135,6 +136,31 @@ def _entries(reply: dict[str, Any], prefix: str, out: dict[str, str]) -> dict[st
     return out
 
 
+CONTINUE_THRESHOLD: Final = 2 * 2**20
+"""Bodies up to this size are sent without ``Expect: 100-continue`` (see `_no_small_continue`)."""
+
+_TAUGHT: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The s3fs clients `_no_small_continue` is registered with (a client per session)."""
+
+
+def _no_small_continue(params: dict[str, Any], **_: Any) -> None:
+    """Drop botocore's ``Expect: 100-continue`` from requests with a small body.
+
+    botocore asks for it on every upload, and aiohttp then waits for the server's "100
+    Continue" before it sends the body: one more round trip for every PutObject (the lock,
+    each metadata.json, each small file). It only pays for a large body the server would
+    refuse; AWS's Go SDK sends it above 2 MiB only, and so does this.
+    """
+    headers = params.get("headers") or {}
+    if headers.get("Expect") != "100-continue":
+        return
+    from botocore.utils import determine_content_length
+
+    size = determine_content_length(params.get("body"))
+    if size is not None and size <= CONTINUE_THRESHOLD:
+        del headers["Expect"]
+
+
 class S3LeaseStore(LeaseStore):
     """The DB lock's lease on S3, every write conditional on the lock object's ETag.
 
@@ -218,6 +244,17 @@ class S3Backend(Backend):
     """Multipart part size (S3's minimum is 5 MiB): bounds the memory a streamed upload holds."""
 
     # -- requests -----------------------------------------------------------------------
+    async def _request(self, method: str, **kwargs: Any) -> Any:
+        """One S3 request through s3fs's client, which first learns `_no_small_continue`."""
+        await self.fs.set_session()
+        client = await self.fs.get_s3(kwargs.get("Bucket"))
+        if client not in _TAUGHT:
+            client.meta.events.register_last(
+                "before-call.s3", _no_small_continue, unique_id="metatree-no-small-continue"
+            )
+            _TAUGHT.add(client)
+        return await self.fs._call_s3(method, **kwargs)
+
     def _run(self, coro: Coroutine[Any, Any, Any], *, timed: bool = True) -> Any:
         """Run one request on s3fs's loop (within `timeout`); the client's failures as `OSError`.
 
@@ -244,7 +281,7 @@ class S3Backend(Backend):
         bucket, key = self._bucket_key(path)
 
         async def call() -> dict[str, Any]:
-            reply: dict[str, Any] = await self.fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
+            reply: dict[str, Any] = await self._request(method, Bucket=bucket, Key=key, **kwargs)
             if method == "get_object":
                 body = reply["Body"]
                 try:
@@ -308,11 +345,11 @@ class S3Backend(Backend):
         async def get(bucket: str, key: str) -> bytes:
             ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
             try:
-                reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **ranged)
+                reply = await self._request("get_object", Bucket=bucket, Key=key, **ranged)
             except OSError as exc:
                 if not ranged or isinstance(exc, FileNotFoundError) or not _unsatisfiable(exc):
                     raise
-                reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+                reply = await self._request("get_object", Bucket=bucket, Key=key)
             body = reply["Body"]
             try:
                 return bytes(await body.read())
@@ -418,7 +455,7 @@ class S3Backend(Backend):
         def pages() -> Iterator[dict[str, Any]]:
             extra: dict[str, str] = {}
             while True:
-                listing = self.fs._call_s3(
+                listing = self._request(
                     "list_objects_v2", Bucket=bucket, Prefix=prefix, **params, **extra
                 )
                 reply: dict[str, Any] = self._run(listing)
@@ -568,7 +605,7 @@ class S3Backend(Backend):
         bucket, key = self._bucket_key(path)
 
         async def call(method: str, **kwargs: Any) -> dict[str, Any]:
-            request = self.fs._call_s3(method, Bucket=bucket, Key=key, **kwargs)
+            request = self._request(method, Bucket=bucket, Key=key, **kwargs)
             reply: dict[str, Any] = await asyncio.wait_for(request, self.timeout)
             return reply
 
@@ -660,7 +697,7 @@ class S3Backend(Backend):
             bucket = self._bucket_key(batch[0])[0]
             objects = [{"Key": self._bucket_key(key)[1]} for key in batch]
             reply = self._run(  # our runner: an interrupted delete never lands later
-                self.fs._call_s3(
+                self._request(
                     "delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
                 )
             )

@@ -8,6 +8,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -78,6 +79,8 @@ class WebHDFSServer:
         self.host, self.port = host, port
         self.requests: list[RequestRecord] = []
         self.waves: Waves | None = None
+        self.delay = 0.0
+        """Seconds each request waits before it is answered (`set_delay`)."""
         self._ns = Namespace(self.root_dir)
         self._faults = Faults()
         self._lock = threading.Lock()  # guards requests and connections
@@ -124,6 +127,14 @@ class WebHDFSServer:
         Every answer then waits until `quiet` seconds pass without a new request.
         """
         self.waves = None if quiet is None else Waves(quiet)
+
+    def set_delay(self, seconds: float) -> None:
+        """Make each request wait `seconds` before it is answered (0, the default: none).
+
+        Requests in flight together wait together, as a network's round trips overlap:
+        benchmarks/latency.py measures waves with it.
+        """
+        self.delay = seconds
 
     def reset_counters(self) -> None:
         """Forget the recorded requests (pending faults are kept)."""
@@ -196,6 +207,8 @@ class WebHDFSServer:
         waves = self.waves
         wave = 0 if waves is None else waves.arrive()
         self._faults.wait_if_stalled(op)
+        if self.delay:
+            time.sleep(self.delay)
         if waves is not None:
             waves.hold(wave)
         fault = self._faults.take(op, datanode)
