@@ -92,7 +92,7 @@ def child(config: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def count(server: Any, config: dict[str, Any], *, hdfs: bool) -> dict[str, tuple[int, int]]:
+def count(server: Any, config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Return (requests, waves) per operation, counted at the server (in this process)."""
     tree = open_tree(config)
     ops = operations(tree)
@@ -206,7 +206,7 @@ def measure(
         counts: dict[str, tuple[int, int]] = {}
         if server is not None and hasattr(server, "count_waves"):
             server.set_delay(0)
-            counts = count(server, config, hdfs=name == "webhdfs")
+            counts = count(server, config)
             server.set_delay(args.delay)
         for op in OPS:
             requests, nwaves = counts.get(op, (None, None))

@@ -204,6 +204,15 @@ class TestS3Requests:
             ["DELETE .lock"],
         ]
 
+    def test_walk_reads_siblings_together(self, tree: Metatree, record: Recorder) -> None:
+        with tree.transaction():
+            for leaf in ("u", "v"):
+                tree.put(f"x/y/{leaf}", b"d", name="f")
+        record.clear()
+        assert len(list(tree.walk())) == 6
+        leaves = [f"GET x/y/{leaf}/metadata.json" for leaf in ("u", "v", "z")]
+        assert record.waves() == [[INDEXES[0]], [INDEXES[1]], [INDEXES[2]], leaves]
+
     def test_small_uploads_do_not_wait_for_100_continue(
         self, tree: Metatree, record: Recorder, moto_server: MotoS3Server
     ) -> None:

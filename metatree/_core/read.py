@@ -18,6 +18,7 @@ from metatree._core.resolve import Ahead, resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
 from metatree._records import FileRecord, recorded_names, records_of, spelled
+from metatree._waves import Wave
 from metatree.errors import IntegrityError, NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
 
     from fsspec.callbacks import Callback
 
-    from metatree._core.db import Database
+    from metatree._core.db import Database, Fetched
     from metatree._core.resolve import Resolved, Target
     from metatree._paths import Segment
-    from metatree._types import NodePath
+    from metatree._types import NodePath, Version
 
 __all__ = [
     "entries",
@@ -108,15 +109,42 @@ def walk(db: Database, path: NodePath = ()) -> Iterator[tuple[NodePath, dict[str
     """Yield every node below `path` (itself first) with its metadata, in index order.
 
     The depth is bounded by the tree's levels: a leaf's ``children`` (planted, or written
-    by another client) is never followed.
+    by another client) is never followed. Where the backend reads concurrently, a node's
+    children are read in waves of its ``read_concurrency`` (`ahead`), each sent when the
+    walk reaches its first node: as many reads wait in memory as one wave holds, per level.
     """
-    stack = [path]
+    width = db.storage.backend.read_concurrency
+    stack: list[tuple[NodePath, Fetched | None]] = [(path, None)]
     while stack:
-        current = stack.pop()
-        metadata = db.read_metadata(current)
+        current, fetched = stack.pop()
+        metadata = db.read_for_write(current, fetched)[0]
         yield current, metadata
         if len(current) < len(db.keys):
-            stack.extend((*current, c) for c in reversed(children_of(metadata)))
+            children = [(*current, c) for c in children_of(metadata)]
+            stack.extend(reversed(ahead(db, children, width)))
+
+
+def ahead(db: Database, paths: list[NodePath], width: int) -> list[tuple[NodePath, Fetched | None]]:
+    """Pair each node with its metadata.json's read, sent in waves of `width` when first asked.
+
+    None where a wave would not pay (`width` 1: read when needed, as before), and in a
+    transaction (which holds the nodes it wrote: reading them would be wasted).
+    """
+    if width <= 1 or len(paths) <= 1 or db.own_tx() is not None:
+        return [(path, None) for path in paths]
+    waves: dict[int, Wave[tuple[bytes, Version]]] = {}
+
+    def fetched(index: int) -> Fetched:
+        def result() -> tuple[bytes, Version]:
+            start = index - index % width
+            if start not in waves:
+                jobs = [db.fetch(path) for path in paths[start : start + width]]
+                waves[start] = Wave(jobs, width)
+            return waves[start].result(index - start)
+
+        return result
+
+    return [(path, fetched(index)) for index, path in enumerate(paths)]
 
 
 def exists(db: Database, target: Target, last: Segment) -> bool:

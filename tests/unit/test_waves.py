@@ -168,3 +168,26 @@ def test_a_listed_directory_is_asked_again(tree: Metatree) -> None:
     src.fs.pipe_file(f"{src.root}/x/y/z/d/inner", b"1")  # a directory d, not stored by put
     with pytest.raises(AlreadyExistsError, match="directory"):
         tree.put("x/y/z", b"g", name="d", force=True)
+
+
+def test_walk_reads_each_sibling_group_in_waves(tree: Metatree) -> None:
+    for leaf in ("u", "v", "w"):
+        tree.put(f"x/y/{leaf}", b"d", name="f")
+    reads = _answering(tree, "", lambda: None)
+    walked = [(n.path, m) for n, m in tree.walk()]
+    assert len(reads) == 7  # each node once
+    tree.storage.backend.read_concurrency = 1  # type: ignore[misc]
+    assert walked == [(n.path, m) for n, m in tree.walk()]  # the same nodes, order, metadata
+    assert [p for p, _ in walked][-4:] == [("x", "y", c) for c in ("z", "u", "v", "w")]
+
+
+def test_walk_reads_a_group_when_it_reaches_it(tree: Metatree) -> None:
+    """A wave is sent when the walk reaches its first node: stopping early reads no more."""
+    for i in range(10):
+        tree.put(f"x/y/v{i}", b"d", name="f")
+    reads = _answering(tree, "", lambda: None)
+    walk = tree.walk()
+    for _ in range(4):  # the root, x, y, the first leaf
+        next(walk)
+    leaves = [r for r in reads if r.startswith("x/y/") and r.count("/") == 3]
+    assert len(leaves) == 4  # one wave of read_concurrency (4) leaves, not all 11
