@@ -118,3 +118,30 @@ def _large_nodes(*args: str) -> subprocess.CompletedProcess[str]:
         env=dict(os.environ, METATREE_INDEX_THRESHOLD="3"),
         check=False,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+@pytest.mark.timeout(600)
+def test_latency_runs_and_counts_waves(tmp_path: Path) -> None:
+    """Issue 17's latency benchmark on moto: timed both ways, its waves counted at the server.
+
+    The counts are the ones tests/test_requests.py asserts: a find and a small get in one wave.
+    """
+    out = tmp_path / "latency.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--backends", "s3", "--repeats", "1",
+         "--delay", "0.005", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {(r["op"], r["waves_on"]): r for r in json.loads(out.read_text())}
+    assert all(r["seconds"] > 0 for r in rows.values())
+    assert (rows[("find", True)]["requests"], rows[("find", True)]["waves"]) == (3, 1)
+    assert (rows[("find", False)]["requests"], rows[("find", False)]["waves"]) == (3, 3)
+    assert (rows[("get", True)]["requests"], rows[("get", True)]["waves"]) == (5, 1)
+    assert (rows[("put new leaf", True)]["requests"], rows[("put new leaf", True)]["waves"]) == (
+        9,
+        6,
+    )
+    assert "#### s3 (the server holds each request 5 ms)" in done.stdout
