@@ -191,3 +191,47 @@ def test_walk_reads_a_group_when_it_reaches_it(tree: Metatree) -> None:
         next(walk)
     leaves = [r for r in reads if r.startswith("x/y/") and r.count("/") == 3]
     assert len(leaves) == 4  # one wave of read_concurrency (4) leaves, not all 11
+
+
+def test_a_wave_runs_in_a_forked_child() -> None:
+    """The pool is the process's: a child forked after a wave makes its own (no threads)."""
+    import os
+
+    Wave([lambda: 1, lambda: 2], 4)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports by its exit status
+        wave = Wave([lambda: 1, lambda: 2], 4)
+        os._exit(0 if (wave.result(0), wave.result(1)) == (1, 2) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_interrupted_wave_leaves_nothing_running() -> None:
+    """Ctrl-C while a wave waits: jobs not started never start, running ones are awaited."""
+    import time
+
+    started = threading.Event()
+    finished: list[int] = []
+
+    def slow(i: int) -> Callable[[], int]:
+        def run() -> int:
+            started.set()
+            time.sleep(0.2)
+            finished.append(i)
+            return i
+
+        return run
+
+    def interrupt() -> None:
+        started.wait(5)
+        import _thread
+
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        Wave([slow(i) for i in range(6)], 2)  # two at a time: four wait their turn
+    done = len(finished)
+    time.sleep(0.5)
+    assert len(finished) == done  # nothing ran on after the wave raised
+    assert done < 6
