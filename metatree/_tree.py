@@ -442,7 +442,7 @@ class Metatree:
         except PathError:
             self._find_node_of(location)  # metatreedb walks to the node before the file name
             raise
-        file = last.name if isinstance(last, Named) else None
+        file = last.name if isinstance(last, Named) and not recursive else None
         node = self._node_of(where, Ahead(own=verify or file is None, file=file))
         if where.segments:
             self._cursor = Node(self._db, node.path)  # on the node even if its file is missing

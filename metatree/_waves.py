@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Generic, TypeVar
+
+from metatree.backends.aio import abortable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -27,55 +29,68 @@ T = TypeVar("T")
 
 
 class Wave(Generic[T]):
-    """Jobs (one request each) started together when `width` > 1; results asked by index.
+    """Jobs (one read each) started together when `width` > 1; results asked by index.
 
-    A job's exception is kept and raised by `result`, for that job only: one failed read
-    never hides the others. Nothing outlives the constructor: it returns once every job
-    sent has finished (an interrupt waits for the ones running and drops the rest). The
-    threads are the process's (`_pool`): starting threads for each wave cost 1 ms a wave.
+    `result` waits for its own job only: a read nobody needs (an earlier level said the node
+    is not there) is never waited for. A job's exception is kept and raised by `result`,
+    for that job only: one failed read never hides the others. Waves only read, so a read
+    left running when the caller stops (an interrupt, a miss) changes nothing; an interrupt
+    stops the jobs that have not started and aborts the S3 requests in flight
+    (`metatree.backends.aio.abort`). The threads are the process's (`_pool`): starting
+    threads for each wave cost 1 ms a wave.
     """
 
     def __init__(self, jobs: Sequence[Callable[[], T]], width: int) -> None:
         self._jobs = list(jobs)
         self._outcome: dict[int, tuple[bool, T | Exception]] = {}
+        self._futures: list[Future[tuple[bool, T | Exception]]] = []
+        self._stopped = threading.Event()
         if width > 1 and len(self._jobs) > 1:
             self._send(width)
 
     def _send(self, width: int) -> None:
-        """Run every job, `width` at a time, on the process's pool; return when all ended."""
+        """Start every job, `width` at a time, on the process's pool."""
         pool = _pool()
         gate = threading.Semaphore(width)
-        stopped = threading.Event()
+        stopped = self._stopped
 
         def gated(job: Callable[[], T]) -> tuple[bool, T | Exception]:
             with gate:
                 if stopped.is_set():  # the wave was interrupted before this job's turn
                     return False, RuntimeError("not sent: the wave was interrupted")
-                return _outcome(job)
+                with abortable(stopped):
+                    return _outcome(job)
 
-        futures: list[Future[tuple[bool, T | Exception]]] = []
         try:
-            futures.extend(pool.submit(gated, job) for job in self._jobs)
-            for index, future in enumerate(futures):
-                self._outcome[index] = future.result()
-        except BaseException:  # an interrupt: drop what has not started, wait for the rest
-            stopped.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)
+            self._futures.extend(pool.submit(gated, job) for job in self._jobs)
+        except BaseException:
+            self.stop()
             raise
+
+    def stop(self) -> None:
+        """Start no more of its jobs, and abort the requests in flight."""
+        self._stopped.set()
+        for future in self._futures:
+            future.cancel()
 
     def __len__(self) -> int:
         return len(self._jobs)
 
     def sent(self, index: int) -> bool:
-        """Whether job `index` has run (a lazy wave runs a job only when asked)."""
-        return index in self._outcome
+        """Whether job `index` was sent (a lazy wave runs a job only when asked)."""
+        return index in self._outcome or index < len(self._futures)
 
     def result(self, index: int) -> T:
         """Return job `index`'s result (running it now if the wave is lazy), or raise its error."""
         if index not in self._outcome:
-            self._outcome[index] = _outcome(self._jobs[index])
+            if index < len(self._futures):
+                try:
+                    self._outcome[index] = self._futures[index].result()
+                except BaseException:  # an interrupt while waiting: the others stop too
+                    self.stop()
+                    raise
+            else:
+                self._outcome[index] = _outcome(self._jobs[index])
         ok, value = self._outcome[index]
         if not ok:
             assert isinstance(value, Exception)

@@ -55,48 +55,56 @@ class TestS3Requests:
 
     def test_find_depth_3(self, tree: Metatree, record: Recorder) -> None:
         tree.find("x/y/z")
-        assert record.waves() == [INDEXES]  # every level at once, checked in order after
+        # the indexes on the way at once; the last one, the answer, after the one that
+        # lists it (docs/format.md, "Reads in waves")
+        assert record.waves() == [INDEXES[:2], INDEXES[2:]]
 
     def test_find_with_placeholder(self, tree: Metatree, record: Recorder) -> None:
         tree.find("x/<active>/z")
-        # x's metadata names the next level: one wave per <key> level, plus one
-        assert record.waves() == [INDEXES[:2], INDEXES[2:]]
+        # x's <active> names the next level: x is read after the root's index lists it
+        assert record.waves() == [INDEXES[:1], INDEXES[1:2], INDEXES[2:]]
 
     def test_get_small_file(self, tree: Metatree, record: Recorder) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
-        # the indexes, the file's record and the file itself (its first 256 KiB: a small
-        # file whole), all at once; the bytes are checked against the record before use
-        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/f"])]
+        # the indexes at once; then, after the one listing z, the file's record and the file
+        # (its first 256 KiB: a small file whole), checked against the record before use
+        assert record.waves() == [INDEXES, ["GET x/y/z/f", "GET x/y/z/metadata.json"]]
 
     def test_get_unverified(self, tree: Metatree, record: Recorder) -> None:
         assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
-        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/f"])]
+        assert record.waves() == [INDEXES, ["GET x/y/z/f"]]
 
     def test_get_to_a_local_file(self, tree: Metatree, record: Recorder, tmp_path: Path) -> None:
         tree.get("x/y/z/f", tmp_path / "f")
         assert (tmp_path / "f").read_bytes() == b"data"
-        assert record.waves() == [sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/f"])]
+        assert record.waves() == [INDEXES, ["GET x/y/z/f", "GET x/y/z/metadata.json"]]
+
+    def test_get_of_a_missing_file(self, tree: Metatree, record: Recorder) -> None:
+        with pytest.raises(NotFoundError):
+            tree.get("x/y/z/nothing")
+        # no record, and not there when read after the index listing z: not read again
+        assert record.waves() == [INDEXES, ["GET x/y/z/metadata.json", "GET x/y/z/nothing"]]
 
     def test_stat(self, tree: Metatree, record: Recorder) -> None:
         assert tree.stat("x/y/z/f").size == 4
-        assert record.waves() == [[*INDEXES, "GET x/y/z/metadata.json"]]
+        assert record.waves() == [INDEXES, ["GET x/y/z/metadata.json"]]
 
     def test_get_through_placeholders(self, tree: Metatree, record: Recorder) -> None:
         assert b"".join(tree.get("x/<active>/z/<model_file>")) == b"data"
-        # <active> is in x's metadata, <model_file> in the leaf's (with the record)
+        # each node a <key> is read in after the index that lists it: one at a time
         assert record.waves() == [
-            INDEXES[:2],
-            [INDEXES[2], "GET x/y/z/metadata.json"],
+            INDEXES[:1],
+            INDEXES[1:2],
+            INDEXES[2:],
+            ["GET x/y/z/metadata.json"],
             ["GET x/y/z/f"],
         ]
 
     def test_missing_node_costs_no_more_waves(self, tree: Metatree, record: Recorder) -> None:
         with pytest.raises(NotFoundError):
             tree.find("x/q/z")
-        # the read of x/q is sent before x's index says q is not there: wasted, not waited for
-        assert record.waves() == [
-            ["GET metadata.json", "GET x/metadata.json", "GET x/q/metadata.json"]
-        ]
+        # x's index does not list q: the read of x/q, the next wave, is never sent
+        assert record.waves() == [["GET metadata.json", "GET x/metadata.json"]]
 
     def test_large_file_is_read_again_after_its_record(
         self, tree: Metatree, record: Recorder
@@ -106,7 +114,8 @@ class TestS3Requests:
         record.clear()
         assert b"".join(tree.get("x/y/z/big")) == data
         assert record.waves() == [
-            sorted([*INDEXES, "GET x/y/z/metadata.json", "GET x/y/z/big"]),
+            INDEXES,
+            ["GET x/y/z/big", "GET x/y/z/metadata.json"],
             ["GET x/y/z/big"],  # streamed, pinned to one version, checked as it streams
         ]
 
@@ -237,6 +246,7 @@ class TestS3Requests:
             ["PUT .lock"],
             sorted(["GET (list)", *INDEXES]),
             ["GET x/y/z/metadata.json"],
+            ["HEAD x/y/z/f"],  # listed: a file, or a key beside a prefix? kind() tells
             ["PUT x/y/z/f"],
             ["PUT x/y/z/metadata.json"],
             ["DELETE .lock"],
@@ -278,23 +288,23 @@ class TestWebHDFSRequests:
         tree.find("x/y/z")
         assert self.ops(webhdfs_server) == ["OPEN"] * 3
         assert len(webhdfs_server.requests) == 6
-        assert self.waves(webhdfs_server) == 2  # the name node's three, the data node's three
+        assert self.waves(webhdfs_server) == 4  # root and x together, then x/y: 2 HTTP each
 
     def test_get_small_file(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f")) == b"data"
         assert self.ops(webhdfs_server) == ["OPEN"] * 5  # 3 indexes, the record, the file
         assert len(webhdfs_server.requests) == 10
-        assert self.waves(webhdfs_server) == 2  # through the thread pool, as on S3
+        assert self.waves(webhdfs_server) == 4  # through the thread pool, as on S3
 
     def test_get_unverified_and_stat(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         assert b"".join(tree.get("x/y/z/f", verify=False)) == b"data"
         assert self.ops(webhdfs_server) == ["OPEN"] * 4
-        assert self.waves(webhdfs_server) == 2
+        assert self.waves(webhdfs_server) == 4
         webhdfs_server.reset_counters()
         assert tree.stat("x/y/z/f").size == 4
         assert self.ops(webhdfs_server) == ["OPEN"] * 4
         assert len(webhdfs_server.requests) == 8
-        assert self.waves(webhdfs_server) == 2
+        assert self.waves(webhdfs_server) == 4
 
     def test_put_into_existing_leaf(self, tree: Metatree, webhdfs_server: WebHDFSServer) -> None:
         tree.put("x/y/z", b"more", name="g")

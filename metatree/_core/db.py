@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 __all__ = ["Database", "children_of", "rel_path"]
 
 
+_REREADS = 3
+"""Reads of a node whose log was replaced under the read (`index.Replaced`) before the
+next one's `CorruptMetadataError` is reported: a reindex replaces it once."""
+
+
 def rel_path(path: NodePath, *more: str) -> str:
     """Return the storage path (``/``-joined, relative to the root) of a node or a file in it."""
     return "/".join((*path, *more))
@@ -170,6 +175,19 @@ class Database:
     def _read_metadata(
         self, path: NodePath, fetched: Fetched | None = None
     ) -> tuple[dict[str, Any], object]:
+        for _ in range(_REREADS):
+            try:
+                return self._read_once(path, fetched)
+            except index.Replaced:
+                fetched = None  # its log changed under the read: read the node again
+        try:
+            return self._read_once(path)
+        except index.Replaced as exc:
+            raise CorruptMetadataError(exc.url, exc.reason) from None
+
+    def _read_once(
+        self, path: NodePath, fetched: Fetched | None = None
+    ) -> tuple[dict[str, Any], object]:
         rel = rel_path(path, METADATA_FILE)
         try:
             data, version = (fetched or self.fetch(path))()
@@ -178,7 +196,7 @@ class Database:
                 # read in a wave, maybe before its parent's index that lists it: read again,
                 # after that index, as a read one level at a time would (its parent's index
                 # lists a node only once its metadata.json is stored: invariant 2)
-                return self._read_metadata(path)
+                return self._read_once(path)
             self._check_missing_index(path)
             raise NotFoundError(self.url(path), "node") from None
         if not data and not path and self._fresh_legacy_root():

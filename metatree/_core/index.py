@@ -529,6 +529,11 @@ def attach(
         raise CorruptMetadataError(where, f"{INDEX_KEY!r} is not a format 2 index marker")
     generation, written = checked
     log = read_log(db, path, generation)
+    if log.seq < written:
+        # metadata.json was written at log number `written`, and logs only grow: this one
+        # was replaced meanwhile (a reindex, a compaction to a new generation) or damaged
+        where = db.storage.url_of(log_dir(path, generation))
+        raise Replaced(where, f"the index log ends at {log.seq}, metadata.json says {written}")
     doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}
     if log.doc is not None and log.doc[0] > written:
         # a piece committed metadata that metadata.json does not show yet (its writer died
@@ -598,7 +603,21 @@ def read_log(db: Database, path: NodePath, generation: str) -> Log:
             continue  # a compaction deleted what we listed: list again
         db.index_cache.put(rel, state)
         return state
-    raise CorruptMetadataError(db.storage.url_of(rel), reason)
+    raise Replaced(db.storage.url_of(rel), reason)
+
+
+class Replaced(Exception):
+    """A node's log does not follow the metadata.json that named it: read that again.
+
+    A reader lists a log after reading the metadata.json that names it; a reindex or a
+    rebuild in between replaces both (pieces vanish, or fewer are left than metadata.json
+    counts). `metatree._core.db.Database` reads the node again, a few times: damage stays,
+    and is then reported as `CorruptMetadataError` (`url`, `reason`).
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url, self.reason = url, reason
 
 
 class _Vanished(Exception):

@@ -70,7 +70,7 @@ def plan_put(db: Database, target: Target, name: str) -> PutPlan:
     New names follow the portable rules (`check_name`); names found in an index need not. A
     ``<key>`` can only resolve in a node that exists.
     """
-    anchor, missing, later = descend(db, target, Ahead(listing=True))
+    anchor, missing, later = descend(db, target, Ahead(listing=True, locked=True))
     early = anchor.early
     if missing is None:
         metadata, version = anchor.read()  # the file's record goes into it
@@ -160,16 +160,16 @@ def check_target(db: Database, plan: PutPlan, *, force: bool, recursive: bool) -
 
 
 def _listed_kind(db: Database, plan: PutPlan) -> str | None:
-    """Return what the listing read ahead says is at the target; ``""``: ask `Storage.kind`.
+    """Return None when the listing read ahead says nothing is at the target; ``""``: ask.
 
-    A listing answers only where a name means one thing: not where names fold (a
-    case-insensitive store), and not for a directory (S3 may also hold a key of that name,
-    which `Storage.kind` counts first).
+    It answers only "nothing there", the common case (a new file), and only where a name
+    means one thing (not where names fold: a case-insensitive store). Whatever is there is
+    asked about with `Storage.kind`, which tells a key from a prefix of the same name (S3)
+    and refuses a planted link (local disk) as a put did before.
     """
-    if plan.listed is None or db.case_insensitive:
+    if plan.listed is None or db.case_insensitive or plan.name in plan.listed:
         return ""
-    kind = plan.listed.get(plan.name)
-    return "" if kind == "directory" else kind
+    return None
 
 
 def _nfc(name: str) -> str:

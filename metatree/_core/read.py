@@ -213,6 +213,15 @@ def get(
     recorded, records = _records_for(node, name, None, verify)
     record = records.get(recorded)
     early = _early_file(node, name, rel, record)  # whole, and checked against its record
+    if (
+        early is None
+        and record is None
+        and node.early is not None
+        and rel == rel_path(node.path, name)
+    ):
+        missing = node.early.file_missing(node.path, name)
+        if missing is not None:  # read after the index that lists the node: not there
+            raise missing
     if early is not None and outfile is None:
         return _slices(early, chunk_size)
     if early is not None and outfile is not None and (not recursive or len(records) <= 1):

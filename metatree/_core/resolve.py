@@ -86,13 +86,15 @@ class Ahead:
     """A file of the node: its first `EARLY_BYTES` (`Early.file`)."""
     listing: bool = False
     """The listing of the node's directory (`Early.listing`): a put's checks of the spot."""
+    locked: bool = False
+    """The caller holds the DB lock: every read in one wave (see `_plan`)."""
 
 
 @dataclass(slots=True)
 class Early:
     """The file and listing an `Ahead` asked for, as the resolution's last wave read them."""
 
-    wave: Wave[Any]
+    wave: _Shifted
     path: NodePath
     """The node they belong to (used only if resolution ends there)."""
     file: tuple[str, int] | None = None
@@ -102,20 +104,30 @@ class Early:
         """Return the whole file `name` of node `path` if the wave read it and it fit; else None."""
         if self.file is None or (path, name) != (self.path, self.file[0]):
             return None
-        if not self.wave.sent(self.file[1]):
-            return None
         try:
             data: bytes = self.wave.result(self.file[1])
-        except MetatreeError:  # read again, after the indexes, as it always was
+        except MetatreeError:  # read again, after the record, as it always was
             return None
         return data if len(data) <= EARLY_BYTES else None
+
+    def file_missing(self, path: NodePath, name: str) -> NotFoundError | None:
+        """Return the `NotFoundError` reading the file `name` ahead gave, if it gave one."""
+        if self.file is None or (path, name) != (self.path, self.file[0]):
+            return None
+        try:
+            self.wave.result(self.file[1])
+        except NotFoundError as missing:
+            return missing
+        except MetatreeError:
+            return None
+        return None
 
     def listed(self, path: NodePath) -> dict[str, str] | None:
         """Return the complete listing of node `path`'s directory if the wave read it, else None.
 
         None too when it failed or was partial (a directory of over 1 000 entries on S3).
         """
-        if self.listing is None or path != self.path or not self.wave.sent(self.listing):
+        if self.listing is None or path != self.path:
             return None
         try:
             listed, complete = self.wave.result(self.listing)
@@ -220,12 +232,18 @@ def descend(
 def _plan(
     db: Database, node: Resolved, rest: Location, ahead: Ahead | None, planned: _Planned
 ) -> None:
-    """Send in one wave the reads known from `node` on: up to the next ``<key>`` segment.
+    """Send the reads known from `node` on (up to the next ``<key>``) in two waves.
 
-    Those are the metadata.json of `node` and of each node its literal segments name, the
-    last one included when a ``<key>`` follows it (its metadata names the next child) or
-    when `ahead` asks for it; at the end of the target, `ahead`'s file and listing too.
-    Nodes the task's transaction holds are not read.
+    The paths are the metadata.json of `node` and of each node its literal segments name,
+    the last one included when a ``<key>`` follows it (its metadata names the next child)
+    or when `ahead` asks for the node's own. The first wave holds every index on the way;
+    the second, sent only when the first has proven the way, what the answer rests on: the
+    last index (a find's), or the node's own metadata with `ahead`'s file and listing. So
+    nothing an operation returns was read before the index that lists it (see
+    docs/format.md, "Reads in waves"); what comes after the way (a file a get streams) is
+    read after both. Under the DB lock (`Ahead.locked`) no honest writer
+    changes the tree meanwhile, and all of it goes in one wave. Nodes the task's
+    transaction holds are not read.
     """
     paths = [node.path]
     for segment in rest:
@@ -233,25 +251,81 @@ def _plan(
             break
         paths.append((*paths[-1], segment.name))
     reached = len(paths) == len(rest) + 1  # no ``<key>`` before the target
-    if reached and (ahead is None or not ahead.own):
+    own = reached and ahead is not None and ahead.own
+    if reached and not own:
         paths.pop()  # its parent's index proves that it exists
     planned.covered.update(paths)
-    unread = [path for path in paths if db.unread(path)]
-    jobs: list[Callable[[], Any]] = [db.fetch(path) for path in unread]
     end = (*node.path, *(s.name for s in rest if isinstance(s, Literal)))
+    extras: list[Callable[[], Any]] = []
     file = listing = None
     if reached and ahead is not None and db.own_tx() is None:
-        if ahead.file is not None:
-            file, rel = (ahead.file, len(jobs)), rel_path(end, ahead.file)
-            jobs.append(lambda: db.storage.read_versioned(rel, EARLY_BYTES)[0])
+        if ahead.file is not None and own:  # read with the record it is checked against
+            rel = rel_path(end, ahead.file)
+            extras.append(lambda: db.storage.read_versioned(rel, EARLY_BYTES)[0])
         if ahead.listing:
+            extras.append(lambda: db.storage.list_first(rel_path(end)))
+    locked = ahead is not None and ahead.locked
+    if locked:
+        first, last = paths, []
+    elif reached and ahead is not None and (own or ahead.file is not None or ahead.listing):
+        first, last = paths[:-1] if own else paths, paths[-1:] if own else []
+    else:  # the last index is the answer (a find's), or names the next node (a ``<key>``)
+        first, last = paths[:-1], paths[-1:]
+    width = db.storage.backend.read_concurrency
+    unread = [path for path in first if db.unread(path)]
+    after = [path for path in last if db.unread(path)]
+    jobs = [db.fetch(path) for path in after]
+    if extras:
+        if ahead is not None and ahead.file is not None and own:
+            file = (ahead.file, len(jobs))
+            jobs.append(extras.pop(0))
+        if extras:
             listing = len(jobs)
-            jobs.append(lambda: db.storage.list_first(rel_path(end)))
-    wave: Wave[Any] = Wave(jobs, db.storage.backend.read_concurrency)
+            jobs.append(extras.pop(0))
+    if locked:  # one wave: what would go second goes with the first
+        shift = len(unread)
+        wave = Later([db.fetch(path) for path in unread] + jobs, width)
+        wave.send()
+        later = _Shifted(wave, shift)
+    else:
+        wave = Later([db.fetch(path) for path in unread], width)
+        wave.send()
+        later = _Shifted(Later(jobs, width), 0)
     for index, path in enumerate(unread):
         planned.fetched[path] = functools.partial(wave.result, index)
+    for index, path in enumerate(after):
+        planned.fetched[path] = functools.partial(later.result, index)
     if file is not None or listing is not None:
-        planned.early = Early(wave, end, file, listing)
+        planned.early = Early(later, end, file, listing)
+
+
+class _Shifted:
+    """The jobs of a `Later` from `shift` on, numbered from 0 (a second wave sent with a first)."""
+
+    def __init__(self, wave: Later, shift: int) -> None:
+        self.wave, self.shift = wave, shift
+
+    def result(self, index: int) -> Any:
+        """Return job ``shift + index``'s result."""
+        return self.wave.result(self.shift + index)
+
+
+class Later:
+    """A `Wave` sent when one of its results is first asked for (or `send`)."""
+
+    def __init__(self, jobs: list[Callable[[], Any]], width: int) -> None:
+        self._jobs, self._width = jobs, width
+        self._wave: Wave[Any] | None = None
+
+    def send(self) -> Wave[Any]:
+        """Send the wave now (once)."""
+        if self._wave is None:
+            self._wave = Wave(self._jobs, self._width)
+        return self._wave
+
+    def result(self, index: int) -> Any:
+        """Return job `index`'s result, sending the wave first if it was not."""
+        return self.send().result(index)
 
 
 def resolve(db: Database, target: Target, ahead: Ahead | None = None) -> Resolved:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from metatree._core.db import children_of, rel_path
-from metatree._core.index import attach
+from metatree._core.index import Replaced, attach
 from metatree._names import METADATA_FILE
 from metatree._paths import GLOB, Placeholder, _parse_segment, _split, resolve_segment
 from metatree.errors import (
@@ -201,6 +201,8 @@ def _read_level(
                 attach(db, path, metadata, url)  # a v2 node's log: read now
             except MetatreeError as exc:
                 out.append(exc)
+            except Replaced:  # its log was replaced after this read: read the node again
+                out.append(_read_one(db, path))
             else:
                 out.append(metadata)
     return out

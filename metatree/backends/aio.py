@@ -13,14 +13,15 @@ re-raises. So once a call has returned or raised, nothing it started is still ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterator
 
-__all__ = ["CANCEL_WAIT", "run"]
+__all__ = ["CANCEL_WAIT", "abortable", "run"]
 
 T = TypeVar("T")
 
@@ -33,6 +34,27 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+ABORT_STEP = 0.05
+"""Seconds between looks at an `abortable` request's stop event."""
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def abortable(stop: threading.Event) -> Iterator[None]:
+    """Make `run` in this thread give up (cancelled, awaited) once `stop` is set.
+
+    For a wave's reads (`metatree._waves`), which run in pool threads: an interrupt reaches
+    the thread that waits for the wave only, and stops the requests it no longer waits for
+    through `stop`.
+    """
+    _local.stop = stop
+    try:
+        yield
+    finally:
+        _local.stop = None
 
 
 def _wait(done: threading.Event, timeout: float | None) -> bool:
@@ -68,11 +90,15 @@ def run(
         raise RuntimeError("metatree's blocking API was called from the filesystem's own loop")
     loop.call_soon_threadsafe(start)
     deadline = None if timeout is None else time.monotonic() + timeout
+    stop = getattr(_local, "stop", None)
+    step = 1.0 if stop is None else ABORT_STEP
     try:
-        while not _wait(done, 1.0 if deadline is None else min(1.0, timeout or 1.0)):
+        while not _wait(done, step if deadline is None else min(step, timeout or step)):
             # short waits keep the thread responsive to signals
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no answer within {timeout:g}s")  # noqa: TRY301 - cancels too
+            if stop is not None and stop.is_set():
+                raise InterruptedError("the wave this request was sent in stopped")  # noqa: TRY301
     except BaseException:
         loop.call_soon_threadsafe(cancel)  # runs after `start`: the callbacks are FIFO
         _wait(done, CANCEL_WAIT)

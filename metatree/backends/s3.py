@@ -560,37 +560,39 @@ class S3Backend(Backend):
     ) -> list[Exception | None]:
         """Up to `concurrency` uploads in flight on s3fs's event loop, each as `put`.
 
-        One task per file under a semaphore, in an `asyncio.TaskGroup`: the first failure
-        cancels the uploads in flight (a multipart upload is aborted) and the rest never
-        start. The whole batch runs through our runner, so an interrupt cancels every request
-        and returns only once they have ended. Sources are read on the loop's thread, as
-        s3fs's own ``put_file`` does: callers give bytes or local files (no user code).
+        One task per file under a semaphore: after the first failure the rest never start,
+        and the uploads in flight finish (their entries say whether they were stored: a
+        cancelled PutObject may still land, and `Stopped` means "not stored"). The whole
+        batch runs through our runner, so an interrupt cancels every request (a multipart
+        upload is aborted) and returns only once they have ended. Sources are read on the
+        loop's thread, as s3fs's own ``put_file`` does: callers give bytes or local files.
         """
         out: list[Exception | None] = [Stopped() for _ in items]
         gate = asyncio.Semaphore(max(1, concurrency))
+        failed: list[bool] = []
 
         async def one(index: int) -> None:
             opener, path = items[index]
             async with gate:
+                if failed:  # another upload failed: this one never starts
+                    return
                 try:
                     with opener() as upload:
                         await self._aput(upload, path)
                 except _client_failures() as exc:
                     out[index] = _as_os_error(exc)
-                    raise
-                except Exception as exc:
+                    failed.append(True)
+                    return
+                except Exception as exc:  # noqa: BLE001 - returned in `out`
                     out[index] = exc
-                    raise  # the group cancels the others
+                    failed.append(True)
+                    return
                 finally:
                     self.fs.invalidate_cache(path)
             out[index] = None
 
         async def every() -> None:
-            # each failure is in `out`; the group's ExceptionGroup only repeats them
-            with contextlib.suppress(ExceptionGroup):
-                async with asyncio.TaskGroup() as group:
-                    for index in range(len(items)):
-                        group.create_task(one(index))
+            await asyncio.gather(*(one(index) for index in range(len(items))))
 
         if items:
             self._run(every(), timed=False)

@@ -12,6 +12,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from metatree import Metatree
@@ -206,8 +207,13 @@ def test_a_wave_runs_in_a_forked_child() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_an_interrupted_wave_leaves_nothing_running() -> None:
-    """Ctrl-C while a wave waits: jobs not started never start, running ones are awaited."""
+def test_an_interrupted_wave_starts_nothing_more() -> None:
+    """Ctrl-C while a wave's result is awaited: its jobs not started never start.
+
+    The reads in flight are not waited for (a wave only reads: a late answer changes
+    nothing); on S3 they are aborted (`metatree.backends.aio.abortable`).
+    """
+    import signal
     import time
 
     started = threading.Event()
@@ -222,16 +228,139 @@ def test_an_interrupted_wave_leaves_nothing_running() -> None:
 
         return run
 
-    def interrupt() -> None:
+    def interrupt() -> None:  # a real SIGINT: it breaks the main thread's wait, as Ctrl-C does
         started.wait(5)
-        import _thread
+        time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
-        _thread.interrupt_main()
-
+    wave = Wave([slow(i) for i in range(6)], 2)  # two at a time: four wait their turn
     threading.Thread(target=interrupt).start()
     with pytest.raises(KeyboardInterrupt):
-        Wave([slow(i) for i in range(6)], 2)  # two at a time: four wait their turn
-    done = len(finished)
-    time.sleep(0.5)
-    assert len(finished) == done  # nothing ran on after the wave raised
-    assert done < 6
+        wave.result(5)
+    time.sleep(1.0)  # the two in flight end; none of the others starts
+    assert len(finished) <= 2
+
+
+def test_a_result_waits_for_its_own_job_only() -> None:
+    """A miss decided by an earlier level does not wait for the reads sent after it."""
+    release = threading.Event()
+
+    def stalled() -> int:
+        release.wait(10)
+        return 2
+
+    wave = Wave([lambda: 1, stalled], 4)
+    try:
+        assert wave.result(0) == 1  # returns while the second read is still in flight
+        assert not release.is_set()
+    finally:
+        release.set()
+    assert wave.result(1) == 2
+
+
+def _orphan_tree(root: str) -> tuple[Metatree, Metatree]:
+    """Return a reader (reading concurrently) and a writer on one tree with an orphan x/y/z.
+
+    The orphan is what a put killed before its commit leaves: x/y/z with its record and its
+    file f, unlisted by x/y.
+    """
+    reader = Metatree(root, KEYS)
+    reader.put("x/y/q", b"other", name="f")
+    reader.put("x/y/z", b"ORPHAN, never committed", name="f")
+    metadata = orjson.loads(reader.storage.read_bytes("x/y/metadata.json"))
+    metadata["children"] = ["q"]  # the killed put never listed z
+    reader.storage.write_atomic("x/y/metadata.json", orjson.dumps(metadata))
+    reader.storage.backend.read_concurrency = 4  # type: ignore[misc]
+    return reader, Metatree(root, KEYS)  # a Storage of its own: not patched below
+
+
+def _racing(reader: Metatree, parent: str, child: str, write: Callable[[], object]) -> None:
+    """Run `write` while the reader's read of `parent` is in flight.
+
+    Before it runs, it waits (0.5 s at most) for the reader's read of `child`, if the reader
+    sends that in the same wave: the order a slow answer gives. A reader that reads `child`
+    only after `parent` never sends it meanwhile.
+    """
+    storage = reader.storage
+    real = storage.read_versioned
+    child_read = threading.Event()
+    ran = [False]
+
+    def read_versioned(path: str, limit: int | None = None) -> Any:
+        if path == parent and not ran[0]:
+            ran[0] = True
+            child_read.wait(0.5)
+            write()
+        got = real(path, limit)
+        if path == child:
+            child_read.set()
+        return got
+
+    storage.read_versioned = read_versioned  # type: ignore[assignment]
+
+
+def test_a_get_never_returns_an_orphan_replaced_meanwhile() -> None:
+    """A put re-creates x/y/z over a killed put's orphan while a get of x/y/z/f reads.
+
+    The node's metadata.json and its file are read only after the index that lists the
+    node: the orphan, deleted before the new node was listed, is never returned.
+    """
+    reader, writer = _orphan_tree(f"memory://waves-orphan-{uuid.uuid4().hex}")
+    write = lambda: writer.put("x/y/z", b"honest", name="f")
+    _racing(reader, "x/y/metadata.json", "x/y/z/metadata.json", write)
+    assert b"".join(reader.get("x/y/z/f")) == b"honest"
+
+
+def test_a_stat_never_returns_an_orphan_record() -> None:
+    reader, writer = _orphan_tree(f"memory://waves-orphan-{uuid.uuid4().hex}")
+    write = lambda: writer.put("x/y/z", b"honest", name="g")
+    _racing(reader, "x/y/metadata.json", "x/y/z/metadata.json", write)
+    with pytest.raises(NotFoundError):
+        reader.stat("x/y/z/f")  # the new z has g only
+
+
+def test_a_find_never_finds_through_an_orphan() -> None:
+    """find x/y/z/w: the orphan x/y/z lists w; the new x/y/z (put meanwhile) does not."""
+    root = f"memory://waves-orphan-{uuid.uuid4().hex}"
+    reader = Metatree(root, (*KEYS, "d"))
+    reader.put("x/y/z/w", b"orphan", name="f")
+    metadata = orjson.loads(reader.storage.read_bytes("x/y/metadata.json"))
+    metadata["children"] = []
+    reader.storage.write_atomic("x/y/metadata.json", orjson.dumps(metadata))
+    reader.storage.backend.read_concurrency = 4  # type: ignore[misc]
+    writer = Metatree(root, (*KEYS, "d"))
+    write = lambda: writer.put("x/y/z/v", b"honest", name="f")
+    _racing(reader, "x/y/metadata.json", "x/y/z/metadata.json", write)
+    with pytest.raises(NotFoundError):
+        reader.find("x/y/z/w")
+
+
+@pytest.mark.parametrize("cold", [False, True])
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_read_racing_a_reindex_reads_the_node_again(concurrency: int, cold: bool) -> None:
+    """A reindex replaces a v2 node's log between a read of its metadata.json and its listing.
+
+    The log then holds less than metadata.json says: the node is read again, never reported
+    corrupt or missing its children.
+    """
+    root = f"memory://waves-reindex-{uuid.uuid4().hex}"
+    reader = Metatree(root, KEYS, index_threshold=1)
+    for leaf in ("z", "u", "v"):
+        reader.put(f"x/y/{leaf}", b"data", name="f")
+    if cold:  # nothing of the log cached: it reads as empty once deleted
+        reader = Metatree(root, KEYS)
+    writer = Metatree(root, KEYS)
+    storage = reader.storage
+    storage.backend.read_concurrency = concurrency  # type: ignore[misc]
+    real = storage.listdir
+    ran = [False]
+
+    def listdir(rel: str) -> dict[str, str]:
+        if ".metatree.index" in rel and not ran[0]:
+            ran[0] = True
+            writer.reindex("x/y", format=1)  # deletes the log just about to be listed
+        return real(rel)
+
+    storage.listdir = listdir  # type: ignore[method-assign]
+    assert b"".join(reader.get("x/y/v/f")) == b"data"
+    assert ran[0]
