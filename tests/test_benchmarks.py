@@ -126,7 +126,7 @@ def _large_nodes(*args: str) -> subprocess.CompletedProcess[str]:
 def test_latency_runs_and_counts_waves(tmp_path: Path) -> None:
     """Issue 17's latency benchmark on moto: timed both ways, its waves counted at the server.
 
-    The counts are the ones tests/test_requests.py asserts: a find and a small get in one wave.
+    The counts are the ones tests/test_requests.py asserts: a find and a small get in two waves.
     """
     out = tmp_path / "latency.json"
     done = subprocess.run(
@@ -137,9 +137,10 @@ def test_latency_runs_and_counts_waves(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {(r["op"], r["waves_on"]): r for r in json.loads(out.read_text())}
     assert all(r["seconds"] > 0 for r in rows.values())
-    assert (rows[("find", True)]["requests"], rows[("find", True)]["waves"]) == (3, 1)
+    assert (rows[("find", True)]["requests"], rows[("find", True)]["waves"]) == (3, 2)
     assert (rows[("find", False)]["requests"], rows[("find", False)]["waves"]) == (3, 3)
-    assert (rows[("get", True)]["requests"], rows[("get", True)]["waves"]) == (5, 1)
+    assert (rows[("get", True)]["requests"], rows[("get", True)]["waves"]) == (5, 2)
+    assert (rows[("get", False)]["requests"], rows[("get", False)]["waves"]) == (5, 5)
     assert (rows[("put new leaf", True)]["requests"], rows[("put new leaf", True)]["waves"]) == (
         9,
         6,
