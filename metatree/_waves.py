@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from metatree.backends.aio import abortable
+from metatree.errors import StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -49,29 +50,41 @@ class Wave(Generic[T]):
             self._send(width)
 
     def _send(self, width: int) -> None:
-        """Start every job, `width` at a time, on the process's pool."""
+        """Start the jobs on the process's pool, `width` at a time (each starts the next).
+
+        A job waiting for its turn holds no thread: only the reads in flight do.
+        """
         pool = _pool()
-        gate = threading.Semaphore(width)
         stopped = self._stopped
+        lock = threading.Lock()
+        waiting = iter(range(len(self._jobs)))
+        self._futures = [Future() for _ in self._jobs]
 
-        def gated(job: Callable[[], T]) -> tuple[bool, T | Exception]:
-            with gate:
-                if stopped.is_set():  # the wave was interrupted before this job's turn
-                    return False, RuntimeError("not sent: the wave was interrupted")
+        def start_next() -> None:
+            with lock:
+                index = None if stopped.is_set() else next(waiting, None)
+            if index is not None:
+                pool.submit(run, index)
+
+        def run(index: int) -> None:
+            future = self._futures[index]
+            if future.set_running_or_notify_cancel():
                 with abortable(stopped):
-                    return _outcome(job)
+                    future.set_result(_outcome(self._jobs[index]))
+            start_next()
 
-        try:
-            self._futures.extend(pool.submit(gated, job) for job in self._jobs)
-        except BaseException:
-            self.stop()
-            raise
+        for _ in range(min(width, len(self._jobs))):
+            start_next()
 
     def stop(self) -> None:
-        """Start no more of its jobs, and abort the requests in flight."""
+        """Start no more of its jobs, and abort its S3 requests in flight.
+
+        Called when the caller no longer needs the wave (a miss, an error, an interrupt):
+        its reads must not hold the process's threads.
+        """
         self._stopped.set()
         for future in self._futures:
-            future.cancel()
+            future.cancel()  # only those not started: their `result` raises CancelledError
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -86,6 +99,9 @@ class Wave(Generic[T]):
             if index < len(self._futures):
                 try:
                     self._outcome[index] = self._futures[index].result()
+                except CancelledError:
+                    stopped = StorageError(f"job {index}", "not read: its wave was stopped")
+                    self._outcome[index] = (False, stopped)
                 except BaseException:  # an interrupt while waiting: the others stop too
                     self.stop()
                     raise
@@ -98,8 +114,9 @@ class Wave(Generic[T]):
         return value  # type: ignore[return-value]
 
 
-POOL_SIZE = 64
-"""Threads of the process's pool: waves of every thread share it (a wave holds `width`)."""
+POOL_SIZE = 256
+"""Threads of the process's pool, made as needed: only reads in flight hold one (a wave
+holds at most its `width`), so a stalled server delays other reads only past this many."""
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()

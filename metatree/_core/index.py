@@ -529,9 +529,11 @@ def attach(
         raise CorruptMetadataError(where, f"{INDEX_KEY!r} is not a format 2 index marker")
     generation, written = checked
     log = read_log(db, path, generation)
-    if log.seq < written:
+    if log.seq < written or (log.seq == 0 and _stored_generation(db, path) != generation):
         # metadata.json was written at log number `written`, and logs only grow: this one
-        # was replaced meanwhile (a reindex, a compaction to a new generation) or damaged
+        # was replaced meanwhile (a reindex, a compaction to a new generation) or damaged.
+        # An empty log is that too if metadata.json names another one now (a reindex to
+        # format 1 deletes the log: listed after, it is empty): one more read, only then
         where = db.storage.url_of(log_dir(path, generation))
         raise Replaced(where, f"the index log ends at {log.seq}, metadata.json says {written}")
     doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}

@@ -31,7 +31,7 @@ from metatree._paths import (
     resolve_segment,
 )
 from metatree._waves import Wave
-from metatree.errors import MetatreeError, NotFoundError
+from metatree.errors import MetatreeError, NotFoundError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -198,6 +198,12 @@ class _Planned:
     covered: set[NodePath] = field(default_factory=set)
     """Nodes a wave was planned for (read in it, or held by the transaction)."""
     early: Early | None = None
+    waves: list[Later] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop every wave of this descend (`Wave.stop`): nothing will ask for their reads."""
+        for wave in self.waves:
+            wave.stop()
 
 
 def descend(
@@ -211,6 +217,20 @@ def descend(
     what `ahead` asks for at the end (see the module docstring).
     """
     planned = _Planned() if db.storage.backend.read_concurrency > 1 else None
+    try:
+        node, missing, later = _descend(db, target, ahead, planned)
+    except BaseException:
+        if planned is not None:
+            planned.stop()
+        raise
+    if missing is not None and planned is not None and not (ahead is not None and ahead.locked):
+        planned.stop()  # a miss: the reads sent after it are nobody's (a put still lists)
+    return node, missing, later
+
+
+def _descend(
+    db: Database, target: Target, ahead: Ahead | None, planned: _Planned | None
+) -> tuple[Resolved, str | None, Location]:
     node = Resolved(db, (), target.shown)
     segments = target.segments
     for index, segment in enumerate(segments):
@@ -291,12 +311,17 @@ def _plan(
         wave = Later([db.fetch(path) for path in unread], width)
         wave.send()
         later = _Shifted(Later(jobs, width), 0)
+    planned.waves += [wave, later.wave]
     for index, path in enumerate(unread):
         planned.fetched[path] = functools.partial(wave.result, index)
     for index, path in enumerate(after):
         planned.fetched[path] = functools.partial(later.result, index)
     if file is not None or listing is not None:
         planned.early = Early(later, end, file, listing)
+
+
+def _never_sent() -> Any:
+    raise StorageError("", "not read: the resolution that planned it stopped")
 
 
 class _Shifted:
@@ -326,6 +351,13 @@ class Later:
     def result(self, index: int) -> Any:
         """Return job `index`'s result, sending the wave first if it was not."""
         return self.send().result(index)
+
+    def stop(self) -> None:
+        """Stop the wave if it was sent (`Wave.stop`); one not sent never will be."""
+        if self._wave is None:
+            self._wave = Wave([_never_sent] * len(self._jobs), 1)  # lazy: runs nothing now
+        else:
+            self._wave.stop()
 
 
 def resolve(db: Database, target: Target, ahead: Ahead | None = None) -> Resolved:

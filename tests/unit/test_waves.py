@@ -364,3 +364,63 @@ def test_a_read_racing_a_reindex_reads_the_node_again(concurrency: int, cold: bo
     storage.listdir = listdir  # type: ignore[method-assign]
     assert b"".join(reader.get("x/y/v/f")) == b"data"
     assert ran[0]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_reindex_of_a_fresh_log_is_not_read_as_empty(concurrency: int) -> None:
+    """A node just turned format 2 (its marker at log number 0) reindexed under a read.
+
+    The log, deleted before the reader lists it, lists empty: that is a log of no pieces
+    only if metadata.json still names it (one more read, only for an empty log).
+    """
+    root = f"memory://waves-reindex0-{uuid.uuid4().hex}"
+    reader = Metatree(root, KEYS)
+    for leaf in ("z", "v"):
+        reader.put(f"x/y/{leaf}", b"data", name="f")
+    reader.reindex("x/y", format=2)  # marker at log number 0, z and v in its mirror
+    reader.put("x/y/u", b"data", name="f")  # in piece 1 only: metadata.json is not rewritten
+    reader = Metatree(root, KEYS)  # nothing cached
+    writer = Metatree(root, KEYS)
+    storage = reader.storage
+    storage.backend.read_concurrency = concurrency  # type: ignore[misc]
+    real = storage.listdir
+    ran = [False]
+
+    def listdir(rel: str) -> dict[str, str]:
+        if ".metatree.index" in rel and not ran[0]:
+            ran[0] = True
+            writer.reindex("x/y", format=1)
+        return real(rel)
+
+    storage.listdir = listdir  # type: ignore[method-assign]
+    assert reader.find("x/y/u").path == ("x", "y", "u")
+    assert ran[0]
+
+
+def test_a_miss_stops_the_reads_sent_after_it() -> None:
+    """A find answered by the root's index stops the reads of its wave not yet started."""
+    tree = Metatree(f"memory://waves-miss-{uuid.uuid4().hex}", (*KEYS, "d", "e"))
+    tree.put("x/y/z/w/v", b"d", name="f")
+    storage = tree.storage
+    real = storage.read_versioned
+    release = threading.Event()
+    reads: list[str] = []
+
+    def read_versioned(path: str, limit: int | None = None) -> Any:
+        reads.append(path)
+        if path != "metadata.json":  # every level below the root answers late
+            release.wait(10)
+        return real(path, limit)
+
+    storage.read_versioned = read_versioned  # type: ignore[assignment]
+    storage.backend.read_concurrency = 2  # type: ignore[misc]  # two reads at a time
+    try:
+        with pytest.raises(NotFoundError):
+            tree.find("q/y/z/w/v")  # the root does not list q: answered at once
+    finally:
+        release.set()
+    import time
+
+    time.sleep(0.3)
+    # the root, q and the one started when the root's read ended; never all five levels
+    assert sorted(reads) == ["metadata.json", "q/metadata.json", "q/y/metadata.json"]
