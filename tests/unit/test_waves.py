@@ -335,6 +335,27 @@ def test_a_find_never_finds_through_an_orphan() -> None:
         reader.find("x/y/z/w")
 
 
+def _reindex_before_listing(reader: Metatree, concurrency: int) -> list[str]:
+    """Make another writer reindex x/y to format 1 just before the reader lists its log.
+
+    Returns the list of logs listed that way (empty until it happened).
+    """
+    writer = Metatree(reader.storage.url, KEYS)
+    storage = reader.storage
+    storage.backend.read_concurrency = concurrency  # type: ignore[misc]
+    real = storage.listdir
+    ran: list[str] = []
+
+    def listdir(rel: str) -> dict[str, str]:
+        if ".metatree.index" in rel and not ran:
+            ran.append(rel)
+            writer.reindex("x/y", format=1)  # deletes the log just about to be listed
+        return real(rel)
+
+    storage.listdir = listdir  # type: ignore[method-assign]
+    return ran
+
+
 @pytest.mark.parametrize("cold", [False, True])
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_read_racing_a_reindex_reads_the_node_again(concurrency: int, cold: bool) -> None:
@@ -349,21 +370,9 @@ def test_a_read_racing_a_reindex_reads_the_node_again(concurrency: int, cold: bo
         reader.put(f"x/y/{leaf}", b"data", name="f")
     if cold:  # nothing of the log cached: it reads as empty once deleted
         reader = Metatree(root, KEYS)
-    writer = Metatree(root, KEYS)
-    storage = reader.storage
-    storage.backend.read_concurrency = concurrency  # type: ignore[misc]
-    real = storage.listdir
-    ran = [False]
-
-    def listdir(rel: str) -> dict[str, str]:
-        if ".metatree.index" in rel and not ran[0]:
-            ran[0] = True
-            writer.reindex("x/y", format=1)  # deletes the log just about to be listed
-        return real(rel)
-
-    storage.listdir = listdir  # type: ignore[method-assign]
+    ran = _reindex_before_listing(reader, concurrency)
     assert b"".join(reader.get("x/y/v/f")) == b"data"
-    assert ran[0]
+    assert ran
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
@@ -380,21 +389,9 @@ def test_a_reindex_of_a_fresh_log_is_not_read_as_empty(concurrency: int) -> None
     reader.reindex("x/y", format=2)  # marker at log number 0, z and v in its mirror
     reader.put("x/y/u", b"data", name="f")  # in piece 1 only: metadata.json is not rewritten
     reader = Metatree(root, KEYS)  # nothing cached
-    writer = Metatree(root, KEYS)
-    storage = reader.storage
-    storage.backend.read_concurrency = concurrency  # type: ignore[misc]
-    real = storage.listdir
-    ran = [False]
-
-    def listdir(rel: str) -> dict[str, str]:
-        if ".metatree.index" in rel and not ran[0]:
-            ran[0] = True
-            writer.reindex("x/y", format=1)
-        return real(rel)
-
-    storage.listdir = listdir  # type: ignore[method-assign]
+    ran = _reindex_before_listing(reader, concurrency)
     assert reader.find("x/y/u").path == ("x", "y", "u")
-    assert ran[0]
+    assert ran
 
 
 def test_a_miss_stops_the_reads_sent_after_it() -> None:
