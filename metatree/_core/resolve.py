@@ -256,14 +256,13 @@ def _plan(
 
     The paths are the metadata.json of `node` and of each node its literal segments name,
     the last one included when a ``<key>`` follows it (its metadata names the next child)
-    or when `ahead` asks for the node's own. The first wave holds every index on the way;
-    the second, sent only when the first has proven the way, what the answer rests on: the
-    last index (a find's), or the node's own metadata with `ahead`'s file and listing. So
-    nothing an operation returns was read before the index that lists it (see
-    docs/format.md, "Reads in waves"); what comes after the way (a file a get streams) is
-    read after both. Under the DB lock (`Ahead.locked`) no honest writer
-    changes the tree meanwhile, and all of it goes in one wave. Nodes the task's
-    transaction holds are not read.
+    or when `ahead` asks for the node's own. The first wave holds the indexes on the way;
+    the second, sent only when asked for (after the first has proven the way), what the
+    answer rests on: the last index (a find's, a ``<key>``'s node), or the node's own
+    metadata with `ahead`'s file and listing. So nothing an operation returns was read
+    before the index that lists it (docs/format.md, "Reads in waves"). Under the DB lock
+    (`Ahead.locked`) no honest writer changes the tree: both go out at once. Nodes the
+    task's transaction holds are not read.
     """
     paths = [node.path]
     for segment in rest:
@@ -275,42 +274,31 @@ def _plan(
     if reached and not own:
         paths.pop()  # its parent's index proves that it exists
     planned.covered.update(paths)
+    if reached and ahead is not None and not own:
+        first, last = paths, []  # what comes next (a file a get streams) is read after
+    else:
+        first, last = paths[:-1], paths[-1:]
+    unread = [path for path in first if db.unread(path)]
+    after = [path for path in last if db.unread(path)]
+    jobs: list[Callable[[], Any]] = [db.fetch(path) for path in after]
     end = (*node.path, *(s.name for s in rest if isinstance(s, Literal)))
-    extras: list[Callable[[], Any]] = []
     file = listing = None
     if reached and ahead is not None and db.own_tx() is None:
         if ahead.file is not None and own:  # read with the record it is checked against
-            rel = rel_path(end, ahead.file)
-            extras.append(lambda: db.storage.read_versioned(rel, EARLY_BYTES)[0])
-        if ahead.listing:
-            extras.append(lambda: db.storage.list_first(rel_path(end)))
-    locked = ahead is not None and ahead.locked
-    if locked:
-        first, last = paths, []
-    elif reached and ahead is not None and (own or ahead.file is not None or ahead.listing):
-        first, last = paths[:-1] if own else paths, paths[-1:] if own else []
-    else:  # the last index is the answer (a find's), or names the next node (a ``<key>``)
-        first, last = paths[:-1], paths[-1:]
-    width = db.storage.backend.read_concurrency
-    unread = [path for path in first if db.unread(path)]
-    after = [path for path in last if db.unread(path)]
-    jobs = [db.fetch(path) for path in after]
-    if extras:
-        if ahead is not None and ahead.file is not None and own:
             file = (ahead.file, len(jobs))
-            jobs.append(extras.pop(0))
-        if extras:
+            jobs.append(functools.partial(_head, db, rel_path(end, ahead.file)))
+        if ahead.listing:
             listing = len(jobs)
-            jobs.append(extras.pop(0))
-    if locked:  # one wave: what would go second goes with the first
-        shift = len(unread)
-        wave = Later([db.fetch(path) for path in unread] + jobs, width)
-        wave.send()
-        later = _Shifted(wave, shift)
+            jobs.append(functools.partial(db.storage.list_first, rel_path(end)))
+    width = db.storage.backend.read_concurrency
+    reads: list[Callable[[], Any]] = [db.fetch(path) for path in unread]
+    if ahead is not None and ahead.locked:  # one wave: the second goes with the first
+        wave = Later(reads + jobs, width)
+        later = _Shifted(wave, len(unread))
     else:
-        wave = Later([db.fetch(path) for path in unread], width)
-        wave.send()
+        wave = Later(reads, width)
         later = _Shifted(Later(jobs, width), 0)
+    wave.send()
     planned.waves += [wave, later.wave]
     for index, path in enumerate(unread):
         planned.fetched[path] = functools.partial(wave.result, index)
@@ -318,6 +306,11 @@ def _plan(
         planned.fetched[path] = functools.partial(later.result, index)
     if file is not None or listing is not None:
         planned.early = Early(later, end, file, listing)
+
+
+def _head(db: Database, rel: str) -> bytes:
+    """Read the first `EARLY_BYTES` of a file, and one more (more: it is not whole)."""
+    return db.storage.read_versioned(rel, EARLY_BYTES)[0]
 
 
 def _never_sent() -> Any:
