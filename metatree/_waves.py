@@ -37,12 +37,14 @@ class Wave(Generic[T]):
     for that job only: one failed read never hides the others. Waves only read, so a read
     left running when the caller stops (an interrupt, a miss) changes nothing; an interrupt
     stops the jobs that have not started and aborts the S3 requests in flight
-    (`metatree.backends.aio.abort`). The threads are the process's (`_pool`): starting
+    (`metatree.backends.aio.abortable`). The threads are the filesystem's (`_pool`): starting
     threads for each wave cost 1 ms a wave.
     """
 
-    def __init__(self, jobs: Sequence[Callable[[], T]], width: int) -> None:
+    def __init__(self, jobs: Sequence[Callable[[], T]], width: int, owner: object = None) -> None:
         self._jobs = list(jobs)
+        self._owner = owner
+        """Whose pool runs the jobs (`_pool`): the filesystem they read."""
         self._outcome: dict[int, tuple[bool, T | Exception]] = {}
         self._futures: list[Future[tuple[bool, T | Exception]]] = []
         self._stopped = threading.Event()
@@ -54,7 +56,7 @@ class Wave(Generic[T]):
 
         A job waiting for its turn holds no thread: only the reads in flight do.
         """
-        pool = _pool()
+        pool = _pool(self._owner)
         stopped = self._stopped
         lock = threading.Lock()
         waiting = iter(range(len(self._jobs)))
@@ -64,7 +66,10 @@ class Wave(Generic[T]):
             with lock:
                 index = None if stopped.is_set() else next(waiting, None)
             if index is not None:
-                pool.submit(run, index)
+                try:
+                    pool.submit(run, index)
+                except RuntimeError:  # the pool was shut down (`POOLS_KEPT`): run it here
+                    run(index)
 
         def run(index: int) -> None:
             future = self._futures[index]
@@ -115,24 +120,35 @@ class Wave(Generic[T]):
 
 
 POOL_SIZE = 256
-"""Threads of the process's pool, made as needed: only reads in flight hold one (a wave
-holds at most its `width`), so a stalled server delays other reads only past this many."""
+"""Threads of one filesystem's pool, made as needed: only reads in flight hold one (a wave
+holds at most its `width`), so a stalled server delays its own reads only past this many."""
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-_POOL_LOCK = threading.Lock()
+POOLS_KEPT = 16
+"""Filesystems whose pools are kept; the least recently used one beyond is shut down."""
+
+_POOLS: dict[tuple[int, int], tuple[object, ThreadPoolExecutor]] = {}
+_POOLS_LOCK = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
-    """Return this process's pool, made on first use.
+def _pool(owner: object) -> ThreadPoolExecutor:
+    """Return the pool of `owner` (a filesystem) in this process, made on first use.
 
-    One per process: a forked child's copy of its parent's pool has no threads, and would
-    never run a job.
+    One per filesystem: reads stalled on one server (WebHDFS cannot abort a request in
+    flight) never hold the threads another store's reads need. One per process: a forked
+    child's copy of its parent's pool has no threads, and would never run a job. The pool
+    keeps its owner alive (filesystems are few and cached by fsspec).
     """
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="metatree-wave"))
-        return _POOL[1]
+    key = (os.getpid(), id(owner))
+    with _POOLS_LOCK:
+        found = _POOLS.pop(key, None)
+        if found is None or found[0] is not owner:
+            pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="metatree-wave")
+            found = (owner, pool)
+        _POOLS[key] = found  # the most recently used last
+        while len(_POOLS) > POOLS_KEPT:  # the least recently used lets its threads go
+            _, old = _POOLS.pop(next(iter(_POOLS)))
+            old.shutdown(wait=False)
+        return found[1]
 
 
 def _outcome(job: Callable[[], T]) -> tuple[bool, T | Exception]:

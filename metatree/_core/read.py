@@ -139,7 +139,7 @@ def ahead(db: Database, paths: list[NodePath], width: int) -> list[tuple[NodePat
             start = index - index % width
             if start not in waves:
                 jobs = [db.fetch(path) for path in paths[start : start + width]]
-                waves[start] = Wave(jobs, width)
+                waves[start] = Wave(jobs, width, db.storage.fs)
             return waves[start].result(index - start)
 
         return result

@@ -292,12 +292,13 @@ def _plan(
             jobs.append(functools.partial(db.storage.list_first, rel_path(end)))
     width = db.storage.backend.read_concurrency
     reads: list[Callable[[], Any]] = [db.fetch(path) for path in unread]
+    fs = db.storage.fs  # the pool whose threads read it (`metatree._waves._pool`)
     if ahead is not None and ahead.locked:  # one wave: the second goes with the first
-        wave = Later(reads + jobs, width)
+        wave = Later(reads + jobs, width, fs)
         later = _Shifted(wave, len(unread))
     else:
-        wave = Later(reads, width)
-        later = _Shifted(Later(jobs, width), 0)
+        wave = Later(reads, width, fs)
+        later = _Shifted(Later(jobs, width, fs), 0)
     wave.send()
     planned.waves += [wave, later.wave]
     for index, path in enumerate(unread):
@@ -331,14 +332,14 @@ class _Shifted:
 class Later:
     """A `Wave` sent when one of its results is first asked for (or `send`)."""
 
-    def __init__(self, jobs: list[Callable[[], Any]], width: int) -> None:
-        self._jobs, self._width = jobs, width
+    def __init__(self, jobs: list[Callable[[], Any]], width: int, owner: object) -> None:
+        self._jobs, self._width, self._owner = jobs, width, owner
         self._wave: Wave[Any] | None = None
 
     def send(self) -> Wave[Any]:
         """Send the wave now (once)."""
         if self._wave is None:
-            self._wave = Wave(self._jobs, self._width)
+            self._wave = Wave(self._jobs, self._width, self._owner)
         return self._wave
 
     def result(self, index: int) -> Any:
