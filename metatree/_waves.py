@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from metatree.backends.aio import abortable
 from metatree.errors import StorageError
@@ -24,7 +24,7 @@ from metatree.errors import StorageError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["Wave"]
+__all__ = ["Later", "Wave"]
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ class Wave(Generic[T]):
             self._send(width)
 
     def _send(self, width: int) -> None:
-        """Start the jobs on the process's pool, `width` at a time (each starts the next).
+        """Start the jobs on their filesystem's pool, `width` at a time (each starts the next).
 
         A job waiting for its turn holds no thread: only the reads in flight do.
         """
@@ -91,9 +91,6 @@ class Wave(Generic[T]):
         for future in self._futures:
             future.cancel()  # only those not started: their `result` raises CancelledError
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     def sent(self, index: int) -> bool:
         """Whether job `index` was sent (a lazy wave runs a job only when asked)."""
         return index in self._outcome or index < len(self._futures)
@@ -117,6 +114,33 @@ class Wave(Generic[T]):
             assert isinstance(value, Exception)
             raise value
         return value  # type: ignore[return-value]
+
+
+class Later:
+    """A `Wave` sent when one of its results is first asked for (or `send`), or never (`stop`)."""
+
+    def __init__(self, jobs: Sequence[Callable[[], Any]], width: int, owner: object) -> None:
+        self._jobs, self._width, self._owner = list(jobs), width, owner
+        self._wave: Wave[Any] | None = None
+        self._stopped = False
+
+    def send(self) -> None:
+        """Send the wave now (once)."""
+        if self._wave is None and not self._stopped:
+            self._wave = Wave(self._jobs, self._width, self._owner)
+
+    def result(self, index: int) -> Any:
+        """Return job `index`'s result, sending the wave first if it was not."""
+        self.send()
+        if self._wave is None:
+            raise StorageError(f"job {index}", "not read: its wave was stopped before it was sent")
+        return self._wave.result(index)
+
+    def stop(self) -> None:
+        """Stop the wave (`Wave.stop`); one not sent yet never will be."""
+        self._stopped = True
+        if self._wave is not None:
+            self._wave.stop()
 
 
 POOL_SIZE = 256

@@ -175,15 +175,14 @@ class Database:
     def _read_metadata(
         self, path: NodePath, fetched: Fetched | None = None
     ) -> tuple[dict[str, Any], object]:
-        for _ in range(_REREADS):
+        for attempt in range(_REREADS + 1):
             try:
                 return self._read_once(path, fetched)
-            except index.Replaced:
+            except index.Replaced as exc:
+                if attempt == _REREADS:  # it stays so: damage, not a reindex
+                    raise CorruptMetadataError(exc.url, exc.reason) from None
                 fetched = None  # its log changed under the read: read the node again
-        try:
-            return self._read_once(path)
-        except index.Replaced as exc:
-            raise CorruptMetadataError(exc.url, exc.reason) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _read_once(
         self, path: NodePath, fetched: Fetched | None = None

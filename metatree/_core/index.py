@@ -529,13 +529,16 @@ def attach(
         raise CorruptMetadataError(where, f"{INDEX_KEY!r} is not a format 2 index marker")
     generation, written = checked
     log = read_log(db, path, generation)
-    if log.seq < written or (log.seq == 0 and _stored_generation(db, path) != generation):
+    if log.seq < written:
         # metadata.json was written at log number `written`, and logs only grow: this one
-        # was replaced meanwhile (a reindex, a compaction to a new generation) or damaged.
-        # An empty log is that too if metadata.json names another one now (a reindex to
-        # format 1 deletes the log: listed after, it is empty): one more read, only then
+        # was replaced meanwhile (a reindex, a compaction to a new generation) or damaged
         where = db.storage.url_of(log_dir(path, generation))
         raise Replaced(where, f"the index log ends at {log.seq}, metadata.json says {written}")
+    if log.seq == 0 and _stored_generation(db, path) != generation:
+        # an empty log is that too if metadata.json names another one now (a reindex to
+        # format 1 deletes the log: listed after, it is empty): one more read, only then
+        where = db.storage.url_of(log_dir(path, generation))
+        raise Replaced(where, "the index log is empty, and metadata.json no longer names it")
     doc: dict[str, Any] | None = {k: v for k, v in metadata.items() if k != CHILDREN}
     if log.doc is not None and log.doc[0] > written:
         # a piece committed metadata that metadata.json does not show yet (its writer died

@@ -8,17 +8,18 @@ orphan) is invisible: it is not an entry, does not exist and cannot be downloade
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import posixpath
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from metatree._core.db import children_of, rel_path
 from metatree._core.integrity import Check, settle, verified, wait_for_writer
-from metatree._core.resolve import Ahead, resolve
+from metatree._core.resolve import EARLY_BYTES, Ahead, resolve
 from metatree._localfiles import download_tree
 from metatree._names import METADATA_FILE, is_reserved
 from metatree._records import FileRecord, recorded_names, records_of, spelled
-from metatree._waves import Wave
+from metatree._waves import Later
 from metatree.errors import IntegrityError, NotFoundError, UnresolvedPathError
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from metatree._core.db import Database, Fetched
     from metatree._core.resolve import Resolved, Target
     from metatree._paths import Segment
-    from metatree._types import NodePath, Version
+    from metatree._types import NodePath
 
 __all__ = [
     "entries",
@@ -132,19 +133,12 @@ def ahead(db: Database, paths: list[NodePath], width: int) -> list[tuple[NodePat
     """
     if width <= 1 or len(paths) <= 1 or db.own_tx() is not None:
         return [(path, None) for path in paths]
-    waves: dict[int, Wave[tuple[bytes, Version]]] = {}
-
-    def fetched(index: int) -> Fetched:
-        def result() -> tuple[bytes, Version]:
-            start = index - index % width
-            if start not in waves:
-                jobs = [db.fetch(path) for path in paths[start : start + width]]
-                waves[start] = Wave(jobs, width, db.storage.fs)
-            return waves[start].result(index - start)
-
-        return result
-
-    return [(path, fetched(index)) for index, path in enumerate(paths)]
+    out: list[tuple[NodePath, Fetched | None]] = []
+    for start in range(0, len(paths), width):
+        group = paths[start : start + width]
+        wave = Later([db.fetch(path) for path in group], width, db.storage.fs)
+        out += [(path, functools.partial(wave.result, i)) for i, path in enumerate(group)]
+    return out
 
 
 def exists(db: Database, target: Target, last: Segment) -> bool:
@@ -213,15 +207,6 @@ def get(
     recorded, records = _records_for(node, name, None, verify)
     record = records.get(recorded)
     early = _early_file(node, name, rel, record)  # whole, and checked against its record
-    if (
-        early is None
-        and record is None
-        and node.early is not None
-        and rel == rel_path(node.path, name)
-    ):
-        missing = node.early.file_missing(node.path, name)
-        if missing is not None:  # read after the index that lists the node: not there
-            raise missing
     if early is not None and outfile is None:
         return _slices(early, chunk_size)
     if early is not None and outfile is not None and (not recursive or len(records) <= 1):
@@ -264,15 +249,21 @@ def _early_file(node: Resolved, name: str, rel: str, record: FileRecord | None) 
 
     Only the whole file, read where it is stored (not a transaction's staged copy), and
     only if it matches its record: that wave may have read it before the record, so bytes
-    that differ are not reported but read again after it, as a read in order would.
+    that differ are not reported but read again after it, as a read in order would. A file
+    without a record that was not there raises its `NotFoundError` (it was read after the
+    index that lists the node); any other failure is left to the read that follows.
     """
     if node.early is None or rel != rel_path(node.path, name):
         return None
-    data = node.early.file_bytes(node.path, name)
-    if data is None or record is None:
-        return data
-    fits = len(data) == record.size and hashlib.sha256(data).hexdigest() == record.sha256
-    return data if fits else None
+    got = node.early.file_read(node.path, name)
+    if isinstance(got, NotFoundError) and record is None:
+        raise got
+    if not isinstance(got, bytes) or len(got) > EARLY_BYTES:
+        return None
+    if record is None:
+        return got
+    fits = len(got) == record.size and hashlib.sha256(got).hexdigest() == record.sha256
+    return got if fits else None
 
 
 def _slices(data: bytes, chunk_size: int) -> Iterator[bytes]:

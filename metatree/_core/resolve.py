@@ -7,11 +7,10 @@ metadata at most once, so an operation that resolves a node and then a ``<key>``
 in it, or checks what it holds, passes the one result on instead of reading again.
 
 Where the backend answers many requests at once (object stores, WebHDFS), the reads whose
-paths are known before the first answer go out together (`metatree._waves`): every level up
-to the next ``<key>`` segment, and at the end what the caller reads next (`Ahead`: the
-node's own metadata, a file's first bytes, the node's listing). They are then checked in
-order exactly as if read one at a time: each parent's index must list the child. One wave
-per ``<key>`` level, plus one.
+paths are known before the first answer go out together (`metatree._waves`): the indexes on
+the way up to the next ``<key>`` segment in one wave, then what the answer rests on (the last
+index, or what the caller reads next: `Ahead`) in a second, after them (`_plan`). They are
+checked in order exactly as if read one at a time: each parent's index must list the child.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from metatree._paths import (
     parse_location,
     resolve_segment,
 )
-from metatree._waves import Wave
-from metatree.errors import MetatreeError, NotFoundError, StorageError
+from metatree._waves import Later
+from metatree.errors import MetatreeError, NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,7 +38,16 @@ if TYPE_CHECKING:
     from metatree._core.db import Database, Fetched
     from metatree._types import NodePath
 
-__all__ = ["Ahead", "Early", "Resolved", "Target", "descend", "resolve", "shown_of"]
+__all__ = [
+    "EARLY_BYTES",
+    "Ahead",
+    "Early",
+    "Resolved",
+    "Target",
+    "descend",
+    "resolve",
+    "shown_of",
+]
 
 EARLY_BYTES = 256 * 2**10
 """A file read ahead in the resolution's wave (`Ahead.file`) is used when it is at most this
@@ -78,7 +86,7 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Ahead:
-    """What an operation reads right after resolving its node: sent in the same wave."""
+    """What an operation reads right after resolving its node: sent with the last wave."""
 
     own: bool = False
     """The node's own metadata.json (its records, its ``<key>`` values)."""
@@ -94,33 +102,25 @@ class Ahead:
 class Early:
     """The file and listing an `Ahead` asked for, as the resolution's last wave read them."""
 
-    wave: _Shifted
+    wave: Later
     path: NodePath
     """The node they belong to (used only if resolution ends there)."""
     file: tuple[str, int] | None = None
     listing: int | None = None
 
-    def file_bytes(self, path: NodePath, name: str) -> bytes | None:
-        """Return the whole file `name` of node `path` if the wave read it and it fit; else None."""
+    def file_read(self, path: NodePath, name: str) -> bytes | MetatreeError | None:
+        """Return the file `name` of node `path` as read ahead, or the error it gave.
+
+        The bytes are its first `EARLY_BYTES` and one more (more: it is not whole); None:
+        it was not read ahead.
+        """
         if self.file is None or (path, name) != (self.path, self.file[0]):
             return None
         try:
             data: bytes = self.wave.result(self.file[1])
-        except MetatreeError:  # read again, after the record, as it always was
-            return None
-        return data if len(data) <= EARLY_BYTES else None
-
-    def file_missing(self, path: NodePath, name: str) -> NotFoundError | None:
-        """Return the `NotFoundError` reading the file `name` ahead gave, if it gave one."""
-        if self.file is None or (path, name) != (self.path, self.file[0]):
-            return None
-        try:
-            self.wave.result(self.file[1])
-        except NotFoundError as missing:
-            return missing
-        except MetatreeError:
-            return None
-        return None
+        except MetatreeError as exc:
+            return exc
+        return data
 
     def listed(self, path: NodePath) -> dict[str, str] | None:
         """Return the complete listing of node `path`'s directory if the wave read it, else None.
@@ -293,65 +293,29 @@ def _plan(
     width = db.storage.backend.read_concurrency
     reads: list[Callable[[], Any]] = [db.fetch(path) for path in unread]
     fs = db.storage.fs  # the pool whose threads read it (`metatree._waves._pool`)
-    if ahead is not None and ahead.locked:  # one wave: the second goes with the first
-        wave = Later(reads + jobs, width, fs)
-        later = _Shifted(wave, len(unread))
+    if ahead is not None and ahead.locked:  # one wave: the second's jobs follow the first's
+        wave = later = Later(reads + jobs, width, fs)
+        shift = len(unread)
     else:
-        wave = Later(reads, width, fs)
-        later = _Shifted(Later(jobs, width, fs), 0)
+        wave, later, shift = Later(reads, width, fs), Later(jobs, width, fs), 0
     wave.send()
-    planned.waves += [wave, later.wave]
+    planned.waves += [wave, later]
     for index, path in enumerate(unread):
         planned.fetched[path] = functools.partial(wave.result, index)
     for index, path in enumerate(after):
-        planned.fetched[path] = functools.partial(later.result, index)
+        planned.fetched[path] = functools.partial(later.result, shift + index)
     if file is not None or listing is not None:
-        planned.early = Early(later, end, file, listing)
+        planned.early = Early(
+            later,
+            end,
+            None if file is None else (file[0], shift + file[1]),
+            None if listing is None else shift + listing,
+        )
 
 
 def _head(db: Database, rel: str) -> bytes:
     """Read the first `EARLY_BYTES` of a file, and one more (more: it is not whole)."""
     return db.storage.read_versioned(rel, EARLY_BYTES)[0]
-
-
-def _never_sent() -> Any:
-    raise StorageError("", "not read: the resolution that planned it stopped")
-
-
-class _Shifted:
-    """The jobs of a `Later` from `shift` on, numbered from 0 (a second wave sent with a first)."""
-
-    def __init__(self, wave: Later, shift: int) -> None:
-        self.wave, self.shift = wave, shift
-
-    def result(self, index: int) -> Any:
-        """Return job ``shift + index``'s result."""
-        return self.wave.result(self.shift + index)
-
-
-class Later:
-    """A `Wave` sent when one of its results is first asked for (or `send`)."""
-
-    def __init__(self, jobs: list[Callable[[], Any]], width: int, owner: object) -> None:
-        self._jobs, self._width, self._owner = jobs, width, owner
-        self._wave: Wave[Any] | None = None
-
-    def send(self) -> Wave[Any]:
-        """Send the wave now (once)."""
-        if self._wave is None:
-            self._wave = Wave(self._jobs, self._width, self._owner)
-        return self._wave
-
-    def result(self, index: int) -> Any:
-        """Return job `index`'s result, sending the wave first if it was not."""
-        return self.send().result(index)
-
-    def stop(self) -> None:
-        """Stop the wave if it was sent (`Wave.stop`); one not sent never will be."""
-        if self._wave is None:
-            self._wave = Wave([_never_sent] * len(self._jobs), 1)  # lazy: runs nothing now
-        else:
-            self._wave.stop()
 
 
 def resolve(db: Database, target: Target, ahead: Ahead | None = None) -> Resolved:

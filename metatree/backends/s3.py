@@ -579,12 +579,9 @@ class S3Backend(Backend):
                 try:
                     with opener() as upload:
                         await self._aput(upload, path)
-                except _client_failures() as exc:
-                    out[index] = _as_os_error(exc)
-                    failed.append(True)
-                    return
                 except Exception as exc:  # noqa: BLE001 - returned in `out`
-                    out[index] = exc
+                    failures = _client_failures()
+                    out[index] = _as_os_error(exc) if isinstance(exc, failures) else exc
                     failed.append(True)
                     return
                 finally:
