@@ -124,6 +124,9 @@ class Backend:
         elif self.name in {"s3", "seaweedfs"}:
             path = f"{self.bucket}/{name}"
             protocol, root = "s3", f"s3://{path}"
+        elif self.name == "azure":
+            path = f"{self.bucket}/{name}"
+            protocol, root = "az", f"az://{path}"
         else:
             path = f"/bench/{name}"
             protocol, root = "webhdfs", f"webhdfs://{path}"
@@ -158,6 +161,12 @@ def backend(name: str, tmp: str) -> Any:
             with SeaweedS3Server(folder) as weed:
                 bucket = make_bucket(weed.endpoint_url, "bench")
                 yield Backend(name, folder, None, bucket, s3_options(weed.endpoint_url))
+        elif name == "azure":
+            from metatree.testing.azurite import AzuriteServer, make_container
+
+            with AzuriteServer(folder) as azurite:
+                container = make_container(azurite.endpoint_url, "bench")
+                yield Backend(name, folder, None, container, azurite.options())
         elif name == "webhdfs":
             from metatree.testing.webhdfs import WebHDFSServer
 

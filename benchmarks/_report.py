@@ -17,6 +17,7 @@ BACKEND_NAMES = {
     "s3": "S3 (moto server)",
     "webhdfs": "WebHDFS (test server)",
     "seaweedfs": "S3 (SeaweedFS)",
+    "azure": "Azure Blob (Azurite)",
 }
 
 
@@ -425,7 +426,7 @@ SECTIONS = {
         (
             "Each writer updates its own keys of one node for a fixed time; lost = updates that "
             "returned but are missing afterwards. moto's conditional writes are not atomic, so "
-            "S3 runs on SeaweedFS here."
+            "S3 runs on SeaweedFS here; Azure runs on Azurite."
         ),
     ),
     "large": (

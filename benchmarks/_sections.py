@@ -46,11 +46,13 @@ PLAN = {
     "s3": ("ops", "scale", "large", "archive", "bulk", "models"),
     "webhdfs": ("ops", "concurrency"),
     "seaweedfs": ("concurrency", "models"),
+    "azure": ("concurrency", "models"),
 }
 """Sections per backend. moto's conditional writes are not atomic (the lock needs them), so
 concurrency on S3 runs on SeaweedFS; large files and scale skip WebHDFS, whose test server
 is a Python stand-in that says nothing about HDFS throughput. The model store's writers'
-storm runs where the concurrency section does (not on moto)."""
+storm runs where the concurrency section does (not on moto). Azure runs on Azurite, whose
+conditional writes are atomic (docs/backends.md)."""
 
 
 @dataclass(frozen=True)

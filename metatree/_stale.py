@@ -3,14 +3,14 @@
 A lease body carries ``expires`` from the *holder's* clock; judged on ours, a holder whose
 clock runs minutes slow looks long expired while it renews every ``ttl / 3`` (and one whose
 clock runs fast looks alive long after it died). The storage keeps its own clock: S3 stamps
-``LastModified``, WebHDFS ``modificationTime``, a local or NFS disk ``mtime``, each on every
-renewal. So besides a holder provably gone on this machine (`LeaseInfo.holder_gone`), fsck
-calls a lease stale only when both clocks agree: its ``expires`` passed more than
-`SKEW` seconds ago on our clock, *and* the storage last wrote the lock object more than its
-``ttl`` + `SKEW` seconds ago, compared with our clock. A live holder rewrites it every
-``ttl / 3``, so a live lease is called stale only if our clock runs more than ``ttl`` + 60 s
-ahead of the storage's: that is the bound (docs/fsck.md). A store that reports no
-modification time leaves the holder's clock alone to judge, as `break_lock` does.
+``LastModified``, Azure ``Last-Modified``, WebHDFS ``modificationTime``, a local or NFS disk
+``mtime``, each on every renewal. So besides a holder provably gone on this machine
+(`LeaseInfo.holder_gone`), fsck calls a lease stale only when both clocks agree: its
+``expires`` passed more than `SKEW` seconds ago on our clock, *and* the storage last wrote
+the lock object more than its ``ttl`` + `SKEW` seconds ago, compared with our clock. A live
+holder rewrites it every ``ttl / 3``, so a live lease is called stale only if our clock runs
+more than ``ttl`` + 60 s ahead of the storage's: that is the bound (docs/fsck.md). A store
+that reports no modification time leaves the holder's clock alone to judge, as `break_lock` does.
 """
 
 from __future__ import annotations
@@ -42,9 +42,15 @@ def written_at(storage: Storage, rel: str) -> float | None:
     return _seconds(details)
 
 
+_TIME_KEYS = (
+    *(("LastModified", 1.0), ("last_modified", 1.0)),  # s3fs, adlfs
+    *(("mtime", 1.0), ("modificationTime", 1e-3)),  # local disk and gcsfs, WebHDFS
+)
+
+
 def _seconds(details: dict[str, Any]) -> float | None:
     """Read a modification time from an fsspec ``info`` dict, whatever the filesystem names it."""
-    for key, scale in (("LastModified", 1.0), ("mtime", 1.0), ("modificationTime", 1e-3)):
+    for key, scale in _TIME_KEYS:
         value = details.get(key)
         if isinstance(value, datetime.datetime):
             return value.timestamp()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import TYPE_CHECKING
 
 import fsspec
 import pytest
 
+from metatree.testing.azurite import AzuriteServer, binary, make_container
 from metatree.testing.servers import MotoS3Server, SeaweedS3Server, make_bucket
 from metatree.testing.webhdfs import WebHDFSServer
 
@@ -56,3 +58,21 @@ def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed
 def seaweed_bucket(seaweed_server: SeaweedS3Server) -> str:
     """One bucket for the session; each test uses its own prefix in it."""
     return make_bucket(seaweed_server.endpoint_url, "locks")
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite, the Azure Storage emulator (installed from npm on first use), for the session."""
+    if binary() is None and shutil.which("npm") is None:
+        why = "Azurite is not installed and npm (Node.js) is missing to install it"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: CI runs every suite (.ci/run installs npm)")
+        pytest.skip(why)
+    with AzuriteServer(str(tmp_path_factory.mktemp("azurite"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_container(azurite_server: AzuriteServer) -> str:
+    """One container for the session; each test uses its own prefix in it."""
+    return make_container(azurite_server.endpoint_url)

@@ -18,6 +18,7 @@ import pytest
 
 from metatree import DataStore, Metatree, ModelStore
 from metatree.errors import NotFoundError
+from metatree.testing.azurite import AzuriteServer, make_container
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -588,3 +589,103 @@ class TestS3LargeNodeRequests:
             "DELETE .lock",
         ]
         assert "PUT x/metadata.json" not in [r for r, _ in large]  # the index is not rewritten
+
+
+@pytest.fixture(scope="module")
+def counting_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """An Azurite of its own that logs each request it receives (the count is the log's)."""
+    with AzuriteServer(str(tmp_path_factory.mktemp("azurite-count")), count=True) as server:
+        yield server
+
+
+@pytest.mark.azure
+class TestAzureRequests:
+    """The same operations as on S3, counted at Azurite: the same requests, one for one.
+
+    Azurite's log gives the order requests arrived in, not which were in flight together:
+    the waves are planned by the core for every backend alike, and counted on S3 above. Here
+    the requests of a wave, sent at once, are compared as a set; the lock's are first and last.
+    """
+
+    @pytest.fixture
+    def tree(self, counting_azurite: AzuriteServer) -> Metatree:
+        container = make_container(counting_azurite.endpoint_url)
+        tree = Metatree(f"az://{container}/{uuid.uuid4().hex}", KEYS, **counting_azurite.options())
+        tree.put("x/y/z", b"data", name="f")
+        tree.find("x").update(active="y")
+        tree.find("x/y/z").update(model_file="f")
+        counting_azurite.reset_counters()
+        return tree
+
+    @staticmethod
+    def record(server: AzuriteServer, tree: Metatree) -> list[str]:
+        """The requests since the last call, ``METHOD key`` under the root, in arrival order."""
+        prefix = tree.storage.root.split("/", 1)[1] + "/"
+        out = []
+        for r in server.requests():
+            key = r.path.partition("/")[2]
+            out.append(f"{r.method} {key.removeprefix(prefix) if key else '(list)'}")
+        server.reset_counters()
+        return out
+
+    def test_reads(self, tree: Metatree, counting_azurite: AzuriteServer) -> None:
+        Metatree(tree.storage, KEYS)
+        assert self.record(counting_azurite, tree) == ["GET .metatree"]
+        tree.find("x/y/z")
+        assert sorted(self.record(counting_azurite, tree)) == INDEXES
+        assert b"".join(tree.get("x/y/z/f")) == b"data"
+        assert sorted(self.record(counting_azurite, tree)) == sorted(
+            [*INDEXES, "GET x/y/z/f", "GET x/y/z/metadata.json"]
+        )
+        assert tree.stat("x/y/z/f").size == 4
+        assert sorted(self.record(counting_azurite, tree)) == [
+            *INDEXES, "GET x/y/z/metadata.json"
+        ]  # fmt: skip
+
+    def test_update(self, tree: Metatree, counting_azurite: AzuriteServer) -> None:
+        node = tree.find("x/y/z")
+        self.record(counting_azurite, tree)
+        node.update(score=0.5)
+        assert self.record(counting_azurite, tree) == [
+            "PUT .lock",
+            "GET x/y/z/metadata.json",
+            "PUT x/y/z/metadata.json",
+            "DELETE .lock",
+        ]
+
+    def test_put_new_leaf(self, tree: Metatree, counting_azurite: AzuriteServer) -> None:
+        tree.put("x/y/w", b"new", name="f")
+        requests = self.record(counting_azurite, tree)
+        assert requests[0] == "PUT .lock"
+        assert sorted(requests[1:5]) == sorted(["GET (list)", *INDEXES])  # one wave
+        assert requests[5:] == [
+            "PUT x/y/w/metadata.json",  # before the file: what a crash leaves is an orphan
+            "PUT x/y/w/f",
+            "PUT x/y/metadata.json",  # the commit point
+            "DELETE .lock",
+        ]
+
+    def test_put_into_existing_leaf(self, tree: Metatree, counting_azurite: AzuriteServer) -> None:
+        tree.put("x/y/z", b"more", name="g")
+        requests = self.record(counting_azurite, tree)
+        assert requests[0] == "PUT .lock"
+        assert sorted(requests[1:5]) == sorted(["GET (list)", *INDEXES])
+        assert requests[5:] == [
+            "GET x/y/z/metadata.json",
+            "PUT x/y/z/g",
+            "PUT x/y/z/metadata.json",
+            "DELETE .lock",
+        ]
+
+    def test_put_replacing_a_file(self, tree: Metatree, counting_azurite: AzuriteServer) -> None:
+        tree.put("x/y/z", b"other", name="f", force=True)
+        requests = self.record(counting_azurite, tree)
+        assert requests[0] == "PUT .lock"
+        assert sorted(requests[1:5]) == sorted(["GET (list)", *INDEXES])
+        assert requests[5:] == [
+            "GET x/y/z/metadata.json",
+            "HEAD x/y/z/f",  # listed: a blob, or a blob beside a prefix? kind() tells
+            "PUT x/y/z/f",
+            "PUT x/y/z/metadata.json",
+            "DELETE .lock",
+        ]

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from metatree._locking import BaseLock, LeaseLock, LeaseStore
 from metatree._locking._info import MAX_BODY as MAX_LEASE_BYTES
-from metatree._transfer import Download, Upload
+from metatree._transfer import COPY_CHUNK, Download, Upload
 from metatree.backends._registry import backend_for, register_backend
 from metatree.backends.base import (
     MISSING,
     Backend,
     Capabilities,
     Changed,
+    Stopped,
     Version,
     translate_errors,
 )
 
 __all__ = [
+    "COPY_CHUNK",
     "MAX_LEASE_BYTES",
     "MISSING",
     "Backend",
@@ -31,6 +33,7 @@ __all__ = [
     "Download",
     "LeaseLock",
     "LeaseStore",
+    "Stopped",
     "Upload",
     "Version",
     "backend_for",

@@ -95,6 +95,8 @@ def run(
     try:
         while not _wait(done, step if deadline is None else min(step, timeout or step)):
             # short waits keep the thread responsive to signals
+            if not loop.is_running():
+                break  # its thread ended (an exception escaped a task): no answer will come
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no answer within {timeout:g}s")  # noqa: TRY301 - cancels too
             if stop is not None and stop.is_set():
@@ -103,4 +105,8 @@ def run(
         loop.call_soon_threadsafe(cancel)  # runs after `start`: the callbacks are FIFO
         _wait(done, CANCEL_WAIT)
         raise
+    if not done.is_set():  # was a `timeout` per request, every request after
+        if "task" not in box:
+            coro.close()
+        raise RuntimeError("the filesystem's event loop stopped running (its thread ended)")
     return box["task"].result()

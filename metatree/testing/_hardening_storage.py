@@ -159,8 +159,13 @@ class StorageHardeningTests:
         """A planted name that would leave the download directory refuses the whole get."""
         tree.put("m/v1", _make_dir(tmp_path / "ckpt", {"a.txt": b"A"}), recursive=True)
         planted = storage.abs(f"m/v1/ckpt/{hostile}")
-        storage.fs.makedirs(planted.rsplit("/", 1)[0], exist_ok=True)
-        storage.fs.pipe_file(planted, b"evil")
+        try:
+            storage.fs.makedirs(planted.rsplit("/", 1)[0], exist_ok=True)
+            storage.fs.pipe_file(planted, b"evil")
+        except Exception as exc:  # noqa: BLE001 - the store refuses the name: nothing to refuse
+            # Azure: the HTTP client resolves ``..`` in the URL it signed, and the service
+            # refuses the signature; a blob of that name cannot be made
+            pytest.skip(f"this backend cannot hold a stored name {hostile!r} ({exc!r:.80})")
         first = hostile.split("/")[0]
         if first not in storage.listdir("m/v1/ckpt"):
             pytest.skip(f"this backend cannot hold a stored name {first!r}")

@@ -107,3 +107,25 @@ def test_refuses_to_run_on_its_own_loop(loop: asyncio.AbstractEventLoop) -> None
     future = asyncio.run_coroutine_threadsafe(nested(), loop)
     with pytest.raises(RuntimeError, match="own loop"):
         future.result(10)
+
+
+def test_a_loop_whose_thread_ended_fails_fast() -> None:
+    """A loop stopped under its callers (its thread ended) fails each call within a step.
+
+    Azure's backend once read a put's source on the loop's thread: a progress callback's
+    KeyboardInterrupt ended that thread, and every later request waited its whole timeout.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+
+    async def never() -> None:
+        return None
+
+    try:
+        with pytest.raises(RuntimeError, match="stopped running"):
+            _aio.run(loop, never(), timeout=60)
+    finally:
+        loop.close()

@@ -111,3 +111,34 @@ def test_known_object_stores_get_the_plain_primitives(monkeypatch: pytest.Monkey
     module.GCSFileSystem = GCSFileSystem  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "gcsfs.core", module)
     assert type(backend_for(GCSFileSystem())) is Backend
+
+
+PUBLIC = {"metatree.backends", "metatree.backends.aio"}
+"""What a backend added from outside the core may import of metatree (docs/backends.md)."""
+
+
+@pytest.mark.parametrize("module", ["metatree.backends.azure"])
+def test_backend_added_through_the_public_api_imports_nothing_else(module: str) -> None:
+    """Azure's backend is written as a third party would write it: the public API only.
+
+    Each name it imports from metatree must be one of the public modules' ``__all__``.
+    """
+    import ast
+    import importlib
+
+    source = importlib.import_module(module).__file__
+    assert source is not None
+    with open(source) as stream:
+        tree = ast.parse(stream.read())
+    imported = [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metatree")
+        for alias in node.names
+    ]
+    assert imported, "no import of metatree at all: the check would prove nothing"
+    for origin, name in imported:
+        assert origin in PUBLIC, f"{module} imports from {origin}, not the public API"
+        assert name in importlib.import_module(origin).__all__, f"{origin}.{name} is private"
+    plain = [n for n in ast.walk(tree) if isinstance(n, ast.Import)]
+    assert not [a.name for n in plain for a in n.names if a.name.startswith("metatree")]
