@@ -80,6 +80,7 @@ def _describe(exc: BaseException) -> str:
     first = getattr(exc, "reason", None) or (lines[0] if lines else "")
     status = getattr(exc, "status_code", None)
     code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)
     return " ".join(str(part) for part in (type(exc).__name__, status, code, first) if part)
 
 
@@ -110,12 +111,29 @@ def azure_errors(path: str) -> Iterator[None]:
         yield
     except ResourceNotFoundError as exc:
         raise FileNotFoundError(path) from exc
-    except (ResourceModifiedError, ResourceExistsError) as exc:
-        raise _Lost(f"{path}: {_describe(exc)}") from exc
     except AzureError as exc:
-        if getattr(exc, "status_code", None) == 412:
+        if _lost_condition(exc, ResourceModifiedError, ResourceExistsError):
             raise _Lost(f"{path}: {_describe(exc)}") from exc
         raise OSError(f"{path}: {_describe(exc)}") from exc
+
+
+_LOST_CODES = frozenset({"ConditionNotMet", "BlobAlreadyExists"})
+
+
+def _lost_condition(exc: BaseException, modified: type, exists: type) -> bool:
+    """Whether `exc` says that our condition failed, and nothing else.
+
+    Azure answers a failed ``If-Match`` with 412 ``ConditionNotMet`` and a failed
+    ``If-None-Match: *`` with 409 ``BlobAlreadyExists``. Its other 409s and 412s (a blob
+    lease held by another client: ``LeaseIdMissing``; ``ContainerBeingDeleted``) are
+    failures of the store, not a lost race: read as one, a blob leased by someone else
+    would have looked like a node written by another writer.
+    """
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)  # the SDK's StorageErrorCode, or the header's text
+    if code:
+        return str(code) in _LOST_CODES
+    return isinstance(exc, modified | exists)
 
 
 class AzureLeaseStore(LeaseStore):
