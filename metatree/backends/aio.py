@@ -19,9 +19,12 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
+    from contextlib import AbstractContextManager
 
-__all__ = ["CANCEL_WAIT", "abortable", "run"]
+    from metatree._transfer import Upload
+
+__all__ = ["CANCEL_WAIT", "abortable", "run", "upload_each"]
 
 T = TypeVar("T")
 
@@ -110,3 +113,57 @@ def run(
             coro.close()
         raise RuntimeError("the filesystem's event loop stopped running (its thread ended)")
     return box["task"].result()
+
+
+def upload_each(
+    loop: asyncio.AbstractEventLoop,
+    items: list[tuple[Callable[[], AbstractContextManager[Upload]], str]],
+    concurrency: int,
+    put: Callable[[Upload, str], Coroutine[Any, Any, None]],
+) -> list[Exception | None]:
+    """`Backend.put_many` on an async filesystem: up to `concurrency` `put`s in flight on `loop`.
+
+    One task per file under a semaphore: after the first failure the rest never start, and
+    the uploads in flight finish (their entries say whether they were stored: a cancelled
+    request may still land, so `Stopped` means "not stored"). The batch runs through `run`,
+    so an interrupt of the caller cancels every request and returns only once they ended.
+    Sources are read on the loop's thread (callers give bytes or local files): a source
+    raising KeyboardInterrupt or SystemExit there stops the batch like a failure, and is
+    raised again in the caller's thread once the batch is over; escaping a task, it ended
+    the loop's thread, and with it every later request of every filesystem on that loop.
+    """
+    from metatree.backends.base import Stopped
+
+    out: list[Exception | None] = [Stopped() for _ in items]
+    gate = asyncio.Semaphore(max(1, concurrency))
+    failed: list[BaseException] = []
+    interrupts: list[BaseException] = []
+
+    async def one(index: int) -> None:
+        opener, path = items[index]
+        async with gate:
+            if failed:  # another upload failed: this one never starts
+                return
+            try:
+                with opener() as upload:
+                    await put(upload, path)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - returned in `out`
+                out[index] = exc
+                failed.append(exc)
+                return
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                failed.append(exc)
+                interrupts.append(exc)
+                return
+        out[index] = None
+
+    async def every() -> None:
+        await asyncio.gather(*(one(index) for index in range(len(items))))
+
+    if items:
+        run(loop, every())
+    if interrupts:
+        raise interrupts[0]
+    return out

@@ -34,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import uuid
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+import secrets
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from metatree.backends import (
     COPY_CHUNK,
@@ -45,22 +45,27 @@ from metatree.backends import (
     Capabilities,
     Changed,
     LeaseStore,
-    Stopped,
     translate_errors,
 )
-from metatree.backends.aio import run
+from metatree.backends.aio import run, upload_each
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
     from contextlib import AbstractContextManager
 
     from metatree.backends import Download, Upload, Version
 
 __all__ = ["AzureBackend", "AzureLeaseStore", "azure_errors"]
 
+T = TypeVar("T")
+
 _PROTOCOLS = ("az://", "abfs://", "abfss://")
 _BATCH = 256
 """A blob batch request deletes at most 256 blobs."""
+_DELETE: Final = {"delete_snapshots": "include"}
+"""Delete Blob's keywords: a blob's snapshots go with it (Azure refuses to delete a blob that
+has any, 409 ``SnapshotsPresent``: a backup tool's snapshot of the lock blob failed every
+release after its commit, and of a file every removal)."""
 _COPY_POLL: Final = 0.05
 """Seconds between looks at a pending server-side copy."""
 
@@ -183,7 +188,7 @@ class AzureLeaseStore(LeaseStore):
         path = self.storage.abs(self.rel)
         with translate_errors(self.storage.url_of(self.rel)):
             try:
-                backend._call(path, lambda blob: blob.delete_blob(**_if_match(version)))
+                backend._call(path, lambda blob: blob.delete_blob(**_DELETE, **_if_match(version)))
             except (_Lost, FileNotFoundError):
                 return False
         return True
@@ -233,6 +238,13 @@ class AzureBackend(Backend):
         """Run one request on adlfs's loop, within `timeout` (``timed=False``: a batch)."""
         return run(self.fs.loop, coro, self.timeout if timed else None)
 
+    async def _within(self, request: Awaitable[T]) -> T:
+        """Await one request within `timeout` (as `run` does for a single call)."""
+        try:
+            return await asyncio.wait_for(request, self.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {self.timeout:g}s") from None
+
     def _call(self, path: str, request: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
         """Send `request` (given the blob's client) for `path`, its errors as `OSError`s."""
 
@@ -261,6 +273,8 @@ class AzureBackend(Backend):
 
         A range from 0 on an empty blob is refused (416): it is read again whole.
         """
+        from azure.core.exceptions import ResourceModifiedError
+
         blob = self._blob_client(path)
         with azure_errors(path):
             try:
@@ -272,7 +286,12 @@ class AzureBackend(Backend):
                     raise
                 # an empty blob has no byte 0 to range
                 stream = await blob.download_blob(max_concurrency=1, **options)
-            data = await stream.readall()
+            try:
+                data = await stream.readall()
+            except ResourceModifiedError:
+                # past its first 32 MiB the SDK reads on with If-Match on the first reply's
+                # ETag: a replaced blob is a change during the read, not a lost write
+                raise Changed(f"{path} was replaced while it was read") from None
         properties = stream.properties
         # a ranged reply's size is the range's: the blob's is after the "/" of Content-Range
         total = str(properties.content_range or "").rpartition("/")[2]
@@ -301,7 +320,7 @@ class AzureBackend(Backend):
             async with gate:
                 try:
                     read = self._adownload(path, 0 if length else None, length)
-                    return (await asyncio.wait_for(read, self.timeout))[0]
+                    return (await self._within(read))[0]
                 except Exception as exc:  # noqa: BLE001 - returned: the caller translates it
                     return exc
 
@@ -410,11 +429,11 @@ class AzureBackend(Backend):
         pages = paged.by_page()
         while True:
             with azure_errors(path):
-                try:
-                    page = await pages.__anext__()
+                try:  # each page within the timeout of one request, not the whole listing
+                    page = await self._within(pages.__anext__())
                 except StopAsyncIteration:
                     return
-                items = [item async for item in page]
+                items = [item async for item in page]  # the page's items: no request
             yield _Page(items, pages.continuation_token)
 
     def find(self, path: str) -> list[str]:
@@ -481,17 +500,17 @@ class AzureBackend(Backend):
         async def copy() -> None:
             target = self._blob_client(dst)
             with azure_errors(src):
-                reply = await target.start_copy_from_url(source_url)
+                started = target.start_copy_from_url(source_url)
+                reply = await self._within(started)
             copy_id = reply.get("copy_id")
             status = reply.get("copy_status")
             try:
-                while status == "pending":
+                while status == "pending":  # each look within the timeout of one request
                     await asyncio.sleep(_COPY_POLL)
                     with azure_errors(dst):
-                        props = await target.get_blob_properties()
-                    if props.copy.id != copy_id:
-                        return  # another write replaced dst: our copy is over
-                    status = props.copy.status
+                        props = await self._within(target.get_blob_properties())
+                    # another write replaced dst first: our copy is not what is there
+                    status = props.copy.status if props.copy.id == copy_id else "overtaken"
             except BaseException:
                 with contextlib.suppress(Exception):
                     await target.abort_copy(copy_id)
@@ -499,11 +518,11 @@ class AzureBackend(Backend):
             if status != "success":
                 raise OSError(f"copy of {src} to {dst} ended {status}")
 
-        self._run(copy())
+        self._run(copy(), timed=False)  # a large copy may take longer than one request
 
     def remove_file(self, path: str) -> None:
         # docstring inherited
-        self._call(path, lambda blob: blob.delete_blob())
+        self._call(path, lambda blob: blob.delete_blob(**_DELETE))
 
     def put(self, source: Upload, path: str, *, durable: bool = True) -> None:
         """One Put Blob with the whole body up to `part_size`, blocks above.
@@ -519,37 +538,62 @@ class AzureBackend(Backend):
         if len(data) < self.part_size:
             self._upload(path, data)
             return
-        upload, blocks = uuid.uuid4().hex, list[Any]()
+        ids, blocks = _BlockIds(), list[Any]()
         while data:
-            blocks.append(self._run(self._astage(path, upload, len(blocks), data)))
+            blocks.append(self._run(self._astage(path, ids, len(blocks), data)))
             data = _read_full(source, self.part_size)
         self._run(self._acommit(path, blocks))
 
-    async def _astage(self, path: str, upload: str, number: int, data: bytes) -> Any:
-        """Put Block `number` of `upload`; return its `BlobBlock` for the block list."""
+    async def _astage(self, path: str, ids: _BlockIds, number: int, data: bytes) -> Any:
+        """Put Block `number`; return its `BlobBlock` for the block list.
+
+        Azure wants every block id of a blob of one length, uncommitted blocks of another
+        client's failed upload included (kept up to a week): refused (400
+        ``InvalidBlobOrBlock``), the first block is sent again with ids of their length.
+        """
         from azure.storage.blob import BlobBlock
 
-        block = f"{upload}{number:08d}"  # one length for every id of a blob
-        with azure_errors(path):  # a stream: aiohttp warns of a large bytes body
-            staged = self._blob_client(path).stage_block(block, io.BytesIO(data), length=len(data))
-            await asyncio.wait_for(staged, self.timeout)
-        return BlobBlock(block_id=block)
+        for attempt in range(2):
+            block = ids.name(number)
+            try:
+                with azure_errors(path):  # a stream: aiohttp warns of a large bytes body
+                    body = io.BytesIO(data)
+                    staged = self._blob_client(path).stage_block(block, body, length=len(data))
+                    await self._within(staged)
+            except OSError as exc:
+                if attempt or number or "InvalidBlobOrBlock" not in str(exc):
+                    raise
+                ids.width = await self._foreign_width(path)
+            else:
+                return BlobBlock(block_id=block)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _foreign_width(self, path: str) -> int:
+        """Return the length of the ids of the blocks already staged for `path` by others."""
+        with azure_errors(path):
+            committed, uncommitted = await self._within(
+                self._blob_client(path).get_block_list("all")
+            )
+        widths = {len(str(block.id).encode()) for block in uncommitted or committed}
+        if len(widths) != 1:
+            raise OSError(f"{path}: blocks staged by another client, of lengths {widths}")
+        return widths.pop()
 
     async def _acommit(self, path: str, blocks: list[Any]) -> None:
         """Put Block List: the blob appears, made of `blocks`."""
         with azure_errors(path):
             committed = self._blob_client(path).commit_block_list(blocks)
-            await asyncio.wait_for(committed, self.timeout)
+            await self._within(committed)
 
     async def _aput(self, source: Upload, path: str) -> None:
         """`put` as a coroutine, for `put_many` (the source is read on the loop's thread)."""
         data = _read_full(source, self.part_size)
         if len(data) < self.part_size:
-            await asyncio.wait_for(self._aupload(path, data), self.timeout)
+            await self._within(self._aupload(path, data))
             return
-        upload, blocks = uuid.uuid4().hex, list[Any]()
+        ids, blocks = _BlockIds(), list[Any]()
         while data:
-            blocks.append(await self._astage(path, upload, len(blocks), data))
+            blocks.append(await self._astage(path, ids, len(blocks), data))
             data = _read_full(source, self.part_size)
         await self._acommit(path, blocks)
 
@@ -562,34 +606,10 @@ class AzureBackend(Backend):
     ) -> list[Exception | None]:
         """Up to `concurrency` uploads in flight on adlfs's event loop, each as `put`.
 
-        As S3's: after the first failure the rest never start, the uploads in flight finish
-        (their entries say whether they were stored), and an interrupt cancels every request
-        before this returns. Sources are read on the loop's thread.
+        `metatree.backends.aio.upload_each`, as S3's: the first failure stops the batch,
+        uploads in flight finish, an interrupt cancels every request before this returns.
         """
-        out: list[Exception | None] = [Stopped() for _ in items]
-        gate = asyncio.Semaphore(max(1, concurrency))
-        failed: list[bool] = []
-
-        async def one(index: int) -> None:
-            opener, path = items[index]
-            async with gate:
-                if failed:  # another upload failed: this one never starts
-                    return
-                try:
-                    with opener() as upload:
-                        await self._aput(upload, path)
-                except Exception as exc:  # noqa: BLE001 - returned in `out`
-                    out[index] = exc
-                    failed.append(True)
-                    return
-            out[index] = None
-
-        async def every() -> None:
-            await asyncio.gather(*(one(index) for index in range(len(items))))
-
-        if items:
-            self._run(every(), timed=False)
-        return out
+        return upload_each(self.fs.loop, items, concurrency, self._aput)
 
     def remove_tree(self, path: str, trash: str | None) -> None:
         """Delete every blob below ``path/``, its top ``metadata.json`` last, then markers.
@@ -639,7 +659,8 @@ class AzureBackend(Backend):
         async def one(key: str) -> None:
             async with gate:
                 with contextlib.suppress(FileNotFoundError), azure_errors(key):
-                    await asyncio.wait_for(self._blob_client(key).delete_blob(), self.timeout)
+                    deleted = self._blob_client(key).delete_blob(**_DELETE)
+                    await self._within(deleted)
 
         async def every() -> None:
             results = await asyncio.gather(*(one(key) for key in keys), return_exceptions=True)
@@ -649,6 +670,25 @@ class AzureBackend(Backend):
 
         if keys:
             self._run(every(), timed=False)
+
+
+class _BlockIds:
+    """The block ids of one upload: a random prefix and the block's number, `width` long.
+
+    40 characters unless another client's blocks of this blob set another length; below 8,
+    the number alone in hex (up to 16 ** width blocks).
+    """
+
+    def __init__(self) -> None:
+        self.upload = secrets.token_hex(32)
+        self.width = 40
+
+    def name(self, number: int) -> str:
+        if self.width >= 8:
+            return f"{self.upload[: self.width - 8]}{number:08d}"
+        if number >= 16**self.width:
+            raise OSError(f"more blocks than block ids of {self.width} characters can name")
+        return f"{number:0{self.width}x}"
 
 
 def _holds_content(marker: str, names: list[str]) -> bool:

@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 from metatree._locking import LeaseStore
 from metatree._locking._info import MAX_BODY
 from metatree._transfer import COPY_CHUNK
-from metatree.backends.aio import run
+from metatree.backends.aio import run, upload_each
 from metatree.backends.base import (
     MISSING,
     Backend,
     Capabilities,
     Changed,
-    Stopped,
     translate_errors,
 )
 
@@ -560,40 +559,23 @@ class S3Backend(Backend):
     ) -> list[Exception | None]:
         """Up to `concurrency` uploads in flight on s3fs's event loop, each as `put`.
 
-        One task per file under a semaphore: after the first failure the rest never start,
-        and the uploads in flight finish (their entries say whether they were stored: a
-        cancelled PutObject may still land, and `Stopped` means "not stored"). The whole
-        batch runs through our runner, so an interrupt cancels every request (a multipart
-        upload is aborted) and returns only once they have ended. Sources are read on the
-        loop's thread, as s3fs's own ``put_file`` does: callers give bytes or local files.
+        `metatree.backends.aio.upload_each`: the first failure stops the batch, uploads in
+        flight finish, an interrupt cancels every request before this returns. Sources are
+        read on the loop's thread, as s3fs's own ``put_file`` does.
         """
-        out: list[Exception | None] = [Stopped() for _ in items]
-        gate = asyncio.Semaphore(max(1, concurrency))
-        failed: list[bool] = []
 
-        async def one(index: int) -> None:
-            opener, path = items[index]
-            async with gate:
-                if failed:  # another upload failed: this one never starts
-                    return
-                try:
-                    with opener() as upload:
-                        await self._aput(upload, path)
-                except Exception as exc:  # noqa: BLE001 - returned in `out`
-                    failures = _client_failures()
-                    out[index] = _as_os_error(exc) if isinstance(exc, failures) else exc
-                    failed.append(True)
-                    return
-                finally:
-                    self.fs.invalidate_cache(path)
-            out[index] = None
+        async def put(upload: Upload, path: str) -> None:
+            try:
+                await self._aput(upload, path)
+            except _client_failures() as exc:
+                raise _as_os_error(exc) from exc
+            finally:
+                self.fs.invalidate_cache(path)
 
-        async def every() -> None:
-            await asyncio.gather(*(one(index) for index in range(len(items))))
-
-        if items:
-            self._run(every(), timed=False)
-        return out
+        try:
+            return upload_each(self.fs.loop, items, concurrency, put)
+        except _client_failures() as exc:
+            raise _as_os_error(exc) from exc
 
     async def _aput(self, source: Upload, path: str) -> None:
         """`put` as a coroutine, for `put_many` (each request within `timeout`).

@@ -11,10 +11,13 @@ is what really crossed the wire, the SDK's retries included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ __all__ = [
     "AZURITE_VERSION",
     "AzureRequest",
     "AzuriteServer",
+    "HoldingProxy",
     "azure_options",
     "make_container",
 ]
@@ -201,3 +205,63 @@ class AzuriteServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HoldingProxy:
+    """A TCP proxy in front of a server whose replies can be held: a stalled server.
+
+    Requests pass at once; while `hold` is set, no reply byte reaches the client (as from a
+    server that accepted the request and never answers) until `release`.
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, port)
+        self.held = threading.Event()
+        self._listener = socket.create_server((host, 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def endpoint_url(self) -> str:
+        """Return the proxy's URL, for `azure_options`."""
+        return f"http://{self.target[0]}:{self.port}"
+
+    def hold(self) -> None:
+        """Hold every reply from now on."""
+        self.held.set()
+
+    def release(self) -> None:
+        """Let the replies through again."""
+        self.held.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                while reply and self.held.is_set():
+                    time.sleep(0.02)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (src, dst):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop accepting, and cut every connection."""
+        self.release()
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -598,6 +598,41 @@ class BackendTests:
                 assert all(isinstance(entry, Stopped) for entry in got[2:])
         assert backend.put_many([], 4) == []
 
+    def test_put_many_interrupted_by_a_source_raises_in_the_caller(
+        self, backend: Backend, root: str
+    ) -> None:
+        """A source raising KeyboardInterrupt (Ctrl-C in its reader) stops the batch.
+
+        The interrupt reaches the caller, and the backend still works: read on an async
+        backend's event-loop thread, it once ended that thread, and every later request of
+        the process (every filesystem on fsspec's loop) failed.
+        """
+
+        class Interrupting(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: Any) -> int:
+                raise KeyboardInterrupt
+
+        def opener(data: bytes | None) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+            @contextlib.contextmanager
+            def open_source() -> Any:
+                source: Any = Interrupting() if data is None else data
+                with Transfer().source(source) as upload:
+                    yield upload
+
+            return open_source
+
+        paths = [f"{root}/k{i}" for i in range(3)]
+        items = [opener(None if i == 1 else b"data") for i in range(3)]
+        for width in (1, 3):
+            with pytest.raises(KeyboardInterrupt):
+                backend.put_many(list(zip(items, paths, strict=True)), width)
+        assert backend.kind(paths[1]) is None  # nothing of the interrupted source
+        backend.write_atomic(f"{root}/after", b"still works")
+        assert backend.read(f"{root}/after") == b"still works"
+
     # -- listing ------------------------------------------------------------------------
     def test_listing_kinds(self, backend: Backend, root: str) -> None:
         """`kind`, `listdir` and `find` agree on files and directories."""

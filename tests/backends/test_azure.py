@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings
@@ -13,6 +13,8 @@ from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from metatree.testing.azurite import AzuriteServer
 
 
@@ -93,3 +95,97 @@ class TestAzureOnly:
                 lease.release()
         tree.find("m/v").update(score=1)
         assert tree.find("m/v").metadata["score"] == 1
+
+    @pytest.fixture
+    def storage(self, azure_container: str, azurite_server: AzuriteServer) -> Storage:
+        return as_storage(
+            f"az://{azure_container}/{uuid.uuid4().hex}/db", **azurite_server.options()
+        )
+
+    @pytest.fixture
+    def client(self, azurite_server: AzuriteServer, azure_container: str) -> Iterator[Any]:
+        """A raw client of the container: another tool, a backup job, a careless admin."""
+        from azure.storage.blob import BlobServiceClient
+
+        from metatree.testing.azurite import connection_string
+
+        url = connection_string(azurite_server.endpoint_url)
+        with BlobServiceClient.from_connection_string(url) as service:
+            yield service.get_container_client(azure_container)
+
+    @staticmethod
+    def blob_name(storage: Storage, rel: str) -> str:
+        return storage.abs(rel).partition("/")[2]
+
+    def test_snapshots_do_not_stop_a_release_or_a_removal(
+        self, storage: Storage, client: Any
+    ) -> None:
+        """Azure refuses to delete a blob with snapshots (409 ``SnapshotsPresent``).
+
+        A backup tool's snapshot of the lock blob failed every release after its commit
+        (the write stored, the caller told it failed); of a file, every removal. A blob's
+        snapshots now go with it.
+        """
+        tree = Metatree(storage, ("a", "b"))
+        tree.put("m/v", b"x", name="f")
+        with tree.transaction():
+            tree.find("m/v").update(score=1)
+            client.get_blob_client(self.blob_name(storage, ".lock")).create_snapshot()
+        assert storage.kind(".lock") is None
+        client.get_blob_client(self.blob_name(storage, "m/v/f")).create_snapshot()
+        tree.remove("m/v", recursive=True)
+        assert not tree.exists("m/v")
+        prefix = self.blob_name(storage, "m/v/")
+        assert list(client.list_blobs(name_starts_with=prefix, include=["snapshots"])) == []
+        tree.put("m/v", b"again", name="f")
+        assert b"".join(tree.get("m/v/f")) == b"again"
+
+    def test_blocks_staged_by_another_client_do_not_stop_a_large_put(
+        self, storage: Storage, client: Any
+    ) -> None:
+        """Azure wants one length for every block id of a blob, another client's included.
+
+        Uncommitted blocks of another tool's failed upload (kept up to a week) refused every
+        put over 8 MiB to that name (400 ``InvalidBlobOrBlock``); the put now names its
+        blocks as they do.
+        """
+        tree = Metatree(storage, ("a", "b"))
+        tree.put("m/v", b"x", name="small")
+        data = bytes(range(256)) * (9 * 2**20 // 256)
+        for foreign in ("abcd", "a-much-longer-block-id-of-another-tool"):
+            blob = client.get_blob_client(self.blob_name(storage, f"m/v/{len(foreign)}"))
+            blob.stage_block(foreign, b"junk")
+            tree.put("m/v", data, name=str(len(foreign)))
+            assert b"".join(tree.get(f"m/v/{len(foreign)}")) == data
+
+    def test_a_stalled_listing_times_out(
+        self, azure_container: str, azurite_server: AzuriteServer, monkeypatch: Any
+    ) -> None:
+        """Every List Blobs page is one request within `AzureBackend.timeout`.
+
+        Only the first page was: a stalled server held `listdir`, `find` and every removal
+        for as long as it stalled.
+        """
+        from metatree.backends.azure import AzureBackend
+        from metatree.testing.azurite import HoldingProxy, azure_options
+
+        proxy = HoldingProxy(azurite_server.port)
+        try:
+            storage = as_storage(
+                f"az://{azure_container}/{uuid.uuid4().hex}/db",
+                **azure_options(proxy.endpoint_url()),
+            )
+            storage.write_atomic("d/f", b"x")
+            monkeypatch.setattr(AzureBackend, "timeout", 0.5)
+            proxy.hold()
+            for call in (
+                lambda: storage.listdir("d"),
+                lambda: list(storage.walk_files("")),
+                lambda: storage.remove_tree("d"),
+            ):
+                with pytest.raises(StorageError, match=r"no answer within 0\.5s"):
+                    call()
+            proxy.release()
+            assert storage.listdir("d") == {"f": "file"}
+        finally:
+            proxy.close()
