@@ -17,6 +17,7 @@ from metatree.backends.base import (
     Backend,
     Capabilities,
     Changed,
+    Stopped,
     Version,
     translate_errors,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Download",
     "LeaseLock",
     "LeaseStore",
+    "Stopped",
     "Upload",
     "Version",
     "backend_for",

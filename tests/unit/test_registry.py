@@ -102,12 +102,23 @@ def test_a_later_registration_under_another_spelling_wins() -> None:
 
 
 def test_known_object_stores_get_the_plain_primitives(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gcsfs and adlfs (not installed here) get `Backend`: one PUT per write, not temp + rename."""
-    module = types.ModuleType("gcsfs.core")
+    """adlfs (not installed here) gets `Backend`: one PUT per write, not temp + rename."""
+    module = types.ModuleType("adlfs.spec")
 
-    class GCSFileSystem(MemoryFileSystem):  # type: ignore[misc]  # a stand-in of the class
-        protocol = "fakegcs"
+    class AzureBlobFileSystem(MemoryFileSystem):  # type: ignore[misc]  # a stand-in of the class
+        protocol = "fakeabfs"
 
-    module.GCSFileSystem = GCSFileSystem  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gcsfs.core", module)
-    assert type(backend_for(GCSFileSystem())) is Backend
+    module.AzureBlobFileSystem = AzureBlobFileSystem  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "adlfs.spec", module)
+    assert type(backend_for(AzureBlobFileSystem())) is Backend
+
+
+def test_gcsfs_gets_the_gcs_backend_without_a_lock_of_its_own() -> None:
+    """gcsfs gets `GCSBackend`; its lock is the opt-in `GCSGenerationLockBackend`."""
+    gcsfs = pytest.importorskip("gcsfs")
+    from metatree.backends.gcs import GCSBackend
+
+    fs = gcsfs.GCSFileSystem(token="anon", skip_instance_cache=True)
+    backend = backend_for(fs)
+    assert type(backend) is GCSBackend
+    assert backend.lease_store is None
