@@ -81,12 +81,13 @@ def _check(query: dict[str, str], live: dict[str, Any] | None) -> None:
         raise _PreconditionFailed
 
 
-def _make_storage() -> Any:
-    """Return the emulator's in-memory `Storage`, with the layer's checks and fixes."""
+def _make_storage(enforce: bool) -> Any:
+    """Return the emulator's in-memory `Storage`, with the layer's fixes (and checks)."""
     from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.storage import Storage
 
     context = _Context()
+    check = _check if enforce else lambda query, live: None
 
     class FaithfulStorage(Storage):  # type: ignore[misc]
         """The emulator's storage, each access checked against the request's preconditions."""
@@ -120,7 +121,7 @@ def _make_storage() -> Any:
             file_id: str | None = None,
         ) -> None:
             query = self.conditions.pop(file_id, {}) if file_id else (context.query or {})
-            _check(query, self._live(bucket_name, file_name))
+            check(query, self._live(bucket_name, file_name))
             super().create_file(bucket_name, file_name, content, file_obj, file_id)
 
         def delete_file(self, bucket_name: str, file_name: str) -> None:
@@ -129,7 +130,7 @@ def _make_storage() -> Any:
             if live is not None and query.get("generation") not in (None, live["generation"]):
                 raise NotFound
             if live is not None:
-                _check(query, live)
+                check(query, live)
             super().delete_file(bucket_name, file_name)
 
         def get_file_obj(self, bucket_name: str, file_name: str) -> Any:
@@ -137,7 +138,7 @@ def _make_storage() -> Any:
             query = context.query or {}
             if query.get("generation") not in (None, obj["generation"]):
                 raise NotFound
-            _check(query, obj)
+            check(query, obj)
             context.served = obj
             return obj
 
@@ -157,11 +158,16 @@ def _free_port() -> int:
 class GCSServer:
     """gcp-storage-emulator behind the precondition layer, on 127.0.0.1 and a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enforce_preconditions: bool = True) -> None:
+        """Serve with the layer; ``enforce_preconditions=False`` ignores conditions.
+
+        That is the emulator's own behaviour, for the test that shows the layer is what
+        makes the races' single winner.
+        """
         self.requests: list[GCSRequest] = []
         self._record = threading.Lock()
         self._serve = threading.Lock()
-        self._storage = _make_storage()
+        self._storage = _make_storage(enforce_preconditions)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -218,10 +224,18 @@ class GCSServer:
                     try:
                         server.Router(self).handle(method)
                     except _PreconditionFailed:
-                        self._fail(HTTPStatus.PRECONDITION_FAILED, "conditionNotMet")
+                        self._fail(
+                            HTTPStatus.PRECONDITION_FAILED,
+                            "conditionNotMet",
+                            "At least one of the pre-conditions you specified did not hold.",
+                        )
+                    except ConnectionError:  # the client went away (a cancelled request)
+                        self.close_connection = True
                     except Exception:  # noqa: BLE001 - an emulator crash (an empty media
                         # upload): answered 500 rather than a closed connection
-                        self._fail(HTTPStatus.INTERNAL_SERVER_ERROR, "backendError")
+                        self._fail(
+                            HTTPStatus.INTERNAL_SERVER_ERROR, "backendError", "emulator crash"
+                        )
                     finally:
                         storage.context.query = None
 
@@ -233,13 +247,12 @@ class GCSServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def _fail(self, status: HTTPStatus, reason: str) -> None:
+            def _fail(self, status: HTTPStatus, reason: str, message: str) -> None:
                 body = json.dumps(
                     {
                         "error": {
                             "code": status.value,
-                            "message": "At least one of the pre-conditions you specified "
-                            "did not hold.",
+                            "message": message,
                             "errors": [{"domain": "global", "reason": reason}],
                         }
                     }

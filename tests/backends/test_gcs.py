@@ -42,14 +42,26 @@ def gcs_bucket(gcs_server: GCSServer) -> str:
     return make_gcs_bucket(gcs_server.endpoint_url)
 
 
+def _open(server: GCSServer, bucket: str) -> Storage:
+    """A fresh root on the server, through gcsfs's `GCSFileSystem` itself.
+
+    Not ``gs://``'s default class, gcsfs's experimental `ExtendedGcsFileSystem`: its own
+    methods (``pipe_file``, ``open``: the suites plant objects with them) first ask the
+    endpoint over gRPC whether the bucket is zonal, and against an emulator that retries for
+    60 s per call. The backend's requests (gcsfs's ``_call``) are the same on both classes.
+    """
+    from gcsfs.core import GCSFileSystem
+
+    fs = GCSFileSystem(**gcs_options(server.endpoint_url))
+    return as_storage(f"gs://{bucket}/{uuid.uuid4().hex}/db", fs=fs)
+
+
 class _Storage:
     """Where every test of this module stores: the GCS test server, the registered backend."""
 
     @pytest.fixture
     def storage(self, gcs_server: GCSServer, gcs_bucket: str) -> Storage:
-        return as_storage(
-            f"gs://{gcs_bucket}/{uuid.uuid4().hex}/db", **gcs_options(gcs_server.endpoint_url)
-        )
+        return _open(gcs_server, gcs_bucket)
 
 
 class _LockedStorage:
@@ -61,9 +73,7 @@ class _LockedStorage:
 
     @pytest.fixture
     def storage(self, gcs_server: GCSServer, gcs_bucket: str) -> Storage:
-        opened = as_storage(
-            f"gs://{gcs_bucket}/{uuid.uuid4().hex}/db", **gcs_options(gcs_server.endpoint_url)
-        )
+        opened = _open(gcs_server, gcs_bucket)
         return Storage(opened.fs, opened.root, GCSGenerationLockBackend)
 
 
@@ -95,3 +105,23 @@ class TestGCSGenerationLock(_LockedStorage, LockTests, LockHardeningTests, Model
     uploads_per_writer = 2
     switches_per_writer = 2
     alias_kill_trials = 4
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("enforce", [True, False])
+def test_the_layer_is_what_refuses_a_second_create(enforce: bool) -> None:
+    """Without the precondition layer the emulator lets a second exclusive create win too.
+
+    So the single winner of every race in this module is the layer's doing (as on GCS, which
+    documents it), and the races could fail: they are not green by construction.
+    """
+    with GCSServer(enforce_preconditions=enforce) as server:
+        bucket = make_gcs_bucket(server.endpoint_url)
+        storage = as_storage(f"gs://{bucket}/db", **gcs_options(server.endpoint_url))
+        backend, path = storage.backend, storage.abs("x")
+        assert backend.create_exclusive(path, b"one")
+        assert backend.create_exclusive(path, b"two") is not enforce
+        body, version = backend.read_versioned(path)
+        assert body == (b"one" if enforce else b"two")
+        backend.write_atomic(path, b"three")
+        assert backend.write_if(path, b"four", version) is not enforce
