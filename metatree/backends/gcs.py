@@ -525,25 +525,12 @@ class GCSBackend(Backend):
         succeeds; on any exception (a failing source, a callback raising KeyboardInterrupt)
         the resumable session is cancelled, so the old object (or none) stays.
         """
-        self._put(source, path, self._run)
-
-    def _put(
-        self, source: Upload, path: str, runner: Callable[[Coroutine[Any, Any, Any]], Any]
-    ) -> None:
         data = _read_full(source, self.part_size)
         if len(data) < self.part_size:
-            runner(self._aupload(path, data))
+            self._run(self._aupload(path, data))
             return
         bucket, key = self._bucket_key(path)
-        headers, _ = runner(
-            self._acall(
-                "POST",
-                self._upload_url(bucket),
-                uploadType="resumable",
-                json={"name": key},
-                headers={"X-Upload-Content-Type": "application/octet-stream"},
-            )
-        )
+        headers, _ = self._run(self._ainitiate(bucket, key))
         session = str(headers["Location"])
         try:
             offset = 0
@@ -551,16 +538,26 @@ class GCSBackend(Backend):
                 following = _read_full(source, self.part_size)
                 end = offset + len(data)
                 total = str(end) if not following else "*"
-                runner(self._achunk(session, data, offset, total))
+                self._run(self._achunk(session, data, offset, total))
                 if not following:
                     break
                 offset, data = end, following
         except BaseException:
             with contextlib.suppress(Exception):
-                runner(self._acall("DELETE", session))
+                self._run(self._acall("DELETE", session))
             raise
         finally:
             self.fs.invalidate_cache(path)
+
+    async def _ainitiate(self, bucket: str, key: str) -> Any:
+        """Start a resumable upload; its session URI is the reply's ``Location``."""
+        return await self._acall(
+            "POST",
+            self._upload_url(bucket),
+            uploadType="resumable",
+            json={"name": key},
+            headers={"X-Upload-Content-Type": "application/octet-stream"},
+        )
 
     async def _achunk(self, session: str, data: bytes, offset: int, total: str) -> None:
         """Send one chunk of a resumable upload; refuse a short acceptance."""
@@ -615,28 +612,37 @@ class GCSBackend(Backend):
         return out
 
     async def _aput(self, source: Upload, path: str) -> None:
-        """`put` as a coroutine (each request within `timeout`), for `put_many`."""
+        """`put` as a coroutine, for `put_many`: each request within `timeout`.
+
+        The same protocol as `put`, awaited instead of run: one multipart upload up to
+        `part_size`, else a resumable upload cancelled on any exception, cancellation included.
+        """
+
+        async def timed(coro: Coroutine[Any, Any, Any]) -> Any:
+            return await asyncio.wait_for(coro, self.timeout)
+
         data = _read_full(source, self.part_size)
         if len(data) < self.part_size:
-            await asyncio.wait_for(self._aupload(path, data), self.timeout)
+            await timed(self._aupload(path, data))
             return
-        # a large file: the blocking protocol, in a thread, on the same loop's requests
-        rest = _Prefixed(data, source)
-        await asyncio.to_thread(self._put, cast("Upload", rest), path, self._run)
-
-
-class _Prefixed:
-    """A stream that yields `head` first, then the rest of `source` (for `_aput`)."""
-
-    def __init__(self, head: bytes, source: Upload) -> None:
-        self._head = head
-        self._source = source
-
-    def read(self, n: int) -> bytes:
-        if self._head:
-            chunk, self._head = self._head[:n], self._head[n:]
-            return chunk
-        return self._source.read(n)
+        bucket, key = self._bucket_key(path)
+        headers, _ = await timed(self._ainitiate(bucket, key))
+        session = str(headers["Location"])
+        try:
+            offset = 0
+            while True:
+                following = _read_full(source, self.part_size)
+                end = offset + len(data)
+                await timed(self._achunk(session, data, offset, str(end) if not following else "*"))
+                if not following:
+                    break
+                offset, data = end, following
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(timed(self._acall("DELETE", session)))
+            raise
+        finally:
+            self.fs.invalidate_cache(path)
 
 
 class GCSGenerationLockBackend(GCSBackend):
