@@ -61,9 +61,7 @@ _REGISTRY = ClassRegistry(
         "fsspec.implementations.memory.MemoryFileSystem": "metatree.backends.memory.MemoryBackend",
         "s3fs.core.S3FileSystem": "metatree.backends.s3.S3Backend",
         "fsspec.implementations.webhdfs.WebHDFS": "metatree.backends.webhdfs.WebHDFSBackend",
-        # a backend still to come (issue 20): a single PUT is atomic there, so `Backend`'s
-        # plain primitives, not the generic fallback's temp + rename
-        "gcsfs.core.GCSFileSystem": "metatree.backends.base.Backend",
+        "gcsfs.core.GCSFileSystem": "metatree.backends.gcs.GCSBackend",  # lock: opt-in (gcs.py)
         "adlfs.spec.AzureBlobFileSystem": "metatree.backends.azure.AzureBackend",
     },
 )

@@ -439,6 +439,7 @@ class StatefulTests:
 
         class Bound(TreeMachine):
             def make_storage(self) -> Storage:
-                return Storage(fs, base.abs(f"run-{uuid.uuid4().hex}"))
+                # the fixture's backend class too: a storage may name one (an opt-in lock)
+                return Storage(fs, base.abs(f"run-{uuid.uuid4().hex}"), type(base.backend))
 
         run_state_machine_as_test(Bound, settings=self.state_machine_settings)

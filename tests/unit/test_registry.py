@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import sys
-import types
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
@@ -101,27 +99,38 @@ def test_a_later_registration_under_another_spelling_wins() -> None:
         registry._REGISTRY._entries = saved
 
 
-def test_known_object_stores_get_the_plain_primitives(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gcsfs and adlfs (not installed here) get `Backend`: one PUT per write, not temp + rename."""
-    module = types.ModuleType("gcsfs.core")
+def test_gcsfs_gets_the_gcs_backend_without_a_lock_of_its_own() -> None:
+    """gcsfs gets `GCSBackend`; its lock is the opt-in `GCSGenerationLockBackend`."""
+    gcsfs = pytest.importorskip("gcsfs")
+    from metatree.backends.gcs import GCSBackend
 
-    class GCSFileSystem(MemoryFileSystem):  # type: ignore[misc]  # a stand-in of the class
-        protocol = "fakegcs"
+    fs = gcsfs.GCSFileSystem(token="anon", skip_instance_cache=True)
+    backend = backend_for(fs)
+    assert type(backend) is GCSBackend
+    assert backend.lease_store is None
 
-    module.GCSFileSystem = GCSFileSystem  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gcsfs.core", module)
-    assert type(backend_for(GCSFileSystem())) is Backend
+
+def test_adlfs_gets_the_azure_backend_and_its_lease() -> None:
+    """adlfs gets `AzureBackend`, whose lock is a lease on Azure's conditional writes."""
+    adlfs = pytest.importorskip("adlfs")
+    from metatree.backends.azure import AzureBackend, AzureLeaseStore
+    from metatree.testing.azurite import azure_options
+
+    fs = adlfs.AzureBlobFileSystem(**azure_options("http://127.0.0.1:9"), skip_instance_cache=True)
+    backend = backend_for(fs)
+    assert type(backend) is AzureBackend
+    assert backend.lease_store is AzureLeaseStore
 
 
 PUBLIC = {"metatree.backends", "metatree.backends.aio"}
 """What a backend added from outside the core may import of metatree (docs/backends.md)."""
 
 
-@pytest.mark.parametrize("module", ["metatree.backends.azure"])
+@pytest.mark.parametrize("module", ["metatree.backends.azure", "metatree.backends.gcs"])
 def test_backend_added_through_the_public_api_imports_nothing_else(module: str) -> None:
-    """Azure's backend is written as a third party would write it: the public API only.
+    """Azure's and GCS's backends are written as a third party would: the public API only.
 
-    Each name it imports from metatree must be one of the public modules' ``__all__``.
+    Each name they import from metatree must be one of the public modules' ``__all__``.
     """
     import ast
     import importlib
