@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from metatree import DataStore, Metatree, ModelStore
+from metatree import DataStore, Metatree, ModelStore, as_storage
 from metatree.errors import NotFoundError
 from metatree.testing.azurite import AzuriteServer, make_container
+from metatree.testing.gcs_server import GCSServer
 from metatree.testing.servers import s3_options
 
 if TYPE_CHECKING:
@@ -689,3 +690,81 @@ class TestAzureRequests:
             "PUT x/y/z/metadata.json",
             "DELETE .lock",
         ]
+
+
+@pytest.fixture(scope="module")
+def counting_gcs() -> Iterator[GCSServer]:
+    """A GCS test server of its own (the emulator behind the precondition layer)."""
+    with GCSServer() as server:
+        yield server
+
+
+@pytest.mark.gcs
+class TestGCSRequests:
+    """The same operations on GCS (the opt-in lock backend), counted at the test server.
+
+    The same requests as on S3, one for one: an upload is a POST to the upload endpoint
+    (the object's name is in its body, so it is counted as ``POST upload``), a read a media
+    GET, a listing a GET of the bucket's objects.
+    """
+
+    @pytest.fixture
+    def tree(self, counting_gcs: GCSServer) -> Metatree:
+        from gcsfs.core import GCSFileSystem
+
+        from metatree.backends.gcs import GCSGenerationLockBackend
+        from metatree.testing.gcs_server import gcs_options, make_gcs_bucket
+
+        bucket = make_gcs_bucket(counting_gcs.endpoint_url)
+        fs = GCSFileSystem(**gcs_options(counting_gcs.endpoint_url))
+        storage = as_storage(f"gs://{bucket}/{uuid.uuid4().hex}", fs=fs)
+        storage.backend = GCSGenerationLockBackend(fs)
+        tree = Metatree(storage, KEYS)
+        tree.put("x/y/z", b"data", name="f")
+        tree.find("x").update(active="y")
+        tree.find("x/y/z").update(model_file="f")
+        counting_gcs.reset_requests()
+        return tree
+
+    @staticmethod
+    def record(server: GCSServer, tree: Metatree) -> list[str]:
+        """The requests since the last call, ``METHOD key`` under the root, in arrival order."""
+        prefix = tree.storage.root.split("/", 1)[1] + "/"
+        out = []
+        for r in list(server.requests):
+            name = r.path.partition("/o/")[2]
+            if r.path.startswith("/upload/"):
+                out.append(f"{r.method} upload")
+            else:
+                out.append(f"{r.method} {name.removeprefix(prefix) if name else '(list)'}")
+        server.reset_requests()
+        return out
+
+    def test_reads(self, tree: Metatree, counting_gcs: GCSServer) -> None:
+        Metatree(tree.storage, KEYS)
+        assert self.record(counting_gcs, tree) == ["GET .metatree"]
+        tree.find("x/y/z")
+        assert sorted(self.record(counting_gcs, tree)) == INDEXES
+        assert b"".join(tree.get("x/y/z/f")) == b"data"
+        assert sorted(self.record(counting_gcs, tree)) == sorted(
+            [*INDEXES, "GET x/y/z/f", "GET x/y/z/metadata.json"]
+        )
+
+    def test_update(self, tree: Metatree, counting_gcs: GCSServer) -> None:
+        node = tree.find("x/y/z")
+        self.record(counting_gcs, tree)
+        node.update(score=0.5)
+        assert self.record(counting_gcs, tree) == [
+            "POST upload",  # the lock (ifGenerationMatch=0)
+            "GET x/y/z/metadata.json",
+            "POST upload",  # ifGenerationMatch=<the generation read>
+            "DELETE .lock",
+        ]
+
+    def test_put_new_leaf(self, tree: Metatree, counting_gcs: GCSServer) -> None:
+        tree.put("x/y/w", b"new", name="f")
+        requests = self.record(counting_gcs, tree)
+        assert requests[0] == "POST upload"
+        assert sorted(requests[1:5]) == sorted(["GET (list)", *INDEXES])  # one wave
+        # the leaf's metadata.json, the file, the parent's index (the commit point)
+        assert requests[5:] == ["POST upload"] * 3 + ["DELETE .lock"]

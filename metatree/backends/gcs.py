@@ -45,7 +45,7 @@ itself atomic. For that reason the registered `GCSBackend` takes no lock of its 
 lock excludes only this process's threads, with a warning), and `GCSGenerationLockBackend`
 is the opt-in that takes the lock on GCS's documented preconditions::
 
-    register_backend("gcsfs.GCSFileSystem",
+    register_backend("gcsfs.core.GCSFileSystem",
                      "metatree.backends.gcs.GCSGenerationLockBackend", clobber=True)
 """
 
