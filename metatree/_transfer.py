@@ -243,6 +243,17 @@ class Upload:
             self._transfer.finish()
         return chunk
 
+    def read_full(self, n: int) -> bytes:
+        """Read `n` bytes, fewer only at the end: a part of a multipart or block upload.
+
+        `read` may return less than asked (a pipe, a socket), which would cut a part short.
+        """
+        parts: list[bytes] = []
+        while n > 0 and (chunk := self.read(n)):
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
     def readinto(self, buffer: memoryview) -> int:
         """Read into `buffer`; 0 at the end. A user's stream is read (``read`` is all it owes)."""
         readinto = self._readinto

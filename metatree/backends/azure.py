@@ -70,15 +70,6 @@ _COPY_POLL: Final = 0.05
 """Seconds between looks at a pending server-side copy."""
 
 
-def _read_full(stream: Upload, n: int) -> bytes:
-    """Read `n` bytes, or fewer only at the end (a stream may return short reads)."""
-    parts: list[bytes] = []
-    while n > 0 and (chunk := stream.read(n)):
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 def _describe(exc: BaseException) -> str:
     """Name an SDK error by its status and code: its message carries the whole XML reply."""
     lines = str(exc).splitlines()
@@ -534,14 +525,14 @@ class AzureBackend(Backend):
         raises (Ctrl-C in a progress bar) raises here, never on adlfs's event loop, whose
         thread it would end.
         """
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             self._upload(path, data)
             return
         ids, blocks = _BlockIds(), list[Any]()
         while data:
             blocks.append(self._run(self._astage(path, ids, len(blocks), data)))
-            data = _read_full(source, self.part_size)
+            data = source.read_full(self.part_size)
         self._run(self._acommit(path, blocks))
 
     async def _astage(self, path: str, ids: _BlockIds, number: int, data: bytes) -> Any:
@@ -587,14 +578,14 @@ class AzureBackend(Backend):
 
     async def _aput(self, source: Upload, path: str) -> None:
         """`put` as a coroutine, for `put_many` (the source is read on the loop's thread)."""
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             await self._within(self._aupload(path, data))
             return
         ids, blocks = _BlockIds(), list[Any]()
         while data:
             blocks.append(await self._astage(path, ids, len(blocks), data))
-            data = _read_full(source, self.part_size)
+            data = source.read_full(self.part_size)
         await self._acommit(path, blocks)
 
     def put_many(

@@ -110,15 +110,6 @@ def _unsatisfiable(exc: OSError) -> bool:
     return isinstance(exc, GCSStatusError) and exc.status == 416
 
 
-def _read_full(stream: Upload, n: int) -> bytes:
-    """Read `n` bytes, or fewer only at the end (a stream may return short reads)."""
-    parts: list[bytes] = []
-    while n > 0 and (chunk := stream.read(n)):
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 def _generation(headers: Any) -> str:
     """Return the ``x-goog-generation`` of a media GET's reply."""
     value = headers.get("x-goog-generation")
@@ -522,7 +513,7 @@ class GCSBackend(Backend):
         succeeds; on any exception (a failing source, a callback raising KeyboardInterrupt)
         the resumable session is cancelled, so the old object (or none) stays.
         """
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             self._run(self._aupload(path, data))
             return
@@ -532,7 +523,7 @@ class GCSBackend(Backend):
         try:
             offset = 0
             while True:
-                following = _read_full(source, self.part_size)
+                following = source.read_full(self.part_size)
                 end = offset + len(data)
                 total = str(end) if not following else "*"
                 self._run(self._achunk(session, data, offset, total))
@@ -595,7 +586,7 @@ class GCSBackend(Backend):
         async def timed(coro: Coroutine[Any, Any, Any]) -> Any:
             return await asyncio.wait_for(coro, self.timeout)
 
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             await timed(self._aupload(path, data))
             return
@@ -605,7 +596,7 @@ class GCSBackend(Backend):
         try:
             offset = 0
             while True:
-                following = _read_full(source, self.part_size)
+                following = source.read_full(self.part_size)
                 end = offset + len(data)
                 await timed(self._achunk(session, data, offset, str(end) if not following else "*"))
                 if not following:

@@ -94,15 +94,6 @@ def _lost_race(exc: OSError) -> bool:
     return any(marker in str(exc) for marker in _LOST_RACE)
 
 
-def _read_full(stream: Upload, n: int) -> bytes:
-    """Read `n` bytes, or fewer only at the end (a stream may return short reads)."""
-    parts: list[bytes] = []
-    while n > 0 and (chunk := stream.read(n)):
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 _LOST = (*_LOST_RACE, "NoSuchKey", "does not exist")
 
 
@@ -523,7 +514,7 @@ class S3Backend(Backend):
         as each part is read from `source`, before it is sent, so an exception from the
         callback still aborts.
         """
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             self._call("put_object", path, Body=data)
             return
@@ -536,7 +527,7 @@ class S3Backend(Backend):
                     "upload_part", path, Body=data, PartNumber=number, UploadId=upload
                 )
                 parts.append({"PartNumber": number, "ETag": reply["ETag"]})
-                data = _read_full(source, self.part_size)
+                data = source.read_full(self.part_size)
             self._call(
                 "complete_multipart_upload",
                 path,
@@ -590,7 +581,7 @@ class S3Backend(Backend):
             reply: dict[str, Any] = await asyncio.wait_for(request, self.timeout)
             return reply
 
-        data = _read_full(source, self.part_size)
+        data = source.read_full(self.part_size)
         if len(data) < self.part_size:
             await call("put_object", Body=data)
             return
@@ -601,7 +592,7 @@ class S3Backend(Backend):
                 number = len(parts) + 1
                 reply = await call("upload_part", Body=data, PartNumber=number, UploadId=upload)
                 parts.append({"PartNumber": number, "ETag": reply["ETag"]})
-                data = _read_full(source, self.part_size)
+                data = source.read_full(self.part_size)
             await call(
                 "complete_multipart_upload", UploadId=upload, MultipartUpload={"Parts": parts}
             )

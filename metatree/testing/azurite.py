@@ -192,13 +192,9 @@ class AzuriteServer:
 
     def stop(self) -> None:
         """Stop the server."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        from metatree.testing.servers import stop_process
+
+        stop_process(self._process)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -304,6 +304,17 @@ def make_bucket(endpoint_url: str, prefix: str = "test") -> str:
     return name
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server's process: terminate, then kill after 10 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -374,13 +385,7 @@ class SeaweedS3Server:
 
     def stop(self) -> None:
         """Stop the server."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
 
     def __enter__(self) -> Self:
         return self.start()
