@@ -8,6 +8,7 @@ import fsspec
 import pytest
 
 from metatree.testing.azurite import AzuriteServer, binary, make_container
+from metatree.testing.gcs_server import GCSServer, make_gcs_bucket
 from metatree.testing.servers import MotoS3Server, SeaweedS3Server, make_bucket
 from metatree.testing.webhdfs import WebHDFSServer
 
@@ -76,3 +77,16 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
 def azure_container(azurite_server: AzuriteServer) -> str:
     """One container for the session; each test uses its own prefix in it."""
     return make_container(azurite_server.endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GCSServer]:
+    """The emulator behind the precondition layer, on 127.0.0.1 and a free port."""
+    with GCSServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(gcs_server: GCSServer) -> str:
+    """One bucket for the session; each test uses its own prefix in it."""
+    return make_gcs_bucket(gcs_server.endpoint_url)

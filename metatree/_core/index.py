@@ -875,7 +875,9 @@ def _switch(
     if children.added:
         piece["add"] = list(children.added)
     name = f"{rel}/{1:020d}.json"
-    if not db.storage.create_exclusive(name, dump_metadata(piece)):
+    if not db.storage.create_exclusive(name, dump_metadata(piece)) and not _ours(
+        db, name, piece["id"]
+    ):  # a retried create whose first reply was lost finds its own piece there
         raise CorruptMetadataError(db.storage.url_of(name), "a new index log is not empty")
     inline[INDEX_KEY] = _marker(children.log.generation, 1)
     db.put_inline(path, inline, expect=expect, durable=durable)

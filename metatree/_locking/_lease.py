@@ -149,13 +149,18 @@ class LeaseLock(BaseLock):
                 raise directory_error(self.name)  # "exists" to create, absent to read
             return False  # released between our create and our read: try again
         seen, version = current
+        if seen == body:  # our create landed: a client's retry of it was refused (lost reply)
+            return self._held(lease, body, version, start)
         dead, info = self._judge(seen)
         if not dead:
             return False
         lease = self._new_lease(info)
         body, start = lease.to_bytes(), time.monotonic()
-        version = self._attempted(body, lambda: self.store.replace(version, body, owned=False))
-        return version is not None and self._held(lease, body, version, start)
+        taken = self._attempted(body, lambda: self.store.replace(version, body, owned=False))
+        if taken is None:  # lost, or landed and its retry refused: the stored body tells
+            current = self.store.read()
+            taken = current[1] if current is not None and current[0] == body else None
+        return taken is not None and self._held(lease, body, taken, start)
 
     def _attempted(self, body: bytes, write: Callable[[], Version | None]) -> Version | None:
         """Run a write of `body`; if it fails, find out from the stored body whether it landed.
@@ -291,6 +296,9 @@ class LeaseLock(BaseLock):
             self._holder = f"renewal failed: {exc}"
             return True
         if version is None:
+            # refused: taken over, or our write landed and a client's retry of it (its reply
+            # lost: gcsfs and the S3 and Azure SDKs retry) was refused; the stored body tells
+            self._pending.append((body, start, renewed))
             if not self._recover_pending():
                 self._lost = "the lease was taken over or broken by another writer"
             return False

@@ -33,8 +33,9 @@ What gcsfs passes through, and what this adapter does instead:
   metatree as `OSError`s (`_as_os_error`), so `translate_errors` types them.
 * gcsfs retries failed requests (5xx, 408, 429, connection errors) up to six times: a
   conditional write whose answer was lost and that is retried answers 412 though it landed.
-  GCS documents the same for its own clients; metatree reads this as "lost", which is safe
-  for a lease (the next read sees our body) and for `write_if` (the caller re-reads).
+  GCS documents the same for its own clients. This backend reports "lost"; the lease then
+  reads the lock object and adopts it when the stored body is the one it wrote, and an
+  index piece is recognised by its random id (as on S3 and Azure, whose SDKs retry too).
 * Its listing cache may hold other clients' stale state: listings here never use it.
 
 What is proven where: the requests follow GCS's documentation of preconditions, which says

@@ -398,6 +398,52 @@ class LockHardeningTests(LockTestBase):
         assert tree.find("m/v1").metadata["renewed"] is True
         assert tree.lock_status() is None
 
+    @pytest.mark.parametrize("write", ["create", "renewal"])
+    def test_a_landed_write_whose_retry_was_refused_is_ours(
+        self, storage: Storage, write: str
+    ) -> None:
+        """A write that landed, its reply lost, retried by the client and refused (412).
+
+        gcsfs and the S3 and Azure SDKs retry a request whose reply was lost: the retry of
+        a conditional write that had landed is refused, and the store says "lost" with no
+        error. The lease read that as another writer's: a renewal ended in a false
+        LockLostError with our lease left behind; a create waited out its own lease. The
+        stored body tells: ours is adopted.
+        """
+        tree = self._seeded(storage, lock_ttl=self.lease_ttl, lock_timeout=5)
+        lock = self._lease_lock(tree)
+        original = getattr(lock.store, write if write == "create" else "replace")
+        calls: list[bool] = []
+
+        def landed_but_refused(*args: Any, **kwargs: Any) -> Any:
+            version = original(*args, **kwargs)
+            calls.append(True)
+            return None if len(calls) == 1 and version is not None else version
+
+        taken_over: list[bool] = []
+        replace = lock.store.replace
+
+        def taking_over(version: Any, body: bytes, *, owned: bool) -> Any:
+            taken_over.append(not owned)
+            return replace(version, body, owned=owned)
+
+        if write == "create":
+            lock.store.replace = taking_over  # type: ignore[method-assign]
+        setattr(lock.store, write if write == "create" else "replace", landed_but_refused)
+        try:
+            with tree.transaction():
+                tree.find("m/v1").update(renewed=True)
+                if write == "renewal":
+                    time.sleep(1.4 * self.lease_ttl)  # renewals: the first refused, landed
+        finally:
+            delattr(lock.store, write if write == "create" else "replace")
+            if write == "create":
+                del lock.store.replace
+        assert calls
+        assert not any(taken_over)  # our own lease adopted, not waited out and taken over
+        assert tree.find("m/v1").metadata["renewed"] is True
+        assert tree.lock_status() is None  # released: not left for ttl to block others
+
     # -- item 19 smaller: planted lease bodies ------------------------------------------
     @pytest.mark.parametrize("case", sorted(CORRUPT_BODIES))
     def test_corrupt_lease_is_foreign_with_a_reason(self, storage: Storage, case: str) -> None:

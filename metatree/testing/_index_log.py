@@ -54,6 +54,37 @@ class IndexLogTests:
         _grow(tree, 6)
         return tree
 
+    @pytest.mark.parametrize("piece", [1, 2], ids=["switch", "append"])
+    def test_index_log_piece_whose_retried_create_was_refused(
+        self, storage: Storage, piece: int
+    ) -> None:
+        """A piece's create landed, its reply was lost, and the client's retry was refused.
+
+        gcsfs and the S3 and Azure SDKs retry a request whose reply was lost: the retry of an
+        exclusive create that had landed is refused. The switch to v2 (the log's first
+        piece) read that as "a new index log is not empty" (CorruptMetadataError); the
+        piece holds our random id, so it is ours, as for later pieces.
+        """
+        tree = Metatree(storage, KEYS, index_threshold=3)
+        _grow(tree, 3)
+        original = storage.create_exclusive
+        refused: list[str] = []
+
+        def landed_but_refused(rel: str, data: bytes) -> bool:
+            created = original(rel, data)
+            if created and rel.endswith(f"{piece:020d}.json") and not refused:
+                refused.append(rel)
+                return False
+            return created
+
+        storage.create_exclusive = landed_but_refused  # type: ignore[method-assign]
+        try:
+            _grow(tree, 2, start=3)
+        finally:
+            del storage.create_exclusive
+        assert refused
+        assert Metatree(storage).find("m").children == [f"v{i}" for i in range(5)]
+
     def test_index_log_past_the_threshold(self, big: Metatree, storage: Storage) -> None:
         stored = orjson.loads(storage.read_bytes("m/metadata.json"))
         assert stored["children"] == ["v0", "v1", "v2"]  # the mirror: what metatreedb reads

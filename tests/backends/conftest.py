@@ -1,7 +1,7 @@
 """Collection of the backends' suites: the second, format v2 run is a subset but on memory.
 
 tests/backends/test_index_v2.py runs the whole conformance suite again with a threshold of
-one child on memory. On local disk, S3, Azure and WebHDFS it runs the tests listed in
+one child on memory. On local disk, S3, Azure, GCS and WebHDFS it runs the tests listed in
 v2_subset.txt: those that grow a node past one child, so that format v2 is exercised on each
 backend's primitives; the others would repeat the first run exactly (local disk ran them all
 until Azure joined the suites: CI's time went to the new backend instead). The list is
@@ -21,7 +21,7 @@ SUBSET = frozenset(
     for line in (Path(__file__).parent / "v2_subset.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 )
-_REMOTE_V2 = ("TestLocalV2", "TestS3V2", "TestWebHDFSV2", "TestAzureV2")
+_REMOTE_V2 = ("TestLocalV2", "TestS3V2", "TestWebHDFSV2", "TestAzureV2", "TestGCSV2")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

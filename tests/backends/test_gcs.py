@@ -10,7 +10,6 @@ preconditions and reads 412 right, not that GCS is atomic; the lock suites run o
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -21,22 +20,6 @@ from metatree.testing import BackendTests
 from metatree.testing._stateful import StatefulTests
 from metatree.testing.conformance import BackendConformance
 from metatree.testing.gcs_server import GCSServer, gcs_options, make_gcs_bucket
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture(scope="session")
-def gcs_server() -> Iterator[GCSServer]:
-    """The emulator behind the precondition layer, on 127.0.0.1 and a free port."""
-    with GCSServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def gcs_bucket(gcs_server: GCSServer) -> str:
-    """One bucket for the session; each test uses its own prefix in it."""
-    return make_gcs_bucket(gcs_server.endpoint_url)
 
 
 def _open(server: GCSServer, bucket: str) -> Storage:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from metatree._core import index
-from tests.backends import test_azure, test_local, test_memory, test_s3, test_webhdfs
+from tests.backends import test_azure, test_gcs, test_local, test_memory, test_s3, test_webhdfs
 
 THRESHOLD = 1
 
@@ -45,6 +45,11 @@ class TestS3V2(_Log, test_s3.TestS3):
 @pytest.mark.azure
 class TestAzureV2(_Log, test_azure.TestAzure):
     """Every behaviour on Azure (Azurite), large nodes in format v2."""
+
+
+@pytest.mark.gcs
+class TestGCSV2(_Log, test_gcs.TestGCS):
+    """Every behaviour on GCS (the test server, the opt-in lock), large nodes in format v2."""
 
 
 @pytest.mark.webhdfs
