@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import fsspec
 import pytest
 
-from metatree.testing.azurite import AzuriteServer, binary, make_container
+from metatree.testing.azurite import AzuriteServer, binary, delete_container, make_container
 from metatree.testing.gcs_server import GCSServer, make_gcs_bucket
 from metatree.testing.servers import MotoS3Server, SeaweedS3Server, make_bucket
 from metatree.testing.webhdfs import WebHDFSServer
@@ -73,10 +73,17 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
         yield server
 
 
-@pytest.fixture(scope="session")
-def azure_container(azurite_server: AzuriteServer) -> str:
-    """One container for the session; each test uses its own prefix in it."""
-    return make_container(azurite_server.endpoint_url)
+@pytest.fixture
+def azure_container(azurite_server: AzuriteServer) -> Iterator[str]:
+    """A container of the test's own, deleted (with its blobs) after the test.
+
+    One container for the session made every listing slower as the session went on:
+    Azurite lists a container by scanning its blobs (seen: a setup's few requests past the
+    120 s timeout, 22 minutes into a full run). Deleting it keeps Azurite's store small.
+    """
+    name = make_container(azurite_server.endpoint_url)
+    yield name
+    delete_container(azurite_server.endpoint_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +93,7 @@ def gcs_server() -> Iterator[GCSServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def gcs_bucket(gcs_server: GCSServer) -> str:
-    """One bucket for the session; each test uses its own prefix in it."""
+    """A bucket of the test's own: the emulator lists a bucket by scanning all its objects."""
     return make_gcs_bucket(gcs_server.endpoint_url)

@@ -31,6 +31,7 @@ __all__ = [
     "AzuriteServer",
     "HoldingProxy",
     "azure_options",
+    "delete_container",
     "make_container",
 ]
 
@@ -113,6 +114,17 @@ def make_container(endpoint_url: str, prefix: str = "test") -> str:
     with BlobServiceClient.from_connection_string(connection_string(endpoint_url)) as client:
         client.create_container(name)
     return name
+
+
+def delete_container(endpoint_url: str, name: str) -> None:
+    """Delete a container and its blobs (quietly: a test's cleanup)."""
+    from azure.storage.blob import BlobServiceClient
+
+    with (
+        contextlib.suppress(Exception),
+        BlobServiceClient.from_connection_string(connection_string(endpoint_url)) as client,
+    ):
+        client.delete_container(name)
 
 
 class AzuriteServer:
