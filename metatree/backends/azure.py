@@ -419,12 +419,15 @@ class AzureBackend(Backend):
             paged = container.list_blobs(name_starts_with=prefix, results_per_page=limit)
         pages = paged.by_page()
         while True:
-            with azure_errors(path):
-                try:  # each page within the timeout of one request, not the whole listing
-                    page = await self._within(pages.__anext__())
-                except StopAsyncIteration:
-                    return
-                items = [item async for item in page]  # the page's items: no request
+            try:
+                with azure_errors(path):
+                    try:  # each page within the timeout of one request, not the whole listing
+                        page = await self._within(pages.__anext__())
+                    except StopAsyncIteration:
+                        return
+                    items = [item async for item in page]  # the page's items: no request
+            except FileNotFoundError:
+                return  # no such container: nothing below `path`, as below a missing prefix
             yield _Page(items, pages.continuation_token)
 
     def find(self, path: str) -> list[str]:

@@ -189,3 +189,13 @@ class TestAzureOnly:
             assert storage.listdir("d") == {"f": "file"}
         finally:
             proxy.close()
+
+    def test_a_missing_container_holds_nothing(self, azurite_server: AzuriteServer) -> None:
+        """Below a container that does not exist there is nothing, as below a missing prefix.
+
+        Listing it raised NotFoundError, so `kind` and `listdir` of any path in it did.
+        """
+        storage = as_storage(f"az://missing-{uuid.uuid4().hex[:12]}/db", **azurite_server.options())
+        assert storage.kind("x") is None
+        assert storage.listdir("") == {}
+        assert list(storage.walk_files("")) == []
