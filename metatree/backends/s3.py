@@ -563,10 +563,7 @@ class S3Backend(Backend):
             finally:
                 self.fs.invalidate_cache(path)
 
-        try:
-            return upload_each(self.fs.loop, items, concurrency, put)
-        except _client_failures() as exc:
-            raise _as_os_error(exc) from exc
+        return upload_each(self.fs.loop, items, concurrency, put)  # `put` translates failures
 
     async def _aput(self, source: Upload, path: str) -> None:
         """`put` as a coroutine, for `put_many` (each request within `timeout`).
